@@ -1,0 +1,1 @@
+"""AAA: local users and address pools; RADIUS later."""

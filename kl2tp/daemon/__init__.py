@@ -1,0 +1,1 @@
+"""trio drivers: UDP demux, tunnel and session tasks, control socket."""
