@@ -1,0 +1,135 @@
+"""The null data plane: records what it would program; PPP frames ride L2TP data messages.
+
+Used by tests and on machines whose kernel has no L2TP. The records are exact enough for
+tests to assert the order and the parameters of every call the kernel back end would get.
+"""
+
+from __future__ import annotations
+
+import attrs
+import trio
+
+from kl2tp.dataplane.base import (
+    Counters,
+    FrameSink,
+    NetworkSpec,
+    SessionSpec,
+    TunnelSpec,
+)
+
+
+@attrs.define(slots=True)
+class NullTunnelHandle:
+    """A tunnel the null back end 'programmed'."""
+
+    spec: TunnelSpec
+    """What was asked for."""
+
+    @property
+    def socket(self) -> object | None:
+        """The null back end adds no socket: the shared one serves."""
+        return None
+
+
+class NullChannel:
+    """PPP frames to and from the tunnel task, in memory."""
+
+    __slots__ = ("_recv", "_send", "_sink", "dropped")
+
+    def __init__(self, sink: FrameSink, depth: int) -> None:
+        self._sink = sink
+        self._send, self._recv = trio.open_memory_channel[bytes](depth)
+        self.dropped = 0
+
+    async def send(self, frame: bytes) -> None:
+        """Send a frame: the tunnel task wraps it into a data message."""
+        self._sink(frame)
+
+    async def receive(self) -> bytes:
+        """Next frame that arrived as a data message."""
+        return await self._recv.receive()
+
+    def deliver(self, frame: bytes) -> bool:
+        """Queue a frame from the tunnel task; drop and count when full or closed."""
+        try:
+            self._send.send_nowait(frame)
+        except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
+            self.dropped += 1
+            return False
+        return True
+
+    async def aclose(self) -> None:
+        """Close both ends; a pending receive() ends with EndOfChannel."""
+        self._send.close()
+        self._recv.close()
+
+
+@attrs.define
+class NullDataPlane:
+    """Records every call; keeps what is 'programmed' in dicts."""
+
+    name: str = "null"
+    """Back-end name, as config and logs say it."""
+    channel_depth: int = 64
+    """Frames queued per session before drops."""
+    tunnels: dict[int, TunnelSpec] = attrs.field(factory=dict)
+    """Programmed tunnels by local id."""
+    sessions: dict[tuple[int, int], SessionSpec] = attrs.field(factory=dict)
+    """Programmed sessions by (local tunnel id, local session id)."""
+    networks: dict[tuple[int, int], NetworkSpec] = attrs.field(factory=dict)
+    """Interfaces configured, by session key."""
+    calls: list[tuple[str, tuple[int, ...]]] = attrs.field(factory=list)
+    """Every call in order: (method, ids)."""
+    _channels: dict[tuple[int, int], NullChannel] = attrs.field(factory=dict)
+
+    async def open_tunnel(self, spec: TunnelSpec) -> NullTunnelHandle:
+        self.tunnels[spec.local_tunnel_id] = spec
+        self.calls.append(("open_tunnel", (spec.local_tunnel_id,)))
+        return NullTunnelHandle(spec)
+
+    async def close_tunnel(self, local_tunnel_id: int) -> None:
+        self.calls.append(("close_tunnel", (local_tunnel_id,)))
+        self.tunnels.pop(local_tunnel_id, None)
+        for key in [k for k in self.sessions if k[0] == local_tunnel_id]:
+            await self.close_session(*key)
+
+    async def open_session(self, spec: SessionSpec, sink: FrameSink) -> NullChannel:
+        key = (spec.local_tunnel_id, spec.local_session_id)
+        self.sessions[key] = spec
+        self.calls.append(("open_session", key))
+        channel = NullChannel(sink, self.channel_depth)
+        self._channels[key] = channel
+        return channel
+
+    async def session_up(
+        self, local_tunnel_id: int, local_session_id: int, net: NetworkSpec
+    ) -> str | None:
+        key = (local_tunnel_id, local_session_id)
+        self.networks[key] = net
+        self.calls.append(("session_up", key))
+        return None
+
+    async def close_session(self, local_tunnel_id: int, local_session_id: int) -> None:
+        key = (local_tunnel_id, local_session_id)
+        self.calls.append(("close_session", key))
+        self.sessions.pop(key, None)
+        self.networks.pop(key, None)
+        channel = self._channels.pop(key, None)
+        if channel is not None:
+            await channel.aclose()
+
+    async def tunnel_counters(self, local_tunnel_id: int) -> Counters | None:
+        return None
+
+    async def session_counters(
+        self, local_tunnel_id: int, local_session_id: int
+    ) -> Counters | None:
+        return None
+
+    async def cleanup_stale(self) -> int:
+        return 0
+
+    async def aclose(self) -> None:
+        for key in list(self.sessions):
+            await self.close_session(*key)
+        self.tunnels.clear()
