@@ -1,0 +1,340 @@
+"""Command lines: kl2tp-lns, kl2tp-lac, kl2tpctl.
+
+Exit codes: 0 success, 1 runtime failure (e.g. a simulation with failed calls, a daemon
+that could not bind), 2 bad usage or a bad config (one line naming the file, key, problem).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import trio
+
+from kl2tp import config as cfgmod
+from kl2tp.daemon.endpoint import Address
+from kl2tp.daemon.service import Settings
+from kl2tp.dataplane.base import DataPlane
+from kl2tp.l2tp.tunnel import TunnelConfig
+
+CATEGORIES = ("l2tp", "ppp", "aaa", "kernel", "daemon")
+AVP_LEVEL = 5
+"""Log level below DEBUG for per-AVP parse lines (``--debug l2tp+avp``)."""
+
+log = logging.getLogger("kl2tp.daemon")
+
+
+# -- logging ------------------------------------------------------------------------------------
+
+
+def setup_logging(debug: str | None, level: str = "info") -> None:
+    """IOS-style timestamps; ``debug`` is a comma list of categories, ``all``, or ``+avp``."""
+    logging.addLevelName(AVP_LEVEL, "AVP")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s.%(msecs)03d: %(message)s", datefmt="%b %d %H:%M:%S")
+    )
+    root = logging.getLogger("kl2tp")
+    root.handlers[:] = [handler]
+    root.setLevel(getattr(logging, level.upper(), logging.INFO))
+    root.propagate = False
+    if not debug:
+        return
+    avp = False
+    names: list[str] = []
+    for word in debug.replace("+", ",").split(","):
+        word = word.strip()
+        if not word:
+            continue
+        if word == "avp":
+            avp = True
+        elif word == "all":
+            names.extend(CATEGORIES)
+        elif word in CATEGORIES:
+            names.append(word)
+        else:
+            raise SystemExit(
+                f"--debug: unknown category {word!r} "
+                f"(choose from {', '.join(CATEGORIES)}, all, avp)"
+            )
+    for name in names or ["l2tp"]:
+        logging.getLogger(f"kl2tp.{name}").setLevel(AVP_LEVEL if avp else logging.DEBUG)
+
+
+# -- config -> settings -------------------------------------------------------------------------
+
+
+def settings_from_config(cfg: Any, role: str) -> Settings:
+    """Map the typed config onto what the daemon needs."""
+    l2 = cfg.l2tp
+    secret = l2.secret.reveal() if l2.secret is not None else None
+    tunnel = TunnelConfig(
+        hostname=l2.hostname,
+        secret=secret.encode() if isinstance(secret, str) else secret,
+        hide_avps=l2.hide_avps,
+        hello_interval=l2.hello_interval,
+        receive_window=l2.receive_window,
+        retransmit_initial=l2.retransmit_initial,
+        retransmit_cap=l2.retransmit_cap,
+        max_retries=l2.max_retries,
+        idle_timeout=l2.idle_timeout,
+    )
+    peers: tuple[Address, ...] = ()
+    if role == "lac":
+        peers = tuple((p.host, p.port) for p in cfg.lac.lns)
+    allowed = tuple(
+        ipaddress.ip_network(str(n), strict=False) for n in getattr(l2, "allowed_peers", ())
+    )
+    return Settings(
+        role=role,
+        listen=(l2.listen.host, l2.listen.port),
+        tunnel=tunnel,
+        control_socket=cfg.control.socket,
+        lns_peers=peers,
+        allowed_peers=allowed,
+        max_tunnels=l2.max_tunnels,
+        max_sessions=l2.max_sessions,
+        queue_depth=l2.queue_depth,
+    )
+
+
+def make_dataplane(kind: str, cfg: Any) -> DataPlane:
+    """The configured back end; ``auto`` takes the kernel when it has L2TP, loudly."""
+    from kl2tp.dataplane.null import NullDataPlane
+
+    if kind == "null":
+        return NullDataPlane()
+    from kl2tp.dataplane.capability import check_kernel
+
+    problem = check_kernel()
+    if problem is None:
+        from kl2tp.dataplane.kernel import KernelDataPlane
+
+        return KernelDataPlane.from_config(cfg)  # type: ignore[no-any-return]
+    if kind == "kernel":
+        raise SystemExit(f'[dataplane] kind = "kernel" but {problem}')
+    log.warning("*** %s", problem)
+    log.warning('*** [dataplane] kind = "auto": using the NULL data plane: sessions signal but')
+    log.warning("*** carry PPP in userspace only; no kernel interfaces will be created")
+    from kl2tp.dataplane.null import NullDataPlane as Null
+
+    return Null()
+
+
+def _load(args: argparse.Namespace, role: str) -> Any:
+    try:
+        if args.config:
+            return cfgmod.load_config(args.config, role)
+        return cfgmod.load_default(role)
+    except cfgmod.ConfigError as exc:
+        print(f"{role}: config error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+# -- kl2tp-lns / kl2tp-lac ----------------------------------------------------------------------
+
+
+def _daemon_parser(prog: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog)
+    p.add_argument("--config", "-c", help="TOML config file (default: the embedded default)")
+    p.add_argument(
+        "--debug",
+        "-d",
+        help="debug categories: l2tp,ppp,aaa,kernel,daemon or all; add +avp for AVP parse lines",
+    )
+    return p
+
+
+def lns_main(argv: Sequence[str] | None = None) -> int:
+    """kl2tp-lns."""
+    args = _daemon_parser("kl2tp-lns").parse_args(argv)
+    cfg = _load(args, "lns")
+    setup_logging(args.debug, cfg.log.level)
+    return _run(cfg, "lns")
+
+
+def lac_main(argv: Sequence[str] | None = None) -> int:
+    """kl2tp-lac."""
+    p = _daemon_parser("kl2tp-lac")
+    p.add_argument("--simulate", type=int, metavar="N", help="place N calls, hold, clear, report")
+    p.add_argument(
+        "--rate", type=float, metavar="R", help="calls per second (default: as fast as possible)"
+    )
+    p.add_argument(
+        "--hold", type=float, default=None, metavar="SECONDS", help="hold time once all are up"
+    )
+    p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    args = p.parse_args(argv)
+    if args.config is None:
+        p.error("--config is required (the LAC needs [[lac.lns]])")
+    cfg = _load(args, "lac")
+    setup_logging(args.debug, cfg.log.level)
+    if args.simulate is None:
+        return _run(cfg, "lac")
+    if args.simulate < 1:
+        p.error("--simulate needs N >= 1")
+    return _simulate(cfg, args)
+
+
+def _run(cfg: Any, role: str) -> int:
+    from kl2tp.daemon.service import run_daemon
+    from kl2tp.daemon.sessions import make_handler
+
+    settings = settings_from_config(cfg, role)
+    dataplane = make_dataplane(cfg.dataplane.kind, cfg)
+
+    async def main() -> None:
+        removed = await dataplane.cleanup_stale()
+        if removed:
+            log.warning("removed %d stale kernel objects left by an earlier kl2tp", removed)
+        handler = make_handler(role, cfg, dataplane)
+        await run_daemon(settings, dataplane, handler)
+
+    try:
+        trio.run(main)
+    except OSError as exc:
+        print(f"kl2tp-{role}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _simulate(cfg: Any, args: argparse.Namespace) -> int:
+    from kl2tp.daemon.service import make_endpoint, simulate
+    from kl2tp.daemon.sessions import make_handler
+
+    settings = settings_from_config(cfg, "lac")
+    dataplane = make_dataplane("null", cfg)
+    hold = args.hold if args.hold is not None else getattr(cfg.subscriber, "hold", 0.0)
+    summary: dict[str, Any] = {}
+
+    async def main() -> None:
+        handler = make_handler("lac", cfg, dataplane)
+        endpoint = make_endpoint(settings, dataplane, handler)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(endpoint.serve)
+            result = await simulate(
+                endpoint, settings.lns_peers, args.simulate, rate=args.rate, hold=hold
+            )
+            summary.update(result.summary())
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(_format_summary(summary))
+    return 0 if summary.get("established") == summary.get("requested") else 1
+
+
+def _format_summary(s: dict[str, Any]) -> str:
+    lines = [
+        f"requested    {s['requested']}",
+        f"established  {s['established']}",
+        f"failed       {sum(s['failed'].values())}",
+    ]
+    for reason, n in sorted(s["failed"].items()):
+        lines.append(f"  {reason}: {n}")
+    lines.append(f"setup p50    {s['setup_ms']['p50']} ms")
+    lines.append(f"setup p99    {s['setup_ms']['p99']} ms")
+    lines.append(f"calls/s      {s['cps']}")
+    return "\n".join(lines)
+
+
+# -- kl2tpctl -----------------------------------------------------------------------------------
+
+DEFAULT_SOCKET = "/run/kl2tp/lns.sock"
+
+
+def ctl_main(argv: Sequence[str] | None = None) -> int:
+    """kl2tpctl."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["decode"]:
+        from kl2tp.decode_cmd import main as decode_main
+
+        return decode_main(argv[1:])
+    p = argparse.ArgumentParser(prog="kl2tpctl")
+    p.add_argument("--socket", "-s", default=DEFAULT_SOCKET, help="daemon control socket")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    show = sub.add_parser("show", help="show tunnels, sessions or a summary")
+    show.add_argument("what", choices=["tunnels", "sessions", "summary"])
+    show.add_argument("--json", action="store_true")
+    clear = sub.add_parser("clear", help="clear a tunnel or a session")
+    clear_sub = clear.add_subparsers(dest="what", required=True)
+    ct = clear_sub.add_parser("tunnel")
+    ct.add_argument("tunnel", type=int)
+    cs = clear_sub.add_parser("session")
+    cs.add_argument("tunnel", type=int)
+    cs.add_argument("session", type=int)
+    sub.add_parser("decode", help="decode an L2TP packet given as hex (see kl2tpctl decode -h)")
+    args = p.parse_args(argv)
+
+    from kl2tp.daemon.control import ControlError, request
+
+    req: dict[str, Any] = {"cmd": args.cmd, "what": args.what}
+    if args.cmd == "clear":
+        req["tunnel"] = args.tunnel
+        if args.what == "session":
+            req["session"] = args.session
+    try:
+        result = request(args.socket, req)
+    except (OSError, ControlError) as exc:
+        print(f"kl2tpctl: {args.socket}: {exc}", file=sys.stderr)
+        return 1
+    if args.cmd == "show" and not args.json:
+        print(_format_show(args.what, result))
+    else:
+        print(json.dumps(result, indent=None if args.cmd == "show" else 2))
+    return 0
+
+
+def _format_show(what: str, result: Any) -> str:
+    if what == "summary":
+        t, s = result["tunnels"], result["sessions"]
+        lines = [
+            f"role {result['role']}, data plane {result['dataplane']}",
+            f"tunnels  {t['total']}  "
+            + " ".join(f"{k}={v}" for k, v in sorted(t["by_state"].items())),
+            f"sessions {s['total']}  "
+            + " ".join(f"{k}={v}" for k, v in sorted(s["by_state"].items())),
+        ]
+        if result.get("counters"):
+            lines.append(
+                "counters " + " ".join(f"{k}={v}" for k, v in sorted(result["counters"].items()))
+            )
+        return "\n".join(lines)
+    if what == "tunnels":
+        cols = [
+            "local_id",
+            "peer_id",
+            "peer_address",
+            "peer_hostname",
+            "state",
+            "sessions",
+            "uptime",
+        ]
+    else:
+        cols = [
+            "tunnel_id",
+            "local_id",
+            "peer_id",
+            "state",
+            "username",
+            "address",
+            "interface",
+            "phase",
+            "uptime",
+        ]
+    rows = [[str(r.get(c, "-")) for c in cols] for r in result]
+    widths = [max([len(c)] + [len(row[i]) for row in rows]) for i, c in enumerate(cols)]
+    out = ["  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True))]
+    out += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in rows]
+    return "\n".join(out)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(ctl_main())

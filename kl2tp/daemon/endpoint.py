@@ -1,0 +1,581 @@
+"""The UDP endpoint: one socket, demux by tunnel id, one task per tunnel.
+
+This is glue in the manner of trio's DTLS endpoint: a single receive loop peeks at the
+tunnel id, hands the datagram to that tunnel's bounded queue and never waits on a slow
+tunnel (a full queue drops and counts). Each tunnel task feeds its sans-IO
+:class:`kl2tp.l2tp.tunnel.Tunnel`, sends what it returns, sleeps until its timer, and turns
+the core's events into data-plane and session work.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import math
+import random
+import socket as stdlib_socket
+from collections import Counter
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
+
+import attrs
+import trio
+
+from kl2tp.dataplane.base import DataPlane, DataPlaneError, TunnelSpec
+from kl2tp.l2tp import events as ev
+from kl2tp.l2tp.errors import DecodeError, UnsupportedVersion
+from kl2tp.l2tp.message import ControlMessage, decode, peek_tunnel_id
+from kl2tp.l2tp.tunnel import Tunnel, TunnelConfig
+
+log = logging.getLogger("kl2tp.daemon")
+
+Address = tuple[str, int]
+
+SCCRQ = 1
+RESULT_ADMIN = 3
+"""CDN result 3: disconnect for administrative reasons (RFC 2661 4.4.2)."""
+STOPCCN_SHUTDOWN = 6
+"""StopCCN result 6: requester is being shut down."""
+CDN_NO_RESOURCES = 4
+"""CDN result 4: temporary lack of resources."""
+STOPCCN_GENERAL = 2
+"""StopCCN result 2: general error."""
+GENERAL_NO_RESOURCES = 4
+"""General error 4: insufficient resources to handle this operation now."""
+
+
+class SessionHandler(Protocol):
+    """What runs above an established L2TP session (PPP on the LNS, a subscriber on the LAC).
+
+    The endpoint calls these from the tunnel task; they must not block it.
+    """
+
+    defers_established: bool
+    """True when the handler decides when a call counts as up (e.g. once IPCP is open);
+    it then sets ``SessionInfo.established`` and ``done`` itself."""
+
+    def call_established(self, runner: TunnelRunner, event: ev.CallEstablished) -> None:
+        """The session is up at the L2TP level."""
+
+    def call_closed(self, runner: TunnelRunner, event: ev.CallClosed) -> None:
+        """The session is gone (CDN either way, or its tunnel went down)."""
+
+    def data_received(self, runner: TunnelRunner, event: ev.DataReceived) -> None:
+        """A data message for the session reached userspace."""
+
+
+@attrs.define(slots=True)
+class SessionInfo:
+    """Per-session facts the daemon keeps beside the core (for show and accounting)."""
+
+    local_sid: int
+    """Our Assigned Session ID."""
+    created: float
+    """trio time the session was created."""
+    established: float | None = None
+    """trio time the session reached established."""
+    extra: dict[str, Any] = attrs.field(factory=dict)
+    """Fields upper layers add (username, address, interface, auth, phase)."""
+    done: trio.Event = attrs.field(factory=trio.Event)
+    """Set when the session is established or closed."""
+    closed: ev.CallClosed | None = None
+    """Why the session closed, once it has."""
+
+
+class TunnelRunner:
+    """One tunnel's task: the core, its queue, its socket, its sessions."""
+
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        core: Tunnel,
+        peer_addr: Address,
+        *,
+        pinned: bool,
+    ) -> None:
+        self.endpoint = endpoint
+        self.core = core
+        self.peer_addr = peer_addr
+        self.pinned = pinned
+        self.created = trio.current_time()
+        self.established_at: float | None = None
+        self.sessions: dict[int, SessionInfo] = {}
+        self.counters: Counter[str] = Counter()
+        self.closed = trio.Event()
+        self.established = trio.Event()
+        self.close_event: ev.TunnelClosed | None = None
+        self._send, self._recv = trio.open_memory_channel[tuple[bytes, Address] | None](
+            endpoint.queue_depth
+        )
+        self._socket: Any = None
+        self._kernel_tunnel = False
+
+    @property
+    def local_tunnel_id(self) -> int:
+        """Our tunnel id."""
+        return self.core.local_tunnel_id
+
+    # -- called by the endpoint's receive loop -------------------------------------------
+
+    def offer(self, data: bytes, addr: Address) -> None:
+        """Queue a datagram for this tunnel, or drop and count it."""
+        if self.pinned:
+            if addr != self.peer_addr:
+                self.endpoint.drop("wrong_peer")
+                return
+        elif addr[0] != self.peer_addr[0]:
+            self.endpoint.drop("wrong_peer")
+            return
+        try:
+            self._send.send_nowait((data, addr))
+        except trio.WouldBlock:
+            self.endpoint.drop("queue_full")
+
+    def kick(self) -> None:
+        """Wake the task after a command changed the core (it then flushes)."""
+        # When the queue is full the task is busy and flushes after its current item anyway.
+        with contextlib.suppress(trio.WouldBlock, trio.ClosedResourceError):
+            self._send.send_nowait(None)
+
+    # -- commands (from sessions, the control socket, the LAC) ---------------------------
+
+    def place_call(self, call: Any) -> SessionInfo:
+        """Start a call (ICRQ on the LAC, OCRQ on the LNS)."""
+        now = trio.current_time()
+        sid = self.core.place_call(now, call)
+        info = SessionInfo(sid, now)
+        self.sessions[sid] = info
+        self.kick()
+        return info
+
+    def hangup(
+        self, sid: int, result: int = RESULT_ADMIN, error: int = 0, message: str = ""
+    ) -> None:
+        """Clear one session with a CDN."""
+        if sid in self.core.sessions:
+            self.core.hangup(sid, trio.current_time(), result, error, message)
+            self.kick()
+
+    def close(self, result: int = 1, error: int = 0, message: str = "") -> None:
+        """Clear the tunnel with a StopCCN."""
+        self.core.close(trio.current_time(), result, error, message)
+        self.kick()
+
+    def send_data(self, sid: int, payload: bytes) -> None:
+        """Send a PPP frame of a session as an L2TP data message (userspace data path)."""
+        if sid in self.core.sessions:
+            self.core.send_data(sid, payload)
+            self.kick()
+
+    # -- the task --------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Drive the core until the tunnel is closed."""
+        try:
+            await self._flush()
+            while self.close_event is None:
+                timer = self.core.get_timer()
+                deadline = math.inf if timer is None else timer
+                item: tuple[bytes, Address] | None = None
+                with trio.move_on_at(deadline):
+                    item = await self._recv.receive()
+                now = trio.current_time()
+                if item is not None:
+                    data, addr = item
+                    if not self.pinned:
+                        self.peer_addr = addr
+                        self.pinned = True
+                    self.core.receive_datagram(data, now)
+                    # Drain what is already queued before flushing: acks piggyback better.
+                    while True:
+                        try:
+                            more = self._recv.receive_nowait()
+                        except trio.WouldBlock:
+                            break
+                        if more is not None:
+                            self.core.receive_datagram(more[0], now)
+                timer = self.core.get_timer()
+                if timer is not None and timer <= now:
+                    self.core.handle_timer(now)
+                await self._flush()
+        finally:
+            await self._teardown()
+
+    async def _flush(self) -> None:
+        """Send what the core wants sent and act on its events."""
+        now = trio.current_time()
+        for data in self.core.datagrams_to_send(now):
+            await self._sendto(data)
+        while (event := self.core.next_event()) is not None:
+            await self._handle(event)
+            # handling may have queued more (e.g. an answer to an incoming call)
+            for data in self.core.datagrams_to_send(trio.current_time()):
+                await self._sendto(data)
+
+    async def _sendto(self, data: bytes) -> None:
+        sock = self._socket or self.endpoint.sock
+        try:
+            await sock.sendto(data, self.peer_addr)
+        except OSError as exc:
+            self.counters["send_errors"] += 1
+            if exc.errno not in (errno.ECONNREFUSED, errno.ENOBUFS, errno.EAGAIN):
+                log.warning(
+                    "Tnl %d: send to %s failed: %s", self.local_tunnel_id, self.peer_addr, exc
+                )
+
+    async def _handle(self, event: object) -> None:
+        handler = self.endpoint.handler
+        if isinstance(event, ev.TunnelEstablished):
+            self.established_at = trio.current_time()
+            self.established.set()
+            await self._program_tunnel()
+        elif isinstance(event, ev.IncomingCall):
+            self._incoming_call(event)
+        elif isinstance(event, ev.CallEstablished):
+            info = self.sessions.setdefault(event.sid, SessionInfo(event.sid, trio.current_time()))
+            if handler is None or not handler.defers_established:
+                info.established = trio.current_time()
+                info.done.set()
+            if handler is not None:
+                handler.call_established(self, event)
+        elif isinstance(event, ev.CallClosed):
+            info = self.sessions.pop(event.sid, None)
+            if info is not None:
+                info.closed = event
+                info.done.set()
+            if handler is not None:
+                handler.call_closed(self, event)
+        elif isinstance(event, ev.DataReceived):
+            self.counters["data_rx"] += 1
+            self.endpoint.counters["data_rx"] += 1
+            if handler is not None:
+                handler.data_received(self, event)
+        elif isinstance(event, ev.TunnelClosed):
+            self.close_event = event
+        else:
+            self.counters[type(event).__name__] += 1
+
+    def _incoming_call(self, event: ev.IncomingCall) -> None:
+        now = trio.current_time()
+        limit = self.endpoint.max_sessions
+        if limit and self.endpoint.session_count() >= limit:
+            self.endpoint.counters["calls_refused_overload"] += 1
+            self.core.hangup(event.sid, now, CDN_NO_RESOURCES, 0, "session limit reached")
+            return
+        self.sessions.setdefault(event.sid, SessionInfo(event.sid, now))
+        self.core.answer_call(event.sid, now)
+        if not self.endpoint.lns:
+            # A LAC answering an outgoing call has no line to dial: connect at once.
+            self.core.connect_call(event.sid, now, self.endpoint.connect_info())
+
+    async def _program_tunnel(self) -> None:
+        dp = self.endpoint.dataplane
+        spec = TunnelSpec(
+            local_tunnel_id=self.local_tunnel_id,
+            peer_tunnel_id=self.core.peer_tunnel_id,
+            local_addr=self.endpoint.local_addr,
+            peer_addr=self.peer_addr,
+        )
+        try:
+            handle = await dp.open_tunnel(spec)
+        except DataPlaneError as exc:
+            log.error("Tnl %d: data plane refused the tunnel: %s", self.local_tunnel_id, exc)
+            self.core.close(trio.current_time(), STOPCCN_GENERAL, GENERAL_NO_RESOURCES, str(exc))
+            return
+        self._kernel_tunnel = True
+        sock = handle.socket
+        if sock is not None:
+            self._socket = sock
+            self.endpoint.nursery.start_soon(self._socket_reader, sock)
+
+    async def _socket_reader(self, sock: Any) -> None:
+        """Read the per-tunnel socket the kernel data plane made (control packets arrive)."""
+        with trio.CancelScope() as scope:
+            self._reader_scope = scope
+            while True:
+                try:
+                    data, addr = await sock.recvfrom(65536)
+                except OSError:
+                    return
+                self.endpoint.dispatch(data, addr)
+
+    async def _teardown(self) -> None:
+        """Release everything, whatever path ended the tunnel."""
+        self.endpoint.forget(self)
+        scope = getattr(self, "_reader_scope", None)
+        if scope is not None:
+            scope.cancel()
+        handler = self.endpoint.handler
+        with trio.CancelScope(shield=True):
+            for sid, info in list(self.sessions.items()):
+                info.closed = ev.CallClosed(
+                    sid=sid,
+                    result=2,
+                    error=0,
+                    message="tunnel closed",
+                    q931=None,
+                    by_peer=False,
+                )
+                info.done.set()
+                if handler is not None:
+                    handler.call_closed(self, info.closed)
+            self.sessions.clear()
+            if self._kernel_tunnel:
+                try:
+                    await self.endpoint.dataplane.close_tunnel(self.local_tunnel_id)
+                except DataPlaneError as exc:
+                    log.error(
+                        "Tnl %d: could not remove the kernel tunnel: %s", self.local_tunnel_id, exc
+                    )
+        self._send.close()
+        self.closed.set()
+
+    def snapshot(self) -> dict[str, Any]:
+        """The tunnel as `kl2tpctl show tunnels` prints it."""
+        now = trio.current_time()
+        return {
+            "local_id": self.local_tunnel_id,
+            "peer_id": self.core.peer_tunnel_id,
+            "peer_address": f"{self.peer_addr[0]}:{self.peer_addr[1]}",
+            "peer_hostname": self.core.peer_hostname,
+            "state": self.core.state,
+            "sessions": len(self.core.sessions),
+            "uptime": round(now - self.created, 3),
+            "counters": dict(self.counters),
+        }
+
+
+class Endpoint:
+    """The UDP socket, the tunnel table and the tunnel tasks of one daemon."""
+
+    def __init__(
+        self,
+        *,
+        role: str,
+        tunnel_config: TunnelConfig,
+        dataplane: DataPlane,
+        listen: Address,
+        handler: SessionHandler | None = None,
+        allowed_peers: Iterable[Any] = (),
+        max_tunnels: int = 0,
+        max_sessions: int = 0,
+        queue_depth: int = 256,
+        rng: random.Random | None = None,
+        connect_info: Callable[[], Any] | None = None,
+    ) -> None:
+        self.lns = role == "lns"
+        self.tunnel_config = tunnel_config
+        self.dataplane = dataplane
+        self.listen = listen
+        self.handler = handler
+        self.allowed_peers = list(allowed_peers)
+        self.max_tunnels = max_tunnels
+        self.max_sessions = max_sessions
+        self.queue_depth = queue_depth
+        self.rng = rng or random.SystemRandom()
+        self._connect_info = connect_info
+        self.tunnels: dict[int, TunnelRunner] = {}
+        self._by_peer: dict[tuple[Address, int], int] = {}
+        self.counters: Counter[str] = Counter()
+        self.sock: Any = None
+        self.local_addr: Address = listen
+        self.nursery: trio.Nursery = None  # type: ignore[assignment]
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def serve(
+        self, *, task_status: trio.TaskStatus[Address] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Bind, then receive until cancelled. Reports the bound address when ready."""
+        family = stdlib_socket.AF_INET6 if ":" in self.listen[0] else stdlib_socket.AF_INET
+        sock = trio.socket.socket(family, stdlib_socket.SOCK_DGRAM)
+        sock.setsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_REUSEADDR, 1)
+        if hasattr(stdlib_socket, "SO_REUSEPORT"):
+            sock.setsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_REUSEPORT, 1)
+        with sock:
+            await sock.bind(self.listen)
+            self.sock = sock
+            self.local_addr = sock.getsockname()[:2]
+            async with trio.open_nursery() as nursery:
+                self.nursery = nursery
+                task_status.started(self.local_addr)
+                await self._receive_loop()
+
+    async def _receive_loop(self) -> None:
+        while True:
+            try:
+                data, addr = await self.sock.recvfrom(65536)
+            except OSError as exc:  # e.g. ICMP port unreachable reported on the socket
+                self.drop("socket_error")
+                log.debug("receive error: %s", exc)
+                continue
+            self.dispatch(data, addr[:2])
+
+    def dispatch(self, data: bytes, addr: Address) -> None:
+        """Route one datagram to its tunnel (never blocks)."""
+        self.counters["rx_datagrams"] += 1
+        try:
+            tid = peek_tunnel_id(data)
+        except UnsupportedVersion as exc:
+            self.drop(f"version_{exc.version}")
+            return
+        except DecodeError:
+            self.drop("malformed")
+            return
+        if tid:
+            runner = self.tunnels.get(tid)
+            if runner is None:
+                self.drop("unknown_tunnel")
+                return
+            runner.offer(data, addr)
+            return
+        self._new_tunnel(data, addr)
+
+    def _new_tunnel(self, data: bytes, addr: Address) -> None:
+        """A datagram for tunnel 0: an SCCRQ (or junk)."""
+        try:
+            msg = decode(data)
+        except DecodeError:
+            self.drop("malformed")
+            return
+        except Exception:  # ProtocolError from a message we cannot even start a tunnel for
+            self.drop("bad_sccrq")
+            return
+        if not isinstance(msg, ControlMessage) or msg.msg_type != SCCRQ:
+            self.drop("not_sccrq_for_tunnel_0")
+            return
+        if not self.lns and not self.accept_incoming:
+            self.drop("sccrq_refused")
+            return
+        peer_tid = msg.get(9)
+        if not isinstance(peer_tid, int):
+            self.drop("bad_sccrq")
+            return
+        existing = self._by_peer.get((addr, peer_tid))
+        if existing is not None and existing in self.tunnels:
+            # A retransmitted SCCRQ: the existing tunnel re-acks it.
+            self.tunnels[existing].offer(data, addr)
+            return
+        if not self._peer_allowed(addr[0]):
+            self.drop("peer_not_allowed")
+            log.warning("SCCRQ from %s refused: not in allowed_peers", addr[0])
+            return
+        if self.max_tunnels and len(self.tunnels) >= self.max_tunnels:
+            self.drop("tunnel_limit")
+            return
+        runner = self._make_runner(addr, initiator=False, pinned=True)
+        self._by_peer[(addr, peer_tid)] = runner.local_tunnel_id
+        runner.core.receive_message(msg, trio.current_time())
+        self.nursery.start_soon(runner.run)
+
+    accept_incoming = False
+    """Whether a LAC accepts SCCRQs (the LNS always does, subject to allowed_peers)."""
+
+    def _peer_allowed(self, host: str) -> bool:
+        if not self.allowed_peers:
+            return True
+        import ipaddress
+
+        try:
+            ip = ipaddress.ip_address(host)
+        except ValueError:
+            return False
+        return any(ip in net for net in self.allowed_peers)
+
+    def _make_runner(self, addr: Address, *, initiator: bool, pinned: bool) -> TunnelRunner:
+        tid = self._allocate_tunnel_id()
+        core = Tunnel(
+            self.tunnel_config,
+            tid,
+            initiator=initiator,
+            rng=self.rng,
+            now=trio.current_time(),
+        )
+        runner = TunnelRunner(self, core, addr, pinned=pinned)
+        self.tunnels[tid] = runner
+        return runner
+
+    def _allocate_tunnel_id(self) -> int:
+        if len(self.tunnels) >= 65535:
+            raise DataPlaneError("no free tunnel id")
+        while True:
+            tid = self.rng.randint(1, 65535)
+            if tid not in self.tunnels:
+                return tid
+
+    def forget(self, runner: TunnelRunner) -> None:
+        """Drop a finished tunnel from the tables."""
+        self.tunnels.pop(runner.local_tunnel_id, None)
+        for key in [k for k, v in self._by_peer.items() if v == runner.local_tunnel_id]:
+            del self._by_peer[key]
+
+    def drop(self, reason: str) -> None:
+        """Count a dropped datagram by reason."""
+        self.counters[f"drop_{reason}"] += 1
+
+    # -- LAC side --------------------------------------------------------------------------
+
+    async def dial(self, peer: Address, *, setup_timeout: float | None = None) -> TunnelRunner:
+        """Open a tunnel to an LNS and wait until it is established (or raise)."""
+        runner = self._make_runner(peer, initiator=True, pinned=False)
+        runner.core.connect(trio.current_time())
+        self.nursery.start_soon(runner.run)
+        with trio.move_on_after(math.inf if setup_timeout is None else setup_timeout):
+            async with trio.open_nursery() as wait:
+
+                async def on_closed() -> None:
+                    await runner.closed.wait()
+                    wait.cancel_scope.cancel()
+
+                async def on_up() -> None:
+                    await runner.established.wait()
+                    wait.cancel_scope.cancel()
+
+                wait.start_soon(on_closed)
+                wait.start_soon(on_up)
+        if not runner.established.is_set():
+            reason = runner.close_event
+            runner.close(STOPCCN_GENERAL, 0, "setup timed out")
+            raise TunnelSetupError(
+                f"tunnel to {peer[0]}:{peer[1]} failed: "
+                + (_describe_close(reason) if reason else "timed out")
+            )
+        return runner
+
+    def connect_info(self) -> Any:
+        """ICCN/OCCN values the LAC reports when it connects a call."""
+        if self._connect_info is None:
+            from kl2tp.l2tp.session import ConnectInfo
+
+            return ConnectInfo()
+        return self._connect_info()
+
+    # -- views -------------------------------------------------------------------------------
+
+    def session_count(self) -> int:
+        """Sessions across all tunnels."""
+        return sum(len(r.core.sessions) for r in self.tunnels.values())
+
+    async def shutdown(self, grace: float) -> None:
+        """CDN every session, StopCCN every tunnel, wait for them up to ``grace`` seconds."""
+        for runner in list(self.tunnels.values()):
+            for sid in list(runner.core.sessions):
+                runner.hangup(sid, RESULT_ADMIN, 0, "daemon shutting down")
+            runner.close(STOPCCN_SHUTDOWN, 0, "daemon shutting down")
+        with trio.move_on_after(grace):
+            for runner in list(self.tunnels.values()):
+                await runner.closed.wait()
+
+
+class TunnelSetupError(Exception):
+    """A tunnel could not be established."""
+
+
+def _describe_close(event: ev.TunnelClosed) -> str:
+    text = f"result {event.result}"
+    if event.error:
+        text += f" error {event.error}"
+    if event.message:
+        text += f" ({event.message})"
+    return text

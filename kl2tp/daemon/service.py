@@ -1,0 +1,373 @@
+"""The daemons: wiring of endpoint, data plane, sessions, control socket and signals.
+
+``run_daemon`` is the whole of kl2tp-lns and kl2tp-lac's long-running mode; ``simulate``
+is kl2tp-lac's load generator. Both take a :class:`Settings` the CLI builds from the config.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import math
+import random
+import signal
+from collections import Counter
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import attrs
+import trio
+import trio.lowlevel
+
+from kl2tp.daemon.control import ControlError, serve_control
+from kl2tp.daemon.endpoint import (
+    RESULT_ADMIN,
+    Address,
+    Endpoint,
+    SessionHandler,
+    TunnelRunner,
+    TunnelSetupError,
+)
+from kl2tp.dataplane.base import DataPlane
+from kl2tp.l2tp.events import CallParams
+from kl2tp.l2tp.tunnel import TunnelConfig
+
+log = logging.getLogger("kl2tp.daemon")
+
+
+@attrs.frozen
+class Settings:
+    """Everything a daemon needs, already validated."""
+
+    role: str
+    """"lns" or "lac"."""
+    listen: Address
+    """UDP address to bind."""
+    tunnel: TunnelConfig
+    """Values for every tunnel core."""
+    control_socket: str | None = None
+    """Path of the control socket, None for none."""
+    lns_peers: tuple[Address, ...] = ()
+    """LAC: the LNSs to dial."""
+    allowed_peers: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    """LNS: networks allowed to open tunnels (empty: any)."""
+    max_tunnels: int = 0
+    """Overload limit on tunnels (0: none)."""
+    max_sessions: int = 0
+    """Overload limit on sessions (0: none)."""
+    queue_depth: int = 256
+    """Per-tunnel receive queue depth."""
+    shutdown_grace: float = 5.0
+    """Seconds to wait for CDN/StopCCN acks on SIGTERM."""
+
+
+def make_endpoint(
+    settings: Settings,
+    dataplane: DataPlane,
+    handler: SessionHandler | None,
+    rng: random.Random | None = None,
+) -> Endpoint:
+    """Build the endpoint a daemon serves."""
+    return Endpoint(
+        role=settings.role,
+        tunnel_config=settings.tunnel,
+        dataplane=dataplane,
+        listen=settings.listen,
+        handler=handler,
+        allowed_peers=settings.allowed_peers,
+        max_tunnels=settings.max_tunnels,
+        max_sessions=settings.max_sessions,
+        queue_depth=settings.queue_depth,
+        rng=rng,
+    )
+
+
+class ControlApi:
+    """Answers control-socket requests from the endpoint's state."""
+
+    def __init__(self, endpoint: Endpoint, dataplane: DataPlane) -> None:
+        self.endpoint = endpoint
+        self.dataplane = dataplane
+
+    async def __call__(self, req: dict[str, Any]) -> Any:
+        cmd = req.get("cmd")
+        what = req.get("what")
+        if cmd == "show" and what == "tunnels":
+            return await self.tunnels()
+        if cmd == "show" and what == "sessions":
+            return await self.sessions()
+        if cmd == "show" and what == "summary":
+            return self.summary()
+        if cmd == "clear" and what == "tunnel":
+            runner = self._runner(req)
+            runner.close(1, 0, "cleared by operator")
+            return {"cleared": runner.local_tunnel_id}
+        if cmd == "clear" and what == "session":
+            runner = self._runner(req)
+            sid = _int(req, "session")
+            if sid not in runner.core.sessions:
+                raise ControlError(f"no session {sid} in tunnel {runner.local_tunnel_id}")
+            runner.hangup(sid, RESULT_ADMIN, 0, "cleared by operator")
+            return {"cleared": [runner.local_tunnel_id, sid]}
+        raise ControlError(f"unknown request {cmd!r} {what!r}")
+
+    def _runner(self, req: dict[str, Any]) -> TunnelRunner:
+        tid = _int(req, "tunnel")
+        runner = self.endpoint.tunnels.get(tid)
+        if runner is None:
+            raise ControlError(f"no tunnel {tid}")
+        return runner
+
+    async def tunnels(self) -> list[dict[str, Any]]:
+        out = []
+        for runner in list(self.endpoint.tunnels.values()):
+            row = runner.snapshot()
+            counters = await self.dataplane.tunnel_counters(runner.local_tunnel_id)
+            if counters is not None:
+                row["kernel"] = counters.as_dict()
+            out.append(row)
+        return out
+
+    async def sessions(self) -> list[dict[str, Any]]:
+        now = trio.current_time()
+        out = []
+        for runner in list(self.endpoint.tunnels.values()):
+            for sid, sess in list(runner.core.sessions.items()):
+                info = runner.sessions.get(sid)
+                row: dict[str, Any] = {
+                    "tunnel_id": runner.local_tunnel_id,
+                    "local_id": sid,
+                    "peer_id": sess.peer_sid,
+                    "peer_tunnel_id": runner.core.peer_tunnel_id,
+                    "state": sess.state,
+                    "uptime": round(now - info.created, 3) if info else 0.0,
+                }
+                if info is not None:
+                    row.update(info.extra)
+                counters = await self.dataplane.session_counters(runner.local_tunnel_id, sid)
+                if counters is not None:
+                    row["kernel"] = counters.as_dict()
+                out.append(row)
+        return out
+
+    def summary(self) -> dict[str, Any]:
+        tunnels: Counter[str] = Counter()
+        sessions: Counter[str] = Counter()
+        for runner in self.endpoint.tunnels.values():
+            tunnels[runner.core.state] += 1
+            for sess in runner.core.sessions.values():
+                sessions[sess.state] += 1
+        return {
+            "role": "lns" if self.endpoint.lns else "lac",
+            "dataplane": self.dataplane.name,
+            "tunnels": {"total": sum(tunnels.values()), "by_state": dict(tunnels)},
+            "sessions": {"total": sum(sessions.values()), "by_state": dict(sessions)},
+            "counters": dict(self.endpoint.counters),
+        }
+
+
+def _int(req: dict[str, Any], key: str) -> int:
+    value = req.get(key)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ControlError(f"{key} must be an integer")
+    return value
+
+
+async def run_daemon(
+    settings: Settings,
+    dataplane: DataPlane,
+    handler: SessionHandler | None = None,
+    *,
+    rng: random.Random | None = None,
+    task_status: trio.TaskStatus[Endpoint] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run a daemon until SIGTERM/SIGINT (or cancellation); shut down gracefully."""
+    endpoint = make_endpoint(settings, dataplane, handler, rng)
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async with trio.open_nursery() as nursery:
+            addr = await nursery.start(endpoint.serve)
+            log.info(
+                "%s listening on %s:%d (data plane: %s)",
+                settings.role.upper(),
+                addr[0],
+                addr[1],
+                dataplane.name,
+            )
+            if settings.control_socket:
+                await nursery.start(
+                    serve_control, settings.control_socket, ControlApi(endpoint, dataplane)
+                )
+            if settings.role == "lac":
+                for peer in settings.lns_peers:
+                    nursery.start_soon(_keep_tunnel, endpoint, peer)
+            task_status.started(endpoint)
+            async for signum in signals:
+                log.info("signal %d: clearing sessions and tunnels", signum)
+                break
+            await endpoint.shutdown(settings.shutdown_grace)
+            nursery.cancel_scope.cancel()
+    with trio.CancelScope(shield=True):
+        await dataplane.aclose()
+
+
+async def _keep_tunnel(endpoint: Endpoint, peer: Address) -> None:
+    """LAC: keep a tunnel to ``peer`` up, redialling with backoff."""
+    delay = 1.0
+    while True:
+        try:
+            runner = await endpoint.dial(peer, setup_timeout=60)
+        except TunnelSetupError as exc:
+            log.warning("%s; retrying in %.0f s", exc, delay)
+            await trio.sleep(delay)
+            delay = min(delay * 2, 60.0)
+            continue
+        delay = 1.0
+        await runner.closed.wait()
+        await trio.sleep(1.0)
+
+
+@attrs.define
+class SimulationResult:
+    """What ``kl2tp-lac --simulate`` prints."""
+
+    requested: int
+    """Calls asked for."""
+    established: int = 0
+    """Calls that came up."""
+    failed: Counter[str] = attrs.field(factory=Counter)
+    """Failures by reason."""
+    setup_ms: list[float] = attrs.field(factory=list)
+    """Setup time of every established call, in ms."""
+    first_started: float | None = None
+    """trio time the first call was placed."""
+    last_established: float | None = None
+    """trio time the last call came up."""
+
+    def summary(self) -> dict[str, Any]:
+        """The summary as one JSON-friendly object."""
+        times = sorted(self.setup_ms)
+        span = None
+        if self.first_started is not None and self.last_established is not None:
+            span = self.last_established - self.first_started
+        cps = (
+            self.established / span
+            if span
+            else (float(self.established) if self.established else 0.0)
+        )
+        return {
+            "requested": self.requested,
+            "established": self.established,
+            "failed": dict(self.failed),
+            "setup_ms": {"p50": _percentile(times, 50), "p99": _percentile(times, 99)},
+            "cps": round(cps, 1),
+        }
+
+
+def _percentile(sorted_values: Sequence[float], pct: float) -> float | None:
+    if not sorted_values:
+        return None
+    k = max(0, math.ceil(pct / 100 * len(sorted_values)) - 1)
+    return round(sorted_values[k], 3)
+
+
+async def simulate(
+    endpoint: Endpoint,
+    peers: Sequence[Address],
+    count: int,
+    *,
+    rate: float | None = None,
+    hold: float = 0.0,
+    setup_timeout: float = 60.0,
+    call_factory: Callable[[int], CallParams] | None = None,
+) -> SimulationResult:
+    """Place ``count`` calls across tunnels to ``peers``, hold them, clear them.
+
+    A call counts as established when its session handler says so (``SessionInfo.done``
+    with ``established`` set): the bare L2TP session without PPP, the IPCP-open subscriber
+    with it.
+    """
+    result = SimulationResult(requested=count)
+    runners: list[TunnelRunner] = []
+    for peer in peers:
+        try:
+            runners.append(await endpoint.dial(peer, setup_timeout=setup_timeout))
+        except TunnelSetupError as exc:
+            log.error("%s", exc)
+    if not runners:
+        result.failed["tunnel setup failed"] = count
+        return result
+    make_call = call_factory or (
+        lambda n: CallParams(serial=n, bearer_type=1, framing_type=1, calling_number=f"{n}")
+    )
+    all_up = trio.Event()
+    pending = [count]
+
+    def finished_setup() -> None:
+        pending[0] -= 1
+        if pending[0] == 0:
+            all_up.set()
+
+    async def one_call(n: int) -> None:
+        runner = runners[n % len(runners)]
+        if runner.closed.is_set():
+            result.failed["tunnel closed"] += 1
+            finished_setup()
+            return
+        start = trio.current_time()
+        if result.first_started is None:
+            result.first_started = start
+        info = runner.place_call(make_call(n))
+        with trio.move_on_after(setup_timeout):
+            await info.done.wait()
+        if info.established is None:
+            reason = _failure_reason(info)
+            result.failed[reason] += 1
+            finished_setup()
+            if info.closed is None:
+                runner.hangup(info.local_sid, RESULT_ADMIN, 0, "setup timed out")
+            return
+        up = info.established
+        result.established += 1
+        result.setup_ms.append((up - start) * 1000.0)
+        if result.last_established is None or up > result.last_established:
+            result.last_established = up
+        finished_setup()
+        # Hold until every call is up (so they are all up at once) and then ``hold`` more.
+        await all_up.wait()
+        await trio.sleep(hold)
+        if info.closed is None:
+            info.done = trio.Event()
+            runner.hangup(info.local_sid, 1, 0, "simulation done")
+            with trio.move_on_after(setup_timeout):
+                await info.done.wait()
+
+    async with trio.open_nursery() as nursery:
+        interval = 1.0 / rate if rate else 0.0
+        next_at = trio.current_time()
+        for n in range(1, count + 1):
+            nursery.start_soon(one_call, n)
+            if interval:
+                next_at += interval
+                await trio.sleep_until(next_at)
+            elif n % 64 == 0:
+                await trio.lowlevel.checkpoint()
+    for runner in runners:
+        if not runner.closed.is_set():
+            runner.close(1, 0, "simulation done")
+    with trio.move_on_after(setup_timeout):
+        for runner in runners:
+            await runner.closed.wait()
+    return result
+
+
+def _failure_reason(info: Any) -> str:
+    closed = info.closed
+    if closed is None:
+        return info.extra.get("failure", "setup timeout")
+    reason = info.extra.get("failure")
+    if reason:
+        return str(reason)
+    text = f"cdn result {closed.result}"
+    if closed.message:
+        text += f": {closed.message}"
+    return text

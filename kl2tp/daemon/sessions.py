@@ -1,0 +1,140 @@
+"""Session handlers: what runs on top of an established L2TP session.
+
+``DataPlaneSessions`` programs each session into the data plane and tears it down again
+whatever ends it. The PPP layer (ppp/) plugs in on top of it: the handler owns one task per
+session, started in the endpoint's nursery, so a session's work never blocks its tunnel.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import attrs
+import trio
+
+from kl2tp.daemon.endpoint import SessionInfo, TunnelRunner
+from kl2tp.dataplane.base import DataPlane, DataPlaneError, PppChannel, SessionSpec
+from kl2tp.l2tp import events as ev
+
+log = logging.getLogger("kl2tp.daemon")
+
+CDN_GENERAL_ERROR = 2
+"""CDN result 2: call disconnected for the reason in the error code."""
+GENERAL_NO_RESOURCES = 4
+"""General error 4: insufficient resources."""
+
+
+@attrs.define(slots=True, eq=False)
+class SessionRecord:
+    """The handler's state for one session."""
+
+    runner: TunnelRunner
+    """The tunnel the session lives in."""
+    sid: int
+    """Our session id."""
+    peer_sid: int
+    """The peer's session id."""
+    info: ev.ConnectInfo
+    """The ICCN/OCCN values (proxy LCP/auth)."""
+    scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
+    """Cancels the session's task."""
+    channel: PppChannel | None = None
+    """The session's PPP channel once the data plane has it."""
+
+
+class DataPlaneSessions:
+    """Programs every established session into the data plane; cleans up on every path."""
+
+    defers_established = False
+    """The L2TP session counts as established by itself (PPP handlers set this True)."""
+
+    def __init__(self, dataplane: DataPlane, *, lns: bool, data_sequencing: bool = False) -> None:
+        self.dataplane = dataplane
+        self.lns = lns
+        self.data_sequencing = data_sequencing
+        self.records: dict[tuple[int, int], SessionRecord] = {}
+
+    # -- SessionHandler ---------------------------------------------------------------------
+
+    def call_established(self, runner: TunnelRunner, event: ev.CallEstablished) -> None:
+        rec = SessionRecord(runner, event.sid, event.peer_sid, event.info)
+        self.records[(runner.local_tunnel_id, event.sid)] = rec
+        runner.endpoint.nursery.start_soon(self._session_task, rec)
+
+    def call_closed(self, runner: TunnelRunner, event: ev.CallClosed) -> None:
+        rec = self.records.get((runner.local_tunnel_id, event.sid))
+        if rec is not None:
+            rec.scope.cancel()
+
+    def data_received(self, runner: TunnelRunner, event: ev.DataReceived) -> None:
+        rec = self.records.get((runner.local_tunnel_id, event.sid))
+        if (
+            rec is None
+            or rec.channel is None
+            or not rec.channel.deliver(_strip_ff03(event.payload))
+        ):
+            runner.endpoint.drop("data_no_session")
+
+    # -- per-session task -------------------------------------------------------------------
+
+    async def _session_task(self, rec: SessionRecord) -> None:
+        key = (rec.runner.local_tunnel_id, rec.sid)
+        programmed = False
+        try:
+            with rec.scope:
+                spec = SessionSpec(
+                    local_tunnel_id=rec.runner.local_tunnel_id,
+                    peer_tunnel_id=rec.runner.core.peer_tunnel_id,
+                    local_session_id=rec.sid,
+                    peer_session_id=rec.peer_sid,
+                    lns_mode=self.lns,
+                    data_sequencing=self.data_sequencing or rec.info.sequencing_required,
+                )
+
+                def sink(
+                    frame: bytes, _runner: TunnelRunner = rec.runner, _sid: int = rec.sid
+                ) -> None:
+                    _runner.send_data(_sid, b"\xff\x03" + frame)
+
+                try:
+                    rec.channel = await self.dataplane.open_session(spec, sink)
+                    programmed = True
+                except DataPlaneError as exc:
+                    log.error(
+                        "Tnl/Cl %d/%d: data plane refused the session (%s); clearing it",
+                        rec.runner.local_tunnel_id,
+                        rec.sid,
+                        exc,
+                    )
+                    rec.runner.hangup(
+                        rec.sid, CDN_GENERAL_ERROR, GENERAL_NO_RESOURCES, "data plane error"
+                    )
+                    return
+                await self.run_session(rec)
+        finally:
+            self.records.pop(key, None)
+            if programmed:
+                with trio.CancelScope(shield=True):
+                    try:
+                        await self.dataplane.close_session(*key)
+                    except DataPlaneError as exc:
+                        log.error("Tnl/Cl %d/%d: could not remove the session: %s", *key, exc)
+
+    async def run_session(self, rec: SessionRecord) -> None:
+        """The session's life above L2TP; the bare handler just waits to be cancelled."""
+        await trio.sleep_forever()
+
+    def session_info(self, rec: SessionRecord) -> SessionInfo | None:
+        """The endpoint's record of the session (for show fields)."""
+        return rec.runner.sessions.get(rec.sid)
+
+
+def _strip_ff03(payload: bytes) -> bytes:
+    return payload[2:] if payload[:2] == b"\xff\x03" else payload
+
+
+def make_handler(role: str, cfg: Any, dataplane: DataPlane) -> DataPlaneSessions:
+    """The session handler for a daemon."""
+    seq = bool(getattr(getattr(cfg, "dataplane", None), "data_sequencing", False))
+    return DataPlaneSessions(dataplane, lns=role == "lns", data_sequencing=seq)
