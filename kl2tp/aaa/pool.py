@@ -1,0 +1,202 @@
+"""IPv4 address pools for PPP subscribers.
+
+A pool is a contiguous range, written either as a CIDR prefix (``10.0.0.0/24``: the network and
+broadcast addresses are left out, except for /31 and /32 as in RFC 3021) or as ``first-last``
+(both ends included). Allocation and release are O(1) whatever the size of the range: addresses
+that were never handed out are taken from a moving cursor, released ones go to the back of a
+FIFO free list, so an address that was just given back is the last to be handed out again (ARP
+and route caches on the way have time to forget it).
+
+The pool never hands out an address twice: ``in_use`` is the single truth, and every path that
+hands out an address checks it.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable
+from ipaddress import AddressValueError, IPv4Address, IPv4Network, NetmaskValueError
+
+import attrs
+
+__all__ = ["AddressPool", "PoolRange", "parse_pool"]
+
+
+@attrs.frozen
+class PoolRange:
+    """An inclusive range of IPv4 addresses, as written in the configuration."""
+
+    first: IPv4Address
+    """Lowest address of the range."""
+    last: IPv4Address
+    """Highest address of the range (included)."""
+    text: str
+    """The range as the operator wrote it, for messages."""
+
+    @property
+    def count(self) -> int:
+        """Number of addresses in the range, exclusions not taken into account."""
+        return int(self.last) - int(self.first) + 1
+
+    def __contains__(self, address: object) -> bool:
+        return isinstance(address, IPv4Address) and int(self.first) <= int(address) <= int(
+            self.last
+        )
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def parse_pool(text: str) -> PoolRange:
+    """Parse ``"10.0.0.0/24"`` or ``"10.0.0.2-10.0.0.254"`` into a `PoolRange`.
+
+    Raises:
+        ValueError: with a message that says what is wrong (no file or key: the caller adds them).
+    """
+    text = text.strip()
+    if "-" in text:
+        first_text, _, last_text = text.partition("-")
+        try:
+            first = IPv4Address(first_text.strip())
+            last = IPv4Address(last_text.strip())
+        except AddressValueError as exc:
+            raise ValueError(f"bad address in range: {exc}") from None
+        if int(last) < int(first):
+            raise ValueError(f"range ends ({last}) before it starts ({first})")
+        return PoolRange(first, last, text)
+    if "/" in text:
+        try:
+            network = IPv4Network(text, strict=True)
+        except (AddressValueError, NetmaskValueError) as exc:
+            raise ValueError(f"bad CIDR prefix: {exc}") from None
+        except ValueError as exc:  # host bits set
+            raise ValueError(f"bad CIDR prefix: {exc}") from None
+        if network.prefixlen >= 31:
+            return PoolRange(network.network_address, network.broadcast_address, text)
+        return PoolRange(network.network_address + 1, network.broadcast_address - 1, text)
+    raise ValueError('expected a CIDR prefix such as "10.0.0.0/24" or a range "FIRST-LAST"')
+
+
+class AddressPool:
+    """Hands out IPv4 addresses from one range, each to at most one holder at a time.
+
+    Args:
+        spec: the range, as a `PoolRange` or the text `parse_pool` accepts.
+        exclude: addresses never handed out (typically the LNS's own ``local_address``);
+            addresses outside the range are ignored.
+
+    Raises:
+        ValueError: if ``spec`` is text that does not parse.
+    """
+
+    def __init__(self, spec: PoolRange | str, exclude: Iterable[IPv4Address] = ()) -> None:
+        self.range = parse_pool(spec) if isinstance(spec, str) else spec
+        self._first = int(self.range.first)
+        self._last = int(self.range.last)
+        self._excluded = frozenset(int(a) for a in exclude if self._first <= int(a) <= self._last)
+        self._cursor = self._first  # every address >= cursor was never handed out by it
+        self._released: deque[int] = deque()  # FIFO of released addresses (may hold stale ones)
+        self._free_released: set[int] = set()  # the released addresses that really are free
+        self._in_use: set[int] = set()
+
+    # -- counters -------------------------------------------------------------------------------
+
+    @property
+    def size(self) -> int:
+        """Number of addresses the pool can hand out."""
+        return self.range.count - len(self._excluded)
+
+    @property
+    def in_use(self) -> int:
+        """Number of addresses currently handed out."""
+        return len(self._in_use)
+
+    @property
+    def free(self) -> int:
+        """Number of addresses that can still be handed out."""
+        return self.size - len(self._in_use)
+
+    def __contains__(self, address: object) -> bool:
+        """True if ``address`` belongs to this pool's range (free or not, excluded or not)."""
+        return address in self.range
+
+    def is_allocated(self, address: IPv4Address) -> bool:
+        """True if ``address`` is currently handed out by this pool."""
+        return int(address) in self._in_use
+
+    # -- allocation -----------------------------------------------------------------------------
+
+    def allocate(self, preferred: IPv4Address | None = None) -> IPv4Address | None:
+        """Hand out an address: ``preferred`` if it is in the pool and free, else any free one.
+
+        Returns:
+            The address, now in use, or None if the pool is exhausted.
+        """
+        if preferred is not None and self.claim(preferred):
+            return preferred
+        while self._released:
+            value = self._released.popleft()
+            if value in self._free_released:  # otherwise a stale entry: claimed meanwhile
+                self._free_released.discard(value)
+                self._in_use.add(value)
+                return IPv4Address(value)
+        while self._cursor <= self._last:
+            value = self._cursor
+            self._cursor += 1
+            if (
+                value in self._excluded
+                or value in self._in_use
+                or value in self._free_released  # claimed then released before the cursor came
+            ):
+                continue
+            self._in_use.add(value)
+            return IPv4Address(value)
+        return None
+
+    def claim(self, address: IPv4Address) -> bool:
+        """Take exactly ``address`` if it is in the range, not excluded and free.
+
+        Returns:
+            True if the caller now holds ``address``; False if it is outside the range, excluded
+            or already in use.
+        """
+        value = int(address)
+        if not (self._first <= value <= self._last) or value in self._excluded:
+            return False
+        if value in self._in_use:
+            return False
+        if value in self._free_released:
+            # Its entry stays in the FIFO; allocate() skips it as stale.
+            self._free_released.discard(value)
+            self._compact_if_stale()
+        self._in_use.add(value)
+        return True
+
+    def release(self, address: IPv4Address) -> bool:
+        """Give ``address`` back. Releasing an address that is not in use does nothing.
+
+        Returns:
+            True if the address was in use and is now free.
+        """
+        value = int(address)
+        if value not in self._in_use:
+            return False
+        self._in_use.discard(value)
+        self._free_released.add(value)
+        self._released.append(value)
+        return True
+
+    def _compact_if_stale(self) -> None:
+        # Stale FIFO entries come from claim(); drop them once they outnumber the live ones so
+        # that memory stays proportional to the free addresses (amortised O(1) per operation).
+        if len(self._released) > 2 * len(self._free_released) + 64:
+            seen: set[int] = set()
+            kept: deque[int] = deque()
+            for value in self._released:
+                if value in self._free_released and value not in seen:
+                    seen.add(value)
+                    kept.append(value)
+            self._released = kept
+
+    def __repr__(self) -> str:
+        return f"<AddressPool {self.range.text} size={self.size} in_use={self.in_use}>"

@@ -1,0 +1,786 @@
+"""TOML configuration -> typed, frozen configuration values.
+
+One table drives everything: each section is a frozen attrs class, each of its fields is a key,
+and the field's metadata says how to parse the TOML value and for which daemon the key is valid.
+The parser, the unknown-key check, the per-role defaults and the list of documented keys
+(`known_keys`, checked against docs/kl2tp.toml.5.md by the tests) all read that table.
+
+Errors raise `ConfigError`, whose ``str`` is one line naming the file, the key and the problem::
+
+    lns.toml: [l2tp] hello_interval: must be a number >= 0, got "x"
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import math
+import tomllib
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from ipaddress import (
+    AddressValueError,
+    IPv4Address,
+    IPv4Network,
+    IPv6Address,
+    IPv6Network,
+    NetmaskValueError,
+    ip_address,
+    ip_network,
+)
+from pathlib import Path
+from typing import Any, Literal, TypeVar, cast
+
+import attrs
+
+from kl2tp.aaa.pool import PoolRange, parse_pool
+
+__all__ = [
+    "AaaConfig",
+    "Config",
+    "ConfigError",
+    "ControlConfig",
+    "DataplaneConfig",
+    "Endpoint",
+    "L2tpConfig",
+    "LacConfig",
+    "LnsPeer",
+    "LogConfig",
+    "PppConfig",
+    "Role",
+    "Secret",
+    "SubscriberConfig",
+    "known_keys",
+    "load_config",
+    "load_default",
+    "parse_config",
+]
+
+Role = Literal["lns", "lac"]
+AuthMethod = Literal["pap", "chap", "mschapv2"]
+ROLES: tuple[Role, ...] = ("lns", "lac")
+DEFAULTS_DIR = Path(__file__).resolve().parent / "defaults"
+LOG_CATEGORIES = ("l2tp", "ppp", "aaa", "kernel", "daemon")
+_SUN_PATH_MAX = 107  # sizeof(sockaddr_un.sun_path) - 1 on Linux
+
+
+class ConfigError(Exception):
+    """A configuration problem; the daemons print ``str(err)`` and exit 2.
+
+    Attributes:
+        file: the file (or source name) the problem is in.
+        key: where in the file, e.g. ``"[l2tp] hello_interval"`` or ``"line 3"``; may be empty.
+        problem: what is wrong, e.g. ``'must be a number >= 0, got "x"'``.
+    """
+
+    def __init__(self, file: str, key: str, problem: str) -> None:
+        super().__init__(file, key, problem)
+        self.file = file
+        self.key = key
+        self.problem = problem
+
+    def __str__(self) -> str:
+        if self.key:
+            return f"{self.file}: {self.key}: {self.problem}"
+        return f"{self.file}: {self.problem}"
+
+
+class _Invalid(Exception):
+    """Raised by value parsers; the table walker adds file and key."""
+
+    def __init__(self, problem: str, subkey: str = "") -> None:
+        super().__init__(problem)
+        self.problem = problem
+        self.subkey = subkey
+
+
+# -- value types ------------------------------------------------------------------------------
+
+
+@attrs.frozen(repr=False)
+class Secret:
+    """A shared secret or password; never shown by ``repr``, ``str`` or a log line."""
+
+    value: bytes = attrs.field(repr=False)
+    """The secret itself (UTF-8 bytes of what the operator wrote)."""
+
+    def reveal(self) -> bytes:
+        """The secret bytes, for the one place that needs them (MD5 input, hiding)."""
+        return self.value
+
+    def __repr__(self) -> str:
+        return "***"
+
+    def __str__(self) -> str:
+        return "***"
+
+
+@attrs.frozen
+class Endpoint:
+    """A UDP address and port."""
+
+    host: IPv4Address | IPv6Address
+    """IP address (IPv4 or IPv6 literal; host names are not resolved)."""
+    port: int
+    """UDP port; 0 means any (for a local address)."""
+
+    @property
+    def sockaddr(self) -> tuple[str, int]:
+        """``(host, port)`` as the socket module takes it."""
+        return (str(self.host), self.port)
+
+    def __str__(self) -> str:
+        if isinstance(self.host, IPv6Address):
+            return f"[{self.host}]:{self.port}"
+        return f"{self.host}:{self.port}"
+
+
+IpNetwork = IPv4Network | IPv6Network
+
+# -- value parsers ----------------------------------------------------------------------------
+
+T = TypeVar("T")
+Parser = Callable[[object], Any]
+
+
+def _show(value: object) -> str:
+    """A TOML-ish rendering of a bad value for an error message."""
+    if isinstance(value, bool):
+        text = "true" if value else "false"
+    elif isinstance(value, str):
+        text = json.dumps(value)
+    elif isinstance(value, int | float):
+        text = repr(value)
+    elif isinstance(value, list):
+        text = "[" + ", ".join(_show(v) for v in value) + "]"
+    elif isinstance(value, dict):
+        return "a table"
+    else:
+        text = str(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _boolean(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise _Invalid(f"must be true or false, got {_show(value)}")
+    return value
+
+
+def _integer(lo: int, hi: int | None = None) -> Parser:
+    want = f"an integer {lo}..{hi}" if hi is not None else f"an integer >= {lo}"
+
+    def parse(value: object) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _Invalid(f"must be {want}, got {_show(value)}")
+        if value < lo or (hi is not None and value > hi):
+            raise _Invalid(f"must be {want}, got {_show(value)}")
+        return value
+
+    return parse
+
+
+def _number(lo: float, *, above: bool = False) -> Parser:
+    want = f"a number > {lo:g}" if above else f"a number >= {lo:g}"
+
+    def parse(value: object) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise _Invalid(f"must be {want}, got {_show(value)}")
+        number = float(value)
+        if not math.isfinite(number) or number < lo or (above and number == lo):
+            raise _Invalid(f"must be {want}, got {_show(value)}")
+        return number
+
+    return parse
+
+
+def _string(*, max_len: int = 255, nonempty: bool = True) -> Parser:
+    def parse(value: object) -> str:
+        if not isinstance(value, str):
+            raise _Invalid(f"must be a string, got {_show(value)}")
+        if nonempty and not value:
+            raise _Invalid("must not be empty")
+        if len(value.encode()) > max_len:
+            raise _Invalid(f"must be at most {max_len} bytes long")
+        if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+            raise _Invalid(f"must not contain control characters, got {_show(value)}")
+        return value
+
+    return parse
+
+
+def _choice(*options: str) -> Parser:
+    want = " or ".join(json.dumps(o) for o in options)
+
+    def parse(value: object) -> str:
+        if not isinstance(value, str) or value not in options:
+            raise _Invalid(f"must be {want}, got {_show(value)}")
+        return value
+
+    return parse
+
+
+def _list_of(item: Parser, *, max_items: int | None = None, unique: bool = False) -> Parser:
+    def parse(value: object) -> tuple[Any, ...]:
+        if not isinstance(value, list):
+            raise _Invalid(f"must be a list, got {_show(value)}")
+        if max_items is not None and len(value) > max_items:
+            raise _Invalid(f"must have at most {max_items} entries, got {len(value)}")
+        items = []
+        for index, element in enumerate(value):
+            try:
+                items.append(item(element))
+            except _Invalid as exc:
+                raise _Invalid(f"entry {index + 1}: {exc.problem}") from None
+        if unique and len(set(items)) != len(items):
+            dup = next(i for i in items if items.count(i) > 1)
+            raise _Invalid(f"lists {_show(str(dup))} more than once")
+        return tuple(items)
+
+    return parse
+
+
+def _secret(value: object) -> Secret:
+    if not isinstance(value, str):
+        raise _Invalid(f"must be a string, got {_show(value)}")
+    if not value:
+        raise _Invalid("must not be empty (remove the key to turn tunnel authentication off)")
+    return Secret(value.encode())
+
+
+def _ipv4(value: object) -> IPv4Address:
+    if not isinstance(value, str):
+        raise _Invalid(f"must be an IPv4 address string, got {_show(value)}")
+    try:
+        return IPv4Address(value)
+    except AddressValueError:
+        raise _Invalid(f"must be an IPv4 address, got {_show(value)}") from None
+
+
+def _endpoint(default_port: int, *, local: bool) -> Parser:
+    """``ADDR:PORT``, ``[IPV6]:PORT``, or just the address (port defaults)."""
+
+    def parse(value: object) -> Endpoint:
+        if not isinstance(value, str):
+            raise _Invalid(f'must be a string "ADDR:PORT", got {_show(value)}')
+        text = value.strip()
+        port_text: str | None = None
+        if text.startswith("["):
+            host_text, sep, rest = text[1:].partition("]")
+            if not sep or (rest and not rest.startswith(":")):
+                raise _Invalid(f'must be "ADDR:PORT" or "[IPV6]:PORT", got {_show(value)}')
+            port_text = rest[1:] if rest else None
+        elif text.count(":") == 1:
+            host_text, _, port_text = text.partition(":")
+        else:
+            host_text = text  # IPv4 without a port, or a bare IPv6 address
+        try:
+            host = ip_address(host_text)
+        except ValueError:
+            raise _Invalid(
+                f"must be an IP address with an optional port, got {_show(value)}"
+            ) from None
+        port = default_port
+        if port_text is not None:
+            if not port_text.isdigit() or int(port_text) > 65535:
+                raise _Invalid(f"port must be 0..65535, got {_show(value)}")
+            port = int(port_text)
+        if not local and (port == 0 or host.is_unspecified):
+            raise _Invalid(f"must name a reachable address and a non-zero port, got {_show(value)}")
+        return Endpoint(host, port)
+
+    return parse
+
+
+def _network(value: object) -> IpNetwork:
+    if not isinstance(value, str):
+        raise _Invalid(f"must be an address or CIDR prefix string, got {_show(value)}")
+    try:
+        return ip_network(value, strict=True)
+    except (AddressValueError, NetmaskValueError):
+        raise _Invalid(f"must be an address or CIDR prefix, got {_show(value)}") from None
+    except ValueError as exc:  # host bits set
+        raise _Invalid(f"{exc}") from None
+
+
+def _pool(value: object) -> PoolRange:
+    if not isinstance(value, str):
+        raise _Invalid(f'must be a string "PREFIX/LEN" or "FIRST-LAST", got {_show(value)}')
+    try:
+        return parse_pool(value)
+    except ValueError as exc:
+        problem = str(exc) if value in str(exc) else f"{exc}, got {_show(value)}"
+        raise _Invalid(problem) from None
+
+
+def _path(value: object) -> Path:
+    if not isinstance(value, str) or not value:
+        raise _Invalid(f"must be a non-empty path string, got {_show(value)}")
+    if "\0" in value:
+        raise _Invalid("must not contain NUL")
+    return Path(value)
+
+
+def _socket_path(value: object) -> Path:
+    path = _path(value)
+    if len(str(path).encode()) > _SUN_PATH_MAX:
+        raise _Invalid(f"is longer than the {_SUN_PATH_MAX} bytes a Unix socket path can have")
+    return path
+
+
+def _template(value: object) -> str:
+    text = _string()(value)
+    try:
+        text.format(n=1)
+    except (KeyError, IndexError, ValueError) as exc:
+        raise _Invalid(
+            f"must be a template using only {{n}}, got {_show(value)} ({exc!r})"
+        ) from None
+    return cast(str, text)
+
+
+def _interface_template(value: object) -> str:
+    text = _string(max_len=15)(value)
+    if text.count("%d") != 1 or "%" in text.replace("%d", "", 1):
+        raise _Invalid(f'must contain "%d" exactly once (and no other %), got {_show(value)}')
+    if "/" in text or " " in text:
+        raise _Invalid(f"must be a valid interface name pattern, got {_show(value)}")
+    if len(text.replace("%d", "65535")) > 15:
+        raise _Invalid("expands to interface names longer than 15 characters")
+    return cast(str, text)
+
+
+# -- the key table ----------------------------------------------------------------------------
+
+_UNSET: Any = object()
+BOTH: frozenset[Role] = frozenset(ROLES)
+LNS_ONLY: frozenset[Role] = frozenset({"lns"})
+LAC_ONLY: frozenset[Role] = frozenset({"lac"})
+
+
+def _meta(
+    parse: Parser,
+    *,
+    lac_default: Any = _UNSET,
+    roles: frozenset[Role] = BOTH,
+) -> dict[str, Any]:
+    """Field metadata that makes an attrs field a configuration key.
+
+    Args:
+        parse: turns the TOML value into the typed value; raises `_Invalid`.
+        lac_default: the default for kl2tp-lac when it differs from the field default.
+        roles: the daemons the key is valid for.
+    """
+    return {"parse": parse, "lac_default": lac_default, "roles": roles}
+
+
+@attrs.frozen
+class L2tpConfig:
+    """``[l2tp]``: the control connection (RFC 2661)."""
+
+    listen: Endpoint = attrs.field(
+        default=Endpoint(IPv4Address("127.0.0.1"), 1701),
+        metadata=_meta(
+            _endpoint(1701, local=True), lac_default=Endpoint(IPv4Address("0.0.0.0"), 0)
+        ),
+    )
+    """Local UDP address and port."""
+    hostname: str = attrs.field(default="kl2tp", metadata=_meta(_string()))
+    """Host Name AVP we send."""
+    secret: Secret | None = attrs.field(default=None, metadata=_meta(_secret))
+    """Tunnel authentication secret; None: no tunnel authentication."""
+    hide_avps: bool = attrs.field(default=False, metadata=_meta(_boolean))
+    """Hide sensitive AVPs (RFC 2661 4.3); needs ``secret``."""
+    hello_interval: float = attrs.field(default=60.0, metadata=_meta(_number(0)))
+    """Seconds of silence before a Hello; 0 disables."""
+    receive_window: int = attrs.field(default=16, metadata=_meta(_integer(1, 65535)))
+    """Receive Window Size we advertise."""
+    retransmit_initial: float = attrs.field(default=1.0, metadata=_meta(_number(0, above=True)))
+    """First retransmission timeout, seconds."""
+    retransmit_cap: float = attrs.field(default=8.0, metadata=_meta(_number(0, above=True)))
+    """Upper bound of the exponential backoff, seconds."""
+    max_retries: int = attrs.field(default=5, metadata=_meta(_integer(1, 100)))
+    """Retransmissions before the tunnel is torn down."""
+    idle_timeout: float = attrs.field(default=10.0, metadata=_meta(_number(0), lac_default=15.0))
+    """Seconds a tunnel with no sessions stays up."""
+    allowed_peers: tuple[IpNetwork, ...] = attrs.field(
+        default=(), metadata=_meta(_list_of(_network), roles=LNS_ONLY)
+    )
+    """Addresses/prefixes allowed to open tunnels; empty: any."""
+    max_tunnels: int = attrs.field(default=0, metadata=_meta(_integer(0)))
+    """Most tunnels at once; 0: unlimited."""
+    max_sessions: int = attrs.field(default=0, metadata=_meta(_integer(0)))
+    """Most sessions at once, all tunnels together; 0: unlimited."""
+    queue_depth: int = attrs.field(default=256, metadata=_meta(_integer(1, 65536)))
+    """Per-tunnel receive queue length; overflow is dropped and counted."""
+
+    def peer_allowed(self, address: IPv4Address | IPv6Address) -> bool:
+        """True if ``address`` may open a tunnel (checked once per SCCRQ, not per packet)."""
+        return not self.allowed_peers or any(address in net for net in self.allowed_peers)
+
+
+@attrs.frozen
+class DataplaneConfig:
+    """``[dataplane]``: where PPP frames go."""
+
+    kind: str = attrs.field(default="auto", metadata=_meta(_choice("auto", "kernel", "null")))
+    """``kernel``, ``null``, or ``auto`` (kernel when the kernel has l2tp)."""
+    interface_template: str = attrs.field(default="l2tp%d", metadata=_meta(_interface_template))
+    """Name of the per-session interface; ``%d`` is a number."""
+    data_sequencing: bool = attrs.field(default=False, metadata=_meta(_boolean))
+    """Send sequence numbers on data messages and require them in order."""
+
+
+@attrs.frozen
+class ControlConfig:
+    """``[control]``: the kl2tpctl socket."""
+
+    socket: Path = attrs.field(
+        default=Path("/run/kl2tp/lns.sock"),
+        metadata=_meta(_socket_path, lac_default=Path("/run/kl2tp/lac.sock")),
+    )
+    """Unix socket path (created mode 0600)."""
+
+
+@attrs.frozen
+class LogConfig:
+    """``[log]``: logging."""
+
+    level: str = attrs.field(
+        default="info", metadata=_meta(_choice("debug", "info", "warning", "error"))
+    )
+    """Level of every category."""
+    categories: tuple[str, ...] = attrs.field(
+        default=(), metadata=_meta(_list_of(_choice(*LOG_CATEGORIES), unique=True))
+    )
+    """Categories whose debug trace is on (as ``--debug``)."""
+
+
+@attrs.frozen
+class PppConfig:
+    """``[ppp]``: PPP as the LNS terminates it, and link keepalives on both sides."""
+
+    auth: tuple[AuthMethod, ...] = attrs.field(
+        default=("chap", "mschapv2", "pap"),
+        metadata=_meta(_list_of(_choice("chap", "pap", "mschapv2"), unique=True), roles=LNS_ONLY),
+    )
+    """Authentication the LNS demands, preferred first; empty: none."""
+    local_address: IPv4Address = attrs.field(
+        default=IPv4Address("10.255.0.1"), metadata=_meta(_ipv4, roles=LNS_ONLY)
+    )
+    """The LNS's own IPCP address."""
+    pool: PoolRange = attrs.field(
+        default=parse_pool("10.255.0.2-10.255.0.254"), metadata=_meta(_pool, roles=LNS_ONLY)
+    )
+    """Addresses for subscribers."""
+    dns: tuple[IPv4Address, ...] = attrs.field(
+        default=(), metadata=_meta(_list_of(_ipv4, max_items=2), roles=LNS_ONLY)
+    )
+    """Primary and secondary DNS offered in IPCP (RFC 1877)."""
+    mru: int = attrs.field(default=1460, metadata=_meta(_integer(128, 65535)))
+    """Maximum Receive Unit we ask for."""
+    lcp_echo_interval: float = attrs.field(default=30.0, metadata=_meta(_number(0)))
+    """Seconds between LCP Echo-Requests; 0 disables."""
+    lcp_echo_failure: int = attrs.field(default=3, metadata=_meta(_integer(1, 1000)))
+    """Unanswered Echo-Requests before the link is declared dead."""
+    restart_timer: float = attrs.field(default=3.0, metadata=_meta(_number(0, above=True)))
+    """RFC 1661 restart timer, seconds."""
+    max_configure: int = attrs.field(default=10, metadata=_meta(_integer(1, 255)))
+    """RFC 1661 Max-Configure."""
+    max_terminate: int = attrs.field(default=2, metadata=_meta(_integer(1, 255)))
+    """RFC 1661 Max-Terminate."""
+    max_failure: int = attrs.field(default=5, metadata=_meta(_integer(1, 255)))
+    """RFC 1661 Max-Failure."""
+    proxy_lcp: str = attrs.field(
+        default="accept", metadata=_meta(_choice("accept", "renegotiate"), roles=LNS_ONLY)
+    )
+    """Honour the LAC's proxy LCP (ICCN AVPs 26-28) or renegotiate."""
+    proxy_auth: str = attrs.field(
+        default="accept", metadata=_meta(_choice("accept", "renegotiate"), roles=LNS_ONLY)
+    )
+    """Honour the LAC's proxy authentication (AVPs 29-33) or re-authenticate."""
+    ipv6: bool = attrs.field(default=False, metadata=_meta(_boolean))
+    """Negotiate IPv6CP."""
+
+
+@attrs.frozen
+class AaaConfig:
+    """``[aaa]``: who may connect (LNS)."""
+
+    backend: str = attrs.field(default="local", metadata=_meta(_choice("local", "radius")))
+    """``local`` (users file) or ``radius``."""
+    users_file: Path = attrs.field(default=Path("/etc/kl2tp/users"), metadata=_meta(_path))
+    """Users file for the local back end; relative to the config file's directory."""
+
+
+@attrs.frozen
+class LnsPeer:
+    """One ``[[lac.lns]]`` entry: an LNS the LAC dials."""
+
+    address: Endpoint = attrs.field(
+        default=Endpoint(IPv4Address("127.0.0.1"), 1701),
+        metadata=_meta(_endpoint(1701, local=False)),
+    )
+    """LNS address; port defaults to 1701."""
+    secret: Secret | None = attrs.field(default=None, metadata=_meta(_secret))
+    """Tunnel secret for this LNS; None: ``[l2tp] secret``."""
+    hostname: str | None = attrs.field(default=None, metadata=_meta(_string()))
+    """Host Name to send to this LNS; None: ``[l2tp] hostname``."""
+
+
+def _lns_peers(value: object) -> tuple[LnsPeer, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        raise _Invalid("must be an array of tables ([[lac.lns]])")
+    if not value:
+        raise _Invalid("must list at least one LNS")
+    peers = []
+    for index, table in enumerate(value):
+        peers.append(_walk_table(LnsPeer, table, f"[[lac.lns]] #{index + 1}", "lac"))
+        if "address" not in table:
+            raise _Invalid("missing", subkey=f"[[lac.lns]] #{index + 1} address")
+    return tuple(peers)
+
+
+@attrs.frozen
+class LacConfig:
+    """``[lac]``: what the LAC does (LAC)."""
+
+    mode: str = attrs.field(default="simulate", metadata=_meta(_choice("simulate", "client")))
+    """``simulate`` (subscribers in userspace) or ``client`` (one kernel pppN)."""
+    lns: tuple[LnsPeer, ...] = attrs.field(default=(LnsPeer(),), metadata=_meta(_lns_peers))
+    """The LNSs to dial, in order."""
+
+
+@attrs.frozen
+class SubscriberConfig:
+    """``[subscriber]``: the subscribers the LAC plays (LAC)."""
+
+    username: str = attrs.field(default="user{n}", metadata=_meta(_template))
+    """User name template; ``{n}`` is the call number from 1."""
+    password: str = attrs.field(default="pass{n}", metadata=_meta(_template))
+    """Password template."""
+    auth: str = attrs.field(default="chap", metadata=_meta(_choice("chap", "pap", "mschapv2")))
+    """Method the subscriber prefers."""
+    proxy: bool = attrs.field(default=False, metadata=_meta(_boolean))
+    """Send proxy LCP and proxy authentication in the ICCN."""
+    calling_number: str = attrs.field(default="", metadata=_meta(_string(nonempty=False)))
+    """Calling Number AVP template (``{n}`` allowed); empty: not sent."""
+    called_number: str = attrs.field(default="", metadata=_meta(_string(nonempty=False)))
+    """Called Number AVP template; empty: not sent."""
+    count: int = attrs.field(default=1, metadata=_meta(_integer(1, 1_000_000)))
+    """Calls ``--simulate`` places when no N is given."""
+    rate: float = attrs.field(default=100.0, metadata=_meta(_number(0)))
+    """Calls per second; 0: as fast as possible."""
+    hold: float = attrs.field(default=1.0, metadata=_meta(_number(0)))
+    """Seconds each call is held before it is cleared."""
+
+    def credentials(self, n: int) -> tuple[str, str]:
+        """User name and password of subscriber ``n``."""
+        return self.username.format(n=n), self.password.format(n=n)
+
+
+_SECTIONS: dict[str, tuple[type[Any], frozenset[Role]]] = {
+    "l2tp": (L2tpConfig, BOTH),
+    "dataplane": (DataplaneConfig, BOTH),
+    "control": (ControlConfig, BOTH),
+    "log": (LogConfig, BOTH),
+    "ppp": (PppConfig, BOTH),
+    "aaa": (AaaConfig, LNS_ONLY),
+    "lac": (LacConfig, LAC_ONLY),
+    "subscriber": (SubscriberConfig, LAC_ONLY),
+}
+_ROLE_NAMES = {"lns": "kl2tp-lns", "lac": "kl2tp-lac"}
+
+
+@attrs.frozen
+class Config:
+    """A whole, validated configuration for one daemon."""
+
+    role: Role
+    """``lns`` or ``lac``."""
+    source: str
+    """Where it came from (file name), for messages."""
+    l2tp: L2tpConfig = attrs.field(factory=L2tpConfig)
+    """``[l2tp]``."""
+    dataplane: DataplaneConfig = attrs.field(factory=DataplaneConfig)
+    """``[dataplane]``."""
+    control: ControlConfig = attrs.field(factory=ControlConfig)
+    """``[control]``."""
+    log: LogConfig = attrs.field(factory=LogConfig)
+    """``[log]``."""
+    ppp: PppConfig = attrs.field(factory=PppConfig)
+    """``[ppp]``."""
+    aaa: AaaConfig = attrs.field(factory=AaaConfig)
+    """``[aaa]`` (LNS)."""
+    lac: LacConfig = attrs.field(factory=LacConfig)
+    """``[lac]`` and ``[[lac.lns]]`` (LAC)."""
+    subscriber: SubscriberConfig = attrs.field(factory=SubscriberConfig)
+    """``[subscriber]`` (LAC)."""
+
+    def peer_identity(self, peer: LnsPeer) -> tuple[str, Secret | None]:
+        """Host name and secret to use towards one LNS (its overrides, else ``[l2tp]``)."""
+        return (
+            peer.hostname if peer.hostname is not None else self.l2tp.hostname,
+            peer.secret if peer.secret is not None else self.l2tp.secret,
+        )
+
+
+# -- the table walker -------------------------------------------------------------------------
+
+
+def _suggest(word: str, known: Sequence[str]) -> str:
+    close = difflib.get_close_matches(word, list(known), n=1, cutoff=0.6)
+    return f' (did you mean "{close[0]}"?)' if close else ""
+
+
+def _walk_table(cls: type[T], table: Mapping[str, object], label: str, role: Role) -> T:
+    """Parse one TOML table into ``cls``; raises `_Invalid` with ``subkey`` set."""
+    fields = {f.name: f for f in attrs.fields(cast(Any, cls))}
+    for name in table:
+        if name not in fields:
+            raise _Invalid(f"unknown key{_suggest(name, list(fields))}", subkey=f"{label} {name}")
+    kwargs: dict[str, object] = {}
+    for name, field in fields.items():
+        meta = field.metadata
+        if name in table:
+            if role not in meta["roles"]:
+                other = _ROLE_NAMES["lns" if role == "lac" else "lac"]
+                raise _Invalid(f"only valid for {other}", subkey=f"{label} {name}")
+            try:
+                kwargs[name] = meta["parse"](table[name])
+            except _Invalid as exc:
+                raise _Invalid(exc.problem, subkey=exc.subkey or f"{label} {name}") from None
+        elif role == "lac" and meta["lac_default"] is not _UNSET:
+            kwargs[name] = meta["lac_default"]
+    return cls(**kwargs)
+
+
+def _check_consistency(config: Config) -> None:
+    """Cross-key rules; raises `_Invalid` with ``subkey`` set."""
+    l2tp, ppp = config.l2tp, config.ppp
+    if l2tp.retransmit_cap < l2tp.retransmit_initial:
+        raise _Invalid(
+            f"must be >= retransmit_initial ({l2tp.retransmit_initial:g}), "
+            f"got {l2tp.retransmit_cap:g}",
+            subkey="[l2tp] retransmit_cap",
+        )
+    if config.role == "lns":
+        if l2tp.hide_avps and l2tp.secret is None:
+            raise _Invalid(
+                "needs [l2tp] secret (hiding uses the tunnel secret)", subkey="[l2tp] hide_avps"
+            )
+        if ppp.pool.count == 1 and ppp.local_address in ppp.pool:
+            raise _Invalid(
+                "holds only local_address: no address left for subscribers", subkey="[ppp] pool"
+            )
+    else:
+        if l2tp.hide_avps and l2tp.secret is None and any(p.secret is None for p in config.lac.lns):
+            raise _Invalid(
+                "needs a secret (hiding uses the tunnel secret)", subkey="[l2tp] hide_avps"
+            )
+        if config.subscriber.proxy and config.subscriber.auth == "mschapv2":
+            raise _Invalid(
+                'proxy authentication carries PAP or CHAP only, not "mschapv2"',
+                subkey="[subscriber] proxy",
+            )
+
+
+def parse_config(
+    source: str | Mapping[str, Any],
+    source_name: str,
+    role: Role,
+    base_dir: Path | None = None,
+) -> Config:
+    """Parse and validate a configuration.
+
+    Args:
+        source: TOML text, or an already-parsed TOML document.
+        source_name: shown in errors (normally the file name).
+        role: ``"lns"`` or ``"lac"``: which daemon reads it (keys and defaults differ).
+        base_dir: directory relative paths (``[aaa] users_file``) are resolved against;
+            None leaves them as written.
+
+    Raises:
+        ConfigError: naming ``source_name``, the key and the problem.
+    """
+    if role not in ROLES:
+        raise ValueError(f"role must be 'lns' or 'lac', not {role!r}")
+    if isinstance(source, str):
+        try:
+            data: Mapping[str, Any] = tomllib.loads(source)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(source_name, "", f"invalid TOML: {exc}") from None
+    else:
+        data = source
+    sections: dict[str, object] = {}
+    try:
+        for name, table in data.items():
+            if name not in _SECTIONS:
+                raise _Invalid(
+                    f"unknown section{_suggest(name, list(_SECTIONS))}", subkey=f"[{name}]"
+                )
+            cls, roles = _SECTIONS[name]
+            if role not in roles:
+                other = _ROLE_NAMES["lns" if role == "lac" else "lac"]
+                raise _Invalid(f"section only valid for {other}", subkey=f"[{name}]")
+            if not isinstance(table, dict):
+                raise _Invalid(f"must be a table ([{name}]), got {_show(table)}", subkey=name)
+            sections[name] = _walk_table(cls, table, f"[{name}]", role)
+        for name, (cls, _roles) in _SECTIONS.items():
+            if name not in sections:
+                sections[name] = _walk_table(cls, {}, f"[{name}]", role)
+        aaa = cast(AaaConfig, sections["aaa"])
+        if base_dir is not None and not aaa.users_file.is_absolute():
+            sections["aaa"] = attrs.evolve(aaa, users_file=base_dir / aaa.users_file)
+        config = Config(role=role, source=source_name, **cast(dict[str, Any], sections))
+        _check_consistency(config)
+    except _Invalid as exc:
+        raise ConfigError(source_name, exc.subkey, exc.problem) from None
+    return config
+
+
+def load_config(path: str | Path, role: Role) -> Config:
+    """Read and validate a configuration file.
+
+    Raises:
+        ConfigError: the file cannot be read, is not TOML, or a key is wrong.
+    """
+    name = str(path)
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError(name, "", f"cannot read: {exc.strerror or exc}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(name, "", f"not UTF-8 text (byte {exc.start})") from None
+    return parse_config(text, name, role, base_dir=Path(path).resolve().parent)
+
+
+def load_default(role: Role) -> Config:
+    """The embedded default configuration (``kl2tp/defaults/<role>.toml``).
+
+    The LNS default listens on 127.0.0.1:1701, authenticates against the packaged users file
+    (``test`` / ``test``), hands out 10.255.0.2-10.255.0.254 and picks the data plane itself.
+    """
+    return load_config(DEFAULTS_DIR / f"{role}.toml", role)
+
+
+def known_keys(role: Role | None = None) -> list[str]:
+    """Every key the parser accepts, as ``"section.key"`` (``"lac.lns.address"`` for the array).
+
+    Args:
+        role: only the keys valid for that daemon; None: all.
+    """
+    keys: list[str] = []
+
+    def walk(cls: type[Any], prefix: str, section_roles: frozenset[Role]) -> Iterator[str]:
+        for field in attrs.fields(cls):
+            if role is not None and role not in (field.metadata["roles"] & section_roles):
+                continue
+            if field.metadata["parse"] is _lns_peers:
+                yield from walk(LnsPeer, f"{prefix}.{field.name}", section_roles)
+            else:
+                yield f"{prefix}.{field.name}"
+
+    for name, (cls, roles) in _SECTIONS.items():
+        keys.extend(walk(cls, name, roles))
+    return keys
