@@ -7,7 +7,6 @@ that could not bind), 2 bad usage or a bad config (one line naming the file, key
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import json
 import logging
 import sys
@@ -69,41 +68,42 @@ def setup_logging(debug: str | None, level: str = "info") -> None:
 # -- config -> settings -------------------------------------------------------------------------
 
 
-def settings_from_config(cfg: Any, role: str) -> Settings:
+def settings_from_config(cfg: cfgmod.Config, role: str) -> Settings:
     """Map the typed config onto what the daemon needs."""
     l2 = cfg.l2tp
-    secret = l2.secret.reveal() if l2.secret is not None else None
-    tunnel = TunnelConfig(
-        hostname=l2.hostname,
-        secret=secret.encode() if isinstance(secret, str) else secret,
-        hide_avps=l2.hide_avps,
-        hello_interval=l2.hello_interval,
-        receive_window=l2.receive_window,
-        retransmit_initial=l2.retransmit_initial,
-        retransmit_cap=l2.retransmit_cap,
-        max_retries=l2.max_retries,
-        idle_timeout=l2.idle_timeout,
-    )
-    peers: tuple[Address, ...] = ()
+
+    def tunnel_config(hostname: str, secret: cfgmod.Secret | None) -> TunnelConfig:
+        return TunnelConfig(
+            hostname=hostname,
+            secret=secret.reveal() if secret is not None else None,
+            hide_avps=l2.hide_avps,
+            hello_interval=l2.hello_interval,
+            receive_window=l2.receive_window,
+            retransmit_initial=l2.retransmit_initial,
+            retransmit_cap=l2.retransmit_cap,
+            max_retries=l2.max_retries,
+            idle_timeout=l2.idle_timeout,
+        )
+
+    peers: tuple[tuple[Address, TunnelConfig], ...] = ()
     if role == "lac":
-        peers = tuple((p.host, p.port) for p in cfg.lac.lns)
-    allowed = tuple(
-        ipaddress.ip_network(str(n), strict=False) for n in getattr(l2, "allowed_peers", ())
-    )
+        peers = tuple(
+            (peer.address.sockaddr, tunnel_config(*cfg.peer_identity(peer))) for peer in cfg.lac.lns
+        )
     return Settings(
         role=role,
-        listen=(l2.listen.host, l2.listen.port),
-        tunnel=tunnel,
-        control_socket=cfg.control.socket,
+        listen=l2.listen.sockaddr,
+        tunnel=tunnel_config(l2.hostname, l2.secret),
+        control_socket=str(cfg.control.socket),
         lns_peers=peers,
-        allowed_peers=allowed,
+        allowed_peers=tuple(l2.allowed_peers),
         max_tunnels=l2.max_tunnels,
         max_sessions=l2.max_sessions,
         queue_depth=l2.queue_depth,
     )
 
 
-def make_dataplane(kind: str, cfg: Any) -> DataPlane:
+def make_dataplane(kind: str, cfg: cfgmod.Config) -> DataPlane:
     """The configured back end; ``auto`` takes the kernel when it has L2TP, loudly."""
     from kl2tp.dataplane.null import NullDataPlane
 
@@ -126,7 +126,7 @@ def make_dataplane(kind: str, cfg: Any) -> DataPlane:
     return Null()
 
 
-def _load(args: argparse.Namespace, role: str) -> Any:
+def _load(args: argparse.Namespace, role: cfgmod.Role) -> cfgmod.Config:
     try:
         if args.config:
             return cfgmod.load_config(args.config, role)
@@ -181,7 +181,7 @@ def lac_main(argv: Sequence[str] | None = None) -> int:
     return _simulate(cfg, args)
 
 
-def _run(cfg: Any, role: str) -> int:
+def _run(cfg: cfgmod.Config, role: str) -> int:
     from kl2tp.daemon.service import run_daemon
     from kl2tp.daemon.sessions import make_handler
 
@@ -203,13 +203,13 @@ def _run(cfg: Any, role: str) -> int:
     return 0
 
 
-def _simulate(cfg: Any, args: argparse.Namespace) -> int:
+def _simulate(cfg: cfgmod.Config, args: argparse.Namespace) -> int:
     from kl2tp.daemon.service import make_endpoint, simulate
     from kl2tp.daemon.sessions import make_handler
 
     settings = settings_from_config(cfg, "lac")
     dataplane = make_dataplane("null", cfg)
-    hold = args.hold if args.hold is not None else getattr(cfg.subscriber, "hold", 0.0)
+    hold = args.hold if args.hold is not None else cfg.subscriber.hold
     summary: dict[str, Any] = {}
 
     async def main() -> None:
@@ -217,8 +217,9 @@ def _simulate(cfg: Any, args: argparse.Namespace) -> int:
         endpoint = make_endpoint(settings, dataplane, handler)
         async with trio.open_nursery() as nursery:
             await nursery.start(endpoint.serve)
+            rate = args.rate if args.rate is not None else (cfg.subscriber.rate or None)
             result = await simulate(
-                endpoint, settings.lns_peers, args.simulate, rate=args.rate, hold=hold
+                endpoint, settings.lns_peers, args.simulate, rate=rate, hold=hold
             )
             summary.update(result.summary())
             nursery.cancel_scope.cancel()

@@ -483,10 +483,17 @@ class Endpoint:
             return False
         return any(ip in net for net in self.allowed_peers)
 
-    def _make_runner(self, addr: Address, *, initiator: bool, pinned: bool) -> TunnelRunner:
+    def _make_runner(
+        self,
+        addr: Address,
+        *,
+        initiator: bool,
+        pinned: bool,
+        config: TunnelConfig | None = None,
+    ) -> TunnelRunner:
         tid = self._allocate_tunnel_id()
         core = Tunnel(
-            self.tunnel_config,
+            config or self.tunnel_config,
             tid,
             initiator=initiator,
             rng=self.rng,
@@ -516,9 +523,15 @@ class Endpoint:
 
     # -- LAC side --------------------------------------------------------------------------
 
-    async def dial(self, peer: Address, *, setup_timeout: float | None = None) -> TunnelRunner:
+    async def dial(
+        self,
+        peer: Address,
+        tunnel_config: TunnelConfig | None = None,
+        *,
+        setup_timeout: float | None = None,
+    ) -> TunnelRunner:
         """Open a tunnel to an LNS and wait until it is established (or raise)."""
-        runner = self._make_runner(peer, initiator=True, pinned=False)
+        runner = self._make_runner(peer, initiator=True, pinned=False, config=tunnel_config)
         runner.core.connect(trio.current_time())
         self.nursery.start_soon(runner.run)
         with trio.move_on_after(math.inf if setup_timeout is None else setup_timeout):

@@ -47,8 +47,8 @@ class Settings:
     """Values for every tunnel core."""
     control_socket: str | None = None
     """Path of the control socket, None for none."""
-    lns_peers: tuple[Address, ...] = ()
-    """LAC: the LNSs to dial."""
+    lns_peers: tuple[tuple[Address, TunnelConfig], ...] = ()
+    """LAC: the LNSs to dial, each with its tunnel values (host name and secret may differ)."""
     allowed_peers: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     """LNS: networks allowed to open tunnels (empty: any)."""
     max_tunnels: int = 0
@@ -198,8 +198,8 @@ async def run_daemon(
                     serve_control, settings.control_socket, ControlApi(endpoint, dataplane)
                 )
             if settings.role == "lac":
-                for peer in settings.lns_peers:
-                    nursery.start_soon(_keep_tunnel, endpoint, peer)
+                for peer, tunnel_config in settings.lns_peers:
+                    nursery.start_soon(_keep_tunnel, endpoint, peer, tunnel_config)
             task_status.started(endpoint)
             async for signum in signals:
                 log.info("signal %d: clearing sessions and tunnels", signum)
@@ -210,12 +210,12 @@ async def run_daemon(
         await dataplane.aclose()
 
 
-async def _keep_tunnel(endpoint: Endpoint, peer: Address) -> None:
+async def _keep_tunnel(endpoint: Endpoint, peer: Address, tunnel_config: TunnelConfig) -> None:
     """LAC: keep a tunnel to ``peer`` up, redialling with backoff."""
     delay = 1.0
     while True:
         try:
-            runner = await endpoint.dial(peer, setup_timeout=60)
+            runner = await endpoint.dial(peer, tunnel_config, setup_timeout=60)
         except TunnelSetupError as exc:
             log.warning("%s; retrying in %.0f s", exc, delay)
             await trio.sleep(delay)
@@ -272,7 +272,7 @@ def _percentile(sorted_values: Sequence[float], pct: float) -> float | None:
 
 async def simulate(
     endpoint: Endpoint,
-    peers: Sequence[Address],
+    peers: Sequence[tuple[Address, TunnelConfig]],
     count: int,
     *,
     rate: float | None = None,
@@ -288,9 +288,9 @@ async def simulate(
     """
     result = SimulationResult(requested=count)
     runners: list[TunnelRunner] = []
-    for peer in peers:
+    for peer, tunnel_config in peers:
         try:
-            runners.append(await endpoint.dial(peer, setup_timeout=setup_timeout))
+            runners.append(await endpoint.dial(peer, tunnel_config, setup_timeout=setup_timeout))
         except TunnelSetupError as exc:
             log.error("%s", exc)
     if not runners:
