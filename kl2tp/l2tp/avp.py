@@ -502,6 +502,7 @@ def decode_avps(
     strict: bool = True,
     allow_truncated: bool = False,
     session_id: int | None = None,
+    offsets: list[int] | None = None,
 ) -> AvpList:
     """Decode the AVPs in data[start:end].
 
@@ -512,6 +513,7 @@ def decode_avps(
             False (the decode CLI) keep it as opaque bytes.
         allow_truncated: stop quietly at an AVP that runs past `end` (a cut debug dump).
         session_id: header session id, reported in ProtocolError.
+        offsets: when given, the byte offset of each returned AVP's header is appended.
 
     Raises:
         DecodeError: malformed AVP, with the byte offset of its header.
@@ -545,6 +547,8 @@ def decode_avps(
         mandatory = bool(flags_len & AVP_M)
         hidden = bool(flags_len & AVP_H)
         raw = bytes(data[pos + AVP_HEADER_LEN : pos + length])
+        if offsets is not None:
+            offsets.append(pos)
         if not out and (vendor != 0 or atype != 0):
             raise DecodeError(f"first AVP must be Message Type, got {avp_name(atype, vendor)}", pos)
         if hidden:

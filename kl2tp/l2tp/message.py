@@ -189,6 +189,8 @@ class Inspection:
     """True when the data ended before `length` bytes."""
     message_type: int | None
     """Raw Message Type value, including unknown types; None for a ZLB or data."""
+    avp_offsets: tuple[int, ...] = ()
+    """Byte offset of each AVP header in `avps` (flags and length are read from there)."""
 
 
 def _decode(
@@ -250,6 +252,7 @@ def _decode(
     if end == CONTROL_HEADER_LEN and not truncated:
         zlb = ControlMessage(None, tunnel_id, session_id, ns, nr)
         return Inspection(zlb, length, flags, (), False, None)
+    offsets: list[int] | None = [] if not strict else None
     parsed: AvpList = decode_avps(
         data,
         CONTROL_HEADER_LEN,
@@ -259,6 +262,7 @@ def _decode(
         strict=strict,
         allow_truncated=truncated,
         session_id=session_id,
+        offsets=offsets,
     )
     truncated = truncated or parsed.truncated
     avps = parsed.avps
@@ -280,7 +284,7 @@ def _decode(
             )
         raise UnknownMessageType(raw_type, tunnel_id, session_id, ns, nr)
     msg = ControlMessage(msg_type, tunnel_id, session_id, ns, nr, avps[1:])
-    return Inspection(msg, length, flags, avps, truncated, raw_type)
+    return Inspection(msg, length, flags, avps, truncated, raw_type, tuple(offsets or ()))
 
 
 def decode(

@@ -1,0 +1,160 @@
+"""IOS-style text for L2TP messages and AVPs, shared by the debug trace and `kl2tpctl decode`.
+
+Wording follows Cisco IOS `debug vpdn l2x-packets` (see the reference call flow)::
+
+    SCCRQ, flg TLS, ver 2, len 128, tnl 0, cl 0, ns 0, nr 0
+    Parse  AVP 7, len 13, flag 0x8000 (M)
+    Hostname l2tp-gw
+
+Pure formatting: callers guard with `logger.isEnabledFor` before calling.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kl2tp.l2tp.avp import (
+    AVP_TABLE,
+    Accm,
+    Avp,
+    CallErrors,
+    HiddenValue,
+    ProtocolVersion,
+    Q931Cause,
+    ResultCode,
+    avp_name,
+    encode_avp_value,
+)
+from kl2tp.l2tp.constants import (
+    AVP_H,
+    AVP_M,
+    FLAG_L,
+    FLAG_O,
+    FLAG_P,
+    FLAG_S,
+    FLAG_T,
+    MESSAGE_TYPES,
+    VENDOR_NAMES,
+    AvpType,
+    error_text,
+    result_text,
+)
+from kl2tp.l2tp.message import ControlMessage, DataMessage
+
+_FLAG_LETTERS = ((FLAG_T, "T"), (FLAG_L, "L"), (FLAG_S, "S"), (FLAG_O, "O"), (FLAG_P, "P"))
+_HEX_INTS = frozenset({AvpType.FRAMING_CAPABILITIES, AvpType.BEARER_CAPABILITIES, 6})
+
+
+def flag_letters(flags: int) -> str:
+    """ "TLS" for 0xC802: the header bits IOS prints after `flg`."""
+    return "".join(letter for bit, letter in _FLAG_LETTERS if flags & bit)
+
+
+def message_name(msg_type: int | None) -> str:
+    """ "SCCRQ", "StopCCN", "ZLB" (None) or "type 99" for an unknown one."""
+    if msg_type is None:
+        return "ZLB"
+    known = MESSAGE_TYPES.get(msg_type)
+    return known.abbrev if known is not None else f"type {msg_type}"
+
+
+def message_summary(
+    msg: ControlMessage | DataMessage, length: int, flags: int | None = None
+) -> str:
+    """ "SCCRQ, flg TLS, ver 2, len 128, tnl 0, cl 0, ns 0, nr 0" ("ZLB ctrl ack, ..." for a ZLB,
+    "DATA, ..." for a data message)."""
+    if isinstance(msg, DataMessage):
+        if flags is None:
+            flags = (FLAG_S if msg.ns is not None else 0) | 2
+        seq = f", ns {msg.ns}, nr {msg.nr}" if msg.ns is not None else ""
+        return (
+            f"DATA, flg {flag_letters(flags) or '-'}, ver {flags & 0xF}, len {length}, "
+            f"tnl {msg.tunnel_id}, cl {msg.session_id}{seq}"
+        )
+    if flags is None:
+        flags = 0xC802
+    name = "ZLB ctrl ack" if msg.msg_type is None else message_name(msg.msg_type)
+    return (
+        f"{name}, flg {flag_letters(flags)}, ver {flags & 0xF}, len {length}, "
+        f"tnl {msg.tunnel_id}, cl {msg.session_id}, ns {msg.ns}, nr {msg.nr}"
+    )
+
+
+def avp_header_line(avp: Avp, length: int | None = None, flags: int | None = None) -> str:
+    """ "Parse  AVP 7, len 13, flag 0x8000 (M)"; "Parse Cisco AVP 100, len 15, flag 0x0".
+
+    `length`/`flags` are the wire values when known; otherwise they are computed from the AVP
+    (the length of its plain encoding)."""
+    if flags is None:
+        flags = (AVP_M if avp.mandatory else 0) | (AVP_H if avp.hidden else 0)
+    flags &= 0xFC00
+    if length is None:
+        value = avp.value
+        length = 6 + (
+            len(value.ciphertext) if isinstance(value, HiddenValue) else len(encode_avp_value(avp))
+        )
+    marks = [m for bit, m in ((AVP_M, "M"), (AVP_H, "H")) if flags & bit]
+    mark = f" ({','.join(marks)})" if marks else ""
+    vendor = "" if avp.vendor == 0 else VENDOR_NAMES.get(avp.vendor, f"Vendor {avp.vendor}")
+    return f"Parse {vendor} AVP {avp.type}, len {length}, flag 0x{flags:X}{mark}"
+
+
+def format_value(avp: Avp) -> str:
+    """The value as IOS prints it: ints in decimal (capabilities and firmware in 0x hex),
+    binary in upper-case hex, strings as they are."""
+    value: Any = avp.value
+    if isinstance(value, HiddenValue):
+        return f"(hidden) {value.ciphertext.hex().upper()}"
+    if isinstance(value, bytes):
+        if avp.vendor != 0 and value and all(32 <= c < 127 for c in value):
+            return value.decode("ascii")  # vendor strings such as Cisco's "Client NAS Port"
+        return value.hex().upper()
+    if isinstance(value, ProtocolVersion):
+        return str((value.version << 8) | value.revision)  # IOS: "Protocol Ver 256"
+    if isinstance(value, Q931Cause):
+        text = f"cause {value.cause}, msg {value.message_code}"
+        return text + (f", {value.advisory}" if value.advisory else "")
+    if isinstance(value, CallErrors):
+        return (
+            f"CRC {value.crc_errors}, framing {value.framing_errors}, "
+            f"hw overruns {value.hardware_overruns}, buf overruns {value.buffer_overruns}, "
+            f"timeouts {value.timeout_errors}, alignment {value.alignment_errors}"
+        )
+    if isinstance(value, Accm):
+        return f"send 0x{value.send_accm:08X}, recv 0x{value.recv_accm:08X}"
+    if value is True:
+        return ""
+    if isinstance(value, int) and avp.vendor == 0 and avp.type in _HEX_INTS:
+        return f"0x{value:X}"
+    return str(int(value)) if isinstance(value, int) else str(value)
+
+
+def avp_lines(
+    avp: Avp, length: int | None = None, flags: int | None = None, msg_type: int | None = None
+) -> list[str]:
+    """The parse line and the value line(s) of one AVP, IOS style. `msg_type` picks the
+    StopCCN or CDN wording of a Result Code."""
+    lines = [avp_header_line(avp, length, flags)]
+    value: Any = avp.value
+    if avp.vendor == 0 and avp.type == AvpType.MESSAGE_TYPE and isinstance(value, int):
+        lines.append(f"Parse {message_name(value)}")
+    elif isinstance(value, ResultCode):
+        lines.append(
+            f"Result code({value.result}): {value.result}: {result_text(msg_type, value.result)}"
+        )
+        if value.error is not None:
+            lines.append(f"Error code({value.error}): {error_text(value.error)}")
+        if value.message:
+            lines.append(f"Error message: {value.message}")
+    else:
+        spec = AVP_TABLE.get(avp.type) if avp.vendor == 0 else None
+        label = spec.label if spec is not None else avp_name(avp.type, avp.vendor)
+        lines.append(f"{label} {format_value(avp)}".rstrip())
+    return lines
+
+
+def describe_avp(
+    avp: Avp, length: int | None = None, flags: int | None = None, msg_type: int | None = None
+) -> str:
+    """avp_lines joined with newlines."""
+    return "\n".join(avp_lines(avp, length, flags, msg_type))
