@@ -116,20 +116,26 @@ class Secret:
 
 @attrs.frozen
 class Endpoint:
-    """A UDP address and port."""
+    """A UDP address and port, as the socket module takes them."""
 
-    host: IPv4Address | IPv6Address
-    """IP address (IPv4 or IPv6 literal; host names are not resolved)."""
+    host: str
+    """IP address literal in canonical form (``"192.0.2.1"``, ``"2001:db8::1"``); host names
+    are not accepted (resolving is I/O and makes start-up depend on DNS)."""
     port: int
     """UDP port; 0 means any (for a local address)."""
 
     @property
+    def ip(self) -> IPv4Address | IPv6Address:
+        """The host as an address object."""
+        return ip_address(self.host)
+
+    @property
     def sockaddr(self) -> tuple[str, int]:
-        """``(host, port)`` as the socket module takes it."""
-        return (str(self.host), self.port)
+        """``(host, port)`` for ``bind`` / ``sendto``."""
+        return (self.host, self.port)
 
     def __str__(self) -> str:
-        if isinstance(self.host, IPv6Address):
+        if ":" in self.host:
             return f"[{self.host}]:{self.port}"
         return f"{self.host}:{self.port}"
 
@@ -285,7 +291,7 @@ def _endpoint(default_port: int, *, local: bool) -> Parser:
             port = int(port_text)
         if not local and (port == 0 or host.is_unspecified):
             raise _Invalid(f"must name a reachable address and a non-zero port, got {_show(value)}")
-        return Endpoint(host, port)
+        return Endpoint(str(host), port)
 
     return parse
 
@@ -377,10 +383,8 @@ class L2tpConfig:
     """``[l2tp]``: the control connection (RFC 2661)."""
 
     listen: Endpoint = attrs.field(
-        default=Endpoint(IPv4Address("127.0.0.1"), 1701),
-        metadata=_meta(
-            _endpoint(1701, local=True), lac_default=Endpoint(IPv4Address("0.0.0.0"), 0)
-        ),
+        default=Endpoint("127.0.0.1", 1701),
+        metadata=_meta(_endpoint(1701, local=True), lac_default=Endpoint("0.0.0.0", 0)),
     )
     """Local UDP address and port."""
     hostname: str = attrs.field(default="kl2tp", metadata=_meta(_string()))
@@ -516,7 +520,7 @@ class LnsPeer:
     """One ``[[lac.lns]]`` entry: an LNS the LAC dials."""
 
     address: Endpoint = attrs.field(
-        default=Endpoint(IPv4Address("127.0.0.1"), 1701),
+        default=Endpoint("127.0.0.1", 1701),
         metadata=_meta(_endpoint(1701, local=False)),
     )
     """LNS address; port defaults to 1701."""
@@ -524,6 +528,16 @@ class LnsPeer:
     """Tunnel secret for this LNS; None: ``[l2tp] secret``."""
     hostname: str | None = attrs.field(default=None, metadata=_meta(_string()))
     """Host Name to send to this LNS; None: ``[l2tp] hostname``."""
+
+    @property
+    def host(self) -> str:
+        """``address.host``."""
+        return self.address.host
+
+    @property
+    def port(self) -> int:
+        """``address.port``."""
+        return self.address.port
 
 
 def _lns_peers(value: object) -> tuple[LnsPeer, ...]:

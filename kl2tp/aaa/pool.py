@@ -3,9 +3,9 @@
 A pool is a contiguous range, written either as a CIDR prefix (``10.0.0.0/24``: the network and
 broadcast addresses are left out, except for /31 and /32 as in RFC 3021) or as ``first-last``
 (both ends included). Allocation and release are O(1) whatever the size of the range: addresses
-that were never handed out are taken from a moving cursor, released ones go to the back of a
-FIFO free list, so an address that was just given back is the last to be handed out again (ARP
-and route caches on the way have time to forget it).
+that were never handed out come first, from a moving cursor; released ones go to the back of a
+FIFO free list used after that, so an address that was just given back is the last to be handed
+out again (ARP and route caches on the way have time to forget it).
 
 The pool never hands out an address twice: ``in_use`` is the single truth, and every path that
 hands out an address checks it.
@@ -134,12 +134,7 @@ class AddressPool:
         """
         if preferred is not None and self.claim(preferred):
             return preferred
-        while self._released:
-            value = self._released.popleft()
-            if value in self._free_released:  # otherwise a stale entry: claimed meanwhile
-                self._free_released.discard(value)
-                self._in_use.add(value)
-                return IPv4Address(value)
+        # Never-used addresses first, so a released one rests as long as possible.
         while self._cursor <= self._last:
             value = self._cursor
             self._cursor += 1
@@ -151,6 +146,12 @@ class AddressPool:
                 continue
             self._in_use.add(value)
             return IPv4Address(value)
+        while self._released:
+            value = self._released.popleft()
+            if value in self._free_released:  # otherwise a stale entry: claimed meanwhile
+                self._free_released.discard(value)
+                self._in_use.add(value)
+                return IPv4Address(value)
         return None
 
     def claim(self, address: IPv4Address) -> bool:
