@@ -23,7 +23,6 @@ from ipaddress import (
     IPv4Network,
     IPv6Address,
     IPv6Network,
-    NetmaskValueError,
     ip_address,
     ip_network,
 )
@@ -301,10 +300,10 @@ def _network(value: object) -> IpNetwork:
         raise _Invalid(f"must be an address or CIDR prefix string, got {_show(value)}")
     try:
         return ip_network(value, strict=True)
-    except (AddressValueError, NetmaskValueError):
+    except ValueError as exc:
+        if "host bits set" in str(exc):
+            raise _Invalid(str(exc)) from None
         raise _Invalid(f"must be an address or CIDR prefix, got {_show(value)}") from None
-    except ValueError as exc:  # host bits set
-        raise _Invalid(f"{exc}") from None
 
 
 def _pool(value: object) -> PoolRange:
