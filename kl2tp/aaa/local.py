@@ -35,14 +35,17 @@ from kl2tp.aaa.base import (
     MsChapV2Credentials,
     PapCredentials,
 )
-from kl2tp.config import ConfigError, Secret
+from kl2tp.config import Config, ConfigError, Secret
+from ppp import mschapv2
 
 __all__ = [
     "LocalAuthenticator",
     "LocalUser",
     "UsersFileError",
+    "chap_md5_response",
     "load_users",
     "parse_users",
+    "verify_mschapv2",
 ]
 
 logger = logging.getLogger("kl2tp.aaa")
@@ -169,14 +172,33 @@ def chap_md5_response(ident: int, secret: bytes, challenge: bytes) -> bytes:
 
 
 def verify_mschapv2(username: str, password: str, credentials: MsChapV2Credentials) -> str | None:
-    """Check an MS-CHAPv2 NT-Response; returns the ``"S=..."`` authenticator response or None.
+    """Check an MS-CHAPv2 NT-Response (RFC 2759 8.1) for ``username`` / ``password``.
 
-    TODO(mschapv2-helpers): needs the NT-Response / authenticator-response helpers (and MD4)
-    that the PPP package provides; until they exist every MS-CHAPv2 request is rejected here
-    rather than implementing a second MD4/DES.
+    Returns:
+        The ``"S=<40 hex>"`` authenticator response for the Success packet (RFC 2759 8.7), or
+        None if the response is wrong or malformed.
     """
-    del username, password, credentials
-    return None
+    if (
+        len(credentials.authenticator_challenge) != 16
+        or len(credentials.peer_challenge) != 16
+        or len(credentials.nt_response) != 24
+    ):
+        return None
+    if not mschapv2.verify_nt_response(
+        credentials.authenticator_challenge,
+        credentials.peer_challenge,
+        username,
+        password,
+        credentials.nt_response,
+    ):
+        return None
+    return mschapv2.generate_authenticator_response(
+        password,
+        credentials.nt_response,
+        credentials.peer_challenge,
+        credentials.authenticator_challenge,
+        username,
+    )
 
 
 def _pap_ok(user: LocalUser, credentials: PapCredentials) -> bool:
@@ -207,6 +229,15 @@ class LocalAuthenticator:
         self.methods = frozenset(methods)
         self.dns = tuple(dns)
         self.counters = AaaCounters()
+
+    @classmethod
+    def from_config(cls, config: Config) -> LocalAuthenticator:
+        """The back end ``[aaa]`` and ``[ppp]`` describe (reads the users file: blocking).
+
+        Raises:
+            UsersFileError: the users file cannot be read or has a bad line.
+        """
+        return cls(load_users(config.aaa.users_file), config.ppp.auth, config.ppp.dns)
 
     def reload(self, users: Mapping[str, LocalUser]) -> None:
         """Replace the users (e.g. on SIGHUP); sessions already up are not touched."""
