@@ -32,6 +32,7 @@ from typing import Any, Literal, TypeVar, cast
 import attrs
 
 from kl2tp.aaa.pool import PoolRange, parse_pool
+from kl2tp.l2tp.tunnel import TunnelConfig
 
 __all__ = [
     "AaaConfig",
@@ -403,7 +404,7 @@ class L2tpConfig:
     max_retries: int = attrs.field(default=5, metadata=_meta(_integer(1, 100)))
     """Retransmissions before the tunnel is torn down."""
     idle_timeout: float = attrs.field(default=10.0, metadata=_meta(_number(0), lac_default=15.0))
-    """Seconds a tunnel with no sessions stays up."""
+    """Seconds a tunnel with no sessions stays up; 0 keeps it up."""
     allowed_peers: tuple[IpNetwork, ...] = attrs.field(
         default=(), metadata=_meta(_list_of(_network), roles=LNS_ONLY)
     )
@@ -627,6 +628,24 @@ class Config:
     """``[lac]`` and ``[[lac.lns]]`` (LAC)."""
     subscriber: SubscriberConfig = attrs.field(factory=SubscriberConfig)
     """``[subscriber]`` (LAC)."""
+
+    def tunnel_config(self, peer: LnsPeer | None = None) -> TunnelConfig:
+        """The tunnel core's settings from ``[l2tp]`` (and, on the LAC, one LNS's overrides)."""
+        l2tp = self.l2tp
+        hostname, secret = (
+            self.peer_identity(peer) if peer is not None else (l2tp.hostname, l2tp.secret)
+        )
+        return TunnelConfig(
+            hostname=hostname,
+            secret=secret.reveal() if secret is not None else None,
+            hide_avps=l2tp.hide_avps,
+            hello_interval=l2tp.hello_interval,
+            receive_window=l2tp.receive_window,
+            retransmit_initial=l2tp.retransmit_initial,
+            retransmit_cap=l2tp.retransmit_cap,
+            max_retries=l2tp.max_retries,
+            idle_timeout=l2tp.idle_timeout,
+        )
 
     def peer_identity(self, peer: LnsPeer) -> tuple[str, Secret | None]:
         """Host name and secret to use towards one LNS (its overrides, else ``[l2tp]``)."""

@@ -365,3 +365,39 @@ def test_manpage_examples_parse() -> None:
     assert len(blocks) == 2
     assert parse(blocks[0], "lns").l2tp.secret == Secret(b"hello")
     assert len(parse(blocks[1], "lac").lac.lns) == 2
+
+
+# -- mapping onto the tunnel core -------------------------------------------------------------
+
+
+def test_tunnel_config_carries_every_l2tp_timer() -> None:
+    config = parse(
+        """
+        [l2tp]
+        hostname = "lns1"
+        secret = "hello"
+        hide_avps = true
+        hello_interval = 30
+        receive_window = 300
+        retransmit_initial = 0.5
+        retransmit_cap = 4
+        max_retries = 7
+        idle_timeout = 0
+        """
+    )
+    tc = config.tunnel_config()
+    assert (tc.hostname, tc.secret, tc.hide_avps) == ("lns1", b"hello", True)
+    assert (tc.hello_interval, tc.receive_window, tc.max_retries) == (30.0, 300, 7)
+    assert (tc.retransmit_initial, tc.retransmit_cap, tc.idle_timeout) == (0.5, 4.0, 0.0)
+
+
+def test_tunnel_config_per_lns_overrides() -> None:
+    config = parse(
+        '[l2tp]\nsecret = "a"\n[[lac.lns]]\naddress = "192.0.2.1"\n'
+        '[[lac.lns]]\naddress = "192.0.2.2"\nsecret = "b"\nhostname = "h2"',
+        "lac",
+    )
+    first, second = (config.tunnel_config(p) for p in config.lac.lns)
+    assert (first.hostname, first.secret, first.idle_timeout) == ("kl2tp", b"a", 15.0)
+    assert (second.hostname, second.secret) == ("h2", b"b")
+    assert parse("").tunnel_config().secret is None
