@@ -27,12 +27,14 @@ from ipaddress import (
     ip_network,
 )
 from pathlib import Path
-from typing import Any, Literal, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 
 import attrs
 
 from kl2tp.aaa.pool import PoolRange, parse_pool
-from kl2tp.l2tp.tunnel import TunnelConfig
+
+if TYPE_CHECKING:
+    from kl2tp.l2tp.tunnel import TunnelConfig
 
 __all__ = [
     "AaaConfig",
@@ -631,6 +633,8 @@ class Config:
 
     def tunnel_config(self, peer: LnsPeer | None = None) -> TunnelConfig:
         """The tunnel core's settings from ``[l2tp]`` (and, on the LAC, one LNS's overrides)."""
+        from kl2tp.l2tp.tunnel import TunnelConfig  # the core loads only when a daemon needs it
+
         l2tp = self.l2tp
         hostname, secret = (
             self.peer_identity(peer) if peer is not None else (l2tp.hostname, l2tp.secret)

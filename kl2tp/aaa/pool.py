@@ -16,8 +16,12 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable
 from ipaddress import AddressValueError, IPv4Address, IPv4Network, NetmaskValueError
+from typing import TYPE_CHECKING
 
 import attrs
+
+if TYPE_CHECKING:
+    from kl2tp.config import PppConfig
 
 __all__ = ["AddressPool", "PoolRange", "parse_pool"]
 
@@ -98,6 +102,11 @@ class AddressPool:
         self._released: deque[int] = deque()  # FIFO of released addresses (may hold stale ones)
         self._free_released: set[int] = set()  # the released addresses that really are free
         self._in_use: set[int] = set()
+
+    @classmethod
+    def from_config(cls, ppp: PppConfig) -> AddressPool:
+        """The ``[ppp] pool``, without ``[ppp] local_address``."""
+        return cls(ppp.pool, exclude=[ppp.local_address])
 
     # -- counters -------------------------------------------------------------------------------
 

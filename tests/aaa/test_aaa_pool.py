@@ -174,3 +174,12 @@ def test_any_sequence_never_hands_out_twice(ops: list[tuple[str, int]]) -> None:
             assert pool.release(address) == (address in held)
             held.discard(address)
         assert pool.in_use == len(held) and pool.free == pool.size - len(held)
+
+
+def test_from_config_leaves_out_local_address() -> None:
+    from kl2tp.config import parse_config
+
+    ppp = parse_config('[ppp]\npool = "10.9.0.0/29"\nlocal_address = "10.9.0.1"', "t", "lns").ppp
+    pool = AddressPool.from_config(ppp)
+    assert pool.size == 5
+    assert A("10.9.0.1") not in {pool.allocate() for _ in range(6)}
