@@ -749,6 +749,12 @@ def parse_config(
     sections: dict[str, object] = {}
     try:
         for name, table in data.items():
+            if name not in _SECTIONS and not isinstance(table, dict):
+                homes = [
+                    f"[{sec}]" for sec, (c, _r) in _SECTIONS.items() if name in attrs.fields_dict(c)
+                ]
+                hint = f" (it belongs in {' or '.join(homes)})" if homes else ""
+                raise _Invalid(f"key outside any section{hint}", subkey=name)
             if name not in _SECTIONS:
                 raise _Invalid(
                     f"unknown section{_suggest(name, list(_SECTIONS))}", subkey=f"[{name}]"

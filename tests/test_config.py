@@ -220,6 +220,7 @@ def test_users_passwords_never_in_repr() -> None:
         ('[ppp]\npol = "10.0.0.0/24"', "lns", 'lns.toml: [ppp] pol: unknown key (did you mean "pool"?)'),
         ("[l2tp]\nzzz = 1", "lns", "lns.toml: [l2tp] zzz: unknown key"),
         ("[radius]\nserver = 1", "lns", "lns.toml: [radius]: unknown section"),
+        ('hostname = "x"', "lns", "lns.toml: hostname: key outside any section (it belongs in [l2tp])"),
         ("[dataplan]\nkind = 'null'", "lns", 'lns.toml: [dataplan]: unknown section (did you mean "dataplane"?)'),
         ('[[lac.lns]]\naddress = "192.0.2.1"\nscret = "x"', "lac", 'lac.toml: [[lac.lns]] #1 scret: unknown key (did you mean "secret"?)'),
         # keys of the other daemon
