@@ -1,0 +1,165 @@
+"""IOS-style debug lines for the L2TP control plane (logger ``kl2tp.l2tp``).
+
+The wording follows Cisco's ``debug vpdn l2x-events`` / ``l2x-packets`` so an engineer who
+knows that output reads ours at once::
+
+    Tnl 17688 L2TP: O SCCRQ
+    Tnl 17688 L2TP: O SCCRQ, flg TLS, ver 2, len 128, tnl 0, cl 0, ns 0, nr 0
+    Tnl 17688 L2TP: Tunnel state change from idle to wait-ctl-reply
+    Tnl 17688 L2TP: I SCCRP from l2tp-gw
+    Tnl/Cl 17688/7 L2TP: Session state change from wait-reply to established
+    Tnl 55270 L2TP: O ZLB ctrl ack, flg TLS, ver 2, len 12, tnl 17688, cl 0, ns 1, nr 2
+
+Per-AVP parse lines (``Parse  AVP 7, len 13, flag 0x8000 (M)`` / ``Hostname l2tp-gw``) go to
+the child logger ``kl2tp.l2tp.avp`` at level ``AVP_LEVEL`` (5, below DEBUG): the most verbose
+setting. Callers guard every call with ``isEnabledFor`` so nothing is formatted at 100,000
+sessions unless someone asked for it. Secrets never reach these functions; challenge and
+response values are public on the wire and IOS prints them too.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from kl2tp.l2tp.avp import AVP_TABLE, Avp, ResultCode, avp_name
+from kl2tp.l2tp.constants import (
+    MESSAGE_TYPES,
+    VENDOR_NAMES,
+    MessageType,
+    error_text,
+    result_text,
+)
+
+log = logging.getLogger("kl2tp.l2tp")
+avp_log = logging.getLogger("kl2tp.l2tp.avp")
+
+AVP_LEVEL = 5
+"""Level of the per-AVP parse lines: below DEBUG, the most verbose setting."""
+
+_FLAG_LETTERS = ((0x8000, "T"), (0x4000, "L"), (0x0800, "S"), (0x0200, "O"), (0x0100, "P"))
+_HEX_CAPS = {3, 4, 6}  # Framing Cap, Bearer Cap, Firmware Ver print in hex, as IOS does
+
+
+def tunnel_prefix(tid: int) -> str:
+    """``Tnl 17688``."""
+    return f"Tnl {tid}"
+
+
+def session_prefix(tid: int, sid: int) -> str:
+    """``Tnl/Cl 17688/7``."""
+    return f"Tnl/Cl {tid}/{sid}"
+
+
+def line(prefix: str, text: str) -> None:
+    """One debug line: ``<prefix> L2TP: <text>``."""
+    log.debug("%s L2TP: %s", prefix, text)
+
+
+def message_name(msg_type: int | None) -> str:
+    """``SCCRQ``, ``StopCCN``, ``ZLB`` (None), or ``type 99`` for an unknown one."""
+    if msg_type is None:
+        return "ZLB"
+    known = MESSAGE_TYPES.get(msg_type)
+    return known.abbrev if known is not None else f"type {msg_type}"
+
+
+def header_text(data: bytes) -> str:
+    """``flg TLS, ver 2, len 12, tnl 17688, cl 0, ns 1, nr 2`` from a control header."""
+    if len(data) < 12:
+        return f"short packet, len {len(data)}"
+    flags = (data[0] << 8) | data[1]
+    letters = "".join(letter for bit, letter in _FLAG_LETTERS if flags & bit)
+    return (
+        f"flg {letters}, ver {flags & 0xF}, len {(data[2] << 8) | data[3]}, "
+        f"tnl {(data[4] << 8) | data[5]}, cl {(data[6] << 8) | data[7]}, "
+        f"ns {(data[8] << 8) | data[9]}, nr {(data[10] << 8) | data[11]}"
+    )
+
+
+def _type_of(data: bytes) -> int | None:
+    """The Message Type AVP value of an encoded control message (None for a ZLB)."""
+    if len(data) < 20:
+        return None
+    return (data[18] << 8) | data[19]
+
+
+def packet(tid: int, direction: str, data: bytes, *, retransmit: bool = False) -> None:
+    """``Tnl 17688 L2TP: O SCCRQ, flg TLS, ver 2, len 128, ...`` (``ZLB ctrl ack`` for a ZLB).
+
+    Args:
+        tid: our tunnel id (the prefix).
+        direction: ``"I"`` or ``"O"``.
+        data: the encoded control message.
+        retransmit: adds ``(retransmit)`` so resends stand out.
+    """
+    msg_type = _type_of(data)
+    name = "ZLB ctrl ack" if msg_type is None else message_name(msg_type)
+    again = " (retransmit)" if retransmit else ""
+    log.debug("Tnl %d L2TP: %s %s%s, %s", tid, direction, name, again, header_text(data))
+
+
+def state_change(prefix: str, what: str, old: str, new: str) -> None:
+    """``Tunnel state change from idle to wait-ctl-reply``."""
+    log.debug("%s L2TP: %s state change from %s to %s", prefix, what, old, new)
+
+
+def format_value(avp: Avp) -> str:
+    """An AVP value the way IOS prints it after the parse line."""
+    value: Any = avp.value
+    if isinstance(value, ResultCode):
+        text = f"Result code({value.result}): {result_text(None, value.result)}"
+        if value.error is not None:
+            text += f", Error code({value.error}): {error_text(value.error)}"
+        if value.message:
+            text += f", {value.message}"
+        return text
+    if isinstance(value, bytes):
+        return value.hex().upper()
+    if isinstance(value, MessageType):
+        return value.abbrev
+    if avp.vendor == 0 and avp.type == 2 and hasattr(value, "version"):
+        return str((value.version << 8) | value.revision)  # IOS: "Protocol Ver 256"
+    if isinstance(value, int) and not isinstance(value, bool) and avp.type in _HEX_CAPS:
+        return f"0x{value:X}"
+    return str(value)
+
+
+def avp_lines(prefix: str, data: bytes, avps: Sequence[Avp], start: int = 12) -> None:
+    """The per-AVP parse lines of a received message, from its wire bytes and decoded AVPs.
+
+    The wire walk gives each AVP's length and flags; the decoded list (same order) gives the
+    value. Logged at ``AVP_LEVEL`` on ``kl2tp.l2tp.avp``.
+
+    Args:
+        start: byte offset of the first AVP in `avps` (20 skips the Message Type AVP).
+    """
+    pos = start
+    end = min(len(data), (data[2] << 8) | data[3]) if len(data) >= 4 else 0
+    for avp in avps:
+        if pos + 6 > end:
+            break
+        flags = (data[pos] << 8) | data[pos + 1]
+        length = flags & 0x3FF
+        mark = " (M)" if flags & 0x8000 else ""
+        if flags & 0x4000:
+            mark += " (H)"
+        vendor = "" if avp.vendor == 0 else VENDOR_NAMES.get(avp.vendor, f"Vendor {avp.vendor}")
+        avp_log.log(
+            AVP_LEVEL,
+            "%s L2TP: Parse %s AVP %d, len %d, flag 0x%X%s",
+            prefix,
+            vendor,
+            avp.type,
+            length,
+            flags & 0xFC00,
+            mark,
+        )
+        if avp.vendor == 0 and avp.type == 0:
+            avp_log.log(AVP_LEVEL, "%s L2TP: Parse %s", prefix, format_value(avp))
+        else:
+            spec = AVP_TABLE.get(avp.type) if avp.vendor == 0 else None
+            label = spec.label if spec is not None else avp_name(avp.type, avp.vendor)
+            avp_log.log(AVP_LEVEL, "%s L2TP: %s %s", prefix, label, format_value(avp))
+        pos += max(length, 6)
