@@ -527,14 +527,14 @@ class Fsm:
             elif action is Action.STR:
                 self.restart_count -= 1
                 self.deadline = now + self.config.restart_timer
-                self.send(Code.TERMREQ, self._new_id(), b"")
+                self.send(Code.TERMREQ, self.new_id(), b"")
             elif action is Action.STA:
                 self.send(Code.TERMACK, identifier, b"")
             elif action is Action.ZRC:
                 self.restart_count = 0
                 self.deadline = now + self.config.restart_timer
             elif action is Action.SCJ:
-                self.send(Code.CODEREJ, self._new_id(), data)
+                self.send(Code.CODEREJ, self.new_id(), data)
             elif action is Action.SER:
                 if code == Code.ECHOREQ:
                     self.send(Code.ECHOREP, identifier, self.handler.echo_reply(data))
@@ -549,7 +549,8 @@ class Fsm:
         if self.state not in RUNNING_TIMER:
             self.deadline = None
 
-    def _new_id(self) -> int:
+    def new_id(self) -> int:
+        """A fresh identifier for a request we originate."""
         ident = self.next_id
         self.next_id = (ident + 1) & 0xFF
         return ident
@@ -562,7 +563,7 @@ class Fsm:
             self.naks_received = 0
         if not (retransmit and self.req_id >= 0):
             self.req_data = self.handler.add_ci()
-            self.req_id = self._new_id()
+            self.req_id = self.new_id()
         self.restart_count -= 1
         self.deadline = now + self.config.restart_timer
         self.send(Code.CONFREQ, self.req_id, self.req_data)

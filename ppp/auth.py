@@ -1,0 +1,463 @@
+"""PAP (RFC 1334), CHAP-MD5 (RFC 1994) and MS-CHAPv2 (RFC 2759), both ends.
+
+The authenticator side never decides: it reports what the peer sent (``Link`` turns it into an
+:class:`ppp.events.AuthRequest`) and waits for :meth:`verdict`. The peer side answers with the
+configured name and password. Pure verifier helpers (:func:`verify_chap_md5`, and
+:mod:`ppp.mschapv2`) let an AAA back end that knows the password decide.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import hmac
+from typing import TYPE_CHECKING
+
+from ppp import mschapv2
+from ppp.config import AuthMethod
+from ppp.events import ChapCredentials, MsChapV2Credentials, PapCredentials
+from ppp.frame import Proto
+from ppp.proxy import ProxyAuth
+
+if TYPE_CHECKING:
+    from ppp.link import Link
+
+__all__ = [
+    "ChapAuthenticator",
+    "ChapCode",
+    "ChapPeer",
+    "PapAuthenticator",
+    "PapCode",
+    "PapPeer",
+    "chap_md5_response",
+    "decode_chap",
+    "decode_pap_request",
+    "verify_chap_md5",
+]
+
+
+class PapCode(enum.IntEnum):
+    """PAP codes (RFC 1334 2.2)."""
+
+    REQUEST = 1
+    ACK = 2
+    NAK = 3
+
+
+class ChapCode(enum.IntEnum):
+    """CHAP codes (RFC 1994 4)."""
+
+    CHALLENGE = 1
+    RESPONSE = 2
+    SUCCESS = 3
+    FAILURE = 4
+
+
+class _Phase(enum.Enum):
+    IDLE = 0
+    WAITING = 1  # authenticator: for a response/request; peer: for the verdict
+    DECIDING = 2  # authenticator: the driver has the AuthRequest
+    DONE = 3
+    FAILED = 4
+
+
+def _to_bytes(secret: str | bytes) -> bytes:
+    return secret.encode() if isinstance(secret, str) else secret
+
+
+def chap_md5_response(ident: int, secret: str | bytes, challenge: bytes) -> bytes:
+    """RFC 1994 section 4.1: MD5(Identifier, secret, Challenge Value)."""
+    return hashlib.md5(bytes((ident & 0xFF,)) + _to_bytes(secret) + challenge).digest()
+
+
+def verify_chap_md5(password: str | bytes, ident: int, challenge: bytes, response: bytes) -> bool:
+    """True when ``response`` is the CHAP-MD5 answer for ``password`` (constant time)."""
+    return hmac.compare_digest(chap_md5_response(ident, password, challenge), response)
+
+
+def decode_pap_request(data: bytes) -> tuple[str, str] | None:
+    """(Peer-ID, Password) of a PAP Authenticate-Request, None if malformed."""
+    if not data:
+        return None
+    id_len = data[0]
+    if len(data) < 2 + id_len:
+        return None
+    peer_id = data[1 : 1 + id_len]
+    pw_len = data[1 + id_len]
+    password = data[2 + id_len : 2 + id_len + pw_len]
+    if len(password) != pw_len:
+        return None
+    return peer_id.decode(errors="replace"), password.decode(errors="replace")
+
+
+def _pap_message(data: bytes) -> str:
+    if not data:
+        return ""
+    return data[1 : 1 + data[0]].decode(errors="replace")
+
+
+def decode_chap(data: bytes) -> tuple[bytes, str] | None:
+    """(Value, Name) of a CHAP Challenge or Response, None if malformed."""
+    if not data or 1 + data[0] > len(data):
+        return None
+    return data[1 : 1 + data[0]], data[1 + data[0] :].decode(errors="replace")
+
+
+class PapAuthenticator:
+    """We demand PAP of the peer (RFC 1334 2.1): wait for Authenticate-Request."""
+
+    __slots__ = ("deadline", "ident", "link", "phase", "username")
+    method = AuthMethod.PAP
+
+    def __init__(self, link: Link) -> None:
+        self.link = link
+        self.phase = _Phase.IDLE
+        self.ident: int | None = None
+        self.username = ""
+        self.deadline: float | None = None
+
+    def start(self, now: float, proxy: ProxyAuth | None = None) -> None:
+        """Wait for the peer's request; or decide on the LAC's proxy values at once."""
+        self.phase = _Phase.WAITING
+        if proxy is not None:
+            self.ident = proxy.ident
+            self.username = proxy.name
+            self.phase = _Phase.DECIDING
+            self.link.auth_request(
+                proxy.name,
+                self.method,
+                PapCredentials(proxy.response.decode(errors="replace")),
+                proxy=True,
+            )
+
+    def receive(self, code: int, ident: int, data: bytes, now: float) -> None:
+        """An Authenticate-Request."""
+        if code != PapCode.REQUEST:
+            return
+        if self.phase is _Phase.DONE:
+            self.link.auth_send(Proto.PAP, PapCode.ACK, ident, b"\x00")  # lost Ack: again
+            return
+        if self.phase is _Phase.DECIDING:
+            self.ident = ident  # a retransmission: answer the newest one
+            return
+        if self.phase is not _Phase.WAITING:
+            return
+        fields = decode_pap_request(data)
+        if fields is None:
+            return
+        self.username, password = fields
+        self.ident = ident
+        self.phase = _Phase.DECIDING
+        if self.link.tracing:
+            self.link.trace(
+                "PAP", f'I AUTH-REQ id {ident} len {4 + len(data)} from "{self.username}"'
+            )
+        self.link.auth_request(self.username, self.method, PapCredentials(password), proxy=False)
+
+    def verdict(
+        self, now: float, accepted: bool, message: str, authenticator_response: str | None
+    ) -> None:
+        """The driver's decision."""
+        if self.phase is not _Phase.DECIDING:
+            return
+        text = (message or ("Login ok" if accepted else "Login incorrect")).encode()[:255]
+        code = PapCode.ACK if accepted else PapCode.NAK
+        if self.ident is not None:
+            self.link.auth_send(Proto.PAP, code, self.ident, bytes((len(text),)) + text)
+        self.phase = _Phase.DONE if accepted else _Phase.FAILED
+        self.link.authenticator_done(now, accepted, message)
+
+    def handle_timer(self, now: float) -> None:
+        """PAP authenticators keep no timer; the phase timeout covers a silent peer."""
+
+
+class PapPeer:
+    """The peer demands PAP of us: send Authenticate-Request until acked (RFC 1334 2.1)."""
+
+    __slots__ = ("deadline", "ident", "link", "phase", "retransmits")
+    method = AuthMethod.PAP
+
+    def __init__(self, link: Link) -> None:
+        self.link = link
+        self.phase = _Phase.IDLE
+        self.ident = 0
+        self.retransmits = 0
+        self.deadline: float | None = None
+
+    def start(self, now: float) -> None:
+        """Send the first request."""
+        self.phase = _Phase.WAITING
+        self.retransmits = self.link.config.lcp.fsm.max_configure
+        self.ident = self.link.rng.getrandbits(8)
+        self._send(now)
+
+    def _send(self, now: float) -> None:
+        name = (self.link.config.username or "").encode()[:255]
+        password = (self.link.config.password or "").encode()[:255]
+        self.retransmits -= 1
+        self.deadline = now + self.link.config.lcp.fsm.restart_timer
+        data = bytes((len(name),)) + name + bytes((len(password),)) + password
+        if self.link.tracing:
+            self.link.trace(
+                "PAP", f'O AUTH-REQ id {self.ident} len {4 + len(data)} from "{name.decode()}"'
+            )
+        self.link.auth_send(Proto.PAP, PapCode.REQUEST, self.ident, data)
+
+    def receive(self, code: int, ident: int, data: bytes, now: float) -> None:
+        """Authenticate-Ack or -Nak."""
+        if self.phase is not _Phase.WAITING or ident != self.ident:
+            return
+        if code not in (PapCode.ACK, PapCode.NAK):
+            return
+        self.deadline = None
+        ok = code == PapCode.ACK
+        self.phase = _Phase.DONE if ok else _Phase.FAILED
+        self.link.peer_auth_done(now, ok, _pap_message(data))
+
+    def handle_timer(self, now: float) -> None:
+        """Retransmit, or give up after Max-Configure requests."""
+        if self.deadline is None or now < self.deadline:
+            return
+        self.deadline = None
+        if self.retransmits <= 0:
+            self.phase = _Phase.FAILED
+            self.link.peer_auth_done(now, False, "no answer to PAP requests", timeout=True)
+            return
+        self._send(now)
+
+
+class ChapAuthenticator:
+    """We demand CHAP-MD5 or MS-CHAPv2 of the peer (RFC 1994, RFC 2759)."""
+
+    __slots__ = (
+        "challenge",
+        "deadline",
+        "ident",
+        "link",
+        "method",
+        "nt_response",
+        "peer_challenge",
+        "phase",
+        "proxy",
+        "retransmits",
+        "username",
+    )
+
+    def __init__(self, link: Link, method: AuthMethod) -> None:
+        self.link = link
+        self.method = method
+        self.phase = _Phase.IDLE
+        self.ident = link.rng.getrandbits(8)
+        self.challenge = b""
+        self.username = ""
+        self.deadline: float | None = None
+        self.retransmits = 0
+        self.peer_challenge = b""
+        self.nt_response = b""
+        self.proxy = False
+
+    def start(self, now: float, proxy: ProxyAuth | None = None) -> None:
+        """Challenge the peer; or, with acceptable proxy values, decide on the LAC's exchange."""
+        if proxy is not None and proxy.ident is not None:
+            self.ident = proxy.ident
+            self.challenge = proxy.challenge
+            self.username = proxy.name
+            self.phase = _Phase.DECIDING
+            self.proxy = True
+            self.link.auth_request(
+                proxy.name,
+                self.method,
+                ChapCredentials(proxy.ident, proxy.challenge, proxy.response),
+                proxy=True,
+            )
+            return
+        self._challenge(now)
+
+    def _challenge(self, now: float) -> None:
+        self.proxy = False
+        self.ident = (self.ident + 1) & 0xFF
+        self.challenge = self.link.rng.randbytes(16)
+        self.retransmits = self.link.config.lcp.fsm.max_configure
+        self.phase = _Phase.WAITING
+        self._send_challenge(now)
+
+    def _send_challenge(self, now: float) -> None:
+        self.retransmits -= 1
+        self.deadline = now + self.link.config.lcp.fsm.restart_timer
+        name = self.link.config.hostname.encode()
+        data = bytes((len(self.challenge),)) + self.challenge + name
+        if self.link.tracing:
+            hostname = self.link.config.hostname
+            self.link.trace(
+                "CHAP", f'O CHALLENGE id {self.ident} len {4 + len(data)} from "{hostname}"'
+            )
+        self.link.auth_send(Proto.CHAP, ChapCode.CHALLENGE, self.ident, data)
+
+    def receive(self, code: int, ident: int, data: bytes, now: float) -> None:
+        """A Response."""
+        if code != ChapCode.RESPONSE or ident != self.ident:
+            return
+        if self.phase is _Phase.DONE:
+            self._send_success(self.link.last_success_message)  # our Success was lost
+            return
+        if self.phase is not _Phase.WAITING:
+            return  # deciding already: a retransmitted response
+        fields = decode_chap(data)
+        if fields is None:
+            return
+        value, name = fields
+        if self.link.tracing:
+            self.link.trace("CHAP", f'I RESPONSE id {ident} len {4 + len(data)} from "{name}"')
+        credentials: ChapCredentials | MsChapV2Credentials
+        if self.method is AuthMethod.MSCHAPV2:
+            if len(value) != 49:
+                return
+            self.peer_challenge = value[:16]
+            self.nt_response = value[24:48]
+            credentials = MsChapV2Credentials(self.challenge, self.peer_challenge, self.nt_response)
+        else:
+            credentials = ChapCredentials(ident, self.challenge, value)
+        self.username = name
+        self.deadline = None
+        self.phase = _Phase.DECIDING
+        self.link.auth_request(name, self.method, credentials, proxy=False)
+
+    def verdict(
+        self, now: float, accepted: bool, message: str, authenticator_response: str | None
+    ) -> None:
+        """The driver's decision: Success or Failure with the current identifier."""
+        if self.phase is not _Phase.DECIDING:
+            return
+        if accepted and self.method is AuthMethod.MSCHAPV2 and not authenticator_response:
+            accepted, message = False, "no MS-CHAPv2 authenticator response"
+        if accepted:
+            text = message or "Welcome"
+            if self.method is AuthMethod.MSCHAPV2:
+                text = f"{authenticator_response} M={text}"
+            self.link.last_success_message = text
+            self._send_success(text)
+            self.phase = _Phase.DONE
+            interval = self.link.config.chap_rechallenge
+            self.deadline = now + interval if interval > 0 else None
+        else:
+            text = message or "Authentication failed"
+            if self.method is AuthMethod.MSCHAPV2:
+                fresh = self.link.rng.randbytes(16).hex().upper()
+                text = f"E=691 R=0 C={fresh} V=3 M={text}"
+            if self.link.tracing:
+                self.link.trace("CHAP", f"O FAILURE id {self.ident} len {4 + len(text)}")
+            self.link.auth_send(Proto.CHAP, ChapCode.FAILURE, self.ident, text.encode())
+            self.phase = _Phase.FAILED
+            self.deadline = None
+        self.link.authenticator_done(now, accepted, message)
+
+    def _send_success(self, text: str) -> None:
+        data = text.encode() if self.method is AuthMethod.MSCHAPV2 else b""
+        if self.link.tracing:
+            self.link.trace("CHAP", f"O SUCCESS id {self.ident} len {4 + len(data)}")
+        self.link.auth_send(Proto.CHAP, ChapCode.SUCCESS, self.ident, data)
+
+    def handle_timer(self, now: float) -> None:
+        """Retransmit the Challenge, give up, or re-challenge (RFC 1994 3)."""
+        if self.deadline is None or now < self.deadline:
+            return
+        self.deadline = None
+        if self.phase is _Phase.DONE:
+            self._challenge(now)
+        elif self.phase is _Phase.WAITING:
+            if self.retransmits <= 0:
+                self.phase = _Phase.FAILED
+                self.link.authenticator_done(
+                    now, False, "no response to CHAP challenges", timeout=True
+                )
+            else:
+                self._send_challenge(now)
+
+
+class ChapPeer:
+    """The peer demands CHAP-MD5 or MS-CHAPv2 of us: answer every Challenge."""
+
+    __slots__ = (
+        "challenge",
+        "deadline",
+        "ident",
+        "link",
+        "method",
+        "nt_response",
+        "peer_challenge",
+        "phase",
+        "response",
+    )
+
+    def __init__(self, link: Link, method: AuthMethod) -> None:
+        self.link = link
+        self.method = method
+        self.phase = _Phase.IDLE
+        self.ident = -1
+        self.challenge = b""
+        self.response = b""
+        self.peer_challenge = b""
+        self.nt_response = b""
+        self.deadline: float | None = None
+
+    def start(self, now: float) -> None:
+        """Wait for the Challenge."""
+        self.phase = _Phase.WAITING
+
+    def receive(self, code: int, ident: int, data: bytes, now: float) -> None:
+        """Challenge, Success or Failure."""
+        if code == ChapCode.CHALLENGE:
+            self._answer(ident, data)
+        elif code == ChapCode.SUCCESS and ident == self.ident and self.phase is _Phase.WAITING:
+            if self.method is AuthMethod.MSCHAPV2 and not self._server_proof_ok(data):
+                self.phase = _Phase.FAILED
+                self.link.peer_auth_done(now, False, "bad MS-CHAPv2 authenticator response")
+                return
+            self.phase = _Phase.DONE
+            self.link.peer_auth_done(now, True, data.decode(errors="replace"))
+        elif code == ChapCode.FAILURE and ident == self.ident and self.phase is _Phase.WAITING:
+            self.phase = _Phase.FAILED
+            self.link.peer_auth_done(now, False, data.decode(errors="replace"))
+
+    def _answer(self, ident: int, data: bytes) -> None:
+        fields = decode_chap(data)
+        if fields is None or self.phase is _Phase.FAILED:
+            return
+        challenge, _name = fields
+        if self.phase is _Phase.DONE:
+            self.phase = _Phase.WAITING  # a re-challenge
+        username = self.link.config.username or ""
+        password = self.link.config.password or ""
+        if not (ident == self.ident and challenge == self.challenge and self.response):
+            # a new challenge; a retransmitted one gets the same answer (MS-CHAPv2's
+            # Peer-Challenge must not change under the authenticator's feet)
+            self.ident, self.challenge = ident, challenge
+            if self.method is AuthMethod.MSCHAPV2:
+                if len(challenge) != 16:
+                    return
+                self.peer_challenge = self.link.rng.randbytes(16)
+                self.nt_response = mschapv2.generate_nt_response(
+                    challenge, self.peer_challenge, username, password
+                )
+                self.response = self.peer_challenge + bytes(8) + self.nt_response + b"\x00"
+            else:
+                self.response = chap_md5_response(ident, password, challenge)
+        out = bytes((len(self.response),)) + self.response + username.encode()
+        if self.link.tracing:
+            self.link.trace("CHAP", f'O RESPONSE id {ident} len {4 + len(out)} from "{username}"')
+        self.link.auth_send(Proto.CHAP, ChapCode.RESPONSE, ident, out)
+
+    def _server_proof_ok(self, data: bytes) -> bool:
+        text = data.decode(errors="replace")
+        proof = text.split(" ", 1)[0]
+        return len(proof) == 42 and mschapv2.check_authenticator_response(
+            proof,
+            self.link.config.password or "",
+            self.nt_response,
+            self.peer_challenge,
+            self.challenge,
+            self.link.config.username or "",
+        )
+
+    def handle_timer(self, now: float) -> None:
+        """The authenticator drives CHAP timing; the phase timeout covers silence."""

@@ -1,0 +1,207 @@
+"""Events a :class:`ppp.link.Link` emits (``next_event()``), and the credentials it reports."""
+
+from __future__ import annotations
+
+import enum
+from ipaddress import IPv4Address
+
+import attrs
+
+from ppp.config import AuthMethod
+
+__all__ = [
+    "AddressRequest",
+    "AuthRequest",
+    "Authenticated",
+    "ChapCredentials",
+    "Credentials",
+    "DownReason",
+    "Ipv6Up",
+    "LinkDown",
+    "LinkUp",
+    "MsChapV2Credentials",
+    "NetworkDown",
+    "NetworkUp",
+    "PapCredentials",
+    "PppEvent",
+]
+
+
+class DownReason(enum.Enum):
+    """Why a link died; the L2TP layer maps it to a CDN Result Code."""
+
+    ADMIN = "admin"
+    """We closed it (``Link.close``)."""
+    LOWER_LAYER_DOWN = "lower-layer-down"
+    """The L2TP session went away under us (``Link.lower_down``)."""
+    PEER_TERMINATED = "peer-terminated"
+    """The peer sent LCP Terminate-Request."""
+    LCP_TIMEOUT = "lcp-timeout"
+    """LCP never opened: Max-Configure or the Establish phase timeout."""
+    LCP_FAILED = "lcp-failed"
+    """LCP could not agree (peer rejected LCP or a required option)."""
+    LOOPBACK = "loopback"
+    """The line is looped back (our own Magic-Number keeps coming back)."""
+    AUTH_FAILED = "auth-failed"
+    """Authentication was refused (wrong password, unknown user, bad server proof)."""
+    AUTH_REFUSED = "auth-refused"
+    """The peer would not agree on any authentication protocol we accept."""
+    AUTH_TIMEOUT = "auth-timeout"
+    """The Authenticate phase timed out."""
+    NO_ADDRESS = "no-address"
+    """No IPv4 address for the peer (pool empty, AAA refused) or none offered to us."""
+    NCP_FAILED = "ncp-failed"
+    """No network protocol could be opened."""
+    NCP_TIMEOUT = "ncp-timeout"
+    """The Network phase timed out before an NCP opened."""
+    ECHO_TIMEOUT = "echo-timeout"
+    """LCP Echo-Requests went unanswered."""
+
+
+@attrs.frozen
+class PapCredentials:
+    """PAP Authenticate-Request contents (RFC 1334 2.2.1)."""
+
+    password: str = attrs.field(repr=False)
+    """The password in clear, as the peer sent it."""
+
+
+@attrs.frozen
+class ChapCredentials:
+    """One CHAP-MD5 exchange (RFC 1994)."""
+
+    ident: int
+    """Identifier of the Challenge/Response (the LAC's under proxy authentication)."""
+    challenge: bytes
+    """The challenge value sent to the peer."""
+    response: bytes
+    """The peer's response value, MD5(ident, secret, challenge)."""
+
+
+@attrs.frozen
+class MsChapV2Credentials:
+    """One MS-CHAPv2 exchange (RFC 2759)."""
+
+    authenticator_challenge: bytes
+    """The 16-octet challenge we sent."""
+    peer_challenge: bytes
+    """The 16-octet Peer-Challenge from the Response."""
+    nt_response: bytes
+    """The 24-octet NT-Response."""
+
+
+Credentials = PapCredentials | ChapCredentials | MsChapV2Credentials
+
+
+@attrs.frozen
+class LinkUp:
+    """LCP is Opened: the link-level options are known (an L2TP LAC reports the ACCMs in SLI)."""
+
+    mru: int
+    """Our MRU (largest frame the peer may send us)."""
+    peer_mru: int
+    """The peer's MRU (largest frame we may send)."""
+    magic: int
+    """Our Magic-Number, 0 if not negotiated."""
+    peer_magic: int
+    """The peer's Magic-Number, 0 if not negotiated."""
+    send_accm: int
+    """ACCM for frames we send (what the peer asked for)."""
+    receive_accm: int
+    """ACCM for frames we receive (what we asked for)."""
+    pfc: bool
+    """The peer may compress the protocol field of frames it sends us."""
+    acfc: bool
+    """The peer may drop ``ff 03`` from frames it sends us."""
+    auth: AuthMethod | None
+    """Method we demand of the peer (authenticator role), or None."""
+    peer_auth: AuthMethod | None
+    """Method the peer demands of us (peer role), or None."""
+    proxy: bool
+    """Opened from proxy LCP values (no negotiation with the peer)."""
+
+
+@attrs.frozen
+class AuthRequest:
+    """Authenticate this (authenticator role): answer with ``Link.auth_result``."""
+
+    username: str
+    """Name the peer gave (PAP Peer-ID, CHAP Name)."""
+    method: AuthMethod
+    """Protocol used."""
+    credentials: Credentials
+    """Method-specific proof."""
+    proxy: bool
+    """Values come from L2TP proxy authentication, not from our own exchange."""
+
+
+@attrs.frozen
+class Authenticated:
+    """The Authenticate phase succeeded (both directions that were demanded)."""
+
+    username: str
+    """Authenticator role: the peer's name; peer role: our own name; "" without auth."""
+    method: AuthMethod | None
+    """Method the peer was authenticated with (or we were, in peer role); None: none."""
+
+
+@attrs.frozen
+class AddressRequest:
+    """The LNS needs an address for the peer: answer with ``Link.address_result``."""
+
+    username: str
+    """The authenticated name ("" without authentication)."""
+    requested: IPv4Address | None
+    """Address the peer asked for, if known yet (a hint for the pool)."""
+
+
+@attrs.frozen
+class NetworkUp:
+    """IPCP is Opened."""
+
+    local_address: IPv4Address
+    """Our address."""
+    peer_address: IPv4Address
+    """The peer's address."""
+    dns: tuple[IPv4Address, ...]
+    """DNS servers agreed (offered by the LNS, received by the subscriber)."""
+
+
+@attrs.frozen
+class Ipv6Up:
+    """IPv6CP is Opened."""
+
+    interface_id: int
+    """Our 64-bit interface identifier."""
+    peer_interface_id: int
+    """The peer's 64-bit interface identifier."""
+
+
+@attrs.frozen
+class NetworkDown:
+    """An NCP left Opened while the link lives on (e.g. LCP renegotiation)."""
+
+    protocol: int
+    """The NCP's protocol number (0x8021 IPCP, 0x8057 IPv6CP)."""
+
+
+@attrs.frozen
+class LinkDown:
+    """The link is Dead; no further events follow. Hang up the L2TP session."""
+
+    reason: DownReason
+    """Why (maps to a CDN result)."""
+    message: str = ""
+    """Human-readable detail for logs."""
+
+
+PppEvent = (
+    LinkUp
+    | AuthRequest
+    | Authenticated
+    | AddressRequest
+    | NetworkUp
+    | Ipv6Up
+    | NetworkDown
+    | LinkDown
+)

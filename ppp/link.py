@@ -1,0 +1,697 @@
+"""One PPP link: the RFC 1661 section 3.2 phases over LCP, authentication and the NCPs.
+
+The driver's loop, aioquic style::
+
+    link = Link(config, rng=rng, name="Vi4")
+    link.open(now)                        # or open(now, proxy_lcp=..., proxy_auth=...)
+    for frame in link.frames_to_send():   # complete PPP frames (ff 03 + protocol + packet)
+        send(frame)
+    # on every frame from the peer:   link.receive_frame(frame, now)
+    # when link.get_timer() is due:   link.handle_timer(now)
+    while (event := link.next_event()) is not None:
+        ...  # AuthRequest -> link.auth_result(...); AddressRequest -> link.address_result(...)
+             # LinkDown -> hang up the L2TP session (reason -> CDN result)
+
+Output frames are complete PPP frames: ``ff 03`` (unless ``send_address_control`` is off), the
+two-octet protocol and the packet; a channel that adds the address/control field itself (a
+/dev/ppp channel) strips the first two octets. Input may come with or without ``ff 03`` and
+with a compressed protocol field. Network-layer data (IPv4, IPv6) is not this core's business:
+it is dropped here, the data plane carries it.
+
+The roles differ only by :class:`ppp.config.LinkConfig` values: the LNS demands ``auth`` and
+assigns the peer's address; the LAC's subscriber has ``username``/``password`` and asks for an
+address.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import random
+from collections.abc import Callable
+from ipaddress import IPv4Address
+
+from ppp.auth import ChapAuthenticator, ChapCode, ChapPeer, PapAuthenticator, PapCode, PapPeer
+from ppp.config import AuthMethod, LinkConfig, ProxyMode
+from ppp.events import (
+    AddressRequest,
+    Authenticated,
+    AuthRequest,
+    Credentials,
+    DownReason,
+    Ipv6Up,
+    LinkDown,
+    LinkUp,
+    NetworkDown,
+    NetworkUp,
+    PppEvent,
+)
+from ppp.frame import (
+    Code,
+    PppDecodeError,
+    Proto,
+    decode_frame,
+    decode_options,
+    decode_packet,
+    encode_frame,
+    encode_packet,
+)
+from ppp.fsm import STATE_NAMES, Event, State
+from ppp.ipcp import Ipcp, describe_ipcp_option
+from ppp.ipv6cp import Ipv6cp, describe_ipv6cp_option
+from ppp.lcp import Lcp, describe_lcp_option
+from ppp.ncp import Ncp
+from ppp.proxy import ProxyAuth, ProxyAuthType, ProxyLcp
+
+__all__ = ["Link", "Phase", "logger"]
+
+logger = logging.getLogger("kl2tp.ppp")
+
+
+class Phase(enum.Enum):
+    """RFC 1661 section 3.2 link phases; values as the IOS trace names them."""
+
+    DEAD = "DOWN"
+    ESTABLISH = "ESTABLISHING"
+    AUTHENTICATE = "AUTHENTICATING"
+    NETWORK = "UP"
+    TERMINATE = "TERMINATING"
+
+
+_PROTO_NAMES: dict[int, str] = {
+    Proto.LCP: "LCP",
+    Proto.IPCP: "IPCP",
+    Proto.IPV6CP: "IPV6CP",
+    Proto.PAP: "PAP",
+    Proto.CHAP: "CHAP",
+}
+_DESCRIBE: dict[int, Callable[[int, bytes], str]] = {
+    Proto.LCP: describe_lcp_option,
+    Proto.IPCP: describe_ipcp_option,
+    Proto.IPV6CP: describe_ipv6cp_option,
+}
+_LIVE = frozenset({State.REQ_SENT, State.ACK_RCVD, State.ACK_SENT, State.OPENED})
+_AUTH_PROTOCOLS = frozenset({Proto.PAP, Proto.CHAP})
+_NOT_STARTED = frozenset({State.INITIAL, State.STARTING})
+
+
+class Link:
+    """One PPP link (sans-IO). See the module docstring for the driver's loop.
+
+    Args:
+        config: shared configuration; it decides the role.
+        rng: randomness for magic numbers, challenges and interface ids.
+        name: prefix of this link's debug trace lines (e.g. the interface or session).
+    """
+
+    __slots__ = (
+        "_events",
+        "_out",
+        "address_pending",
+        "authenticator",
+        "authenticator_ok",
+        "config",
+        "down_message",
+        "down_reason",
+        "ipcp",
+        "ipv6cp",
+        "last_success_message",
+        "lcp",
+        "name",
+        "peer",
+        "peer_ok",
+        "phase",
+        "phase_deadline",
+        "proxy_auth",
+        "proxy_lcp_forced",
+        "rng",
+        "username",
+    )
+
+    def __init__(self, config: LinkConfig, *, rng: random.Random, name: str = "") -> None:
+        self.config = config
+        self.rng = rng
+        self.name = name
+        self.phase = Phase.DEAD
+        self.phase_deadline: float | None = None
+        self.lcp = Lcp(self, config.lcp)
+        self.ipcp = Ipcp(self, config.ipcp) if config.ipcp.enabled else None
+        self.ipv6cp = Ipv6cp(self, config.ipv6cp) if config.ipv6cp.enabled else None
+        self.authenticator: PapAuthenticator | ChapAuthenticator | None = None
+        self.peer: PapPeer | ChapPeer | None = None
+        self.authenticator_ok = False
+        self.peer_ok = False
+        self.username = ""
+        self.last_success_message = ""
+        self.proxy_auth: ProxyAuth | None = None
+        self.proxy_lcp_forced = False
+        self.address_pending = False
+        self.down_reason: DownReason | None = None
+        self.down_message = ""
+        self._events: list[PppEvent] = []
+        self._out: list[bytes] = []
+
+    # -- driver surface ------------------------------------------------------------------------
+
+    def open(
+        self,
+        now: float,
+        *,
+        proxy_lcp: ProxyLcp | None = None,
+        proxy_auth: ProxyAuth | None = None,
+    ) -> None:
+        """Start the link (the L2TP session is up).
+
+        Args:
+            now: the clock.
+            proxy_lcp: LCP values the LAC negotiated (LNS); forced into Opened when
+                acceptable and ``config.proxy_lcp`` is ``accept``, else LCP starts afresh.
+            proxy_auth: the LAC's authentication exchange (LNS); used instead of our own
+                challenge when acceptable and ``config.proxy_auth`` is ``accept``.
+        """
+        if self.alive or self.down_reason is not None:
+            raise RuntimeError("a link opens once")
+        self._set_phase(Phase.ESTABLISH, now + self.config.establish_timeout)
+        self.proxy_auth = proxy_auth
+        if proxy_lcp is not None and self.config.proxy_lcp is ProxyMode.ACCEPT:
+            if self.tracing:
+                self._trace_forced(proxy_lcp)
+            if self.lcp.force(proxy_lcp.last_sent, proxy_lcp.last_received):
+                self.proxy_lcp_forced = True
+                self.lcp.fsm.force_opened(now)
+                return
+            if self.tracing:
+                self.trace("LCP", "proxy values not acceptable: renegotiating")
+        self.lcp.fsm.up(now)
+        self.lcp.fsm.open(now)
+
+    def close(self, now: float, reason: DownReason = DownReason.ADMIN, message: str = "") -> None:
+        """Terminate the link: LCP Terminate-Request, then Dead and :class:`LinkDown`.
+
+        The first reason given (here or found by the core) is the one reported.
+        """
+        if self.phase is Phase.DEAD:
+            return
+        self._set_reason(reason, message)
+        if self.tracing:
+            self.trace("PPP", f"closing: {reason.value}{' (' + message + ')' if message else ''}")
+        self._set_phase(Phase.TERMINATE, now + self.config.terminate_timeout)
+        self.lcp.fsm.close(now)
+        if self.lcp.fsm.state in (State.INITIAL, State.CLOSED) and self.alive:
+            self._dead(now)
+
+    def lower_down(self, now: float) -> None:
+        """The L2TP session is gone: no Terminate exchange, straight to Dead."""
+        if self.phase is Phase.DEAD:
+            return
+        self._set_reason(DownReason.LOWER_LAYER_DOWN, "")
+        if self.lcp.fsm.state not in _NOT_STARTED:
+            self.lcp.fsm.down(now)
+        self._dead(now)
+
+    def receive_frame(self, data: bytes, now: float) -> None:
+        """Feed one PPP frame from the peer."""
+        if self.phase is Phase.DEAD:
+            return
+        try:
+            protocol, information = decode_frame(data)
+        except PppDecodeError as exc:
+            if self.tracing:
+                self.trace("PPP", f"bad frame: {exc.message}")
+            return
+        if protocol == Proto.LCP:
+            self._receive_control(protocol, information, now)
+            if self.lcp.loops >= self.config.lcp.max_loops:
+                self.close(now, DownReason.LOOPBACK, "magic number keeps coming back")
+        elif protocol in _AUTH_PROTOCOLS:
+            if self.phase in (Phase.AUTHENTICATE, Phase.NETWORK):
+                self._receive_auth(protocol, information, now)
+        elif (protocol == Proto.IPCP and self.ipcp is not None) or (
+            protocol == Proto.IPV6CP and self.ipv6cp is not None
+        ):
+            if self.phase is Phase.NETWORK:
+                self._receive_control(protocol, information, now)
+        elif protocol in (Proto.IPV4, Proto.IPV6):
+            pass  # data belongs to the data plane; before the NCP opens, RFC 1661 drops it
+        elif self.lcp.fsm.state is State.OPENED:
+            # RFC 1661 5.7: Protocol-Reject, Rejected-Information cut to the peer's MRU
+            room = max(self.lcp.peer_mru - 6, 0)
+            payload = protocol.to_bytes(2, "big") + information[:room]
+            self.control_send(Proto.LCP, State.OPENED, Code.PROTREJ, self.lcp.fsm.new_id(), payload)
+
+    def frames_to_send(self) -> list[bytes]:
+        """PPP frames to transmit, oldest first; the list is handed over and cleared."""
+        out = self._out
+        if out:
+            self._out = []
+        return out
+
+    def get_timer(self) -> float | None:
+        """The next moment :meth:`handle_timer` must run, or None."""
+        if self.phase is Phase.DEAD:
+            return None
+        best = self.phase_deadline
+        for deadline in (
+            self.lcp.fsm.deadline,
+            self.lcp.echo_deadline,
+            self.ipcp.fsm.deadline if self.ipcp is not None else None,
+            self.ipv6cp.fsm.deadline if self.ipv6cp is not None else None,
+            self.authenticator.deadline if self.authenticator is not None else None,
+            self.peer.deadline if self.peer is not None else None,
+        ):
+            if deadline is not None and (best is None or deadline < best):
+                best = deadline
+        return best
+
+    def handle_timer(self, now: float) -> None:
+        """Run whatever is due."""
+        if self.phase is Phase.DEAD:
+            return
+        if self.phase_deadline is not None and now >= self.phase_deadline:
+            self.phase_deadline = None
+            self._phase_timeout(now)
+        for fsm in (
+            self.lcp.fsm,
+            self.ipcp.fsm if self.ipcp is not None else None,
+            self.ipv6cp.fsm if self.ipv6cp is not None else None,
+        ):
+            if fsm is not None and self.alive:
+                fsm.handle_timer(now)
+        if self.alive:
+            self.lcp.handle_echo_timer(now)
+        if self.authenticator is not None and self.alive:
+            self.authenticator.handle_timer(now)
+        if self.peer is not None and self.alive:
+            self.peer.handle_timer(now)
+
+    def next_event(self) -> PppEvent | None:
+        """The oldest pending event, or None."""
+        if self._events:
+            return self._events.pop(0)
+        return None
+
+    def auth_result(
+        self,
+        now: float,
+        accepted: bool,
+        *,
+        message: str = "",
+        authenticator_response: str | None = None,
+        address: IPv4Address | None = None,
+        dns: tuple[IPv4Address, ...] = (),
+    ) -> None:
+        """The verdict on the last :class:`AuthRequest`.
+
+        Args:
+            now: the clock.
+            accepted: let the peer in.
+            message: text for the PAP/CHAP message field (says nothing useful to attackers).
+            authenticator_response: MS-CHAPv2 only, the ``"S=..."`` proof for the Success.
+            address: the peer's IPv4 address (AAA Framed-IP-Address or pool), if known now;
+                255.255.255.255 lets the peer keep the address it asks for.
+            dns: DNS servers to offer instead of the configured ones.
+        """
+        if self.phase is Phase.DEAD or self.authenticator is None:
+            return
+        if self.ipcp is not None:
+            if address is not None:
+                self.ipcp.assigned = int(address)
+            if dns:
+                self.ipcp.dns_offer = tuple(int(a) for a in dns[:2])
+        self.authenticator.verdict(now, accepted, message, authenticator_response)
+
+    def address_result(
+        self, now: float, address: IPv4Address | None, *, dns: tuple[IPv4Address, ...] = ()
+    ) -> None:
+        """The answer to :class:`AddressRequest`; None: no address, the link goes down."""
+        if self.phase is Phase.DEAD or self.ipcp is None:
+            return
+        if address is None:
+            self.close(now, DownReason.NO_ADDRESS, "no address for the peer")
+            return
+        self.ipcp.assigned = int(address)
+        if dns:
+            self.ipcp.dns_offer = tuple(int(a) for a in dns[:2])
+        if self.address_pending and self.phase is Phase.NETWORK:
+            self.address_pending = False
+            self.ipcp.fsm.up(now)
+            self.ipcp.fsm.open(now)
+
+    # -- state for show commands ---------------------------------------------------------------
+
+    @property
+    def peer_address(self) -> IPv4Address | None:
+        """The peer's IPv4 address once IPCP is Opened."""
+        if self.ipcp is None or self.ipcp.fsm.state is not State.OPENED:
+            return None
+        return IPv4Address(self.ipcp.peer_address)
+
+    @property
+    def auth_method(self) -> AuthMethod | None:
+        """The method the peer is authenticated with (LNS) or we are (subscriber)."""
+        if self.authenticator is not None:
+            return self.authenticator.method
+        if self.peer is not None:
+            return self.peer.method
+        return None
+
+    # -- used by the protocol handlers ---------------------------------------------------------
+
+    @property
+    def tracing(self) -> bool:
+        """Debug trace on (guard any costly formatting with it)."""
+        return logger.isEnabledFor(logging.DEBUG)
+
+    def trace(self, category: str, text: str) -> None:
+        """One IOS-style trace line: ``<name> <category>: <text>``."""
+        logger.debug("%s %s: %s", self.name, category, text)
+
+    def control_send(self, protocol: int, state: State, code: int, ident: int, data: bytes) -> None:
+        """Queue a control packet of ``protocol``."""
+        packet = encode_packet(code, ident, data)
+        if self.tracing:
+            self._trace_packet("O", protocol, state, code, ident, data)
+        self._out.append(
+            encode_frame(protocol, packet, address_control=self.config.send_address_control)
+        )
+
+    def auth_send(self, protocol: int, code: int, ident: int, data: bytes) -> None:
+        """Queue a PAP or CHAP packet (their handlers trace it themselves)."""
+        packet = encode_packet(code, ident, data)
+        self._out.append(
+            encode_frame(protocol, packet, address_control=self.config.send_address_control)
+        )
+
+    def willing_auth(self) -> tuple[AuthMethod, ...]:
+        """Methods we would authenticate ourselves with (we need a name and a password)."""
+        if self.config.username is None or self.config.password is None:
+            return ()
+        return self.config.accept_auth
+
+    def lcp_up(self, now: float) -> None:
+        """LCP This-Layer-Up: report, then Authenticate or Network phase."""
+        lcp = self.lcp
+        if self.tracing:
+            self.trace("LCP", "State is Open")
+        self._emit(
+            LinkUp(
+                mru=lcp.mru,
+                peer_mru=lcp.peer_mru,
+                magic=lcp.want_magic or 0,
+                peer_magic=lcp.peer_magic,
+                send_accm=lcp.peer_accm,
+                receive_accm=lcp.want_accm if lcp.want_accm is not None else 0xFFFFFFFF,
+                pfc=lcp.peer_pfc,
+                acfc=lcp.peer_acfc,
+                auth=lcp.want_auth,
+                peer_auth=lcp.peer_auth,
+                proxy=self.proxy_lcp_forced,
+            )
+        )
+        if self.config.auth and lcp.want_auth is None:
+            self.close(now, DownReason.AUTH_REFUSED, "peer refused to authenticate")
+            return
+        if lcp.want_auth is not None or lcp.peer_auth is not None:
+            self._enter_authenticate(now)
+        else:
+            self._emit(Authenticated("", None))
+            self._enter_network(now)
+
+    def lcp_down(self, now: float) -> None:
+        """LCP This-Layer-Down: the NCPs and authentication go down with it."""
+        if self.tracing:
+            self.trace("LCP", f"State is {STATE_NAMES[self.lcp.fsm.state]}")
+        for ncp in (self.ipcp, self.ipv6cp):
+            if ncp is not None and ncp.fsm.state not in _NOT_STARTED:
+                ncp.fsm.down(now)
+        self.authenticator = None
+        self.peer = None
+        self.authenticator_ok = self.peer_ok = False
+        self.address_pending = False
+        if self.lcp.fsm.state in (State.CLOSING, State.STOPPING):
+            self._set_phase(Phase.TERMINATE, now + self.config.terminate_timeout)
+        else:
+            self._set_phase(Phase.ESTABLISH, now + self.config.establish_timeout)
+
+    def lcp_finished(self, now: float) -> None:
+        """LCP This-Layer-Finished: the link is Dead."""
+        if self.down_reason is None:
+            if self.phase is Phase.ESTABLISH:
+                if self.lcp.fsm.restart_count <= 0:
+                    self._set_reason(DownReason.LCP_TIMEOUT, "no answer to LCP requests")
+                else:
+                    self._set_reason(DownReason.LCP_FAILED, "LCP negotiation failed")
+            else:
+                self._set_reason(DownReason.PEER_TERMINATED, "")
+        self._dead(now)
+
+    def protocol_rejected(self, protocol: int, now: float) -> None:
+        """The peer Protocol-Rejected one of ours (RFC 1661 5.7)."""
+        if self.tracing:
+            self.trace("LCP", f"protocol 0x{protocol:04X} rejected by the peer")
+        for ncp in (self.ipcp, self.ipv6cp):
+            if ncp is not None and ncp.protocol == protocol:
+                if ncp.fsm.state not in _NOT_STARTED:
+                    ncp.fsm.event(Event.RXJ_MINUS, now)
+                else:
+                    self.address_pending = False
+                    self.ncp_finished(ncp, now)
+                return
+        if protocol in _AUTH_PROTOCOLS and self.phase is Phase.AUTHENTICATE:
+            self.close(now, DownReason.AUTH_REFUSED, "peer rejected the authentication protocol")
+
+    def echo_failed(self, now: float, count: int) -> None:
+        """Keepalive gave up."""
+        self.close(now, DownReason.ECHO_TIMEOUT, f"no response to {count} echo-requests")
+
+    def auth_request(
+        self, username: str, method: AuthMethod, credentials: Credentials, *, proxy: bool
+    ) -> None:
+        """The authenticator needs a verdict."""
+        self.username = username
+        self._emit(AuthRequest(username, method, credentials, proxy))
+
+    def authenticator_done(self, now: float, ok: bool, message: str, timeout: bool = False) -> None:
+        """Our authentication of the peer finished."""
+        if not ok:
+            reason = DownReason.AUTH_TIMEOUT if timeout else DownReason.AUTH_FAILED
+            self.close(now, reason, message)
+            return
+        self.authenticator_ok = True
+        self._auth_progress(now)
+
+    def peer_auth_done(self, now: float, ok: bool, message: str, timeout: bool = False) -> None:
+        """The peer's authentication of us finished."""
+        if not ok:
+            reason = DownReason.AUTH_TIMEOUT if timeout else DownReason.AUTH_FAILED
+            self.close(now, reason, message)
+            return
+        self.peer_ok = True
+        if self.authenticator is None:
+            self.username = self.config.username or ""
+        self._auth_progress(now)
+
+    def ncp_up(self, ncp: Ncp, now: float) -> None:
+        """An NCP opened."""
+        self.phase_deadline = None
+        if self.tracing:
+            self.trace(_PROTO_NAMES.get(ncp.protocol, "NCP"), "State is Open")
+        if isinstance(ncp, Ipcp):
+            local, peer, dns = ncp.network_up_values()
+            if not int(peer) or not int(local):
+                self.close(now, DownReason.NO_ADDRESS, "IPCP opened without addresses")
+                return
+            self._emit(NetworkUp(local, peer, dns))
+        elif isinstance(ncp, Ipv6cp):
+            self._emit(Ipv6Up(ncp.want_id or 0, ncp.peer_id))
+
+    def ncp_down(self, ncp: Ncp, now: float) -> None:
+        """An NCP left Opened."""
+        self._emit(NetworkDown(ncp.protocol))
+
+    def ncp_finished(self, ncp: Ncp, now: float) -> None:
+        """An NCP gave up; with no NCP left the link has no purpose."""
+        if self.tracing:
+            self.trace(_PROTO_NAMES.get(ncp.protocol, "NCP"), "State is Closed")
+        if self.phase is not Phase.NETWORK:
+            return
+        for other in (self.ipcp, self.ipv6cp):
+            if other is not None and (
+                other.fsm.state in _LIVE or (other is self.ipcp and self.address_pending)
+            ):
+                return
+        self.close(now, DownReason.NCP_FAILED, "no network protocols running")
+
+    @property
+    def alive(self) -> bool:
+        """Not Dead yet."""
+        return self.phase is not Phase.DEAD
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _emit(self, event: PppEvent) -> None:
+        self._events.append(event)
+
+    def _set_reason(self, reason: DownReason, message: str) -> None:
+        if self.down_reason is None:
+            self.down_reason = reason
+            self.down_message = message
+
+    def _set_phase(self, phase: Phase, deadline: float | None) -> None:
+        if self.phase is not phase and self.tracing:
+            self.trace("PPP", f"Phase is {phase.value}")
+        self.phase = phase
+        self.phase_deadline = deadline
+
+    def _dead(self, now: float) -> None:
+        if self.phase is Phase.DEAD:
+            return
+        self._set_phase(Phase.DEAD, None)
+        self.authenticator = None
+        self.peer = None
+        self.lcp.echo_deadline = None
+        reason = self.down_reason or DownReason.ADMIN
+        self.down_reason = reason
+        self._emit(LinkDown(reason, self.down_message))
+
+    def _phase_timeout(self, now: float) -> None:
+        phase = self.phase
+        if phase is Phase.ESTABLISH:
+            self.close(now, DownReason.LCP_TIMEOUT, "Establish phase timed out")
+        elif phase is Phase.AUTHENTICATE:
+            self.close(now, DownReason.AUTH_TIMEOUT, "Authenticate phase timed out")
+        elif phase is Phase.NETWORK:
+            self.close(now, DownReason.NCP_TIMEOUT, "no network protocol opened in time")
+        elif phase is Phase.TERMINATE:
+            self._dead(now)
+
+    def _enter_authenticate(self, now: float) -> None:
+        self._set_phase(Phase.AUTHENTICATE, now + self.config.auth_timeout)
+        self.authenticator_ok = self.peer_ok = False
+        method = self.lcp.want_auth
+        peer_method = self.lcp.peer_auth
+        if peer_method is not None:
+            self.peer = (
+                PapPeer(self) if peer_method is AuthMethod.PAP else ChapPeer(self, peer_method)
+            )
+        if method is not None:
+            self.authenticator = (
+                PapAuthenticator(self)
+                if method is AuthMethod.PAP
+                else ChapAuthenticator(self, method)
+            )
+        proxy = self._usable_proxy_auth(method)
+        self.proxy_auth = None  # proxy values serve the first authentication only
+        if self.peer is not None:
+            self.peer.start(now)
+        if self.authenticator is not None and self.phase is Phase.AUTHENTICATE:
+            self.authenticator.start(now, proxy)
+
+    def _usable_proxy_auth(self, method: AuthMethod | None) -> ProxyAuth | None:
+        proxy = self.proxy_auth
+        if (
+            proxy is None
+            or method is None
+            or not self.proxy_lcp_forced
+            or self.config.proxy_auth is not ProxyMode.ACCEPT
+        ):
+            return None
+        if method is AuthMethod.CHAP and proxy.type == ProxyAuthType.CHAP:
+            if proxy.ident is not None and proxy.challenge and len(proxy.response) == 16:
+                return proxy
+        elif method is AuthMethod.PAP and proxy.type in (ProxyAuthType.PAP, ProxyAuthType.TEXTUAL):
+            return proxy
+        if self.tracing:
+            self.trace("PPP", "proxy authentication not usable: authenticating afresh")
+        return None
+
+    def _auth_progress(self, now: float) -> None:
+        if self.phase is not Phase.AUTHENTICATE:
+            return  # a re-challenge succeeded: nothing changes
+        if self.authenticator is not None and not self.authenticator_ok:
+            return
+        if self.peer is not None and not self.peer_ok:
+            return
+        self._emit(Authenticated(self.username, self.auth_method))
+        self._enter_network(now)
+
+    def _enter_network(self, now: float) -> None:
+        self._set_phase(Phase.NETWORK, now + self.config.network_timeout)
+        if self.ipcp is None and self.ipv6cp is None:
+            self.phase_deadline = None
+            return
+        ipcp = self.ipcp
+        if ipcp is not None:
+            if ipcp.config.assign_peer_address and ipcp.assigned is None:
+                self.address_pending = True
+                self._emit(AddressRequest(self.username, None))
+            else:
+                ipcp.fsm.up(now)
+                ipcp.fsm.open(now)
+        if self.ipv6cp is not None and self.phase is Phase.NETWORK:
+            self.ipv6cp.fsm.up(now)
+            self.ipv6cp.fsm.open(now)
+
+    def _receive_control(self, protocol: int, information: bytes, now: float) -> None:
+        try:
+            code, ident, data = decode_packet(information)
+        except PppDecodeError:
+            return
+        handler = (
+            self.lcp
+            if protocol == Proto.LCP
+            else (self.ipcp if protocol == Proto.IPCP else self.ipv6cp)
+        )
+        assert handler is not None
+        fsm = handler.fsm
+        if self.tracing:
+            self._trace_packet("I", protocol, fsm.state, code, ident, data)
+        if protocol == Proto.LCP and code == Code.TERMREQ and fsm.state is not State.CLOSING:
+            self._set_reason(DownReason.PEER_TERMINATED, "peer sent Terminate-Request")
+        fsm.receive(code, ident, data, information, now)
+
+    def _receive_auth(self, protocol: int, information: bytes, now: float) -> None:
+        try:
+            code, ident, data = decode_packet(information)
+        except PppDecodeError:
+            return
+        if protocol == Proto.PAP:
+            to_authenticator = code == PapCode.REQUEST
+        else:
+            to_authenticator = code == ChapCode.RESPONSE
+        target = self.authenticator if to_authenticator else self.peer
+        if target is None or (target.method is AuthMethod.PAP) != (protocol == Proto.PAP):
+            return
+        target.receive(code, ident, data, now)
+
+    def _trace_packet(
+        self, direction: str, protocol: int, state: State, code: int, ident: int, data: bytes
+    ) -> None:
+        proto_name = _PROTO_NAMES.get(protocol, f"0x{protocol:04X}")
+        try:
+            code_name = Code(code).name
+        except ValueError:
+            code_name = f"CODE{code}"
+        self.trace(
+            proto_name,
+            f"{direction} {code_name} [{STATE_NAMES[state]}] id {ident} len {4 + len(data)}",
+        )
+        describe = _DESCRIBE.get(protocol)
+        if describe is not None and Code.CONFREQ <= code <= Code.CONFREJ:
+            self._trace_options(proto_name, describe, data)
+
+    def _trace_options(
+        self, proto_name: str, describe: Callable[[int, bytes], str], data: bytes
+    ) -> None:
+        try:
+            options = decode_options(data)
+        except PppDecodeError:
+            self.trace(proto_name, f"   malformed options 0x{data.hex().upper()}")
+            return
+        for option_type, value in options:
+            raw = bytes((option_type, len(value) + 2)) + value
+            self.trace(proto_name, f"   {describe(option_type, value)} (0x{raw.hex().upper()})")
+
+    def _trace_forced(self, proxy: ProxyLcp) -> None:
+        self.trace("LCP", f"I FORCED CONFREQ len {len(proxy.last_sent)}")
+        self._trace_options("LCP", describe_lcp_option, proxy.last_sent)
