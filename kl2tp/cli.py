@@ -31,8 +31,12 @@ log = logging.getLogger("kl2tp.daemon")
 # -- logging ------------------------------------------------------------------------------------
 
 
-def setup_logging(debug: str | None, level: str = "info") -> None:
-    """IOS-style timestamps; ``debug`` is a comma list of categories, ``all``, or ``+avp``."""
+def setup_logging(debug: str | None, level: str = "info", categories: Sequence[str] = ()) -> None:
+    """IOS-style timestamps; ``debug`` is a comma list of categories, ``all``, or ``+avp``.
+
+    ``categories`` (from ``[log] categories``) are debugged too; the command line adds to them.
+    """
+    debug = ",".join([*categories, *([debug] if debug else [])])
     logging.addLevelName(AVP_LEVEL, "AVP")
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
@@ -154,7 +158,7 @@ def lns_main(argv: Sequence[str] | None = None) -> int:
     """kl2tp-lns."""
     args = _daemon_parser("kl2tp-lns").parse_args(argv)
     cfg = _load(args, "lns")
-    setup_logging(args.debug, cfg.log.level)
+    setup_logging(args.debug, cfg.log.level, cfg.log.categories)
     return _run(cfg, "lns")
 
 
@@ -170,10 +174,8 @@ def lac_main(argv: Sequence[str] | None = None) -> int:
     )
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     args = p.parse_args(argv)
-    if args.config is None:
-        p.error("--config is required (the LAC needs [[lac.lns]])")
     cfg = _load(args, "lac")
-    setup_logging(args.debug, cfg.log.level)
+    setup_logging(args.debug, cfg.log.level, cfg.log.categories)
     if args.simulate is None:
         return _run(cfg, "lac")
     if args.simulate < 1:
@@ -266,11 +268,13 @@ def ctl_main(argv: Sequence[str] | None = None) -> int:
     show.add_argument("--json", action="store_true")
     clear = sub.add_parser("clear", help="clear a tunnel or a session")
     clear_sub = clear.add_subparsers(dest="what", required=True)
-    ct = clear_sub.add_parser("tunnel")
+    ct = clear_sub.add_parser("tunnel", help="StopCCN one tunnel and all its sessions")
     ct.add_argument("tunnel", type=int)
-    cs = clear_sub.add_parser("session")
+    ct.add_argument("--json", action="store_true")
+    cs = clear_sub.add_parser("session", help="CDN one session")
     cs.add_argument("tunnel", type=int)
     cs.add_argument("session", type=int)
+    cs.add_argument("--json", action="store_true")
     sub.add_parser("decode", help="decode an L2TP packet given as hex (see kl2tpctl decode -h)")
     args = p.parse_args(argv)
 
@@ -286,11 +290,17 @@ def ctl_main(argv: Sequence[str] | None = None) -> int:
     except (OSError, ControlError) as exc:
         print(f"kl2tpctl: {args.socket}: {exc}", file=sys.stderr)
         return 1
-    if args.cmd == "show" and not args.json:
+    if args.json:
+        print(json.dumps(result))
+    elif args.cmd == "show":
         print(_format_show(args.what, result))
     else:
-        print(json.dumps(result, indent=None if args.cmd == "show" else 2))
+        print(f"cleared {args.what} " + " ".join(str(v) for v in _listify(result["cleared"])))
     return 0
+
+
+def _listify(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
 
 
 def _format_show(what: str, result: Any) -> str:

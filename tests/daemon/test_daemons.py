@@ -1,0 +1,271 @@
+"""The real daemons on 127.0.0.1: kl2tp-lac dials kl2tp-lns, calls come up, show, clear, stop.
+
+These run the installed console scripts as subprocesses, exactly as an operator would, with
+random ports and temporary control sockets.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+BIN = Path(sys.executable).parent
+BOUND = 60.0
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(predicate: Callable[[], Any], what: str, bound: float = BOUND) -> Any:
+    deadline = time.monotonic() + bound
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"gave up waiting for {what}")
+
+
+def ctl(sock: Path, *args: str) -> Any:
+    out = subprocess.run(
+        [str(BIN / "kl2tpctl"), "--socket", str(sock), *args, "--json"],
+        capture_output=True,
+        text=True,
+        timeout=BOUND,
+    )
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+class Daemon:
+    def __init__(self, argv: list[str], log: Path) -> None:
+        self.log = log
+        self.logf = log.open("w")
+        self.proc = subprocess.Popen(argv, stdout=self.logf, stderr=subprocess.STDOUT)
+
+    def stop(self) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        rc = self.proc.wait(timeout=BOUND)
+        self.logf.close()
+        return rc
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.logf.close()
+
+    def output(self) -> str:
+        if not self.logf.closed:
+            self.logf.flush()
+        return self.log.read_text()
+
+
+def write_configs(
+    tmp: Path, secret: str, lac_secret: str | None = None
+) -> tuple[Path, Path, Path, Path]:
+    port = free_udp_port()
+    lns_sock, lac_sock = tmp / "lns.sock", tmp / "lac.sock"
+    users = tmp / "users"
+    users.write_text("user1 pass1\n")
+    lns = tmp / "lns.toml"
+    lns.write_text(
+        f"""
+[l2tp]
+listen = "127.0.0.1:{port}"
+hostname = "test-lns"
+secret = "{secret}"
+idle_timeout = 1
+[dataplane]
+kind = "null"
+[control]
+socket = "{lns_sock}"
+[aaa]
+users_file = "{users}"
+"""
+    )
+    lac = tmp / "lac.toml"
+    lac.write_text(
+        f"""
+[l2tp]
+listen = "127.0.0.1:0"
+hostname = "test-lac"
+secret = "{lac_secret or secret}"
+[dataplane]
+kind = "null"
+[control]
+socket = "{lac_sock}"
+[[lac.lns]]
+address = "127.0.0.1:{port}"
+"""
+    )
+    return lns, lac, lns_sock, lac_sock
+
+
+@pytest.fixture
+def lns_daemon(tmp_path: Path) -> Iterator[tuple[Daemon, Path, Path, Path]]:
+    lns_cfg, lac_cfg, lns_sock, lac_sock = write_configs(tmp_path, "s3cret")
+    daemon = Daemon(
+        [str(BIN / "kl2tp-lns"), "--config", str(lns_cfg), "--debug", "l2tp"], tmp_path / "lns.log"
+    )
+    try:
+        wait_for(lambda: lns_sock.exists(), "the LNS control socket")
+        yield daemon, lac_cfg, lns_sock, lac_sock
+    finally:
+        daemon.kill()
+
+
+def test_control_socket_is_private(lns_daemon: tuple[Daemon, Path, Path, Path]) -> None:
+    _, _, lns_sock, _ = lns_daemon
+    assert os.stat(lns_sock).st_mode & 0o777 == 0o600
+
+
+def test_simulated_calls_through_real_daemons(
+    lns_daemon: tuple[Daemon, Path, Path, Path], tmp_path: Path
+) -> None:
+    lns, lac_cfg, lns_sock, _ = lns_daemon
+    out_path = tmp_path / "lac.out"
+    with out_path.open("w") as out:
+        lac = subprocess.Popen(
+            [
+                str(BIN / "kl2tp-lac"),
+                "--config",
+                str(lac_cfg),
+                "--simulate",
+                "100",
+                "--hold",
+                "2",
+                "--json",
+            ],
+            stdout=out,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        # While the LAC holds its calls, the LNS shows all 100 of them, established.
+        sessions = wait_for(
+            lambda: (s := ctl(lns_sock, "show", "sessions")) and len(s) == 100 and s,
+            "100 sessions on the LNS",
+        )
+        assert {s["state"] for s in sessions} == {"established"}
+        assert len({s["local_id"] for s in sessions}) == 100
+        tunnels = ctl(lns_sock, "show", "tunnels")
+        assert len(tunnels) == 1
+        assert tunnels[0]["peer_hostname"] == "test-lac"
+        assert tunnels[0]["sessions"] == 100
+        summary = ctl(lns_sock, "show", "summary")
+        assert summary["sessions"]["total"] == 100
+        _, err = lac.communicate(timeout=BOUND)
+    assert lac.returncode == 0, err
+    result = json.loads(out_path.read_text())
+    assert result["requested"] == 100
+    assert result["established"] == 100
+    assert result["failed"] == {}
+    assert result["cps"] > 0
+    assert result["setup_ms"]["p50"] <= result["setup_ms"]["p99"]
+    # Every call cleared, and the tunnel goes with the last one.
+    wait_for(lambda: ctl(lns_sock, "show", "tunnels") == [], "the tunnel to close")
+    assert lns.stop() == 0
+    log = lns.output()
+    assert "L2TP: I SCCRQ" in log
+    assert "Tunnel Authentication success" in log
+
+
+def test_wrong_secret_fails_the_tunnel(tmp_path: Path) -> None:
+    lns_cfg, lac_cfg, lns_sock, _ = write_configs(tmp_path, "right", lac_secret="wrong")
+    lns = Daemon([str(BIN / "kl2tp-lns"), "--config", str(lns_cfg)], tmp_path / "lns.log")
+    try:
+        wait_for(lambda: lns_sock.exists(), "the LNS control socket")
+        out = subprocess.run(
+            [str(BIN / "kl2tp-lac"), "--config", str(lac_cfg), "--simulate", "3", "--json"],
+            capture_output=True,
+            text=True,
+            timeout=BOUND,
+        )
+        assert out.returncode == 1
+        result = json.loads(out.stdout)
+        assert result["established"] == 0
+        assert result["failed"] == {"tunnel setup failed": 3}
+        assert ctl(lns_sock, "show", "tunnels") == []
+    finally:
+        rc = lns.stop()
+    assert rc == 0
+
+
+def test_sigterm_clears_everything(
+    lns_daemon: tuple[Daemon, Path, Path, Path], tmp_path: Path
+) -> None:
+    lns, lac_cfg, lns_sock, lac_sock = lns_daemon
+    lac = Daemon(
+        [str(BIN / "kl2tp-lac"), "--config", str(lac_cfg), "--debug", "l2tp"], tmp_path / "lac.log"
+    )
+    try:
+        wait_for(lambda: lac_sock.exists(), "the LAC control socket")
+        tunnels = wait_for(
+            lambda: [t for t in ctl(lns_sock, "show", "tunnels") if t["state"] == "established"],
+            "the LAC's tunnel on the LNS",
+        )
+        lac_tunnels = ctl(lac_sock, "show", "tunnels")
+        assert lac_tunnels[0]["peer_id"] == tunnels[0]["local_id"]
+        assert lac_tunnels[0]["local_id"] == tunnels[0]["peer_id"]
+        # The LAC stops: it sends StopCCN, and the LNS forgets the tunnel.
+        assert lac.stop() == 0
+        wait_for(lambda: ctl(lns_sock, "show", "tunnels") == [], "the LNS to drop the tunnel")
+        assert "O StopCCN" in lac.output()
+    finally:
+        lac.kill()
+    assert lns.stop() == 0
+    assert not lns_sock.exists()
+
+
+def test_clear_commands(lns_daemon: tuple[Daemon, Path, Path, Path], tmp_path: Path) -> None:
+    lns, lac_cfg, lns_sock, _ = lns_daemon
+    lac = subprocess.Popen(
+        [
+            str(BIN / "kl2tp-lac"),
+            "--config",
+            str(lac_cfg),
+            "--simulate",
+            "5",
+            "--hold",
+            "30",
+            "--json",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        sessions = wait_for(
+            lambda: (s := ctl(lns_sock, "show", "sessions")) and len(s) == 5 and s, "5 sessions"
+        )
+        victim = sessions[0]
+        res = ctl(lns_sock, "clear", "session", str(victim["tunnel_id"]), str(victim["local_id"]))
+        assert res == {"cleared": [victim["tunnel_id"], victim["local_id"]]}
+        wait_for(lambda: len(ctl(lns_sock, "show", "sessions")) == 4, "one session cleared")
+        ctl(lns_sock, "clear", "tunnel", str(victim["tunnel_id"]))
+        wait_for(lambda: ctl(lns_sock, "show", "tunnels") == [], "the tunnel cleared")
+        bad = subprocess.run(
+            [str(BIN / "kl2tpctl"), "--socket", str(lns_sock), "clear", "tunnel", "1"],
+            capture_output=True,
+            text=True,
+            timeout=BOUND,
+        )
+        assert bad.returncode == 1
+        assert "no tunnel 1" in bad.stderr
+    finally:
+        lac.kill()
+        lac.communicate()
+    assert lns.stop() == 0
