@@ -205,7 +205,7 @@ class FakeNetwork:
 class Driver:
     """The trio glue for one core, as thin as the daemon's: receive, feed, flush, sleep until
     the core's timer. Events go through ``policy`` and into ``events``; ``changed`` is set
-    whenever an event arrives so tests can wait on conditions."""
+    whenever the core ran, so tests can wait on conditions."""
 
     def __init__(
         self,
@@ -234,12 +234,12 @@ class Driver:
                 return
             self.events.append(event)
             self.policy(self.tunnel, event, now)
-            self.changed.set()
 
     def command(self, fn: Callable[[Tunnel, float], Any]) -> Any:
         """Run a command on the core now and flush what it produced."""
         result = fn(self.tunnel, trio.current_time())
         self.flush()
+        self.changed.set()
         return result
 
     async def run(self) -> None:
@@ -254,6 +254,7 @@ class Driver:
             if timer is not None and timer <= now:
                 self.tunnel.handle_timer(now)
             self.flush()
+            self.changed.set()
 
     async def wait_for(self, condition: Callable[[], bool]) -> None:
         while not condition():
