@@ -4,7 +4,9 @@ the configured times. Times are MockClock times, so the assertions are exact and
 
 from __future__ import annotations
 
+import itertools
 import random
+from collections.abc import Callable
 
 import pytest
 import trio
@@ -24,6 +26,14 @@ def make_pair(
     lac = Tunnel(lac_config, LAC_TID, initiator=True, rng=random.Random(seed), now=now)
     lns = Tunnel(lns_config, LNS_TID, initiator=False, rng=random.Random(seed + 1), now=now)
     return Driver("lac", "lns", lac, network), Driver("lns", "lac", lns, network)
+
+
+def place(serial: int) -> Callable[[Tunnel, float], int]:
+    return lambda t, now: t.place_call(now, ev.CallParams(serial=serial))
+
+
+def hangup(sid: int) -> Callable[[Tunnel, float], None]:
+    return lambda t, now: t.hangup(sid, now, 1)
 
 
 def kind(data: bytes) -> str:
@@ -50,10 +60,7 @@ async def test_sessions_over_a_terrible_network(
             nursery.start_soon(lac.run)
             nursery.start_soon(lns.run)
             lac.command(lambda t, now: t.connect(now))
-            sids = [
-                lac.command(lambda t, now, i=i: t.place_call(now, ev.CallParams(serial=i)))
-                for i in range(n)
-            ]
+            sids = [lac.command(place(i)) for i in range(n)]
 
             await lac.wait_for(lambda: len(lac.of_type(ev.CallEstablished)) == n)
             await lns.wait_for(lambda: len(lns.of_type(ev.CallEstablished)) == n)
@@ -62,7 +69,7 @@ async def test_sessions_over_a_terrible_network(
             assert len(lns.tunnel.sessions) == n  # duplicates made no extra sessions
 
             for sid in sids:
-                lac.command(lambda t, now, sid=sid: t.hangup(sid, now, 1))
+                lac.command(hangup(sid))
             await lns.wait_for(lambda: len(lns.of_type(ev.CallClosed)) == n)
             assert all(e.by_peer and e.result == 1 for e in lns.of_type(ev.CallClosed))
             await lac.wait_for(lambda: lac.tunnel.transport.unacked == 0)
@@ -117,7 +124,7 @@ async def test_retransmissions_at_the_configured_times(
     sent = [(t - start, kind(d)) for t, who, d in network.log if who == "lac"]
     assert [k for _, k in sent] == ["SCCRQ"] * (retries + 1)
     times = [t for t, _ in sent]
-    assert [b - a for a, b in zip(times, times[1:], strict=False)] == gaps
+    assert [b - a for a, b in itertools.pairwise(times)] == gaps
     # Given up one more backoff interval after the last retransmission.
     assert end - start == sum(gaps) + gaps[-1]
     (closed,) = lac.of_type(ev.TunnelClosed)
