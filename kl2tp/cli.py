@@ -18,7 +18,7 @@ import trio
 from kl2tp import config as cfgmod
 from kl2tp.daemon.endpoint import Address
 from kl2tp.daemon.service import Settings
-from kl2tp.dataplane.base import DataPlane
+from kl2tp.dataplane.base import DataPlane, DataPlaneError
 from kl2tp.l2tp.tunnel import TunnelConfig
 
 CATEGORIES = ("l2tp", "ppp", "aaa", "kernel", "daemon")
@@ -107,27 +107,38 @@ def settings_from_config(cfg: cfgmod.Config, role: str) -> Settings:
     )
 
 
-def make_dataplane(kind: str, cfg: cfgmod.Config) -> DataPlane:
-    """The configured back end; ``auto`` takes the kernel when it has L2TP, loudly."""
-    from kl2tp.dataplane.null import NullDataPlane
+def resolve_dataplane(kind: str) -> str:
+    """``kernel`` or ``null`` for the configured kind; ``auto`` picks, and says so loudly.
 
+    Exits 1 with one line saying what to load when ``kernel`` is asked for and missing.
+    """
     if kind == "null":
-        return NullDataPlane()
+        return "null"
     from kl2tp.dataplane.capability import check_kernel
 
     problem = check_kernel()
     if problem is None:
+        return "kernel"
+    if kind == "kernel":
+        print(f'kl2tp: [dataplane] kind = "kernel", but {problem}', file=sys.stderr)
+        raise SystemExit(1)
+    log.warning("*** %s", problem)
+    log.warning('*** [dataplane] kind = "auto": using the NULL data plane. Sessions signal,')
+    log.warning("*** PPP runs in userspace, and no kernel interface or route is created.")
+    return "null"
+
+
+async def open_dataplane(kind: str, cfg: cfgmod.Config, role: str) -> DataPlane:
+    """Open the back end ``resolve_dataplane`` chose."""
+    if kind == "kernel":
         from kl2tp.dataplane.kernel import KernelDataPlane
 
-        return KernelDataPlane.from_config(cfg)  # type: ignore[no-any-return]
-    if kind == "kernel":
-        raise SystemExit(f'[dataplane] kind = "kernel" but {problem}')
-    log.warning("*** %s", problem)
-    log.warning('*** [dataplane] kind = "auto": using the NULL data plane: sessions signal but')
-    log.warning("*** carry PPP in userspace only; no kernel interfaces will be created")
-    from kl2tp.dataplane.null import NullDataPlane as Null
+        return await KernelDataPlane.open(
+            instance=f"kl2tp-{role}", ifname_template=cfg.dataplane.interface_template
+        )
+    from kl2tp.dataplane.null import NullDataPlane
 
-    return Null()
+    return NullDataPlane()
 
 
 def _load(args: argparse.Namespace, role: cfgmod.Role) -> cfgmod.Config:
@@ -188,9 +199,14 @@ def _run(cfg: cfgmod.Config, role: str) -> int:
     from kl2tp.daemon.sessions import make_handler
 
     settings = settings_from_config(cfg, role)
-    dataplane = make_dataplane(cfg.dataplane.kind, cfg)
+    kind = resolve_dataplane(cfg.dataplane.kind)
 
     async def main() -> None:
+        try:
+            dataplane = await open_dataplane(kind, cfg, role)
+        except DataPlaneError as exc:
+            print(f"kl2tp-{role}: {exc}", file=sys.stderr)
+            raise SystemExit(1) from None
         removed = await dataplane.cleanup_stale()
         if removed:
             log.warning("removed %d stale kernel objects left by an earlier kl2tp", removed)
@@ -210,11 +226,11 @@ def _simulate(cfg: cfgmod.Config, args: argparse.Namespace) -> int:
     from kl2tp.daemon.sessions import make_handler
 
     settings = settings_from_config(cfg, "lac")
-    dataplane = make_dataplane("null", cfg)
     hold = args.hold if args.hold is not None else cfg.subscriber.hold
     summary: dict[str, Any] = {}
 
     async def main() -> None:
+        dataplane = await open_dataplane("null", cfg, "lac")
         handler = make_handler("lac", cfg, dataplane)
         endpoint = make_endpoint(settings, dataplane, handler)
         async with trio.open_nursery() as nursery:

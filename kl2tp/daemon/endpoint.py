@@ -240,10 +240,10 @@ class TunnelRunner:
             if handler is not None:
                 handler.call_established(self, event)
         elif isinstance(event, ev.CallClosed):
-            info = self.sessions.pop(event.sid, None)
-            if info is not None:
-                info.closed = event
-                info.done.set()
+            closed_info = self.sessions.pop(event.sid, None)
+            if closed_info is not None:
+                closed_info.closed = event
+                closed_info.done.set()
             if handler is not None:
                 handler.call_closed(self, event)
         elif isinstance(event, ev.DataReceived):

@@ -363,7 +363,7 @@ async def simulate(
 def _failure_reason(info: Any) -> str:
     closed = info.closed
     if closed is None:
-        return info.extra.get("failure", "setup timeout")
+        return str(info.extra.get("failure", "setup timeout"))
     reason = info.extra.get("failure")
     if reason:
         return str(reason)
