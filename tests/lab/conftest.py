@@ -42,3 +42,23 @@ def veth_pair() -> Iterator[Link]:
     finally:
         for ns in (link.a, link.b):
             run("ip", "netns", "del", ns, check=False)
+
+
+@pytest.fixture
+def peer_ns() -> Iterator[Link]:
+    """The guest's initial namespace (10.98.0.1, where async data-plane code runs: trio's
+    worker threads stay there) joined by veth to namespace lab-p (10.98.0.2)."""
+    link = Link("", "lab-p", "10.98.0.1", "10.98.0.2")
+    run("ip", "netns", "add", link.b)
+    try:
+        run("ip", "link", "add", "veth-r", "type", "veth", "peer", "name", "veth-p",
+            "netns", link.b)  # fmt: skip
+        run("ip", "addr", "add", f"{link.a_addr}/24", "dev", "veth-r")
+        run("ip", "link", "set", "veth-r", "up")
+        run("ip", "-n", link.b, "link", "set", "lo", "up")
+        run("ip", "-n", link.b, "addr", "add", f"{link.b_addr}/24", "dev", "veth-p")
+        run("ip", "-n", link.b, "link", "set", "veth-p", "up")
+        yield link
+    finally:
+        run("ip", "link", "del", "veth-r", check=False)
+        run("ip", "netns", "del", link.b, check=False)

@@ -51,7 +51,7 @@ class Link:
     """Two namespaces joined by a veth pair."""
 
     a: str
-    """Name of the first namespace."""
+    """Name of the first namespace ("" for the initial one)."""
     b: str
     """Name of the second namespace."""
     a_addr: str
