@@ -54,11 +54,11 @@ def answer_calls(tunnel: Tunnel, event: ev.Event, now: float) -> None:
 Policy = Callable[[Tunnel, ev.Event, float], None]
 
 
-def msg_types(datagrams: Iterable[bytes]) -> list[str]:
+def msg_types(datagrams: Iterable[bytes], secret: bytes | None = None) -> list[str]:
     """Message abbreviations of control datagrams ("ZLB" for acks)."""
     out = []
     for d in datagrams:
-        m = decode(d)
+        m = decode(d, secret)
         assert isinstance(m, ControlMessage)
         out.append("ZLB" if m.msg_type is None else m.msg_type.abbrev)
     return out
