@@ -141,6 +141,24 @@ async def open_dataplane(kind: str, cfg: cfgmod.Config, role: str) -> DataPlane:
     return NullDataPlane()
 
 
+def _authenticator(cfg: cfgmod.Config, role: str) -> Any:
+    """The AAA back end (the LNS's); reads the users file before anything starts."""
+    if role != "lns":
+        return None
+    if cfg.aaa.backend != "local":
+        print(
+            f'kl2tp-lns: [aaa] backend = "{cfg.aaa.backend}" is not available yet', file=sys.stderr
+        )
+        raise SystemExit(2)
+    from kl2tp.aaa.local import LocalAuthenticator
+
+    try:
+        return LocalAuthenticator.from_config(cfg)
+    except cfgmod.ConfigError as exc:
+        print(f"kl2tp-lns: config error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
 def _load(args: argparse.Namespace, role: cfgmod.Role) -> cfgmod.Config:
     try:
         if args.config:
@@ -195,10 +213,11 @@ def lac_main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(cfg: cfgmod.Config, role: str) -> int:
+    from kl2tp.daemon.ppp_session import make_handler
     from kl2tp.daemon.service import run_daemon
-    from kl2tp.daemon.sessions import make_handler
 
     settings = settings_from_config(cfg, role)
+    authenticator = _authenticator(cfg, role)
     kind = resolve_dataplane(cfg.dataplane.kind)
 
     async def main() -> None:
@@ -210,7 +229,7 @@ def _run(cfg: cfgmod.Config, role: str) -> int:
         removed = await dataplane.cleanup_stale()
         if removed:
             log.warning("removed %d stale kernel objects left by an earlier kl2tp", removed)
-        handler = make_handler(role, cfg, dataplane)
+        handler = make_handler(role, cfg, dataplane, authenticator, subscribers=False)
         await run_daemon(settings, dataplane, handler)
 
     try:
@@ -222,8 +241,8 @@ def _run(cfg: cfgmod.Config, role: str) -> int:
 
 
 def _simulate(cfg: cfgmod.Config, args: argparse.Namespace) -> int:
+    from kl2tp.daemon.ppp_session import make_handler
     from kl2tp.daemon.service import make_endpoint, simulate
-    from kl2tp.daemon.sessions import make_handler
 
     settings = settings_from_config(cfg, "lac")
     hold = args.hold if args.hold is not None else cfg.subscriber.hold
@@ -231,7 +250,7 @@ def _simulate(cfg: cfgmod.Config, args: argparse.Namespace) -> int:
 
     async def main() -> None:
         dataplane = await open_dataplane("null", cfg, "lac")
-        handler = make_handler("lac", cfg, dataplane)
+        handler = make_handler("lac", cfg, dataplane, None, subscribers=True)
         endpoint = make_endpoint(settings, dataplane, handler)
         async with trio.open_nursery() as nursery:
             await nursery.start(endpoint.serve)

@@ -317,6 +317,7 @@ async def simulate(
         if result.first_started is None:
             result.first_started = start
         info = runner.place_call(make_call(n))
+        info.extra["n"] = n
         with trio.move_on_after(setup_timeout):
             await info.done.wait()
         if info.established is None:

@@ -8,7 +8,6 @@ session, started in the endpoint's nursery, so a session's work never blocks its
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import attrs
 import trio
@@ -132,9 +131,3 @@ class DataPlaneSessions:
 
 def _strip_ff03(payload: bytes) -> bytes:
     return payload[2:] if payload[:2] == b"\xff\x03" else payload
-
-
-def make_handler(role: str, cfg: Any, dataplane: DataPlane) -> DataPlaneSessions:
-    """The session handler for a daemon."""
-    seq = bool(getattr(getattr(cfg, "dataplane", None), "data_sequencing", False))
-    return DataPlaneSessions(dataplane, lns=role == "lns", data_sequencing=seq)

@@ -1,1 +1,1 @@
-"""Data planes: the kernel (l2tp_core/l2tp_ppp) and a null one that records what it would program."""
+"""Data planes: the kernel (l2tp_core, l2tp_ppp) and a null one that records calls."""

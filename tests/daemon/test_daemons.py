@@ -80,7 +80,7 @@ def write_configs(
     port = free_udp_port()
     lns_sock, lac_sock = tmp / "lns.sock", tmp / "lac.sock"
     users = tmp / "users"
-    users.write_text("user1 pass1\n")
+    users.write_text("".join(f"user{n} pass{n}\n" for n in range(1, 201)))
     lns = tmp / "lns.toml"
     lns.write_text(
         f"""
@@ -93,6 +93,9 @@ idle_timeout = 1
 kind = "null"
 [control]
 socket = "{lns_sock}"
+[ppp]
+pool = "10.20.0.0/24"
+local_address = "10.20.0.1"
 [aaa]
 users_file = "{users}"
 """
@@ -154,13 +157,25 @@ def test_simulated_calls_through_real_daemons(
             stderr=subprocess.PIPE,
             text=True,
         )
-        # While the LAC holds its calls, the LNS shows all 100 of them, established.
+        # While the LAC holds its calls, the LNS shows all 100 of them, established and
+        # with an address (the LAC holds until every subscriber's IPCP is open).
         sessions = wait_for(
-            lambda: (s := ctl(lns_sock, "show", "sessions")) and len(s) == 100 and s,
-            "100 sessions on the LNS",
+            lambda: (
+                (s := ctl(lns_sock, "show", "sessions"))
+                and len(s) == 100
+                and all("address" in x for x in s)
+                and s
+            ),
+            "100 subscribers up on the LNS",
         )
         assert {s["state"] for s in sessions} == {"established"}
         assert len({s["local_id"] for s in sessions}) == 100
+        # PPP ran on every session: CHAP with the subscriber template, addresses from the pool.
+        assert {s["username"] for s in sessions} == {f"user{n}" for n in range(1, 101)}
+        assert {s["auth"] for s in sessions} == {"chap"}
+        addresses = {s["address"] for s in sessions}
+        assert len(addresses) == 100
+        assert all(a.startswith("10.20.0.") and a != "10.20.0.1" for a in addresses)
         tunnels = ctl(lns_sock, "show", "tunnels")
         assert len(tunnels) == 1
         assert tunnels[0]["peer_hostname"] == "test-lac"

@@ -1,0 +1,427 @@
+"""PPP on top of L2TP sessions: the LNS terminates it, the LAC plays subscribers.
+
+Each established session gets a task that drives one sans-IO :class:`ppp.link.Link` over the
+session's :class:`~kl2tp.dataplane.base.PppChannel`: frames in, frames out, timers, and the
+link's events turned into AAA calls, pool allocations, data-plane configuration and, when the
+link dies, a CDN whose result says why. Whatever ends the session, its address goes back to
+the pool and accounting is stopped.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import math
+import random
+from collections.abc import Callable
+from typing import Any
+
+import trio
+
+from kl2tp.aaa import base as aaa
+from kl2tp.aaa.pool import AddressPool
+from kl2tp.config import Config, Secret
+from kl2tp.daemon.endpoint import SessionInfo
+from kl2tp.daemon.sessions import DataPlaneSessions, SessionRecord
+from kl2tp.dataplane.base import DataPlane, DataPlaneError, NetworkSpec
+from ppp import events as pev
+from ppp.config import AuthMethod, IpcpConfig, Ipv6cpConfig, LcpConfig, LinkConfig, ProxyMode
+from ppp.fsm import FsmConfig
+from ppp.link import Link
+from ppp.proxy import ProxyAuth, ProxyLcp
+
+log = logging.getLogger("kl2tp.daemon")
+
+# CDN Result Codes (RFC 2661 4.4.2) for each way a PPP link can die.
+CDN_LOSS_OF_CARRIER = 1
+CDN_GENERAL_ERROR = 2
+CDN_ADMIN = 3
+CDN_NO_RESOURCES = 4
+CDN_TIMEOUT = 10
+
+CDN_FOR_REASON: dict[pev.DownReason, tuple[int, str]] = {
+    pev.DownReason.ADMIN: (CDN_ADMIN, "PPP closed by administrator"),
+    pev.DownReason.LOWER_LAYER_DOWN: (CDN_LOSS_OF_CARRIER, "L2TP session down"),
+    pev.DownReason.PEER_TERMINATED: (CDN_ADMIN, "PPP terminated by peer"),
+    pev.DownReason.LCP_TIMEOUT: (CDN_TIMEOUT, "PPP LCP timeout"),
+    pev.DownReason.LCP_FAILED: (CDN_GENERAL_ERROR, "PPP LCP negotiation failed"),
+    pev.DownReason.LOOPBACK: (CDN_GENERAL_ERROR, "PPP loopback detected"),
+    pev.DownReason.AUTH_FAILED: (CDN_GENERAL_ERROR, "PPP authentication failed"),
+    pev.DownReason.AUTH_REFUSED: (CDN_GENERAL_ERROR, "PPP authentication protocol refused"),
+    pev.DownReason.AUTH_TIMEOUT: (CDN_TIMEOUT, "PPP authentication timeout"),
+    pev.DownReason.NO_ADDRESS: (CDN_NO_RESOURCES, "PPP no address available"),
+    pev.DownReason.NCP_FAILED: (CDN_GENERAL_ERROR, "PPP network protocol negotiation failed"),
+    pev.DownReason.NCP_TIMEOUT: (CDN_TIMEOUT, "PPP network protocol timeout"),
+    pev.DownReason.ECHO_TIMEOUT: (CDN_LOSS_OF_CARRIER, "PPP LCP echo timeout"),
+}
+
+FAILURE_NAME: dict[pev.DownReason, str] = {
+    pev.DownReason.LCP_TIMEOUT: "LCP timeout",
+    pev.DownReason.LCP_FAILED: "LCP failed",
+    pev.DownReason.LOOPBACK: "loopback",
+    pev.DownReason.AUTH_FAILED: "auth failed",
+    pev.DownReason.AUTH_REFUSED: "auth refused",
+    pev.DownReason.AUTH_TIMEOUT: "auth timeout",
+    pev.DownReason.NO_ADDRESS: "no address",
+    pev.DownReason.NCP_FAILED: "IPCP failed",
+    pev.DownReason.NCP_TIMEOUT: "IPCP timeout",
+    pev.DownReason.ECHO_TIMEOUT: "echo timeout",
+    pev.DownReason.PEER_TERMINATED: "terminated by peer",
+}
+"""How ``kl2tp-lac --simulate`` names a failed call."""
+
+
+def _lcp_config(cfg: Config) -> LcpConfig:
+    p = cfg.ppp
+    return LcpConfig(
+        mru=p.mru,
+        echo_interval=p.lcp_echo_interval,
+        echo_failure=p.lcp_echo_failure,
+        fsm=FsmConfig(
+            restart_timer=p.restart_timer,
+            max_configure=p.max_configure,
+            max_terminate=p.max_terminate,
+            max_failure=p.max_failure,
+        ),
+    )
+
+
+def lns_link_config(cfg: Config) -> LinkConfig:
+    """The LNS side: demand ``[ppp] auth``, assign addresses, offer DNS."""
+    p = cfg.ppp
+    return LinkConfig(
+        lcp=_lcp_config(cfg),
+        auth=tuple(AuthMethod(m) for m in p.auth),
+        hostname=cfg.l2tp.hostname,
+        ipcp=IpcpConfig(local_address=p.local_address, assign_peer_address=True, dns=p.dns),
+        ipv6cp=Ipv6cpConfig(enabled=p.ipv6),
+        proxy_lcp=ProxyMode(p.proxy_lcp),
+        proxy_auth=ProxyMode(p.proxy_auth),
+        send_address_control=False,
+    )
+
+
+def subscriber_link_config(cfg: Config, username: str, password: str) -> LinkConfig:
+    """A simulated subscriber: authenticate with the template credentials, ask an address."""
+    s = cfg.subscriber
+    return LinkConfig(
+        lcp=_lcp_config(cfg),
+        hostname=username,
+        username=username,
+        password=password,
+        accept_auth=(AuthMethod(s.auth),),
+        ipcp=IpcpConfig(local_address=None, assign_peer_address=False, request_dns=True),
+        ipv6cp=Ipv6cpConfig(enabled=cfg.ppp.ipv6),
+        send_address_control=False,
+    )
+
+
+def _to_aaa(credentials: pev.Credentials) -> aaa.Credentials:
+    if isinstance(credentials, pev.PapCredentials):
+        return aaa.PapCredentials(Secret(credentials.password.encode()))
+    if isinstance(credentials, pev.ChapCredentials):
+        return aaa.ChapCredentials(credentials.ident, credentials.challenge, credentials.response)
+    return aaa.MsChapV2Credentials(
+        credentials.authenticator_challenge, credentials.peer_challenge, credentials.nt_response
+    )
+
+
+class PppSessions(DataPlaneSessions):
+    """Runs PPP for every session: terminating (LNS) or as a subscriber (LAC)."""
+
+    defers_established = True
+
+    def __init__(
+        self,
+        dataplane: DataPlane,
+        *,
+        lns: bool,
+        link_config: Callable[[SessionInfo | None], LinkConfig],
+        authenticator: aaa.Authenticator | None = None,
+        pool: AddressPool | None = None,
+        data_sequencing: bool = False,
+        rng: random.Random | None = None,
+    ) -> None:
+        super().__init__(dataplane, lns=lns, data_sequencing=data_sequencing)
+        self.link_config = link_config
+        self.authenticator = authenticator
+        self.pool = pool
+        self.rng = rng or random.SystemRandom()
+        self._nas_port = 0
+
+    async def run_session(self, rec: SessionRecord) -> None:
+        info = self.session_info(rec)
+        link = Link(
+            self.link_config(info),
+            rng=self.rng,
+            name=f"Tnl/Cl {rec.runner.local_tunnel_id}/{rec.sid}",
+        )
+        state = _SessionState(self, rec, link, info)
+        try:
+            await state.run()
+        finally:
+            with trio.CancelScope(shield=True):
+                await state.cleanup()
+
+
+class _SessionState:
+    """One session's PPP driver (the glue loop plus what must be undone)."""
+
+    def __init__(
+        self, owner: PppSessions, rec: SessionRecord, link: Link, info: SessionInfo | None
+    ) -> None:
+        self.owner = owner
+        self.rec = rec
+        self.link = link
+        self.info = info
+        self.wake = trio.Event()
+        self.address: ipaddress.IPv4Address | None = None
+        self.pooled = False
+        self.static_address: ipaddress.IPv4Address | None = None
+        self.username = ""
+        self.up_at: float | None = None
+        self.accounting = False
+        owner._nas_port += 1
+        self.context = aaa.SessionContext(
+            tunnel_id=rec.runner.local_tunnel_id,
+            session_id=rec.sid,
+            peer_address=f"{rec.runner.peer_addr[0]}:{rec.runner.peer_addr[1]}",
+            peer_hostname=rec.runner.core.peer_hostname,
+            nas_port=owner._nas_port,
+        )
+
+    def _extra(self, **values: Any) -> None:
+        if self.info is not None:
+            self.info.extra.update(values)
+
+    async def run(self) -> None:
+        channel = self.rec.channel
+        assert channel is not None
+        now = trio.current_time()
+        proxy_lcp, proxy_auth = _proxy_values(self.rec.info) if self.owner.lns else (None, None)
+        self.link.open(now, proxy_lcp=proxy_lcp, proxy_auth=proxy_auth)
+        self._extra(phase=self.link.phase.value.lower())
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._reader)
+            while True:
+                for frame in self.link.frames_to_send():
+                    await channel.send(frame)
+                while (event := self.link.next_event()) is not None:
+                    if self._handle(event, nursery):
+                        nursery.cancel_scope.cancel()
+                        return
+                self._extra(phase=self.link.phase.value.lower())
+                timer = self.link.get_timer()
+                with trio.move_on_at(math.inf if timer is None else timer):
+                    await self.wake.wait()
+                self.wake = trio.Event()
+                now = trio.current_time()
+                timer = self.link.get_timer()
+                if timer is not None and timer <= now:
+                    self.link.handle_timer(now)
+
+    async def _reader(self) -> None:
+        channel = self.rec.channel
+        assert channel is not None
+        while True:
+            try:
+                frame = await channel.receive()
+            except (trio.EndOfChannel, trio.ClosedResourceError):
+                return
+            self.link.receive_frame(frame, trio.current_time())
+            self.wake.set()
+
+    def _handle(self, event: pev.PppEvent, nursery: trio.Nursery) -> bool:
+        """Act on one link event; True when the link is dead."""
+        if isinstance(event, pev.AuthRequest):
+            self.username = event.username
+            self._extra(username=event.username)
+            nursery.start_soon(self._authenticate, event)
+        elif isinstance(event, pev.Authenticated):
+            self.username = event.username or self.username
+            self._extra(
+                username=self.username,
+                auth=event.method.value if event.method is not None else "none",
+            )
+        elif isinstance(event, pev.AddressRequest):
+            self._assign_address(event)
+        elif isinstance(event, pev.NetworkUp):
+            nursery.start_soon(self._network_up, event)
+        elif isinstance(event, pev.Ipv6Up):
+            self._extra(ipv6_interface_id=f"{event.peer_interface_id:016x}")
+        elif isinstance(event, pev.LinkDown):
+            self._link_down(event)
+            return True
+        return False
+
+    async def _authenticate(self, event: pev.AuthRequest) -> None:
+        backend = self.owner.authenticator
+        now = trio.current_time
+        if backend is None:
+            self.link.auth_result(now(), False, message="no AAA back end")
+            self.wake.set()
+            return
+        request = aaa.AuthRequest(event.username, _to_aaa(event.credentials), self.context)
+        try:
+            result = await backend.authenticate(request)
+        except Exception as exc:  # a back-end failure refuses the subscriber, never the daemon
+            log.error("%s: AAA failed for %r: %s", self.link.name, event.username, exc)
+            result = aaa.AuthResult(False, "Authentication failed", reason="aaa-error")
+        if not result.accepted:
+            self._extra(failure="auth failed")
+        self.static_address = result.framed_address
+        self.link.auth_result(
+            now(),
+            result.accepted,
+            message=result.message,
+            authenticator_response=result.authenticator_response,
+            address=None,
+            dns=result.dns,
+        )
+        self.wake.set()
+
+    def _assign_address(self, event: pev.AddressRequest) -> None:
+        now = trio.current_time()
+        address: ipaddress.IPv4Address | None = None
+        pool = self.owner.pool
+        if self.static_address is not None and self.static_address != ipaddress.IPv4Address(
+            "255.255.255.255"
+        ):
+            address = self.static_address
+        elif pool is not None:
+            address = pool.allocate(event.requested)
+            self.pooled = address is not None
+        if address is None:
+            self._extra(failure="no address")
+        self.address = address
+        self.link.address_result(now, address)
+
+    async def _network_up(self, event: pev.NetworkUp) -> None:
+        rec = self.rec
+        self.up_at = trio.current_time()
+        if self.owner.lns:
+            self._extra(address=str(event.peer_address))
+            net = NetworkSpec(
+                local_ip=event.local_address,
+                peer_ip=event.peer_address,
+                mtu=self.link.lcp.peer_mru,
+            )
+            try:
+                ifname = await self.owner.dataplane.session_up(
+                    rec.runner.local_tunnel_id, rec.sid, net
+                )
+            except DataPlaneError as exc:
+                log.error("%s: could not configure the interface: %s", self.link.name, exc)
+                self.link.close(trio.current_time(), pev.DownReason.ADMIN, "data plane error")
+                self.wake.set()
+                return
+            if ifname:
+                self._extra(interface=ifname)
+            if self.owner.authenticator is not None:
+                self.accounting = True
+                await self.owner.authenticator.account(
+                    aaa.AccountingRecord(
+                        aaa.AccountingKind.START,
+                        self.username,
+                        self.context,
+                        address=event.peer_address,
+                    )
+                )
+        else:
+            self._extra(address=str(event.local_address))
+        if self.info is not None:
+            self.info.established = self.up_at
+            self.info.done.set()
+
+    def _link_down(self, event: pev.LinkDown) -> None:
+        rec = self.rec
+        if event.reason is pev.DownReason.LOWER_LAYER_DOWN:
+            return
+        failure = FAILURE_NAME.get(event.reason)
+        if failure and self.info is not None and "failure" not in self.info.extra:
+            self._extra(failure=failure)
+        result, message = CDN_FOR_REASON[event.reason]
+        log.info(
+            "%s: PPP down (%s%s); clearing the session",
+            self.link.name,
+            event.reason.value,
+            f": {event.message}" if event.message else "",
+        )
+        rec.runner.hangup(rec.sid, result, 0, message)
+
+    async def cleanup(self) -> None:
+        """Undo everything the session got, whatever ended it."""
+        self.link.lower_down(trio.current_time())
+        if self.accounting and self.owner.authenticator is not None:
+            up = self.up_at or trio.current_time()
+            try:
+                await self.owner.authenticator.account(
+                    aaa.AccountingRecord(
+                        aaa.AccountingKind.STOP,
+                        self.username,
+                        self.context,
+                        address=self.address,
+                        session_time=trio.current_time() - up,
+                        terminate_cause="session-end",
+                    )
+                )
+            except Exception as exc:
+                log.error("%s: accounting stop failed: %s", self.link.name, exc)
+        if self.pooled and self.address is not None and self.owner.pool is not None:
+            self.owner.pool.release(self.address)
+            self.pooled = False
+
+
+def _proxy_values(info: Any) -> tuple[ProxyLcp | None, ProxyAuth | None]:
+    """Proxy LCP and proxy authentication from the ICCN, when the LAC sent them."""
+    lcp = None
+    if info.last_sent_lcp_confreq is not None and info.last_rx_lcp_confreq is not None:
+        lcp = ProxyLcp(
+            last_sent=info.last_sent_lcp_confreq,
+            last_received=info.last_rx_lcp_confreq,
+            initial_received=info.initial_rx_lcp_confreq,
+        )
+    auth = None
+    if info.proxy_authen_type is not None and info.proxy_authen_name is not None:
+        auth = ProxyAuth(
+            type=info.proxy_authen_type,
+            name=info.proxy_authen_name,
+            challenge=info.proxy_authen_challenge or b"",
+            ident=info.proxy_authen_id,
+            response=info.proxy_authen_response or b"",
+        )
+    return lcp, auth
+
+
+def make_handler(
+    role: str,
+    cfg: Config,
+    dataplane: DataPlane,
+    authenticator: aaa.Authenticator | None,
+    *,
+    subscribers: bool,
+) -> DataPlaneSessions:
+    """The session handler of a daemon.
+
+    The LNS terminates PPP on every session. The LAC runs a subscriber on each call when
+    ``subscribers`` (``--simulate``); otherwise it only carries sessions.
+    """
+    seq = cfg.dataplane.data_sequencing
+    if role == "lns":
+        link = lns_link_config(cfg)
+        return PppSessions(
+            dataplane,
+            lns=True,
+            link_config=lambda _info: link,
+            authenticator=authenticator,
+            pool=AddressPool.from_config(cfg.ppp),
+            data_sequencing=seq,
+        )
+    if not subscribers:
+        return DataPlaneSessions(dataplane, lns=False, data_sequencing=seq)
+
+    def subscriber(info: SessionInfo | None) -> LinkConfig:
+        n = int(info.extra.get("n", 1)) if info is not None else 1
+        return subscriber_link_config(cfg, *cfg.subscriber.credentials(n))
+
+    return PppSessions(dataplane, lns=False, link_config=subscriber, data_sequencing=seq)
