@@ -21,16 +21,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Any
 
-from kl2tp.l2tp.avp import AVP_TABLE, Avp, ResultCode, avp_name
-from kl2tp.l2tp.constants import (
-    MESSAGE_TYPES,
-    VENDOR_NAMES,
-    MessageType,
-    error_text,
-    result_text,
-)
+from kl2tp.l2tp import describe
+from kl2tp.l2tp.avp import Avp
+from kl2tp.l2tp.constants import MESSAGE_TYPES
 
 log = logging.getLogger("kl2tp.l2tp")
 avp_log = logging.getLogger("kl2tp.l2tp.avp")
@@ -39,7 +33,6 @@ AVP_LEVEL = 5
 """Level of the per-AVP parse lines: below DEBUG, the most verbose setting."""
 
 _FLAG_LETTERS = ((0x8000, "T"), (0x4000, "L"), (0x0800, "S"), (0x0200, "O"), (0x0100, "P"))
-_HEX_CAPS = {3, 4, 6}  # Framing Cap, Bearer Cap, Firmware Ver print in hex, as IOS does
 
 
 def tunnel_prefix(tid: int) -> str:
@@ -105,35 +98,18 @@ def state_change(prefix: str, what: str, old: str, new: str) -> None:
     log.debug("%s L2TP: %s state change from %s to %s", prefix, what, old, new)
 
 
-def format_value(avp: Avp) -> str:
-    """An AVP value the way IOS prints it after the parse line."""
-    value: Any = avp.value
-    if isinstance(value, ResultCode):
-        text = f"Result code({value.result}): {result_text(None, value.result)}"
-        if value.error is not None:
-            text += f", Error code({value.error}): {error_text(value.error)}"
-        if value.message:
-            text += f", {value.message}"
-        return text
-    if isinstance(value, bytes):
-        return value.hex().upper()
-    if isinstance(value, MessageType):
-        return value.abbrev
-    if avp.vendor == 0 and avp.type == 2 and hasattr(value, "version"):
-        return str((value.version << 8) | value.revision)  # IOS: "Protocol Ver 256"
-    if isinstance(value, int) and not isinstance(value, bool) and avp.type in _HEX_CAPS:
-        return f"0x{value:X}"
-    return str(value)
-
-
-def avp_lines(prefix: str, data: bytes, avps: Sequence[Avp], start: int = 12) -> None:
+def avp_lines(
+    prefix: str, data: bytes, avps: Sequence[Avp], start: int = 12, msg_type: int | None = None
+) -> None:
     """The per-AVP parse lines of a received message, from its wire bytes and decoded AVPs.
 
     The wire walk gives each AVP's length and flags; the decoded list (same order) gives the
-    value. Logged at ``AVP_LEVEL`` on ``kl2tp.l2tp.avp``.
+    value; the wording is the codec's (``describe``, shared with ``kl2tpctl decode``). Logged
+    at ``AVP_LEVEL`` on ``kl2tp.l2tp.avp``.
 
     Args:
         start: byte offset of the first AVP in `avps` (20 skips the Message Type AVP).
+        msg_type: picks the StopCCN or CDN wording of a Result Code.
     """
     pos = start
     end = min(len(data), (data[2] << 8) | data[3]) if len(data) >= 4 else 0
@@ -142,24 +118,6 @@ def avp_lines(prefix: str, data: bytes, avps: Sequence[Avp], start: int = 12) ->
             break
         flags = (data[pos] << 8) | data[pos + 1]
         length = flags & 0x3FF
-        mark = " (M)" if flags & 0x8000 else ""
-        if flags & 0x4000:
-            mark += " (H)"
-        vendor = "" if avp.vendor == 0 else VENDOR_NAMES.get(avp.vendor, f"Vendor {avp.vendor}")
-        avp_log.log(
-            AVP_LEVEL,
-            "%s L2TP: Parse %s AVP %d, len %d, flag 0x%X%s",
-            prefix,
-            vendor,
-            avp.type,
-            length,
-            flags & 0xFC00,
-            mark,
-        )
-        if avp.vendor == 0 and avp.type == 0:
-            avp_log.log(AVP_LEVEL, "%s L2TP: Parse %s", prefix, format_value(avp))
-        else:
-            spec = AVP_TABLE.get(avp.type) if avp.vendor == 0 else None
-            label = spec.label if spec is not None else avp_name(avp.type, avp.vendor)
-            avp_log.log(AVP_LEVEL, "%s L2TP: %s %s", prefix, label, format_value(avp))
+        for text in describe.avp_lines(avp, length, flags, msg_type):
+            avp_log.log(AVP_LEVEL, "%s L2TP: %s", prefix, text)
         pos += max(length, 6)

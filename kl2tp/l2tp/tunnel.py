@@ -548,6 +548,12 @@ class Tunnel:
         self.state = new
         if _log.isEnabledFor(_DEBUG):
             trace.state_change(self._prefix, "Tunnel", old, new)
+            if new == "no-sessions-left" and self.config.idle_timeout > 0:
+                trace.line(
+                    self._prefix,
+                    "No more sessions in tunnel, shutdown (likely) in "
+                    f"{self.config.idle_timeout:g} seconds",
+                )
         if new == "established" and old in ("wait-ctl-reply", "wait-ctl-conn"):
             waiting, self._waiting = self._waiting, []
             for sid in waiting:
@@ -651,11 +657,6 @@ class Tunnel:
         timeout = self.config.idle_timeout
         if timeout > 0:
             self._idle_deadline = now + timeout
-            if _log.isEnabledFor(_DEBUG):
-                trace.line(
-                    self._prefix,
-                    f"No more sessions in tunnel, shutdown (likely) in {timeout:g} seconds",
-                )
 
     def _act_session_created(self, msg: ControlMessage | None, arg: Any, now: float) -> None:
         self._idle_deadline = None
@@ -702,7 +703,8 @@ class Tunnel:
             self._peer_sids[peer_sid] = found.local_sid
         if _log.isEnabledFor(_DEBUG):
             prefix = trace.session_prefix(self.local_tunnel_id, found.local_sid)
-            peer = f"{self.peer_hostname} tnl {self.peer_tunnel_id}, cl {found.peer_sid}"
+            peer_sid = found.peer_sid or msg.get(A.ASSIGNED_SESSION_ID)
+            peer = f"{self.peer_hostname} tnl {self.peer_tunnel_id}, cl {peer_sid}"
             trace.line(prefix, f"I {name} from {peer}")
         try:
             dispatch(self, found, name, now, msg)
@@ -859,7 +861,7 @@ class Tunnel:
         trace.avp_log.log(
             trace.AVP_LEVEL, "%s L2TP: Parse %s", prefix, trace.message_name(msg.msg_type)
         )
-        trace.avp_lines(prefix, data, msg.avps, start=20)
+        trace.avp_lines(prefix, data, msg.avps, start=20, msg_type=msg.msg_type)
         trace.avp_log.log(
             trace.AVP_LEVEL,
             "%s L2TP: No missing AVPs in %s",
