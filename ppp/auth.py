@@ -387,12 +387,14 @@ class ChapPeer:
         "peer_challenge",
         "phase",
         "response",
+        "retransmits",
     )
 
     def __init__(self, link: Link, method: AuthMethod) -> None:
         self.link = link
         self.method = method
         self.phase = _Phase.IDLE
+        self.retransmits = 0
         self.ident = -1
         self.challenge = b""
         self.response = b""
@@ -407,19 +409,21 @@ class ChapPeer:
     def receive(self, code: int, ident: int, data: bytes, now: float) -> None:
         """Challenge, Success or Failure."""
         if code == ChapCode.CHALLENGE:
-            self._answer(ident, data)
+            self._answer(ident, data, now)
         elif code == ChapCode.SUCCESS and ident == self.ident and self.phase is _Phase.WAITING:
             if self.method is AuthMethod.MSCHAPV2 and not self._server_proof_ok(data):
                 self.phase = _Phase.FAILED
                 self.link.peer_auth_done(now, False, "bad MS-CHAPv2 authenticator response")
                 return
             self.phase = _Phase.DONE
+            self.deadline = None
             self.link.peer_auth_done(now, True, data.decode(errors="replace"))
         elif code == ChapCode.FAILURE and ident == self.ident and self.phase is _Phase.WAITING:
             self.phase = _Phase.FAILED
+            self.deadline = None
             self.link.peer_auth_done(now, False, data.decode(errors="replace"))
 
-    def _answer(self, ident: int, data: bytes) -> None:
+    def _answer(self, ident: int, data: bytes, now: float) -> None:
         fields = decode_chap(data)
         if fields is None or self.phase is _Phase.FAILED:
             return
@@ -442,6 +446,16 @@ class ChapPeer:
                 self.response = self.peer_challenge + bytes(8) + self.nt_response + b"\x00"
             else:
                 self.response = chap_md5_response(ident, password, challenge)
+            self.retransmits = self.link.config.lcp.fsm.max_configure
+        self._send_response(now)
+
+    def _send_response(self, now: float) -> None:
+        # Resending the Response until Success or Failure arrives recovers a lost Success:
+        # the authenticator answers a duplicate Response with its verdict again (RFC 1994 4.2)
+        self.retransmits -= 1
+        self.deadline = now + self.link.config.lcp.fsm.restart_timer
+        ident = self.ident
+        username = self.link.config.username or ""
         out = bytes((len(self.response),)) + self.response + username.encode()
         if self.link.tracing:
             self.link.trace("CHAP", f'O RESPONSE id {ident} len {4 + len(out)} from "{username}"')
@@ -460,4 +474,9 @@ class ChapPeer:
         )
 
     def handle_timer(self, now: float) -> None:
-        """The authenticator drives CHAP timing; the phase timeout covers silence."""
+        """Resend the Response while no verdict came (the phase timeout covers the rest)."""
+        if self.deadline is None or now < self.deadline:
+            return
+        self.deadline = None
+        if self.phase is _Phase.WAITING and self.response and self.retransmits > 0:
+            self._send_response(now)

@@ -39,7 +39,7 @@ class ProxyMode(enum.StrEnum):
     RENEGOTIATE = "renegotiate"
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class LcpConfig:
     """LCP options and keepalive (RFC 1661 section 6), plus the automaton's counters."""
 
@@ -68,7 +68,7 @@ class LcpConfig:
     """Restart timer, Max-Configure, Max-Terminate, Max-Failure."""
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class IpcpConfig:
     """IPCP (RFC 1332, RFC 1877)."""
 
@@ -76,6 +76,9 @@ class IpcpConfig:
     """Run IPCP."""
     local_address: IPv4Address | None = None
     """Our address; None: ask the peer for one with 0.0.0.0 and take its Nak (subscriber)."""
+    accept_local: bool = False
+    """Take the peer's Nak of a configured ``local_address`` (pppd ``ipcp-accept-local``);
+    without a ``local_address`` the peer's suggestion is always taken."""
     assign_peer_address: bool = False
     """The peer's address comes from the driver (AAA / pool) and is Nak'd to the peer (LNS);
     False: accept whatever non-zero address the peer asks for (subscriber)."""
@@ -85,7 +88,7 @@ class IpcpConfig:
     """Ask the peer for DNS servers (subscriber)."""
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class Ipv6cpConfig:
     """IPv6CP (RFC 5072)."""
 
@@ -95,7 +98,7 @@ class Ipv6cpConfig:
     """Our interface identifier; None: a random non-zero one per link."""
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class LinkConfig:
     """Everything one link needs; role follows from the values (see the module docstring)."""
 

@@ -19,7 +19,7 @@ from ppp.ncp import Ncp
 if TYPE_CHECKING:
     from ppp.link import Link
 
-__all__ = ["ANY_ADDRESS", "Ipcp", "IpcpOption", "describe_ipcp_option"]
+__all__ = ["ANY_ADDRESS", "Ipcp", "IpcpOption", "describe_ipcp_option", "requested_address"]
 
 ANY_ADDRESS = 0xFFFFFFFF
 """An assigned address of 255.255.255.255: the peer may use the (non-zero) one it asks for
@@ -54,13 +54,25 @@ def describe_ipcp_option(option_type: int, value: bytes) -> str:
         return f"{_NAMES[option_type]} {IPv4Address(value)}"
     if option_type == IpcpOption.COMPRESSION and len(value) >= 2:
         if value[:2] == b"\x00\x2d" and len(value) == 4:
-            return f"CompressType VJ {value[2] + 1} slots"
+            return f"CompressType VJ {value[2]} slots"  # IOS prints Max-Slot-Id
         return f"CompressType 0x{value[:2].hex().upper()}"
     return f"Option {option_type}"
 
 
 def _u32(value: bytes) -> int:
     return int.from_bytes(value, "big")
+
+
+def requested_address(data: bytes) -> IPv4Address | None:
+    """The IP-Address a Configure-Request asks for; None when absent, 0.0.0.0 or malformed."""
+    try:
+        options = decode_options(data)
+    except PppDecodeError:
+        return None
+    for option_type, value in options:
+        if option_type == IpcpOption.ADDRESS and len(value) == 4 and _u32(value):
+            return IPv4Address(value)
+    return None
 
 
 class Ipcp(Ncp):
@@ -119,7 +131,9 @@ class Ipcp(Ncp):
             if option_type == IpcpOption.ADDRESS and self.want_address is not None:
                 if treat_as_reject:
                     self.want_address = None
-                elif self.config.local_address is None and _u32(value):
+                elif (self.config.local_address is None or self.config.accept_local) and _u32(
+                    value
+                ):
                     self.want_address = _u32(value)
             elif option_type in (IpcpOption.DNS1, IpcpOption.DNS2):
                 index = 0 if option_type == IpcpOption.DNS1 else 1
@@ -192,6 +206,10 @@ class Ipcp(Ncp):
             self.nak_missing_sent = True
             naks.append(encode_option(IpcpOption.ADDRESS, self.assigned.to_bytes(4, "big")))
         return build_reply(data, naks, rejects, reject_if_disagree)
+
+    def needs_address(self) -> bool:
+        """The peer's address must come from the driver and has not yet."""
+        return self.config.assign_peer_address and self.assigned is None
 
     def _address_for_peer(self, requested: int) -> int | None:
         """The address the peer should have, given what it asked for; None: reject."""

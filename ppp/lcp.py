@@ -218,7 +218,10 @@ class Lcp:
         for option_type, value in options:
             if not self._sent(option_type):
                 continue  # a hint for an option we did not ask for: we do not want it
-            if treat_as_reject or option_type in (LcpOption.PFC, LcpOption.ACFC):
+            if option_type == LcpOption.MAGIC:
+                # never dropped for Max-Failure: that would disable loop detection
+                self.want_magic = self._new_magic(avoid=self.want_magic or 0)
+            elif treat_as_reject or option_type in (LcpOption.PFC, LcpOption.ACFC):
                 self._drop(option_type)
             elif option_type == LcpOption.MRU and len(value) == 2:
                 mru = int.from_bytes(value, "big")
@@ -228,8 +231,6 @@ class Lcp:
                 self.want_accm = (self.want_accm or 0) | int.from_bytes(value, "big")
             elif option_type == LcpOption.AUTH and self.want_auth is not None:
                 self._next_auth(auth_method_from_option(value))
-            elif option_type == LcpOption.MAGIC:
-                self.want_magic = self._new_magic(avoid=self.want_magic or 0)
         return True
 
     def _next_auth(self, suggested: AuthMethod | None) -> None:
@@ -295,7 +296,10 @@ class Lcp:
                 if magic == 0 or (self.want_magic is not None and magic == self.want_magic):
                     if magic:
                         self.loops += 1  # our own number came back: maybe a loop
-                    nak(option_type, self._new_magic(avoid=magic).to_bytes(4, "big"))
+                    # always a Nak, even past Max-Failure (as pppd): rejecting the option
+                    # would switch loop detection off just when it matters
+                    fresh = self._new_magic(avoid=magic)
+                    naks.append(encode_option(option_type, fresh.to_bytes(4, "big")))
                 else:
                     self.peer_magic = magic
             elif option_type == LcpOption.PFC and size == 0:

@@ -57,7 +57,7 @@ from ppp.frame import (
     encode_packet,
 )
 from ppp.fsm import STATE_NAMES, Event, State
-from ppp.ipcp import Ipcp, describe_ipcp_option
+from ppp.ipcp import Ipcp, describe_ipcp_option, requested_address
 from ppp.ipv6cp import Ipv6cp, describe_ipv6cp_option
 from ppp.lcp import Lcp, describe_lcp_option
 from ppp.ncp import Ncp
@@ -120,6 +120,7 @@ class Link:
         "name",
         "peer",
         "peer_ok",
+        "pending_ipcp_request",
         "phase",
         "phase_deadline",
         "proxy_auth",
@@ -146,6 +147,7 @@ class Link:
         self.proxy_auth: ProxyAuth | None = None
         self.proxy_lcp_forced = False
         self.address_pending = False
+        self.pending_ipcp_request: bytes | None = None
         self.down_reason: DownReason | None = None
         self.down_message = ""
         self._events: list[PppEvent] = []
@@ -332,10 +334,10 @@ class Link:
         self.ipcp.assigned = int(address)
         if dns:
             self.ipcp.dns_offer = tuple(int(a) for a in dns[:2])
-        if self.address_pending and self.phase is Phase.NETWORK:
-            self.address_pending = False
-            self.ipcp.fsm.up(now)
-            self.ipcp.fsm.open(now)
+        self.address_pending = False
+        pending, self.pending_ipcp_request = self.pending_ipcp_request, None
+        if pending is not None and self.phase is Phase.NETWORK:
+            self._receive_control(Proto.IPCP, pending, now)  # now we can answer it
 
     # -- state for show commands ---------------------------------------------------------------
 
@@ -428,6 +430,7 @@ class Link:
         self.peer = None
         self.authenticator_ok = self.peer_ok = False
         self.address_pending = False
+        self.pending_ipcp_request = None
         if self.lcp.fsm.state in (State.CLOSING, State.STOPPING):
             self._set_phase(Phase.TERMINATE, now + self.config.terminate_timeout)
         else:
@@ -620,14 +623,9 @@ class Link:
         if self.ipcp is None and self.ipv6cp is None:
             self.phase_deadline = None
             return
-        ipcp = self.ipcp
-        if ipcp is not None:
-            if ipcp.config.assign_peer_address and ipcp.assigned is None:
-                self.address_pending = True
-                self._emit(AddressRequest(self.username, None))
-            else:
-                ipcp.fsm.up(now)
-                ipcp.fsm.open(now)
+        if self.ipcp is not None:
+            self.ipcp.fsm.up(now)
+            self.ipcp.fsm.open(now)
         if self.ipv6cp is not None and self.phase is Phase.NETWORK:
             self.ipv6cp.fsm.up(now)
             self.ipv6cp.fsm.open(now)
@@ -646,6 +644,19 @@ class Link:
         fsm = handler.fsm
         if self.tracing:
             self._trace_packet("I", protocol, fsm.state, code, ident, data)
+        if (
+            code == Code.CONFREQ
+            and handler is self.ipcp
+            and self.ipcp.needs_address()
+            and fsm.state in _LIVE
+        ):
+            # hold the request until the driver names the peer's address (a hint for the
+            # pool: the address the peer asks for)
+            self.pending_ipcp_request = information
+            if not self.address_pending:
+                self.address_pending = True
+                self._emit(AddressRequest(self.username, requested_address(data)))
+            return
         if protocol == Proto.LCP and code == Code.TERMREQ and fsm.state is not State.CLOSING:
             self._set_reason(DownReason.PEER_TERMINATED, "peer sent Terminate-Request")
         fsm.receive(code, ident, data, information, now)
