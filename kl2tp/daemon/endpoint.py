@@ -59,10 +59,15 @@ class SessionHandler(Protocol):
         """The session is up at the L2TP level."""
 
     def call_closed(self, runner: TunnelRunner, event: ev.CallClosed) -> None:
-        """The session is gone (CDN either way, or its tunnel went down)."""
+        """The session is gone (CDN either way, or its tunnel went down).
+
+        Called while ``runner.sessions`` still holds the session's info."""
 
     def data_received(self, runner: TunnelRunner, event: ev.DataReceived) -> None:
         """A data message for the session reached userspace."""
+
+    def summary(self) -> dict[str, object]:
+        """Figures for ``kl2tpctl show summary`` (pool, AAA counters, ...)."""
 
 
 @attrs.define(slots=True)
@@ -240,12 +245,13 @@ class TunnelRunner:
             if handler is not None:
                 handler.call_established(self, event)
         elif isinstance(event, ev.CallClosed):
+            # The handler runs first: it may still read and annotate the session's info.
+            if handler is not None:
+                handler.call_closed(self, event)
             closed_info = self.sessions.pop(event.sid, None)
             if closed_info is not None:
                 closed_info.closed = event
                 closed_info.done.set()
-            if handler is not None:
-                handler.call_closed(self, event)
         elif isinstance(event, ev.DataReceived):
             self.counters["data_rx"] += 1
             self.endpoint.counters["data_rx"] += 1

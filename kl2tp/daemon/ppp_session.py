@@ -16,14 +16,16 @@ import random
 from collections.abc import Callable
 from typing import Any
 
+import attrs
 import trio
 
 from kl2tp.aaa import base as aaa
 from kl2tp.aaa.pool import AddressPool
 from kl2tp.config import Config, Secret
-from kl2tp.daemon.endpoint import SessionInfo
+from kl2tp.daemon.endpoint import SessionInfo, TunnelRunner
 from kl2tp.daemon.sessions import DataPlaneSessions, SessionRecord
 from kl2tp.dataplane.base import DataPlane, DataPlaneError, NetworkSpec
+from kl2tp.l2tp.events import CallClosed
 from ppp import events as pev
 from ppp.config import AuthMethod, IpcpConfig, Ipv6cpConfig, LcpConfig, LinkConfig, ProxyMode
 from ppp.fsm import FsmConfig
@@ -69,6 +71,12 @@ FAILURE_NAME: dict[pev.DownReason, str] = {
     pev.DownReason.PEER_TERMINATED: "terminated by peer",
 }
 """How ``kl2tp-lac --simulate`` names a failed call."""
+
+FAILURE_BY_CDN_MESSAGE: dict[str, str] = {
+    CDN_FOR_REASON[reason][1]: name for reason, name in FAILURE_NAME.items()
+}
+"""A kl2tp LNS's CDN message back to the failure it reports (the CDN may overtake the PPP
+frame that told the subscriber)."""
 
 
 def _lcp_config(cfg: Config) -> LcpConfig:
@@ -148,6 +156,27 @@ class PppSessions(DataPlaneSessions):
         self.pool = pool
         self.rng = rng or random.SystemRandom()
         self._nas_port = 0
+
+    def call_closed(self, runner: TunnelRunner, event: CallClosed) -> None:
+        info = runner.sessions.get(event.sid)
+        if info is not None and event.by_peer and "failure" not in info.extra:
+            failure = FAILURE_BY_CDN_MESSAGE.get(event.message)
+            if failure is not None:
+                info.extra["failure"] = failure
+        super().call_closed(runner, event)
+
+    def summary(self) -> dict[str, object]:
+        out = super().summary()
+        if self.pool is not None:
+            out["pool"] = {
+                "size": self.pool.size,
+                "in_use": self.pool.in_use,
+                "free": self.pool.free,
+            }
+        counters = getattr(self.authenticator, "counters", None)
+        if counters is not None:
+            out["aaa"] = attrs.asdict(counters)
+        return out
 
     async def run_session(self, rec: SessionRecord) -> None:
         info = self.session_info(rec)

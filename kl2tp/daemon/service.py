@@ -163,7 +163,12 @@ class ControlApi:
             "tunnels": {"total": sum(tunnels.values()), "by_state": dict(tunnels)},
             "sessions": {"total": sum(sessions.values()), "by_state": dict(sessions)},
             "counters": dict(self.endpoint.counters),
+            "ppp": self._handler_summary(),
         }
+
+    def _handler_summary(self) -> dict[str, object]:
+        handler = self.endpoint.handler
+        return handler.summary() if handler is not None else {}
 
 
 def _int(req: dict[str, Any], key: str) -> int:

@@ -124,6 +124,10 @@ class DataPlaneSessions:
         """The session's life above L2TP; the bare handler just waits to be cancelled."""
         await trio.sleep_forever()
 
+    def summary(self) -> dict[str, object]:
+        """Handler figures for ``kl2tpctl show summary``."""
+        return {"active": len(self.records)}
+
     def session_info(self, rec: SessionRecord) -> SessionInfo | None:
         """The endpoint's record of the session (for show fields)."""
         return rec.runner.sessions.get(rec.sid)
