@@ -11,13 +11,13 @@
 #   xl2tpd ppp                  third-party L2TP/PPP peers the lab tests interoperate with
 #   freeradius freeradius-utils RADIUS server and radclient for the AAA lab tests
 #   busybox-static              the qemu route's initramfs; handy `poweroff -f` in the guest
-#   qemu-system-x86             the qemu route only (--qemu)
+#   qemu-system-x86 cpio        the qemu route only (--qemu): the VM and its initramfs
 set -eu
 
 packages="linux-source-6.1 flex bison bc build-essential xz-utils iproute2 iputils-ping
 xl2tpd ppp freeradius freeradius-utils busybox-static"
 case "${1:-}" in
-    --qemu) packages="$packages qemu-system-x86" ;;
+    --qemu) packages="$packages qemu-system-x86 cpio" ;;
     "") ;;
     *) echo "usage: $0 [--qemu]" >&2; exit 2 ;;
 esac
