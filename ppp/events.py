@@ -152,7 +152,8 @@ class AddressRequest:
     username: str
     """The authenticated name ("" without authentication)."""
     requested: IPv4Address | None
-    """Address the peer asked for, if known yet (a hint for the pool)."""
+    """Address the peer asked for in its IPCP Configure-Request (a hint for the pool); None:
+    it asked for 0.0.0.0 or none. The request is held until ``Link.address_result``."""
 
 
 @attrs.frozen

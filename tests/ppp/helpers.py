@@ -22,7 +22,7 @@ from ppp.mschapv2 import generate_authenticator_response, verify_nt_response
 
 LNS_ADDRESS = IPv4Address("10.0.0.1")
 DNS = (IPv4Address("192.0.2.53"), IPv4Address("192.0.2.54"))
-USERS = {"alice": "wonderland", "2500-1": "cisco"}
+USERS = {"alice": "wonderland", "2500-1": "cisco", "bob": "s3cr3t-pw"}
 
 
 def lns_config(*methods: AuthMethod, **changes: object) -> LinkConfig:
