@@ -370,6 +370,16 @@ def _send_cdn(
     host.emit(CallClosed(s.local_sid, clear.result, clear.error, clear.message, clear.q931, False))
 
 
+def _send_wen(host: SessionHost, s: Session, msg: Msg, arg: Any, now: float) -> None:
+    errors = arg if isinstance(arg, CallErrors) else CallErrors()
+    host.send_session(s, MT.WEN, [Avp(A.CALL_ERRORS, errors)], now, s.peer_sid)
+
+
+def _send_sli(host: SessionHost, s: Session, msg: Msg, arg: Any, now: float) -> None:
+    accm = arg if isinstance(arg, Accm) else Accm(0xFFFFFFFF, 0xFFFFFFFF)
+    host.send_session(s, MT.SLI, [Avp(A.ACCM, accm)], now, s.peer_sid)
+
+
 def _drop(host: SessionHost, s: Session, msg: Msg, arg: Any, now: float) -> None:
     """Clear locally without a CDN: the peer never heard of this call (or the tunnel is gone)."""
     clear = arg if isinstance(arg, Clear) else Clear()
@@ -401,6 +411,8 @@ def _recv_sli(
 #   place      the driver placed the call (place_call)
 #   tunnel-up  the control connection is established (or already was)
 #   answer     answer_call      connect   connect_call      hangup   hangup (arg: Clear)
+#   wan-error  the LAC reports line errors (arg: CallErrors): WEN
+#   link-info  the LNS sets the LAC's ACCM (arg: Accm): SLI
 #   tunnel-down  the tunnel went away under the call (arg: Clear); valid in every live state
 
 Table = dict[tuple[str, str], tuple[Action, str]]
@@ -435,6 +447,7 @@ TABLES: dict[CallKind, Table] = {
         ("wait-for-tunnel", "tunnel-up"): (_send_icrq, "wait-reply"),
         ("wait-reply", "ICRP"): (_recv_icrp, "established"),
         ("established", "SLI"): (_recv_sli, "established"),
+        ("established", "wan-error"): (_send_wen, "established"),
         **_clearing(("wait-reply", "established"), ("wait-for-tunnel",)),
     },
     # RFC 2661 7.4.1, LNS side.
@@ -443,6 +456,7 @@ TABLES: dict[CallKind, Table] = {
         ("wait-answer", "answer"): (_send_icrp, "wait-connect"),
         ("wait-connect", "ICCN"): (_recv_connected, "established"),
         ("established", "WEN"): (_recv_wen, "established"),
+        ("established", "link-info"): (_send_sli, "established"),
         **_clearing(("wait-answer", "wait-connect", "established"), ()),
     },
     # RFC 2661 7.4.2, LAC side: the LNS asks the LAC to dial out.
@@ -451,6 +465,7 @@ TABLES: dict[CallKind, Table] = {
         ("wait-answer", "answer"): (_send_ocrp, "wait-cs-answer"),
         ("wait-cs-answer", "connect"): (_send_occn, "established"),
         ("established", "SLI"): (_recv_sli, "established"),
+        ("established", "wan-error"): (_send_wen, "established"),
         **_clearing(("wait-answer", "wait-cs-answer", "established"), ()),
     },
     # RFC 2661 7.4.2, LNS side.
@@ -460,6 +475,7 @@ TABLES: dict[CallKind, Table] = {
         ("wait-reply", "OCRP"): (_recv_ocrp, "wait-connect"),
         ("wait-connect", "OCCN"): (_recv_connected, "established"),
         ("established", "WEN"): (_recv_wen, "established"),
+        ("established", "link-info"): (_send_sli, "established"),
         **_clearing(("wait-reply", "wait-connect", "established"), ("wait-for-tunnel",)),
     },
 }
@@ -467,7 +483,9 @@ TABLES: dict[CallKind, Table] = {
 STATES = frozenset({"idle", *_ANY_LIVE})
 """Every state a session can be in."""
 
-LOCAL_INPUTS = frozenset({"place", "tunnel-up", "answer", "connect", "hangup", "tunnel-down"})
+LOCAL_INPUTS = frozenset(
+    {"place", "tunnel-up", "answer", "connect", "hangup", "tunnel-down", "wan-error", "link-info"}
+)
 """Inputs that come from the driver or the tunnel rather than from the wire."""
 
 MESSAGE_INPUTS = frozenset({"ICRQ", "ICRP", "ICCN", "OCRQ", "OCRP", "OCCN", "CDN", "WEN", "SLI"})

@@ -24,7 +24,7 @@ from typing import Any
 import attrs
 
 from kl2tp.l2tp import trace
-from kl2tp.l2tp.avp import AVP_TABLE, Avp, ProtocolVersion, ResultCode
+from kl2tp.l2tp.avp import AVP_TABLE, Accm, Avp, CallErrors, ProtocolVersion, ResultCode
 from kl2tp.l2tp.constants import (
     SESSION_MESSAGES,
     AvpType,
@@ -402,6 +402,26 @@ class Tunnel:
         if session is not None:
             dispatch(self, session, "hangup", now, arg=Clear(result, error, message, q931))
 
+    def send_wan_error(self, sid: int, now: float, errors: CallErrors) -> None:
+        """LAC: report line error counters of an established call (WEN, RFC 2661 6.14).
+
+        Raises:
+            CommandError: the call is not established or is not a LAC call.
+        """
+        session = self.sessions.get(sid)
+        if session is not None:
+            dispatch(self, session, "wan-error", now, arg=errors)
+
+    def set_link_info(self, sid: int, now: float, send_accm: int, recv_accm: int) -> None:
+        """LNS: tell the LAC the PPP ACCM of an established call (SLI, RFC 2661 6.15).
+
+        Raises:
+            CommandError: the call is not established or is not an LNS call.
+        """
+        session = self.sessions.get(sid)
+        if session is not None:
+            dispatch(self, session, "link-info", now, arg=Accm(send_accm, recv_accm))
+
     def send_data(self, sid: int, payload: bytes) -> None:
         """Send a PPP frame of an established session as a data message (no sequencing)."""
         session = self.sessions.get(sid)
@@ -620,6 +640,10 @@ class Tunnel:
     def _act_close(self, msg: ControlMessage | None, arg: Any, now: float) -> None:
         """Send a StopCCN; closed once it is acknowledged (or its retries run out)."""
         result, error, text = arg if arg is not None else (1, 0, "")
+        if not self.peer_tunnel_id:
+            # No SCCRP yet: the peer has no tunnel id for a StopCCN to reach. Just stop.
+            self._finish(TunnelClosed(result, error, text, False), now)
+            return
         self.close_reason = TunnelClosed(result, error, text, False)
         self._drop_sessions(Clear(CdnResult.GENERAL_ERROR, 0, "tunnel closed"))
         rc = ResultCode(result, error, text) if (error or text) else ResultCode(result)

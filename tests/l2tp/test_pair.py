@@ -7,6 +7,8 @@ import logging
 import pytest
 
 from kl2tp.l2tp import events as ev
+from kl2tp.l2tp.avp import CallErrors
+from kl2tp.l2tp.session import CommandError
 from kl2tp.l2tp.tunnel import Tunnel, TunnelConfig
 
 from .helpers import LAC_TID, LNS_TID, Pair, msg_types
@@ -302,3 +304,29 @@ def test_tunnel_objects_expose_show_fields() -> None:
     )
     assert session.peer_sid in pair.lns.sessions and session.created == pair.now - 1.0
     assert all(isinstance(v, int) for v in lac.counters.values())
+
+
+def test_wen_and_sli_between_the_pair() -> None:
+    pair = Pair()
+    pair.establish()
+    sid = pair.lac.place_call(pair.now, ev.CallParams(serial=1))
+    pair.run(pair.now + 1.0)
+    (up,) = pair.of_type("lns", ev.CallEstablished)
+    pair.lns.set_link_info(up.sid, pair.now, 0xFFFFFFFF, 0)
+    pair.lac.send_wan_error(sid, pair.now, CallErrors(crc_errors=2))
+    pair.run(pair.now + 1.0)
+    assert pair.of_type("lac", ev.LinkInfo) == [ev.LinkInfo(sid, 0xFFFFFFFF, 0)]
+    assert pair.of_type("lns", ev.WanError) == [ev.WanError(up.sid, (2, 0, 0, 0, 0, 0))]
+    with pytest.raises(CommandError):
+        pair.lac.set_link_info(sid, pair.now, 0, 0)  # SLI goes LNS -> LAC only
+
+
+def test_close_before_the_peer_answered_stops_quietly() -> None:
+    pair = Pair()
+    pair.lac.connect(pair.now)
+    pair.lac.datagrams_to_send(pair.now)  # the SCCRQ is lost
+    pair.lac.close(pair.now, 6)
+    assert pair.lac.state == "closed" and pair.lac.datagrams_to_send(pair.now) == []
+    assert pair.of_type("lac", ev.TunnelClosed) == [] and pair.lac.next_event() == (
+        ev.TunnelClosed(6, 0, "", False)
+    )
