@@ -245,6 +245,16 @@ class TunnelRunner:
             if handler is not None:
                 handler.call_established(self, event)
         elif isinstance(event, ev.CallClosed):
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug(
+                    "Tnl/Cl %d/%d: call cleared %s: result %d error %d%s",
+                    self.local_tunnel_id,
+                    event.sid,
+                    "by peer" if event.by_peer else "locally",
+                    event.result,
+                    event.error,
+                    f" ({event.message})" if event.message else "",
+                )
             # The handler runs first: it may still read and annotate the session's info.
             if handler is not None:
                 handler.call_closed(self, event)
