@@ -361,6 +361,7 @@ class Fsm:
         "naks_received",
         "naks_sent",
         "next_id",
+        "prior",
         "req_data",
         "req_id",
         "restart_count",
@@ -368,11 +369,15 @@ class Fsm:
         "state",
     )
 
+    # prior: the state before the transition being run, for trace lines (IOS prints the
+    # state a packet was sent or received in); equal to state between events.
+
     def __init__(self, handler: OptionHandler, config: FsmConfig, send: Send) -> None:
         self.handler = handler
         self.config = config
         self.send = send
         self.state = State.INITIAL
+        self.prior = State.INITIAL
         self.restart_count = 0
         self.deadline: float | None = None
         self.next_id = 1
@@ -404,7 +409,7 @@ class Fsm:
         the options were negotiated elsewhere (L2TP proxy LCP, RFC 2661 4.4.5)."""
         if self.state is not State.INITIAL:
             raise FsmError(self.state, Event.OPEN)
-        self.state = State.OPENED
+        self.state = self.prior = State.OPENED
         self.deadline = None
         self.handler.up(now)
 
@@ -511,6 +516,7 @@ class Fsm:
         # The state changes before the actions run: a callback (tlu, tld, tlf) may feed this
         # automaton again, and tlu/tlf are always the last action of a row.
         self.state = new
+        self.prior = old
         for action in actions:
             if action is Action.IRC:
                 self.restart_count = (
@@ -548,6 +554,7 @@ class Fsm:
                 self.handler.finished(now)
         if self.state not in RUNNING_TIMER:
             self.deadline = None
+        self.prior = self.state
 
     def new_id(self) -> int:
         """A fresh identifier for a request we originate."""

@@ -133,7 +133,7 @@ class Lcp:
 
     def send(self, code: int, identifier: int, data: bytes) -> None:
         """Send an LCP packet."""
-        self.link.control_send(Proto.LCP, self.fsm.state, code, identifier, data)
+        self.link.control_send(Proto.LCP, self.fsm.prior, code, identifier, data)
 
     def _clear_peer(self) -> None:
         self.peer_mru = DEFAULT_MRU

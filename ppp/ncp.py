@@ -23,7 +23,7 @@ class Ncp:
         self.fsm = Fsm(self, config, self._send)
 
     def _send(self, code: int, identifier: int, data: bytes) -> None:
-        self.link.control_send(self.protocol, self.fsm.state, code, identifier, data)
+        self.link.control_send(self.protocol, self.fsm.prior, code, identifier, data)
 
     def reset(self) -> None:
         """Subclasses: back to the configured wishes."""
