@@ -197,7 +197,8 @@ class Link:
         self._set_reason(reason, message)
         if self.tracing:
             self.trace("PPP", f"closing: {reason.value}{' (' + message + ')' if message else ''}")
-        self._set_phase(Phase.TERMINATE, now + self.config.terminate_timeout)
+        if self.phase is not Phase.TERMINATE:  # a second close does not extend the deadline
+            self._set_phase(Phase.TERMINATE, now + self.config.terminate_timeout)
         self.lcp.fsm.close(now)
         if self.lcp.fsm.state in (State.INITIAL, State.CLOSED) and self.alive:
             self._dead(now)

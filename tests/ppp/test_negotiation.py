@@ -419,3 +419,14 @@ def test_links_are_slotted() -> None:
     for obj in (link, link.lcp, link.lcp.fsm, link.ipcp, link.authenticator):
         assert obj is not None
         assert not hasattr(obj, "__dict__"), type(obj).__name__
+
+
+def test_terminate_phase_has_a_hard_deadline() -> None:
+    """A peer that never acks Terminate-Request cannot keep the link out of Dead."""
+    pair = Pair(lns_config(AuthMethod.CHAP, terminate_timeout=4.0), subscriber_config())
+    pair.open()
+    pair.drop_to_server = lambda frame: True
+    pair.server.close(pair.now)
+    pair.server.close(pair.now + 1.0)  # a second close does not extend the deadline
+    pair.advance(4.0)
+    assert events_of(pair.server_events, LinkDown) == [LinkDown(DownReason.ADMIN, "")]
