@@ -658,7 +658,8 @@ class KernelDataPlane:
     def __init__(self, mechanics: KernelMechanics) -> None:
         self.mechanics = mechanics
         self._limiter = trio.CapacityLimiter(1)
-        self._channels: dict[tuple[int, int], KernelPppChannel] = {}
+        # Channels grouped by tunnel, so closing a tunnel touches only its own sessions.
+        self._channels: dict[int, dict[int, KernelPppChannel]] = {}
         self._trio_sockets: dict[int, Any] = {}
 
     @classmethod
@@ -707,8 +708,8 @@ class KernelDataPlane:
         return KernelTunnelHandle(spec, tsock)
 
     async def close_tunnel(self, local_tunnel_id: int) -> None:
-        for key in [k for k in self._channels if k[0] == local_tunnel_id]:
-            self._channels.pop(key).detach()
+        for channel in self._channels.pop(local_tunnel_id, {}).values():
+            channel.detach()
         tsock = self._trio_sockets.pop(local_tunnel_id, None)
         if tsock is not None and tsock.fileno() >= 0:
             # Wake the tunnel task's pending receive; the socket closes in close_tunnel.
@@ -718,7 +719,7 @@ class KernelDataPlane:
     async def open_session(self, spec: SessionSpec, sink: FrameSink) -> KernelPppChannel:
         session = await self._run(self.mechanics.open_session, spec)
         channel = KernelPppChannel(session.ppp)
-        self._channels[(spec.local_tunnel_id, spec.local_session_id)] = channel
+        self._channels.setdefault(spec.local_tunnel_id, {})[spec.local_session_id] = channel
         return channel
 
     async def session_up(
@@ -727,7 +728,8 @@ class KernelDataPlane:
         return await self._run(self.mechanics.session_up, local_tunnel_id, local_session_id, net)
 
     async def close_session(self, local_tunnel_id: int, local_session_id: int) -> None:
-        channel = self._channels.pop((local_tunnel_id, local_session_id), None)
+        channels = self._channels.get(local_tunnel_id)
+        channel = channels.pop(local_session_id, None) if channels is not None else None
         if channel is not None:
             channel.detach()
         await self._run(self.mechanics.close_session, local_tunnel_id, local_session_id)
@@ -744,8 +746,9 @@ class KernelDataPlane:
         return await self._run(self.mechanics.cleanup_stale)
 
     async def aclose(self) -> None:
-        for channel in self._channels.values():
-            channel.detach()
+        for channels in self._channels.values():
+            for channel in channels.values():
+                channel.detach()
         self._channels.clear()
         for tsock in self._trio_sockets.values():
             if tsock.fileno() >= 0:
