@@ -135,3 +135,42 @@ async def test_sessions_frames_pings_counters_and_teardown(
         with netns(peer_ns.b):
             peer.close()
     assert not (tmp_path / "lab-lns.journal").exists()
+
+
+def test_ipv6cp_session_gets_link_local_addresses_and_passes_ipv6(
+    veth_pair: Link, tmp_path: pathlib.Path
+) -> None:
+    ifid = {veth_pair.a: bytes.fromhex("0200000000000001"),
+            veth_pair.b: bytes.fromhex("0200000000000002")}  # fmt: skip
+    mechs: dict[str, KernelMechanics] = {}
+    try:
+        for ns, local, peer, tid, ptid, sid, psid in (
+            (veth_pair.a, veth_pair.a_addr, veth_pair.b_addr, 1, 2, 10, 20),
+            (veth_pair.b, veth_pair.b_addr, veth_pair.a_addr, 2, 1, 20, 10),
+        ):
+            with netns(ns):
+                mech = mechs[ns] = KernelMechanics(
+                    instance=ns, state_dir=str(tmp_path), ifname_template="v6l%d"
+                )
+                mech.open_tunnel(TunnelSpec(tid, ptid, (local, 1701), (peer, 1701)))
+                mech.open_session(SessionSpec(tid, ptid, sid, psid, lns_mode=ns == veth_pair.a))
+        other = {veth_pair.a: veth_pair.b, veth_pair.b: veth_pair.a}
+        ifnames = {}
+        for ns, (tid, sid) in ((veth_pair.a, (1, 10)), (veth_pair.b, (2, 20))):
+            net = NetworkSpec(None, None, mtu=1400, local_ifid=ifid[ns], peer_ifid=ifid[other[ns]])
+            with netns(ns):
+                ifnames[ns] = mechs[ns].session_up(tid, sid, net)
+        a_if = ifnames[veth_pair.a]
+        show = run("ip", "-n", veth_pair.a, "-6", "-o", "addr", "show", "dev", a_if).stdout
+        assert "inet6 fe80::200:0:0:1 peer fe80::200:0:0:2/128" in show
+        proc = run("ip", "netns", "exec", veth_pair.a, "ping", "-6", "-n", "-q", "-c", "3",
+                   "-i", "0.2", "-W", "3", f"fe80::200:0:0:2%{a_if}")  # fmt: skip
+        assert "3 packets transmitted, 3 received" in proc.stdout
+        # Only the pings crossed: PPP links get no autoconf, and the addresses skip DAD.
+        counters = mechs[veth_pair.a].session_counters(1, 10)
+        assert counters is not None
+        assert (counters.tx_packets, counters.rx_packets) == (3, 3)
+    finally:
+        for ns, mech in mechs.items():
+            with netns(ns):
+                mech.close()
