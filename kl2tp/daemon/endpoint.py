@@ -115,6 +115,7 @@ class TunnelRunner:
         )
         self._socket: Any = None
         self._kernel_tunnel = False
+        self._torn_down = False
 
     @property
     def local_tunnel_id(self) -> int:
@@ -176,11 +177,23 @@ class TunnelRunner:
     # -- the task --------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Drive the core until the tunnel is closed."""
+        """Drive the core until the tunnel is closed and its RFC 2661 5.7 hold is over.
+
+        Once the core reports the tunnel closed, everything above it is torn down at once and
+        the tunnel leaves ``show tunnels``; the core itself lingers (re-acking a retransmitted
+        StopCCN) until it says it is done.
+        """
         try:
             await self._flush()
-            while self.close_event is None:
+            while True:
+                if self.close_event is not None:
+                    if not self._torn_down:
+                        await self._teardown()
+                    if self.core.done:
+                        break
                 timer = self.core.get_timer()
+                if timer is None and self.close_event is not None:
+                    break
                 deadline = math.inf if timer is None else timer
                 item: tuple[bytes, Address] | None = None
                 with trio.move_on_at(deadline):
@@ -205,7 +218,10 @@ class TunnelRunner:
                     self.core.handle_timer(now)
                 await self._flush()
         finally:
-            await self._teardown()
+            if not self._torn_down:
+                await self._teardown()
+            self.endpoint.lingering.pop(self.local_tunnel_id, None)
+            self._send.close()
 
     async def _flush(self) -> None:
         """Send what the core wants sent and act on its events."""
@@ -317,7 +333,8 @@ class TunnelRunner:
                 self.endpoint.dispatch(data, addr)
 
     async def _teardown(self) -> None:
-        """Release everything, whatever path ended the tunnel."""
+        """Release everything above the core, whatever path ended the tunnel."""
+        self._torn_down = True
         self.endpoint.forget(self)
         scope = getattr(self, "_reader_scope", None)
         if scope is not None:
@@ -344,7 +361,7 @@ class TunnelRunner:
                     log.error(
                         "Tnl %d: could not remove the kernel tunnel: %s", self.local_tunnel_id, exc
                     )
-        self._send.close()
+        self._socket = None  # gone with the kernel tunnel; lingering acks use the shared one
         self.closed.set()
 
     def snapshot(self) -> dict[str, Any]:
@@ -392,6 +409,8 @@ class Endpoint:
         self.rng = rng or random.SystemRandom()
         self._connect_info = connect_info
         self.tunnels: dict[int, TunnelRunner] = {}
+        self.lingering: dict[int, TunnelRunner] = {}
+        """Closed tunnels whose cores still re-ack a retransmitted StopCCN (RFC 2661 5.7)."""
         self._by_peer: dict[tuple[Address, int], int] = {}
         self.counters: Counter[str] = Counter()
         self.sock: Any = None
@@ -440,7 +459,7 @@ class Endpoint:
             self.drop("malformed")
             return
         if tid:
-            runner = self.tunnels.get(tid)
+            runner = self.tunnels.get(tid) or self.lingering.get(tid)
             if runner is None:
                 self.drop("unknown_tunnel")
                 return
@@ -524,12 +543,13 @@ class Endpoint:
             raise DataPlaneError("no free tunnel id")
         while True:
             tid = self.rng.randint(1, 65535)
-            if tid not in self.tunnels:
+            if tid not in self.tunnels and tid not in self.lingering:
                 return tid
 
     def forget(self, runner: TunnelRunner) -> None:
-        """Drop a finished tunnel from the tables."""
+        """Drop a closed tunnel from the tables; it lingers for late retransmissions."""
         self.tunnels.pop(runner.local_tunnel_id, None)
+        self.lingering[runner.local_tunnel_id] = runner
         for key in [k for k, v in self._by_peer.items() if v == runner.local_tunnel_id]:
             del self._by_peer[key]
 

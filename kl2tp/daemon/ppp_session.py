@@ -237,6 +237,8 @@ class _SessionState:
                     await channel.send(frame)
                 while (event := self.link.next_event()) is not None:
                     if self._handle(event, nursery):
+                        for frame in self.link.frames_to_send():  # e.g. the last Terminate-Ack
+                            await channel.send(frame)
                         nursery.cancel_scope.cancel()
                         return
                 self._extra(phase=self.link.phase.value.lower())
