@@ -256,7 +256,12 @@ def _simulate(cfg: cfgmod.Config, args: argparse.Namespace) -> int:
             await nursery.start(endpoint.serve)
             rate = args.rate if args.rate is not None else (cfg.subscriber.rate or None)
             result = await simulate(
-                endpoint, settings.lns_peers, args.simulate, rate=rate, hold=hold
+                endpoint,
+                settings.lns_peers,
+                args.simulate,
+                rate=rate,
+                hold=hold,
+                connect_factory=getattr(handler, "prepare_call", None),
             )
             summary.update(result.summary())
             nursery.cancel_scope.cancel()

@@ -25,6 +25,7 @@ import trio
 from kl2tp.dataplane.base import DataPlane, DataPlaneError, TunnelSpec
 from kl2tp.l2tp import events as ev
 from kl2tp.l2tp.errors import DecodeError, UnsupportedVersion
+from kl2tp.l2tp.events import CallParams, ConnectInfo
 from kl2tp.l2tp.message import ControlMessage, decode, peek_tunnel_id
 from kl2tp.l2tp.tunnel import Tunnel, TunnelConfig
 
@@ -146,10 +147,10 @@ class TunnelRunner:
 
     # -- commands (from sessions, the control socket, the LAC) ---------------------------
 
-    def place_call(self, call: Any) -> SessionInfo:
-        """Start a call (ICRQ on the LAC, OCRQ on the LNS)."""
+    def place_call(self, call: CallParams, connect: ConnectInfo | None = None) -> SessionInfo:
+        """Start a call (ICRQ on the LAC, OCRQ on the LNS); ``connect``: the LAC's ICCN values."""
         now = trio.current_time()
-        sid = self.core.place_call(now, call)
+        sid = self.core.place_call(now, call, connect)
         info = SessionInfo(sid, now)
         self.sessions[sid] = info
         self.kick()

@@ -25,10 +25,11 @@ from kl2tp.config import Config, Secret
 from kl2tp.daemon.endpoint import SessionInfo, TunnelRunner
 from kl2tp.daemon.sessions import DataPlaneSessions, SessionRecord
 from kl2tp.dataplane.base import DataPlane, DataPlaneError, NetworkSpec
-from kl2tp.l2tp.events import CallClosed
+from kl2tp.l2tp.events import CallClosed, ConnectInfo
 from ppp import events as pev
 from ppp.config import AuthMethod, IpcpConfig, Ipv6cpConfig, LcpConfig, LinkConfig, ProxyMode
 from ppp.fsm import FsmConfig
+from ppp.lac import pre_negotiate
 from ppp.link import Link
 from ppp.proxy import ProxyAuth, ProxyLcp
 
@@ -144,18 +145,49 @@ class PppSessions(DataPlaneSessions):
         dataplane: DataPlane,
         *,
         lns: bool,
-        link_config: Callable[[SessionInfo | None], LinkConfig],
+        link_config: Callable[[int], LinkConfig],
         authenticator: aaa.Authenticator | None = None,
         pool: AddressPool | None = None,
         data_sequencing: bool = False,
         rng: random.Random | None = None,
+        proxy: AuthMethod | None = None,
+        hostname: str = "lac",
     ) -> None:
         super().__init__(dataplane, lns=lns, data_sequencing=data_sequencing)
         self.link_config = link_config
         self.authenticator = authenticator
         self.pool = pool
-        self.rng = rng or random.SystemRandom()
+        self.rng = rng or random.Random()
+        self.proxy = proxy
+        self.hostname = hostname
+        self.prepared: dict[int, Link] = {}
+        """Subscriber links the LAC already took through LCP and auth (proxy), by call number."""
         self._nas_port = 0
+
+    def prepare_call(self, n: int) -> ConnectInfo | None:
+        """LAC with proxy: negotiate LCP and start authentication with subscriber ``n`` here,
+        and return the ICCN values that hand the result to the LNS (RFC 2661 4.4.5)."""
+        if self.proxy is None:
+            return None
+        result = pre_negotiate(
+            self.link_config(n),
+            self.proxy,
+            trio.current_time(),
+            rng=self.rng,
+            lac_hostname=self.hostname,
+            name=f"subscriber {n}",
+        )
+        self.prepared[n] = result.subscriber
+        return ConnectInfo(
+            initial_rx_lcp_confreq=result.lcp.initial_received,
+            last_sent_lcp_confreq=result.lcp.last_sent,
+            last_rx_lcp_confreq=result.lcp.last_received,
+            proxy_authen_type=int(result.auth.type),
+            proxy_authen_name=result.auth.name,
+            proxy_authen_challenge=result.auth.challenge or None,
+            proxy_authen_id=result.auth.ident,
+            proxy_authen_response=result.auth.response,
+        )
 
     def call_closed(self, runner: TunnelRunner, event: CallClosed) -> None:
         info = runner.sessions.get(event.sid)
@@ -180,12 +212,16 @@ class PppSessions(DataPlaneSessions):
 
     async def run_session(self, rec: SessionRecord) -> None:
         info = self.session_info(rec)
-        link = Link(
-            self.link_config(info),
-            rng=self.rng,
-            name=f"Tnl/Cl {rec.runner.local_tunnel_id}/{rec.sid}",
-        )
-        state = _SessionState(self, rec, link, info)
+        n = int(info.extra.get("n", 0)) if info is not None else 0
+        link = self.prepared.pop(n, None)
+        opened = link is not None
+        if link is None:
+            link = Link(
+                self.link_config(n),
+                rng=self.rng,
+                name=f"Tnl/Cl {rec.runner.local_tunnel_id}/{rec.sid}",
+            )
+        state = _SessionState(self, rec, link, info, opened=opened)
         try:
             await state.run()
         finally:
@@ -197,8 +233,15 @@ class _SessionState:
     """One session's PPP driver (the glue loop plus what must be undone)."""
 
     def __init__(
-        self, owner: PppSessions, rec: SessionRecord, link: Link, info: SessionInfo | None
+        self,
+        owner: PppSessions,
+        rec: SessionRecord,
+        link: Link,
+        info: SessionInfo | None,
+        *,
+        opened: bool,
     ) -> None:
+        self.opened = opened
         self.owner = owner
         self.rec = rec
         self.link = link
@@ -227,8 +270,10 @@ class _SessionState:
         channel = self.rec.channel
         assert channel is not None
         now = trio.current_time()
-        proxy_lcp, proxy_auth = _proxy_values(self.rec.info) if self.owner.lns else (None, None)
-        self.link.open(now, proxy_lcp=proxy_lcp, proxy_auth=proxy_auth)
+        if not self.opened:
+            lns = self.owner.lns
+            proxy_lcp, proxy_auth = _proxy_values(self.rec.info) if lns else (None, None)
+            self.link.open(now, proxy_lcp=proxy_lcp, proxy_auth=proxy_auth)
         self._extra(phase=self.link.phase.value.lower())
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._reader)
@@ -443,7 +488,7 @@ def make_handler(
         return PppSessions(
             dataplane,
             lns=True,
-            link_config=lambda _info: link,
+            link_config=lambda _n: link,
             authenticator=authenticator,
             pool=AddressPool.from_config(cfg.ppp),
             data_sequencing=seq,
@@ -451,8 +496,14 @@ def make_handler(
     if not subscribers:
         return DataPlaneSessions(dataplane, lns=False, data_sequencing=seq)
 
-    def subscriber(info: SessionInfo | None) -> LinkConfig:
-        n = int(info.extra.get("n", 1)) if info is not None else 1
-        return subscriber_link_config(cfg, *cfg.subscriber.credentials(n))
+    def subscriber(n: int) -> LinkConfig:
+        return subscriber_link_config(cfg, *cfg.subscriber.credentials(max(n, 1)))
 
-    return PppSessions(dataplane, lns=False, link_config=subscriber, data_sequencing=seq)
+    return PppSessions(
+        dataplane,
+        lns=False,
+        link_config=subscriber,
+        data_sequencing=seq,
+        proxy=AuthMethod(cfg.subscriber.auth) if cfg.subscriber.proxy else None,
+        hostname=cfg.l2tp.hostname,
+    )

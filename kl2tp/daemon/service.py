@@ -29,7 +29,7 @@ from kl2tp.daemon.endpoint import (
     TunnelSetupError,
 )
 from kl2tp.dataplane.base import DataPlane
-from kl2tp.l2tp.events import CallParams
+from kl2tp.l2tp.events import CallParams, ConnectInfo
 from kl2tp.l2tp.tunnel import TunnelConfig
 
 log = logging.getLogger("kl2tp.daemon")
@@ -284,6 +284,7 @@ async def simulate(
     hold: float = 0.0,
     setup_timeout: float = 60.0,
     call_factory: Callable[[int], CallParams] | None = None,
+    connect_factory: Callable[[int], ConnectInfo | None] | None = None,
 ) -> SimulationResult:
     """Place ``count`` calls across tunnels to ``peers``, hold them, clear them.
 
@@ -321,7 +322,8 @@ async def simulate(
         start = trio.current_time()
         if result.first_started is None:
             result.first_started = start
-        info = runner.place_call(make_call(n))
+        connect = connect_factory(n) if connect_factory is not None else None
+        info = runner.place_call(make_call(n), connect)
         info.extra["n"] = n
         with trio.move_on_after(setup_timeout):
             await info.done.wait()

@@ -157,3 +157,33 @@ def test_pool_exhaustion_fails_calls_cleanly(lab: Lab) -> None:
     assert result["established"] == 3
     assert result["failed"] == {"no address": 2}
     wait_for(lambda: lab.pool()["in_use"] == 0, "the pool to be whole again")
+
+
+@pytest.mark.parametrize("lab", [{"lac_extra": "[subscriber]\nproxy = true"}], indirect=True)
+def test_proxy_lcp_and_auth(lab: Lab) -> None:
+    """The LAC negotiates LCP and CHAP with each subscriber and proxies them in the ICCN; the
+    LNS forces LCP open, verifies the replayed response and sends no challenge of its own."""
+    rc, result = lab.simulate(20)
+    assert rc == 0, result
+    assert result["established"] == 20
+    log = lab.lns.output()
+    assert log.count("LCP: I FORCED CONFREQ") == 20
+    assert "CHAP: O CHALLENGE" not in log
+    assert log.count("CHAP: O SUCCESS") >= 20  # a resent Response is answered again
+    summary = ctl(lab.lns_sock, "show", "summary")
+    assert summary["ppp"]["aaa"]["accepts"] == 20
+    assert lab.lns.stop() == 0
+
+
+@pytest.mark.parametrize(
+    "lab",
+    [{"lac_extra": "[subscriber]\nproxy = true", "lns_extra": 'proxy_lcp = "renegotiate"'}],
+    indirect=True,
+)
+def test_proxy_renegotiated_when_configured(lab: Lab) -> None:
+    rc, result = lab.simulate(5)
+    assert rc == 0, result
+    log = lab.lns.output()
+    assert "LCP: I FORCED CONFREQ" not in log
+    assert log.count("CHAP: O CHALLENGE") >= 5
+    assert lab.lns.stop() == 0
