@@ -264,6 +264,7 @@ def _simulate(cfg: cfgmod.Config, args: argparse.Namespace) -> int:
                 connect_factory=getattr(handler, "prepare_call", None),
             )
             summary.update(result.summary())
+            summary["counters"] = dict(endpoint.counters)
             nursery.cancel_scope.cancel()
 
     trio.run(main)

@@ -24,7 +24,7 @@ from kl2tp.aaa.pool import AddressPool
 from kl2tp.config import Config, Secret
 from kl2tp.daemon.endpoint import SessionInfo, TunnelRunner
 from kl2tp.daemon.sessions import DataPlaneSessions, SessionRecord
-from kl2tp.dataplane.base import DataPlane, DataPlaneError, NetworkSpec
+from kl2tp.dataplane.base import DataPlane, DataPlaneError, NetworkSpec, PppChannel
 from kl2tp.l2tp.events import CallClosed, ConnectInfo
 from ppp import events as pev
 from ppp.config import AuthMethod, IpcpConfig, Ipv6cpConfig, LcpConfig, LinkConfig, ProxyMode
@@ -278,14 +278,9 @@ class _SessionState:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._reader)
             while True:
-                for frame in self.link.frames_to_send():
-                    await channel.send(frame)
-                while (event := self.link.next_event()) is not None:
-                    if self._handle(event, nursery):
-                        for frame in self.link.frames_to_send():  # e.g. the last Terminate-Ack
-                            await channel.send(frame)
-                        nursery.cancel_scope.cancel()
-                        return
+                if await self._flush(channel, nursery):
+                    nursery.cancel_scope.cancel()
+                    return
                 self._extra(phase=self.link.phase.value.lower())
                 timer = self.link.get_timer()
                 with trio.move_on_at(math.inf if timer is None else timer):
@@ -295,6 +290,23 @@ class _SessionState:
                 timer = self.link.get_timer()
                 if timer is not None and timer <= now:
                     self.link.handle_timer(now)
+
+    async def _flush(self, channel: PppChannel, nursery: trio.Nursery) -> bool:
+        """Send every pending frame and act on every event, until neither is left (acting
+        on an event may produce frames and events). True when the link is dead."""
+        while True:
+            frames = self.link.frames_to_send()
+            for frame in frames:
+                await channel.send(frame)
+            event = self.link.next_event()
+            if event is None:
+                if not frames:
+                    return False
+                continue
+            if self._handle(event, nursery):
+                for frame in self.link.frames_to_send():  # e.g. the last Terminate-Ack
+                    await channel.send(frame)
+                return True
 
     async def _reader(self) -> None:
         channel = self.rec.channel

@@ -22,6 +22,8 @@ CDN_GENERAL_ERROR = 2
 """CDN result 2: call disconnected for the reason in the error code."""
 GENERAL_NO_RESOURCES = 4
 """General error 4: insufficient resources."""
+EARLY_FRAMES = 16
+"""Frames kept for a session whose channel is still being opened."""
 
 
 @attrs.define(slots=True, eq=False)
@@ -40,6 +42,8 @@ class SessionRecord:
     """Cancels the session's task."""
     channel: PppChannel | None = None
     """The session's PPP channel once the data plane has it."""
+    early: list[bytes] = attrs.field(factory=list)
+    """Frames that arrived before the channel existed (the peer starts LCP at once)."""
 
 
 class DataPlaneSessions:
@@ -53,15 +57,21 @@ class DataPlaneSessions:
         self.lns = lns
         self.data_sequencing = data_sequencing
         self.records: dict[tuple[int, int], SessionRecord] = {}
+        self.pending: dict[tuple[int, int], list[bytes]] = {}
+        """Frames for calls not yet established: a peer may send LCP before its ICCN (which
+        waits for the control window) reaches us."""
 
     # -- SessionHandler ---------------------------------------------------------------------
 
     def call_established(self, runner: TunnelRunner, event: ev.CallEstablished) -> None:
+        key = (runner.local_tunnel_id, event.sid)
         rec = SessionRecord(runner, event.sid, event.peer_sid, event.info)
+        rec.early = self.pending.pop(key, [])
         self.records[(runner.local_tunnel_id, event.sid)] = rec
         runner.endpoint.nursery.start_soon(self._session_task, rec)
 
     def call_closed(self, runner: TunnelRunner, event: ev.CallClosed) -> None:
+        self.pending.pop((runner.local_tunnel_id, event.sid), None)
         rec = self.records.get((runner.local_tunnel_id, event.sid))
         if rec is not None:
             rec.scope.cancel()
@@ -99,6 +109,9 @@ class DataPlaneSessions:
                 try:
                     rec.channel = await self.dataplane.open_session(spec, sink)
                     programmed = True
+                    for frame in rec.early:
+                        rec.channel.deliver(frame)
+                    rec.early.clear()
                 except DataPlaneError as exc:
                     log.error(
                         "Tnl/Cl %d/%d: data plane refused the session (%s); clearing it",
