@@ -1,0 +1,267 @@
+"""The real daemons on loopback: kl2tp-lns (null data plane, local users, CHAP + IPCP) and
+``kl2tp-lac --simulate N --rate R --json``; prints the LAC's summary and both processes' CPU.
+
+Each ``[[lac.lns]]`` entry of the LAC config is one tunnel, so ``--tunnels T`` lists the same
+LNS T times. ``--profile DIR`` runs both daemons under cProfile and writes ``DIR/lns.prof`` and
+``DIR/lac.prof`` (read them with ``python -m pstats``); figures taken under the profiler are
+slower than without it.
+
+Usage: python bench/bench_daemons.py [-n 1000,5000] [--tunnels 1] [--rate 0] [--hold 0]
+       [--secret S] [--profile DIR] [--keep DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from _util import REPO, machine, table
+
+BIN = Path(sys.executable).parent
+PROFILED = Path(__file__).resolve().parent / "_profiled.py"
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def write_configs(
+    tmp: Path,
+    *,
+    tunnels: int,
+    users: int,
+    secret: str | None,
+    port: int,
+    queue_depth: int | None = None,
+) -> tuple[Path, Path]:
+    users_file = tmp / "users"
+    users_file.write_text("".join(f"user{n} pass{n}\n" for n in range(1, users + 1)))
+    secret_line = f'secret = "{secret}"' if secret else ""
+    if queue_depth is not None:
+        secret_line += f"\nqueue_depth = {queue_depth}"
+    lns = tmp / "lns.toml"
+    lns.write_text(
+        f"""
+[l2tp]
+listen = "127.0.0.1:{port}"
+hostname = "bench-lns"
+{secret_line}
+idle_timeout = 5
+[dataplane]
+kind = "null"
+[control]
+socket = "{tmp / "lns.sock"}"
+[aaa]
+users_file = "{users_file}"
+[ppp]
+auth = ["chap"]
+pool = "10.64.0.0/10"
+local_address = "10.0.0.1"
+"""
+    )
+    lac = tmp / "lac.toml"
+    peers = "".join(f'\n[[lac.lns]]\naddress = "127.0.0.1:{port}"\n' for _ in range(tunnels))
+    lac.write_text(
+        f"""
+[l2tp]
+listen = "127.0.0.1:0"
+hostname = "bench-lac"
+{secret_line}
+[dataplane]
+kind = "null"
+[control]
+socket = "{tmp / "lac.sock"}"
+[subscriber]
+auth = "chap"
+{peers}
+"""
+    )
+    return lns, lac
+
+
+def command(role: str, args: list[str], profile: Path | None) -> list[str]:
+    if profile is None:
+        return [str(BIN / f"kl2tp-{role}"), *args]
+    return [sys.executable, str(PROFILED), str(profile / f"{role}.prof"), role, *args]
+
+
+def wait_listening(port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
+    """Wait until something is bound to the LNS's UDP port."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"kl2tp-lns exited: {log.read_text()[-2000:]}")
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                return
+        time.sleep(0.05)
+    raise SystemExit("kl2tp-lns did not start listening")
+
+
+def cpu_of(pid: int) -> float:
+    """utime + stime of a live process, seconds (from /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def run_once(
+    n: int,
+    *,
+    tunnels: int,
+    rate: float,
+    hold: float,
+    secret: str | None,
+    profile: Path | None,
+    keep: Path | None,
+    queue_depth: int | None = None,
+) -> dict[str, Any]:
+    tmp = Path(tempfile.mkdtemp(prefix="kl2tp-bench-"))
+    try:
+        port = free_udp_port()
+        lns_cfg, lac_cfg = write_configs(
+            tmp,
+            tunnels=tunnels,
+            users=max(n, 1),
+            secret=secret,
+            port=port,
+            queue_depth=queue_depth,
+        )
+        lns_log = tmp / "lns.log"
+        with lns_log.open("w") as logf:
+            lns = subprocess.Popen(
+                command("lns", ["--config", str(lns_cfg)], profile),
+                stdout=logf,
+                stderr=subprocess.STDOUT,
+                cwd=REPO,
+            )
+            try:
+                wait_listening(port, lns, lns_log)
+                lns_cpu0 = cpu_of(lns.pid)
+                lac_args = [
+                    "--config",
+                    str(lac_cfg),
+                    "--simulate",
+                    str(n),
+                    "--rate",
+                    str(rate),
+                    "--hold",
+                    str(hold),
+                    "--json",
+                ]
+                t0 = time.monotonic()
+                ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+                lac = subprocess.run(
+                    command("lac", lac_args, profile),
+                    capture_output=True,
+                    text=True,
+                    timeout=600,
+                    cwd=REPO,
+                )
+                wall = time.monotonic() - t0
+                ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+                lns_cpu = cpu_of(lns.pid) - lns_cpu0
+            finally:
+                lns.send_signal(signal.SIGTERM)
+                try:
+                    lns.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    lns.kill()
+                    lns.wait()
+        lines = [line for line in lac.stdout.splitlines() if line.startswith("{")]
+        if not lines:
+            raise SystemExit(f"kl2tp-lac printed no summary (rc {lac.returncode}):\n{lac.stderr}")
+        summary: dict[str, Any] = json.loads(lines[-1])
+        summary["wall_s"] = wall
+        summary["lac_cpu_s"] = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
+        summary["lns_cpu_s"] = lns_cpu
+        return summary
+    finally:
+        if keep is not None:
+            keep.mkdir(parents=True, exist_ok=True)
+            for f in tmp.iterdir():
+                if f.is_file():
+                    shutil.copy(f, keep / f.name)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("-n", default="1000,5000", help="calls per run, comma separated")
+    p.add_argument("--tunnels", type=int, default=1, help="tunnels the LAC opens")
+    p.add_argument("--rate", type=float, default=0.0, help="calls/s to place; 0: unlimited")
+    p.add_argument("--hold", type=float, default=0.0, help="seconds calls are held once all up")
+    p.add_argument("--secret", default="bench", help="tunnel secret ('' for none)")
+    p.add_argument(
+        "--queue-depth", type=int, help="[l2tp] queue_depth for both daemons (default 256)"
+    )
+    p.add_argument("--profile", type=Path, metavar="DIR", help="cProfile both daemons")
+    p.add_argument("--keep", type=Path, metavar="DIR", help="keep configs and logs here")
+    p.add_argument("--verbose", action="store_true", help="print each JSON summary")
+    args = p.parse_args(argv)
+    if args.profile is not None:
+        args.profile.mkdir(parents=True, exist_ok=True)
+    print(f"# daemons on loopback, null data plane  ({machine()})")
+    print(
+        f"# tunnels {args.tunnels}, rate {args.rate or 'unlimited'}, hold {args.hold}s, "
+        f"secret {'yes' if args.secret else 'no'}, queue_depth {args.queue_depth or 256}"
+        + (", PROFILED" if args.profile else "")
+    )
+    rows = []
+    for n in (int(s) for s in args.n.split(",") if s):
+        s = run_once(
+            n,
+            tunnels=args.tunnels,
+            rate=args.rate,
+            hold=args.hold,
+            secret=args.secret or None,
+            profile=args.profile,
+            keep=args.keep,
+            queue_depth=args.queue_depth,
+        )
+        if args.verbose:
+            print(json.dumps(s))
+        failed = sum(s["failed"].values())
+        drops = {k: v for k, v in s.get("counters", {}).items() if "drop" in k and v}
+        rows.append(
+            (
+                n,
+                s["established"],
+                failed,
+                s["setup_ms"]["p50"],
+                s["setup_ms"]["p99"],
+                s["cps"],
+                s["lac_cpu_s"],
+                s["lns_cpu_s"],
+                s["wall_s"],
+                ",".join(f"{k}={v}" for k, v in sorted(drops.items())) or "-",
+            )
+        )
+    print(
+        table(
+            ("N", "up", "failed", "p50 ms", "p99 ms", "calls/s", "LAC cpu s", "LNS cpu s",
+             "wall s", "LAC drops"),
+            rows,
+        )
+    )  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
