@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -16,7 +17,7 @@ from typing import Any
 import trio
 
 from kl2tp import config as cfgmod
-from kl2tp.daemon.endpoint import Address
+from kl2tp.daemon.endpoint import Address, Endpoint
 from kl2tp.daemon.service import Settings
 from kl2tp.dataplane.base import DataPlane, DataPlaneError
 from kl2tp.l2tp.tunnel import TunnelConfig
@@ -229,8 +230,18 @@ def _run(cfg: cfgmod.Config, role: str) -> int:
         removed = await dataplane.cleanup_stale()
         if removed:
             log.warning("removed %d stale kernel objects left by an earlier kl2tp", removed)
-        handler = make_handler(role, cfg, dataplane, authenticator, subscribers=False)
-        await run_daemon(settings, dataplane, handler)
+        client = role == "lac" and cfg.lac.mode == "client"
+        handler = make_handler(role, cfg, dataplane, authenticator, subscribers=client)
+        dialer = None
+        if client:
+            from kl2tp.daemon.client import client_call, keep_call
+
+            call = client_call(cfg.subscriber.calling_number, cfg.subscriber.called_number)
+
+            async def dialer(endpoint: Endpoint) -> None:
+                await keep_call(endpoint, settings.lns_peers, call)
+
+        await run_daemon(settings, dataplane, handler, dialer=dialer)
 
     try:
         trio.run(main)
@@ -248,24 +259,42 @@ def _simulate(cfg: cfgmod.Config, args: argparse.Namespace) -> int:
     hold = args.hold if args.hold is not None else cfg.subscriber.hold
     summary: dict[str, Any] = {}
 
+    # Simulated subscribers stay in userspace unless the config asks for the kernel by name
+    # ("auto" means null here): then every one gets its own kernel session and pppN.
+    kind = resolve_dataplane("kernel") if cfg.dataplane.kind == "kernel" else "null"
+
     async def main() -> None:
-        dataplane = await open_dataplane("null", cfg, "lac")
-        handler = make_handler("lac", cfg, dataplane, None, subscribers=True)
-        endpoint = make_endpoint(settings, dataplane, handler)
-        async with trio.open_nursery() as nursery:
-            await nursery.start(endpoint.serve)
-            rate = args.rate if args.rate is not None else (cfg.subscriber.rate or None)
-            result = await simulate(
-                endpoint,
-                settings.lns_peers,
-                args.simulate,
-                rate=rate,
-                hold=hold,
-                connect_factory=getattr(handler, "prepare_call", None),
-            )
-            summary.update(result.summary())
-            summary["counters"] = dict(endpoint.counters)
-            nursery.cancel_scope.cancel()
+        try:
+            dataplane = await open_dataplane(kind, cfg, "lac")
+        except DataPlaneError as exc:
+            print(f"kl2tp-lac: {exc}", file=sys.stderr)
+            raise SystemExit(1) from None
+        try:
+            removed = await dataplane.cleanup_stale()
+            if removed:
+                log.warning("removed %d stale kernel objects left by an earlier kl2tp", removed)
+            handler = make_handler("lac", cfg, dataplane, None, subscribers=True)
+            endpoint = make_endpoint(settings, dataplane, handler)
+            stop = trio.Event()
+            async with trio.open_nursery() as nursery:
+                await nursery.start(endpoint.serve)
+                nursery.start_soon(_stop_on_signal, stop)
+                rate = args.rate if args.rate is not None else (cfg.subscriber.rate or None)
+                result = await simulate(
+                    endpoint,
+                    settings.lns_peers,
+                    args.simulate,
+                    rate=rate,
+                    hold=hold,
+                    connect_factory=getattr(handler, "prepare_call", None),
+                    stop=stop,
+                )
+                summary.update(result.summary())
+                summary["counters"] = dict(endpoint.counters)
+                nursery.cancel_scope.cancel()
+        finally:
+            with trio.CancelScope(shield=True):
+                await dataplane.aclose()
 
     trio.run(main)
     if args.json:
@@ -273,6 +302,14 @@ def _simulate(cfg: cfgmod.Config, args: argparse.Namespace) -> int:
     else:
         print(_format_summary(summary))
     return 0 if summary.get("established") == summary.get("requested") else 1
+
+
+async def _stop_on_signal(stop: trio.Event) -> None:
+    """SIGTERM/SIGINT end ``--simulate``'s hold early: calls are cleared and reported."""
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for _ in signals:
+            stop.set()
+            return
 
 
 def _format_summary(s: dict[str, Any]) -> str:
@@ -354,6 +391,10 @@ def _format_show(what: str, result: Any) -> str:
             f"sessions {s['total']}  "
             + " ".join(f"{k}={v}" for k, v in sorted(s["by_state"].items())),
         ]
+        if result.get("kernel"):
+            lines.append(
+                "kernel   " + " ".join(f"{k}={v}" for k, v in sorted(result["kernel"].items()))
+            )
         if result.get("counters"):
             lines.append(
                 "counters " + " ".join(f"{k}={v}" for k, v in sorted(result["counters"].items()))

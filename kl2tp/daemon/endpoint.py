@@ -26,7 +26,7 @@ from kl2tp.dataplane.base import DataPlane, DataPlaneError, TunnelSpec
 from kl2tp.l2tp import events as ev
 from kl2tp.l2tp.errors import DecodeError, UnsupportedVersion
 from kl2tp.l2tp.events import CallParams, ConnectInfo
-from kl2tp.l2tp.message import ControlMessage, decode, peek_tunnel_id
+from kl2tp.l2tp.message import ControlMessage, decode, peek
 from kl2tp.l2tp.tunnel import Tunnel, TunnelConfig
 
 log = logging.getLogger("kl2tp.daemon")
@@ -280,8 +280,6 @@ class TunnelRunner:
                 closed_info.closed = event
                 closed_info.done.set()
         elif isinstance(event, ev.DataReceived):
-            self.counters["data_rx"] += 1
-            self.endpoint.counters["data_rx"] += 1
             if handler is not None:
                 handler.data_received(self, event)
         elif isinstance(event, ev.TunnelClosed):
@@ -329,8 +327,8 @@ class TunnelRunner:
             while True:
                 try:
                     data, addr = await sock.recvfrom(65536)
-                except OSError:
-                    return
+                except (OSError, trio.ClosedResourceError):
+                    return  # the data plane closed the socket with the kernel tunnel
                 self.endpoint.dispatch(data, addr)
 
     async def _teardown(self) -> None:
@@ -452,18 +450,28 @@ class Endpoint:
         """Route one datagram to its tunnel (never blocks)."""
         self.counters["rx_datagrams"] += 1
         try:
-            tid = peek_tunnel_id(data)
+            is_control, tid, sid = peek(data)
         except UnsupportedVersion as exc:
             self.drop(f"version_{exc.version}")
             return
         except DecodeError:
             self.drop("malformed")
             return
+        if not is_control:
+            # Every data message that reaches Python is counted: with the kernel data plane
+            # this stays 0 once the kernel owns the sessions.
+            self.counters["data_rx"] += 1
         if tid:
             runner = self.tunnels.get(tid) or self.lingering.get(tid)
             if runner is None:
                 self.drop("unknown_tunnel")
                 return
+            if not is_control:
+                runner.counters["data_rx"] += 1
+                if sid not in runner.core.sessions:
+                    runner.counters["data_unknown_session"] += 1
+                    self.drop("data_unknown_session")
+                    return
             runner.offer(data, addr)
             return
         self._new_tunnel(data, addr)

@@ -152,8 +152,13 @@ class PppSessions(DataPlaneSessions):
         rng: random.Random | None = None,
         proxy: AuthMethod | None = None,
         hostname: str = "lac",
+        silent_start: float = 0.0,
     ) -> None:
         super().__init__(dataplane, lns=lns, data_sequencing=data_sequencing)
+        self.silent_start = silent_start
+        """Seconds a link waits for the peer's first frame before it sends its own (pppd's
+        ``silent``); 0 starts LCP at once. The LAC client waits: the LNS then speaks first,
+        once its kernel session exists, and no frame overtakes the LNS's programming."""
         self.link_config = link_config
         self.authenticator = authenticator
         self.pool = pool
@@ -269,11 +274,17 @@ class _SessionState:
     async def run(self) -> None:
         channel = self.rec.channel
         assert channel is not None
+        first: bytes | None = None
+        if not self.opened and self.owner.silent_start > 0:
+            with trio.move_on_after(self.owner.silent_start):
+                first = await channel.receive()
         now = trio.current_time()
         if not self.opened:
             lns = self.owner.lns
             proxy_lcp, proxy_auth = _proxy_values(self.rec.info) if lns else (None, None)
             self.link.open(now, proxy_lcp=proxy_lcp, proxy_auth=proxy_auth)
+        if first is not None:
+            self.link.receive_frame(first, now)
         self._extra(phase=self.link.phase.value.lower())
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._reader)
@@ -333,10 +344,13 @@ class _SessionState:
             )
         elif isinstance(event, pev.AddressRequest):
             self._assign_address(event)
+        elif isinstance(event, pev.LinkUp):
+            nursery.start_soon(self._link_up, event)
         elif isinstance(event, pev.NetworkUp):
             nursery.start_soon(self._network_up, event)
         elif isinstance(event, pev.Ipv6Up):
             self._extra(ipv6_interface_id=f"{event.peer_interface_id:016x}")
+            nursery.start_soon(self._ipv6_up, event)
         elif isinstance(event, pev.LinkDown):
             self._link_down(event)
             return True
@@ -384,27 +398,54 @@ class _SessionState:
         self.address = address
         self.link.address_result(now, address)
 
-    async def _network_up(self, event: pev.NetworkUp) -> None:
+    async def _link_up(self, event: pev.LinkUp) -> None:
+        """LCP is open: the unit accepts frames up to the MRU we negotiated (pppd does too)."""
+        try:
+            await self.owner.dataplane.set_mru(
+                self.rec.runner.local_tunnel_id, self.rec.sid, event.mru
+            )
+        except DataPlaneError as exc:
+            log.error("%s: could not set the MRU: %s", self.link.name, exc)
+
+    async def _configure(self, net: NetworkSpec) -> bool:
+        """Configure the session's interface for one NCP; False (link closing) on failure."""
         rec = self.rec
+        try:
+            ifname = await self.owner.dataplane.session_up(rec.runner.local_tunnel_id, rec.sid, net)
+        except DataPlaneError as exc:
+            log.error("%s: could not configure the interface: %s", self.link.name, exc)
+            self.link.close(trio.current_time(), pev.DownReason.ADMIN, "data plane error")
+            self.wake.set()
+            return False
+        if ifname:
+            self._extra(interface=ifname)
+        return True
+
+    async def _ipv6_up(self, event: pev.Ipv6Up) -> None:
+        await self._configure(
+            NetworkSpec(
+                local_ip=None,
+                peer_ip=None,
+                mtu=self.link.lcp.peer_mru,
+                local_ifid=event.interface_id.to_bytes(8, "big"),
+                peer_ifid=event.peer_interface_id.to_bytes(8, "big"),
+            )
+        )
+
+    async def _network_up(self, event: pev.NetworkUp) -> None:
         self.up_at = trio.current_time()
+        # Both ends configure their interface: our address, the peer's, a host route to it
+        # and the MTU the peer's MRU allows (the LNS: the subscriber's address; the LAC
+        # client: the address the LNS gave it, with the LNS's address as the peer).
+        net = NetworkSpec(
+            local_ip=event.local_address,
+            peer_ip=event.peer_address,
+            mtu=self.link.lcp.peer_mru,
+        )
+        if not await self._configure(net):
+            return
         if self.owner.lns:
             self._extra(address=str(event.peer_address))
-            net = NetworkSpec(
-                local_ip=event.local_address,
-                peer_ip=event.peer_address,
-                mtu=self.link.lcp.peer_mru,
-            )
-            try:
-                ifname = await self.owner.dataplane.session_up(
-                    rec.runner.local_tunnel_id, rec.sid, net
-                )
-            except DataPlaneError as exc:
-                log.error("%s: could not configure the interface: %s", self.link.name, exc)
-                self.link.close(trio.current_time(), pev.DownReason.ADMIN, "data plane error")
-                self.wake.set()
-                return
-            if ifname:
-                self._extra(interface=ifname)
             if self.owner.authenticator is not None:
                 self.accounting = True
                 await self.owner.authenticator.account(
@@ -492,7 +533,8 @@ def make_handler(
     """The session handler of a daemon.
 
     The LNS terminates PPP on every session. The LAC runs a subscriber on each call when
-    ``subscribers`` (``--simulate``); otherwise it only carries sessions.
+    ``subscribers`` (``--simulate``, and ``[lac] mode = "client"``, where the one subscriber
+    is this host); otherwise it only carries sessions.
     """
     seq = cfg.dataplane.data_sequencing
     if role == "lns":
@@ -511,11 +553,14 @@ def make_handler(
     def subscriber(n: int) -> LinkConfig:
         return subscriber_link_config(cfg, *cfg.subscriber.credentials(max(n, 1)))
 
+    client = cfg.lac.mode == "client"
     return PppSessions(
         dataplane,
         lns=False,
         link_config=subscriber,
         data_sequencing=seq,
-        proxy=AuthMethod(cfg.subscriber.auth) if cfg.subscriber.proxy else None,
+        # A client runs its own PPP end to end: there is no LCP to hand over as proxy.
+        proxy=AuthMethod(cfg.subscriber.auth) if cfg.subscriber.proxy and not client else None,
         hostname=cfg.l2tp.hostname,
+        silent_start=cfg.ppp.restart_timer if client else 0.0,
     )

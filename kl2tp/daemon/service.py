@@ -12,7 +12,7 @@ import math
 import random
 import signal
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import attrs
@@ -28,7 +28,7 @@ from kl2tp.daemon.endpoint import (
     TunnelRunner,
     TunnelSetupError,
 )
-from kl2tp.dataplane.base import DataPlane
+from kl2tp.dataplane.base import Counters, DataPlane
 from kl2tp.l2tp.events import CallParams, ConnectInfo
 from kl2tp.l2tp.tunnel import TunnelConfig
 
@@ -97,7 +97,7 @@ class ControlApi:
         if cmd == "show" and what == "sessions":
             return await self.sessions()
         if cmd == "show" and what == "summary":
-            return self.summary()
+            return await self.summary()
         if cmd == "clear" and what == "tunnel":
             runner = self._runner(req)
             runner.close(1, 0, "cleared by operator")
@@ -150,14 +150,14 @@ class ControlApi:
                 out.append(row)
         return out
 
-    def summary(self) -> dict[str, Any]:
+    async def summary(self) -> dict[str, Any]:
         tunnels: Counter[str] = Counter()
         sessions: Counter[str] = Counter()
         for runner in self.endpoint.tunnels.values():
             tunnels[runner.core.state] += 1
             for sess in runner.core.sessions.values():
                 sessions[sess.state] += 1
-        return {
+        out = {
             "role": "lns" if self.endpoint.lns else "lac",
             "dataplane": self.dataplane.name,
             "tunnels": {"total": sum(tunnels.values()), "by_state": dict(tunnels)},
@@ -165,6 +165,18 @@ class ControlApi:
             "counters": dict(self.endpoint.counters),
             "ppp": self._handler_summary(),
         }
+        # Kernel totals: a tunnel's counters include all its sessions' traffic, so one
+        # netlink query per tunnel (not per session) sums the whole daemon.
+        total: Counter[str] = Counter(Counters().as_dict())
+        kernel = self.dataplane.name == "kernel"
+        for runner in list(self.endpoint.tunnels.values()):
+            counters = await self.dataplane.tunnel_counters(runner.local_tunnel_id)
+            if counters is not None:
+                kernel = True
+                total.update(counters.as_dict())
+        if kernel:
+            out["kernel"] = dict(total)
+        return out
 
     def _handler_summary(self) -> dict[str, object]:
         handler = self.endpoint.handler
@@ -184,9 +196,15 @@ async def run_daemon(
     handler: SessionHandler | None = None,
     *,
     rng: random.Random | None = None,
+    dialer: Callable[[Endpoint], Awaitable[None]] | None = None,
     task_status: trio.TaskStatus[Endpoint] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run a daemon until SIGTERM/SIGINT (or cancellation); shut down gracefully."""
+    """Run a daemon until SIGTERM/SIGINT (or cancellation); shut down gracefully.
+
+    ``dialer`` (LAC) replaces the default "keep a tunnel to every LNS" task, e.g. the client
+    mode's one call (:func:`kl2tp.daemon.client.keep_call`). It is cancelled first on a
+    signal, so it never redials what the shutdown clears.
+    """
     endpoint = make_endpoint(settings, dataplane, handler, rng)
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with trio.open_nursery() as nursery:
@@ -202,13 +220,24 @@ async def run_daemon(
                 await nursery.start(
                     serve_control, settings.control_socket, ControlApi(endpoint, dataplane)
                 )
+            dialers = trio.CancelScope()
             if settings.role == "lac":
-                for peer, tunnel_config in settings.lns_peers:
-                    nursery.start_soon(_keep_tunnel, endpoint, peer, tunnel_config)
+
+                async def dial() -> None:
+                    with dialers:
+                        if dialer is not None:
+                            await dialer(endpoint)
+                            return
+                        async with trio.open_nursery() as inner:
+                            for peer, tunnel_config in settings.lns_peers:
+                                inner.start_soon(_keep_tunnel, endpoint, peer, tunnel_config)
+
+                nursery.start_soon(dial)
             task_status.started(endpoint)
             async for signum in signals:
                 log.info("signal %d: clearing sessions and tunnels", signum)
                 break
+            dialers.cancel()
             await endpoint.shutdown(settings.shutdown_grace)
             nursery.cancel_scope.cancel()
     with trio.CancelScope(shield=True):
@@ -285,13 +314,15 @@ async def simulate(
     setup_timeout: float = 60.0,
     call_factory: Callable[[int], CallParams] | None = None,
     connect_factory: Callable[[int], ConnectInfo | None] | None = None,
+    stop: trio.Event | None = None,
 ) -> SimulationResult:
     """Place ``count`` calls across tunnels to ``peers``, hold them, clear them.
 
     A call counts as established when its session handler says so (``SessionInfo.done``
     with ``established`` set): the bare L2TP session without PPP, the IPCP-open subscriber
-    with it.
+    with it. Setting ``stop`` ends the hold early (the calls are then cleared as usual).
     """
+    stop = stop if stop is not None else trio.Event()
     result = SimulationResult(requested=count)
     runners: list[TunnelRunner] = []
     for peer, tunnel_config in peers:
@@ -342,7 +373,8 @@ async def simulate(
         finished_setup()
         # Hold until every call is up (so they are all up at once) and then ``hold`` more.
         await all_up.wait()
-        await trio.sleep(hold)
+        with trio.move_on_after(hold):
+            await stop.wait()
         if info.closed is None:
             info.done = trio.Event()
             runner.hangup(info.local_sid, 1, 0, "simulation done")

@@ -57,6 +57,8 @@ class DataPlaneSessions:
         self.lns = lns
         self.data_sequencing = data_sequencing
         self.records: dict[tuple[int, int], SessionRecord] = {}
+        self.crashed = 0
+        """Session tasks that failed with an exception (each call was cleared)."""
         self.pending: dict[tuple[int, int], list[bytes]] = {}
         """Frames for calls not yet established: a peer may send LCP before its ICCN (which
         waits for the control window) reaches us."""
@@ -78,12 +80,16 @@ class DataPlaneSessions:
 
     def data_received(self, runner: TunnelRunner, event: ev.DataReceived) -> None:
         rec = self.records.get((runner.local_tunnel_id, event.sid))
-        if (
-            rec is None
-            or rec.channel is None
-            or not rec.channel.deliver(_strip_ff03(event.payload))
-        ):
+        if rec is None:
             runner.endpoint.drop("data_no_session")
+        elif rec.channel is None:
+            # The data plane is still opening the session: keep the peer's first frames.
+            if len(rec.early) < EARLY_FRAMES:
+                rec.early.append(_strip_ff03(event.payload))
+            else:
+                runner.endpoint.drop("data_early_overflow")
+        elif not rec.channel.deliver(_strip_ff03(event.payload)):
+            runner.endpoint.drop("data_channel_full")
 
     # -- per-session task -------------------------------------------------------------------
 
@@ -123,7 +129,16 @@ class DataPlaneSessions:
                         rec.sid, CDN_GENERAL_ERROR, GENERAL_NO_RESOURCES, "data plane error"
                     )
                     return
-                await self.run_session(rec)
+                try:
+                    await self.run_session(rec)
+                except Exception as exc:
+                    # A bug in one session must not take the daemon down: clear that call.
+                    if _only_closed_channel(exc):
+                        log.debug("Tnl/Cl %d/%d: channel closed under the session", *key)
+                    else:
+                        log.exception("Tnl/Cl %d/%d: session task failed; clearing the call", *key)
+                        self.crashed += 1
+                        rec.runner.hangup(rec.sid, CDN_GENERAL_ERROR, 0, "internal error")
         finally:
             self.records.pop(key, None)
             if programmed:
@@ -139,7 +154,10 @@ class DataPlaneSessions:
 
     def summary(self) -> dict[str, object]:
         """Handler figures for ``kl2tpctl show summary``."""
-        return {"active": len(self.records)}
+        out: dict[str, object] = {"active": len(self.records)}
+        if self.crashed:
+            out["crashed"] = self.crashed
+        return out
 
     def session_info(self, rec: SessionRecord) -> SessionInfo | None:
         """The endpoint's record of the session (for show fields)."""
@@ -148,3 +166,10 @@ class DataPlaneSessions:
 
 def _strip_ff03(payload: bytes) -> bytes:
     return payload[2:] if payload[:2] == b"\xff\x03" else payload
+
+
+def _only_closed_channel(exc: BaseException) -> bool:
+    """True when ``exc`` (or every exception in a group) says the channel went away."""
+    if isinstance(exc, BaseExceptionGroup):
+        return all(_only_closed_channel(e) for e in exc.exceptions)
+    return isinstance(exc, trio.ClosedResourceError | trio.EndOfChannel | trio.BrokenResourceError)

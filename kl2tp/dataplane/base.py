@@ -113,8 +113,9 @@ class PppChannel(Protocol):
     def deliver(self, frame: bytes) -> bool:
         """Hand a frame that arrived as an L2TP data message to the channel.
 
-        Only the null data plane's channel accepts these; returns False when the frame was
-        dropped (queue full, or a back end whose frames arrive elsewhere).
+        The null data plane's channel gets every frame this way; a kernel channel only the few
+        that reached userspace before the kernel session existed. Returns False when the frame
+        was dropped (queue full or channel closed).
         """
 
     async def aclose(self) -> None:
@@ -148,12 +149,19 @@ class DataPlane(Protocol):
         ``sink`` carries outgoing frames when they travel in userspace.
         """
 
+    async def set_mru(self, local_tunnel_id: int, local_session_id: int, mru: int) -> None:
+        """Set the MRU LCP negotiated for us on the session's PPP unit (once LCP opens)."""
+
     async def session_up(
         self, local_tunnel_id: int, local_session_id: int, net: NetworkSpec
     ) -> str | None:
-        """Configure the session's interface once the network phase is up.
+        """Configure the session's interface once an NCP is up.
 
-        Returns the interface name, or None where there is no interface.
+        Called once per NCP that opens (IPCP, then IPv6CP, in either order): each call sets
+        the MTU, brings the interface up and adds what ``net`` names (IPv4 address and host
+        route when ``local_ip`` is set, link-local IPv6 addresses when ``local_ifid`` is set),
+        then lets that protocol through. Returns the interface name, or None where there is
+        no interface.
         """
 
     async def close_session(self, local_tunnel_id: int, local_session_id: int) -> None:

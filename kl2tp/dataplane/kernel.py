@@ -28,6 +28,7 @@ are never touched.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import errno
 import fcntl
@@ -552,11 +553,16 @@ class KernelPppChannel:
     Frames start with the PPP protocol field (no ff 03): see :mod:`.pppox`.
     """
 
-    __slots__ = ("_closed", "_ppp")
+    __slots__ = ("_closed", "_early", "_ppp", "dropped")
+
+    EARLY_FRAMES = 16
+    """Frames kept that reached userspace before the kernel session existed."""
 
     def __init__(self, ppp: PppoL2tpChannel) -> None:
         self._ppp = ppp
         self._closed = False
+        self._early: collections.deque[bytes] = collections.deque()
+        self.dropped = 0
 
     @property
     def fds(self) -> tuple[int, int]:
@@ -597,6 +603,9 @@ class KernelPppChannel:
         while True:
             if self._closed:
                 raise trio.EndOfChannel
+            if self._early:
+                await trio.lowlevel.checkpoint()
+                return self._early.popleft()
             frame = self._try_read()
             if frame is not None:
                 return frame
@@ -613,8 +622,16 @@ class KernelPppChannel:
         scope.cancel()
 
     def deliver(self, frame: bytes) -> bool:
-        """Kernel sessions get their frames from the kernel, never from the tunnel task."""
-        return False
+        """Keep a frame that reached userspace as a data message.
+
+        Once the kernel session exists its frames arrive on the fds; only frames the peer sent
+        before that (it may start LCP as soon as it has sent or seen the ICCN) come this way.
+        """
+        if self._closed or len(self._early) >= self.EARLY_FRAMES:
+            self.dropped += 1
+            return False
+        self._early.append(frame)
+        return True
 
     def detach(self) -> None:
         """Wake pending receives and stop using the fds (they are closed by the owner)."""
@@ -721,6 +738,9 @@ class KernelDataPlane:
         channel = KernelPppChannel(session.ppp)
         self._channels.setdefault(spec.local_tunnel_id, {})[spec.local_session_id] = channel
         return channel
+
+    async def set_mru(self, local_tunnel_id: int, local_session_id: int, mru: int) -> None:
+        await self._run(self.mechanics.set_mru, local_tunnel_id, local_session_id, mru)
 
     async def session_up(
         self, local_tunnel_id: int, local_session_id: int, net: NetworkSpec

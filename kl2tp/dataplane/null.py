@@ -78,6 +78,8 @@ class NullDataPlane:
     """Programmed sessions by (local tunnel id, local session id)."""
     networks: dict[tuple[int, int], NetworkSpec] = attrs.field(factory=dict)
     """Interfaces configured, by session key."""
+    mrus: dict[tuple[int, int], int] = attrs.field(factory=dict)
+    """MRU set on each session's unit once LCP opened."""
     calls: list[tuple[str, tuple[int, ...]]] = attrs.field(factory=list)
     """Every call in order: (method, ids)."""
     _channels: dict[tuple[int, int], NullChannel] = attrs.field(factory=dict)
@@ -101,6 +103,10 @@ class NullDataPlane:
         self._channels[key] = channel
         return channel
 
+    async def set_mru(self, local_tunnel_id: int, local_session_id: int, mru: int) -> None:
+        self.mrus[(local_tunnel_id, local_session_id)] = mru
+        self.calls.append(("set_mru", (local_tunnel_id, local_session_id, mru)))
+
     async def session_up(
         self, local_tunnel_id: int, local_session_id: int, net: NetworkSpec
     ) -> str | None:
@@ -114,6 +120,7 @@ class NullDataPlane:
         self.calls.append(("close_session", key))
         self.sessions.pop(key, None)
         self.networks.pop(key, None)
+        self.mrus.pop(key, None)
         channel = self._channels.pop(key, None)
         if channel is not None:
             await channel.aclose()

@@ -1,0 +1,192 @@
+"""kl2tp-lac dials kl2tp-lns, both with the kernel data plane, inside the guest kernel.
+
+Topology: three namespaces joined by two veth pairs::
+
+    kl-sub (subscriber)          kl-lac (access network)        kl-lns
+    kl2tp-lac, [lac] mode =      router, ip_forward on:         kl2tp-lns: tunnel secret,
+    "client": the subscriber's   carries the tunnel's UDP        CHAP against a users file,
+    own Linux box is its LAC     between the subscriber's line   addresses from a pool
+    10.31.0.2 ------------------ 10.31.0.1 | 10.32.0.1 -------- 10.32.0.2
+
+Why this shape: a Linux host that dials an LNS itself (xl2tpd + pppd, go-l2tp's kl2tpd) is
+RFC 2661's "LAC Client": the subscriber and its LAC are one box, so kl2tp-lac in client mode
+runs in the subscriber's namespace and its pppN is the subscriber's interface. What sits
+between a subscriber and an LNS in a real network is the provider's access network, so the
+middle namespace routes the tunnel's packets (they are routed, not bridged, as in a
+deployment; a classic LAC would sit at that router, but in the client model its role is in
+the subscriber's box). The pings go through the subscriber's pppN to the LNS's own PPP
+address, i.e. through both kernels' L2TP sessions, and never through Python.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import signal
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from labdaemons import (
+    BIN,
+    LNS,
+    PPP_LOCAL,
+    SUB,
+    Daemon,
+    Topology,
+    ctl,
+    kernel_objects,
+    lac_config,
+    lns_config,
+    ppp_addresses,
+    start_lns,
+    three_namespaces,
+    wait_for,
+)
+from labutil import run
+
+pytestmark = pytest.mark.lab
+
+PINGS = 5
+PING_WIRE_BYTES = 6 + 2 + 2 + 84
+"""What the kernel counts per ping: L2TP header, ff 03, PPP protocol, IPv4 + ICMP + 56 bytes."""
+
+
+@pytest.fixture
+def topo() -> Iterator[Topology]:
+    with three_namespaces() as t:
+        yield t
+
+
+def one_session(sock: pathlib.Path) -> dict[str, Any] | None:
+    """The daemon's only session once it has an address and an interface."""
+    sessions = ctl(sock, "show", "sessions")
+    if len(sessions) == 1 and "address" in sessions[0] and "interface" in sessions[0]:
+        return dict(sessions[0])
+    return None
+
+
+def ping(ns: str, dst: str, count: int) -> str:
+    return run("ip", "netns", "exec", ns, "ping", "-n", "-q", "-c", str(count), "-i", "0.2",
+               "-W", "5", dst, check=False).stdout  # fmt: skip
+
+
+def test_client_dials_pings_through_both_kernels_and_hangs_up(
+    topo: Topology, tmp_path: pathlib.Path
+) -> None:
+    lns = start_lns(tmp_path, lns_config(tmp_path, users={"alice": "wonderland"}))
+    lac_cfg = lac_config(
+        tmp_path, mode="client", subscriber='username = "alice"\npassword = "wonderland"'
+    )
+    lns_sock, lac_sock = tmp_path / "lns.sock", tmp_path / "lac.sock"
+    lac = Daemon(SUB, [str(BIN / "kl2tp-lac"), "-c", str(lac_cfg), "-d", "l2tp,kernel,daemon"],
+                 tmp_path / "lac.log")  # fmt: skip
+    try:
+        lns_sess = wait_for(lambda: one_session(lns_sock), "the call up on the LNS")
+        lac_sess = wait_for(
+            lambda: lac_sock.exists() and one_session(lac_sock), "the call up on the LAC"
+        )
+        address = lns_sess["address"]
+        assert lns_sess["username"] == "alice"
+        assert lns_sess["auth"] == "chap"
+        assert lac_sess["address"] == address
+        assert (lac_sess["local_id"], lac_sess["peer_id"]) == (
+            lns_sess["peer_id"],
+            lns_sess["local_id"],
+        )
+        lns_if, sub_if = lns_sess["interface"], lac_sess["interface"]
+        assert isinstance(lns_if, str) and lns_if.startswith("lns")
+        assert isinstance(sub_if, str) and sub_if.startswith("sub")
+
+        # Both ends have their pppN addressed from IPCP and a host route to the other end.
+        assert ppp_addresses(SUB) == {sub_if: (address, PPP_LOCAL)}
+        assert ppp_addresses(LNS) == {lns_if: (PPP_LOCAL, address)}
+        assert f"dev {sub_if}" in run("ip", "-n", SUB, "route", "get", PPP_LOCAL).stdout
+        assert f"dev {lns_if}" in run("ip", "-n", LNS, "route", "get", str(address)).stdout
+
+        before = {name: one_session(sock) for name, sock in (("lns", lns_sock), ("lac", lac_sock))}
+        out = ping(SUB, PPP_LOCAL, PINGS)
+        assert f"{PINGS} packets transmitted, {PINGS} received" in out, out
+        after = {name: one_session(sock) for name, sock in (("lns", lns_sock), ("lac", lac_sock))}
+        for name in ("lns", "lac"):
+            b, a = before[name], after[name]
+            assert b is not None and a is not None
+            delta = {k: a["kernel"][k] - b["kernel"][k] for k in a["kernel"]}
+            assert delta == {
+                "tx_packets": PINGS,
+                "tx_bytes": PINGS * PING_WIRE_BYTES,
+                "tx_errors": 0,
+                "rx_packets": PINGS,
+                "rx_bytes": PINGS * PING_WIRE_BYTES,
+                "rx_errors": 0,
+            }, name
+        # Not one data packet reached Python on either side; the kernel totals are shown.
+        for sock in (lns_sock, lac_sock):
+            summary = ctl(sock, "show", "summary")
+            assert summary["dataplane"] == "kernel"
+            assert summary["counters"].get("data_rx", 0) == 0
+            assert summary["kernel"]["rx_packets"] >= PINGS
+            tunnels = ctl(sock, "show", "tunnels")
+            assert tunnels[0]["kernel"]["tx_packets"] >= PINGS
+
+        # The LNS clears the call while the subscriber's box is frozen (so it cannot redial
+        # yet): the LNS removes its session at once and, after the 1 s idle timeout, starts
+        # closing the tunnel; once the box runs again both kernels are clean of that call.
+        old_lns, old_sub = kernel_objects(LNS), kernel_objects(SUB)
+        assert len(old_lns["tunnels"]) == len(old_sub["tunnels"]) == 1
+        assert len(old_lns["sessions"]) == len(old_sub["sessions"]) == 1
+        lac.signal(signal.SIGSTOP)
+        try:
+            ctl(lns_sock, "clear", "session", str(lns_sess["tunnel_id"]), str(lns_sess["local_id"]))
+            wait_for(lambda: kernel_objects(LNS)["sessions"] == [], "the LNS session to go")
+            now = kernel_objects(LNS)
+            assert now["ppp"] == {}
+            assert now["ppp_routes"] == []
+            assert now["tunnels"] == old_lns["tunnels"]  # still there: StopCCN not yet acked
+            wait_for(
+                lambda: ctl(lns_sock, "show", "tunnels")[0]["state"] == "shutting-down",
+                "the idle timeout to close the tunnel",
+            )
+        finally:
+            lac.signal(signal.SIGCONT)
+
+        def old_call_gone() -> bool:
+            lns_now, sub_now = kernel_objects(LNS), kernel_objects(SUB)
+            return (
+                not set(old_lns["tunnels"]) & set(lns_now["tunnels"])
+                and not set(old_sub["tunnels"]) & set(sub_now["tunnels"])
+                and not set(old_sub["sessions"]) & set(sub_now["sessions"])
+                and not set(old_sub["ppp"].values()) & set(sub_now["ppp"].values())
+            )
+
+        wait_for(old_call_gone, "the old tunnel and session to leave both kernels")
+        # The client redials: a new tunnel and call, and traffic flows again.
+        new_sess = wait_for(
+            lambda: (s := one_session(lns_sock)) and s["tunnel_id"] != lns_sess["tunnel_id"] and s,
+            "the client to redial",
+        )
+        wait_for(lambda: one_session(lac_sock), "the new call up on the LAC")
+        out = ping(SUB, PPP_LOCAL, 2)
+        assert "2 packets transmitted, 2 received" in out, out
+        assert new_sess["username"] == "alice"
+
+        # SIGTERM: the client clears its call (CDN) and tunnel (StopCCN) and exits 0.
+        assert lac.stop() == 0
+        wait_for(lambda: ctl(lns_sock, "show", "tunnels") == [], "the LNS to drop the tunnel")
+        for ns in (SUB, LNS):
+            wait_for(
+                lambda ns=ns: (
+                    kernel_objects(ns)
+                    == {"tunnels": [], "sessions": [], "ppp": {}, "ppp_routes": []}
+                ),
+                f"nothing left in {ns}",
+            )
+        assert not pathlib.Path("/run/kl2tp/kl2tp-lac.journal").exists()
+        log = lac.output()
+        assert log.index("O CDN") < log.index("O StopCCN")
+        summary = ctl(lns_sock, "show", "summary")
+        assert summary["counters"].get("data_rx", 0) == 0
+    finally:
+        lac.kill()
+        rc = lns.stop()
+    assert rc == 0, lns.output()
+    assert not pathlib.Path("/run/kl2tp/kl2tp-lns.journal").exists()
