@@ -468,9 +468,14 @@ class Endpoint:
                 return
             if not is_control:
                 runner.counters["data_rx"] += 1
-                if sid not in runner.core.sessions:
+                session = runner.core.sessions.get(sid)
+                if session is None:
                     runner.counters["data_unknown_session"] += 1
                     self.drop("data_unknown_session")
+                    return
+                if session.state != "established":
+                    # Data overtook the ICCN (it may wait for the peer's control window).
+                    self.drop("data_not_established")
                     return
             runner.offer(data, addr)
             return

@@ -80,6 +80,10 @@ class DataPlaneSessions:
 
     def data_received(self, runner: TunnelRunner, event: ev.DataReceived) -> None:
         rec = self.records.get((runner.local_tunnel_id, event.sid))
+        if rec is not None and (rec.channel is None or self.dataplane.name != "null"):
+            # With the kernel data plane, data reaches Python only when the peer sent it
+            # before the kernel session existed (e.g. LCP right after its ICCN): count those.
+            runner.endpoint.counters["data_early"] += 1
         if rec is None:
             runner.endpoint.drop("data_no_session")
         elif rec.channel is None:

@@ -20,8 +20,13 @@ address, i.e. through both kernels' L2TP sessions, and never through Python.
 
 from __future__ import annotations
 
+import json
+import os
 import pathlib
 import signal
+import socket
+import struct
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -42,7 +47,7 @@ from labdaemons import (
     three_namespaces,
     wait_for,
 )
-from labutil import run
+from labutil import netns, run
 
 pytestmark = pytest.mark.lab
 
@@ -190,3 +195,132 @@ def test_client_dials_pings_through_both_kernels_and_hangs_up(
         rc = lns.stop()
     assert rc == 0, lns.output()
     assert not pathlib.Path("/run/kl2tp/kl2tp-lns.journal").exists()
+
+
+IP_PKTINFO = 8
+"""linux/in.h (the socket module does not export it)."""
+
+
+def echo_request(ident: int, seq: int) -> bytes:
+    """An ICMP echo request with ping's default 56 bytes of data."""
+    body = struct.pack("!BBHHH", 8, 0, 0, ident, seq) + bytes(range(56))
+    total = sum(struct.unpack(f"!{len(body) // 2}H", body))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return body[:2] + struct.pack("!H", ~total & 0xFFFF) + body[4:]
+
+
+def ping_every_interface(
+    ns: str, dst: str, interfaces: dict[str, tuple[str, str]], wait: float = 30.0
+) -> set[str]:
+    """One echo request out of each interface, from its own address (IP_PKTINFO picks both,
+    as ``ping -I`` would); returns the interfaces whose reply came back."""
+    ident = os.getpid() & 0xFFFF
+    names = sorted(interfaces)
+    with netns(ns):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+        indexes = [socket.if_nametoindex(name) for name in names]
+    answered: set[str] = set()
+    with sock:
+        for seq, (name, index) in enumerate(zip(names, indexes, strict=True)):
+            local = socket.inet_aton(interfaces[name][0])
+            pktinfo = struct.pack("@i4s4s", index, local, bytes(4))
+            sock.sendmsg(
+                [echo_request(ident, seq)],
+                [(socket.IPPROTO_IP, IP_PKTINFO, pktinfo)],
+                0,
+                (dst, 0),
+            )
+        deadline = time.monotonic() + wait
+        while len(answered) < len(names) and time.monotonic() < deadline:
+            sock.settimeout(max(deadline - time.monotonic(), 0.01))
+            try:
+                packet = sock.recv(2048)
+            except TimeoutError:
+                break
+            icmp = packet[(packet[0] & 0x0F) * 4 :]
+            kind, _, _, got_ident, seq = struct.unpack("!BBHHH", icmp[:8])
+            if kind == 0 and got_ident == ident and seq < len(names):
+                answered.add(names[seq])
+    return answered
+
+
+SESSIONS = 200
+
+
+def test_200_sessions_over_one_tunnel_all_pass_traffic_and_leave_nothing(
+    topo: Topology, tmp_path: pathlib.Path
+) -> None:
+    """kl2tp-lac --simulate with the kernel data plane: 200 subscribers, each with its own
+    kernel session and pppN on the LAC side, against kl2tp-lns with the kernel data plane."""
+    users = {f"user{n}": f"pass{n}" for n in range(1, SESSIONS + 1)}
+    lns = start_lns(tmp_path, lns_config(tmp_path, users=users))
+    lns_sock = tmp_path / "lns.sock"
+    lac_cfg = lac_config(tmp_path, mode="simulate", subscriber="rate = 0")
+    lac = Daemon(
+        SUB,
+        [str(BIN / "kl2tp-lac"), "-c", str(lac_cfg), "--simulate", str(SESSIONS),
+         "--hold", "600", "--json"],
+        tmp_path / "lac.log",
+    )  # fmt: skip
+    t0 = time.monotonic()
+    try:
+        sessions = wait_for(
+            lambda: (
+                (s := ctl(lns_sock, "show", "sessions"))
+                and len(s) == SESSIONS
+                and all("interface" in x for x in s)
+                and s
+            ),
+            f"{SESSIONS} calls up on the LNS",
+            bound=300,
+        )
+        interfaces = wait_for(
+            lambda: len(a := ppp_addresses(SUB)) == SESSIONS and a,
+            f"{SESSIONS} interfaces up on the LAC side",
+        )
+        setup = time.monotonic() - t0
+        assert len(ctl(lns_sock, "show", "tunnels")) == 1
+        by_address = {s["address"]: s for s in sessions}
+        assert sorted(by_address) == sorted(local for local, _ in interfaces.values())
+        assert {peer for _, peer in interfaces.values()} == {PPP_LOCAL}
+
+        data_rx_when_up = ctl(lns_sock, "show", "summary")["counters"].get("data_rx", 0)
+        answered = ping_every_interface(SUB, PPP_LOCAL, interfaces)
+        assert answered == set(interfaces)
+        after = {s["local_id"]: s for s in ctl(lns_sock, "show", "sessions")}
+        for s in sessions:
+            # Each session carried exactly its own echo request and reply, in the kernel.
+            grew = {
+                k: after[s["local_id"]]["kernel"][k] - s["kernel"][k]
+                for k in ("rx_packets", "tx_packets", "rx_bytes")
+            }
+            assert grew == {"rx_packets": 1, "tx_packets": 1, "rx_bytes": PING_WIRE_BYTES}
+        # Simulated subscribers start LCP at once, so their first frames may reach the LNS
+        # before its kernel session exists (handed to the session: data_early) or even before
+        # the ICCN that they overtook (dropped; LCP sends again). Nothing once calls are up.
+        counters = ctl(lns_sock, "show", "summary")["counters"]
+        assert counters.get("data_rx", 0) == (
+            counters.get("data_early", 0) + counters.get("drop_data_not_established", 0)
+        )
+        assert counters.get("data_rx", 0) == data_rx_when_up
+
+        t1 = time.monotonic()
+        assert lac.stop() == 0, lac.output()
+        result = json.loads(lac.output().strip().splitlines()[-1])
+        assert result["established"] == SESSIONS
+        assert result["failed"] == {}
+        for ns in (SUB, LNS):
+            wait_for(
+                lambda ns=ns: (
+                    kernel_objects(ns)
+                    == {"tunnels": [], "sessions": [], "ppp": {}, "ppp_routes": []}
+                ),
+                f"nothing left in {ns}",
+            )
+        print(f"{SESSIONS} kernel sessions: up in {setup:.1f} s, down in "
+              f"{time.monotonic() - t1:.1f} s")  # fmt: skip
+    finally:
+        lac.kill()
+        rc = lns.stop()
+    assert rc == 0, lns.output()
