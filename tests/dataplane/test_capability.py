@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import pathlib
+import subprocess
+import sys
 
 import pytest
 
@@ -40,3 +42,29 @@ def test_all_present_is_none(monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.
     monkeypatch.setattr(capability, "_has_l2tp_genl", lambda: True)
     monkeypatch.setattr(capability, "_has_pppol2tp", lambda: True)
     assert check_kernel(ppp_device=str(device)) is None
+
+
+def test_kl2tp_lns_with_kind_kernel_refuses_to_start_here(tmp_path: pathlib.Path) -> None:
+    """The daemon, not just the function: exit 1, one line on stderr, no traceback."""
+    config = tmp_path / "lns.toml"
+    config.write_text(
+        f'[l2tp]\nlisten = "127.0.0.1:0"\n[dataplane]\nkind = "kernel"\n'
+        f'[control]\nsocket = "{tmp_path / "lns.sock"}"\n'
+        f'[aaa]\nusers_file = "{tmp_path / "users"}"\n'
+    )
+    (tmp_path / "users").write_text("alice wonderland\n")
+    proc = subprocess.run(
+        [str(pathlib.Path(sys.executable).parent / "kl2tp-lns"), "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 1
+    assert proc.stdout == ""
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith('kl2tp: [dataplane] kind = "kernel", but the kernel data plane')
+    for module in ("l2tp_netlink", "l2tp_ppp", "ppp_generic"):
+        assert module in lines[0]
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "lns.sock").exists()

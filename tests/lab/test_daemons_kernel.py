@@ -324,3 +324,61 @@ def test_200_sessions_over_one_tunnel_all_pass_traffic_and_leave_nothing(
         lac.kill()
         rc = lns.stop()
     assert rc == 0, lns.output()
+
+
+def test_lns_killed_with_a_call_up_restarts_clean_and_takes_new_calls(
+    topo: Topology, tmp_path: pathlib.Path
+) -> None:
+    journal = pathlib.Path("/run/kl2tp/kl2tp-lns.journal")
+    lns_cfg = lns_config(tmp_path, users={"bob": "builder"})
+    lns = start_lns(tmp_path, lns_cfg)
+    lns_sock, lac_sock = tmp_path / "lns.sock", tmp_path / "lac.sock"
+    # The client notices a dead LNS quickly: Hello after 1 s of silence, few retries.
+    lac_cfg = lac_config(
+        tmp_path,
+        mode="client",
+        subscriber='username = "bob"\npassword = "builder"',
+        extra="hello_interval = 1\nretransmit_initial = 0.5\nretransmit_cap = 1\nmax_retries = 3",
+    )
+    lac = Daemon(SUB, [str(BIN / "kl2tp-lac"), "-c", str(lac_cfg), "-d", "daemon"],
+                 tmp_path / "lac.log")  # fmt: skip
+    lns2: Daemon | None = None
+    try:
+        first = wait_for(lambda: one_session(lns_sock), "the call up on the LNS")
+        before = kernel_objects(LNS)
+        assert len(before["tunnels"]) == len(before["sessions"]) == len(before["ppp"]) == 1
+        recorded = journal.read_text()
+        assert '"op":"+tunnel"' in recorded
+        assert '"op":"+link"' in recorded
+
+        lns.kill()  # SIGKILL: no CDN, no StopCCN, no cleanup
+        lns2 = start_lns(tmp_path, lns_cfg, name="lns2")
+        # The new instance replayed the journal: nothing of the killed one is left (its
+        # closed fds took most with them; the journal names whatever could remain).
+        after = kernel_objects(LNS)
+        assert not set(before["tunnels"]) & set(after["tunnels"])
+        assert not set(before["sessions"]) & set(after["sessions"])
+        assert not set(before["ppp"].values()) & set(after["ppp"].values())
+        assert not set(before["ppp_routes"]) & set(after["ppp_routes"])
+        # ...and its journal now lists only what the new instance made.
+        records = [json.loads(line) for line in journal.read_text().splitlines()]
+        assert first["tunnel_id"] not in {r["id"] for r in records if r["op"] == "+tunnel"}
+
+        # The client finds its tunnel dead (Hello unanswered), dials again, and the new LNS
+        # takes the call: traffic passes through the new kernel objects.
+        second = wait_for(
+            lambda: (s := one_session(lns_sock)) and s["tunnel_id"] != first["tunnel_id"] and s,
+            "the client's new call on the restarted LNS",
+        )
+        wait_for(lambda: one_session(lac_sock), "the new call up on the LAC")
+        assert second["username"] == "bob"
+        out = ping(SUB, PPP_LOCAL, 2)
+        assert "2 packets transmitted, 2 received" in out, out
+        assert lac.stop() == 0
+    finally:
+        lac.kill()
+        lns.kill()
+        rc = lns2.stop() if lns2 is not None else 0
+    assert rc == 0
+    for ns in (SUB, LNS):
+        assert kernel_objects(ns) == {"tunnels": [], "sessions": [], "ppp": {}, "ppp_routes": []}
