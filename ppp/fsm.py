@@ -69,6 +69,10 @@ STATE_NAMES = {
 class Event(enum.Enum):
     """RFC 1661 section 4.3 events."""
 
+    # Members are singletons: identity hashing (C) instead of Enum's hash of the name
+    # (Python), since every TRANSITIONS lookup hashes an Event.
+    __hash__ = object.__hash__
+
     UP = "Up"
     DOWN = "Down"
     OPEN = "Open"
