@@ -6,6 +6,7 @@ Benchmarks print figures; they assert nothing about timing.
 from __future__ import annotations
 
 import gc
+import os
 import platform
 import statistics
 import sys
@@ -16,14 +17,15 @@ from contextlib import contextmanager
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+SOURCE = Path(os.environ.get("KL2TP_BENCH_SRC", REPO))
+"""Where kl2tp/ and ppp/ are imported from: the repository, or KL2TP_BENCH_SRC (e.g. an
+older tree from ``git archive``, to compare before and after a change)."""
+if str(SOURCE) not in sys.path:
+    sys.path.insert(0, str(SOURCE))
 
 
 def machine() -> str:
     """One line naming the interpreter and machine the figures come from."""
-    import os
-
     return (
         f"python {platform.python_version()} ({platform.python_implementation()}), "
         f"{os.cpu_count()} cpus, {platform.machine()}, {platform.system()} {platform.release()}"
@@ -31,7 +33,25 @@ def machine() -> str:
 
 
 class Stopwatch:
-    """Accumulates process CPU time and wall time of the blocks run under ``with sw:``."""
+    """Accumulates the perf_counter time of the blocks run under ``with sw:`` (cheap enough to
+    wrap every core call of one side, to split a run's time between LAC and LNS)."""
+
+    __slots__ = ("_t0", "seconds")
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self._t0 = 0.0
+
+    def __enter__(self) -> Stopwatch:
+        self._t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.seconds += time.perf_counter() - self._t0
+
+
+class CpuWatch:
+    """Process CPU time and wall time of the block run under ``with cw:``."""
 
     __slots__ = ("_cpu0", "_wall0", "cpu", "wall")
 
@@ -41,7 +61,7 @@ class Stopwatch:
         self._cpu0 = 0.0
         self._wall0 = 0.0
 
-    def __enter__(self) -> Stopwatch:
+    def __enter__(self) -> CpuWatch:
         self._wall0 = time.perf_counter()
         self._cpu0 = time.process_time()
         return self

@@ -22,6 +22,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -121,6 +122,31 @@ def cpu_of(pid: int) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
+def rss_kb(pid: int) -> int:
+    """Resident set size of a live process, KiB (0 once it is gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+class RssSampler(threading.Thread):
+    """Samples a process's RSS every 50 ms and keeps the peak."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.pid = pid
+        self.peak = 0
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.wait(0.05):
+            self.peak = max(self.peak, rss_kb(self.pid))
+
+
 def run_once(
     n: int,
     *,
@@ -154,6 +180,9 @@ def run_once(
             try:
                 wait_listening(port, lns, lns_log)
                 lns_cpu0 = cpu_of(lns.pid)
+                rss0 = rss_kb(lns.pid)
+                sampler = RssSampler(lns.pid)
+                sampler.start()
                 lac_args = [
                     "--config",
                     str(lac_cfg),
@@ -177,6 +206,8 @@ def run_once(
                 wall = time.monotonic() - t0
                 ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
                 lns_cpu = cpu_of(lns.pid) - lns_cpu0
+                sampler.stop.set()
+                sampler.join()
             finally:
                 lns.send_signal(signal.SIGTERM)
                 try:
@@ -191,6 +222,8 @@ def run_once(
         summary["wall_s"] = wall
         summary["lac_cpu_s"] = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
         summary["lns_cpu_s"] = lns_cpu
+        summary["lns_rss_start_kb"] = rss0
+        summary["lns_rss_peak_kb"] = sampler.peak
         return summary
     finally:
         if keep is not None:
@@ -250,13 +283,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 s["lac_cpu_s"],
                 s["lns_cpu_s"],
                 s["wall_s"],
+                s["lns_rss_peak_kb"] / 1024,
+                (s["lns_rss_peak_kb"] - s["lns_rss_start_kb"]) / max(s["established"], 1),
                 ",".join(f"{k}={v}" for k, v in sorted(drops.items())) or "-",
             )
         )
     print(
         table(
             ("N", "up", "failed", "p50 ms", "p99 ms", "calls/s", "LAC cpu s", "LNS cpu s",
-             "wall s", "LAC drops"),
+             "wall s", "LNS RSS MB", "KB/call", "LAC drops"),
             rows,
         )
     )  # fmt: skip

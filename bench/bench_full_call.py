@@ -18,7 +18,7 @@ import random
 from collections.abc import Sequence
 from ipaddress import IPv4Address
 
-from _util import Stopwatch, machine, no_gc, table
+from _util import CpuWatch, machine, no_gc, table
 from bench_l2tp_core import TunnelPairs
 from bench_ppp_core import PASSWORD, lns_config, subscriber_config
 
@@ -99,14 +99,14 @@ def run_size(total: int, tunnels: int) -> dict[str, float]:
     net = FullCalls(tunnels)
     net.reset_clocks()
     with no_gc():
-        wall = Stopwatch()
+        wall = CpuWatch()
         with wall:
             calls = net.place(total)
             net.settle()
         assert net.ppp_up == 2 * total, (net.ppp_up, total)
-        up = (wall.cpu, net.lac_cpu.cpu, net.lns_cpu.cpu)
+        up = (wall.cpu, net.lac_cpu.seconds, net.lns_cpu.seconds)
         net.reset_clocks()
-        down = Stopwatch()
+        down = CpuWatch()
         with down:
             net.hangup(calls)
             net.settle()
@@ -117,8 +117,8 @@ def run_size(total: int, tunnels: int) -> dict[str, float]:
         "up_lns_us": up[2] / total * 1e6,
         "lns_ceiling": total / up[2],
         "down": total / down.cpu,
-        "down_lac_us": net.lac_cpu.cpu / total * 1e6,
-        "down_lns_us": net.lns_cpu.cpu / total * 1e6,
+        "down_lac_us": net.lac_cpu.seconds / total * 1e6,
+        "down_lns_us": net.lns_cpu.seconds / total * 1e6,
     }
 
 
