@@ -372,6 +372,9 @@ def test_lns_killed_with_a_call_up_restarts_clean_and_takes_new_calls(
         )
         wait_for(lambda: one_session(lac_sock), "the new call up on the LAC")
         assert second["username"] == "bob"
+        # The client tore its dead tunnel down (Hello failure) before dialling again.
+        sub = kernel_objects(SUB)
+        assert len(sub["tunnels"]) == len(sub["sessions"]) == len(sub["ppp"]) == 1
         out = ping(SUB, PPP_LOCAL, 2)
         assert "2 packets transmitted, 2 received" in out, out
         assert lac.stop() == 0

@@ -169,7 +169,8 @@ def test_ipv6cp_session_gets_link_local_addresses_and_passes_ipv6(
         # Only the pings crossed: PPP links get no autoconf, and the addresses skip DAD.
         counters = mechs[veth_pair.a].session_counters(1, 10)
         assert counters is not None
-        assert (counters.tx_packets, counters.rx_packets) == (3, 3)
+        icmp6 = run("ip", "netns", "exec", veth_pair.a, "cat", f"/proc/net/dev_snmp6/{a_if}").stdout
+        assert (counters.tx_packets, counters.rx_packets) == (3, 3), icmp6
     finally:
         for ns, mech in mechs.items():
             with netns(ns):
