@@ -523,8 +523,9 @@ def decode_avps(
     pos = start
     random_vector: bytes | None = None
     msg_type: int | None = None
-    table = AVP_TABLE
+    table_get = AVP_TABLE.get
     unpack_hdr = _HDR.unpack_from
+    make = Avp
     while pos < end:
         if end - pos < AVP_HEADER_LEN:
             if allow_truncated:
@@ -546,7 +547,9 @@ def decode_avps(
             )
         mandatory = bool(flags_len & AVP_M)
         hidden = bool(flags_len & AVP_H)
-        raw = bytes(data[pos + AVP_HEADER_LEN : pos + length])
+        raw = data[pos + AVP_HEADER_LEN : pos + length]
+        if type(raw) is not bytes:
+            raw = bytes(raw)
         if offsets is not None:
             offsets.append(pos)
         if not out and (vendor != 0 or atype != 0):
@@ -563,7 +566,7 @@ def decode_avps(
                     continue
                 raise DecodeError(f"hidden AVP {atype} but no tunnel secret", pos)
             raw = unhide_value(atype, raw, secret, random_vector, pos)
-        spec = table.get(atype) if vendor == 0 else None
+        spec = table_get(atype) if vendor == 0 else None
         if spec is None:
             if mandatory and strict:
                 raise ProtocolError(
@@ -585,7 +588,7 @@ def decode_avps(
                 msg_type = value
             elif atype == 36:
                 random_vector = raw
-            out.append(Avp(spec.type, value, 0, mandatory, hidden))
+            out.append(make(spec.type, value, 0, mandatory, hidden))
         pos += length
     return AvpList(tuple(out), False)
 

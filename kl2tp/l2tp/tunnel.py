@@ -27,6 +27,7 @@ from kl2tp.l2tp import trace
 from kl2tp.l2tp.avp import AVP_TABLE, Accm, Avp, CallErrors, ProtocolVersion, ResultCode
 from kl2tp.l2tp.constants import (
     SESSION_MESSAGES,
+    VERSION,
     AvpType,
     CdnResult,
     ErrorCode,
@@ -240,6 +241,11 @@ class Tunnel:
 
     def receive_datagram(self, data: bytes, now: float) -> None:
         """Feed one UDP payload that belongs to this tunnel."""
+        if len(data) >= 6 and data[0] == 0 and data[1] == VERSION:
+            # A plain data message (no L, S, O or P bit: what PPP frames usually ride in):
+            # the session id is all we need, skip the general decoder.
+            self._data((data[4] << 8) | data[5], bytes(data[6:]))
+            return
         try:
             msg = decode(data, self.config.secret)
         except UnknownMessageType as exc:
@@ -282,14 +288,20 @@ class Tunnel:
 
     def get_timer(self) -> float | None:
         """When ``handle_timer`` must run next (driver clock), or None."""
-        deadlines = [
-            t
-            for t in (self.transport.get_timer(), self._idle_deadline, self.hold_until)
-            if t is not None
-        ]
-        if self.state in _UP and self.config.hello_interval > 0:
-            deadlines.append(self._last_heard + self.config.hello_interval)
-        return min(deadlines) if deadlines else None
+        # Called after every wake-up of the driver: no allocation on this path.
+        best = self.transport.get_timer()
+        idle = self._idle_deadline
+        if idle is not None and (best is None or idle < best):
+            best = idle
+        hold = self.hold_until
+        if hold is not None and (best is None or hold < best):
+            best = hold
+        interval = self.config.hello_interval
+        if interval > 0 and self.state in _UP:
+            hello = self._last_heard + interval
+            if best is None or hello < best:
+                best = hello
+        return best
 
     def handle_timer(self, now: float) -> None:
         """Run what is due: retransmissions, delayed acks, HELLO, idle teardown, hold end."""
@@ -463,13 +475,16 @@ class Tunnel:
 
     # --- receive path -----------------------------------------------------------------------
 
+    def _data(self, sid: int, payload: bytes) -> None:
+        session = self.sessions.get(sid)
+        if session is None or session.state != "established":
+            self._count("data_dropped")
+            return
+        self._events.append(DataReceived(sid, payload))
+
     def _receive(self, msg: ControlMessage | DataMessage, now: float) -> None:
         if isinstance(msg, DataMessage):
-            session = self.sessions.get(msg.session_id)
-            if session is None or session.state != "established":
-                self._count("data_dropped")
-                return
-            self._events.append(DataReceived(msg.session_id, msg.payload))
+            self._data(msg.session_id, msg.payload)
             return
         mt = msg.msg_type
         if mt is not None:
