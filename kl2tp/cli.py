@@ -77,28 +77,13 @@ def settings_from_config(cfg: cfgmod.Config, role: str) -> Settings:
     """Map the typed config onto what the daemon needs."""
     l2 = cfg.l2tp
 
-    def tunnel_config(hostname: str, secret: cfgmod.Secret | None) -> TunnelConfig:
-        return TunnelConfig(
-            hostname=hostname,
-            secret=secret.reveal() if secret is not None else None,
-            hide_avps=l2.hide_avps,
-            hello_interval=l2.hello_interval,
-            receive_window=l2.receive_window,
-            retransmit_initial=l2.retransmit_initial,
-            retransmit_cap=l2.retransmit_cap,
-            max_retries=l2.max_retries,
-            idle_timeout=l2.idle_timeout,
-        )
-
     peers: tuple[tuple[Address, TunnelConfig], ...] = ()
     if role == "lac":
-        peers = tuple(
-            (peer.address.sockaddr, tunnel_config(*cfg.peer_identity(peer))) for peer in cfg.lac.lns
-        )
+        peers = tuple((peer.address.sockaddr, cfg.tunnel_config(peer)) for peer in cfg.lac.lns)
     return Settings(
         role=role,
         listen=l2.listen.sockaddr,
-        tunnel=tunnel_config(l2.hostname, l2.secret),
+        tunnel=cfg.tunnel_config(),
         control_socket=str(cfg.control.socket),
         lns_peers=peers,
         allowed_peers=tuple(l2.allowed_peers),

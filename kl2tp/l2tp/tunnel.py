@@ -80,7 +80,7 @@ class TunnelConfig:
 
     hostname: str = "kl2tp"
     """Our Host Name AVP."""
-    secret: bytes | None = None
+    secret: bytes | None = attrs.field(default=None, repr=False)
     """Tunnel secret: when set we challenge the peer and require a correct response, and we
     can answer its challenge. Never logged."""
     hide_avps: bool = False
