@@ -143,6 +143,10 @@ def test_ipv6cp_session_gets_link_local_addresses_and_passes_ipv6(
     ifid = {veth_pair.a: bytes.fromhex("0200000000000001"),
             veth_pair.b: bytes.fromhex("0200000000000002")}  # fmt: skip
     mechs: dict[str, KernelMechanics] = {}
+    # No Router Solicitations on the interfaces made below: they would race the counters.
+    for ns in (veth_pair.a, veth_pair.b):
+        run("ip", "netns", "exec", ns, "sysctl", "-qw",
+            "net.ipv6.conf.default.router_solicitations=0")  # fmt: skip
     try:
         for ns, local, peer, tid, ptid, sid, psid in (
             (veth_pair.a, veth_pair.a_addr, veth_pair.b_addr, 1, 2, 10, 20),
@@ -166,11 +170,15 @@ def test_ipv6cp_session_gets_link_local_addresses_and_passes_ipv6(
         proc = run("ip", "netns", "exec", veth_pair.a, "ping", "-6", "-n", "-q", "-c", "3",
                    "-i", "0.2", "-W", "3", f"fe80::200:0:0:2%{a_if}")  # fmt: skip
         assert "3 packets transmitted, 3 received" in proc.stdout
-        # Only the pings crossed: PPP links get no autoconf, and the addresses skip DAD.
+        # The kernel session counted exactly what IPv6 sent and received on the interface:
+        # the three pings and their replies.
         counters = mechs[veth_pair.a].session_counters(1, 10)
         assert counters is not None
-        icmp6 = run("ip", "netns", "exec", veth_pair.a, "cat", f"/proc/net/dev_snmp6/{a_if}").stdout
-        assert (counters.tx_packets, counters.rx_packets) == (3, 3), icmp6
+        snmp6 = run("ip", "netns", "exec", veth_pair.a, "cat", f"/proc/net/dev_snmp6/{a_if}").stdout
+        stats = {k: int(v) for k, v in (line.split() for line in snmp6.splitlines() if line)}
+        assert stats["Icmp6OutEchos"] == 3 and stats["Icmp6InEchoReplies"] == 3, snmp6
+        assert (stats["Ip6OutRequests"], stats["Ip6InReceives"]) == (3, 3), snmp6
+        assert (counters.tx_packets, counters.rx_packets) == (3, 3), snmp6
     finally:
         for ns, mech in mechs.items():
             with netns(ns):

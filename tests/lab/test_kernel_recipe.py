@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import time
 from collections.abc import Iterator
 
 import attrs
@@ -181,6 +182,11 @@ def test_teardown_leaves_no_tunnel_session_or_interface(veth_pair: Link) -> None
         rt = RtNetlink()
     try:
         a.close()
+        # The kernel frees a deleted tunnel from a workqueue: give it a bounded moment.
+        for _ in range(200):
+            if not l2tp.list_tunnels():
+                break
+            time.sleep(0.01)
         assert l2tp.list_tunnels() == []
         assert l2tp.list_sessions() == []
         assert rt.link_by_name("l2tp-a0") is None
