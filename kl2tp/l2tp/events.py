@@ -110,6 +110,21 @@ class IncomingCall:
 
 
 @attrs.frozen
+class CallAnswered:
+    """LAC: the LNS answered our call (ICRP) and waits for its ICCN.
+
+    Emitted only for calls placed with ``Tunnel.place_call(..., defer_connect=True)``: the
+    driver prepares whatever must exist before the LNS may send data (the kernel session)
+    and then sends the ICCN with ``Tunnel.connect_call`` (or clears the call with ``hangup``).
+    """
+
+    sid: int
+    """Our session id."""
+    peer_sid: int
+    """The session id the LNS assigned (goes into data message headers)."""
+
+
+@attrs.frozen
 class CallEstablished:
     """The session is established: data may flow."""
 
@@ -175,6 +190,7 @@ Event = (
     TunnelEstablished
     | TunnelClosed
     | IncomingCall
+    | CallAnswered
     | CallEstablished
     | CallClosed
     | DataReceived

@@ -6,7 +6,8 @@ never asks "am I the LAC?":
 ===============  =========================================================================
 kind             states (IOS names)
 ===============  =========================================================================
-LAC incoming     idle -> wait-for-tunnel -> wait-reply -(ICRP/send ICCN)-> established
+LAC incoming     idle -> wait-for-tunnel -> wait-reply -(ICRP)-> wait-connect
+                 -(connect/send ICCN)-> established
 LNS incoming     idle -(ICRQ)-> wait-answer -(answer/send ICRP)-> wait-connect -(ICCN)->
                  established
 LAC outgoing     idle -(OCRQ)-> wait-answer -(answer/send OCRP)-> wait-cs-answer
@@ -17,7 +18,10 @@ LNS outgoing     idle -> wait-for-tunnel -(send OCRQ)-> wait-reply -(OCRP)-> wai
 
 Every kind goes back to ``idle`` on a CDN either way (the session is then destroyed, as IOS
 does: "Session state change from established to idle"). ``wait-answer`` is where the driver
-decides (AAA, resources) between ``Tunnel.answer_call`` and ``Tunnel.hangup``.
+decides (AAA, resources) between ``Tunnel.answer_call`` and ``Tunnel.hangup``. The LAC's
+``wait-connect`` is the mirror image: the LNS answered, and the ICCN goes once the LAC is
+ready for the LNS's data (``Tunnel.place_call(defer_connect=True)`` + ``connect_call``; by
+default the tunnel connects at once, so the wire sees ICRQ, ICRP, ICCN back to back).
 
 A (state, input) pair missing from the table is a protocol error: for a received message the
 tunnel clears the call with a CDN (result 2, "general error"), for a local command it raises
@@ -38,6 +42,7 @@ from kl2tp.l2tp.avp import Accm, Avp, CallErrors, Q931Cause, ResultCode
 from kl2tp.l2tp.constants import AvpType, CdnResult, MessageType
 from kl2tp.l2tp.errors import ProtocolError
 from kl2tp.l2tp.events import (
+    CallAnswered,
     CallClosed,
     CallEstablished,
     CallParams,
@@ -108,6 +113,7 @@ class Session:
         "call",
         "call_errors",
         "created",
+        "defer_connect",
         "info",
         "kind",
         "local_sid",
@@ -137,6 +143,9 @@ class Session:
         """Last WAN-Error-Notify counters (LNS side)."""
         self.accm: Accm | None = None
         """Last Set-Link-Info ACCM (LAC side)."""
+        self.defer_connect = False
+        """LAC incoming call: after the ICRP, report ``CallAnswered`` and wait for the
+        driver's ``connect`` instead of sending the ICCN at once."""
 
     def __repr__(self) -> str:
         return f"<Session {self.local_sid}/{self.peer_sid} {self.kind.value} {self.state}>"
@@ -312,9 +321,20 @@ def _send_ocrp(
 def _recv_icrp(
     host: SessionHost, s: Session, msg: ControlMessage | None, arg: Any, now: float
 ) -> None:
-    """LAC: the LNS answered; connect at once with the ConnectInfo given to place_call."""
+    """LAC: the LNS answered. A deferred call tells the driver, which connects when ready;
+    otherwise the tunnel connects at once (no event: nothing for the driver to do)."""
     _peer_sid(s, msg)
-    info = s.info if s.info is not None else ConnectInfo()
+    if s.defer_connect:
+        host.emit(CallAnswered(s.local_sid, s.peer_sid))
+
+
+def _send_iccn(
+    host: SessionHost, s: Session, msg: ControlMessage | None, arg: Any, now: float
+) -> None:
+    """LAC: connect with the ConnectInfo given to connect_call (else to place_call)."""
+    info = arg if isinstance(arg, ConnectInfo) else s.info
+    if info is None:
+        info = ConnectInfo()
     s.info = info
     host.send_session(s, MT.ICCN, connect_info_avps(info, outgoing=False), now, s.peer_sid)
     host.emit(CallEstablished(s.local_sid, s.peer_sid, info))
@@ -445,10 +465,11 @@ TABLES: dict[CallKind, Table] = {
     CallKind.LAC_INCOMING: {
         ("idle", "place"): (_nothing, "wait-for-tunnel"),
         ("wait-for-tunnel", "tunnel-up"): (_send_icrq, "wait-reply"),
-        ("wait-reply", "ICRP"): (_recv_icrp, "established"),
+        ("wait-reply", "ICRP"): (_recv_icrp, "wait-connect"),
+        ("wait-connect", "connect"): (_send_iccn, "established"),
         ("established", "SLI"): (_recv_sli, "established"),
         ("established", "wan-error"): (_send_wen, "established"),
-        **_clearing(("wait-reply", "established"), ("wait-for-tunnel",)),
+        **_clearing(("wait-reply", "wait-connect", "established"), ("wait-for-tunnel",)),
     },
     # RFC 2661 7.4.1, LNS side.
     CallKind.LNS_INCOMING: {

@@ -340,12 +340,24 @@ class Tunnel:
         """Clear the tunnel and every session in it with a StopCCN."""
         self._input("close", now, arg=(result, error, message))
 
-    def place_call(self, now: float, call: CallParams, info: ConnectInfo | None = None) -> int:
+    def place_call(
+        self,
+        now: float,
+        call: CallParams,
+        info: ConnectInfo | None = None,
+        *,
+        defer_connect: bool = False,
+    ) -> int:
         """Start a call: ICRQ as LAC, OCRQ as LNS; sent once the tunnel is established.
 
         Args:
-            info: LAC only: the ICCN values, sent as soon as the ICRP arrives (defaults to
-                ``ConnectInfo()``; ``connect_call`` before the ICRP replaces them).
+            info: LAC only: the ICCN values (defaults to ``ConnectInfo()``; ``connect_call``
+                before the ICRP replaces them).
+            defer_connect: LAC only. False: the ICCN goes as soon as the ICRP arrives (the
+                session passes through ``wait-connect`` without stopping; no event).
+                True: the session stops in ``wait-connect`` and the core emits
+                ``CallAnswered``; the driver then sends the ICCN with ``connect_call`` once
+                it can take the LNS's data (e.g. its kernel session exists).
 
         Returns:
             Our session id.
@@ -361,6 +373,7 @@ class Tunnel:
         kind = CallKind.LAC_INCOMING if self.lac else CallKind.LNS_OUTGOING
         session = Session(kind, sid, now, call)
         session.info = info
+        session.defer_connect = defer_connect and kind is CallKind.LAC_INCOMING
         self._add_session(session, now)
         dispatch(self, session, "place", now)
         if self.state in _UP:
@@ -381,9 +394,14 @@ class Tunnel:
         if session is not None:
             dispatch(self, session, "answer", now)
 
-    def connect_call(self, sid: int, now: float, info: ConnectInfo) -> None:
-        """Report the call connected: OCCN (LAC answering an OCRQ). For a LAC incoming call
-        that has not seen its ICRP yet, replaces the ICCN values given to ``place_call``.
+    def connect_call(self, sid: int, now: float, info: ConnectInfo | None = None) -> None:
+        """Report the call connected: ICCN (LAC incoming call in ``wait-connect``, after
+        ``CallAnswered``) or OCCN (LAC answering an OCRQ). For a LAC incoming call that has
+        not seen its ICRP yet, only replaces the ICCN values given to ``place_call``.
+
+        Args:
+            info: the ICCN/OCCN values; None keeps those given to ``place_call`` (ICCN) or
+                sends the defaults (OCCN).
 
         Raises:
             CommandError: the session cannot connect in its state.
@@ -395,7 +413,8 @@ class Tunnel:
             "wait-for-tunnel",
             "wait-reply",
         ):
-            session.info = info
+            if info is not None:
+                session.info = info
             return
         dispatch(self, session, "connect", now, arg=info)
 
@@ -750,6 +769,9 @@ class Tunnel:
         except ProtocolError as exc:
             exc.session_id = found.local_sid
             raise
+        if mt is MT.ICRP and not found.defer_connect and found.state == "wait-connect":
+            # The ICCN goes right behind the ICRP's ack unless the driver asked to connect.
+            dispatch(self, found, "connect", now)
 
     # --- helpers ----------------------------------------------------------------------------
 

@@ -180,6 +180,8 @@ def test_every_tunnel_state_is_reachable_by_traffic(state: str) -> None:
 STEPS = st.sampled_from(
     [
         "lac_call",
+        "lac_deferred_call",
+        "lac_connect",
         "lns_call",
         "lac_hangup",
         "lns_hangup",
@@ -202,8 +204,15 @@ def test_random_histories_stay_valid_and_wind_down(steps: list[str], seed: int) 
     for step in steps:
         side = pair.lac if step.startswith("lac") else pair.lns
         try:
-            if step.endswith("_call"):
+            if step == "lac_deferred_call":
+                side.place_call(pair.now, ev.CallParams(serial=1), defer_connect=True)
+            elif step.endswith("_call"):
                 side.place_call(pair.now, ev.CallParams(serial=rng.randrange(100)))
+            elif step == "lac_connect":
+                # the driver connects some call the LNS has answered (if any is waiting)
+                waiting = sorted(s for s, x in side.sessions.items() if x.state == "wait-connect")
+                if waiting:
+                    side.connect_call(rng.choice(waiting), pair.now)
             elif step.endswith("_hangup") and side.sessions:
                 side.hangup(rng.choice(sorted(side.sessions)), pair.now, 1)
             elif step.endswith("_close"):
@@ -232,7 +241,11 @@ def test_random_histories_stay_valid_and_wind_down(steps: list[str], seed: int) 
         assert len(closed) == 1
         # Every call that was announced was also closed.
         side_events = pair.events["lac" if tunnel is pair.lac else "lns"]
-        opened = {e.sid for e in side_events if isinstance(e, ev.CallEstablished | ev.IncomingCall)}
+        opened = {
+            e.sid
+            for e in side_events
+            if isinstance(e, ev.CallEstablished | ev.IncomingCall | ev.CallAnswered)
+        }
         ended = {e.sid for e in side_events if isinstance(e, ev.CallClosed)}
         assert opened <= ended
     assert pair.lns.local_tunnel_id == LNS_TID

@@ -252,11 +252,26 @@ def test_trace_reads_like_ios(caplog: pytest.LogCaptureFixture) -> None:
         "Tnl 55270 L2TP: Tunnel Authentication success",
         "Tnl 17688 L2TP: O SCCCN  to l2tp-gw tnlid 55270",
         "Tnl 55270 L2TP: O ZLB ctrl ack, flg TLS, ver 2, len 12, tnl 17688, cl 0, ns 1, nr 2",
-        f"Tnl/Cl 17688/{sid} L2TP: Session state change from wait-reply to established",
+        f"Tnl/Cl 17688/{sid} L2TP: Session state change from wait-reply to wait-connect",
+        f"Tnl/Cl 17688/{sid} L2TP: O ICCN to l2tp-gw 55270/",
+        f"Tnl/Cl 17688/{sid} L2TP: Session state change from wait-connect to established",
         "Tnl 17688 L2TP: Tunnel state change from established to no-sessions-left",
         "No more sessions in tunnel, shutdown (likely) in 15 seconds",
     ):
         assert expected in text
+    # The LAC's call passes through wait-connect: the ICCN goes between the two changes.
+    (lns_call,) = pair.of_type("lns", ev.CallEstablished)
+    lns_sid = lns_call.sid
+    call_lines = [line for line in text.splitlines() if f"Tnl/Cl 17688/{sid} " in line]
+    assert [line.split("L2TP: ", 1)[1].split(" to l2tp-gw")[0] for line in call_lines[:6]] == [
+        "Session state change from idle to wait-for-tunnel",
+        "O ICRQ",
+        "Session state change from wait-for-tunnel to wait-reply",
+        f"I ICRP from l2tp-gw tnl 55270, cl {lns_sid}",
+        "Session state change from wait-reply to wait-connect",
+        "O ICCN",
+    ]
+    assert "Session state change from wait-connect to established" in call_lines[6]
     assert "hello" not in text.replace("hgw", "")  # the secret never shows
 
 
@@ -330,3 +345,62 @@ def test_close_before_the_peer_answered_stops_quietly() -> None:
     assert pair.of_type("lac", ev.TunnelClosed) == [] and pair.lac.next_event() == (
         ev.TunnelClosed(6, 0, "", False)
     )
+
+
+def test_deferred_call_connects_when_the_lac_is_ready() -> None:
+    pair = Pair()
+    pair.establish()
+    sid = pair.lac.place_call(pair.now, ev.CallParams(serial=1), defer_connect=True)
+    pair.run(pair.now + 5.0)
+    # The LNS answered and waits for the ICCN; both sides keep the call, nothing times out.
+    (answered,) = pair.of_type("lac", ev.CallAnswered)
+    (incoming,) = pair.of_type("lns", ev.IncomingCall)
+    assert answered == ev.CallAnswered(sid, incoming.sid)
+    assert pair.lac.sessions[sid].state == pair.lns.sessions[incoming.sid].state == "wait-connect"
+    assert pair.of_type("lac", ev.CallEstablished) == pair.of_type("lns", ev.CallEstablished) == []
+    assert pair.lac.counters["retransmits"] == pair.lns.counters["retransmits"] == 0
+
+    pair.lac.connect_call(sid, pair.now, ev.ConnectInfo(tx_connect_speed=2_000_000))
+    pair.run(pair.now + 1.0)
+    (up,) = pair.of_type("lns", ev.CallEstablished)
+    assert (up.sid, up.peer_sid, up.info.tx_connect_speed) == (incoming.sid, sid, 2_000_000)
+    assert pair.of_type("lac", ev.CallEstablished) == [
+        ev.CallEstablished(sid, incoming.sid, ev.ConnectInfo(tx_connect_speed=2_000_000))
+    ]
+    types = msg_types(d for _, d in pair.wire[4:])
+    assert types == ["ICRQ", "ICRP", "ZLB", "ICCN", "ZLB"]
+
+
+@pytest.mark.parametrize("who", ["lac-hangup", "lns-hangup", "lns-close"])
+def test_deferred_call_cleared_before_it_connects(who: str) -> None:
+    pair = Pair()
+    pair.establish()
+    sid = pair.lac.place_call(pair.now, ev.CallParams(serial=1), defer_connect=True)
+    pair.run(pair.now + 1.0)
+    (incoming,) = pair.of_type("lns", ev.IncomingCall)
+    if who == "lac-hangup":
+        pair.lac.hangup(sid, pair.now, 3)
+    elif who == "lns-hangup":
+        pair.lns.hangup(incoming.sid, pair.now, 4)
+    else:
+        pair.lns.close(pair.now, 6)
+    pair.run(pair.now + 1.0)
+    assert pair.lac.sessions == {} and pair.lns.sessions == {}
+    (lac_closed,) = pair.of_type("lac", ev.CallClosed)
+    (lns_closed,) = pair.of_type("lns", ev.CallClosed)
+    assert lac_closed.sid == sid and lns_closed.sid == incoming.sid
+    assert lac_closed.by_peer is (who != "lac-hangup")
+    # A connect_call racing the clearing is ignored: the call is gone.
+    pair.lac.connect_call(sid, pair.now)
+    assert pair.lac.datagrams_to_send(pair.now) == []
+
+
+def test_defer_connect_does_not_change_an_lns_outgoing_call() -> None:
+    pair = Pair()
+    pair.establish()
+    sid = pair.lns.place_call(
+        pair.now, ev.CallParams(serial=7, called_number="1"), defer_connect=True
+    )
+    pair.run(pair.now + 1.0)
+    assert pair.lns.sessions[sid].state == "established"
+    assert pair.of_type("lns", ev.CallAnswered) == []

@@ -63,14 +63,60 @@ def test_lac_incoming_call() -> None:
     assert host.types() == ["ICRQ"] and host.sent[0][2] == 0  # addressed to session 0
     assert s.state == "wait-reply"
     dispatch(host, s, "ICRP", 0.1, msg(MT.ICRP, Avp(A.ASSIGNED_SESSION_ID, 45), sid=7))
+    # The LNS answered; the ICCN waits for "connect" (the tunnel sends it at once unless the
+    # call was placed with defer_connect). Not deferred: no event for the driver.
+    assert s.state == "wait-connect" and s.peer_sid == 45
+    assert host.types() == ["ICRQ"] and host.events == []
+    dispatch(host, s, "connect", 0.1)
     assert host.types() == ["ICRQ", "ICCN"] and host.sent[1][2] == 45
-    assert s.state == "established" and s.peer_sid == 45
+    assert s.state == "established"
     assert host.events == [ev.CallEstablished(7, 45, ev.ConnectInfo())]
     assert host.changes == [
         ("idle", "wait-for-tunnel"),
         ("wait-for-tunnel", "wait-reply"),
-        ("wait-reply", "established"),
+        ("wait-reply", "wait-connect"),
+        ("wait-connect", "established"),
     ]
+
+
+def test_lac_incoming_call_deferred_reports_the_answer_and_connects_when_told() -> None:
+    host, s = Host(), Session(CallKind.LAC_INCOMING, 7, 0.0, ev.CallParams(serial=3))
+    s.defer_connect = True
+    s.info = ev.ConnectInfo(tx_connect_speed=9600)
+    dispatch(host, s, "place", 0.0)
+    dispatch(host, s, "tunnel-up", 0.0)
+    dispatch(host, s, "ICRP", 0.1, msg(MT.ICRP, Avp(A.ASSIGNED_SESSION_ID, 45), sid=7))
+    assert host.events == [ev.CallAnswered(7, 45)]
+    assert s.state == "wait-connect" and host.types() == ["ICRQ"]
+    # connect's own ConnectInfo wins over the one given at place time
+    dispatch(host, s, "connect", 0.5, arg=ev.ConnectInfo(tx_connect_speed=33600))
+    assert host.types() == ["ICRQ", "ICCN"] and host.sent[1][2] == 45
+    assert connect_info_from(msg(MT.ICCN, *host.sent[1][1])).tx_connect_speed == 33600
+    assert host.events[-1] == ev.CallEstablished(7, 45, ev.ConnectInfo(tx_connect_speed=33600))
+
+
+@pytest.mark.parametrize(
+    ("event", "arg", "sent", "by_peer"),
+    [
+        ("CDN", None, [], True),
+        ("hangup", Clear(3), ["CDN"], False),
+        ("tunnel-down", Clear(2), [], False),
+    ],
+)
+def test_lac_call_waiting_to_connect_can_be_cleared(
+    event: str, arg: Clear | None, sent: list[str], by_peer: bool
+) -> None:
+    host, s = Host(), Session(CallKind.LAC_INCOMING, 7, 0.0)
+    s.state, s.peer_sid, s.defer_connect = "wait-connect", 45, True
+    cdn = msg(MT.CDN, Avp(A.ASSIGNED_SESSION_ID, 45), Avp(A.RESULT_CODE, ResultCode(3)), sid=7)
+    dispatch(host, s, event, 1.0, cdn if event == "CDN" else None, arg)
+    assert s.state == "idle" and host.types() == sent
+    (closed,) = host.events
+    assert isinstance(closed, ev.CallClosed) and closed.by_peer is by_peer
+    if sent:
+        assert host.sent[0][2] == 45  # the CDN reaches the LNS's session
+    with pytest.raises(CommandError):
+        dispatch(host, s, "connect", 1.0)  # too late: the call is gone
 
 
 def test_lns_incoming_call() -> None:

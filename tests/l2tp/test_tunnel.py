@@ -249,6 +249,65 @@ def test_lac_core_replays_the_trace_byte_for_byte() -> None:
     assert lac.done and lac.get_timer() is None
 
 
+def lac_after_icrq(*, defer_connect: bool = False) -> Tunnel:
+    """The trace's LAC core, tunnel up, call 7 placed and its ICRQ sent and acked."""
+    rng = FixedRandom()
+    rng.bytes_queue.append(LAC_CHALLENGE)
+    rng.bits_queue.append(7)
+    lac = Tunnel(
+        TunnelConfig(hostname="hgw", secret=SECRET, receive_window=800), LAC_TID,
+        initiator=True, rng=rng, now=0.0,
+    )  # fmt: skip
+    lac.connect(0.0)
+    lac.datagrams_to_send(0.0)
+    lac.receive_datagram(encode_control(sccrp_from_l2tp_gw()), 0.1)
+    assert lac.datagrams_to_send(0.1) == [SCCCN]
+    call = ev.CallParams(serial=0xD114C7C5, bearer_type=1)
+    assert lac.place_call(0.1, call, defer_connect=defer_connect) == 7
+    lac.datagrams_to_send(0.1)
+    lac.receive_datagram(ZLB_LNS_AFTER_SCCCN, 0.15)
+    events(lac)
+    return lac
+
+
+def test_deferred_connect_sends_the_same_iccn_when_the_driver_says_so() -> None:
+    auto = lac_after_icrq()
+    auto.receive_datagram(ICRP, 0.2)
+    (auto_iccn,) = auto.datagrams_to_send(0.2)
+    assert events(auto) == [ev.CallEstablished(7, 45, ev.ConnectInfo())]
+
+    lac = lac_after_icrq(defer_connect=True)
+    lac.receive_datagram(ICRP, 0.2)
+    assert events(lac) == [ev.CallAnswered(7, 45)]
+    assert lac.sessions[7].state == "wait-connect" and lac.sessions[7].peer_sid == 45
+    assert lac.datagrams_to_send(0.2) == []  # no ICCN yet (the ack may wait for it)
+    lac.connect_call(7, 0.2)
+    assert lac.datagrams_to_send(0.2) == [auto_iccn]  # byte for byte what the auto path sent
+    assert events(lac) == [ev.CallEstablished(7, 45, ev.ConnectInfo())]
+    assert lac.sessions[7].state == "established"
+    lac.receive_datagram(ZLB_LNS_AFTER_ICCN, 0.3)
+    assert lac.transport.unacked == 0
+
+
+def test_deferred_connect_acks_the_icrp_while_the_driver_prepares() -> None:
+    lac = lac_after_icrq(defer_connect=True)
+    lac.receive_datagram(ICRP, 0.2)
+    assert events(lac) == [ev.CallAnswered(7, 45)]
+    # Slow preparation: the ICRP is acked by a ZLB after the ack delay, not retransmitted.
+    lac.handle_timer(0.2 + 0.25)
+    (zlb,) = lac.datagrams_to_send(0.45)
+    ack = decode(zlb)
+    assert isinstance(ack, ControlMessage) and ack.msg_type is None and (ack.ns, ack.nr) == (3, 2)
+    lac.connect_call(7, 2.0, ev.ConnectInfo(tx_connect_speed=115200))
+    (iccn_bytes,) = lac.datagrams_to_send(2.0)
+    iccn = decode(iccn_bytes)
+    assert isinstance(iccn, ControlMessage)
+    assert (iccn.msg_type, iccn.session_id, iccn.ns, iccn.nr) == (MT.ICCN, 45, 3, 2)
+    assert iccn.get(A.TX_CONNECT_SPEED) == 115200
+    with pytest.raises(CommandError):
+        lac.connect_call(7, 2.1)  # connected already
+
+
 def test_lns_refuses_a_wrong_challenge_response() -> None:
     lns = Tunnel(
         TunnelConfig(secret=b"other"), LNS_TID, initiator=False, rng=random.Random(1), now=0
