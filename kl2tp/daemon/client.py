@@ -131,7 +131,8 @@ async def _one_call(
     """Place the call, hold it while it lives; True if it came up."""
     state.attempts += 1
     try:
-        info = runner.place_call(call)
+        # With the kernel data plane the ICCN waits until our kernel session exists.
+        info = runner.place_call(call, defer_connect=runner.endpoint.defers_connect)
     except CommandError as exc:  # the tunnel started closing while we waited
         log.info("cannot call: %s", exc)
         await runner.closed.wait()

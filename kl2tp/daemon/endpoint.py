@@ -56,6 +56,16 @@ class SessionHandler(Protocol):
     """True when the handler decides when a call counts as up (e.g. once IPCP is open);
     it then sets ``SessionInfo.established`` and ``done`` itself."""
 
+    @property
+    def defers_connect(self) -> bool:
+        """True when the LAC's calls must wait for ``call_answered`` before their ICCN goes
+        (``place_call(defer_connect=True)``): the kernel data plane, whose session must exist
+        before the LNS's first frame arrives."""
+
+    def call_answered(self, runner: TunnelRunner, event: ev.CallAnswered) -> None:
+        """LAC, a call placed with ``defer_connect``: the LNS answered. Make ready for its
+        data (program the session), then send the ICCN with ``runner.connect_call``."""
+
     def call_established(self, runner: TunnelRunner, event: ev.CallEstablished) -> None:
         """The session is up at the L2TP level."""
 
@@ -147,14 +157,28 @@ class TunnelRunner:
 
     # -- commands (from sessions, the control socket, the LAC) ---------------------------
 
-    def place_call(self, call: CallParams, connect: ConnectInfo | None = None) -> SessionInfo:
-        """Start a call (ICRQ on the LAC, OCRQ on the LNS); ``connect``: the LAC's ICCN values."""
+    def place_call(
+        self, call: CallParams, connect: ConnectInfo | None = None, *, defer_connect: bool = False
+    ) -> SessionInfo:
+        """Start a call (ICRQ on the LAC, OCRQ on the LNS); ``connect``: the LAC's ICCN values.
+
+        ``defer_connect`` (LAC): hold the ICCN until the handler, told by ``call_answered``,
+        calls ``connect_call`` (it programs the kernel session first, so the LNS's first
+        frame finds it). Without a handler the call connects at once anyway.
+        """
         now = trio.current_time()
-        sid = self.core.place_call(now, call, connect)
+        sid = self.core.place_call(now, call, connect, defer_connect=defer_connect)
         info = SessionInfo(sid, now)
         self.sessions[sid] = info
         self.kick()
         return info
+
+    def connect_call(self, sid: int, connect: ConnectInfo | None = None) -> None:
+        """Send the ICCN of a call the LNS answered (``CallAnswered``); ``connect`` None keeps
+        the values given to ``place_call``. A call already gone is ignored."""
+        if sid in self.core.sessions:
+            self.core.connect_call(sid, trio.current_time(), connect)
+            self.kick()
 
     def hangup(
         self, sid: int, result: int = RESULT_ADMIN, error: int = 0, message: str = ""
@@ -254,6 +278,11 @@ class TunnelRunner:
             await self._program_tunnel()
         elif isinstance(event, ev.IncomingCall):
             self._incoming_call(event)
+        elif isinstance(event, ev.CallAnswered):
+            if handler is None:
+                self.core.connect_call(event.sid, trio.current_time())
+            else:
+                handler.call_answered(self, event)
         elif isinstance(event, ev.CallEstablished):
             info = self.sessions.setdefault(event.sid, SessionInfo(event.sid, trio.current_time()))
             if handler is None or not handler.defers_established:
@@ -605,6 +634,11 @@ class Endpoint:
                 + (_describe_close(reason) if reason else "timed out")
             )
         return runner
+
+    @property
+    def defers_connect(self) -> bool:
+        """Whether calls this LAC places should use ``defer_connect`` (the handler says)."""
+        return self.handler is not None and self.handler.defers_connect
 
     def connect_info(self) -> Any:
         """ICCN/OCCN values the LAC reports when it connects a call."""

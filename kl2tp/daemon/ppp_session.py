@@ -157,8 +157,9 @@ class PppSessions(DataPlaneSessions):
         super().__init__(dataplane, lns=lns, data_sequencing=data_sequencing)
         self.silent_start = silent_start
         """Seconds a link waits for the peer's first frame before it sends its own (pppd's
-        ``silent``); 0 starts LCP at once. The LAC client waits: the LNS then speaks first,
-        once its kernel session exists, and no frame overtakes the LNS's programming."""
+        ``silent``); 0 starts LCP at once. The LAC waits (client mode, and every subscriber
+        over the kernel data plane): the LNS then speaks first, once its kernel session
+        exists, and no frame overtakes the LNS's programming."""
         self.link_config = link_config
         self.authenticator = authenticator
         self.pool = pool
@@ -554,6 +555,7 @@ def make_handler(
         return subscriber_link_config(cfg, *cfg.subscriber.credentials(max(n, 1)))
 
     client = cfg.lac.mode == "client"
+    kernel = dataplane.name != "null"
     return PppSessions(
         dataplane,
         lns=False,
@@ -562,5 +564,8 @@ def make_handler(
         # A client runs its own PPP end to end: there is no LCP to hand over as proxy.
         proxy=AuthMethod(cfg.subscriber.auth) if cfg.subscriber.proxy and not client else None,
         hostname=cfg.l2tp.hostname,
-        silent_start=cfg.ppp.restart_timer if client else 0.0,
+        # Over the kernel data plane the subscriber waits for the LNS to speak first: the
+        # LNS's session is programmed before its first frame, ours before our ICCN, so no
+        # frame reaches either side's userspace. Simulated calls on the null one start at once.
+        silent_start=cfg.ppp.restart_timer if client or kernel else 0.0,
     )

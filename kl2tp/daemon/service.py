@@ -354,7 +354,7 @@ async def simulate(
         if result.first_started is None:
             result.first_started = start
         connect = connect_factory(n) if connect_factory is not None else None
-        info = runner.place_call(make_call(n), connect)
+        info = runner.place_call(make_call(n), connect, defer_connect=endpoint.defers_connect)
         info.extra["n"] = n
         with trio.move_on_after(setup_timeout):
             await info.done.wait()

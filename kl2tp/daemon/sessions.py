@@ -3,6 +3,15 @@
 ``DataPlaneSessions`` programs each session into the data plane and tears it down again
 whatever ends it. The PPP layer (ppp/) plugs in on top of it: the handler owns one task per
 session, started in the endpoint's nursery, so a session's work never blocks its tunnel.
+
+Setup order with the kernel data plane, race-free by construction (as real LACs do it):
+the LAC places its calls with ``defer_connect`` (``defers_connect`` says when), programs its
+kernel session when the LNS answers (``call_answered``) and only then sends the ICCN; the
+LNS programs its session when the ICCN arrives and then speaks first (the LAC's PPP waits,
+``PppSessions.silent_start``). So no PPP frame reaches either side before its kernel
+session exists. Frames that still reach Python early (a peer that starts LCP right after
+its ICCN, e.g. another vendor's LAC) are counted (``data_early``) and handed to the session
+once its channel is open.
 """
 
 from __future__ import annotations
@@ -44,6 +53,9 @@ class SessionRecord:
     """The session's PPP channel once the data plane has it."""
     early: list[bytes] = attrs.field(factory=list)
     """Frames that arrived before the channel existed (the peer starts LCP at once)."""
+    connect: bool = False
+    """LAC deferred call: send the ICCN (``runner.connect_call``) once the data plane has
+    the session."""
 
 
 class DataPlaneSessions:
@@ -59,21 +71,37 @@ class DataPlaneSessions:
         self.records: dict[tuple[int, int], SessionRecord] = {}
         self.crashed = 0
         """Session tasks that failed with an exception (each call was cleared)."""
-        self.pending: dict[tuple[int, int], list[bytes]] = {}
-        """Frames for calls not yet established: a peer may send LCP before its ICCN (which
-        waits for the control window) reaches us."""
+
+    @property
+    def defers_connect(self) -> bool:
+        """Whether the LAC should place its calls with ``defer_connect``: with a kernel data
+        plane the session must exist in the kernel before the ICCN lets the LNS speak. The
+        null data plane carries frames in userspace, where early ones are kept anyway."""
+        return self.dataplane.name != "null"
 
     # -- SessionHandler ---------------------------------------------------------------------
 
+    def call_answered(self, runner: TunnelRunner, event: ev.CallAnswered) -> None:
+        """Program the session now; its task sends the ICCN once the data plane has it."""
+        session = runner.core.sessions.get(event.sid)
+        info = session.info if session is not None and session.info is not None else None
+        rec = SessionRecord(runner, event.sid, event.peer_sid, info or ev.ConnectInfo())
+        rec.connect = True
+        self._start(rec)
+
     def call_established(self, runner: TunnelRunner, event: ev.CallEstablished) -> None:
-        key = (runner.local_tunnel_id, event.sid)
-        rec = SessionRecord(runner, event.sid, event.peer_sid, event.info)
-        rec.early = self.pending.pop(key, [])
-        self.records[(runner.local_tunnel_id, event.sid)] = rec
-        runner.endpoint.nursery.start_soon(self._session_task, rec)
+        rec = self.records.get((runner.local_tunnel_id, event.sid))
+        if rec is not None:
+            # A deferred call: its task programmed the session before sending this ICCN.
+            rec.info = event.info
+            return
+        self._start(SessionRecord(runner, event.sid, event.peer_sid, event.info))
+
+    def _start(self, rec: SessionRecord) -> None:
+        self.records[(rec.runner.local_tunnel_id, rec.sid)] = rec
+        rec.runner.endpoint.nursery.start_soon(self._session_task, rec)
 
     def call_closed(self, runner: TunnelRunner, event: ev.CallClosed) -> None:
-        self.pending.pop((runner.local_tunnel_id, event.sid), None)
         rec = self.records.get((runner.local_tunnel_id, event.sid))
         if rec is not None:
             rec.scope.cancel()
@@ -134,6 +162,9 @@ class DataPlaneSessions:
                     )
                     return
                 try:
+                    if rec.connect:
+                        # The session exists: now the LNS may have our ICCN and speak.
+                        rec.runner.connect_call(rec.sid)
                     await self.run_session(rec)
                 except Exception as exc:
                     # A bug in one session must not take the daemon down: clear that call.
