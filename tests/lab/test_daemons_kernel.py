@@ -98,6 +98,13 @@ def test_client_dials_pings_through_both_kernels_and_hangs_up(
             lns_sess["peer_id"],
             lns_sess["local_id"],
         )
+        # The LAC programmed its kernel session before its ICCN let the LNS speak (and the
+        # LNS programs its own before it speaks): no PPP frame can reach Python on either side.
+        tid, sid = lac_sess["tunnel_id"], lac_sess["local_id"]
+        lac_log = lac.output()
+        assert lac_log.index(f"Se {tid}/{sid}: kernel session on") < lac_log.index(
+            f"Tnl/Cl {tid}/{sid} L2TP: O ICCN"
+        ), lac_log
         lns_if, sub_if = lns_sess["interface"], lac_sess["interface"]
         assert isinstance(lns_if, str) and lns_if.startswith("lns")
         assert isinstance(sub_if, str) and sub_if.startswith("sub")
@@ -124,11 +131,13 @@ def test_client_dials_pings_through_both_kernels_and_hangs_up(
                 "rx_bytes": PINGS * PING_WIRE_BYTES,
                 "rx_errors": 0,
             }, name
-        # Not one data packet reached Python on either side; the kernel totals are shown.
+        # Not one data packet reached Python on either side, from the call's first LCP frame
+        # on; the kernel totals are shown.
         for sock in (lns_sock, lac_sock):
             summary = ctl(sock, "show", "summary")
             assert summary["dataplane"] == "kernel"
-            assert summary["counters"].get("data_rx", 0) == 0
+            assert summary["counters"].get("data_rx", 0) == 0, summary["counters"]
+            assert summary["counters"].get("data_early", 0) == 0, summary["counters"]
             assert summary["kernel"]["rx_packets"] >= PINGS
             tunnels = ctl(sock, "show", "tunnels")
             assert tunnels[0]["kernel"]["tx_packets"] >= PINGS
@@ -296,20 +305,20 @@ def test_200_sessions_over_one_tunnel_all_pass_traffic_and_leave_nothing(
                 for k in ("rx_packets", "tx_packets", "rx_bytes")
             }
             assert grew == {"rx_packets": 1, "tx_packets": 1, "rx_bytes": PING_WIRE_BYTES}
-        # Simulated subscribers start LCP at once, so their first frames may reach the LNS
-        # before its kernel session exists (handed to the session: data_early) or even before
-        # the ICCN that they overtook (dropped; LCP sends again). Nothing once calls are up.
+        # Each LAC session was in the kernel before its ICCN went, and the subscribers wait
+        # for the LNS to speak, which it does once its own kernel session exists: not one
+        # data packet reached the LNS's Python, during setup or since.
+        assert data_rx_when_up == 0
         counters = ctl(lns_sock, "show", "summary")["counters"]
-        assert counters.get("data_rx", 0) == (
-            counters.get("data_early", 0) + counters.get("drop_data_not_established", 0)
-        )
-        assert counters.get("data_rx", 0) == data_rx_when_up
+        assert counters.get("data_rx", 0) == 0, counters
 
         t1 = time.monotonic()
         assert lac.stop() == 0, lac.output()
         result = json.loads(lac.output().strip().splitlines()[-1])
         assert result["established"] == SESSIONS
         assert result["failed"] == {}
+        # ...nor the LAC's (LCP echoes are off, so teardown sends no PPP frame either).
+        assert result["counters"].get("data_rx", 0) == 0, result["counters"]
         for ns in (SUB, LNS):
             wait_for(
                 lambda ns=ns: (
