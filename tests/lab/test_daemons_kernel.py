@@ -360,15 +360,18 @@ def test_lns_killed_with_a_call_up_restarts_clean_and_takes_new_calls(
         assert '"op":"+tunnel"' in recorded
         assert '"op":"+link"' in recorded
 
-        lns.kill()  # SIGKILL: no CDN, no StopCCN, no cleanup
-        lns2 = start_lns(tmp_path, lns_cfg, name="lns2")
-        # The new instance replayed the journal: nothing of the killed one is left (its
-        # closed fds took most with them; the journal names whatever could remain).
-        after = kernel_objects(LNS)
-        assert not set(before["tunnels"]) & set(after["tunnels"])
-        assert not set(before["sessions"]) & set(after["sessions"])
-        assert not set(before["ppp"].values()) & set(after["ppp"].values())
-        assert not set(before["ppp_routes"]) & set(after["ppp_routes"])
+        # The client is frozen meanwhile: its redial must not bring a new call (the pool
+        # gives the same address again, so the same host route) before we look.
+        lac.signal(signal.SIGSTOP)
+        try:
+            lns.kill()  # SIGKILL: no CDN, no StopCCN, no cleanup
+            lns2 = start_lns(tmp_path, lns_cfg, name="lns2")
+            # The new instance replayed the journal: nothing of the killed one is left (its
+            # closed fds took most with them; the journal names whatever could remain).
+            after = kernel_objects(LNS)
+        finally:
+            lac.signal(signal.SIGCONT)
+        assert after == {"tunnels": [], "sessions": [], "ppp": {}, "ppp_routes": []}
         # ...and its journal now lists only what the new instance made.
         records = [json.loads(line) for line in journal.read_text().splitlines()]
         assert first["tunnel_id"] not in {r["id"] for r in records if r["op"] == "+tunnel"}
