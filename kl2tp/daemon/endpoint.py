@@ -209,44 +209,74 @@ class TunnelRunner:
         StopCCN) until it says it is done.
         """
         try:
-            await self._flush()
-            while True:
-                if self.close_event is not None:
-                    if not self._torn_down:
-                        await self._teardown()
-                    if self.core.done:
-                        break
-                timer = self.core.get_timer()
-                if timer is None and self.close_event is not None:
-                    break
-                deadline = math.inf if timer is None else timer
-                item: tuple[bytes, Address] | None = None
-                with trio.move_on_at(deadline):
-                    item = await self._recv.receive()
-                now = trio.current_time()
-                if item is not None:
-                    data, addr = item
-                    if not self.pinned:
-                        self.peer_addr = addr
-                        self.pinned = True
-                    self.core.receive_datagram(data, now)
-                    # Drain what is already queued before flushing: acks piggyback better.
-                    while True:
-                        try:
-                            more = self._recv.receive_nowait()
-                        except trio.WouldBlock:
-                            break
-                        if more is not None:
-                            self.core.receive_datagram(more[0], now)
-                timer = self.core.get_timer()
-                if timer is not None and timer <= now:
-                    self.core.handle_timer(now)
-                await self._flush()
+            await self._loop()
+        except Exception:
+            # A bug must cost one tunnel, never the daemon: tell the peer if the core still
+            # can, then tear down as on any other path.
+            self.endpoint.counters["tunnel_task_failed"] += 1
+            log.exception(
+                "Tnl %d: internal error; clearing the tunnel (please report this)",
+                self.local_tunnel_id,
+            )
+            with contextlib.suppress(Exception):
+                self.core.close(trio.current_time(), STOPCCN_GENERAL, 0, "internal error")
+                for data in self.core.datagrams_to_send(trio.current_time()):
+                    await self._sendto(data)
         finally:
             if not self._torn_down:
                 await self._teardown()
             self.endpoint.lingering.pop(self.local_tunnel_id, None)
             self._send.close()
+
+    async def _loop(self) -> None:
+        await self._flush()
+        while True:
+            if self.close_event is not None:
+                if not self._torn_down:
+                    await self._teardown()
+                if self.core.done:
+                    break
+            timer = self.core.get_timer()
+            if timer is None and self.close_event is not None:
+                break
+            deadline = math.inf if timer is None else timer
+            item: tuple[bytes, Address] | None = None
+            with trio.move_on_at(deadline):
+                item = await self._recv.receive()
+            now = trio.current_time()
+            if item is not None:
+                data, addr = item
+                if not self.pinned:
+                    self.peer_addr = addr
+                    self.pinned = True
+                self._feed(data, now)
+                # Drain what is already queued before flushing: acks piggyback better.
+                while True:
+                    try:
+                        more = self._recv.receive_nowait()
+                    except trio.WouldBlock:
+                        break
+                    if more is not None:
+                        self._feed(more[0], now)
+            timer = self.core.get_timer()
+            if timer is not None and timer <= now:
+                self.core.handle_timer(now)
+            await self._flush()
+
+    def _feed(self, data: bytes, now: float) -> None:
+        """One datagram into the core. Malformed input is the core's business (dropped and
+        counted, or answered per the RFC); an exception escaping it is a bug, and costs only
+        that datagram."""
+        try:
+            self.core.receive_datagram(data, now)
+        except Exception:
+            self.counters["core_errors"] += 1
+            self.endpoint.counters["core_errors"] += 1
+            log.exception(
+                "Tnl %d: internal error on a %d-byte datagram; dropped",
+                self.local_tunnel_id,
+                len(data),
+            )
 
     async def _flush(self) -> None:
         """Send what the core wants sent and act on its events."""
