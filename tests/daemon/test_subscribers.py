@@ -34,7 +34,7 @@ class Lab:
             tmp, "s3cret", lns_extra=lns_extra, lac_extra=lac_extra, pool=pool, users=users
         )
         self.lns = Daemon(
-            [str(BIN / "kl2tp-lns"), "--config", str(lns_cfg), "--debug", "ppp,daemon"],
+            [str(BIN / "kl2tp-lns"), "--config", str(lns_cfg), "--debug", "l2tp,ppp,daemon"],
             tmp / "lns.log",
         )
         wait_for(lambda: self.lns_sock.exists(), "the LNS control socket")
