@@ -239,10 +239,18 @@ class TunnelRunner:
             timer = self.core.get_timer()
             if timer is None and self.close_event is not None:
                 break
-            deadline = math.inf if timer is None else timer
             item: tuple[bytes, Address] | None = None
-            with trio.move_on_at(deadline):
-                item = await self._recv.receive()
+            try:
+                # Work already queued: one plain checkpoint, no cancel scope to build.
+                item = self._recv.receive_nowait()
+            except trio.WouldBlock:
+                if timer is None:
+                    item = await self._recv.receive()
+                else:
+                    with trio.move_on_at(timer):
+                        item = await self._recv.receive()
+            else:
+                await trio.lowlevel.checkpoint()
             now = trio.current_time()
             if item is not None:
                 data, addr = item
@@ -290,8 +298,18 @@ class TunnelRunner:
                 await self._sendto(data)
 
     async def _sendto(self, data: bytes) -> None:
-        sock = self._socket or self.endpoint.sock
+        sock = self._socket
         try:
+            if sock is None:
+                # The shared socket: send on the non-blocking stdlib socket directly (trio's
+                # sendto resolves the address and checkpoints twice per datagram); only a full
+                # send buffer takes the awaitable path, which waits until it drains. The
+                # tunnel loop checkpoints once per iteration, so the task still yields.
+                try:
+                    self.endpoint.raw_sock.sendto(data, self.peer_addr)
+                    return
+                except BlockingIOError:
+                    sock = self.endpoint.sock
             await sock.sendto(data, self.peer_addr)
         except OSError as exc:
             self.counters["send_errors"] += 1
@@ -472,6 +490,8 @@ class Endpoint:
         self._by_peer: dict[tuple[Address, int], int] = {}
         self.counters: Counter[str] = Counter()
         self.sock: Any = None
+        self.raw_sock: stdlib_socket.socket = None  # type: ignore[assignment]
+        """The stdlib socket under ``sock`` (non-blocking), for sends that need no await."""
         self.local_addr: Address = listen
         self.nursery: trio.Nursery = None  # type: ignore[assignment]
 
@@ -482,13 +502,15 @@ class Endpoint:
     ) -> None:
         """Bind, then receive until cancelled. Reports the bound address when ready."""
         family = stdlib_socket.AF_INET6 if ":" in self.listen[0] else stdlib_socket.AF_INET
-        sock = trio.socket.socket(family, stdlib_socket.SOCK_DGRAM)
+        raw = stdlib_socket.socket(family, stdlib_socket.SOCK_DGRAM)
+        sock = trio.socket.from_stdlib_socket(raw)  # makes it non-blocking; owns it
         sock.setsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_REUSEADDR, 1)
         if hasattr(stdlib_socket, "SO_REUSEPORT"):
             sock.setsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_REUSEPORT, 1)
         with sock:
             await sock.bind(self.listen)
             self.sock = sock
+            self.raw_sock = raw
             self.local_addr = sock.getsockname()[:2]
             async with trio.open_nursery() as nursery:
                 self.nursery = nursery
