@@ -129,6 +129,7 @@ class TunnelRunner:
         self._socket: Any = None
         self._kernel_tunnel = False
         self._torn_down = False
+        self._kicked = False
 
     @property
     def local_tunnel_id(self) -> int:
@@ -153,9 +154,15 @@ class TunnelRunner:
 
     def kick(self) -> None:
         """Wake the task after a command changed the core (it then flushes)."""
-        # When the queue is full the task is busy and flushes after its current item anyway.
+        # One wake-up in the queue is enough: the task flushes everything once it takes it.
+        # (Sessions kick for every frame they send; uncoalesced kicks filled the queue and
+        # made it drop datagrams.) When the queue is full the task is busy and flushes after
+        # its current item anyway.
+        if self._kicked:
+            return
         with contextlib.suppress(trio.WouldBlock, trio.ClosedResourceError):
             self._send.send_nowait(None)
+            self._kicked = True
 
     # -- commands (from sessions, the control socket, the LAC) ---------------------------
 
@@ -254,6 +261,8 @@ class TunnelRunner:
             else:
                 await trio.lowlevel.checkpoint()
             now = trio.current_time()
+            # The flush below covers every command so far; a later one must kick again.
+            self._kicked = False
             if item is not None:
                 data, addr = item
                 if not self.pinned:
