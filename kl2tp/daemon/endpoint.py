@@ -44,6 +44,8 @@ STOPCCN_GENERAL = 2
 """StopCCN result 2: general error."""
 GENERAL_NO_RESOURCES = 4
 """General error 4: insufficient resources to handle this operation now."""
+RECEIVE_BUFFER = 4 << 20
+"""SO_RCVBUF asked for the shared socket (the kernel caps it at net.core.rmem_max)."""
 RECEIVE_BATCH = 64
 """Datagrams the receive loop takes from the socket before it lets other tasks run."""
 
@@ -518,6 +520,9 @@ class Endpoint:
         sock.setsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_REUSEADDR, 1)
         if hasattr(stdlib_socket, "SO_REUSEPORT"):
             sock.setsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_REUSEPORT, 1)
+        # Room for a burst (PPP frames are not flow controlled); Linux caps the request at
+        # net.core.rmem_max.
+        sock.setsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_RCVBUF, RECEIVE_BUFFER)
         with sock:
             await sock.bind(self.listen)
             self.sock = sock
