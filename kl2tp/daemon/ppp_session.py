@@ -163,7 +163,9 @@ class PppSessions(DataPlaneSessions):
         self.link_config = link_config
         self.authenticator = authenticator
         self.pool = pool
-        self.rng = rng or random.Random()
+        # CHAP and MS-CHAPv2 challenges come from here and must not be predictable from the
+        # magic numbers and challenges a subscriber sees: the OS generator, not a seeded one.
+        self.rng = rng or random.SystemRandom()
         self.proxy = proxy
         self.hostname = hostname
         self.prepared: dict[int, Link] = {}
