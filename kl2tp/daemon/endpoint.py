@@ -582,10 +582,6 @@ class Endpoint:
                     runner.counters["data_unknown_session"] += 1
                     self.drop("data_unknown_session")
                     return
-                if session.state != "established":
-                    # Data overtook the ICCN (it may wait for the peer's control window).
-                    self.drop("data_not_established")
-                    return
             runner.offer(data, addr)
             return
         self._new_tunnel(data, addr)

@@ -71,6 +71,8 @@ _avp_log = trace.avp_log
 _DEBUG = logging.DEBUG
 
 CHALLENGE_LEN = 16
+EARLY_FRAMES = 8
+"""Data frames kept for a call whose ICCN/OCCN has not arrived yet."""
 """Bytes of the Challenge AVP we send (MD5-sized, like IOS)."""
 
 
@@ -227,6 +229,8 @@ class Tunnel:
         self._events: deque[Event] = deque()
         self._peer_sids: dict[int, int] = {}
         self._waiting: list[int] = []
+        self._early: dict[int, list[bytes]] = {}
+        """Data for calls not yet established, by our session id (at most EARLY_FRAMES)."""
         self._challenge: bytes | None = None
         self._hide = _HIDE_ALL if config.hide_avps and config.secret else frozenset()
         self._idle_deadline: float | None = None
@@ -483,9 +487,15 @@ class Tunnel:
         if _log.isEnabledFor(_DEBUG):
             prefix = trace.session_prefix(self.local_tunnel_id, session.local_sid)
             trace.state_change(prefix, "Session", old, new)
+        if new == "established" and self._early:
+            # Frames that overtook the ICCN/OCCN (data is not windowed, the ICCN may be)
+            # follow the CallEstablished the action just emitted.
+            for payload in self._early.pop(session.local_sid, ()):
+                self._events.append(DataReceived(session.local_sid, payload))
         if new != "idle":
             return
         sid = session.local_sid
+        self._early.pop(sid, None)
         self.sessions.pop(sid, None)
         if session.peer_sid and self._peer_sids.get(session.peer_sid) == sid:
             del self._peer_sids[session.peer_sid]
@@ -496,8 +506,18 @@ class Tunnel:
 
     def _data(self, sid: int, payload: bytes) -> None:
         session = self.sessions.get(sid)
-        if session is None or session.state != "established":
+        if session is None or session.state == "idle":
             self._count("data_dropped")
+            return
+        if session.state != "established":
+            # The peer's PPP may start before its ICCN (which can wait for our window, or
+            # be lost and resent) reaches us: keep a few frames until the call is up.
+            early = self._early.setdefault(sid, [])
+            if len(early) < EARLY_FRAMES:
+                early.append(payload)
+                self._count("data_early")
+            else:
+                self._count("data_dropped")
             return
         self._events.append(DataReceived(sid, payload))
 
