@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import ipaddress
 import logging
 import math
 import random
@@ -629,8 +630,6 @@ class Endpoint:
     def _peer_allowed(self, host: str) -> bool:
         if not self.allowed_peers:
             return True
-        import ipaddress
-
         try:
             ip = ipaddress.ip_address(host)
         except ValueError:
