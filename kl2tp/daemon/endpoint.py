@@ -1,54 +1,156 @@
-"""The UDP endpoint: one socket, demux by tunnel id, one task per tunnel.
+"""The UDP endpoint: trio glue around the sans-IO :class:`kl2tp.l2tp.endpoint.EndpointCore`.
 
-This is glue in the manner of trio's DTLS endpoint: a single receive loop peeks at the
-tunnel id, hands the datagram to that tunnel's bounded queue and never waits on a slow
-tunnel (a full queue drops and counts). Each tunnel task feeds its sans-IO
-:class:`kl2tp.l2tp.tunnel.Tunnel`, sends what it returns, sleeps until its timer, and turns
-the core's events into data-plane and session work.
+In the manner of trio's DTLS endpoint: one receive loop takes datagrams from a
+:class:`DatagramTransport` in batches and hands each to the endpoint core, which routes it to
+a tunnel's bounded inbox (or a drop counter, a new tunnel, a lingering core) and never waits
+on a slow tunnel. Each live tunnel has a task that drains its inbox into its sans-IO
+:class:`kl2tp.l2tp.tunnel.Tunnel`, sends what the core returns, sleeps until the core's timer
+and turns the core's events into data-plane and session work; awaiting the data plane there
+stalls only that tunnel. A closed tunnel's core lingers in the endpoint core (RFC 2661 5.7),
+whose own datagrams and timer a small endpoint task serves. This module decides nothing about
+the protocol: it moves datagrams and time.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
-import ipaddress
 import logging
 import math
 import random
 import socket as stdlib_socket
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Protocol
 
 import attrs
 import trio
+import trio.lowlevel
 
 from kl2tp.dataplane.base import DataPlane, DataPlaneError, TunnelSpec
 from kl2tp.l2tp import events as ev
-from kl2tp.l2tp.errors import DecodeError, UnsupportedVersion
+from kl2tp.l2tp.constants import CdnResult, ErrorCode, StopCcnResult
+from kl2tp.l2tp.endpoint import (
+    EndpointConfig,
+    EndpointCore,
+    Network,
+    TunnelEntry,
+    TunnelIdsExhausted,
+    TunnelOpened,
+)
 from kl2tp.l2tp.events import CallParams, ConnectInfo
-from kl2tp.l2tp.message import ControlMessage, decode, peek
 from kl2tp.l2tp.tunnel import Tunnel, TunnelConfig
 
 log = logging.getLogger("kl2tp.daemon")
 
 Address = tuple[str, int]
 
-SCCRQ = 1
-RESULT_ADMIN = 3
-"""CDN result 3: disconnect for administrative reasons (RFC 2661 4.4.2)."""
-STOPCCN_SHUTDOWN = 6
-"""StopCCN result 6: requester is being shut down."""
-CDN_NO_RESOURCES = 4
-"""CDN result 4: temporary lack of resources."""
-STOPCCN_GENERAL = 2
-"""StopCCN result 2: general error."""
-GENERAL_NO_RESOURCES = 4
-"""General error 4: insufficient resources to handle this operation now."""
+RESULT_ADMIN = CdnResult.ADMINISTRATIVE
+"""Kept for the session modules until they import the enum themselves."""
 RECEIVE_BUFFER = 4 << 20
 """SO_RCVBUF asked for the shared socket (the kernel caps it at net.core.rmem_max)."""
 RECEIVE_BATCH = 64
 """Datagrams the receive loop takes from the socket before it lets other tasks run."""
+
+
+# --- transports --------------------------------------------------------------------------------
+
+
+class DatagramTransport(Protocol):
+    """What the endpoint sends and receives datagrams with (a UDP socket, or a test's fake)."""
+
+    local_addr: Address
+    """The bound address."""
+
+    async def receive_batch(self) -> list[tuple[bytes, Any]]:
+        """Wait for datagrams; return those available now (at least one), as (data, addr)
+        with ``addr[:2]`` the sender's (host, port). Yields to other tasks between batches."""
+
+    def try_send(self, data: bytes, addr: Address) -> bool:
+        """Send without waiting; False when it would block (then use :meth:`send`).
+
+        Raises:
+            OSError: the send failed."""
+
+    async def send(self, data: bytes, addr: Address) -> None:
+        """Send, waiting for room (the back-pressure path).
+
+        Raises:
+            OSError: the send failed."""
+
+
+class UdpTransport:
+    """The shared UDP socket: a non-blocking stdlib socket drained in batches (one yield per
+    batch instead of two checkpoints per datagram, so a burst leaves the kernel's receive
+    buffer before it overflows) and sent on directly; only a full send buffer takes trio's
+    awaitable path."""
+
+    def __init__(self, sock: trio.socket.SocketType, raw: stdlib_socket.socket) -> None:
+        self.sock = sock
+        """The trio socket (owns ``raw``)."""
+        self.raw = raw
+        """The stdlib socket under it (non-blocking)."""
+        self.local_addr: Address = sock.getsockname()[:2]
+        self.errors = 0
+        """Receive errors (e.g. ICMP port unreachable reported on the socket)."""
+        self._recvfrom = raw.recvfrom
+        self._sendto = raw.sendto
+        self._full = False
+
+    @classmethod
+    async def bind(cls, listen: Address) -> UdpTransport:
+        """A socket bound to ``listen`` (SO_REUSEADDR/SO_REUSEPORT, a large receive buffer)."""
+        family = stdlib_socket.AF_INET6 if ":" in listen[0] else stdlib_socket.AF_INET
+        raw = stdlib_socket.socket(family, stdlib_socket.SOCK_DGRAM)
+        sock = trio.socket.from_stdlib_socket(raw)  # makes it non-blocking; owns it
+        try:
+            sock.setsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_REUSEADDR, 1)
+            if hasattr(stdlib_socket, "SO_REUSEPORT"):
+                sock.setsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_REUSEPORT, 1)
+            # Room for a burst (PPP frames are not flow controlled); Linux caps the request
+            # at net.core.rmem_max.
+            sock.setsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_RCVBUF, RECEIVE_BUFFER)
+            await sock.bind(listen)
+        except BaseException:
+            sock.close()
+            raise
+        return cls(sock, raw)
+
+    async def receive_batch(self) -> list[tuple[bytes, Any]]:
+        if self._full:
+            await trio.lowlevel.checkpoint()  # the last batch was full: let the tunnels run
+        recvfrom = self._recvfrom
+        batch: list[tuple[bytes, Any]] = []
+        while True:
+            for _ in range(RECEIVE_BATCH):
+                try:
+                    batch.append(recvfrom(65536))
+                except BlockingIOError:
+                    break
+                except OSError as exc:
+                    self.errors += 1
+                    log.debug("receive error: %s", exc)
+            if batch:
+                self._full = len(batch) >= RECEIVE_BATCH
+                return batch
+            await trio.lowlevel.wait_readable(self.raw)
+
+    def try_send(self, data: bytes, addr: Address) -> bool:
+        try:
+            self._sendto(data, addr)
+        except BlockingIOError:
+            return False
+        return True
+
+    async def send(self, data: bytes, addr: Address) -> None:
+        await self.sock.sendto(data, addr)
+
+    def close(self) -> None:
+        """Close the socket."""
+        self.sock.close()
+
+
+# --- what runs above the tunnels ---------------------------------------------------------------
 
 
 class SessionHandler(Protocol):
@@ -104,70 +206,64 @@ class SessionInfo:
     """Why the session closed, once it has."""
 
 
-class TunnelRunner:
-    """One tunnel's task: the core, its queue, its socket, its sessions."""
+# --- one tunnel ---------------------------------------------------------------------------------
 
-    def __init__(
-        self,
-        endpoint: Endpoint,
-        core: Tunnel,
-        peer_addr: Address,
-        *,
-        pinned: bool,
-    ) -> None:
+
+class TunnelRunner:
+    """One tunnel's task: drains the tunnel's inbox into its core, sends, acts on events.
+
+    Session code sees it through the narrow tunnel handle (ids, peer, sessions, ``closed``
+    and the commands below).
+    """
+
+    def __init__(self, endpoint: Endpoint, entry: TunnelEntry) -> None:
         self.endpoint = endpoint
-        self.core = core
-        self.peer_addr = peer_addr
-        self.pinned = pinned
+        self.entry = entry
+        self.core: Tunnel = entry.tunnel
         self.created = trio.current_time()
         self.established_at: float | None = None
-        self.sessions: dict[int, SessionInfo] = {}
-        self.counters: Counter[str] = Counter()
+        self._sessions: dict[int, SessionInfo] = {}
         self.closed = trio.Event()
         self.established = trio.Event()
         self.close_event: ev.TunnelClosed | None = None
-        self._send, self._recv = trio.open_memory_channel[tuple[bytes, Address] | None](
-            endpoint.queue_depth
-        )
+        self._lot = trio.lowlevel.ParkingLot()
+        self._dirty = False
         self._socket: Any = None
+        self._reader_scope: trio.CancelScope | None = None
         self._kernel_tunnel = False
         self._torn_down = False
-        self._kicked = False
+
+    # -- the handle --------------------------------------------------------------------------
 
     @property
     def local_tunnel_id(self) -> int:
         """Our tunnel id."""
         return self.core.local_tunnel_id
 
-    # -- called by the endpoint's receive loop -------------------------------------------
+    @property
+    def peer_tunnel_id(self) -> int:
+        """The peer's tunnel id (0 until its SCCRQ/SCCRP)."""
+        return self.core.peer_tunnel_id
 
-    def offer(self, data: bytes, addr: Address) -> None:
-        """Queue a datagram for this tunnel, or drop and count it."""
-        if self.pinned:
-            if addr != self.peer_addr:
-                self.endpoint.drop("wrong_peer")
-                return
-        elif addr[0] != self.peer_addr[0]:
-            self.endpoint.drop("wrong_peer")
-            return
-        try:
-            self._send.send_nowait((data, addr))
-        except trio.WouldBlock:
-            self.endpoint.drop("queue_full")
+    @property
+    def peer_addr(self) -> Address:
+        """Where the tunnel's datagrams go (pinned per RFC 2661 8.1)."""
+        return self.entry.peer_addr
 
-    def kick(self) -> None:
-        """Wake the task after a command changed the core (it then flushes)."""
-        # One wake-up in the queue is enough: the task flushes everything once it takes it.
-        # (Sessions kick for every frame they send; uncoalesced kicks filled the queue and
-        # made it drop datagrams.) When the queue is full the task is busy and flushes after
-        # its current item anyway.
-        if self._kicked:
-            return
-        with contextlib.suppress(trio.WouldBlock, trio.ClosedResourceError):
-            self._send.send_nowait(None)
-            self._kicked = True
+    @property
+    def peer_hostname(self) -> str:
+        """The peer's Host Name AVP."""
+        return self.core.peer_hostname
 
-    # -- commands (from sessions, the control socket, the LAC) ---------------------------
+    @property
+    def sessions(self) -> Mapping[int, SessionInfo]:
+        """The daemon's record of each live session."""
+        return self._sessions
+
+    @property
+    def counters(self) -> Counter[str]:
+        """Per-tunnel endpoint figures (``data_rx``, ``core_errors``, ``send_errors``, ...)."""
+        return self.entry.counters
 
     def place_call(
         self, call: CallParams, connect: ConnectInfo | None = None, *, defer_connect: bool = False
@@ -176,12 +272,11 @@ class TunnelRunner:
 
         ``defer_connect`` (LAC): hold the ICCN until the handler, told by ``call_answered``,
         calls ``connect_call`` (it programs the kernel session first, so the LNS's first
-        frame finds it). Without a handler the call connects at once anyway.
+        frame finds it).
         """
         now = trio.current_time()
         sid = self.core.place_call(now, call, connect, defer_connect=defer_connect)
-        info = SessionInfo(sid, now)
-        self.sessions[sid] = info
+        info = self._add_session(sid, now)
         self.kick()
         return info
 
@@ -193,14 +288,23 @@ class TunnelRunner:
             self.kick()
 
     def hangup(
-        self, sid: int, result: int = RESULT_ADMIN, error: int = 0, message: str = ""
+        self,
+        sid: int,
+        result: CdnResult = CdnResult.ADMINISTRATIVE,
+        error: ErrorCode = ErrorCode.NO_ERROR,
+        message: str = "",
     ) -> None:
         """Clear one session with a CDN."""
         if sid in self.core.sessions:
             self.core.hangup(sid, trio.current_time(), result, error, message)
             self.kick()
 
-    def close(self, result: int = 1, error: int = 0, message: str = "") -> None:
+    def close(
+        self,
+        result: StopCcnResult = StopCcnResult.CLEAR_CONNECTION,
+        error: ErrorCode = ErrorCode.NO_ERROR,
+        message: str = "",
+    ) -> None:
         """Clear the tunnel with a StopCCN."""
         self.core.close(trio.current_time(), result, error, message)
         self.kick()
@@ -211,130 +315,116 @@ class TunnelRunner:
             self.core.send_data(sid, payload)
             self.kick()
 
-    # -- the task --------------------------------------------------------------------------
+    def start_soon(self, fn: Callable[..., Awaitable[object]], *args: object) -> None:
+        """Run ``fn(*args)`` as a task of the endpoint (a session's task)."""
+        self.endpoint.nursery.start_soon(fn, *args)
+
+    def count(self, key: str) -> None:
+        """Add one to an endpoint-wide counter."""
+        self.endpoint.counters[key] += 1
+
+    # -- waking the task ---------------------------------------------------------------------
+
+    def kick(self) -> None:
+        """Wake the task after a command changed the core (it then flushes). Coalesced: one
+        pending wake-up covers every command until the task runs."""
+        self._dirty = True
+        self._lot.unpark()
+
+    def wake(self) -> None:
+        """Wake the task: its inbox has datagrams."""
+        self._lot.unpark()
+
+    # -- the task ----------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Drive the core until the tunnel is closed and its RFC 2661 5.7 hold is over.
-
-        Once the core reports the tunnel closed, everything above it is torn down at once and
-        the tunnel leaves ``show tunnels``; the core itself lingers (re-acking a retransmitted
-        StopCCN) until it says it is done.
-        """
+        """Drive the core until the tunnel is closed; then tear down what was above it and
+        hand the core to the endpoint core to linger (RFC 2661 5.7)."""
         try:
             await self._loop()
         except Exception:
             # A bug must cost one tunnel, never the daemon: tell the peer if the core still
-            # can, then tear down as on any other path.
+            # can, then tear down as on any other path, and forget the core.
             self.endpoint.counters["tunnel_task_failed"] += 1
             log.exception(
                 "Tnl %d: internal error; clearing the tunnel (please report this)",
                 self.local_tunnel_id,
             )
             with contextlib.suppress(Exception):
-                self.core.close(trio.current_time(), STOPCCN_GENERAL, 0, "internal error")
-                for data in self.core.datagrams_to_send(trio.current_time()):
+                now = trio.current_time()
+                self.core.close(
+                    now, StopCcnResult.GENERAL_ERROR, ErrorCode.NO_ERROR, "internal error"
+                )
+                for data in self.core.datagrams_to_send(now):
                     await self._sendto(data)
+            self.endpoint.core.discard(self.entry)
         finally:
             if not self._torn_down:
                 await self._teardown()
-            self.endpoint.lingering.pop(self.local_tunnel_id, None)
-            self._send.close()
 
     async def _loop(self) -> None:
+        core = self.core
+        entry = self.entry
+        inbox = entry.inbox
+        ep_core = self.endpoint.core
         await self._flush()
-        while True:
-            if self.close_event is not None:
-                if not self._torn_down:
-                    await self._teardown()
-                if self.core.done:
-                    break
-            timer = self.core.get_timer()
-            if timer is None and self.close_event is not None:
-                break
-            item: tuple[bytes, Address] | None = None
-            try:
-                # Work already queued: one plain checkpoint, no cancel scope to build.
-                item = self._recv.receive_nowait()
-            except trio.WouldBlock:
+        while self.close_event is None:
+            if inbox or self._dirty:
+                # Work already waiting: one plain checkpoint, no cancel scope to build.
+                await trio.lowlevel.checkpoint()
+            else:
+                timer = core.get_timer()
                 if timer is None:
-                    item = await self._recv.receive()
+                    await self._lot.park()
                 else:
                     with trio.move_on_at(timer):
-                        item = await self._recv.receive()
-            else:
-                await trio.lowlevel.checkpoint()
+                        await self._lot.park()
             now = trio.current_time()
             # The flush below covers every command so far; a later one must kick again.
-            self._kicked = False
-            if item is not None:
-                data, addr = item
-                if not self.pinned:
-                    self.peer_addr = addr
-                    self.pinned = True
-                self._feed(data, now)
-                # Drain what is already queued before flushing: acks piggyback better.
-                while True:
-                    try:
-                        more = self._recv.receive_nowait()
-                    except trio.WouldBlock:
-                        break
-                    if more is not None:
-                        self._feed(more[0], now)
-            timer = self.core.get_timer()
+            self._dirty = False
+            if inbox:
+                ep_core.feed(entry, now)
+            timer = core.get_timer()
             if timer is not None and timer <= now:
-                self.core.handle_timer(now)
+                core.handle_timer(now)
             await self._flush()
-
-    def _feed(self, data: bytes, now: float) -> None:
-        """One datagram into the core. Malformed input is the core's business (dropped and
-        counted, or answered per the RFC); an exception escaping it is a bug, and costs only
-        that datagram."""
-        try:
-            self.core.receive_datagram(data, now)
-        except Exception:
-            self.counters["core_errors"] += 1
-            self.endpoint.counters["core_errors"] += 1
-            log.exception(
-                "Tnl %d: internal error on a %d-byte datagram; dropped",
-                self.local_tunnel_id,
-                len(data),
-            )
+        await self._teardown()
 
     async def _flush(self) -> None:
         """Send what the core wants sent and act on its events."""
-        now = trio.current_time()
-        for data in self.core.datagrams_to_send(now):
+        core = self.core
+        for data in core.datagrams_to_send(trio.current_time()):
             await self._sendto(data)
-        while (event := self.core.next_event()) is not None:
+        while (event := core.next_event()) is not None:
             await self._handle(event)
             # handling may have queued more (e.g. an answer to an incoming call)
-            for data in self.core.datagrams_to_send(trio.current_time()):
+            for data in core.datagrams_to_send(trio.current_time()):
                 await self._sendto(data)
 
     async def _sendto(self, data: bytes) -> None:
         sock = self._socket
+        addr = self.entry.peer_addr
         try:
             if sock is None:
-                # The shared socket: send on the non-blocking stdlib socket directly (trio's
-                # sendto resolves the address and checkpoints twice per datagram); only a full
-                # send buffer takes the awaitable path, which waits until it drains. The
-                # tunnel loop checkpoints once per iteration, so the task still yields.
-                try:
-                    self.endpoint.raw_sock.sendto(data, self.peer_addr)
-                    return
-                except BlockingIOError:
-                    sock = self.endpoint.sock
-            await sock.sendto(data, self.peer_addr)
+                # The shared transport sends without an await; only a full send buffer takes
+                # the awaitable path (the tunnel loop checkpoints once per iteration anyway).
+                transport = self.endpoint.transport
+                if not transport.try_send(data, addr):
+                    self.entry.counters["send_waits"] += 1
+                    await transport.send(data, addr)
+            else:
+                await sock.sendto(data, addr)
         except OSError as exc:
-            self.counters["send_errors"] += 1
+            self.entry.counters["send_errors"] += 1
             if exc.errno not in (errno.ECONNREFUSED, errno.ENOBUFS, errno.EAGAIN):
-                log.warning(
-                    "Tnl %d: send to %s failed: %s", self.local_tunnel_id, self.peer_addr, exc
-                )
+                log.warning("Tnl %d: send to %s failed: %s", self.local_tunnel_id, addr, exc)
 
     async def _handle(self, event: object) -> None:
         handler = self.endpoint.handler
-        if isinstance(event, ev.TunnelEstablished):
+        if isinstance(event, ev.DataReceived):
+            if handler is not None:
+                handler.data_received(self, event)
+        elif isinstance(event, ev.TunnelEstablished):
             self.established_at = trio.current_time()
             self.established.set()
             await self._program_tunnel()
@@ -346,7 +436,9 @@ class TunnelRunner:
             else:
                 handler.call_answered(self, event)
         elif isinstance(event, ev.CallEstablished):
-            info = self.sessions.setdefault(event.sid, SessionInfo(event.sid, trio.current_time()))
+            info = self._sessions.get(event.sid)
+            if info is None:
+                info = self._add_session(event.sid, trio.current_time())
             if handler is None or not handler.defers_established:
                 info.established = trio.current_time()
                 info.done.set()
@@ -366,26 +458,34 @@ class TunnelRunner:
             # The handler runs first: it may still read and annotate the session's info.
             if handler is not None:
                 handler.call_closed(self, event)
-            closed_info = self.sessions.pop(event.sid, None)
+            closed_info = self._sessions.pop(event.sid, None)
             if closed_info is not None:
+                self.endpoint.core.release_session(self.entry)
                 closed_info.closed = event
                 closed_info.done.set()
-        elif isinstance(event, ev.DataReceived):
-            if handler is not None:
-                handler.data_received(self, event)
         elif isinstance(event, ev.TunnelClosed):
             self.close_event = event
         else:
-            self.counters[type(event).__name__] += 1
+            self.entry.counters[type(event).__name__] += 1
+
+    def _add_session(self, sid: int, now: float) -> SessionInfo:
+        info = SessionInfo(sid, now)
+        self._sessions[sid] = info
+        self.endpoint.core.admit_session(self.entry, limit=False)
+        return info
 
     def _incoming_call(self, event: ev.IncomingCall) -> None:
         now = trio.current_time()
-        limit = self.endpoint.max_sessions
-        if limit and self.endpoint.session_count() >= limit:
-            self.endpoint.counters["calls_refused_overload"] += 1
-            self.core.hangup(event.sid, now, CDN_NO_RESOURCES, 0, "session limit reached")
+        if not self.endpoint.core.admit_session(self.entry):
+            self.core.hangup(
+                event.sid,
+                now,
+                CdnResult.NO_FACILITIES_TEMPORARY,
+                ErrorCode.NO_ERROR,
+                "session limit reached",
+            )
             return
-        self.sessions.setdefault(event.sid, SessionInfo(event.sid, now))
+        self._sessions[event.sid] = SessionInfo(event.sid, now)
         self.core.answer_call(event.sid, now)
         if not self.endpoint.lns:
             # A LAC answering an outgoing call has no line to dial: connect at once.
@@ -397,13 +497,18 @@ class TunnelRunner:
             local_tunnel_id=self.local_tunnel_id,
             peer_tunnel_id=self.core.peer_tunnel_id,
             local_addr=self.endpoint.local_addr,
-            peer_addr=self.peer_addr,
+            peer_addr=self.entry.peer_addr,
         )
         try:
             handle = await dp.open_tunnel(spec)
         except DataPlaneError as exc:
             log.error("Tnl %d: data plane refused the tunnel: %s", self.local_tunnel_id, exc)
-            self.core.close(trio.current_time(), STOPCCN_GENERAL, GENERAL_NO_RESOURCES, str(exc))
+            self.core.close(
+                trio.current_time(),
+                StopCcnResult.GENERAL_ERROR,
+                ErrorCode.INSUFFICIENT_RESOURCES,
+                str(exc),
+            )
             return
         self._kernel_tunnel = True
         sock = handle.socket
@@ -420,22 +525,25 @@ class TunnelRunner:
                     data, addr = await sock.recvfrom(65536)
                 except (OSError, trio.ClosedResourceError):
                     return  # the data plane closed the socket with the kernel tunnel
-                self.endpoint.dispatch(data, addr)
+                self.endpoint.dispatch(data, addr[:2])
 
     async def _teardown(self) -> None:
         """Release everything above the core, whatever path ended the tunnel."""
         self._torn_down = True
-        self.endpoint.forget(self)
-        scope = getattr(self, "_reader_scope", None)
-        if scope is not None:
-            scope.cancel()
-        handler = self.endpoint.handler
+        endpoint = self.endpoint
+        endpoint.tunnels.pop(self.local_tunnel_id, None)
+        # The core lingers in the endpoint core from now on (or is forgotten if it is done).
+        endpoint.core.tunnel_closed(self.entry, trio.current_time())
+        endpoint.poke()
+        if self._reader_scope is not None:
+            self._reader_scope.cancel()
+        handler = endpoint.handler
         with trio.CancelScope(shield=True):
-            for sid, info in list(self.sessions.items()):
+            for sid, info in list(self._sessions.items()):
                 info.closed = ev.CallClosed(
                     sid=sid,
-                    result=2,
-                    error=0,
+                    result=CdnResult.GENERAL_ERROR,
+                    error=ErrorCode.NO_ERROR,
                     message="tunnel closed",
                     q931=None,
                     by_peer=False,
@@ -443,10 +551,10 @@ class TunnelRunner:
                 info.done.set()
                 if handler is not None:
                     handler.call_closed(self, info.closed)
-            self.sessions.clear()
+            self._sessions.clear()
             if self._kernel_tunnel:
                 try:
-                    await self.endpoint.dataplane.close_tunnel(self.local_tunnel_id)
+                    await endpoint.dataplane.close_tunnel(self.local_tunnel_id)
                 except DataPlaneError as exc:
                     log.error(
                         "Tnl %d: could not remove the kernel tunnel: %s", self.local_tunnel_id, exc
@@ -457,20 +565,24 @@ class TunnelRunner:
     def snapshot(self) -> dict[str, Any]:
         """The tunnel as `kl2tpctl show tunnels` prints it."""
         now = trio.current_time()
+        addr = self.entry.peer_addr
         return {
             "local_id": self.local_tunnel_id,
             "peer_id": self.core.peer_tunnel_id,
-            "peer_address": f"{self.peer_addr[0]}:{self.peer_addr[1]}",
+            "peer_address": f"{addr[0]}:{addr[1]}",
             "peer_hostname": self.core.peer_hostname,
             "state": self.core.state,
             "sessions": len(self.core.sessions),
             "uptime": round(now - self.created, 3),
-            "counters": dict(self.counters),
+            "counters": dict(self.entry.counters),
         }
 
 
+# --- the endpoint -----------------------------------------------------------------------------
+
+
 class Endpoint:
-    """The UDP socket, the tunnel table and the tunnel tasks of one daemon."""
+    """The transport, the endpoint core and the tunnel tasks of one daemon."""
 
     def __init__(
         self,
@@ -480,200 +592,155 @@ class Endpoint:
         dataplane: DataPlane,
         listen: Address,
         handler: SessionHandler | None = None,
-        allowed_peers: Iterable[Any] = (),
+        allowed_peers: Iterable[Network] = (),
         max_tunnels: int = 0,
         max_sessions: int = 0,
         queue_depth: int = 256,
         rng: random.Random | None = None,
-        connect_info: Callable[[], Any] | None = None,
+        connect_info: Callable[[], ConnectInfo] | None = None,
+        accept_incoming: bool = False,
+        transport: DatagramTransport | None = None,
     ) -> None:
         self.lns = role == "lns"
-        self.tunnel_config = tunnel_config
         self.dataplane = dataplane
         self.listen = listen
         self.handler = handler
-        self.allowed_peers = list(allowed_peers)
-        self.max_tunnels = max_tunnels
-        self.max_sessions = max_sessions
-        self.queue_depth = queue_depth
         self.rng = rng or random.SystemRandom()
+        self.core = EndpointCore(
+            EndpointConfig(
+                lns=self.lns,
+                accept_incoming=accept_incoming,
+                allowed_peers=tuple(allowed_peers),
+                max_tunnels=max_tunnels,
+                max_sessions=max_sessions,
+                queue_depth=queue_depth,
+            ),
+            tunnel_config,
+            rng=self.rng,
+        )
+        """The sans-IO endpoint: tunnel table, routing, policy, drop counters."""
         self._connect_info = connect_info
         self.tunnels: dict[int, TunnelRunner] = {}
-        self.lingering: dict[int, TunnelRunner] = {}
-        """Closed tunnels whose cores still re-ack a retransmitted StopCCN (RFC 2661 5.7)."""
-        self._by_peer: dict[tuple[Address, int], int] = {}
-        self.counters: Counter[str] = Counter()
-        self.sock: Any = None
-        self.raw_sock: stdlib_socket.socket = None  # type: ignore[assignment]
-        """The stdlib socket under ``sock`` (non-blocking), for sends that need no await."""
+        """Live tunnels (their tasks) by our tunnel id."""
+        self.transport: DatagramTransport = transport  # type: ignore[assignment]
+        """Where datagrams come from and go to; a UDP socket bound by ``serve`` unless given."""
+        self.sock: trio.socket.SocketType | None = None
+        """The UDP transport's trio socket (None with an injected transport)."""
         self.local_addr: Address = listen
         self.nursery: trio.Nursery = None  # type: ignore[assignment]
+        self._poked = trio.Event()
+
+    @property
+    def tunnel_config(self) -> TunnelConfig:
+        """The values for every tunnel (those a peer opens; ``dial`` may pass others)."""
+        return self.core.tunnel_config
+
+    @tunnel_config.setter
+    def tunnel_config(self, value: TunnelConfig) -> None:
+        self.core.tunnel_config = value
+
+    @property
+    def counters(self) -> Counter[str]:
+        """Endpoint-wide counters (``rx_datagrams``, ``data_rx``, ``drop_<reason>``, ...)."""
+        return self.core.counters
+
+    @property
+    def lingering(self) -> Mapping[int, TunnelEntry]:
+        """Closed tunnels whose cores still re-ack a retransmitted StopCCN."""
+        return self.core.lingering
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def serve(
         self, *, task_status: trio.TaskStatus[Address] = trio.TASK_STATUS_IGNORED
     ) -> None:
-        """Bind, then receive until cancelled. Reports the bound address when ready."""
-        family = stdlib_socket.AF_INET6 if ":" in self.listen[0] else stdlib_socket.AF_INET
-        raw = stdlib_socket.socket(family, stdlib_socket.SOCK_DGRAM)
-        sock = trio.socket.from_stdlib_socket(raw)  # makes it non-blocking; owns it
-        sock.setsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_REUSEADDR, 1)
-        if hasattr(stdlib_socket, "SO_REUSEPORT"):
-            sock.setsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_REUSEPORT, 1)
-        # Room for a burst (PPP frames are not flow controlled); Linux caps the request at
-        # net.core.rmem_max.
-        sock.setsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_RCVBUF, RECEIVE_BUFFER)
-        with sock:
-            await sock.bind(self.listen)
-            self.sock = sock
-            self.raw_sock = raw
-            self.local_addr = sock.getsockname()[:2]
+        """Bind (unless a transport was given), then receive until cancelled. Reports the
+        bound address when ready."""
+        udp: UdpTransport | None = None
+        if self.transport is None:
+            udp = await UdpTransport.bind(self.listen)
+            self.transport = udp
+            self.sock = udp.sock
+        try:
+            self.local_addr = self.transport.local_addr
             async with trio.open_nursery() as nursery:
                 self.nursery = nursery
+                nursery.start_soon(self._timer_loop)
                 task_status.started(self.local_addr)
                 await self._receive_loop()
+        finally:
+            if udp is not None:
+                udp.close()
 
     async def _receive_loop(self) -> None:
-        # Drain the non-blocking socket in batches: one yield per batch instead of two
-        # checkpoints per datagram (trio's recvfrom), so a burst from the peer leaves the
-        # kernel's receive buffer before it overflows, and each tunnel task gets a batch.
-        raw = self.raw_sock
-        recvfrom = raw.recvfrom
-        dispatch = self.dispatch
+        transport = self.transport
+        receive = self.core.receive_datagram
+        udp = transport if isinstance(transport, UdpTransport) else None
         while True:
-            for _ in range(RECEIVE_BATCH):
-                try:
-                    data, addr = recvfrom(65536)
-                except BlockingIOError:
-                    await trio.lowlevel.wait_readable(raw)
-                    break
-                except OSError as exc:  # e.g. ICMP port unreachable reported on the socket
-                    self.drop("socket_error")
-                    log.debug("receive error: %s", exc)
-                    continue
-                dispatch(data, addr[:2])
-            else:
-                await trio.lowlevel.checkpoint()  # a full batch: let the tunnel tasks run
+            batch = await transport.receive_batch()
+            now = trio.current_time()
+            for data, addr in batch:
+                receive(data, addr if len(addr) == 2 else addr[:2], now)
+            if udp is not None and udp.errors:
+                self.core.counters["drop_socket_error"] += udp.errors
+                udp.errors = 0
+            self._after_input()
 
     def dispatch(self, data: bytes, addr: Address) -> None:
-        """Route one datagram to its tunnel (never blocks)."""
-        self.counters["rx_datagrams"] += 1
-        try:
-            is_control, tid, sid = peek(data)
-        except UnsupportedVersion as exc:
-            self.drop(f"version_{exc.version}")
-            return
-        except DecodeError:
-            self.drop("malformed")
-            return
-        if not is_control:
-            # Every data message that reaches Python is counted: with the kernel data plane
-            # this stays 0 once the kernel owns the sessions.
-            self.counters["data_rx"] += 1
-        if tid:
-            runner = self.tunnels.get(tid) or self.lingering.get(tid)
-            if runner is None:
-                self.drop("unknown_tunnel")
-                return
-            if not is_control:
-                runner.counters["data_rx"] += 1
-                session = runner.core.sessions.get(sid)
-                if session is None:
-                    runner.counters["data_unknown_session"] += 1
-                    self.drop("data_unknown_session")
-                    return
-            runner.offer(data, addr)
-            return
-        self._new_tunnel(data, addr)
+        """Route one datagram that arrived elsewhere (a kernel tunnel's own socket)."""
+        self.core.receive_datagram(data, addr, trio.current_time())
+        self._after_input()
 
-    def _new_tunnel(self, data: bytes, addr: Address) -> None:
-        """A datagram for tunnel 0: an SCCRQ (or junk)."""
-        try:
-            msg = decode(data)
-        except DecodeError:
-            self.drop("malformed")
-            return
-        except Exception:  # ProtocolError from a message we cannot even start a tunnel for
-            self.drop("bad_sccrq")
-            return
-        if not isinstance(msg, ControlMessage) or msg.msg_type != SCCRQ:
-            self.drop("not_sccrq_for_tunnel_0")
-            return
-        if not self.lns and not self.accept_incoming:
-            self.drop("sccrq_refused")
-            return
-        peer_tid = msg.get(9)
-        if not isinstance(peer_tid, int):
-            self.drop("bad_sccrq")
-            return
-        existing = self._by_peer.get((addr, peer_tid))
-        if existing is not None and existing in self.tunnels:
-            # A retransmitted SCCRQ: the existing tunnel re-acks it.
-            self.tunnels[existing].offer(data, addr)
-            return
-        if not self._peer_allowed(addr[0]):
-            self.drop("peer_not_allowed")
-            log.warning("SCCRQ from %s refused: not in allowed_peers", addr[0])
-            return
-        if self.max_tunnels and len(self.tunnels) >= self.max_tunnels:
-            self.drop("tunnel_limit")
-            return
-        runner = self._make_runner(addr, initiator=False, pinned=True)
-        self._by_peer[(addr, peer_tid)] = runner.local_tunnel_id
-        runner.core.receive_message(msg, trio.current_time())
-        self.nursery.start_soon(runner.run)
+    def _after_input(self) -> None:
+        """Start tasks for new tunnels, wake those with input, serve the endpoint's own."""
+        core = self.core
+        while (event := core.next_event()) is not None:
+            if isinstance(event, TunnelOpened):
+                entry = core.tunnels.get(event.tunnel_id)
+                if entry is not None:
+                    self._start(entry)
+        tunnels = self.tunnels
+        for tid in core.ready():
+            runner = tunnels.get(tid)
+            if runner is not None:
+                runner.wake()
+        self.poke()
 
-    accept_incoming = False
-    """Whether a LAC accepts SCCRQs (the LNS always does, subject to allowed_peers)."""
+    def poke(self) -> None:
+        """Wake the endpoint's own task (lingering tunnels' acks and timers)."""
+        self._poked.set()
 
-    def _peer_allowed(self, host: str) -> bool:
-        if not self.allowed_peers:
-            return True
-        try:
-            ip = ipaddress.ip_address(host)
-        except ValueError:
-            return False
-        return any(ip in net for net in self.allowed_peers)
-
-    def _make_runner(
-        self,
-        addr: Address,
-        *,
-        initiator: bool,
-        pinned: bool,
-        config: TunnelConfig | None = None,
-    ) -> TunnelRunner:
-        tid = self._allocate_tunnel_id()
-        core = Tunnel(
-            config or self.tunnel_config,
-            tid,
-            initiator=initiator,
-            rng=self.rng,
-            now=trio.current_time(),
-        )
-        runner = TunnelRunner(self, core, addr, pinned=pinned)
-        self.tunnels[tid] = runner
-        return runner
-
-    def _allocate_tunnel_id(self) -> int:
-        if len(self.tunnels) >= 65535:
-            raise DataPlaneError("no free tunnel id")
+    async def _timer_loop(self) -> None:
+        core = self.core
+        transport = self.transport
         while True:
-            tid = self.rng.randint(1, 65535)
-            if tid not in self.tunnels and tid not in self.lingering:
-                return tid
+            timer = core.get_timer()
+            if not self._poked.is_set():
+                with trio.move_on_at(math.inf if timer is None else timer):
+                    await self._poked.wait()
+            self._poked = trio.Event()
+            now = trio.current_time()
+            timer = core.get_timer()
+            if timer is not None and timer <= now:
+                core.handle_timer(now)
+            for data, addr in core.datagrams_to_send(now):
+                try:
+                    if not transport.try_send(data, addr):
+                        await transport.send(data, addr)
+                except OSError as exc:
+                    self.core.counters["send_errors"] += 1
+                    log.debug("send to %s failed: %s", addr, exc)
+            await trio.lowlevel.checkpoint()
 
-    def forget(self, runner: TunnelRunner) -> None:
-        """Drop a closed tunnel from the tables; it lingers for late retransmissions."""
-        self.tunnels.pop(runner.local_tunnel_id, None)
-        self.lingering[runner.local_tunnel_id] = runner
-        for key in [k for k, v in self._by_peer.items() if v == runner.local_tunnel_id]:
-            del self._by_peer[key]
+    def _start(self, entry: TunnelEntry) -> TunnelRunner:
+        runner = TunnelRunner(self, entry)
+        self.tunnels[entry.tunnel_id] = runner
+        self.nursery.start_soon(runner.run)
+        return runner
 
     def drop(self, reason: str) -> None:
         """Count a dropped datagram by reason."""
-        self.counters[f"drop_{reason}"] += 1
+        self.core.counters[f"drop_{reason}"] += 1
 
     # -- LAC side --------------------------------------------------------------------------
 
@@ -685,9 +752,11 @@ class Endpoint:
         setup_timeout: float | None = None,
     ) -> TunnelRunner:
         """Open a tunnel to an LNS and wait until it is established (or raise)."""
-        runner = self._make_runner(peer, initiator=True, pinned=False, config=tunnel_config)
-        runner.core.connect(trio.current_time())
-        self.nursery.start_soon(runner.run)
+        try:
+            entry = self.core.connect(peer, trio.current_time(), tunnel_config)
+        except TunnelIdsExhausted as exc:
+            raise TunnelSetupError(f"tunnel to {peer[0]}:{peer[1]} failed: {exc}") from exc
+        runner = self._start(entry)
         with trio.move_on_after(math.inf if setup_timeout is None else setup_timeout):
             async with trio.open_nursery() as wait:
 
@@ -703,7 +772,7 @@ class Endpoint:
                 wait.start_soon(on_up)
         if not runner.established.is_set():
             reason = runner.close_event
-            runner.close(STOPCCN_GENERAL, 0, "setup timed out")
+            runner.close(StopCcnResult.GENERAL_ERROR, ErrorCode.NO_ERROR, "setup timed out")
             raise TunnelSetupError(
                 f"tunnel to {peer[0]}:{peer[1]} failed: "
                 + (_describe_close(reason) if reason else "timed out")
@@ -715,26 +784,26 @@ class Endpoint:
         """Whether calls this LAC places should use ``defer_connect`` (the handler says)."""
         return self.handler is not None and self.handler.defers_connect
 
-    def connect_info(self) -> Any:
+    def connect_info(self) -> ConnectInfo:
         """ICCN/OCCN values the LAC reports when it connects a call."""
         if self._connect_info is None:
-            from kl2tp.l2tp.session import ConnectInfo
-
             return ConnectInfo()
         return self._connect_info()
 
     # -- views -------------------------------------------------------------------------------
 
     def session_count(self) -> int:
-        """Sessions across all tunnels."""
-        return sum(len(r.core.sessions) for r in self.tunnels.values())
+        """Sessions across all tunnels (O(1))."""
+        return self.core.session_count
 
     async def shutdown(self, grace: float) -> None:
         """CDN every session, StopCCN every tunnel, wait for them up to ``grace`` seconds."""
         for runner in list(self.tunnels.values()):
             for sid in list(runner.core.sessions):
-                runner.hangup(sid, RESULT_ADMIN, 0, "daemon shutting down")
-            runner.close(STOPCCN_SHUTDOWN, 0, "daemon shutting down")
+                runner.hangup(
+                    sid, CdnResult.ADMINISTRATIVE, ErrorCode.NO_ERROR, "daemon shutting down"
+                )
+            runner.close(StopCcnResult.SHUTTING_DOWN, ErrorCode.NO_ERROR, "daemon shutting down")
         with trio.move_on_after(grace):
             for runner in list(self.tunnels.values()):
                 await runner.closed.wait()

@@ -179,15 +179,25 @@ async def test_full_tunnel_queue_drops_and_counts() -> None:
         listen=("127.0.0.1", 0),
         queue_depth=4,
     )
-    with trio.fail_after(BOUND):
-        async with trio.open_nursery() as nursery:
-            await nursery.start(lns.serve)
-            runner = lns._make_runner(("127.0.0.1", 9), initiator=False, pinned=True)
-            # The runner's task is not running, so nothing drains its queue.
-            for _ in range(10):
-                runner.offer(b"x", ("127.0.0.1", 9))
-            assert lns.counters["drop_queue_full"] == 6
-            nursery.cancel_scope.cancel()
+    peer = ("127.0.0.1", 9)
+    sccrq = sccrq_from(33)
+    # No task runs: the receive path alone routes, and nothing drains the inbox.
+    lns.core.receive_datagram(sccrq, peer, 0.0)
+    (tid,) = lns.core.tunnels
+    zlb = bytes.fromhex("c802000c") + tid.to_bytes(2, "big") + bytes(6)
+    for _ in range(10):
+        lns.core.receive_datagram(zlb, peer, 0.0)
+    assert lns.counters["drop_queue_full"] == 6
+    assert len(lns.core.tunnels[tid].inbox) == 4
+
+
+def sccrq_from(peer_tid: int) -> bytes:
+    core = Tunnel(
+        TunnelConfig(hostname="lac"), peer_tid, initiator=True, rng=random.Random(1), now=0.0
+    )
+    core.connect(0.0)
+    (sccrq,) = core.datagrams_to_send(0.0)
+    return sccrq
 
 
 def test_sccrq_decodes_for_reference() -> None:

@@ -1,0 +1,589 @@
+"""The sans-IO L2TP endpoint: one UDP port, many tunnels (RFC 2661 sections 4.4.3, 5.7, 8.1).
+
+Everything a daemon decides about a datagram before a tunnel core sees it lives here, with no
+sockets, tasks or clock: the header peek and demux by tunnel id, the tunnel table and its ids,
+accepting SCCRQs (decoded with the tunnel secret, so hidden AVPs work), recognising a
+retransmitted SCCRQ, the tie breaker, allowed peers, the tunnel and session limits, pinning a
+tunnel to its peer's address and port, drop counters by reason, and closed tunnels lingering
+to re-ack a late StopCCN.
+
+Concurrency model (the driver's side of it): every live tunnel has a bounded inbox here. The
+driver's receive loop calls :meth:`EndpointCore.receive_datagram`, which never blocks and
+never runs a tunnel core for a live tunnel: it appends to that tunnel's inbox (a full inbox
+drops and counts ``drop_queue_full``) and lists the tunnel in :meth:`EndpointCore.ready`. One
+driver task per tunnel drains its inbox with :meth:`EndpointCore.feed` and may await between
+inputs (the kernel data plane's ``open_tunnel``) without stalling other tunnels, so each
+tunnel's events stay in order with its kernel programming. Closed tunnels need no task: their
+cores linger here, fed directly, their acks in :meth:`EndpointCore.datagrams_to_send` and their
+hold deadlines behind :meth:`EndpointCore.get_timer`.
+
+Every operation is O(1) in the number of tunnels and sessions.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import random
+from collections import Counter, deque
+
+import attrs
+
+from kl2tp.l2tp.constants import AvpType, MessageType
+from kl2tp.l2tp.errors import DecodeError, ProtocolError, UnsupportedVersion
+from kl2tp.l2tp.message import ControlMessage, decode, peek
+from kl2tp.l2tp.tunnel import Tunnel, TunnelConfig, tie_breaker_loses
+
+log = logging.getLogger("kl2tp.l2tp")
+
+Address = tuple[str, int]
+"""A UDP peer: (host, port)."""
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+MAX_TUNNEL_ID = 0xFFFF
+
+
+class TunnelIdsExhausted(Exception):
+    """Every tunnel id (1..65535) is in use, lingering tunnels included."""
+
+
+class TunnelIds:
+    """Random tunnel ids, allocated and released in O(1).
+
+    A lazily materialised Fisher-Yates shuffle of 1..65535: the first ``free`` positions of a
+    virtual array hold the free ids (position ``p`` holds ``p + 1`` until it is written).
+    Allocation swaps a random free position with the last free one and shrinks the range;
+    release appends the id after the last free position. No retry loop, no scan, and nothing
+    to build up front.
+    """
+
+    __slots__ = ("_moved", "_rng", "free")
+
+    def __init__(self, rng: random.Random) -> None:
+        self._rng = rng
+        self._moved: dict[int, int] = {}
+        self.free = MAX_TUNNEL_ID
+        """How many ids are free."""
+
+    def allocate(self) -> int:
+        """A random free id.
+
+        Raises:
+            TunnelIdsExhausted: none is free.
+        """
+        n = self.free
+        if n == 0:
+            raise TunnelIdsExhausted("no free tunnel id")
+        moved = self._moved
+        i = self._rng.randrange(n)
+        last = n - 1
+        tid = moved.get(i, i + 1)
+        if i != last:
+            moved[i] = moved.get(last, last + 1)
+        moved.pop(last, None)
+        self.free = last
+        return tid
+
+    def release(self, tid: int) -> None:
+        """Give ``tid`` back (it must have come from :meth:`allocate`)."""
+        n = self.free
+        if n + 1 == tid:
+            self._moved.pop(n, None)  # position n holds its own id again
+        else:
+            self._moved[n] = tid
+        self.free = n + 1
+
+
+@attrs.frozen
+class EndpointConfig:
+    """Endpoint-wide policy."""
+
+    lns: bool = True
+    """The LNS answers SCCRQs; a LAC only when ``accept_incoming``."""
+    accept_incoming: bool = False
+    """A LAC accepts SCCRQs too."""
+    allowed_peers: tuple[Network, ...] = ()
+    """Networks allowed to open tunnels (empty: any)."""
+    max_tunnels: int = 0
+    """Most live tunnels opened by peers (0: no limit)."""
+    max_sessions: int = 0
+    """Most sessions over all tunnels (0: no limit); see :meth:`EndpointCore.admit_session`."""
+    queue_depth: int = 256
+    """Datagrams a tunnel's inbox holds before further ones are dropped."""
+
+
+@attrs.frozen
+class TunnelOpened:
+    """A peer's SCCRQ created a tunnel: the driver starts its task."""
+
+    tunnel_id: int
+    """Our Assigned Tunnel ID of the new tunnel."""
+
+
+class TunnelEntry:
+    """One tunnel in the endpoint's table: its core, its peer, its inbox."""
+
+    __slots__ = (
+        "counters",
+        "dialing",
+        "inbox",
+        "lingering",
+        "peer_addr",
+        "peer_key",
+        "pinned",
+        "ready",
+        "released",
+        "sessions",
+        "tunnel",
+    )
+
+    def __init__(self, tunnel: Tunnel, peer_addr: Address, *, pinned: bool) -> None:
+        self.tunnel = tunnel
+        """The tunnel core."""
+        self.peer_addr = peer_addr
+        """Where the tunnel's datagrams go, and (once pinned) the only source accepted."""
+        self.pinned = pinned
+        """False for a tunnel we dialled until its first control message (the SCCRP) comes
+        back: until then any port of the peer's host is accepted (RFC 2661 8.1)."""
+        self.inbox: deque[bytes] = deque()
+        """Datagrams routed to the tunnel, not yet fed to its core."""
+        self.counters: Counter[str] = Counter()
+        """Per-tunnel endpoint figures (``data_rx``, ``data_unknown_session``, ``core_errors``)."""
+        self.peer_key: tuple[Address, int] | None = None
+        """(peer address, peer's Assigned Tunnel ID) of a tunnel a peer's SCCRQ opened."""
+        self.dialing = False
+        """Our SCCRQ is outstanding (a dialled tunnel not yet pinned)."""
+        self.ready = False
+        """Listed in the endpoint's ready list."""
+        self.lingering = False
+        """Closed; kept to re-ack a late StopCCN."""
+        self.released = False
+        """Gone from every table; its id is free again."""
+        self.sessions = 0
+        """Sessions admitted in this tunnel (``admit_session`` minus ``release_session``)."""
+
+    @property
+    def tunnel_id(self) -> int:
+        """Our tunnel id."""
+        return self.tunnel.local_tunnel_id
+
+
+class EndpointCore:
+    """The tunnel table of one UDP endpoint and everything decided per datagram.
+
+    Args:
+        config: endpoint-wide policy.
+        tunnel_config: the values for tunnels peers open (and the secret SCCRQs are decoded
+            with).
+        rng: source of tunnel ids (and of every tunnel core's randomness).
+    """
+
+    def __init__(
+        self, config: EndpointConfig, tunnel_config: TunnelConfig, *, rng: random.Random
+    ) -> None:
+        self.config = config
+        self.tunnel_config = tunnel_config
+        self.rng = rng
+        self.tunnels: dict[int, TunnelEntry] = {}
+        """Live tunnels by our tunnel id."""
+        self.lingering: dict[int, TunnelEntry] = {}
+        """Closed tunnels whose cores still re-ack a retransmitted StopCCN (RFC 2661 5.7)."""
+        self.counters: Counter[str] = Counter()
+        """``rx_datagrams``, ``data_rx``, ``drop_<reason>``, ``core_errors``, ..."""
+        self.session_count = 0
+        """Sessions admitted over all tunnels."""
+        self.ids = TunnelIds(rng)
+        self._by_peer: dict[tuple[Address, int], TunnelEntry] = {}
+        self._dialing: dict[str, dict[int, TunnelEntry]] = {}
+        self._ready: list[int] = []
+        self._events: deque[TunnelOpened] = deque()
+        self._outbox: list[tuple[bytes, Address]] = []
+        self._linger_queue: deque[TunnelEntry] = deque()
+        self._linger_due: dict[int, TunnelEntry] = {}
+
+    # --- aioquic surface ----------------------------------------------------------------
+
+    def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
+        """Route one UDP payload from ``addr``: to a live tunnel's inbox, to a lingering
+        core, to a new tunnel (an acceptable SCCRQ), or to a drop counter."""
+        counters = self.counters
+        counters["rx_datagrams"] += 1
+        try:
+            is_control, tid, sid = peek(data)
+        except UnsupportedVersion as exc:
+            counters[f"drop_version_{exc.version}"] += 1
+            return
+        except DecodeError:
+            counters["drop_malformed"] += 1
+            return
+        if not is_control:
+            # Every data message that reaches userspace is counted: with the kernel data
+            # plane this stays 0 once the kernel owns the sessions.
+            counters["data_rx"] += 1
+        if not tid:
+            self._tunnel_zero(data, addr, now)
+            return
+        entry = self.tunnels.get(tid)
+        if entry is None:
+            entry = self.lingering.get(tid)
+            if entry is None:
+                counters["drop_unknown_tunnel"] += 1
+            elif addr != entry.peer_addr:
+                counters["drop_wrong_peer"] += 1
+            else:
+                self._feed_lingering(entry, data, now)
+            return
+        if not is_control:
+            entry.counters["data_rx"] += 1
+            if sid not in entry.tunnel.sessions:
+                entry.counters["data_unknown_session"] += 1
+                counters["drop_data_unknown_session"] += 1
+                return
+        if entry.pinned:
+            if addr != entry.peer_addr:
+                counters["drop_wrong_peer"] += 1
+                return
+        elif addr[0] != entry.peer_addr[0]:
+            counters["drop_wrong_peer"] += 1
+            return
+        elif is_control:
+            # RFC 2661 8.1: the peer may answer from another port; the tunnel stays there.
+            self._pin(entry, addr)
+        inbox = entry.inbox
+        if len(inbox) >= self.config.queue_depth:
+            counters["drop_queue_full"] += 1
+            return
+        inbox.append(data)
+        if not entry.ready:
+            entry.ready = True
+            self._ready.append(tid)
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
+        """What the endpoint itself sends (lingering tunnels' acks), with destinations. Live
+        tunnels' datagrams come from their own cores, sent by their tasks."""
+        out = self._outbox
+        if out:
+            self._outbox = []
+        return out
+
+    def get_timer(self) -> float | None:
+        """When :meth:`handle_timer` must run next: the earliest deadline of a lingering
+        tunnel (its hold, or an ack it still owes)."""
+        best: float | None = None
+        queue = self._linger_queue
+        while queue and queue[0].released:
+            queue.popleft()
+        if queue:
+            best = queue[0].tunnel.get_timer()
+        for entry in self._linger_due.values():
+            t = entry.tunnel.get_timer()
+            if t is not None and (best is None or t < best):
+                best = t
+        return best
+
+    def handle_timer(self, now: float) -> None:
+        """Run lingering tunnels' due timers; forget those whose hold is over."""
+        due = list(self._linger_due.values())
+        self._linger_due.clear()
+        for entry in due:
+            self._run_lingering_timer(entry, now)
+        queue = self._linger_queue
+        while queue:
+            entry = queue[0]
+            if entry.released:
+                queue.popleft()
+                continue
+            t = entry.tunnel.get_timer()
+            if t is not None and t > now:
+                break
+            self._run_lingering_timer(entry, now)
+            if not entry.released:
+                break  # not done yet: its next deadline is later
+
+    def next_event(self) -> TunnelOpened | None:
+        """The next endpoint event, or None."""
+        return self._events.popleft() if self._events else None
+
+    # --- the driver's per-tunnel surface ------------------------------------------------
+
+    def ready(self) -> list[int]:
+        """Ids of live tunnels given input (or a command from the endpoint) since the last
+        call: their tasks must run."""
+        ready = self._ready
+        if not ready:
+            return ready
+        self._ready = []
+        tunnels = self.tunnels
+        for tid in ready:
+            entry = tunnels.get(tid)
+            if entry is not None:
+                entry.ready = False
+        return ready
+
+    def feed(self, entry: TunnelEntry, now: float) -> None:
+        """Feed a live tunnel's inbox into its core. An exception escaping the core is a bug:
+        it costs that datagram only (logged and counted ``core_errors``)."""
+        inbox = entry.inbox
+        receive = entry.tunnel.receive_datagram
+        while inbox:
+            data = inbox.popleft()
+            try:
+                receive(data, now)
+            except Exception:
+                entry.counters["core_errors"] += 1
+                self.counters["core_errors"] += 1
+                log.exception(
+                    "Tnl %d: internal error on a %d-byte datagram; dropped",
+                    entry.tunnel_id,
+                    len(data),
+                )
+
+    def connect(self, addr: Address, now: float, config: TunnelConfig | None = None) -> TunnelEntry:
+        """Open a tunnel to ``addr`` (our SCCRQ is queued in its core).
+
+        Raises:
+            TunnelIdsExhausted: no tunnel id is free.
+        """
+        tid = self.ids.allocate()
+        tunnel = Tunnel(config or self.tunnel_config, tid, initiator=True, rng=self.rng, now=now)
+        entry = TunnelEntry(tunnel, addr, pinned=False)
+        self.tunnels[tid] = entry
+        entry.dialing = True
+        self._dialing.setdefault(addr[0], {})[tid] = entry
+        tunnel.connect(now)
+        return entry
+
+    def tunnel_closed(self, entry: TunnelEntry, now: float) -> None:
+        """The tunnel's core reported it closed and the driver is tearing down what was above
+        it: the tunnel leaves the live table; its core lingers here until it is done (RFC 2661
+        5.7), fed and timed by the endpoint. Datagrams still in its inbox are fed now."""
+        if entry.released or entry.lingering:
+            return
+        tid = entry.tunnel_id
+        self._unlink(entry)
+        del self.tunnels[tid]
+        entry.lingering = True
+        entry.ready = False
+        self.lingering[tid] = entry
+        inbox = entry.inbox
+        while inbox:
+            self._feed_lingering(entry, inbox.popleft(), now)
+        self._collect(entry, now)
+        if entry.tunnel.done:
+            self._release(entry)
+        else:
+            self._linger_queue.append(entry)
+
+    def discard(self, entry: TunnelEntry) -> None:
+        """Forget a tunnel at once, without lingering (its core is not to be trusted)."""
+        if entry.released:
+            return
+        self._unlink(entry)
+        if entry.lingering:
+            self._linger_due.pop(entry.tunnel_id, None)
+        else:
+            del self.tunnels[entry.tunnel_id]
+        self._release(entry)
+
+    # --- sessions -----------------------------------------------------------------------
+
+    def admit_session(self, entry: TunnelEntry, *, limit: bool = True) -> bool:
+        """Count a new session of ``entry``; False (nothing counted) when ``limit`` and the
+        endpoint already holds ``max_sessions``."""
+        cap = self.config.max_sessions
+        if limit and cap and self.session_count >= cap:
+            self.counters["calls_refused_overload"] += 1
+            return False
+        entry.sessions += 1
+        self.session_count += 1
+        return True
+
+    def release_session(self, entry: TunnelEntry) -> None:
+        """A session counted by :meth:`admit_session` is gone."""
+        if entry.sessions:
+            entry.sessions -= 1
+            self.session_count -= 1
+
+    # --- internals ----------------------------------------------------------------------
+
+    def _tunnel_zero(self, data: bytes, addr: Address, now: float) -> None:
+        """A datagram for tunnel 0: an SCCRQ (or junk)."""
+        counters = self.counters
+        try:
+            # With the secret: an SCCRQ may carry hidden AVPs (RFC 2661 4.3).
+            msg = decode(data, self.tunnel_config.secret)
+        except DecodeError:
+            counters["drop_malformed"] += 1
+            return
+        except ProtocolError:  # e.g. an unknown mandatory AVP: no tunnel to answer it in
+            counters["drop_bad_sccrq"] += 1
+            return
+        if not isinstance(msg, ControlMessage) or msg.msg_type != MessageType.SCCRQ:
+            counters["drop_not_sccrq_for_tunnel_0"] += 1
+            return
+        config = self.config
+        if not config.lns and not config.accept_incoming:
+            counters["drop_sccrq_refused"] += 1
+            return
+        peer_tid = msg.get(AvpType.ASSIGNED_TUNNEL_ID)
+        if not isinstance(peer_tid, int) or not peer_tid:
+            counters["drop_bad_sccrq"] += 1
+            return
+        key = (addr, peer_tid)
+        existing = self._by_peer.get(key)
+        if existing is not None:
+            # A retransmitted SCCRQ: the tunnel it opened re-acks (or re-answers) it.
+            if len(existing.inbox) >= config.queue_depth:
+                counters["drop_queue_full"] += 1
+                return
+            existing.inbox.append(data)
+            if not existing.ready:
+                existing.ready = True
+                self._ready.append(existing.tunnel_id)
+            return
+        if not self._peer_allowed(addr[0]):
+            counters["drop_peer_not_allowed"] += 1
+            log.warning("SCCRQ from %s refused: not in allowed_peers", addr[0])
+            return
+        if not self._tie_breaker(msg, addr, now):
+            counters["drop_tie_breaker"] += 1
+            return
+        if config.max_tunnels and len(self.tunnels) >= config.max_tunnels:
+            counters["drop_tunnel_limit"] += 1
+            return
+        try:
+            tid = self.ids.allocate()
+        except TunnelIdsExhausted:
+            counters["drop_tunnel_limit"] += 1
+            return
+        tunnel = Tunnel(self.tunnel_config, tid, initiator=False, rng=self.rng, now=now)
+        entry = TunnelEntry(tunnel, addr, pinned=True)  # RFC 2661 8.1: pinned at the SCCRQ
+        entry.peer_key = key
+        self.tunnels[tid] = entry
+        self._by_peer[key] = entry
+        tunnel.receive_message(msg, now)
+        entry.ready = True
+        self._ready.append(tid)
+        self._events.append(TunnelOpened(tid))
+
+    def _tie_breaker(self, msg: ControlMessage, addr: Address, now: float) -> bool:
+        """RFC 2661 4.4.3, an SCCRQ from a peer we have our own SCCRQ outstanding to: the lower
+        Tie Breaker wins; the loser silently discards its tunnel; equal values, both do; a
+        Tie Breaker beats none; without any, both tunnels go ahead. False: drop the SCCRQ."""
+        ours = self._dialing.get(addr[0])
+        if not ours:
+            return True
+        theirs = msg.get(AvpType.TIE_BREAKER)
+        if not isinstance(theirs, bytes):
+            theirs = None
+        accept = True
+        for entry in list(ours.values()):
+            mine = entry.tunnel.tie_breaker
+            if mine is None and theirs is None:
+                continue
+            if mine is None:
+                lose, keep_theirs = True, True
+            elif theirs is None:
+                lose, keep_theirs = False, False
+            else:
+                lose = tie_breaker_loses(mine, theirs)
+                keep_theirs = lose and mine != theirs
+            if lose:
+                log.info(
+                    "Tnl %d: %s's SCCRQ won the tie break; discarding ours",
+                    entry.tunnel_id,
+                    addr[0],
+                )
+                self.counters["tie_breaker_lost"] += 1
+                self._undial(entry)
+                # No SCCRP yet: the core closes at once, without a StopCCN ("silently").
+                entry.tunnel.close(now)
+                if not entry.ready:
+                    entry.ready = True
+                    self._ready.append(entry.tunnel_id)
+            if not keep_theirs:
+                accept = False
+        return accept
+
+    def _peer_allowed(self, host: str) -> bool:
+        allowed = self.config.allowed_peers
+        if not allowed:
+            return True
+        try:
+            ip = ipaddress.ip_address(host)
+        except ValueError:
+            return False
+        return any(ip in net for net in allowed)
+
+    def _pin(self, entry: TunnelEntry, addr: Address) -> None:
+        entry.peer_addr = addr
+        entry.pinned = True
+        self._undial(entry)
+
+    def _undial(self, entry: TunnelEntry) -> None:
+        if not entry.dialing:
+            return
+        entry.dialing = False
+        host = entry.peer_addr[0]
+        ours = self._dialing.get(host)
+        if ours is not None:
+            ours.pop(entry.tunnel_id, None)
+            if not ours:
+                del self._dialing[host]
+
+    def _unlink(self, entry: TunnelEntry) -> None:
+        """Out of the SCCRQ tables and the session count (O(1): the entry knows its keys)."""
+        self._undial(entry)
+        key = entry.peer_key
+        if key is not None and self._by_peer.get(key) is entry:
+            del self._by_peer[key]
+        entry.peer_key = None
+        self.session_count -= entry.sessions
+        entry.sessions = 0
+
+    def _release(self, entry: TunnelEntry) -> None:
+        entry.released = True
+        entry.inbox.clear()
+        tid = entry.tunnel_id
+        self.lingering.pop(tid, None)
+        self._linger_due.pop(tid, None)
+        self.ids.release(tid)
+
+    def _feed_lingering(self, entry: TunnelEntry, data: bytes, now: float) -> None:
+        try:
+            entry.tunnel.receive_datagram(data, now)
+        except Exception:
+            self.counters["core_errors"] += 1
+            log.exception("Tnl %d: internal error in a closed tunnel; forgotten", entry.tunnel_id)
+            self._release(entry)
+            return
+        self._collect(entry, now)
+
+    def _collect(self, entry: TunnelEntry, now: float) -> None:
+        """Queue a lingering core's datagrams; keep it on the due list while it owes one."""
+        tunnel = entry.tunnel
+        addr = entry.peer_addr
+        for data in tunnel.datagrams_to_send(now):
+            self._outbox.append((data, addr))
+        while tunnel.next_event() is not None:
+            pass  # a closed core has nothing more to say to the layers above
+        t = tunnel.get_timer()
+        hold = tunnel.hold_until
+        if t is not None and (hold is None or t < hold):
+            self._linger_due[entry.tunnel_id] = entry
+
+    def _run_lingering_timer(self, entry: TunnelEntry, now: float) -> None:
+        tunnel = entry.tunnel
+        try:
+            t = tunnel.get_timer()
+            if t is not None and t <= now:
+                tunnel.handle_timer(now)
+        except Exception:
+            self.counters["core_errors"] += 1
+            log.exception("Tnl %d: internal error in a closed tunnel; forgotten", entry.tunnel_id)
+            self._release(entry)
+            return
+        self._collect(entry, now)
+        if tunnel.done:
+            self._release(entry)
