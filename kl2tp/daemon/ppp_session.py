@@ -22,41 +22,39 @@ import trio
 from kl2tp.aaa import base as aaa
 from kl2tp.aaa.pool import AddressPool
 from kl2tp.config import Config, Secret
-from kl2tp.daemon.endpoint import SessionInfo, TunnelRunner
+from kl2tp.daemon.handle import SessionInfo, TunnelHandle
 from kl2tp.daemon.sessions import DataPlaneSessions, SessionRecord
 from kl2tp.dataplane.base import DataPlane, DataPlaneError, NetworkSpec, PppChannel
+from kl2tp.l2tp.constants import CdnResult, ErrorCode
 from kl2tp.l2tp.events import CallClosed, ConnectInfo
 from ppp import events as pev
 from ppp.config import AuthMethod, IpcpConfig, Ipv6cpConfig, LcpConfig, LinkConfig, ProxyMode
 from ppp.fsm import FsmConfig
 from ppp.lac import pre_negotiate
-from ppp.link import Link
+from ppp.link import Link, Phase
 from ppp.proxy import ProxyAuth, ProxyLcp
 
 log = logging.getLogger("kl2tp.daemon")
 
-# CDN Result Codes (RFC 2661 4.4.2) for each way a PPP link can die.
-CDN_LOSS_OF_CARRIER = 1
-CDN_GENERAL_ERROR = 2
-CDN_ADMIN = 3
-CDN_NO_RESOURCES = 4
-CDN_TIMEOUT = 10
-
-CDN_FOR_REASON: dict[pev.DownReason, tuple[int, str]] = {
-    pev.DownReason.ADMIN: (CDN_ADMIN, "PPP closed by administrator"),
-    pev.DownReason.LOWER_LAYER_DOWN: (CDN_LOSS_OF_CARRIER, "L2TP session down"),
-    pev.DownReason.PEER_TERMINATED: (CDN_ADMIN, "PPP terminated by peer"),
-    pev.DownReason.LCP_TIMEOUT: (CDN_TIMEOUT, "PPP LCP timeout"),
-    pev.DownReason.LCP_FAILED: (CDN_GENERAL_ERROR, "PPP LCP negotiation failed"),
-    pev.DownReason.LOOPBACK: (CDN_GENERAL_ERROR, "PPP loopback detected"),
-    pev.DownReason.AUTH_FAILED: (CDN_GENERAL_ERROR, "PPP authentication failed"),
-    pev.DownReason.AUTH_REFUSED: (CDN_GENERAL_ERROR, "PPP authentication protocol refused"),
-    pev.DownReason.AUTH_TIMEOUT: (CDN_TIMEOUT, "PPP authentication timeout"),
-    pev.DownReason.NO_ADDRESS: (CDN_NO_RESOURCES, "PPP no address available"),
-    pev.DownReason.NCP_FAILED: (CDN_GENERAL_ERROR, "PPP network protocol negotiation failed"),
-    pev.DownReason.NCP_TIMEOUT: (CDN_TIMEOUT, "PPP network protocol timeout"),
-    pev.DownReason.ECHO_TIMEOUT: (CDN_LOSS_OF_CARRIER, "PPP LCP echo timeout"),
+CDN_FOR_REASON: dict[pev.DownReason, tuple[CdnResult, str]] = {
+    pev.DownReason.ADMIN: (CdnResult.ADMINISTRATIVE, "PPP closed by administrator"),
+    pev.DownReason.LOWER_LAYER_DOWN: (CdnResult.LOSS_OF_CARRIER, "L2TP session down"),
+    pev.DownReason.PEER_TERMINATED: (CdnResult.ADMINISTRATIVE, "PPP terminated by peer"),
+    pev.DownReason.LCP_TIMEOUT: (CdnResult.TIMEOUT, "PPP LCP timeout"),
+    pev.DownReason.LCP_FAILED: (CdnResult.GENERAL_ERROR, "PPP LCP negotiation failed"),
+    pev.DownReason.LOOPBACK: (CdnResult.GENERAL_ERROR, "PPP loopback detected"),
+    pev.DownReason.AUTH_FAILED: (CdnResult.GENERAL_ERROR, "PPP authentication failed"),
+    pev.DownReason.AUTH_REFUSED: (CdnResult.GENERAL_ERROR, "PPP authentication protocol refused"),
+    pev.DownReason.AUTH_TIMEOUT: (CdnResult.TIMEOUT, "PPP authentication timeout"),
+    pev.DownReason.NO_ADDRESS: (CdnResult.NO_FACILITIES_TEMPORARY, "PPP no address available"),
+    pev.DownReason.NCP_FAILED: (
+        CdnResult.GENERAL_ERROR,
+        "PPP network protocol negotiation failed",
+    ),
+    pev.DownReason.NCP_TIMEOUT: (CdnResult.TIMEOUT, "PPP network protocol timeout"),
+    pev.DownReason.ECHO_TIMEOUT: (CdnResult.LOSS_OF_CARRIER, "PPP LCP echo timeout"),
 }
+"""The CDN Result Code (RFC 2661 4.4.2) and message for each way a PPP link can die."""
 
 FAILURE_NAME: dict[pev.DownReason, str] = {
     pev.DownReason.LCP_TIMEOUT: "LCP timeout",
@@ -73,11 +71,32 @@ FAILURE_NAME: dict[pev.DownReason, str] = {
 }
 """How ``kl2tp-lac --simulate`` names a failed call."""
 
-FAILURE_BY_CDN_MESSAGE: dict[str, str] = {
-    CDN_FOR_REASON[reason][1]: name for reason, name in FAILURE_NAME.items()
+FAILURE_AT_CDN: dict[tuple[Phase, CdnResult], str] = {
+    (Phase.ESTABLISH, CdnResult.TIMEOUT): FAILURE_NAME[pev.DownReason.LCP_TIMEOUT],
+    (Phase.ESTABLISH, CdnResult.GENERAL_ERROR): FAILURE_NAME[pev.DownReason.LCP_FAILED],
+    (Phase.AUTHENTICATE, CdnResult.TIMEOUT): FAILURE_NAME[pev.DownReason.AUTH_TIMEOUT],
+    (Phase.AUTHENTICATE, CdnResult.GENERAL_ERROR): FAILURE_NAME[pev.DownReason.AUTH_FAILED],
+    (Phase.NETWORK, CdnResult.TIMEOUT): FAILURE_NAME[pev.DownReason.NCP_TIMEOUT],
+    (Phase.NETWORK, CdnResult.GENERAL_ERROR): FAILURE_NAME[pev.DownReason.NCP_FAILED],
+    (Phase.NETWORK, CdnResult.NO_FACILITIES_TEMPORARY): FAILURE_NAME[pev.DownReason.NO_ADDRESS],
+    (Phase.NETWORK, CdnResult.LOSS_OF_CARRIER): FAILURE_NAME[pev.DownReason.ECHO_TIMEOUT],
 }
-"""A kl2tp LNS's CDN message back to the failure it reports (the CDN may overtake the PPP
-frame that told the subscriber)."""
+"""LAC: why the LNS cleared a call that never came up, from the subscriber's own PPP phase
+when the CDN arrived and the CDN's Result Code (never from the peer's free-text message).
+
+The CDN usually overtakes the PPP frame that would have told the subscriber (a CHAP Failure,
+an IPCP Nak): a subscriber still authenticating was refused authentication, one in the
+network phase that is told "no facilities" got no address. A pair not in the table is
+reported by its result code."""
+
+
+def failure_at_cdn(phase: Phase, result: int) -> str | None:
+    """The ``--simulate`` failure name for a CDN ``result`` that found the subscriber's link
+    in ``phase``, or None when the pair says nothing more than the result code."""
+    try:
+        return FAILURE_AT_CDN.get((phase, CdnResult(result)))
+    except ValueError:  # a result code RFC 2661 does not define
+        return None
 
 
 def _lcp_config(cfg: Config) -> LcpConfig:
@@ -170,6 +189,8 @@ class PppSessions(DataPlaneSessions):
         self.hostname = hostname
         self.prepared: dict[int, Link] = {}
         """Subscriber links the LAC already took through LCP and auth (proxy), by call number."""
+        self.links: dict[tuple[int, int], Link] = {}
+        """The link of every session whose PPP runs, by (tunnel id, session id)."""
         self._nas_port = 0
 
     def prepare_call(self, n: int) -> ConnectInfo | None:
@@ -197,13 +218,26 @@ class PppSessions(DataPlaneSessions):
             proxy_authen_response=result.auth.response,
         )
 
-    def call_closed(self, runner: TunnelRunner, event: CallClosed) -> None:
-        info = runner.sessions.get(event.sid)
-        if info is not None and event.by_peer and "failure" not in info.extra:
-            failure = FAILURE_BY_CDN_MESSAGE.get(event.message)
+    def call_closed(self, tunnel: TunnelHandle, event: CallClosed) -> None:
+        key = (tunnel.local_tunnel_id, event.sid)
+        link = self.links.get(key)
+        info = tunnel.sessions.get(event.sid)
+        if info is not None and "n" in info.extra:
+            # A subscriber prepared for proxy whose call never reached its session task.
+            prepared = self.prepared.pop(int(info.extra["n"]), None)
+            link = link or prepared
+        if (
+            not self.lns
+            and event.by_peer
+            and info is not None
+            and info.established is None
+            and "failure" not in info.extra
+            and link is not None
+        ):
+            failure = failure_at_cdn(link.phase, event.result)
             if failure is not None:
                 info.extra["failure"] = failure
-        super().call_closed(runner, event)
+        super().call_closed(tunnel, event)
 
     def summary(self) -> dict[str, object]:
         out = super().summary()
@@ -223,16 +257,15 @@ class PppSessions(DataPlaneSessions):
         n = int(info.extra.get("n", 0)) if info is not None else 0
         link = self.prepared.pop(n, None)
         opened = link is not None
+        key = (rec.tunnel.local_tunnel_id, rec.sid)
         if link is None:
-            link = Link(
-                self.link_config(n),
-                rng=self.rng,
-                name=f"Tnl/Cl {rec.runner.local_tunnel_id}/{rec.sid}",
-            )
+            link = Link(self.link_config(n), rng=self.rng, name=f"Tnl/Cl {key[0]}/{key[1]}")
         state = _SessionState(self, rec, link, info, opened=opened)
+        self.links[key] = link
         try:
             await state.run()
         finally:
+            self.links.pop(key, None)
             with trio.CancelScope(shield=True):
                 await state.cleanup()
 
@@ -261,13 +294,30 @@ class _SessionState:
         self.username = ""
         self.up_at: float | None = None
         self.accounting = False
+        self.interface = ""
+        """The session's network interface once the data plane named one."""
         owner._nas_port += 1
-        self.context = aaa.SessionContext(
-            tunnel_id=rec.runner.local_tunnel_id,
-            session_id=rec.sid,
-            peer_address=f"{rec.runner.peer_addr[0]}:{rec.runner.peer_addr[1]}",
-            peer_hostname=rec.runner.core.peer_hostname,
-            nas_port=owner._nas_port,
+        self.nas_port = owner._nas_port
+        call = rec.call
+        if call.calling_number:
+            self._extra(calling_number=call.calling_number)
+        if call.called_number:
+            self._extra(called_number=call.called_number)
+
+    @property
+    def context(self) -> aaa.SessionContext:
+        """Where this session's AAA requests come from (RADIUS NAS-* attributes)."""
+        tunnel = self.rec.tunnel
+        call = self.rec.call
+        return aaa.SessionContext(
+            tunnel_id=tunnel.local_tunnel_id,
+            session_id=self.rec.sid,
+            peer_address=f"{tunnel.peer_addr[0]}:{tunnel.peer_addr[1]}",
+            peer_hostname=tunnel.peer_hostname,
+            calling_number=call.calling_number or "",
+            called_number=call.called_number or "",
+            nas_port=self.nas_port,
+            interface=self.interface,
         )
 
     def _extra(self, **values: Any) -> None:
@@ -405,7 +455,7 @@ class _SessionState:
         """LCP is open: the unit accepts frames up to the MRU we negotiated (pppd does too)."""
         try:
             await self.owner.dataplane.set_mru(
-                self.rec.runner.local_tunnel_id, self.rec.sid, event.mru
+                self.rec.tunnel.local_tunnel_id, self.rec.sid, event.mru
             )
         except DataPlaneError as exc:
             log.error("%s: could not set the MRU: %s", self.link.name, exc)
@@ -414,13 +464,14 @@ class _SessionState:
         """Configure the session's interface for one NCP; False (link closing) on failure."""
         rec = self.rec
         try:
-            ifname = await self.owner.dataplane.session_up(rec.runner.local_tunnel_id, rec.sid, net)
+            ifname = await self.owner.dataplane.session_up(rec.tunnel.local_tunnel_id, rec.sid, net)
         except DataPlaneError as exc:
             log.error("%s: could not configure the interface: %s", self.link.name, exc)
             self.link.close(trio.current_time(), pev.DownReason.ADMIN, "data plane error")
             self.wake.set()
             return False
         if ifname:
+            self.interface = ifname
             self._extra(interface=ifname)
         return True
 
@@ -479,7 +530,7 @@ class _SessionState:
             event.reason.value,
             f": {event.message}" if event.message else "",
         )
-        rec.runner.hangup(rec.sid, result, 0, message)
+        rec.tunnel.hangup(rec.sid, result, ErrorCode.NO_ERROR, message)
 
     async def cleanup(self) -> None:
         """Undo everything the session got, whatever ended it."""
@@ -557,7 +608,7 @@ def make_handler(
         return subscriber_link_config(cfg, *cfg.subscriber.credentials(max(n, 1)))
 
     client = cfg.lac.mode == "client"
-    kernel = dataplane.name != "null"
+    kernel = not dataplane.carries_frames
     return PppSessions(
         dataplane,
         lns=False,
@@ -568,6 +619,7 @@ def make_handler(
         hostname=cfg.l2tp.hostname,
         # Over the kernel data plane the subscriber waits for the LNS to speak first: the
         # LNS's session is programmed before its first frame, ours before our ICCN, so no
-        # frame reaches either side's userspace. Simulated calls on the null one start at once.
+        # frame reaches either side's userspace. Simulated calls whose frames travel in
+        # userspace (the null data plane) start at once.
         silent_start=cfg.ppp.restart_timer if client or kernel else 0.0,
     )
