@@ -332,6 +332,8 @@ class TunnelRunner:
                 info.done.set()
             if handler is not None:
                 handler.call_established(self, event)
+            # The handler keeps frames until its channel is open: let the core's go.
+            self.core.data_ready(event.sid, trio.current_time())
         elif isinstance(event, ev.CallClosed):
             if log.isEnabledFor(logging.DEBUG):
                 log.debug(
@@ -366,10 +368,10 @@ class TunnelRunner:
             self.core.hangup(event.sid, now, CDN_NO_RESOURCES, 0, "session limit reached")
             return
         self.sessions.setdefault(event.sid, SessionInfo(event.sid, now))
-        self.core.answer_call(event.sid, now)
-        if not self.endpoint.lns:
-            # A LAC answering an outgoing call has no line to dial: connect at once.
-            self.core.connect_call(event.sid, now, self.endpoint.connect_info())
+        # A LAC answering an outgoing call connects at once, in the core (OCRP then OCCN).
+        self.core.answer_call(
+            event.sid, now, None if self.endpoint.lns else self.endpoint.connect_info()
+        )
 
     async def _program_tunnel(self) -> None:
         dp = self.endpoint.dataplane
