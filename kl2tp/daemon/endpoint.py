@@ -158,9 +158,8 @@ class TunnelRunner:
 
     def data_ready(self, sid: int) -> None:
         """The session's channel is open: the core hands over the data it kept for it."""
-        data_ready = getattr(self.core, "data_ready", None)
-        if data_ready is not None and sid in self.core.sessions:
-            data_ready(sid, trio.current_time())
+        if sid in self.core.sessions:
+            self.core.data_ready(sid, trio.current_time())
             self.kick()
 
     def hangup(
@@ -332,8 +331,6 @@ class TunnelRunner:
                 info.done.set()
             if handler is not None:
                 handler.call_established(self, event)
-            # The handler keeps frames until its channel is open: let the core's go.
-            self.core.data_ready(event.sid, trio.current_time())
         elif isinstance(event, ev.CallClosed):
             if log.isEnabledFor(logging.DEBUG):
                 log.debug(

@@ -9,6 +9,7 @@ the pool and accounting is stopped.
 
 from __future__ import annotations
 
+import enum
 import ipaddress
 import logging
 import math
@@ -71,30 +72,65 @@ FAILURE_NAME: dict[pev.DownReason, str] = {
 }
 """How ``kl2tp-lac --simulate`` names a failed call."""
 
-FAILURE_AT_CDN: dict[tuple[Phase, CdnResult], str] = {
-    (Phase.ESTABLISH, CdnResult.TIMEOUT): FAILURE_NAME[pev.DownReason.LCP_TIMEOUT],
-    (Phase.ESTABLISH, CdnResult.GENERAL_ERROR): FAILURE_NAME[pev.DownReason.LCP_FAILED],
-    (Phase.AUTHENTICATE, CdnResult.TIMEOUT): FAILURE_NAME[pev.DownReason.AUTH_TIMEOUT],
-    (Phase.AUTHENTICATE, CdnResult.GENERAL_ERROR): FAILURE_NAME[pev.DownReason.AUTH_FAILED],
-    (Phase.NETWORK, CdnResult.TIMEOUT): FAILURE_NAME[pev.DownReason.NCP_TIMEOUT],
-    (Phase.NETWORK, CdnResult.GENERAL_ERROR): FAILURE_NAME[pev.DownReason.NCP_FAILED],
-    (Phase.NETWORK, CdnResult.NO_FACILITIES_TEMPORARY): FAILURE_NAME[pev.DownReason.NO_ADDRESS],
-    (Phase.NETWORK, CdnResult.LOSS_OF_CARRIER): FAILURE_NAME[pev.DownReason.ECHO_TIMEOUT],
+
+class Stage(enum.Enum):
+    """How far a subscriber's PPP got, as the LAC names failures by it."""
+
+    LCP = "lcp"
+    """LCP is not open yet (or the link waits for the LNS's first frame)."""
+    AUTH = "auth"
+    """Authenticating."""
+    UNAUTHENTICATED = "unauthenticated"
+    """LCP opened without any authentication: the LNS asked for none we could give."""
+    NETWORK = "network"
+    """Authenticated; the NCPs (IPCP) are negotiating."""
+
+
+def stage_of(link: Link) -> Stage | None:
+    """The subscriber ``link``'s stage by its phase; None when the phase does not say (the
+    link is dead, not yet opened or already closed, or terminating)."""
+    phase = link.phase
+    if phase is Phase.ESTABLISH:
+        return Stage.LCP
+    if phase is Phase.AUTHENTICATE:
+        return Stage.AUTH
+    if phase is Phase.NETWORK:
+        return Stage.NETWORK if link.auth_method is not None else Stage.UNAUTHENTICATED
+    return None
+
+
+_NAME = FAILURE_NAME
+_R = pev.DownReason
+FAILURE_AT_CDN: dict[tuple[Stage, CdnResult], str] = {
+    (Stage.LCP, CdnResult.TIMEOUT): _NAME[_R.LCP_TIMEOUT],
+    (Stage.LCP, CdnResult.GENERAL_ERROR): _NAME[_R.LCP_FAILED],
+    (Stage.AUTH, CdnResult.TIMEOUT): _NAME[_R.AUTH_TIMEOUT],
+    (Stage.AUTH, CdnResult.GENERAL_ERROR): _NAME[_R.AUTH_FAILED],
+    (Stage.AUTH, CdnResult.LOSS_OF_CARRIER): _NAME[_R.ECHO_TIMEOUT],
+    (Stage.UNAUTHENTICATED, CdnResult.GENERAL_ERROR): _NAME[_R.AUTH_REFUSED],
+    (Stage.UNAUTHENTICATED, CdnResult.TIMEOUT): _NAME[_R.NCP_TIMEOUT],
+    (Stage.UNAUTHENTICATED, CdnResult.NO_FACILITIES_TEMPORARY): _NAME[_R.NO_ADDRESS],
+    (Stage.UNAUTHENTICATED, CdnResult.LOSS_OF_CARRIER): _NAME[_R.ECHO_TIMEOUT],
+    (Stage.NETWORK, CdnResult.TIMEOUT): _NAME[_R.NCP_TIMEOUT],
+    (Stage.NETWORK, CdnResult.GENERAL_ERROR): _NAME[_R.NCP_FAILED],
+    (Stage.NETWORK, CdnResult.NO_FACILITIES_TEMPORARY): _NAME[_R.NO_ADDRESS],
+    (Stage.NETWORK, CdnResult.LOSS_OF_CARRIER): _NAME[_R.ECHO_TIMEOUT],
 }
-"""LAC: why the LNS cleared a call that never came up, from the subscriber's own PPP phase
-when the CDN arrived and the CDN's Result Code (never from the peer's free-text message).
+"""LAC: why the LNS cleared a call that never came up, from how far the subscriber's own PPP
+got when the CDN arrived and the CDN's Result Code, never from the peer's free-text message.
 
-The CDN usually overtakes the PPP frame that would have told the subscriber (a CHAP Failure,
-an IPCP Nak): a subscriber still authenticating was refused authentication, one in the
-network phase that is told "no facilities" got no address. A pair not in the table is
-reported by its result code."""
+The CDN usually overtakes the PPP frames that would have told the subscriber (a CHAP
+Failure, a Terminate-Request), but never the ones the subscriber's own progress answered: a
+subscriber still authenticating was refused; one whose LCP opened without authentication
+did not agree with the LNS on a protocol; one negotiating IPCP that is told "no facilities"
+got no address. A pair not in the table is reported by its result code."""
 
 
-def failure_at_cdn(phase: Phase, result: int) -> str | None:
-    """The ``--simulate`` failure name for a CDN ``result`` that found the subscriber's link
-    in ``phase``, or None when the pair says nothing more than the result code."""
+def failure_at_cdn(stage: Stage, result: int) -> str | None:
+    """The ``--simulate`` failure name for a CDN ``result`` that found the subscriber at
+    ``stage``, or None when the pair says nothing more than the result code."""
     try:
-        return FAILURE_AT_CDN.get((phase, CdnResult(result)))
+        return FAILURE_AT_CDN.get((stage, CdnResult(result)))
     except ValueError:  # a result code RFC 2661 does not define
         return None
 
@@ -189,8 +225,8 @@ class PppSessions(DataPlaneSessions):
         self.hostname = hostname
         self.prepared: dict[int, Link] = {}
         """Subscriber links the LAC already took through LCP and auth (proxy), by call number."""
-        self.links: dict[tuple[int, int], Link] = {}
-        """The link of every session whose PPP runs, by (tunnel id, session id)."""
+        self.running: dict[tuple[int, int], _SessionState] = {}
+        """Every session whose PPP runs, by (tunnel id, session id)."""
         self._nas_port = 0
 
     def prepare_call(self, n: int) -> ConnectInfo | None:
@@ -219,25 +255,37 @@ class PppSessions(DataPlaneSessions):
         )
 
     def call_closed(self, tunnel: TunnelHandle, event: CallClosed) -> None:
-        key = (tunnel.local_tunnel_id, event.sid)
-        link = self.links.get(key)
         info = tunnel.sessions.get(event.sid)
-        if info is not None and "n" in info.extra:
-            # A subscriber prepared for proxy whose call never reached its session task.
-            prepared = self.prepared.pop(int(info.extra["n"]), None)
-            link = link or prepared
-        if (
-            not self.lns
-            and event.by_peer
-            and info is not None
-            and info.established is None
-            and "failure" not in info.extra
-            and link is not None
-        ):
-            failure = failure_at_cdn(link.phase, event.result)
-            if failure is not None:
-                info.extra["failure"] = failure
+        key = (tunnel.local_tunnel_id, event.sid)
+        state = self.running.get(key)
+        # A subscriber prepared for proxy whose call never reached its session task.
+        prepared = (
+            self.prepared.pop(int(info.extra["n"]), None) if info and "n" in info.extra else None
+        )
+        stage: Stage | None = None
+        if state is not None:
+            stage = state.stage
+        elif prepared is not None:
+            stage = stage_of(prepared) or Stage.LCP
+        elif key in self.records:
+            stage = Stage.LCP  # the session's PPP had not started yet
+        if not self.lns and event.by_peer and info is not None and info.established is None:
+            self._note_failure(info, stage, event.result)
         super().call_closed(tunnel, event)
+
+    @staticmethod
+    def _note_failure(info: SessionInfo, stage: Stage | None, result: int) -> None:
+        """LAC: name why the LNS cleared a call that never came up (``FAILURE_AT_CDN``).
+
+        A subscriber's own verdict stands, except "terminated by peer": the LNS terminates
+        LCP whenever it gives up, and the CDN right behind the Terminate-Request says more.
+        """
+        known = info.extra.get("failure")
+        if known is not None and known != FAILURE_NAME[pev.DownReason.PEER_TERMINATED]:
+            return
+        failure = failure_at_cdn(stage, result) if stage is not None else None
+        if failure is not None:
+            info.extra["failure"] = failure
 
     def summary(self) -> dict[str, object]:
         out = super().summary()
@@ -261,11 +309,11 @@ class PppSessions(DataPlaneSessions):
         if link is None:
             link = Link(self.link_config(n), rng=self.rng, name=f"Tnl/Cl {key[0]}/{key[1]}")
         state = _SessionState(self, rec, link, info, opened=opened)
-        self.links[key] = link
+        self.running[key] = state
         try:
             await state.run()
         finally:
-            self.links.pop(key, None)
+            self.running.pop(key, None)
             with trio.CancelScope(shield=True):
                 await state.cleanup()
 
@@ -296,6 +344,8 @@ class _SessionState:
         self.accounting = False
         self.interface = ""
         """The session's network interface once the data plane named one."""
+        self.stage = stage_of(link) or Stage.LCP
+        """How far the subscriber got before its link began to terminate."""
         owner._nas_port += 1
         self.nas_port = owner._nas_port
         call = rec.call
@@ -320,6 +370,11 @@ class _SessionState:
             interface=self.interface,
         )
 
+    def _note_phase(self) -> None:
+        """Show the link's phase; remember its stage unless the link is going down."""
+        self.stage = stage_of(self.link) or self.stage
+        self._extra(phase=self.link.phase.value.lower())
+
     def _extra(self, **values: Any) -> None:
         if self.info is not None:
             self.info.extra.update(values)
@@ -338,14 +393,14 @@ class _SessionState:
             self.link.open(now, proxy_lcp=proxy_lcp, proxy_auth=proxy_auth)
         if first is not None:
             self.link.receive_frame(first, now)
-        self._extra(phase=self.link.phase.value.lower())
+        self._note_phase()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._reader)
             while True:
                 if await self._flush(channel, nursery):
                     nursery.cancel_scope.cancel()
                     return
-                self._extra(phase=self.link.phase.value.lower())
+                self._note_phase()
                 timer = self.link.get_timer()
                 with trio.move_on_at(math.inf if timer is None else timer):
                     await self.wake.wait()
@@ -354,6 +409,7 @@ class _SessionState:
                 timer = self.link.get_timer()
                 if timer is not None and timer <= now:
                     self.link.handle_timer(now)
+                    self._note_phase()
 
     async def _flush(self, channel: PppChannel, nursery: trio.Nursery) -> bool:
         """Send every pending frame and act on every event, until neither is left (acting
@@ -381,6 +437,7 @@ class _SessionState:
             except (trio.EndOfChannel, trio.ClosedResourceError):
                 return
             self.link.receive_frame(frame, trio.current_time())
+            self._note_phase()
             self.wake.set()
 
     def _handle(self, event: pev.PppEvent, nursery: trio.Nursery) -> bool:

@@ -77,22 +77,18 @@ class DataPlaneSessions:
 
     def call_answered(self, tunnel: TunnelHandle, event: ev.CallAnswered) -> None:
         """Program the session now; its task sends the ICCN once the data plane has it."""
-        # TODO(core-typing): event.info once CallAnswered carries it (CONTRACT 2).
-        info = getattr(event, "info", None) or ev.ConnectInfo()
-        rec = SessionRecord(tunnel, event.sid, event.peer_sid, info)
+        rec = SessionRecord(tunnel, event.sid, event.peer_sid, event.info)
         rec.connect = True
         self._start(rec)
 
     def call_established(self, tunnel: TunnelHandle, event: ev.CallEstablished) -> None:
         rec = self.records.get((tunnel.local_tunnel_id, event.sid))
-        # TODO(core-typing): event.call once CallEstablished carries it (CONTRACT 2).
-        call = getattr(event, "call", None) or ev.CallParams()
         if rec is not None:
             # A deferred call: its task programmed the session before sending this ICCN.
             rec.info = event.info
-            rec.call = call
+            rec.call = event.call
             return
-        self._start(SessionRecord(tunnel, event.sid, event.peer_sid, event.info, call))
+        self._start(SessionRecord(tunnel, event.sid, event.peer_sid, event.info, event.call))
 
     def _start(self, rec: SessionRecord) -> None:
         self.records[(rec.tunnel.local_tunnel_id, rec.sid)] = rec

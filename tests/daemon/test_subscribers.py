@@ -7,6 +7,7 @@ authenticates against its users file and assigns addresses from its pool.
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -88,7 +89,7 @@ def subscribers_up(lab: Lab, n: int) -> list[dict[str, Any]]:
 
 def test_500_chap_subscribers(lab: Lab) -> None:
     size = lab.pool()["size"]
-    lac = lab.start_simulation(500, hold=3)
+    lac = lab.start_simulation(500, hold=600)
     try:
         sessions = subscribers_up(lab, 500)
         assert {s["username"] for s in sessions} == {f"user{n}" for n in range(1, 501)}
@@ -97,6 +98,7 @@ def test_500_chap_subscribers(lab: Lab) -> None:
         assert len(set(addresses)) == 500, "an address was handed out twice"
         assert all(a.startswith("10.20.") for a in addresses)
         assert lab.pool()["in_use"] == 500
+        lac.send_signal(signal.SIGTERM)  # ends the hold: the calls are cleared and reported
         out, err = lac.communicate(timeout=BOUND * 3)
     finally:
         lac.kill()
@@ -120,11 +122,12 @@ def test_500_chap_subscribers(lab: Lab) -> None:
 )
 def test_other_auth_methods(lab: Lab) -> None:
     method = "pap" if "pap" in lab.lac_cfg.read_text() else "mschapv2"
-    lac = lab.start_simulation(50, hold=2)
+    lac = lab.start_simulation(50, hold=600)
     try:
         sessions = subscribers_up(lab, 50)
         assert {s["auth"] for s in sessions} == {method}
         assert len({s["address"] for s in sessions}) == 50
+        lac.send_signal(signal.SIGTERM)
         out, err = lac.communicate(timeout=BOUND * 3)
     finally:
         lac.kill()
