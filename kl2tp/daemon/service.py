@@ -175,7 +175,8 @@ class ControlApi:
             "dataplane": self.dataplane.name,
             "tunnels": {"total": sum(tunnels.values()), "by_state": dict(tunnels)},
             "sessions": {"total": sum(sessions.values()), "by_state": dict(sessions)},
-            "counters": dict(self.endpoint.counters),
+            # data_rx and data_early are always shown: 0 is the figure operators look for.
+            "counters": {"data_rx": 0, "data_early": 0, **self.endpoint.counters},
             "ppp": self._handler_summary(),
         }
         # Kernel totals: a tunnel's counters include all its sessions' traffic, so one

@@ -45,16 +45,27 @@ CHAP, IPCP, LCP = 0xC223, 0x8021, 0xC021
 
 @attrs.define
 class Aaa:
-    """Accepts everyone, or no one."""
+    """Accepts everyone, or no one; records what it was asked."""
 
     accept: bool = True
     counters: aaa.AaaCounters = attrs.field(factory=aaa.AaaCounters)
+    requests: list[aaa.AuthRequest] = attrs.field(factory=list)
+    records: list[aaa.AccountingRecord] = attrs.field(factory=list)
+    recorded: trio.Event = attrs.field(factory=trio.Event)
+    """Set (and replaced) at every accounting record."""
+
+    async def wait_for_records(self, n: int) -> None:
+        while len(self.records) < n:
+            await self.recorded.wait()
 
     async def authenticate(self, request: aaa.AuthRequest) -> aaa.AuthResult:
+        self.requests.append(request)
         return aaa.AuthResult(self.accept, "Welcome" if self.accept else "Authentication failed")
 
     async def account(self, record: aaa.AccountingRecord) -> None:
-        pass
+        self.records.append(record)
+        self.recorded.set()
+        self.recorded = trio.Event()
 
 
 class DeafChannel(NullChannel):

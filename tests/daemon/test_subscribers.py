@@ -190,3 +190,35 @@ def test_proxy_renegotiated_when_configured(lab: Lab) -> None:
     assert "LCP: I FORCED CONFREQ" not in log
     assert log.count("CHAP: O CHALLENGE") >= 5
     assert lab.lns.stop() == 0
+
+
+@pytest.mark.parametrize(
+    "lab",
+    [{"lac_extra": '[subscriber]\ncalling_number = "0170555{n}"\ncalled_number = "614629"'}],
+    indirect=True,
+)
+def test_simulated_calls_carry_the_configured_numbers(lab: Lab) -> None:
+    lac = lab.start_simulation(3, hold=600)
+    try:
+        sessions = subscribers_up(lab, 3)
+        numbers = {s["username"]: (s["calling_number"], s["called_number"]) for s in sessions}
+        assert numbers == {f"user{n}": (f"0170555{n}", "614629") for n in (1, 2, 3)}
+        lac.send_signal(signal.SIGTERM)
+        out, err = lac.communicate(timeout=BOUND)
+    finally:
+        lac.kill()
+    assert lac.returncode == 0, err
+    assert json.loads(out)["established"] == 3
+
+
+def test_without_numbers_configured_none_are_sent(lab: Lab) -> None:
+    lac = lab.start_simulation(2, hold=600)
+    try:
+        sessions = subscribers_up(lab, 2)
+        # The LNS shows the numbers only of calls whose ICRQ carried them.
+        assert not [s for s in sessions if "calling_number" in s or "called_number" in s]
+        lac.send_signal(signal.SIGTERM)
+        lac.communicate(timeout=BOUND)
+    finally:
+        lac.kill()
+    assert lac.returncode == 0
