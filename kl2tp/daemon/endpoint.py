@@ -23,10 +23,10 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Protocol
 
-import attrs
 import trio
 import trio.lowlevel
 
+from kl2tp.daemon.handle import Address, SessionHandler, SessionInfo
 from kl2tp.dataplane.base import DataPlane, DataPlaneError, TunnelSpec
 from kl2tp.l2tp import events as ev
 from kl2tp.l2tp.constants import CdnResult, ErrorCode, StopCcnResult
@@ -43,10 +43,6 @@ from kl2tp.l2tp.tunnel import Tunnel, TunnelConfig
 
 log = logging.getLogger("kl2tp.daemon")
 
-Address = tuple[str, int]
-
-RESULT_ADMIN = CdnResult.ADMINISTRATIVE
-"""Kept for the session modules until they import the enum themselves."""
 RECEIVE_BUFFER = 4 << 20
 """SO_RCVBUF asked for the shared socket (the kernel caps it at net.core.rmem_max)."""
 RECEIVE_BATCH = 64
@@ -150,62 +146,6 @@ class UdpTransport:
         self.sock.close()
 
 
-# --- what runs above the tunnels ---------------------------------------------------------------
-
-
-class SessionHandler(Protocol):
-    """What runs above an established L2TP session (PPP on the LNS, a subscriber on the LAC).
-
-    The endpoint calls these from the tunnel task; they must not block it.
-    """
-
-    defers_established: bool
-    """True when the handler decides when a call counts as up (e.g. once IPCP is open);
-    it then sets ``SessionInfo.established`` and ``done`` itself."""
-
-    @property
-    def defers_connect(self) -> bool:
-        """True when the LAC's calls must wait for ``call_answered`` before their ICCN goes
-        (``place_call(defer_connect=True)``): the kernel data plane, whose session must exist
-        before the LNS's first frame arrives."""
-
-    def call_answered(self, runner: TunnelRunner, event: ev.CallAnswered) -> None:
-        """LAC, a call placed with ``defer_connect``: the LNS answered. Make ready for its
-        data (program the session), then send the ICCN with ``runner.connect_call``."""
-
-    def call_established(self, runner: TunnelRunner, event: ev.CallEstablished) -> None:
-        """The session is up at the L2TP level."""
-
-    def call_closed(self, runner: TunnelRunner, event: ev.CallClosed) -> None:
-        """The session is gone (CDN either way, or its tunnel went down).
-
-        Called while ``runner.sessions`` still holds the session's info."""
-
-    def data_received(self, runner: TunnelRunner, event: ev.DataReceived) -> None:
-        """A data message for the session reached userspace."""
-
-    def summary(self) -> dict[str, object]:
-        """Figures for ``kl2tpctl show summary`` (pool, AAA counters, ...)."""
-
-
-@attrs.define(slots=True)
-class SessionInfo:
-    """Per-session facts the daemon keeps beside the core (for show and accounting)."""
-
-    local_sid: int
-    """Our Assigned Session ID."""
-    created: float
-    """trio time the session was created."""
-    established: float | None = None
-    """trio time the session reached established."""
-    extra: dict[str, Any] = attrs.field(factory=dict)
-    """Fields upper layers add (username, address, interface, auth, phase)."""
-    done: trio.Event = attrs.field(factory=trio.Event)
-    """Set when the session is established or closed."""
-    closed: ev.CallClosed | None = None
-    """Why the session closed, once it has."""
-
-
 # --- one tunnel ---------------------------------------------------------------------------------
 
 
@@ -285,6 +225,12 @@ class TunnelRunner:
         the values given to ``place_call``. A call already gone is ignored."""
         if sid in self.core.sessions:
             self.core.connect_call(sid, trio.current_time(), connect)
+            self.kick()
+
+    def data_ready(self, sid: int) -> None:
+        """The session's channel is open: the core hands over the data it kept for it."""
+        if sid in self.core.sessions:
+            self.core.data_ready(sid, trio.current_time())
             self.kick()
 
     def hangup(
@@ -486,10 +432,10 @@ class TunnelRunner:
             )
             return
         self._sessions[event.sid] = SessionInfo(event.sid, now)
-        self.core.answer_call(event.sid, now)
-        if not self.endpoint.lns:
-            # A LAC answering an outgoing call has no line to dial: connect at once.
-            self.core.connect_call(event.sid, now, self.endpoint.connect_info())
+        # A LAC answering an outgoing call connects at once, in the core (OCRP then OCCN).
+        self.core.answer_call(
+            event.sid, now, None if self.endpoint.lns else self.endpoint.connect_info()
+        )
 
     async def _program_tunnel(self) -> None:
         dp = self.endpoint.dataplane

@@ -107,6 +107,8 @@ class IncomingCall:
     """The request's call parameters."""
     outgoing: bool = False
     """True for an OCRQ (the LNS asks this LAC to dial out), False for an ICRQ."""
+    peer_sid: int = 0
+    """The session id the peer assigned (its Assigned Session ID AVP)."""
 
 
 @attrs.frozen
@@ -122,6 +124,9 @@ class CallAnswered:
     """Our session id."""
     peer_sid: int
     """The session id the LNS assigned (goes into data message headers)."""
+    info: ConnectInfo = ConnectInfo()
+    """The ConnectInfo the call was placed with (or last given to ``connect_call``): what
+    the ICCN will carry unless ``connect_call`` replaces it."""
 
 
 @attrs.frozen
@@ -134,6 +139,9 @@ class CallEstablished:
     """The session id the peer assigned (goes into data message headers)."""
     info: ConnectInfo
     """The ICCN/OCCN AVPs (received on the answering side, sent on the calling side)."""
+    call: CallParams = CallParams()
+    """The call's parameters: those of the ICRQ/OCRQ received (answering side), or those
+    given to ``place_call`` (calling side)."""
 
 
 @attrs.frozen

@@ -55,6 +55,8 @@ from kl2tp.l2tp.events import (
 from kl2tp.l2tp.message import ControlMessage
 
 __all__ = [
+    "LOCAL_INPUTS",
+    "MESSAGE_INPUTS",
     "STATES",
     "TABLES",
     "CallKind",
@@ -63,7 +65,10 @@ __all__ = [
     "CommandError",
     "ConnectInfo",
     "Session",
+    "SessionArg",
     "SessionHost",
+    "SessionInput",
+    "SessionState",
     "call_params_avps",
     "call_params_from",
     "connect_info_avps",
@@ -82,6 +87,71 @@ class CallKind(enum.Enum):
     LNS_INCOMING = "lns-incoming"
     LAC_OUTGOING = "lac-outgoing"
     LNS_OUTGOING = "lns-outgoing"
+
+
+class SessionState(enum.StrEnum):
+    """Session states; the values are the IOS names that traces and JSON show."""
+
+    IDLE = "idle"
+    """No call (before the first input, and again once the call is cleared: then the
+    session is destroyed)."""
+    WAIT_FOR_TUNNEL = "wait-for-tunnel"
+    """Placed by us; the control connection is not established yet."""
+    WAIT_REPLY = "wait-reply"
+    """Our ICRQ/OCRQ is out; waiting for the ICRP/OCRP."""
+    WAIT_ANSWER = "wait-answer"
+    """The peer's ICRQ/OCRQ arrived; the driver decides (``answer_call`` or ``hangup``)."""
+    WAIT_CONNECT = "wait-connect"
+    """Answered: waiting for the ICCN/OCCN (or, LAC incoming, for ``connect_call``)."""
+    WAIT_CS_ANSWER = "wait-cs-answer"
+    """LAC outgoing call: OCRP sent, the dial-out is in progress; the OCCN follows."""
+    ESTABLISHED = "established"
+    """The call is up: data may flow."""
+
+
+class SessionInput(enum.StrEnum):
+    """Everything a session table reacts to. Received messages carry the RFC's abbreviation
+    (the value of ``MessageType.abbrev``); the rest come from the driver or the tunnel."""
+
+    ICRQ = "ICRQ"
+    ICRP = "ICRP"
+    ICCN = "ICCN"
+    OCRQ = "OCRQ"
+    OCRP = "OCRP"
+    OCCN = "OCCN"
+    CDN = "CDN"
+    WEN = "WEN"
+    SLI = "SLI"
+    PLACE = "place"
+    """The driver placed the call (``Tunnel.place_call``)."""
+    TUNNEL_UP = "tunnel-up"
+    """The control connection is established (or already was)."""
+    ANSWER = "answer"
+    """``Tunnel.answer_call``."""
+    CONNECT = "connect"
+    """``Tunnel.connect_call`` (argument: ConnectInfo or None)."""
+    HANGUP = "hangup"
+    """``Tunnel.hangup`` (argument: Clear)."""
+    TUNNEL_DOWN = "tunnel-down"
+    """The tunnel went away under the call (argument: Clear); valid in every live state."""
+    WAN_ERROR = "wan-error"
+    """The LAC reports line errors (argument: CallErrors): WEN."""
+    LINK_INFO = "link-info"
+    """The LNS sets the LAC's ACCM (argument: Accm): SLI."""
+
+    @classmethod
+    def of(cls, msg_type: MessageType) -> SessionInput:
+        """The input for a received session-scoped message type.
+
+        Raises:
+            KeyError: `msg_type` is not a call-management message.
+        """
+        return _MESSAGE_INPUT[msg_type]
+
+
+_MESSAGE_INPUT: dict[MessageType, SessionInput] = {
+    mt: SessionInput(mt.abbrev) for mt in MessageType if mt.is_session
+}
 
 
 class CommandError(Exception):
@@ -113,6 +183,7 @@ class Session:
         "call",
         "call_errors",
         "created",
+        "data_ready",
         "defer_connect",
         "info",
         "kind",
@@ -131,8 +202,8 @@ class Session:
         """Our Assigned Session ID (header session id of what the peer sends us)."""
         self.peer_sid = 0
         """The peer's Assigned Session ID; 0 until it told us."""
-        self.state = "idle"
-        """IOS-style state name, one of STATES."""
+        self.state = SessionState.IDLE
+        """The machine's state (its value is the IOS name)."""
         self.created = created
         """Time the session was created (driver clock), for uptime in show commands."""
         self.call: CallParams = call if call is not None else CallParams()
@@ -146,6 +217,8 @@ class Session:
         self.defer_connect = False
         """LAC incoming call: after the ICRP, report ``CallAnswered`` and wait for the
         driver's ``connect`` instead of sending the ICCN at once."""
+        self.data_ready = False
+        """The upper layer said it can take this call's data (``Tunnel.data_ready``)."""
 
     def __repr__(self) -> str:
         return f"<Session {self.local_sid}/{self.peer_sid} {self.kind.value} {self.state}>"
@@ -162,7 +235,9 @@ class SessionHost(Protocol):
     def emit(self, event: Event) -> None:
         """Queue an event for the driver."""
 
-    def session_changed(self, session: Session, old: str, new: str, now: float) -> None:
+    def session_changed(
+        self, session: Session, old: SessionState, new: SessionState, now: float
+    ) -> None:
         """The session changed state (trace, and removal when it reached idle)."""
 
 
@@ -266,12 +341,13 @@ def connect_info_from(msg: ControlMessage) -> ConnectInfo:
 # (None for local inputs) and the command argument (ConnectInfo for connect, Clear for hangup).
 
 Msg = ControlMessage | None
-Action = Callable[[SessionHost, Session, Msg, Any, float], None]
+SessionArg = ConnectInfo | Clear | CallErrors | Accm | None
+"""The argument of a local input: ConnectInfo (connect), Clear (hangup, tunnel-down),
+CallErrors (wan-error), Accm (link-info); None for the rest and for received messages."""
+Action = Callable[[SessionHost, Session, Msg, SessionArg, float], None]
 
 
-def _nothing(
-    host: SessionHost, s: Session, msg: ControlMessage | None, arg: Any, now: float
-) -> None:
+def _nothing(host: SessionHost, s: Session, msg: Msg, arg: SessionArg, now: float) -> None:
     return None
 
 
@@ -280,93 +356,77 @@ def _peer_sid(s: Session, msg: ControlMessage | None) -> None:
         s.peer_sid = int(msg.get(A.ASSIGNED_SESSION_ID) or 0)
 
 
-def _send_icrq(
-    host: SessionHost, s: Session, msg: ControlMessage | None, arg: Any, now: float
-) -> None:
+def _send_icrq(host: SessionHost, s: Session, msg: Msg, arg: SessionArg, now: float) -> None:
     avps = [Avp(A.ASSIGNED_SESSION_ID, s.local_sid), *call_params_avps(s.call, outgoing=False)]
     host.send_session(s, MT.ICRQ, avps, now, 0)
 
 
-def _send_ocrq(
-    host: SessionHost, s: Session, msg: ControlMessage | None, arg: Any, now: float
-) -> None:
+def _send_ocrq(host: SessionHost, s: Session, msg: Msg, arg: SessionArg, now: float) -> None:
     avps = [Avp(A.ASSIGNED_SESSION_ID, s.local_sid), *call_params_avps(s.call, outgoing=True)]
     host.send_session(s, MT.OCRQ, avps, now, 0)
 
 
-def _recv_request(
-    host: SessionHost, s: Session, msg: ControlMessage | None, arg: Any, now: float
-) -> None:
+def _recv_request(host: SessionHost, s: Session, msg: Msg, arg: SessionArg, now: float) -> None:
     _peer_sid(s, msg)
     if msg is not None:
         s.call = call_params_from(msg)
-    host.emit(IncomingCall(s.local_sid, s.call, outgoing=s.kind is CallKind.LAC_OUTGOING))
+    host.emit(
+        IncomingCall(
+            s.local_sid, s.call, outgoing=s.kind is CallKind.LAC_OUTGOING, peer_sid=s.peer_sid
+        )
+    )
 
 
-def _send_icrp(
-    host: SessionHost, s: Session, msg: ControlMessage | None, arg: Any, now: float
-) -> None:
+def _send_icrp(host: SessionHost, s: Session, msg: Msg, arg: SessionArg, now: float) -> None:
     host.send_session(s, MT.ICRP, [Avp(A.ASSIGNED_SESSION_ID, s.local_sid)], now, s.peer_sid)
 
 
-def _send_ocrp(
-    host: SessionHost, s: Session, msg: ControlMessage | None, arg: Any, now: float
-) -> None:
+def _send_ocrp(host: SessionHost, s: Session, msg: Msg, arg: SessionArg, now: float) -> None:
     avps = [Avp(A.ASSIGNED_SESSION_ID, s.local_sid)]
     if s.call.physical_channel is not None:
         avps.append(Avp(A.PHYSICAL_CHANNEL_ID, s.call.physical_channel))
     host.send_session(s, MT.OCRP, avps, now, s.peer_sid)
 
 
-def _recv_icrp(
-    host: SessionHost, s: Session, msg: ControlMessage | None, arg: Any, now: float
-) -> None:
+def _recv_icrp(host: SessionHost, s: Session, msg: Msg, arg: SessionArg, now: float) -> None:
     """LAC: the LNS answered. A deferred call tells the driver, which connects when ready;
     otherwise the tunnel connects at once (no event: nothing for the driver to do)."""
     _peer_sid(s, msg)
     if s.defer_connect:
-        host.emit(CallAnswered(s.local_sid, s.peer_sid))
+        host.emit(CallAnswered(s.local_sid, s.peer_sid, s.info or ConnectInfo()))
 
 
-def _send_iccn(
-    host: SessionHost, s: Session, msg: ControlMessage | None, arg: Any, now: float
-) -> None:
+def _send_iccn(host: SessionHost, s: Session, msg: Msg, arg: SessionArg, now: float) -> None:
     """LAC: connect with the ConnectInfo given to connect_call (else to place_call)."""
     info = arg if isinstance(arg, ConnectInfo) else s.info
     if info is None:
         info = ConnectInfo()
     s.info = info
     host.send_session(s, MT.ICCN, connect_info_avps(info, outgoing=False), now, s.peer_sid)
-    host.emit(CallEstablished(s.local_sid, s.peer_sid, info))
+    host.emit(CallEstablished(s.local_sid, s.peer_sid, info, s.call))
 
 
-def _recv_ocrp(
-    host: SessionHost, s: Session, msg: ControlMessage | None, arg: Any, now: float
-) -> None:
+def _recv_ocrp(host: SessionHost, s: Session, msg: Msg, arg: SessionArg, now: float) -> None:
     _peer_sid(s, msg)
 
 
-def _send_occn(
-    host: SessionHost, s: Session, msg: ControlMessage | None, arg: Any, now: float
-) -> None:
+def _send_occn(host: SessionHost, s: Session, msg: Msg, arg: SessionArg, now: float) -> None:
+    """LAC: the dial-out succeeded, with the ConnectInfo given to answer_call (or the
+    defaults)."""
     info = arg if isinstance(arg, ConnectInfo) else ConnectInfo()
     s.info = info
     host.send_session(s, MT.OCCN, connect_info_avps(info, outgoing=True), now, s.peer_sid)
-    host.emit(CallEstablished(s.local_sid, s.peer_sid, info))
+    host.emit(CallEstablished(s.local_sid, s.peer_sid, info, s.call))
 
 
-def _recv_connected(
-    host: SessionHost, s: Session, msg: ControlMessage | None, arg: Any, now: float
-) -> None:
+def _recv_connected(host: SessionHost, s: Session, msg: Msg, arg: SessionArg, now: float) -> None:
     """ICCN (LNS incoming) or OCCN (LNS outgoing): the call is up."""
     info = connect_info_from(msg) if msg is not None else ConnectInfo()
     s.info = info
-    host.emit(CallEstablished(s.local_sid, s.peer_sid, info))
+    host.emit(CallEstablished(s.local_sid, s.peer_sid, info, s.call))
 
 
-def _recv_cdn(
-    host: SessionHost, s: Session, msg: ControlMessage | None, arg: Any, now: float
-) -> None:
+def _recv_cdn(host: SessionHost, s: Session, msg: Msg, arg: SessionArg, now: float) -> None:
     rc = msg.get(A.RESULT_CODE) if msg is not None else None
     q = msg.get(A.Q931_CAUSE_CODE) if msg is not None else None
     result, error, text = 0, 0, ""
@@ -376,9 +436,7 @@ def _recv_cdn(
     host.emit(CallClosed(s.local_sid, result, error, text, q931, by_peer=True))
 
 
-def _send_cdn(
-    host: SessionHost, s: Session, msg: ControlMessage | None, arg: Any, now: float
-) -> None:
+def _send_cdn(host: SessionHost, s: Session, msg: Msg, arg: SessionArg, now: float) -> None:
     clear = arg if isinstance(arg, Clear) else Clear()
     rc = ResultCode(clear.result, clear.error, clear.message or None)
     if not clear.error and not clear.message:
@@ -390,17 +448,17 @@ def _send_cdn(
     host.emit(CallClosed(s.local_sid, clear.result, clear.error, clear.message, clear.q931, False))
 
 
-def _send_wen(host: SessionHost, s: Session, msg: Msg, arg: Any, now: float) -> None:
+def _send_wen(host: SessionHost, s: Session, msg: Msg, arg: SessionArg, now: float) -> None:
     errors = arg if isinstance(arg, CallErrors) else CallErrors()
     host.send_session(s, MT.WEN, [Avp(A.CALL_ERRORS, errors)], now, s.peer_sid)
 
 
-def _send_sli(host: SessionHost, s: Session, msg: Msg, arg: Any, now: float) -> None:
+def _send_sli(host: SessionHost, s: Session, msg: Msg, arg: SessionArg, now: float) -> None:
     accm = arg if isinstance(arg, Accm) else Accm(0xFFFFFFFF, 0xFFFFFFFF)
     host.send_session(s, MT.SLI, [Avp(A.ACCM, accm)], now, s.peer_sid)
 
 
-def _drop(host: SessionHost, s: Session, msg: Msg, arg: Any, now: float) -> None:
+def _drop(host: SessionHost, s: Session, msg: Msg, arg: SessionArg, now: float) -> None:
     """Clear locally without a CDN: the peer never heard of this call (or the tunnel is gone)."""
     clear = arg if isinstance(arg, Clear) else Clear()
     host.emit(
@@ -408,18 +466,14 @@ def _drop(host: SessionHost, s: Session, msg: Msg, arg: Any, now: float) -> None
     )
 
 
-def _recv_wen(
-    host: SessionHost, s: Session, msg: ControlMessage | None, arg: Any, now: float
-) -> None:
+def _recv_wen(host: SessionHost, s: Session, msg: Msg, arg: SessionArg, now: float) -> None:
     errors = msg.get(A.CALL_ERRORS) if msg is not None else None
     if isinstance(errors, CallErrors):
         s.call_errors = errors
         host.emit(WanError(s.local_sid, attrs.astuple(errors)))
 
 
-def _recv_sli(
-    host: SessionHost, s: Session, msg: ControlMessage | None, arg: Any, now: float
-) -> None:
+def _recv_sli(host: SessionHost, s: Session, msg: Msg, arg: SessionArg, now: float) -> None:
     accm = msg.get(A.ACCM) if msg is not None else None
     if isinstance(accm, Accm):
         s.accm = accm
@@ -427,99 +481,99 @@ def _recv_sli(
 
 
 # --- the tables -------------------------------------------------------------------------------
-# Inputs: received message abbreviations ("ICRQ", "CDN", ...) and local inputs:
-#   place      the driver placed the call (place_call)
-#   tunnel-up  the control connection is established (or already was)
-#   answer     answer_call      connect   connect_call      hangup   hangup (arg: Clear)
-#   wan-error  the LAC reports line errors (arg: CallErrors): WEN
-#   link-info  the LNS sets the LAC's ACCM (arg: Accm): SLI
-#   tunnel-down  the tunnel went away under the call (arg: Clear); valid in every live state
 
-Table = dict[tuple[str, str], tuple[Action, str]]
+S = SessionState
+In = SessionInput
 
-_ANY_LIVE = (
-    "wait-for-tunnel",
-    "wait-reply",
-    "wait-answer",
-    "wait-connect",
-    "wait-cs-answer",
-    "established",
-)
+Table = dict[tuple[SessionState, SessionInput], tuple[Action, SessionState]]
 
 
-def _clearing(states_with_peer: tuple[str, ...], states_without: tuple[str, ...]) -> Table:
+def _clearing(
+    states_with_peer: tuple[SessionState, ...], states_without: tuple[SessionState, ...]
+) -> Table:
     """CDN received / hangup / tunnel-down entries: every live state goes back to idle."""
     table: Table = {}
     for state in states_with_peer:
-        table[(state, "CDN")] = (_recv_cdn, "idle")
-        table[(state, "hangup")] = (_send_cdn, "idle")
+        table[(state, In.CDN)] = (_recv_cdn, S.IDLE)
+        table[(state, In.HANGUP)] = (_send_cdn, S.IDLE)
     for state in states_without:
-        table[(state, "hangup")] = (_drop, "idle")
+        table[(state, In.HANGUP)] = (_drop, S.IDLE)
     for state in states_with_peer + states_without:
-        table[(state, "tunnel-down")] = (_drop, "idle")
+        table[(state, In.TUNNEL_DOWN)] = (_drop, S.IDLE)
     return table
 
 
 TABLES: dict[CallKind, Table] = {
     # RFC 2661 7.4.1, LAC side: the LAC detects a call and asks the LNS to take it.
     CallKind.LAC_INCOMING: {
-        ("idle", "place"): (_nothing, "wait-for-tunnel"),
-        ("wait-for-tunnel", "tunnel-up"): (_send_icrq, "wait-reply"),
-        ("wait-reply", "ICRP"): (_recv_icrp, "wait-connect"),
-        ("wait-connect", "connect"): (_send_iccn, "established"),
-        ("established", "SLI"): (_recv_sli, "established"),
-        ("established", "wan-error"): (_send_wen, "established"),
-        **_clearing(("wait-reply", "wait-connect", "established"), ("wait-for-tunnel",)),
+        (S.IDLE, In.PLACE): (_nothing, S.WAIT_FOR_TUNNEL),
+        (S.WAIT_FOR_TUNNEL, In.TUNNEL_UP): (_send_icrq, S.WAIT_REPLY),
+        (S.WAIT_REPLY, In.ICRP): (_recv_icrp, S.WAIT_CONNECT),
+        (S.WAIT_CONNECT, In.CONNECT): (_send_iccn, S.ESTABLISHED),
+        (S.ESTABLISHED, In.SLI): (_recv_sli, S.ESTABLISHED),
+        (S.ESTABLISHED, In.WAN_ERROR): (_send_wen, S.ESTABLISHED),
+        **_clearing((S.WAIT_REPLY, S.WAIT_CONNECT, S.ESTABLISHED), (S.WAIT_FOR_TUNNEL,)),
     },
     # RFC 2661 7.4.1, LNS side.
     CallKind.LNS_INCOMING: {
-        ("idle", "ICRQ"): (_recv_request, "wait-answer"),
-        ("wait-answer", "answer"): (_send_icrp, "wait-connect"),
-        ("wait-connect", "ICCN"): (_recv_connected, "established"),
-        ("established", "WEN"): (_recv_wen, "established"),
-        ("established", "link-info"): (_send_sli, "established"),
-        **_clearing(("wait-answer", "wait-connect", "established"), ()),
+        (S.IDLE, In.ICRQ): (_recv_request, S.WAIT_ANSWER),
+        (S.WAIT_ANSWER, In.ANSWER): (_send_icrp, S.WAIT_CONNECT),
+        (S.WAIT_CONNECT, In.ICCN): (_recv_connected, S.ESTABLISHED),
+        (S.ESTABLISHED, In.WEN): (_recv_wen, S.ESTABLISHED),
+        (S.ESTABLISHED, In.LINK_INFO): (_send_sli, S.ESTABLISHED),
+        **_clearing((S.WAIT_ANSWER, S.WAIT_CONNECT, S.ESTABLISHED), ()),
     },
     # RFC 2661 7.4.2, LAC side: the LNS asks the LAC to dial out.
     CallKind.LAC_OUTGOING: {
-        ("idle", "OCRQ"): (_recv_request, "wait-answer"),
-        ("wait-answer", "answer"): (_send_ocrp, "wait-cs-answer"),
-        ("wait-cs-answer", "connect"): (_send_occn, "established"),
-        ("established", "SLI"): (_recv_sli, "established"),
-        ("established", "wan-error"): (_send_wen, "established"),
-        **_clearing(("wait-answer", "wait-cs-answer", "established"), ()),
+        (S.IDLE, In.OCRQ): (_recv_request, S.WAIT_ANSWER),
+        (S.WAIT_ANSWER, In.ANSWER): (_send_ocrp, S.WAIT_CS_ANSWER),
+        (S.WAIT_CS_ANSWER, In.CONNECT): (_send_occn, S.ESTABLISHED),
+        (S.ESTABLISHED, In.SLI): (_recv_sli, S.ESTABLISHED),
+        (S.ESTABLISHED, In.WAN_ERROR): (_send_wen, S.ESTABLISHED),
+        **_clearing((S.WAIT_ANSWER, S.WAIT_CS_ANSWER, S.ESTABLISHED), ()),
     },
     # RFC 2661 7.4.2, LNS side.
     CallKind.LNS_OUTGOING: {
-        ("idle", "place"): (_nothing, "wait-for-tunnel"),
-        ("wait-for-tunnel", "tunnel-up"): (_send_ocrq, "wait-reply"),
-        ("wait-reply", "OCRP"): (_recv_ocrp, "wait-connect"),
-        ("wait-connect", "OCCN"): (_recv_connected, "established"),
-        ("established", "WEN"): (_recv_wen, "established"),
-        ("established", "link-info"): (_send_sli, "established"),
-        **_clearing(("wait-reply", "wait-connect", "established"), ("wait-for-tunnel",)),
+        (S.IDLE, In.PLACE): (_nothing, S.WAIT_FOR_TUNNEL),
+        (S.WAIT_FOR_TUNNEL, In.TUNNEL_UP): (_send_ocrq, S.WAIT_REPLY),
+        (S.WAIT_REPLY, In.OCRP): (_recv_ocrp, S.WAIT_CONNECT),
+        (S.WAIT_CONNECT, In.OCCN): (_recv_connected, S.ESTABLISHED),
+        (S.ESTABLISHED, In.WEN): (_recv_wen, S.ESTABLISHED),
+        (S.ESTABLISHED, In.LINK_INFO): (_send_sli, S.ESTABLISHED),
+        **_clearing((S.WAIT_REPLY, S.WAIT_CONNECT, S.ESTABLISHED), (S.WAIT_FOR_TUNNEL,)),
     },
 }
+"""(state, input) -> (action, next state), one table per call kind. A missing pair is a
+protocol error (received message: CDN result 2) or a CommandError (local input)."""
 
-STATES = frozenset({"idle", *_ANY_LIVE})
+STATES = frozenset(SessionState)
 """Every state a session can be in."""
 
 LOCAL_INPUTS = frozenset(
-    {"place", "tunnel-up", "answer", "connect", "hangup", "tunnel-down", "wan-error", "link-info"}
+    {
+        In.PLACE,
+        In.TUNNEL_UP,
+        In.ANSWER,
+        In.CONNECT,
+        In.HANGUP,
+        In.TUNNEL_DOWN,
+        In.WAN_ERROR,
+        In.LINK_INFO,
+    }
 )
 """Inputs that come from the driver or the tunnel rather than from the wire."""
 
-MESSAGE_INPUTS = frozenset({"ICRQ", "ICRP", "ICCN", "OCRQ", "OCRP", "OCCN", "CDN", "WEN", "SLI"})
+MESSAGE_INPUTS = frozenset(SessionInput) - LOCAL_INPUTS
 """Inputs that are received session-scoped messages."""
 
 
 def dispatch(
     host: SessionHost,
     session: Session,
-    event: str,
+    event: SessionInput,
     now: float,
     msg: ControlMessage | None = None,
-    arg: Any = None,
+    arg: SessionArg = None,
 ) -> None:
     """Run one input through the session's table.
 
@@ -542,5 +596,5 @@ def dispatch(
     action, new = entry
     session.state = new
     action(host, session, msg, arg, now)
-    if new != old:
+    if new is not old:
         host.session_changed(session, old, new, now)

@@ -14,12 +14,12 @@ StopCCN and wait for its ack), ``closed``.
 
 from __future__ import annotations
 
+import enum
 import hmac
 import logging
 import random
 from collections import deque
 from collections.abc import Callable
-from typing import Any
 
 import attrs
 
@@ -52,15 +52,28 @@ from kl2tp.l2tp.message import (
     encode_data,
     validate,
 )
-from kl2tp.l2tp.session import CallKind, Clear, CommandError, Session, dispatch
+from kl2tp.l2tp.session import (
+    CallKind,
+    Clear,
+    CommandError,
+    Session,
+    SessionInput,
+    SessionState,
+    dispatch,
+)
 from kl2tp.l2tp.transport import Transport
 
 __all__ = [
+    "EARLY_FRAMES",
+    "TUNNEL_INPUTS",
     "TUNNEL_STATES",
     "TUNNEL_TABLE",
     "CommandError",
+    "Stop",
     "Tunnel",
     "TunnelConfig",
+    "TunnelInput",
+    "TunnelState",
     "tie_breaker_loses",
 ]
 
@@ -71,9 +84,70 @@ _avp_log = trace.avp_log
 _DEBUG = logging.DEBUG
 
 CHALLENGE_LEN = 16
-EARLY_FRAMES = 8
-"""Data frames kept for a call whose ICCN/OCCN has not arrived yet."""
 """Bytes of the Challenge AVP we send (MD5-sized, like IOS)."""
+EARLY_FRAMES = 16
+"""Data frames kept per session until its upper layer is ready (``Tunnel.data_ready``)."""
+
+
+class TunnelState(enum.StrEnum):
+    """Tunnel (control connection) states; the values are the IOS names that traces
+    (``Tunnel state change from idle to wait-ctl-reply``) and JSON show."""
+
+    IDLE = "idle"
+    """Created: the initiator has not sent its SCCRQ, the responder has not had one."""
+    WAIT_CTL_REPLY = "wait-ctl-reply"
+    """Initiator: SCCRQ sent, waiting for the SCCRP."""
+    WAIT_CTL_CONN = "wait-ctl-conn"
+    """Responder: SCCRP sent, waiting for the SCCCN."""
+    ESTABLISHED = "established"
+    """Up, with sessions (or none yet)."""
+    NO_SESSIONS_LEFT = "no-sessions-left"
+    """Up; the last session went away: a StopCCN follows after ``idle_timeout``."""
+    SHUTTING_DOWN = "shutting-down"
+    """We sent a StopCCN and wait for its acknowledgement."""
+    CLOSED = "closed"
+    """Gone (the RFC's "clean up"): only a received StopCCN is still re-acked a while."""
+
+
+class TunnelInput(enum.StrEnum):
+    """Everything the tunnel table reacts to: received control messages (by the RFC's
+    abbreviation; one input for all call-management messages), commands of the driver,
+    timers, and what the core itself notices."""
+
+    SCCRQ = "SCCRQ"
+    SCCRP = "SCCRP"
+    SCCCN = "SCCCN"
+    STOPCCN = "StopCCN"
+    HELLO = "HELLO"
+    SESSION = "session"
+    """Any call-management message (ICRQ ... SLI): the session machines take it."""
+    CONNECT = "connect"
+    """Command: send the SCCRQ (``Tunnel.connect``)."""
+    CLOSE = "close"
+    """Command (also a protocol error of tunnel scope): clear with a StopCCN (argument:
+    Stop)."""
+    IDLE_TIMEOUT = "idle-timeout"
+    """Timer: ``idle_timeout`` seconds in no-sessions-left."""
+    RETRIES_EXHAUSTED = "retries-exhausted"
+    """Timer: a message was retransmitted ``max_retries`` times without an ack."""
+    STOP_ACKED = "stop-acked"
+    """Our StopCCN was acknowledged."""
+    LAST_SESSION_GONE = "last-session-gone"
+    """The last session of an established tunnel went away."""
+    SESSION_CREATED = "session-created"
+    """A session was created in no-sessions-left."""
+
+
+@attrs.frozen
+class Stop:
+    """Why we clear a tunnel: the StopCCN's Result Code (RFC 2661 4.4.2)."""
+
+    result: int = StopCcnResult.CLEAR_CONNECTION
+    """StopCCN result code."""
+    error: int = 0
+    """General error code."""
+    message: str = ""
+    """Optional error message."""
 
 
 @attrs.frozen
@@ -150,10 +224,18 @@ class _Broken:
 
 
 _IGNORED = _Ignored()
+Msg = ControlMessage | None
 _Item = ControlMessage | _Broken | _Ignored
 
-_UP = frozenset({"established", "no-sessions-left"})
-_COMMANDS = frozenset({"connect"})
+TS = TunnelState
+TI = TunnelInput
+_UP = frozenset({TS.ESTABLISHED, TS.NO_SESSIONS_LEFT})
+_CLOSING = frozenset({TS.SHUTTING_DOWN, TS.CLOSED})
+_COMMANDS = frozenset({TI.CONNECT})
+_BEFORE_ICRP = frozenset({SessionState.WAIT_FOR_TUNNEL, SessionState.WAIT_REPLY})
+_MESSAGE_INPUT: dict[MessageType, TunnelInput] = {
+    mt: TI.SESSION if mt.is_session else TunnelInput(mt.abbrev) for mt in MessageType
+}
 _IN_KEYS = {mt: f"in_{mt.abbrev}" for mt in MessageType}
 _OUT_KEYS = {mt: f"out_{mt.abbrev}" for mt in MessageType}
 _HIDE_ALL = frozenset(t for t, spec in AVP_TABLE.items() if spec.may_hide)
@@ -189,8 +271,8 @@ class Tunnel:
         self.lac = initiator if lac is None else lac
         self.rng = rng
         self.created = now
-        self.state = "idle"
-        """IOS-style state name, one of TUNNEL_STATES."""
+        self.state = TS.IDLE
+        """The machine's state (its value is the IOS name)."""
         self.peer_tunnel_id = 0
         self.peer_hostname = ""
         self.peer_vendor = ""
@@ -230,7 +312,8 @@ class Tunnel:
         self._peer_sids: dict[int, int] = {}
         self._waiting: list[int] = []
         self._early: dict[int, list[bytes]] = {}
-        """Data for calls not yet established, by our session id (at most EARLY_FRAMES)."""
+        """Data kept until its session is established and ready, by our session id (at
+        most EARLY_FRAMES each)."""
         self._challenge: bytes | None = None
         self._hide = _HIDE_ALL if config.hide_avps and config.secret else frozenset()
         self._idle_deadline: float | None = None
@@ -313,10 +396,10 @@ class Tunnel:
         transport.handle_timer(now)
         if transport.failed:
             transport.failed = False
-            self._input("retries-exhausted", now)
+            self.fire(TI.RETRIES_EXHAUSTED, now)
         if self._idle_deadline is not None and now >= self._idle_deadline:
             self._idle_deadline = None
-            self._input("idle-timeout", now)
+            self.fire(TI.IDLE_TIMEOUT, now)
         interval = self.config.hello_interval
         if self.state in _UP and interval > 0 and now >= self._last_heard + interval:
             self._last_heard = now
@@ -332,17 +415,23 @@ class Tunnel:
     def done(self) -> bool:
         """True when the tunnel is closed and no longer needs to re-ack a StopCCN: the driver
         may forget it."""
-        return self.state == "closed" and self.hold_until is None
+        return self.state is TS.CLOSED and self.hold_until is None
 
     # --- commands -----------------------------------------------------------------------
 
     def connect(self, now: float) -> None:
         """Initiator: send the SCCRQ."""
-        self._input("connect", now)
+        self.fire(TI.CONNECT, now)
 
-    def close(self, now: float, result: int = 1, error: int = 0, message: str = "") -> None:
+    def close(
+        self,
+        now: float,
+        result: int = StopCcnResult.CLEAR_CONNECTION,
+        error: int = 0,
+        message: str = "",
+    ) -> None:
         """Clear the tunnel and every session in it with a StopCCN."""
-        self._input("close", now, arg=(result, error, message))
+        self.fire(TI.CLOSE, now, arg=Stop(result, error, message))
 
     def place_call(
         self,
@@ -369,7 +458,7 @@ class Tunnel:
         Raises:
             CommandError: the tunnel is closing, or has no free session id.
         """
-        if self.state in ("shutting-down", "closed"):
+        if self.state in _CLOSING:
             raise CommandError(f"tunnel {self.local_tunnel_id} is {self.state}")
         sid = self._allocate_sid()
         if sid is None:
@@ -379,33 +468,42 @@ class Tunnel:
         session.info = info
         session.defer_connect = defer_connect and kind is CallKind.LAC_INCOMING
         self._add_session(session, now)
-        dispatch(self, session, "place", now)
+        dispatch(self, session, SessionInput.PLACE, now)
         if self.state in _UP:
-            dispatch(self, session, "tunnel-up", now)
+            dispatch(self, session, SessionInput.TUNNEL_UP, now)
         else:
             self._waiting.append(sid)
         return sid
 
-    def answer_call(self, sid: int, now: float) -> None:
-        """Accept a call announced by ``IncomingCall``: ICRP (LNS) or OCRP (LAC).
+    def answer_call(self, sid: int, now: float, info: ConnectInfo | None = None) -> None:
+        """Accept a call announced by ``IncomingCall``: ICRP (LNS), or OCRP and then at once
+        OCCN (LAC answering an OCRQ: it has no line to dial, the call connects right away;
+        ``CallEstablished`` follows).
 
         A session that is already gone (the peer cleared it meanwhile) is ignored.
+
+        Args:
+            info: LAC answering an OCRQ: the OCCN values (default ``ConnectInfo()``).
+                Ignored for an ICRQ (the ICRP carries none).
 
         Raises:
             CommandError: the session is not waiting for an answer.
         """
         session = self.sessions.get(sid)
-        if session is not None:
-            dispatch(self, session, "answer", now)
+        if session is None:
+            return
+        dispatch(self, session, SessionInput.ANSWER, now)
+        if session.kind is CallKind.LAC_OUTGOING:
+            dispatch(self, session, SessionInput.CONNECT, now, arg=info)
 
     def connect_call(self, sid: int, now: float, info: ConnectInfo | None = None) -> None:
         """Report the call connected: ICCN (LAC incoming call in ``wait-connect``, after
-        ``CallAnswered``) or OCCN (LAC answering an OCRQ). For a LAC incoming call that has
-        not seen its ICRP yet, only replaces the ICCN values given to ``place_call``.
+        ``CallAnswered``). For a LAC incoming call that has not seen its ICRP yet, only
+        replaces the ICCN values given to ``place_call``. (An answered OCRQ connects by
+        itself: see ``answer_call``.)
 
         Args:
-            info: the ICCN/OCCN values; None keeps those given to ``place_call`` (ICCN) or
-                sends the defaults (OCCN).
+            info: the ICCN values; None keeps those given to ``place_call``.
 
         Raises:
             CommandError: the session cannot connect in its state.
@@ -413,14 +511,11 @@ class Tunnel:
         session = self.sessions.get(sid)
         if session is None:
             return
-        if session.kind is CallKind.LAC_INCOMING and session.state in (
-            "wait-for-tunnel",
-            "wait-reply",
-        ):
+        if session.kind is CallKind.LAC_INCOMING and session.state in _BEFORE_ICRP:
             if info is not None:
                 session.info = info
             return
-        dispatch(self, session, "connect", now, arg=info)
+        dispatch(self, session, SessionInput.CONNECT, now, arg=info)
 
     def hangup(
         self,
@@ -435,7 +530,9 @@ class Tunnel:
         that is already gone is ignored."""
         session = self.sessions.get(sid)
         if session is not None:
-            dispatch(self, session, "hangup", now, arg=Clear(result, error, message, q931))
+            dispatch(
+                self, session, SessionInput.HANGUP, now, arg=Clear(result, error, message, q931)
+            )
 
     def send_wan_error(self, sid: int, now: float, errors: CallErrors) -> None:
         """LAC: report line error counters of an established call (WEN, RFC 2661 6.14).
@@ -445,7 +542,7 @@ class Tunnel:
         """
         session = self.sessions.get(sid)
         if session is not None:
-            dispatch(self, session, "wan-error", now, arg=errors)
+            dispatch(self, session, SessionInput.WAN_ERROR, now, arg=errors)
 
     def set_link_info(self, sid: int, now: float, send_accm: int, recv_accm: int) -> None:
         """LNS: tell the LAC the PPP ACCM of an established call (SLI, RFC 2661 6.15).
@@ -455,15 +552,33 @@ class Tunnel:
         """
         session = self.sessions.get(sid)
         if session is not None:
-            dispatch(self, session, "link-info", now, arg=Accm(send_accm, recv_accm))
+            dispatch(self, session, SessionInput.LINK_INFO, now, arg=Accm(send_accm, recv_accm))
 
     def send_data(self, sid: int, payload: bytes) -> None:
         """Send a PPP frame of an established session as a data message (no sequencing)."""
         session = self.sessions.get(sid)
-        if session is None or session.state != "established":
+        if session is None or session.state is not SessionState.ESTABLISHED:
             self._count("data_dropped")
             return
         self.transport.send_unsequenced(encode_data(self.peer_tunnel_id, session.peer_sid, payload))
+
+    def data_ready(self, sid: int, now: float) -> None:
+        """The upper layer (the session's data-plane channel) can take the session's data.
+
+        The core is the only buffer for data that arrives before that: until ``data_ready``
+        (and until the call is established, whichever is later) data messages of the session
+        are kept, at most ``EARLY_FRAMES``, each counted ``data_early``; more are dropped and
+        counted ``data_early_overflow``. The kept frames then come out as ``DataReceived`` in
+        their order (right behind ``CallEstablished`` when the call is established after
+        ``data_ready``), and later frames go straight out. A session that is gone is
+        ignored.
+        """
+        session = self.sessions.get(sid)
+        if session is None or session.data_ready:
+            return
+        session.data_ready = True
+        if session.state is SessionState.ESTABLISHED:
+            self._release_early(sid)
 
     # --- SessionHost ----------------------------------------------------------------------
 
@@ -482,44 +597,52 @@ class Tunnel:
         """Queue an event for the driver."""
         self._events.append(event)
 
-    def session_changed(self, session: Session, old: str, new: str, now: float) -> None:
+    def session_changed(
+        self, session: Session, old: SessionState, new: SessionState, now: float
+    ) -> None:
         """Trace the change; forget the session when it is back to idle."""
         if _log.isEnabledFor(_DEBUG):
             prefix = trace.session_prefix(self.local_tunnel_id, session.local_sid)
             trace.state_change(prefix, "Session", old, new)
-        if new == "established" and self._early:
-            # Frames that overtook the ICCN/OCCN (data is not windowed, the ICCN may be)
-            # follow the CallEstablished the action just emitted.
-            for payload in self._early.pop(session.local_sid, ()):
-                self._events.append(DataReceived(session.local_sid, payload))
-        if new != "idle":
+        if new is SessionState.ESTABLISHED:
+            if session.data_ready:
+                # Frames that overtook the ICCN/OCCN (data is not windowed, the ICCN may
+                # be) follow the CallEstablished the action just emitted.
+                self._release_early(session.local_sid)
+            return
+        if new is not SessionState.IDLE:
             return
         sid = session.local_sid
         self._early.pop(sid, None)
         self.sessions.pop(sid, None)
         if session.peer_sid and self._peer_sids.get(session.peer_sid) == sid:
             del self._peer_sids[session.peer_sid]
-        if not self.sessions and not self._dropping and self.state == "established":
-            self._input("last-session-gone", now)
+        if not self.sessions and not self._dropping and self.state is TS.ESTABLISHED:
+            self.fire(TI.LAST_SESSION_GONE, now)
 
     # --- receive path -----------------------------------------------------------------------
 
     def _data(self, sid: int, payload: bytes) -> None:
         session = self.sessions.get(sid)
-        if session is None or session.state == "idle":
+        if session is None:
             self._count("data_dropped")
             return
-        if session.state != "established":
-            # The peer's PPP may start before its ICCN (which can wait for our window, or
-            # be lost and resent) reaches us: keep a few frames until the call is up.
-            early = self._early.setdefault(sid, [])
-            if len(early) < EARLY_FRAMES:
-                early.append(payload)
-                self._count("data_early")
-            else:
-                self._count("data_dropped")
+        if session.data_ready and session.state is SessionState.ESTABLISHED:
+            self._events.append(DataReceived(sid, payload))
             return
-        self._events.append(DataReceived(sid, payload))
+        # The peer's PPP may start before its ICCN (which can wait for our window, or be
+        # lost and resent) reaches us, or before the upper layer has opened the session's
+        # channel: keep a few frames until both are ready (see data_ready).
+        early = self._early.setdefault(sid, [])
+        if len(early) < EARLY_FRAMES:
+            early.append(payload)
+            self._count("data_early")
+        else:
+            self._count("data_early_overflow")
+
+    def _release_early(self, sid: int) -> None:
+        for payload in self._early.pop(sid, ()):
+            self._events.append(DataReceived(sid, payload))
 
     def _receive(self, msg: ControlMessage | DataMessage, now: float) -> None:
         if isinstance(msg, DataMessage):
@@ -535,8 +658,8 @@ class Tunnel:
         self._last_heard = now
         for delivered in self.transport.receive(ns, nr, item, now):
             self._deliver(delivered, now)
-        if self.state == "shutting-down" and self.transport.unacked == 0:
-            self._input("stop-acked", now)
+        if self.state is TS.SHUTTING_DOWN and self.transport.unacked == 0:
+            self.fire(TI.STOP_ACKED, now)
 
     def _deliver(self, item: _Item, now: float) -> None:
         if isinstance(item, _Ignored):
@@ -548,10 +671,7 @@ class Tunnel:
         assert mt is not None  # ZLBs are never delivered
         try:
             validate(item)
-            if mt in SESSION_MESSAGES:
-                self._input("session", now, item)
-            else:
-                self._input(mt.abbrev, now, item)
+            self.fire(_MESSAGE_INPUT[mt], now, item)
         except ProtocolError as exc:
             self._protocol_error(exc, now, item)
 
@@ -560,22 +680,23 @@ class Tunnel:
         if _log.isEnabledFor(_DEBUG):
             trace.line(self._prefix, f"Protocol error: {exc.message or exc}")
         self._count("protocol_errors")
-        if self.state in ("shutting-down", "closed"):
+        if self.state in _CLOSING:
             return
         msg_type = exc.msg_type if exc.msg_type is not None else (msg and msg.msg_type)
         if msg_type in SESSION_MESSAGES and self.state in _UP:
             self._session_error(exc, now, msg)
             return
-        if self.state == "idle":
+        stop = Stop(exc.result, exc.error, exc.message)
+        if self.state is TS.IDLE:
             if not self.peer_tunnel_id:
                 # Nobody to tell (no peer tunnel id yet): just go away.
                 self._finish(TunnelClosed(exc.result, exc.error, exc.message, False), now)
                 return
             # The SCCRQ was refused (authentication, version): answer it with a StopCCN.
-            self._act_close(None, (exc.result, exc.error, exc.message), now)
-            self._set_state("shutting-down", now)
+            self._act_close(None, stop, now)
+            self._set_state(TS.SHUTTING_DOWN, now)
             return
-        self._input("close", now, arg=(exc.result, exc.error, exc.message))
+        self.fire(TI.CLOSE, now, arg=stop)
 
     def _session_error(self, exc: ProtocolError, now: float, msg: ControlMessage | None) -> None:
         clear = Clear(CdnResult.GENERAL_ERROR, exc.error, exc.message)
@@ -584,8 +705,8 @@ class Tunnel:
             session = self.sessions.get(exc.session_id)
         elif msg is not None and msg.session_id:
             session = self.sessions.get(msg.session_id)
-        if session is not None and session.state != "idle":
-            dispatch(self, session, "hangup", now, arg=clear)
+        if session is not None and session.state is not SessionState.IDLE:
+            dispatch(self, session, SessionInput.HANGUP, now, arg=clear)
             return
         # A bad ICRQ/OCRQ: refuse it without creating a session, if we can address the peer.
         peer_sid = msg.get(A.ASSIGNED_SESSION_ID) if msg is not None else None
@@ -598,9 +719,25 @@ class Tunnel:
 
     # --- the tunnel state machine ---------------------------------------------------------------
 
-    def _input(
-        self, event: str, now: float, msg: ControlMessage | None = None, arg: Any = None
+    def fire(
+        self,
+        event: TunnelInput,
+        now: float,
+        msg: ControlMessage | None = None,
+        arg: Stop | None = None,
     ) -> None:
+        """Run one input through ``TUNNEL_TABLE``. The driver surface (receive, commands,
+        timers) is the way in; this is public so tests can walk every cell of the table.
+
+        Args:
+            msg: the received message, for a received-message input.
+            arg: the Stop of ``close`` (None: general request to clear).
+
+        Raises:
+            CommandError: a command the state does not allow (``connect``).
+            ProtocolError: any other input the state does not allow (StopCCN result 7):
+                for a received message the receive path turns it into a StopCCN.
+        """
         old = self.state
         entry = TUNNEL_TABLE.get((old, event))
         if entry is None:
@@ -614,40 +751,40 @@ class Tunnel:
             )
         action, new = entry
         action(self, msg, arg, now)
-        if self.state == old and new != old:
+        if self.state is old and new is not old:
             self._set_state(new, now)
 
-    def _set_state(self, new: str, now: float) -> None:
+    def _set_state(self, new: TunnelState, now: float) -> None:
         old = self.state
         self.state = new
         if _log.isEnabledFor(_DEBUG):
             trace.state_change(self._prefix, "Tunnel", old, new)
-            if new == "no-sessions-left" and self.config.idle_timeout > 0:
+            if new is TS.NO_SESSIONS_LEFT and self.config.idle_timeout > 0:
                 trace.line(
                     self._prefix,
                     "No more sessions in tunnel, shutdown (likely) in "
                     f"{self.config.idle_timeout:g} seconds",
                 )
-        if new == "established" and old in ("wait-ctl-reply", "wait-ctl-conn"):
+        if new is TS.ESTABLISHED and old in (TS.WAIT_CTL_REPLY, TS.WAIT_CTL_CONN):
             waiting, self._waiting = self._waiting, []
             for sid in waiting:
                 session = self.sessions.get(sid)
-                if session is not None and session.state == "wait-for-tunnel":
-                    dispatch(self, session, "tunnel-up", now)
+                if session is not None and session.state is SessionState.WAIT_FOR_TUNNEL:
+                    dispatch(self, session, SessionInput.TUNNEL_UP, now)
 
     # Actions: (tunnel, received message or None, command argument, now). They run in the old
     # state; the table's next state is set afterwards unless the action moved the state itself.
 
-    def _act_nothing(self, msg: ControlMessage | None, arg: Any, now: float) -> None:
+    def _act_nothing(self, msg: Msg, arg: Stop | None, now: float) -> None:
         return None
 
-    def _act_connect(self, msg: ControlMessage | None, arg: Any, now: float) -> None:
+    def _act_connect(self, msg: Msg, arg: Stop | None, now: float) -> None:
         avps = self._start_avps()
         if self.tie_breaker is not None:
             avps.append(Avp(A.TIE_BREAKER, self.tie_breaker))
         self._send(MT.SCCRQ, avps, now)
 
-    def _act_sccrq(self, msg: ControlMessage | None, arg: Any, now: float) -> None:
+    def _act_sccrq(self, msg: Msg, arg: Stop | None, now: float) -> None:
         assert msg is not None
         self._learn_peer(msg, now)
         self.peer_tie_breaker = msg.get(A.TIE_BREAKER)
@@ -657,7 +794,7 @@ class Tunnel:
         avps.extend(self._answer_challenge(msg, MT.SCCRP))
         self._send(MT.SCCRP, avps, now)
 
-    def _act_sccrp(self, msg: ControlMessage | None, arg: Any, now: float) -> None:
+    def _act_sccrp(self, msg: Msg, arg: Stop | None, now: float) -> None:
         assert msg is not None
         self._learn_peer(msg, now)
         if _log.isEnabledFor(_DEBUG):
@@ -667,14 +804,14 @@ class Tunnel:
         self._send(MT.SCCCN, response, now)
         self._established()
 
-    def _act_scccn(self, msg: ControlMessage | None, arg: Any, now: float) -> None:
+    def _act_scccn(self, msg: Msg, arg: Stop | None, now: float) -> None:
         assert msg is not None
         if _log.isEnabledFor(_DEBUG):
             trace.line(self._prefix, f"I SCCCN from {self.peer_hostname} tnl {self.peer_tunnel_id}")
         self._check_response(msg, MT.SCCCN)
         self._established()
 
-    def _act_stopccn(self, msg: ControlMessage | None, arg: Any, now: float) -> None:
+    def _act_stopccn(self, msg: Msg, arg: Stop | None, now: float) -> None:
         """The peer clears the tunnel: ack at once, drop everything, keep re-acking a while."""
         assert msg is not None
         rc = msg.get(A.RESULT_CODE)
@@ -691,9 +828,10 @@ class Tunnel:
         reason = self.close_reason  # set when both sides sent a StopCCN
         self._finish(reason or TunnelClosed(result, error, text, True), now)
 
-    def _act_close(self, msg: ControlMessage | None, arg: Any, now: float) -> None:
+    def _act_close(self, msg: Msg, arg: Stop | None, now: float) -> None:
         """Send a StopCCN; closed once it is acknowledged (or its retries run out)."""
-        result, error, text = arg if arg is not None else (1, 0, "")
+        stop = arg or Stop()
+        result, error, text = stop.result, stop.error, stop.message
         if not self.peer_tunnel_id:
             # No SCCRP yet: the peer has no tunnel id for a StopCCN to reach. Just stop.
             self._finish(TunnelClosed(result, error, text, False), now)
@@ -708,15 +846,15 @@ class Tunnel:
         )
         self._idle_deadline = None
 
-    def _act_close_idle(self, msg: ControlMessage | None, arg: Any, now: float) -> None:
+    def _act_close_idle(self, msg: Msg, arg: Stop | None, now: float) -> None:
         """Never connected: nothing to tell anyone."""
-        result, error, text = arg if arg is not None else (1, 0, "")
-        self._finish(TunnelClosed(result, error, text, False), now)
+        stop = arg or Stop()
+        self._finish(TunnelClosed(stop.result, stop.error, stop.message, False), now)
 
-    def _act_idle_timeout(self, msg: ControlMessage | None, arg: Any, now: float) -> None:
-        self._act_close(None, (StopCcnResult.CLEAR_CONNECTION, 0, ""), now)
+    def _act_idle_timeout(self, msg: Msg, arg: Stop | None, now: float) -> None:
+        self._act_close(None, Stop(), now)
 
-    def _act_retries_exhausted(self, msg: ControlMessage | None, arg: Any, now: float) -> None:
+    def _act_retries_exhausted(self, msg: Msg, arg: Stop | None, now: float) -> None:
         n = self.config.max_retries
         if _log.isEnabledFor(_DEBUG):
             trace.line(self._prefix, f"No response after {n} retransmissions, shutdown tunnel")
@@ -725,21 +863,21 @@ class Tunnel:
         )
         self._finish(reason, now)
 
-    def _act_stop_acked(self, msg: ControlMessage | None, arg: Any, now: float) -> None:
+    def _act_stop_acked(self, msg: Msg, arg: Stop | None, now: float) -> None:
         if _log.isEnabledFor(_DEBUG):
             trace.line(self._prefix, "Shutdown tunnel")
         assert self.close_reason is not None
         self._finish(self.close_reason, now)
 
-    def _act_last_session_gone(self, msg: ControlMessage | None, arg: Any, now: float) -> None:
+    def _act_last_session_gone(self, msg: Msg, arg: Stop | None, now: float) -> None:
         timeout = self.config.idle_timeout
         if timeout > 0:
             self._idle_deadline = now + timeout
 
-    def _act_session_created(self, msg: ControlMessage | None, arg: Any, now: float) -> None:
+    def _act_session_created(self, msg: Msg, arg: Stop | None, now: float) -> None:
         self._idle_deadline = None
 
-    def _act_session_message(self, msg: ControlMessage | None, arg: Any, now: float) -> None:
+    def _act_session_message(self, msg: Msg, arg: Stop | None, now: float) -> None:
         assert msg is not None and msg.msg_type is not None
         mt = msg.msg_type
         name = mt.abbrev
@@ -764,7 +902,7 @@ class Tunnel:
                 prefix = trace.session_prefix(self.local_tunnel_id, sid)
                 trace.line(prefix, f"I {name} from {self.peer_hostname} tnl {self.peer_tunnel_id}")
                 trace.line(prefix, "New session created")
-            dispatch(self, session, name, now, msg)
+            dispatch(self, session, SessionInput.of(mt), now, msg)
             return
         found: Session | None
         if msg.session_id:
@@ -785,13 +923,13 @@ class Tunnel:
             peer = f"{self.peer_hostname} tnl {self.peer_tunnel_id}, cl {peer_sid}"
             trace.line(prefix, f"I {name} from {peer}")
         try:
-            dispatch(self, found, name, now, msg)
+            dispatch(self, found, SessionInput.of(mt), now, msg)
         except ProtocolError as exc:
             exc.session_id = found.local_sid
             raise
-        if mt is MT.ICRP and not found.defer_connect and found.state == "wait-connect":
+        if mt is MT.ICRP and not found.defer_connect and found.state is SessionState.WAIT_CONNECT:
             # The ICCN goes right behind the ICRP's ack unless the driver asked to connect.
-            dispatch(self, found, "connect", now)
+            dispatch(self, found, SessionInput.CONNECT, now)
 
     # --- helpers ----------------------------------------------------------------------------
 
@@ -902,7 +1040,7 @@ class Tunnel:
         )
         self.transport.abandon()
         self._idle_deadline = None
-        self._set_state("closed", now)
+        self._set_state(TS.CLOSED, now)
         self._events.append(reason)
 
     def _drop_sessions(self, clear: Clear) -> None:
@@ -911,15 +1049,15 @@ class Tunnel:
         self._dropping = True
         try:
             for session in list(self.sessions.values()):
-                dispatch(self, session, "tunnel-down", 0.0, arg=clear)
+                dispatch(self, session, SessionInput.TUNNEL_DOWN, 0.0, arg=clear)
         finally:
             self._dropping = False
         self._waiting.clear()
 
     def _add_session(self, session: Session, now: float) -> None:
         self.sessions[session.local_sid] = session
-        if self.state == "no-sessions-left":
-            self._input("session-created", now)
+        if self.state is TS.NO_SESSIONS_LEFT:
+            self.fire(TI.SESSION_CREATED, now)
 
     def _allocate_sid(self) -> int | None:
         """A random non-zero session id not in use (expected O(1) while the tunnel is not
@@ -953,73 +1091,50 @@ class Tunnel:
 
 # --- the table ------------------------------------------------------------------------------------
 
-TunnelAction = Callable[[Tunnel, "ControlMessage | None", Any, float], None]
+TunnelAction = Callable[[Tunnel, Msg, Stop | None, float], None]
 
-TUNNEL_STATES = frozenset(
-    {
-        "idle",
-        "wait-ctl-reply",
-        "wait-ctl-conn",
-        "established",
-        "no-sessions-left",
-        "shutting-down",
-        "closed",
-    }
-)
+TUNNEL_STATES = frozenset(TunnelState)
 """Every state a tunnel can be in."""
 
-_LIVE = ("wait-ctl-reply", "wait-ctl-conn", "established", "no-sessions-left")
-_RECEIVED = ("SCCRQ", "SCCRP", "SCCCN", "StopCCN", "HELLO", "session")
+_LIVE = (TS.WAIT_CTL_REPLY, TS.WAIT_CTL_CONN, TS.ESTABLISHED, TS.NO_SESSIONS_LEFT)
+_RECEIVED = (TI.SCCRQ, TI.SCCRP, TI.SCCCN, TI.STOPCCN, TI.HELLO, TI.SESSION)
 
-TUNNEL_TABLE: dict[tuple[str, str], tuple[TunnelAction, str]] = {
+TUNNEL_TABLE: dict[tuple[TunnelState, TunnelInput], tuple[TunnelAction, TunnelState]] = {
     # RFC 2661 7.2: start-up, initiator and responder.
-    ("idle", "connect"): (Tunnel._act_connect, "wait-ctl-reply"),
-    ("idle", "SCCRQ"): (Tunnel._act_sccrq, "wait-ctl-conn"),
-    ("wait-ctl-reply", "SCCRP"): (Tunnel._act_sccrp, "established"),
-    ("wait-ctl-conn", "SCCCN"): (Tunnel._act_scccn, "established"),
+    (TS.IDLE, TI.CONNECT): (Tunnel._act_connect, TS.WAIT_CTL_REPLY),
+    (TS.IDLE, TI.SCCRQ): (Tunnel._act_sccrq, TS.WAIT_CTL_CONN),
+    (TS.WAIT_CTL_REPLY, TI.SCCRP): (Tunnel._act_sccrp, TS.ESTABLISHED),
+    (TS.WAIT_CTL_CONN, TI.SCCCN): (Tunnel._act_scccn, TS.ESTABLISHED),
     # Up: HELLOs need nothing but the ack; session messages go to the session machines.
-    ("established", "HELLO"): (Tunnel._act_nothing, "established"),
-    ("no-sessions-left", "HELLO"): (Tunnel._act_nothing, "no-sessions-left"),
-    ("established", "session"): (Tunnel._act_session_message, "established"),
-    ("no-sessions-left", "session"): (Tunnel._act_session_message, "no-sessions-left"),
-    ("established", "last-session-gone"): (Tunnel._act_last_session_gone, "no-sessions-left"),
-    ("no-sessions-left", "session-created"): (Tunnel._act_session_created, "established"),
-    ("no-sessions-left", "idle-timeout"): (Tunnel._act_idle_timeout, "shutting-down"),
+    (TS.ESTABLISHED, TI.HELLO): (Tunnel._act_nothing, TS.ESTABLISHED),
+    (TS.NO_SESSIONS_LEFT, TI.HELLO): (Tunnel._act_nothing, TS.NO_SESSIONS_LEFT),
+    (TS.ESTABLISHED, TI.SESSION): (Tunnel._act_session_message, TS.ESTABLISHED),
+    (TS.NO_SESSIONS_LEFT, TI.SESSION): (Tunnel._act_session_message, TS.NO_SESSIONS_LEFT),
+    (TS.ESTABLISHED, TI.LAST_SESSION_GONE): (Tunnel._act_last_session_gone, TS.NO_SESSIONS_LEFT),
+    (TS.NO_SESSIONS_LEFT, TI.SESSION_CREATED): (Tunnel._act_session_created, TS.ESTABLISHED),
+    (TS.NO_SESSIONS_LEFT, TI.IDLE_TIMEOUT): (Tunnel._act_idle_timeout, TS.SHUTTING_DOWN),
     # Tear-down.
-    ("idle", "close"): (Tunnel._act_close_idle, "closed"),
-    ("shutting-down", "close"): (Tunnel._act_nothing, "shutting-down"),
-    ("closed", "close"): (Tunnel._act_nothing, "closed"),
-    ("shutting-down", "stop-acked"): (Tunnel._act_stop_acked, "closed"),
-    ("shutting-down", "StopCCN"): (Tunnel._act_stopccn, "closed"),
-    ("idle", "retries-exhausted"): (Tunnel._act_retries_exhausted, "closed"),
-    ("shutting-down", "retries-exhausted"): (Tunnel._act_retries_exhausted, "closed"),
-    **{(s, "close"): (Tunnel._act_close, "shutting-down") for s in _LIVE},
-    **{(s, "StopCCN"): (Tunnel._act_stopccn, "closed") for s in _LIVE},
-    **{(s, "retries-exhausted"): (Tunnel._act_retries_exhausted, "closed") for s in _LIVE},
+    (TS.IDLE, TI.CLOSE): (Tunnel._act_close_idle, TS.CLOSED),
+    (TS.SHUTTING_DOWN, TI.CLOSE): (Tunnel._act_nothing, TS.SHUTTING_DOWN),
+    (TS.CLOSED, TI.CLOSE): (Tunnel._act_nothing, TS.CLOSED),
+    (TS.SHUTTING_DOWN, TI.STOP_ACKED): (Tunnel._act_stop_acked, TS.CLOSED),
+    (TS.SHUTTING_DOWN, TI.STOPCCN): (Tunnel._act_stopccn, TS.CLOSED),
+    (TS.IDLE, TI.RETRIES_EXHAUSTED): (Tunnel._act_retries_exhausted, TS.CLOSED),
+    (TS.SHUTTING_DOWN, TI.RETRIES_EXHAUSTED): (Tunnel._act_retries_exhausted, TS.CLOSED),
+    **{(s, TI.CLOSE): (Tunnel._act_close, TS.SHUTTING_DOWN) for s in _LIVE},
+    **{(s, TI.STOPCCN): (Tunnel._act_stopccn, TS.CLOSED) for s in _LIVE},
+    **{(s, TI.RETRIES_EXHAUSTED): (Tunnel._act_retries_exhausted, TS.CLOSED) for s in _LIVE},
     # While closing, the peer's messages still in flight are acked and ignored; once closed,
     # anything (a retransmitted StopCCN above all) is only re-acked.
     **{
-        ("shutting-down", r): (Tunnel._act_nothing, "shutting-down")
+        (TS.SHUTTING_DOWN, r): (Tunnel._act_nothing, TS.SHUTTING_DOWN)
         for r in _RECEIVED
-        if r != "StopCCN"
+        if r is not TI.STOPCCN
     },
-    **{("closed", r): (Tunnel._act_nothing, "closed") for r in _RECEIVED},
+    **{(TS.CLOSED, r): (Tunnel._act_nothing, TS.CLOSED) for r in _RECEIVED},
 }
-"""(state, input) -> (action, next state). Inputs: received message abbreviations
-("SCCRQ", "StopCCN", ...; "session" for any call-management message) and local inputs
-("connect", "close", "idle-timeout", "retries-exhausted", "stop-acked", "last-session-gone",
-"session-created"). A missing pair is a protocol error: StopCCN result 7 (FSM error)."""
+"""(state, input) -> (action, next state). A missing pair is a protocol error: StopCCN
+result 7 (FSM error) for a received message, CommandError for a command."""
 
-TUNNEL_INPUTS = frozenset(
-    {
-        *_RECEIVED,
-        "connect",
-        "close",
-        "idle-timeout",
-        "retries-exhausted",
-        "stop-acked",
-        "last-session-gone",
-        "session-created",
-    }
-)
+TUNNEL_INPUTS = frozenset(TunnelInput)
 """Every input the tunnel table knows."""

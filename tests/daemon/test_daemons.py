@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -49,7 +50,7 @@ def test_simulated_calls_through_real_daemons(
                 "--simulate",
                 "100",
                 "--hold",
-                "2",
+                "600",
                 "--json",
             ],
             stdout=out,
@@ -57,7 +58,8 @@ def test_simulated_calls_through_real_daemons(
             text=True,
         )
         # While the LAC holds its calls, the LNS shows all 100 of them, established and
-        # with an address (the LAC holds until every subscriber's IPCP is open).
+        # with an address (the LAC holds until every subscriber's IPCP is open, then until
+        # SIGTERM ends the hold: no race with the checks however slow the host).
         sessions = wait_for(
             lambda: (
                 (s := ctl(lns_sock, "show", "sessions"))
@@ -81,6 +83,7 @@ def test_simulated_calls_through_real_daemons(
         assert tunnels[0]["sessions"] == 100
         summary = ctl(lns_sock, "show", "summary")
         assert summary["sessions"]["total"] == 100
+        lac.send_signal(signal.SIGTERM)
         _, err = lac.communicate(timeout=BOUND)
     assert lac.returncode == 0, err
     result = json.loads(out_path.read_text())

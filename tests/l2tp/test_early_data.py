@@ -1,18 +1,35 @@
-"""Data that overtakes its call's ICCN is kept and handed over right after CallEstablished
-(the ICCN may wait for the control window, or be lost and resent; data is not windowed)."""
+"""Early data: the tunnel core is the only buffer for data that reaches a session before it
+can be taken (CONTRACT 3). Frames are kept until the call is established *and* the upper
+layer said ``data_ready`` (the ICCN may wait for the control window, or be lost and resent,
+while data is not windowed; the data-plane channel may still be opening), at most
+``EARLY_FRAMES`` per session; then they come out as DataReceived, in order."""
 
 from __future__ import annotations
 
 from kl2tp.l2tp import events as ev
 from kl2tp.l2tp.message import ControlMessage, decode, encode_data
-from kl2tp.l2tp.tunnel import EARLY_FRAMES
-from tests.l2tp.helpers import Pair
+from kl2tp.l2tp.tunnel import EARLY_FRAMES, Tunnel
+from tests.l2tp.helpers import LNS_TID, Pair
 
 
-def _ordered_call(pair: Pair, frames: int) -> list[object]:
+def _answer_only(tunnel: Tunnel, event: ev.Event, now: float) -> None:
+    """A driver whose data-plane channel is not open yet: it answers, but is not ready."""
+    if isinstance(event, ev.IncomingCall):
+        tunnel.answer_call(event.sid, now)
+
+
+def _frame(n: int) -> bytes:
+    return bytes([0xFF, 0x03, n])
+
+
+def _hold_iccn(pair: Pair) -> tuple[int, list[bytes]]:
+    """Establish, place a call, let ICRQ/ICRP through and hold the LAC's ICCN.
+
+    Returns:
+        The LNS's session id and the held datagrams (the ICCN among them).
+    """
     pair.establish()
-    sid = pair.lac.place_call(pair.now, ev.CallParams(serial=1))
-    # ICRQ to the LNS, ICRP back; hold the LAC's ICCN and send data first.
+    pair.lac.place_call(pair.now, ev.CallParams(serial=1))
     for data in pair.lac.datagrams_to_send(pair.now):
         pair.lns.receive_datagram(data, pair.now)
     while (event := pair.lns.next_event()) is not None:
@@ -22,32 +39,88 @@ def _ordered_call(pair: Pair, frames: int) -> list[object]:
     held = pair.lac.datagrams_to_send(pair.now)
     kinds = [decode(d) for d in held]
     assert any(isinstance(m, ControlMessage) and m.msg_type is not None for m in kinds)
-    lns_sid = next(s for s in pair.lns.sessions)
-    for n in range(frames):
-        pair.lns.receive_datagram(encode_data(55270, lns_sid, bytes([0xFF, 0x03, n])), pair.now)
+    (lns_sid,) = pair.lns.sessions
+    return lns_sid, held
+
+
+def _send_frames(tunnel: Tunnel, sid: int, frames: range, now: float) -> None:
+    for n in frames:
+        tunnel.receive_datagram(encode_data(LNS_TID, sid, _frame(n)), now)
+
+
+def _events(tunnel: Tunnel) -> list[ev.Event]:
+    out = []
+    while (event := tunnel.next_event()) is not None:
+        out.append(event)
+    return out
+
+
+def test_data_before_iccn_follows_call_established_when_ready_at_once() -> None:
+    pair = Pair()
+    sid, held = _hold_iccn(pair)
+    _send_frames(pair.lns, sid, range(3), pair.now)
     assert pair.lns.next_event() is None  # nothing yet: the call is not up
+    assert pair.lns.counters["data_early"] == 3
     for data in held:
         pair.lns.receive_datagram(data, pair.now)
-    events = []
-    while (event := pair.lns.next_event()) is not None:
-        events.append(event)
-    assert sid
-    return events
+    (established,) = _events(pair.lns)
+    assert isinstance(established, ev.CallEstablished)
+    pair.lns.data_ready(sid, pair.now)  # what the driver does on CallEstablished
+    assert _events(pair.lns) == [ev.DataReceived(sid, _frame(n)) for n in range(3)]
+    _send_frames(pair.lns, sid, range(3, 4), pair.now)
+    assert _events(pair.lns) == [ev.DataReceived(sid, _frame(3))]
+    assert pair.lns.counters["data_early"] == 3  # counted once, when kept
 
 
-def test_data_before_iccn_follows_call_established() -> None:
-    events = _ordered_call(Pair(), 3)
+def test_established_call_keeps_data_until_data_ready() -> None:
+    pair = Pair(policy=_answer_only)
+    sid, held = _hold_iccn(pair)
+    for data in held:
+        pair.lns.receive_datagram(data, pair.now)
+    assert [type(e) for e in _events(pair.lns)] == [ev.CallEstablished]
+    _send_frames(pair.lns, sid, range(4), pair.now)
+    assert _events(pair.lns) == []  # the channel is still opening
+    pair.lns.data_ready(sid, pair.now)
+    pair.lns.data_ready(sid, pair.now)  # twice is harmless
+    _send_frames(pair.lns, sid, range(4, 6), pair.now)
+    assert _events(pair.lns) == [ev.DataReceived(sid, _frame(n)) for n in range(6)]
+    assert pair.lns.counters["data_early"] == 4
+
+
+def test_ready_before_established_still_waits_for_the_call() -> None:
+    pair = Pair(policy=_answer_only)
+    sid, held = _hold_iccn(pair)
+    pair.lns.data_ready(sid, pair.now)
+    _send_frames(pair.lns, sid, range(2), pair.now)
+    assert _events(pair.lns) == []
+    for data in held:
+        pair.lns.receive_datagram(data, pair.now)
+    events = _events(pair.lns)
     assert isinstance(events[0], ev.CallEstablished)
-    assert [e.payload for e in events[1:] if isinstance(e, ev.DataReceived)] == [
-        b"\xff\x03\x00",
-        b"\xff\x03\x01",
-        b"\xff\x03\x02",
-    ]
+    assert events[1:] == [ev.DataReceived(sid, _frame(0)), ev.DataReceived(sid, _frame(1))]
 
 
-def test_early_data_is_bounded() -> None:
+def test_early_data_is_bounded_and_overflow_counted_apart() -> None:
     pair = Pair()
-    events = _ordered_call(pair, EARLY_FRAMES + 5)
-    received = [e for e in events if isinstance(e, ev.DataReceived)]
-    assert len(received) == EARLY_FRAMES
-    assert pair.lns.counters["data_dropped"] == 5
+    sid, held = _hold_iccn(pair)
+    _send_frames(pair.lns, sid, range(EARLY_FRAMES + 5), pair.now)
+    for data in held:
+        pair.lns.receive_datagram(data, pair.now)
+    pair.lns.data_ready(sid, pair.now)
+    received = [e for e in _events(pair.lns) if isinstance(e, ev.DataReceived)]
+    assert received == [ev.DataReceived(sid, _frame(n)) for n in range(EARLY_FRAMES)]
+    assert pair.lns.counters["data_early"] == EARLY_FRAMES
+    assert pair.lns.counters["data_early_overflow"] == 5
+    assert "data_dropped" not in pair.lns.counters
+
+
+def test_cleared_call_forgets_its_early_data() -> None:
+    pair = Pair(policy=_answer_only)
+    sid, _ = _hold_iccn(pair)
+    _send_frames(pair.lns, sid, range(2), pair.now)
+    pair.lns.hangup(sid, pair.now, 3)
+    assert sid not in pair.lns.sessions
+    pair.lns.data_ready(sid, pair.now)  # gone: ignored
+    _send_frames(pair.lns, sid, range(2, 3), pair.now)
+    assert [type(e) for e in _events(pair.lns)] == [ev.CallClosed]
+    assert pair.lns.counters["data_dropped"] == 1

@@ -365,8 +365,11 @@ def test_deferred_call_connects_when_the_lac_is_ready() -> None:
     (up,) = pair.of_type("lns", ev.CallEstablished)
     assert (up.sid, up.peer_sid, up.info.tx_connect_speed) == (incoming.sid, sid, 2_000_000)
     assert pair.of_type("lac", ev.CallEstablished) == [
-        ev.CallEstablished(sid, incoming.sid, ev.ConnectInfo(tx_connect_speed=2_000_000))
+        ev.CallEstablished(
+            sid, incoming.sid, ev.ConnectInfo(tx_connect_speed=2_000_000), ev.CallParams(serial=1)
+        )
     ]
+    assert up.call == ev.CallParams(serial=1)  # the LNS's side: what its ICRQ carried
     types = msg_types(d for _, d in pair.wire[4:])
     assert types == ["ICRQ", "ICRP", "ZLB", "ICCN", "ZLB"]
 

@@ -26,6 +26,8 @@ from kl2tp.l2tp.session import (
     connect_info_from,
     dispatch,
 )
+from kl2tp.l2tp.session import SessionInput as In
+from kl2tp.l2tp.session import SessionState as St
 
 
 class Host:
@@ -57,20 +59,20 @@ def msg(msg_type: MT, *avps: Avp, sid: int = 0) -> ControlMessage:
 
 def test_lac_incoming_call() -> None:
     host, s = Host(), Session(CallKind.LAC_INCOMING, 7, 0.0, ev.CallParams(serial=3))
-    dispatch(host, s, "place", 0.0)
+    dispatch(host, s, In.PLACE, 0.0)
     assert s.state == "wait-for-tunnel" and host.sent == []
-    dispatch(host, s, "tunnel-up", 0.0)
+    dispatch(host, s, In.TUNNEL_UP, 0.0)
     assert host.types() == ["ICRQ"] and host.sent[0][2] == 0  # addressed to session 0
     assert s.state == "wait-reply"
-    dispatch(host, s, "ICRP", 0.1, msg(MT.ICRP, Avp(A.ASSIGNED_SESSION_ID, 45), sid=7))
+    dispatch(host, s, In.ICRP, 0.1, msg(MT.ICRP, Avp(A.ASSIGNED_SESSION_ID, 45), sid=7))
     # The LNS answered; the ICCN waits for "connect" (the tunnel sends it at once unless the
     # call was placed with defer_connect). Not deferred: no event for the driver.
     assert s.state == "wait-connect" and s.peer_sid == 45
     assert host.types() == ["ICRQ"] and host.events == []
-    dispatch(host, s, "connect", 0.1)
+    dispatch(host, s, In.CONNECT, 0.1)
     assert host.types() == ["ICRQ", "ICCN"] and host.sent[1][2] == 45
     assert s.state == "established"
-    assert host.events == [ev.CallEstablished(7, 45, ev.ConnectInfo())]
+    assert host.events == [ev.CallEstablished(7, 45, ev.ConnectInfo(), ev.CallParams(serial=3))]
     assert host.changes == [
         ("idle", "wait-for-tunnel"),
         ("wait-for-tunnel", "wait-reply"),
@@ -83,54 +85,59 @@ def test_lac_incoming_call_deferred_reports_the_answer_and_connects_when_told() 
     host, s = Host(), Session(CallKind.LAC_INCOMING, 7, 0.0, ev.CallParams(serial=3))
     s.defer_connect = True
     s.info = ev.ConnectInfo(tx_connect_speed=9600)
-    dispatch(host, s, "place", 0.0)
-    dispatch(host, s, "tunnel-up", 0.0)
-    dispatch(host, s, "ICRP", 0.1, msg(MT.ICRP, Avp(A.ASSIGNED_SESSION_ID, 45), sid=7))
-    assert host.events == [ev.CallAnswered(7, 45)]
+    dispatch(host, s, In.PLACE, 0.0)
+    dispatch(host, s, In.TUNNEL_UP, 0.0)
+    dispatch(host, s, In.ICRP, 0.1, msg(MT.ICRP, Avp(A.ASSIGNED_SESSION_ID, 45), sid=7))
+    # the event carries the ConnectInfo the call was placed with
+    assert host.events == [ev.CallAnswered(7, 45, ev.ConnectInfo(tx_connect_speed=9600))]
     assert s.state == "wait-connect" and host.types() == ["ICRQ"]
     # connect's own ConnectInfo wins over the one given at place time
-    dispatch(host, s, "connect", 0.5, arg=ev.ConnectInfo(tx_connect_speed=33600))
+    dispatch(host, s, In.CONNECT, 0.5, arg=ev.ConnectInfo(tx_connect_speed=33600))
     assert host.types() == ["ICRQ", "ICCN"] and host.sent[1][2] == 45
     assert connect_info_from(msg(MT.ICCN, *host.sent[1][1])).tx_connect_speed == 33600
-    assert host.events[-1] == ev.CallEstablished(7, 45, ev.ConnectInfo(tx_connect_speed=33600))
+    assert host.events[-1] == ev.CallEstablished(
+        7, 45, ev.ConnectInfo(tx_connect_speed=33600), ev.CallParams(serial=3)
+    )
 
 
 @pytest.mark.parametrize(
     ("event", "arg", "sent", "by_peer"),
     [
-        ("CDN", None, [], True),
-        ("hangup", Clear(3), ["CDN"], False),
-        ("tunnel-down", Clear(2), [], False),
+        (In.CDN, None, [], True),
+        (In.HANGUP, Clear(3), ["CDN"], False),
+        (In.TUNNEL_DOWN, Clear(2), [], False),
     ],
 )
 def test_lac_call_waiting_to_connect_can_be_cleared(
-    event: str, arg: Clear | None, sent: list[str], by_peer: bool
+    event: In, arg: Clear | None, sent: list[str], by_peer: bool
 ) -> None:
     host, s = Host(), Session(CallKind.LAC_INCOMING, 7, 0.0)
-    s.state, s.peer_sid, s.defer_connect = "wait-connect", 45, True
+    s.state, s.peer_sid, s.defer_connect = St.WAIT_CONNECT, 45, True
     cdn = msg(MT.CDN, Avp(A.ASSIGNED_SESSION_ID, 45), Avp(A.RESULT_CODE, ResultCode(3)), sid=7)
-    dispatch(host, s, event, 1.0, cdn if event == "CDN" else None, arg)
+    dispatch(host, s, event, 1.0, cdn if event is In.CDN else None, arg)
     assert s.state == "idle" and host.types() == sent
     (closed,) = host.events
     assert isinstance(closed, ev.CallClosed) and closed.by_peer is by_peer
     if sent:
         assert host.sent[0][2] == 45  # the CDN reaches the LNS's session
     with pytest.raises(CommandError):
-        dispatch(host, s, "connect", 1.0)  # too late: the call is gone
+        dispatch(host, s, In.CONNECT, 1.0)  # too late: the call is gone
 
 
 def test_lns_incoming_call() -> None:
     host, s = Host(), Session(CallKind.LNS_INCOMING, 45, 0.0)
     icrq = msg(MT.ICRQ, Avp(A.ASSIGNED_SESSION_ID, 7), Avp(A.CALL_SERIAL_NUMBER, 9))
-    dispatch(host, s, "ICRQ", 0.0, icrq)
+    dispatch(host, s, In.ICRQ, 0.0, icrq)
     assert s.state == "wait-answer" and s.peer_sid == 7
-    assert host.events == [ev.IncomingCall(45, ev.CallParams(serial=9))]
-    dispatch(host, s, "answer", 0.0)
+    assert host.events == [ev.IncomingCall(45, ev.CallParams(serial=9), peer_sid=7)]
+    dispatch(host, s, In.ANSWER, 0.0)
     assert host.types() == ["ICRP"] and s.state == "wait-connect"
     iccn = msg(MT.ICCN, Avp(A.TX_CONNECT_SPEED, 64000), Avp(A.FRAMING_TYPE, 2), sid=45)
-    dispatch(host, s, "ICCN", 0.1, iccn)
+    dispatch(host, s, In.ICCN, 0.1, iccn)
     assert s.state == "established"
-    assert host.events[-1] == ev.CallEstablished(45, 7, ev.ConnectInfo(64000, 2))
+    assert host.events[-1] == ev.CallEstablished(
+        45, 7, ev.ConnectInfo(64000, 2), ev.CallParams(serial=9)
+    )
 
 
 def test_lac_outgoing_call() -> None:
@@ -139,32 +146,34 @@ def test_lac_outgoing_call() -> None:
         MT.OCRQ, Avp(A.ASSIGNED_SESSION_ID, 8), *call_params_avps(ev.CallParams(), outgoing=True)
     )
     validate(ocrq)
-    dispatch(host, s, "OCRQ", 0.0, ocrq)
-    assert host.events == [ev.IncomingCall(5, call_params_from(ocrq), outgoing=True)]
-    dispatch(host, s, "answer", 0.0)
+    dispatch(host, s, In.OCRQ, 0.0, ocrq)
+    assert host.events == [ev.IncomingCall(5, call_params_from(ocrq), outgoing=True, peer_sid=8)]
+    dispatch(host, s, In.ANSWER, 0.0)
     assert s.state == "wait-cs-answer"
-    dispatch(host, s, "connect", 0.0, arg=ev.ConnectInfo(tx_connect_speed=9600))
+    dispatch(host, s, In.CONNECT, 0.0, arg=ev.ConnectInfo(tx_connect_speed=9600))
     assert host.types() == ["OCRP", "OCCN"] and s.state == "established"
-    assert host.events[-1] == ev.CallEstablished(5, 8, ev.ConnectInfo(tx_connect_speed=9600))
+    assert host.events[-1] == ev.CallEstablished(
+        5, 8, ev.ConnectInfo(tx_connect_speed=9600), call_params_from(ocrq)
+    )
 
 
 def test_lns_outgoing_call() -> None:
     host, s = Host(), Session(CallKind.LNS_OUTGOING, 5, 0.0, ev.CallParams(called_number="123"))
-    dispatch(host, s, "place", 0.0)
-    dispatch(host, s, "tunnel-up", 0.0)
+    dispatch(host, s, In.PLACE, 0.0)
+    dispatch(host, s, In.TUNNEL_UP, 0.0)
     assert host.types() == ["OCRQ"] and s.state == "wait-reply"
     validate(msg(MT.OCRQ, *host.sent[0][1]))  # defaults fill the OCRQ's MUST AVPs
-    dispatch(host, s, "OCRP", 0.1, msg(MT.OCRP, Avp(A.ASSIGNED_SESSION_ID, 8)))
+    dispatch(host, s, In.OCRP, 0.1, msg(MT.OCRP, Avp(A.ASSIGNED_SESSION_ID, 8)))
     assert s.state == "wait-connect" and s.peer_sid == 8
     occn = msg(MT.OCCN, Avp(A.TX_CONNECT_SPEED, 1), Avp(A.FRAMING_TYPE, 1))
-    dispatch(host, s, "OCCN", 0.2, occn)
+    dispatch(host, s, In.OCCN, 0.2, occn)
     assert s.state == "established"
 
 
 def test_cdn_both_ways_with_q931() -> None:
     host, s = Host(), Session(CallKind.LNS_INCOMING, 45, 0.0)
-    s.state, s.peer_sid = "established", 7
-    dispatch(host, s, "hangup", 1.0, arg=Clear(3, 0, "admin", (16, 0x5A)))
+    s.state, s.peer_sid = St.ESTABLISHED, 7
+    dispatch(host, s, In.HANGUP, 1.0, arg=Clear(3, 0, "admin", (16, 0x5A)))
     (sent,) = host.sent
     cdn = msg(MT.CDN, *sent[1])
     validate(cdn)
@@ -174,41 +183,41 @@ def test_cdn_both_ways_with_q931() -> None:
     assert s.state == "idle"
 
     host, s = Host(), Session(CallKind.LAC_INCOMING, 7, 0.0)
-    s.state = "established"
-    dispatch(host, s, "CDN", 1.0, cdn)
+    s.state = St.ESTABLISHED
+    dispatch(host, s, In.CDN, 1.0, cdn)
     assert host.events == [ev.CallClosed(7, 3, 0, "admin", (16, 0x5A), True)]
 
 
 def test_hangup_before_the_peer_knows_the_call_sends_nothing() -> None:
     host, s = Host(), Session(CallKind.LAC_INCOMING, 7, 0.0)
-    dispatch(host, s, "place", 0.0)
-    dispatch(host, s, "hangup", 0.0, arg=Clear(1))
+    dispatch(host, s, In.PLACE, 0.0)
+    dispatch(host, s, In.HANGUP, 0.0, arg=Clear(1))
     assert host.sent == [] and s.state == "idle"
     assert host.events == [ev.CallClosed(7, 1, 0, "", None, False)]
 
 
 def test_wen_and_sli_are_stored_and_reported() -> None:
     host, lns = Host(), Session(CallKind.LNS_INCOMING, 1, 0.0)
-    lns.state = "established"
+    lns.state = St.ESTABLISHED
     errors = CallErrors(crc_errors=3, alignment_errors=1)
-    dispatch(host, lns, "WEN", 0.0, msg(MT.WEN, Avp(A.CALL_ERRORS, errors)))
+    dispatch(host, lns, In.WEN, 0.0, msg(MT.WEN, Avp(A.CALL_ERRORS, errors)))
     assert lns.call_errors == errors
     assert host.events == [ev.WanError(1, (3, 0, 0, 0, 0, 1))]
     lac = Session(CallKind.LAC_INCOMING, 2, 0.0)
-    lac.state = "established"
-    dispatch(host, lac, "SLI", 0.0, msg(MT.SLI, Avp(A.ACCM, Accm(0xFFFFFFFF, 0))))
+    lac.state = St.ESTABLISHED
+    dispatch(host, lac, In.SLI, 0.0, msg(MT.SLI, Avp(A.ACCM, Accm(0xFFFFFFFF, 0))))
     assert lac.accm == Accm(0xFFFFFFFF, 0)
     assert host.events[-1] == ev.LinkInfo(2, 0xFFFFFFFF, 0)
 
 
 def test_unexpected_message_is_a_protocol_error_and_command_is_a_command_error() -> None:
     host, s = Host(), Session(CallKind.LNS_INCOMING, 1, 0.0)
-    s.state = "wait-answer"
+    s.state = St.WAIT_ANSWER
     with pytest.raises(ProtocolError) as info:
-        dispatch(host, s, "ICCN", 0.0, msg(MT.ICCN))
+        dispatch(host, s, In.ICCN, 0.0, msg(MT.ICCN))
     assert info.value.result == 2 and s.state == "wait-answer"
     with pytest.raises(CommandError):
-        dispatch(host, s, "connect", 0.0)
+        dispatch(host, s, In.CONNECT, 0.0)
 
 
 @pytest.mark.parametrize("kind", list(CallKind))

@@ -210,7 +210,8 @@ def test_lac_core_replays_the_trace_byte_for_byte() -> None:
     assert events(lac) == [ev.TunnelEstablished(LNS_TID, "l2tp-gw")]
     assert lac.peer_window == 300
 
-    sid = lac.place_call(0.1, ev.CallParams(serial=0xD114C7C5, bearer_type=1))
+    call = ev.CallParams(serial=0xD114C7C5, bearer_type=1)
+    sid = lac.place_call(0.1, call)
     assert sid == 7
     (icrq_bytes,) = lac.datagrams_to_send(0.1)
     icrq = decode(icrq_bytes)
@@ -228,7 +229,7 @@ def test_lac_core_replays_the_trace_byte_for_byte() -> None:
     iccn = decode(iccn_bytes)
     assert isinstance(iccn, ControlMessage)
     assert (iccn.msg_type, iccn.session_id, iccn.ns, iccn.nr) == (MT.ICCN, 45, 3, 2)
-    assert events(lac) == [ev.CallEstablished(7, 45, ev.ConnectInfo())]
+    assert events(lac) == [ev.CallEstablished(7, 45, ev.ConnectInfo(), call)]
     lac.receive_datagram(ZLB_LNS_AFTER_ICCN, 0.3)
 
     lac.hangup(7, 17.0, result=1)
@@ -274,16 +275,17 @@ def test_deferred_connect_sends_the_same_iccn_when_the_driver_says_so() -> None:
     auto = lac_after_icrq()
     auto.receive_datagram(ICRP, 0.2)
     (auto_iccn,) = auto.datagrams_to_send(0.2)
-    assert events(auto) == [ev.CallEstablished(7, 45, ev.ConnectInfo())]
+    call = ev.CallParams(serial=0xD114C7C5, bearer_type=1)
+    assert events(auto) == [ev.CallEstablished(7, 45, ev.ConnectInfo(), call)]
 
     lac = lac_after_icrq(defer_connect=True)
     lac.receive_datagram(ICRP, 0.2)
-    assert events(lac) == [ev.CallAnswered(7, 45)]
+    assert events(lac) == [ev.CallAnswered(7, 45, ev.ConnectInfo())]
     assert lac.sessions[7].state == "wait-connect" and lac.sessions[7].peer_sid == 45
     assert lac.datagrams_to_send(0.2) == []  # no ICCN yet (the ack may wait for it)
     lac.connect_call(7, 0.2)
     assert lac.datagrams_to_send(0.2) == [auto_iccn]  # byte for byte what the auto path sent
-    assert events(lac) == [ev.CallEstablished(7, 45, ev.ConnectInfo())]
+    assert events(lac) == [ev.CallEstablished(7, 45, ev.ConnectInfo(), call)]
     assert lac.sessions[7].state == "established"
     lac.receive_datagram(ZLB_LNS_AFTER_ICCN, 0.3)
     assert lac.transport.unacked == 0
@@ -292,7 +294,7 @@ def test_deferred_connect_sends_the_same_iccn_when_the_driver_says_so() -> None:
 def test_deferred_connect_acks_the_icrp_while_the_driver_prepares() -> None:
     lac = lac_after_icrq(defer_connect=True)
     lac.receive_datagram(ICRP, 0.2)
-    assert events(lac) == [ev.CallAnswered(7, 45)]
+    assert events(lac) == [ev.CallAnswered(7, 45, ev.ConnectInfo())]
     # Slow preparation: the ICRP is acked by a ZLB after the ack delay, not retransmitted.
     lac.handle_timer(0.2 + 0.25)
     (zlb,) = lac.datagrams_to_send(0.45)
