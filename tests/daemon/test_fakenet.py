@@ -558,3 +558,60 @@ async def test_lingering_tunnel_reacks_a_late_stopccn_then_is_forgotten(
 
 def _call(serial: int) -> CallParams:
     return CallParams(serial=serial)
+
+
+# --- a peer that goes silent ---------------------------------------------------------------------
+
+
+async def test_peer_going_silent_tears_down_the_tunnel_and_its_calls(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    network = FakeNetwork()
+    lns, lac = pair(network)
+    with trio.fail_after(600):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(network.run)
+            await nursery.start(lns.serve)
+            await nursery.start(lac.serve)
+            runner = await lac.dial(LNS_ADDR)
+            first = runner.place_call(_call(1))
+            await first.done.wait()
+            network.silenced.add(LNS_ADDR)  # the LNS's replies are all lost from now on
+            runner.hangup(first.local_sid)  # the CDN goes unanswered
+            second = runner.place_call(_call(2))
+            start = trio.current_time()
+            await runner.closed.wait()
+            gone = trio.current_time() - start
+            nursery.cancel_scope.cancel()
+    # Given up after the CDN's retransmissions (1 + 2 + 4 + 8 + 8, then one more backoff).
+    assert gone == pytest.approx(31.0)
+    assert runner.close_event is not None and runner.close_event.result == 2
+    assert first.closed is not None and first.closed.message == ""
+    assert second.closed is not None and second.closed.message == "tunnel closed"
+    assert lac.tunnels == {} and lac.core.session_count == 0
+    assert lac.core.lingering == {}  # nothing to re-ack: the peer never sent a StopCCN
+
+
+async def test_hello_detects_a_dead_peer(autojump_clock: trio.testing.MockClock) -> None:
+    network = FakeNetwork()
+    cfg = TunnelConfig(hostname="x", hello_interval=60, idle_timeout=0)
+    lns, lac = pair(network)
+    lac.tunnel_config = cfg
+    with trio.fail_after(600):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(network.run)
+            await nursery.start(lns.serve)
+            await nursery.start(lac.serve)
+            runner = await lac.dial(LNS_ADDR)
+            await until(lambda: runner.core.transport.unacked == 0)  # SCCCN acked
+            up = trio.current_time()
+            network.silenced.add(LNS_ADDR)
+            await runner.closed.wait()
+            gone = trio.current_time() - up
+            nursery.cancel_scope.cancel()
+    hellos = [
+        t for t, sent in control_sends(network, LAC_ADDR).items() if sent[0][1] is MessageType.HELLO
+    ]
+    (hello,) = hellos
+    assert len(control_sends(network, LAC_ADDR)[hello]) == 6  # the HELLO and 5 retransmissions
+    assert gone == pytest.approx(60 + 31, abs=0.5)

@@ -1,7 +1,7 @@
-"""Test harnesses for the tunnel core: a back-to-back pair in memory (h11's ConnectionPair)
-and, for trio tests, a seeded terrible network (trio's test_dtls) with a small driver.
+"""Test harnesses for the tunnel core: a back-to-back pair in memory (h11's ConnectionPair).
 
-Only tests import trio; the cores never do.
+The cores over a terrible network, under trio's MockClock, run in the real trio driver:
+``tests/daemon/test_fakenet.py``.
 """
 
 from __future__ import annotations
@@ -10,8 +10,6 @@ import math
 import random
 from collections.abc import Callable, Iterable
 from typing import Any
-
-import trio
 
 from kl2tp.l2tp import events as ev
 from kl2tp.l2tp.message import ControlMessage, decode
@@ -152,116 +150,3 @@ class Pair:
 
     def of_type(self, side: str, cls: type[Any]) -> list[Any]:
         return [e for e in self.events[side] if isinstance(e, cls)]
-
-
-# --- trio: a terrible network and a thin driver ----------------------------------------------
-
-
-class FakeNetwork:
-    """Seeded loss, duplication, reordering and delay between named endpoints.
-
-    Every datagram copy gets its own random delay, so later datagrams overtake earlier ones.
-    ``log`` records (time, sender, bytes) of everything offered to the network.
-    """
-
-    def __init__(
-        self,
-        nursery: trio.Nursery,
-        *,
-        seed: int = 0,
-        loss: float = 0.0,
-        duplicate: float = 0.0,
-        max_delay: float = 0.0,
-    ) -> None:
-        self.nursery = nursery
-        self.rng = random.Random(seed)
-        self.loss = loss
-        self.duplicate = duplicate
-        self.max_delay = max_delay
-        self.inboxes: dict[str, trio.MemorySendChannel[bytes]] = {}
-        self.log: list[tuple[float, str, bytes]] = []
-        self.dropped = 0
-
-    def attach(self, name: str) -> trio.MemoryReceiveChannel[bytes]:
-        send, receive = trio.open_memory_channel[bytes](math.inf)
-        self.inboxes[name] = send
-        return receive
-
-    def send(self, src: str, dst: str, data: bytes) -> None:
-        self.log.append((trio.current_time(), src, data))
-        copies = 2 if self.rng.random() < self.duplicate else 1
-        for _ in range(copies):
-            if self.rng.random() < self.loss:
-                self.dropped += 1
-                continue
-            delay = self.rng.uniform(0.0, self.max_delay)
-            self.nursery.start_soon(self._deliver, dst, data, delay)
-
-    async def _deliver(self, dst: str, data: bytes, delay: float) -> None:
-        await trio.sleep(delay)
-        inbox = self.inboxes.get(dst)
-        if inbox is not None:
-            inbox.send_nowait(data)
-
-
-class Driver:
-    """The trio glue for one core, as thin as the daemon's: receive, feed, flush, sleep until
-    the core's timer. Events go through ``policy`` and into ``events``; ``changed`` is set
-    whenever the core ran, so tests can wait on conditions."""
-
-    def __init__(
-        self,
-        name: str,
-        peer: str,
-        tunnel: Tunnel,
-        network: FakeNetwork,
-        policy: Policy = answer_calls,
-    ) -> None:
-        self.name = name
-        self.peer = peer
-        self.tunnel = tunnel
-        self.network = network
-        self.inbox = network.attach(name)
-        self.policy = policy
-        self.events: list[ev.Event] = []
-        self.changed = trio.Event()
-
-    def flush(self) -> None:
-        now = trio.current_time()
-        while True:
-            for data in self.tunnel.datagrams_to_send(now):
-                self.network.send(self.name, self.peer, data)
-            event = self.tunnel.next_event()
-            if event is None:
-                return
-            self.events.append(event)
-            self.policy(self.tunnel, event, now)
-
-    def command(self, fn: Callable[[Tunnel, float], Any]) -> Any:
-        """Run a command on the core now and flush what it produced."""
-        result = fn(self.tunnel, trio.current_time())
-        self.flush()
-        self.changed.set()
-        return result
-
-    async def run(self) -> None:
-        self.flush()
-        while True:
-            timer = self.tunnel.get_timer()
-            with trio.move_on_at(math.inf if timer is None else timer):
-                data = await self.inbox.receive()
-                self.tunnel.receive_datagram(data, trio.current_time())
-            now = trio.current_time()
-            timer = self.tunnel.get_timer()
-            if timer is not None and timer <= now:
-                self.tunnel.handle_timer(now)
-            self.flush()
-            self.changed.set()
-
-    async def wait_for(self, condition: Callable[[], bool]) -> None:
-        while not condition():
-            self.changed = trio.Event()
-            await self.changed.wait()
-
-    def of_type(self, cls: type[Any]) -> list[Any]:
-        return [e for e in self.events if isinstance(e, cls)]
