@@ -43,6 +43,9 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 MAX_TUNNEL_ID = 0xFFFF
 
+ROLLED_UP = ("data_early", "data_early_overflow")
+"""Tunnel-core counters the endpoint also reports endpoint-wide (see ``totals``)."""
+
 
 class TunnelIdsExhausted(Exception):
     """Every tunnel id (1..65535) is in use, lingering tunnels included."""
@@ -362,6 +365,7 @@ class EndpointCore:
             return
         tid = entry.tunnel_id
         self._unlink(entry)
+        self._roll_up(entry)
         del self.tunnels[tid]
         entry.lingering = True
         entry.ready = False
@@ -383,8 +387,21 @@ class EndpointCore:
         if entry.lingering:
             self._linger_due.pop(entry.tunnel_id, None)
         else:
+            self._roll_up(entry)
             del self.tunnels[entry.tunnel_id]
         self._release(entry)
+
+    def totals(self) -> dict[str, int]:
+        """The endpoint's counters plus the tunnel cores' ``ROLLED_UP`` ones (closed tunnels'
+        are folded in when they close; live ones are summed here, O(tunnels): for show)."""
+        out = dict(self.counters)
+        for key in ROLLED_UP:
+            total = out.get(key, 0)
+            for entry in self.tunnels.values():
+                total += entry.tunnel.counters.get(key, 0)
+            if total:
+                out[key] = total
+        return out
 
     # --- sessions -----------------------------------------------------------------------
 
@@ -541,6 +558,13 @@ class EndpointCore:
         entry.peer_key = None
         self.session_count -= entry.sessions
         entry.sessions = 0
+
+    def _roll_up(self, entry: TunnelEntry) -> None:
+        counters = entry.tunnel.counters
+        for key in ROLLED_UP:
+            value = counters.get(key, 0)
+            if value:
+                self.counters[key] += value
 
     def _release(self, entry: TunnelEntry) -> None:
         entry.released = True

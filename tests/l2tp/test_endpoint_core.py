@@ -398,3 +398,17 @@ def test_a_core_that_raises_costs_one_datagram() -> None:
     assert core.counters["core_errors"] == 2
     assert entry.counters["core_errors"] == 2
     assert not entry.inbox
+
+
+def test_early_data_counted_endpoint_wide_live_and_after_close() -> None:
+    core = lns()
+    core.receive_datagram(sccrq(1), PEER, 0.0)
+    core.receive_datagram(sccrq(2), PEER, 0.0)
+    a, b = core.tunnels.values()
+    a.tunnel.counters["data_early"] = 3
+    b.tunnel.counters["data_early"] = 2
+    assert core.totals()["data_early"] == 5
+    core.discard(a)
+    assert core.counters["data_early"] == 3
+    assert core.totals()["data_early"] == 5
+    assert "data_early_overflow" not in core.totals()
