@@ -167,6 +167,7 @@ class TunnelRunner:
         self.established = trio.Event()
         self.close_event: ev.TunnelClosed | None = None
         self._lot = trio.lowlevel.ParkingLot()
+        self._parked = False
         self._dirty = False
         self._socket: Any = None
         self._reader_scope: trio.CancelScope | None = None
@@ -273,13 +274,18 @@ class TunnelRunner:
 
     def kick(self) -> None:
         """Wake the task after a command changed the core (it then flushes). Coalesced: one
-        pending wake-up covers every command until the task runs."""
+        pending wake-up covers every command until the task runs (sessions kick for every
+        frame they send)."""
         self._dirty = True
-        self._lot.unpark()
+        if self._parked:
+            self._parked = False
+            self._lot.unpark()
 
     def wake(self) -> None:
         """Wake the task: its inbox has datagrams."""
-        self._lot.unpark()
+        if self._parked:
+            self._parked = False
+            self._lot.unpark()
 
     # -- the task ----------------------------------------------------------------------------
 
@@ -320,11 +326,13 @@ class TunnelRunner:
                 await trio.lowlevel.checkpoint()
             else:
                 timer = core.get_timer()
+                self._parked = True
                 if timer is None:
                     await self._lot.park()
                 else:
                     with trio.move_on_at(timer):
                         await self._lot.park()
+                self._parked = False
             now = trio.current_time()
             # The flush below covers every command so far; a later one must kick again.
             self._dirty = False
@@ -575,6 +583,7 @@ class Endpoint:
         self.local_addr: Address = listen
         self.nursery: trio.Nursery = None  # type: ignore[assignment]
         self._poked = trio.Event()
+        self._armed: float | None = None
 
     @property
     def tunnel_config(self) -> TunnelConfig:
@@ -650,7 +659,8 @@ class Endpoint:
             runner = tunnels.get(tid)
             if runner is not None:
                 runner.wake()
-        self.poke()
+        if core.has_output or core.get_timer() != self._armed:
+            self.poke()
 
     def poke(self) -> None:
         """Wake the endpoint's own task (lingering tunnels' acks and timers)."""
@@ -660,7 +670,7 @@ class Endpoint:
         core = self.core
         transport = self.transport
         while True:
-            timer = core.get_timer()
+            timer = self._armed = core.get_timer()
             if not self._poked.is_set():
                 with trio.move_on_at(math.inf if timer is None else timer):
                     await self._poked.wait()

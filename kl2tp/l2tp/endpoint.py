@@ -270,6 +270,11 @@ class EndpointCore:
             self._outbox = []
         return out
 
+    @property
+    def has_output(self) -> bool:
+        """:meth:`datagrams_to_send` has something."""
+        return bool(self._outbox)
+
     def get_timer(self) -> float | None:
         """When :meth:`handle_timer` must run next: the earliest deadline of a lingering
         tunnel (its hold, or an ack it still owes)."""
