@@ -173,6 +173,7 @@ class TunnelRunner:
         self._reader_scope: trio.CancelScope | None = None
         self._kernel_tunnel = False
         self._torn_down = False
+        self._crashed = False
 
     # -- the handle --------------------------------------------------------------------------
 
@@ -309,7 +310,7 @@ class TunnelRunner:
                 )
                 for data in self.core.datagrams_to_send(now):
                     await self._sendto(data)
-            self.endpoint.core.discard(self.entry)
+            self._crashed = True
         finally:
             if not self._torn_down:
                 await self._teardown()
@@ -486,9 +487,6 @@ class TunnelRunner:
         self._torn_down = True
         endpoint = self.endpoint
         endpoint.tunnels.pop(self.local_tunnel_id, None)
-        # The core lingers in the endpoint core from now on (or is forgotten if it is done).
-        endpoint.core.tunnel_closed(self.entry, trio.current_time())
-        endpoint.poke()
         if self._reader_scope is not None:
             self._reader_scope.cancel()
         handler = endpoint.handler
@@ -513,6 +511,13 @@ class TunnelRunner:
                     log.error(
                         "Tnl %d: could not remove the kernel tunnel: %s", self.local_tunnel_id, exc
                     )
+            # Only now, with the kernel tunnel gone, may its id be taken again: the core lingers
+            # in the endpoint core (RFC 2661 5.7) or, done or not to be trusted, is forgotten.
+            if self._crashed:
+                endpoint.core.discard(self.entry)
+            else:
+                endpoint.core.tunnel_closed(self.entry, trio.current_time())
+            endpoint.poke()
         self._socket = None  # gone with the kernel tunnel; lingering acks use the shared one
         self.closed.set()
 
