@@ -14,6 +14,7 @@ import trio
 
 from kl2tp.daemon.endpoint import Endpoint, TunnelSetupError
 from kl2tp.dataplane.null import NullDataPlane
+from kl2tp.l2tp.constants import AvpType
 from kl2tp.l2tp.message import ControlMessage, decode
 from kl2tp.l2tp.tunnel import Tunnel, TunnelConfig
 
@@ -207,4 +208,4 @@ def test_sccrq_decodes_for_reference() -> None:
     (sccrq,) = core.datagrams_to_send(0.0)
     msg = decode(sccrq)
     assert isinstance(msg, ControlMessage)
-    assert msg.get(7) == "lac"
+    assert msg.get(AvpType.HOST_NAME) == "lac"
