@@ -18,7 +18,9 @@ LNS outgoing     idle -> wait-for-tunnel -(send OCRQ)-> wait-reply -(OCRP)-> wai
 
 Every kind goes back to ``idle`` on a CDN either way (the session is then destroyed, as IOS
 does: "Session state change from established to idle"). ``wait-answer`` is where the driver
-decides (AAA, resources) between ``Tunnel.answer_call`` and ``Tunnel.hangup``. The LAC's
+decides (AAA, resources) between ``Tunnel.answer_call`` and ``Tunnel.hangup``; a LAC has no
+line to dial for an OCRQ, so ``Tunnel.answer_call`` runs ``answer`` and ``connect`` back to
+back (OCRP, then OCCN). The LAC's
 ``wait-connect`` is the mirror image: the LNS answered, and the ICCN goes once the LAC is
 ready for the LNS's data (``Tunnel.place_call(defer_connect=True)`` + ``connect_call``; by
 default the tunnel connects at once, so the wire sees ICRQ, ICRP, ICCN back to back).
