@@ -27,6 +27,7 @@ import trio
 import trio.lowlevel
 
 from kl2tp.daemon.handle import Address, SessionHandler, SessionInfo
+from kl2tp.daemon.sessions import DataPlaneSessions
 from kl2tp.dataplane.base import DataPlane, DataPlaneError, TunnelSpec
 from kl2tp.l2tp import events as ev
 from kl2tp.l2tp.constants import CdnResult, ErrorCode, StopCcnResult
@@ -377,8 +378,7 @@ class TunnelRunner:
     async def _handle(self, event: object) -> None:
         handler = self.endpoint.handler
         if isinstance(event, ev.DataReceived):
-            if handler is not None:
-                handler.data_received(self, event)
+            handler.data_received(self, event)
         elif isinstance(event, ev.TunnelEstablished):
             self.established_at = trio.current_time()
             self.established.set()
@@ -386,19 +386,15 @@ class TunnelRunner:
         elif isinstance(event, ev.IncomingCall):
             self._incoming_call(event)
         elif isinstance(event, ev.CallAnswered):
-            if handler is None:
-                self.core.connect_call(event.sid, trio.current_time())
-            else:
-                handler.call_answered(self, event)
+            handler.call_answered(self, event)
         elif isinstance(event, ev.CallEstablished):
             info = self._sessions.get(event.sid)
             if info is None:
                 info = self._add_session(event.sid, trio.current_time())
-            if handler is None or not handler.defers_established:
+            if not handler.defers_established:
                 info.established = trio.current_time()
                 info.done.set()
-            if handler is not None:
-                handler.call_established(self, event)
+            handler.call_established(self, event)
         elif isinstance(event, ev.CallClosed):
             if log.isEnabledFor(logging.DEBUG):
                 log.debug(
@@ -411,8 +407,7 @@ class TunnelRunner:
                     f" ({event.message})" if event.message else "",
                 )
             # The handler runs first: it may still read and annotate the session's info.
-            if handler is not None:
-                handler.call_closed(self, event)
+            handler.call_closed(self, event)
             closed_info = self._sessions.pop(event.sid, None)
             if closed_info is not None:
                 self.endpoint.core.release_session(self.entry)
@@ -501,8 +496,7 @@ class TunnelRunner:
                     by_peer=False,
                 )
                 info.done.set()
-                if handler is not None:
-                    handler.call_closed(self, info.closed)
+                handler.call_closed(self, info.closed)
             self._sessions.clear()
             if self._kernel_tunnel:
                 try:
@@ -563,7 +557,10 @@ class Endpoint:
         self.lns = role == "lns"
         self.dataplane = dataplane
         self.listen = listen
-        self.handler = handler
+        self.handler: SessionHandler = (
+            handler if handler is not None else DataPlaneSessions(dataplane, lns=self.lns)
+        )
+        """What runs above the sessions (``DataPlaneSessions``, the bare one, by default)."""
         self.rng = rng or random.SystemRandom()
         self.core = EndpointCore(
             EndpointConfig(
@@ -743,7 +740,7 @@ class Endpoint:
     @property
     def defers_connect(self) -> bool:
         """Whether calls this LAC places should use ``defer_connect`` (the handler says)."""
-        return self.handler is not None and self.handler.defers_connect
+        return self.handler.defers_connect
 
     def connect_info(self) -> ConnectInfo:
         """ICCN/OCCN values the LAC reports when it connects a call."""
