@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -48,8 +49,10 @@ def test_simulated_calls_through_real_daemons(
                 str(lac_cfg),
                 "--simulate",
                 "100",
+                # Held until the test has looked (SIGTERM below ends the hold): a fixed hold
+                # could run out before a busy machine got to the checks.
                 "--hold",
-                "2",
+                "600",
                 "--json",
             ],
             stdout=out,
@@ -81,6 +84,7 @@ def test_simulated_calls_through_real_daemons(
         assert tunnels[0]["sessions"] == 100
         summary = ctl(lns_sock, "show", "summary")
         assert summary["sessions"]["total"] == 100
+        lac.send_signal(signal.SIGTERM)
         _, err = lac.communicate(timeout=BOUND)
     assert lac.returncode == 0, err
     result = json.loads(out_path.read_text())
