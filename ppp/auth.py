@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from ppp import mschapv2
 from ppp.config import AuthMethod
-from ppp.events import ChapCredentials, MsChapV2Credentials, PapCredentials
+from ppp.credentials import ChapCredentials, MsChapV2Credentials, PapCredentials
 from ppp.frame import Proto
 from ppp.proxy import ProxyAuth
 
@@ -75,8 +75,12 @@ def verify_chap_md5(password: str | bytes, ident: int, challenge: bytes, respons
     return hmac.compare_digest(chap_md5_response(ident, password, challenge), response)
 
 
-def decode_pap_request(data: bytes) -> tuple[str, str] | None:
-    """(Peer-ID, Password) of a PAP Authenticate-Request, None if malformed."""
+def decode_pap_request(data: bytes) -> tuple[str, bytes] | None:
+    """(Peer-ID, Password) of a PAP Authenticate-Request, None if malformed.
+
+    The password stays the octets the peer sent (any bytes may match); the Peer-ID is text,
+    undecodable octets replaced.
+    """
     if not data:
         return None
     id_len = data[0]
@@ -87,7 +91,7 @@ def decode_pap_request(data: bytes) -> tuple[str, str] | None:
     password = data[2 + id_len : 2 + id_len + pw_len]
     if len(password) != pw_len:
         return None
-    return peer_id.decode(errors="replace"), password.decode(errors="replace")
+    return peer_id.decode(errors="replace"), password
 
 
 def _pap_message(data: bytes) -> str:
@@ -126,7 +130,7 @@ class PapAuthenticator:
             self.link.auth_request(
                 proxy.name,
                 self.method,
-                PapCredentials(proxy.response.decode(errors="replace")),
+                PapCredentials(proxy.response),
                 proxy=True,
             )
 

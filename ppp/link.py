@@ -33,11 +33,11 @@ from ipaddress import IPv4Address
 
 from ppp.auth import ChapAuthenticator, ChapCode, ChapPeer, PapAuthenticator, PapCode, PapPeer
 from ppp.config import AuthMethod, LinkConfig, ProxyMode
+from ppp.credentials import Credentials
 from ppp.events import (
     AddressRequest,
     Authenticated,
     AuthRequest,
-    Credentials,
     DownReason,
     Ipv6Up,
     LinkDown,
