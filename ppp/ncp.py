@@ -1,29 +1,31 @@
-"""What IPCP and IPv6CP share: the link callbacks and the codes NCPs do not extend."""
+"""What IPCP and IPv6CP share: the layer signals and the codes NCPs do not extend."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from ppp.fsm import Event, Fsm, FsmConfig
-
-if TYPE_CHECKING:
-    from ppp.link import Link
+from ppp.services import ControlServices, LayerDown, LayerFinished, LayerUp
 
 __all__ = ["Ncp"]
 
 
 class Ncp:
-    """Base of the NCP option handlers: an automaton bound to one protocol number."""
+    """Base of the NCP option handlers: an automaton bound to one protocol number.
 
-    __slots__ = ("fsm", "link", "protocol")
+    Args:
+        services: the link's services (sending, trace, randomness, layer signals).
+        protocol: the NCP's protocol number.
+        config: the automaton's timer and counters.
+    """
 
-    def __init__(self, link: Link, protocol: int, config: FsmConfig) -> None:
-        self.link = link
+    __slots__ = ("fsm", "protocol", "services")
+
+    def __init__(self, services: ControlServices, protocol: int, config: FsmConfig) -> None:
+        self.services = services
         self.protocol = protocol
         self.fsm = Fsm(self, config, self._send)
 
     def _send(self, code: int, identifier: int, data: bytes) -> None:
-        self.link.control_send(self.protocol, self.fsm.prior, code, identifier, data)
+        self.services.control_send(self.protocol, self.fsm.prior, code, identifier, data)
 
     def reset(self) -> None:
         """Subclasses: back to the configured wishes."""
@@ -51,18 +53,18 @@ class Ncp:
 
     def up(self, now: float) -> None:
         """This-Layer-Up."""
-        self.link.ncp_up(self, now)
+        self.services.signal(LayerUp(self.protocol), now)
 
     def down(self, now: float) -> None:
         """This-Layer-Down."""
-        self.link.ncp_down(self, now)
+        self.services.signal(LayerDown(self.protocol), now)
 
     def starting(self, now: float) -> None:
         """This-Layer-Started: LCP is our lower layer; the link opens us once it is up."""
 
     def finished(self, now: float) -> None:
         """This-Layer-Finished."""
-        self.link.ncp_finished(self, now)
+        self.services.signal(LayerFinished(self.protocol), now)
 
     def extended_code(self, code: int, identifier: int, data: bytes, now: float) -> Event | None:
         """NCPs have only codes 1-7: anything else is unknown (Code-Reject)."""
