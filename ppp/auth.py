@@ -17,7 +17,7 @@ import hmac
 import attrs
 
 from ppp import mschapv2
-from ppp.config import AuthMethod, LinkConfig
+from ppp.config import AuthMethod
 from ppp.credentials import ChapCredentials, MsChapV2Credentials, PapCredentials
 from ppp.events import AuthRequest
 from ppp.frame import Proto
@@ -196,16 +196,14 @@ class PapPeer:
     """The peer demands PAP of us: send Authenticate-Request until acked (RFC 1334 2.1).
 
     Args:
-        services: the link's services.
-        config: our name and password, and LCP's restart timer and Max-Configure.
+        services: the link's services; ``services.config`` has our name, password and timers.
     """
 
-    __slots__ = ("config", "deadline", "ident", "phase", "retransmits", "services")
+    __slots__ = ("deadline", "ident", "phase", "retransmits", "services")
     method = AuthMethod.PAP
 
-    def __init__(self, services: AuthServices, config: LinkConfig) -> None:
+    def __init__(self, services: AuthServices) -> None:
         self.services = services
-        self.config = config
         self.phase = _Phase.IDLE
         self.ident = 0
         self.retransmits = 0
@@ -214,15 +212,15 @@ class PapPeer:
     def start(self, now: float) -> None:
         """Send the first request."""
         self.phase = _Phase.WAITING
-        self.retransmits = self.config.lcp.fsm.max_configure
+        self.retransmits = self.services.config.lcp.fsm.max_configure
         self.ident = self.services.rng.getrandbits(8)
         self._send(now)
 
     def _send(self, now: float) -> None:
-        name = (self.config.username or "").encode()[:255]
-        password = (self.config.password or "").encode()[:255]
+        name = (self.services.config.username or "").encode()[:255]
+        password = (self.services.config.password or "").encode()[:255]
         self.retransmits -= 1
-        self.deadline = now + self.config.lcp.fsm.restart_timer
+        self.deadline = now + self.services.config.lcp.fsm.restart_timer
         data = bytes((len(name),)) + name + bytes((len(password),)) + password
         if self.services.tracing:
             self.services.trace(
@@ -257,14 +255,12 @@ class ChapAuthenticator:
     """We demand CHAP-MD5 or MS-CHAPv2 of the peer (RFC 1994, RFC 2759).
 
     Args:
-        services: the link's services.
-        config: our hostname, the re-challenge interval, LCP's restart timer and Max-Configure.
+        services: the link's services; ``services.config`` has the names, password and timers.
         method: CHAP or MS-CHAPv2.
     """
 
     __slots__ = (
         "challenge",
-        "config",
         "deadline",
         "ident",
         "method",
@@ -278,9 +274,8 @@ class ChapAuthenticator:
         "username",
     )
 
-    def __init__(self, services: AuthServices, config: LinkConfig, method: AuthMethod) -> None:
+    def __init__(self, services: AuthServices, method: AuthMethod) -> None:
         self.services = services
-        self.config = config
         self.method = method
         self.phase = _Phase.IDLE
         self.ident = services.rng.getrandbits(8)
@@ -314,17 +309,17 @@ class ChapAuthenticator:
         self.proxy = False
         self.ident = (self.ident + 1) & 0xFF
         self.challenge = self.services.rng.randbytes(16)
-        self.retransmits = self.config.lcp.fsm.max_configure
+        self.retransmits = self.services.config.lcp.fsm.max_configure
         self.phase = _Phase.WAITING
         self._send_challenge(now)
 
     def _send_challenge(self, now: float) -> None:
         self.retransmits -= 1
-        self.deadline = now + self.config.lcp.fsm.restart_timer
-        name = self.config.hostname.encode()
+        self.deadline = now + self.services.config.lcp.fsm.restart_timer
+        name = self.services.config.hostname.encode()
         data = bytes((len(self.challenge),)) + self.challenge + name
         if self.services.tracing:
-            hostname = self.config.hostname
+            hostname = self.services.config.hostname
             self.services.trace(
                 "CHAP", f'O CHALLENGE id {self.ident} len {4 + len(data)} from "{hostname}"'
             )
@@ -374,7 +369,7 @@ class ChapAuthenticator:
             self.success_message = text
             self._send_success(text)
             self.phase = _Phase.DONE
-            interval = self.config.chap_rechallenge
+            interval = self.services.config.chap_rechallenge
             self.deadline = now + interval if interval > 0 else None
         else:
             text = message or "Authentication failed"
@@ -413,14 +408,12 @@ class ChapPeer:
     """The peer demands CHAP-MD5 or MS-CHAPv2 of us: answer every Challenge.
 
     Args:
-        services: the link's services.
-        config: our name and password, and LCP's restart timer and Max-Configure.
+        services: the link's services; ``services.config`` has the names, password and timers.
         method: CHAP or MS-CHAPv2.
     """
 
     __slots__ = (
         "challenge",
-        "config",
         "deadline",
         "ident",
         "method",
@@ -432,9 +425,8 @@ class ChapPeer:
         "services",
     )
 
-    def __init__(self, services: AuthServices, config: LinkConfig, method: AuthMethod) -> None:
+    def __init__(self, services: AuthServices, method: AuthMethod) -> None:
         self.services = services
-        self.config = config
         self.method = method
         self.phase = _Phase.IDLE
         self.retransmits = 0
@@ -473,8 +465,8 @@ class ChapPeer:
         challenge, _name = fields
         if self.phase is _Phase.DONE:
             self.phase = _Phase.WAITING  # a re-challenge
-        username = self.config.username or ""
-        password = self.config.password or ""
+        username = self.services.config.username or ""
+        password = self.services.config.password or ""
         if not (ident == self.ident and challenge == self.challenge and self.response):
             # a new challenge; a retransmitted one gets the same answer (MS-CHAPv2's
             # Peer-Challenge must not change under the authenticator's feet)
@@ -489,16 +481,16 @@ class ChapPeer:
                 self.response = self.peer_challenge + bytes(8) + self.nt_response + b"\x00"
             else:
                 self.response = chap_md5_response(ident, password, challenge)
-            self.retransmits = self.config.lcp.fsm.max_configure
+            self.retransmits = self.services.config.lcp.fsm.max_configure
         self._send_response(now)
 
     def _send_response(self, now: float) -> None:
         # Resending the Response until Success or Failure arrives recovers a lost Success:
         # the authenticator answers a duplicate Response with its verdict again (RFC 1994 4.2)
         self.retransmits -= 1
-        self.deadline = now + self.config.lcp.fsm.restart_timer
+        self.deadline = now + self.services.config.lcp.fsm.restart_timer
         ident = self.ident
-        username = self.config.username or ""
+        username = self.services.config.username or ""
         out = bytes((len(self.response),)) + self.response + username.encode()
         if self.services.tracing:
             self.services.trace(
@@ -511,11 +503,11 @@ class ChapPeer:
         proof = text.split(" ", 1)[0]
         return len(proof) == 42 and mschapv2.check_authenticator_response(
             proof,
-            self.config.password or "",
+            self.services.config.password or "",
             self.nt_response,
             self.peer_challenge,
             self.challenge,
-            self.config.username or "",
+            self.services.config.username or "",
         )
 
     def handle_timer(self, now: float) -> AuthDone | None:

@@ -12,7 +12,7 @@ import attrs
 from ppp.config import AuthMethod, LcpConfig
 from ppp.frame import Code, PppDecodeError, Proto, decode_options, encode_option
 from ppp.fsm import Event, Fsm, State, build_reply
-from ppp.services import ControlServices, LayerDown, LayerFinished, LayerUp, ProtocolRejected
+from ppp.services import LayerDown, LayerFinished, LayerUp, LcpServices, ProtocolRejected
 
 __all__ = [
     "AUTH_OPTION_VALUES",
@@ -92,14 +92,11 @@ class Lcp:
     """LCP option handler and keepalive for one link.
 
     Args:
-        services: the link's services.
+        services: the link's services (which also say the authentication methods in play).
         config: LCP's settings.
-        auth: methods we demand of the peer, preferred first (authenticator role).
-        willing_auth: methods we agree to authenticate ourselves with (peer role).
     """
 
     __slots__ = (
-        "auth",
         "auth_tried",
         "config",
         "echo_deadline",
@@ -120,21 +117,11 @@ class Lcp:
         "want_magic",
         "want_mru",
         "want_pfc",
-        "willing_auth",
     )
 
-    def __init__(
-        self,
-        services: ControlServices,
-        config: LcpConfig,
-        *,
-        auth: tuple[AuthMethod, ...] = (),
-        willing_auth: tuple[AuthMethod, ...] = (),
-    ) -> None:
+    def __init__(self, services: LcpServices, config: LcpConfig) -> None:
         self.services = services
         self.config = config
-        self.auth = auth
-        self.willing_auth = willing_auth
         self.fsm = Fsm(self, config.fsm, self.send)
         self.loops = 0
         self.echo_deadline: float | None = None
@@ -174,7 +161,8 @@ class Lcp:
         config = self.config
         self.want_mru = config.mru if config.mru != DEFAULT_MRU else None
         self.want_accm = config.accm
-        self.want_auth = self.auth[0] if self.auth else None
+        auth = self.services.demanded_auth
+        self.want_auth = auth[0] if auth else None
         self.auth_tried = 0
         self.want_magic = self._new_magic() if config.magic else None
         self.want_pfc = config.pfc
@@ -251,7 +239,7 @@ class Lcp:
         return True
 
     def _next_auth(self, suggested: AuthMethod | None) -> None:
-        methods = self.auth
+        methods = self.services.demanded_auth
         current = self.want_auth
         if current is not None:
             self.auth_tried |= 1 << methods.index(current)
@@ -301,7 +289,7 @@ class Lcp:
                 self.peer_accm = int.from_bytes(original, "big")
             elif option_type == LcpOption.AUTH and size >= 2:
                 method = auth_method_from_option(original)
-                willing = self.willing_auth
+                willing = self.services.willing_auth
                 if method is not None and method in willing:
                     self.peer_auth = method
                 elif willing and not reject_if_disagree:
@@ -418,7 +406,7 @@ class Lcp:
                 self.want_accm = int.from_bytes(value, "big")
             elif option_type == LcpOption.AUTH:
                 method = auth_method_from_option(value)
-                if method is None or method not in self.auth:
+                if method is None or method not in self.services.demanded_auth:
                     return False
                 self.want_auth = method
             elif option_type == LcpOption.MAGIC and len(value) == 4:
@@ -429,7 +417,7 @@ class Lcp:
                 self.want_acfc = True
             else:
                 return False
-        if self.auth and self.want_auth is None:
+        if self.services.demanded_auth and self.want_auth is None:
             return False  # we must authenticate the peer, and the LAC agreed no protocol
         verdict, _ = self.request_ci(last_received, False)
         return verdict == Code.CONFACK

@@ -148,13 +148,7 @@ class Link:
         self.name = name
         self.phase = Phase.DEAD
         self.phase_deadline: float | None = None
-        # we authenticate ourselves only with a name and a password to do it with
-        willing = (
-            config.accept_auth
-            if config.username is not None and config.password is not None
-            else ()
-        )
-        self.lcp = Lcp(self, config.lcp, auth=config.auth, willing_auth=willing)
+        self.lcp = Lcp(self, config.lcp)
         fsm = config.lcp.fsm
         self.ipcp = Ipcp(self, config.ipcp, fsm) if config.ipcp.enabled else None
         self.ipv6cp = Ipv6cp(self, config.ipv6cp, fsm) if config.ipv6cp.enabled else None
@@ -409,6 +403,18 @@ class Link:
             encode_frame(protocol, packet, address_control=self.config.send_address_control)
         )
 
+    @property
+    def demanded_auth(self) -> tuple[AuthMethod, ...]:
+        """Methods we demand of the peer, preferred first (``config.auth``)."""
+        return self.config.auth
+
+    @property
+    def willing_auth(self) -> tuple[AuthMethod, ...]:
+        """Methods we would authenticate ourselves with (we need a name and a password)."""
+        if self.config.username is None or self.config.password is None:
+            return ()
+        return self.config.accept_auth
+
     def signal(self, signal: Signal, now: float) -> None:
         """A handler's layer signal (This-Layer-Up/-Down/-Finished, a Protocol-Reject)."""
         if isinstance(signal, ProtocolRejected):
@@ -607,18 +613,15 @@ class Link:
         self.authenticator_ok = self.peer_ok = False
         method = self.lcp.want_auth
         peer_method = self.lcp.peer_auth
-        config = self.config
         if peer_method is not None:
             self.peer = (
-                PapPeer(self, config)
-                if peer_method is AuthMethod.PAP
-                else ChapPeer(self, config, peer_method)
+                PapPeer(self) if peer_method is AuthMethod.PAP else ChapPeer(self, peer_method)
             )
         if method is not None:
             self.authenticator = (
                 PapAuthenticator(self)
                 if method is AuthMethod.PAP
-                else ChapAuthenticator(self, config, method)
+                else ChapAuthenticator(self, method)
             )
         proxy = self._usable_proxy_auth(method)
         self.proxy_auth = None  # proxy values serve the first authentication only

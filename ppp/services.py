@@ -19,6 +19,7 @@ from typing import Protocol
 
 import attrs
 
+from ppp.config import AuthMethod, LinkConfig
 from ppp.fsm import State
 
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
     "LayerDown",
     "LayerFinished",
     "LayerUp",
+    "LcpServices",
     "ProtocolRejected",
     "Services",
     "Signal",
@@ -54,6 +56,12 @@ class Services(Protocol):
 class AuthServices(Services, Protocol):
     """What the PAP and CHAP handlers may use: they trace their packets themselves."""
 
+    @property
+    def config(self) -> LinkConfig:
+        """Their configuration: our name and password, the CHAP hostname and re-challenge
+        interval, LCP's restart timer and Max-Configure (which pace their retransmissions)."""
+        ...
+
     def auth_send(self, protocol: int, code: int, ident: int, data: bytes) -> None:
         """Queue a PAP or CHAP packet."""
         ...
@@ -68,6 +76,21 @@ class ControlServices(Services, Protocol):
 
     def signal(self, signal: Signal, now: float) -> None:
         """Report a layer signal; the link acts on it before this returns."""
+        ...
+
+
+class LcpServices(ControlServices, Protocol):
+    """LCP also negotiates the Authentication-Protocol option: which methods are in play."""
+
+    @property
+    def demanded_auth(self) -> tuple[AuthMethod, ...]:
+        """Methods we demand of the peer, preferred first (authenticator role)."""
+        ...
+
+    @property
+    def willing_auth(self) -> tuple[AuthMethod, ...]:
+        """Methods we agree to authenticate ourselves with (peer role): none without a name
+        and a password."""
         ...
 
 
