@@ -235,14 +235,14 @@ class Lcp:
             elif option_type == LcpOption.ACCM and len(value) == 4:
                 self.want_accm = (self.want_accm or 0) | int.from_bytes(value, "big")
             elif option_type == LcpOption.AUTH and self.want_auth is not None:
-                self._next_auth(auth_method_from_option(value))
+                self._next_auth(self.want_auth, auth_method_from_option(value))
         return True
 
-    def _next_auth(self, suggested: AuthMethod | None) -> None:
+    def _next_auth(self, current: AuthMethod, suggested: AuthMethod | None) -> None:
+        """The peer will not do ``current``: its suggestion if we have not tried it, else our
+        next untried method, else none."""
         methods = self.services.demanded_auth
-        current = self.want_auth
-        if current is not None:
-            self.auth_tried |= 1 << methods.index(current)
+        self.auth_tried |= 1 << methods.index(current)
         untried = [m for i, m in enumerate(methods) if not self.auth_tried & (1 << i)]
         if suggested in untried:
             self.want_auth = suggested
