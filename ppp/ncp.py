@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import abc
+
 from ppp.fsm import Event, Fsm, FsmConfig
 from ppp.services import ControlServices, LayerDown, LayerFinished, LayerUp
 
 __all__ = ["Ncp"]
 
 
-class Ncp:
+class Ncp(abc.ABC):
     """Base of the NCP option handlers: an automaton bound to one protocol number.
 
     Args:
@@ -27,25 +29,25 @@ class Ncp:
     def _send(self, code: int, identifier: int, data: bytes) -> None:
         self.services.control_send(self.protocol, self.fsm.prior, code, identifier, data)
 
+    @abc.abstractmethod
     def reset(self) -> None:
         """Subclasses: back to the configured wishes."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def add_ci(self) -> bytes:
         """Subclasses: our Configure-Request options."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def nak_ci(self, data: bytes, treat_as_reject: bool) -> bool:
         """Subclasses: apply a Configure-Nak."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def reject_ci(self, data: bytes) -> bool:
         """Subclasses: apply a Configure-Reject."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def request_ci(self, data: bytes, reject_if_disagree: bool) -> tuple[int, bytes]:
         """Subclasses: judge the peer's Configure-Request."""
-        raise NotImplementedError
 
     def ack_ci(self, data: bytes) -> bool:
         """The request was acked as sent."""
@@ -59,7 +61,7 @@ class Ncp:
         """This-Layer-Down."""
         self.services.signal(LayerDown(self.protocol), now)
 
-    def starting(self, now: float) -> None:
+    def starting(self, now: float) -> None:  # noqa: B027 (a hook NCPs leave empty)
         """This-Layer-Started: LCP is our lower layer; the link opens us once it is up."""
 
     def finished(self, now: float) -> None:
@@ -70,7 +72,7 @@ class Ncp:
         """NCPs have only codes 1-7: anything else is unknown (Code-Reject)."""
         return None
 
-    def code_rejected(self, code: int) -> None:
+    def code_rejected(self, code: int) -> None:  # noqa: B027 (a hook NCPs leave empty)
         """Nothing optional to give up."""
 
     def echo_reply(self, data: bytes) -> bytes:

@@ -314,3 +314,18 @@ def test_ipv6cp_random_identifier_when_none_is_configured() -> None:
 def test_describe_ipv6cp_option(value: bytes, text: str) -> None:
     assert describe_ipv6cp_option(INTERFACE_ID, value) == text
     assert describe_ipv6cp_option(2, value) == "Option 2"
+
+
+def test_ncp_codes_beyond_seven_are_code_rejected() -> None:
+    services, handler = ipcp()
+    raw = bytes((Code.ECHOREQ, 3, 0, 8)) + b"\x00" * 4  # LCP has Echo; IPCP does not
+    services.take()
+    handler.fsm.receive(Code.ECHOREQ, 3, b"\x00" * 4, raw, 1.0)
+    (reject,) = services.take()
+    assert (reject.protocol, reject.code, reject.data) == (Proto.IPCP, Code.CODEREJ, raw)
+    assert handler.fsm.state is State.REQ_SENT
+
+
+def test_ncp_is_abstract() -> None:
+    with pytest.raises(TypeError, match="abstract"):
+        Ncp(FakeServices(), Proto.IPCP, FsmConfig())  # type: ignore[abstract]
