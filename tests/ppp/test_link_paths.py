@@ -168,8 +168,8 @@ def test_mutual_authentication_waits_for_both_directions() -> None:
 
 
 def test_link_without_ncps_stays_up_in_network_phase() -> None:
-    no_ncp = {"ipcp": IpcpConfig(enabled=False)}
-    pair = Pair(lns_config(AuthMethod.PAP, **no_ncp), subscriber_config(**no_ncp))
+    no_ncp = IpcpConfig(enabled=False)
+    pair = Pair(lns_config(AuthMethod.PAP, ipcp=no_ncp), subscriber_config(ipcp=no_ncp))
     pair.open()
     assert phase(pair.server) is Phase.NETWORK
     assert pair.server.get_timer() is not None  # LCP echo only, no phase deadline

@@ -126,8 +126,8 @@ def test_malformed_ipcp_nak_and_reject_are_discarded() -> None:
 # -- IPCP: the peer's request --------------------------------------------------------------
 
 
-def lns(**config: object) -> tuple[FakeServices, Ipcp]:
-    services, handler = ipcp(local_address=LNS, assign_peer_address=True, **config)
+def lns(dns: tuple[IPv4Address, ...] = ()) -> tuple[FakeServices, Ipcp]:
+    services, handler = ipcp(local_address=LNS, assign_peer_address=True, dns=dns)
     handler.assigned = int(PEER)  # as Link.address_result sets it
     return services, handler
 
