@@ -7,6 +7,7 @@ that could not bind), 2 bad usage or a bad config (one line naming the file, key
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import signal
@@ -17,7 +18,8 @@ from typing import Any
 import trio
 
 from kl2tp import config as cfgmod
-from kl2tp.daemon.endpoint import Address, Endpoint
+from kl2tp.daemon.endpoint import Endpoint
+from kl2tp.daemon.handle import Address
 from kl2tp.daemon.service import Settings
 from kl2tp.dataplane.base import DataPlane, DataPlaneError
 from kl2tp.l2tp.tunnel import TunnelConfig
@@ -237,6 +239,7 @@ def _run(cfg: cfgmod.Config, role: str) -> int:
 
 
 def _simulate(cfg: cfgmod.Config, args: argparse.Namespace) -> int:
+    from kl2tp.daemon.client import subscriber_call
     from kl2tp.daemon.ppp_session import make_handler
     from kl2tp.daemon.service import make_endpoint, simulate
 
@@ -271,6 +274,11 @@ def _simulate(cfg: cfgmod.Config, args: argparse.Namespace) -> int:
                     args.simulate,
                     rate=rate,
                     hold=hold,
+                    call_factory=functools.partial(
+                        subscriber_call,
+                        calling_number=cfg.subscriber.calling_number,
+                        called_number=cfg.subscriber.called_number,
+                    ),
                     connect_factory=getattr(handler, "prepare_call", None),
                     stop=stop,
                 )

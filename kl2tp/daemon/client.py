@@ -20,14 +20,9 @@ from collections.abc import Sequence
 import attrs
 import trio
 
-from kl2tp.daemon.endpoint import (
-    RESULT_ADMIN,
-    Address,
-    Endpoint,
-    SessionInfo,
-    TunnelRunner,
-    TunnelSetupError,
-)
+from kl2tp.daemon.endpoint import Endpoint, TunnelRunner, TunnelSetupError
+from kl2tp.daemon.handle import Address, SessionInfo, TunnelHandle
+from kl2tp.l2tp.constants import BearerCapability, CdnResult, FramingCapability
 from kl2tp.l2tp.events import CallParams
 from kl2tp.l2tp.session import CommandError
 from kl2tp.l2tp.tunnel import TunnelConfig
@@ -92,7 +87,9 @@ async def keep_call(
             delay = backoff.next(delay)
             continue
         while not runner.closed.is_set():
-            came_up = await _one_call(runner, call, setup_timeout, state)
+            came_up = await _one_call(
+                runner, call, setup_timeout, state, defer_connect=endpoint.defers_connect
+            )
             if came_up:
                 delay = backoff.initial
             if runner.closed.is_set():
@@ -126,13 +123,21 @@ async def _dial_first(
 
 
 async def _one_call(
-    runner: TunnelRunner, call: CallParams, setup_timeout: float, state: ClientState
+    runner: TunnelHandle,
+    call: CallParams,
+    setup_timeout: float,
+    state: ClientState,
+    *,
+    defer_connect: bool,
 ) -> bool:
-    """Place the call, hold it while it lives; True if it came up."""
+    """Place the call, hold it while it lives; True if it came up.
+
+    ``defer_connect``: the ICCN waits until our session is programmed (the kernel data
+    plane, ``Endpoint.defers_connect``).
+    """
     state.attempts += 1
     try:
-        # With the kernel data plane the ICCN waits until our kernel session exists.
-        info = runner.place_call(call, defer_connect=runner.endpoint.defers_connect)
+        info = runner.place_call(call, defer_connect=defer_connect)
     except CommandError as exc:  # the tunnel started closing while we waited
         log.info("cannot call: %s", exc)
         await runner.closed.wait()
@@ -144,7 +149,7 @@ async def _one_call(
             await info.done.wait()
         if info.established is None:
             if info.closed is None:
-                runner.hangup(info.local_sid, RESULT_ADMIN, 0, "setup timed out")
+                runner.hangup(info.local_sid, CdnResult.ADMINISTRATIVE, message="setup timed out")
                 reason = "setup timed out"
             else:
                 reason = str(info.extra.get("failure") or _cdn_text(info))
@@ -182,12 +187,19 @@ def _cdn_text(info: SessionInfo) -> str:
     return text
 
 
+def subscriber_call(n: int, calling_number: str = "", called_number: str = "") -> CallParams:
+    """The ICRQ values of subscriber ``n``'s call: a digital, synchronous call whose Calling
+    and Called Number AVPs come from the ``[subscriber]`` templates (``{n}`` is ``n``);
+    an empty template sends no AVP."""
+    return CallParams(
+        serial=n,
+        bearer_type=int(BearerCapability.DIGITAL),
+        framing_type=int(FramingCapability.SYNC),
+        calling_number=calling_number.format(n=n) or None,
+        called_number=called_number.format(n=n) or None,
+    )
+
+
 def client_call(calling_number: str, called_number: str) -> CallParams:
     """The ICRQ values of the client's call (``{n}`` in the templates is 1)."""
-    return CallParams(
-        serial=SUBSCRIBER,
-        bearer_type=1,
-        framing_type=1,
-        calling_number=calling_number.format(n=SUBSCRIBER) or None,
-        called_number=called_number.format(n=SUBSCRIBER) or None,
-    )
+    return subscriber_call(SUBSCRIBER, calling_number, called_number)

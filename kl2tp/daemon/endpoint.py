@@ -17,22 +17,21 @@ import math
 import random
 import socket as stdlib_socket
 from collections import Counter
-from collections.abc import Callable, Iterable
-from typing import Any, Protocol
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
 
-import attrs
 import trio
 
+from kl2tp.daemon.handle import Address, SessionHandler, SessionInfo
 from kl2tp.dataplane.base import DataPlane, DataPlaneError, TunnelSpec
 from kl2tp.l2tp import events as ev
+from kl2tp.l2tp.constants import CdnResult, ErrorCode, StopCcnResult
 from kl2tp.l2tp.errors import DecodeError, UnsupportedVersion
 from kl2tp.l2tp.events import CallParams, ConnectInfo
 from kl2tp.l2tp.message import ControlMessage, decode, peek
 from kl2tp.l2tp.tunnel import Tunnel, TunnelConfig
 
 log = logging.getLogger("kl2tp.daemon")
-
-Address = tuple[str, int]
 
 SCCRQ = 1
 RESULT_ADMIN = 3
@@ -49,59 +48,6 @@ RECEIVE_BUFFER = 4 << 20
 """SO_RCVBUF asked for the shared socket (the kernel caps it at net.core.rmem_max)."""
 RECEIVE_BATCH = 64
 """Datagrams the receive loop takes from the socket before it lets other tasks run."""
-
-
-class SessionHandler(Protocol):
-    """What runs above an established L2TP session (PPP on the LNS, a subscriber on the LAC).
-
-    The endpoint calls these from the tunnel task; they must not block it.
-    """
-
-    defers_established: bool
-    """True when the handler decides when a call counts as up (e.g. once IPCP is open);
-    it then sets ``SessionInfo.established`` and ``done`` itself."""
-
-    @property
-    def defers_connect(self) -> bool:
-        """True when the LAC's calls must wait for ``call_answered`` before their ICCN goes
-        (``place_call(defer_connect=True)``): the kernel data plane, whose session must exist
-        before the LNS's first frame arrives."""
-
-    def call_answered(self, runner: TunnelRunner, event: ev.CallAnswered) -> None:
-        """LAC, a call placed with ``defer_connect``: the LNS answered. Make ready for its
-        data (program the session), then send the ICCN with ``runner.connect_call``."""
-
-    def call_established(self, runner: TunnelRunner, event: ev.CallEstablished) -> None:
-        """The session is up at the L2TP level."""
-
-    def call_closed(self, runner: TunnelRunner, event: ev.CallClosed) -> None:
-        """The session is gone (CDN either way, or its tunnel went down).
-
-        Called while ``runner.sessions`` still holds the session's info."""
-
-    def data_received(self, runner: TunnelRunner, event: ev.DataReceived) -> None:
-        """A data message for the session reached userspace."""
-
-    def summary(self) -> dict[str, object]:
-        """Figures for ``kl2tpctl show summary`` (pool, AAA counters, ...)."""
-
-
-@attrs.define(slots=True)
-class SessionInfo:
-    """Per-session facts the daemon keeps beside the core (for show and accounting)."""
-
-    local_sid: int
-    """Our Assigned Session ID."""
-    created: float
-    """trio time the session was created."""
-    established: float | None = None
-    """trio time the session reached established."""
-    extra: dict[str, Any] = attrs.field(factory=dict)
-    """Fields upper layers add (username, address, interface, auth, phase)."""
-    done: trio.Event = attrs.field(factory=trio.Event)
-    """Set when the session is established or closed."""
-    closed: ev.CallClosed | None = None
-    """Why the session closed, once it has."""
 
 
 class TunnelRunner:
@@ -138,6 +84,24 @@ class TunnelRunner:
     def local_tunnel_id(self) -> int:
         """Our tunnel id."""
         return self.core.local_tunnel_id
+
+    @property
+    def peer_tunnel_id(self) -> int:
+        """The peer's tunnel id (0 until the tunnel is established)."""
+        return self.core.peer_tunnel_id
+
+    @property
+    def peer_hostname(self) -> str:
+        """The peer's Host Name AVP."""
+        return self.core.peer_hostname
+
+    def start_soon(self, fn: Callable[..., Awaitable[object]], *args: object) -> None:
+        """Run a task in the endpoint's nursery (session tasks outlive the event handler)."""
+        self.endpoint.nursery.start_soon(fn, *args)
+
+    def count(self, key: str) -> None:
+        """Add one to an endpoint-wide counter."""
+        self.endpoint.counters[key] += 1
 
     # -- called by the endpoint's receive loop -------------------------------------------
 
@@ -192,15 +156,30 @@ class TunnelRunner:
             self.core.connect_call(sid, trio.current_time(), connect)
             self.kick()
 
+    def data_ready(self, sid: int) -> None:
+        """The session's channel is open: the core hands over the data it kept for it."""
+        if sid in self.core.sessions:
+            self.core.data_ready(sid, trio.current_time())
+            self.kick()
+
     def hangup(
-        self, sid: int, result: int = RESULT_ADMIN, error: int = 0, message: str = ""
+        self,
+        sid: int,
+        result: CdnResult = CdnResult.ADMINISTRATIVE,
+        error: ErrorCode = ErrorCode.NO_ERROR,
+        message: str = "",
     ) -> None:
         """Clear one session with a CDN."""
         if sid in self.core.sessions:
             self.core.hangup(sid, trio.current_time(), result, error, message)
             self.kick()
 
-    def close(self, result: int = 1, error: int = 0, message: str = "") -> None:
+    def close(
+        self,
+        result: StopCcnResult = StopCcnResult.CLEAR_CONNECTION,
+        error: ErrorCode = ErrorCode.NO_ERROR,
+        message: str = "",
+    ) -> None:
         """Clear the tunnel with a StopCCN."""
         self.core.close(trio.current_time(), result, error, message)
         self.kick()
@@ -352,8 +331,6 @@ class TunnelRunner:
                 info.done.set()
             if handler is not None:
                 handler.call_established(self, event)
-            # The handler keeps frames until its channel is open: let the core's go.
-            self.core.data_ready(event.sid, trio.current_time())
         elif isinstance(event, ev.CallClosed):
             if log.isEnabledFor(logging.DEBUG):
                 log.debug(
@@ -705,7 +682,7 @@ class Endpoint:
                 wait.start_soon(on_up)
         if not runner.established.is_set():
             reason = runner.close_event
-            runner.close(STOPCCN_GENERAL, 0, "setup timed out")
+            runner.close(StopCcnResult.GENERAL_ERROR, message="setup timed out")
             raise TunnelSetupError(
                 f"tunnel to {peer[0]}:{peer[1]} failed: "
                 + (_describe_close(reason) if reason else "timed out")
@@ -735,8 +712,8 @@ class Endpoint:
         """CDN every session, StopCCN every tunnel, wait for them up to ``grace`` seconds."""
         for runner in list(self.tunnels.values()):
             for sid in list(runner.core.sessions):
-                runner.hangup(sid, RESULT_ADMIN, 0, "daemon shutting down")
-            runner.close(STOPCCN_SHUTDOWN, 0, "daemon shutting down")
+                runner.hangup(sid, CdnResult.ADMINISTRATIVE, message="daemon shutting down")
+            runner.close(StopCcnResult.SHUTTING_DOWN, message="daemon shutting down")
         with trio.move_on_after(grace):
             for runner in list(self.tunnels.values()):
                 await runner.closed.wait()

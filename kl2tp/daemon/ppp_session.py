@@ -9,6 +9,7 @@ the pool and accounting is stopped.
 
 from __future__ import annotations
 
+import enum
 import ipaddress
 import logging
 import math
@@ -22,41 +23,39 @@ import trio
 from kl2tp.aaa import base as aaa
 from kl2tp.aaa.pool import AddressPool
 from kl2tp.config import Config
-from kl2tp.daemon.endpoint import SessionInfo, TunnelRunner
+from kl2tp.daemon.handle import SessionInfo, TunnelHandle
 from kl2tp.daemon.sessions import DataPlaneSessions, SessionRecord
 from kl2tp.dataplane.base import DataPlane, DataPlaneError, NetworkSpec, PppChannel
+from kl2tp.l2tp.constants import CdnResult, ErrorCode
 from kl2tp.l2tp.events import CallClosed, ConnectInfo
 from ppp import events as pev
 from ppp.config import AuthMethod, IpcpConfig, Ipv6cpConfig, LcpConfig, LinkConfig, ProxyMode
 from ppp.fsm import FsmConfig
 from ppp.lac import pre_negotiate
-from ppp.link import Link
+from ppp.link import Link, Phase
 from ppp.proxy import ProxyAuth, ProxyLcp
 
 log = logging.getLogger("kl2tp.daemon")
 
-# CDN Result Codes (RFC 2661 4.4.2) for each way a PPP link can die.
-CDN_LOSS_OF_CARRIER = 1
-CDN_GENERAL_ERROR = 2
-CDN_ADMIN = 3
-CDN_NO_RESOURCES = 4
-CDN_TIMEOUT = 10
-
-CDN_FOR_REASON: dict[pev.DownReason, tuple[int, str]] = {
-    pev.DownReason.ADMIN: (CDN_ADMIN, "PPP closed by administrator"),
-    pev.DownReason.LOWER_LAYER_DOWN: (CDN_LOSS_OF_CARRIER, "L2TP session down"),
-    pev.DownReason.PEER_TERMINATED: (CDN_ADMIN, "PPP terminated by peer"),
-    pev.DownReason.LCP_TIMEOUT: (CDN_TIMEOUT, "PPP LCP timeout"),
-    pev.DownReason.LCP_FAILED: (CDN_GENERAL_ERROR, "PPP LCP negotiation failed"),
-    pev.DownReason.LOOPBACK: (CDN_GENERAL_ERROR, "PPP loopback detected"),
-    pev.DownReason.AUTH_FAILED: (CDN_GENERAL_ERROR, "PPP authentication failed"),
-    pev.DownReason.AUTH_REFUSED: (CDN_GENERAL_ERROR, "PPP authentication protocol refused"),
-    pev.DownReason.AUTH_TIMEOUT: (CDN_TIMEOUT, "PPP authentication timeout"),
-    pev.DownReason.NO_ADDRESS: (CDN_NO_RESOURCES, "PPP no address available"),
-    pev.DownReason.NCP_FAILED: (CDN_GENERAL_ERROR, "PPP network protocol negotiation failed"),
-    pev.DownReason.NCP_TIMEOUT: (CDN_TIMEOUT, "PPP network protocol timeout"),
-    pev.DownReason.ECHO_TIMEOUT: (CDN_LOSS_OF_CARRIER, "PPP LCP echo timeout"),
+CDN_FOR_REASON: dict[pev.DownReason, tuple[CdnResult, str]] = {
+    pev.DownReason.ADMIN: (CdnResult.ADMINISTRATIVE, "PPP closed by administrator"),
+    pev.DownReason.LOWER_LAYER_DOWN: (CdnResult.LOSS_OF_CARRIER, "L2TP session down"),
+    pev.DownReason.PEER_TERMINATED: (CdnResult.ADMINISTRATIVE, "PPP terminated by peer"),
+    pev.DownReason.LCP_TIMEOUT: (CdnResult.TIMEOUT, "PPP LCP timeout"),
+    pev.DownReason.LCP_FAILED: (CdnResult.GENERAL_ERROR, "PPP LCP negotiation failed"),
+    pev.DownReason.LOOPBACK: (CdnResult.GENERAL_ERROR, "PPP loopback detected"),
+    pev.DownReason.AUTH_FAILED: (CdnResult.GENERAL_ERROR, "PPP authentication failed"),
+    pev.DownReason.AUTH_REFUSED: (CdnResult.GENERAL_ERROR, "PPP authentication protocol refused"),
+    pev.DownReason.AUTH_TIMEOUT: (CdnResult.TIMEOUT, "PPP authentication timeout"),
+    pev.DownReason.NO_ADDRESS: (CdnResult.NO_FACILITIES_TEMPORARY, "PPP no address available"),
+    pev.DownReason.NCP_FAILED: (
+        CdnResult.GENERAL_ERROR,
+        "PPP network protocol negotiation failed",
+    ),
+    pev.DownReason.NCP_TIMEOUT: (CdnResult.TIMEOUT, "PPP network protocol timeout"),
+    pev.DownReason.ECHO_TIMEOUT: (CdnResult.LOSS_OF_CARRIER, "PPP LCP echo timeout"),
 }
+"""The CDN Result Code (RFC 2661 4.4.2) and message for each way a PPP link can die."""
 
 FAILURE_NAME: dict[pev.DownReason, str] = {
     pev.DownReason.LCP_TIMEOUT: "LCP timeout",
@@ -73,11 +72,67 @@ FAILURE_NAME: dict[pev.DownReason, str] = {
 }
 """How ``kl2tp-lac --simulate`` names a failed call."""
 
-FAILURE_BY_CDN_MESSAGE: dict[str, str] = {
-    CDN_FOR_REASON[reason][1]: name for reason, name in FAILURE_NAME.items()
+
+class Stage(enum.Enum):
+    """How far a subscriber's PPP got, as the LAC names failures by it."""
+
+    LCP = "lcp"
+    """LCP is not open yet (or the link waits for the LNS's first frame)."""
+    AUTH = "auth"
+    """Authenticating."""
+    UNAUTHENTICATED = "unauthenticated"
+    """LCP opened without any authentication: the LNS asked for none we could give."""
+    NETWORK = "network"
+    """Authenticated; the NCPs (IPCP) are negotiating."""
+
+
+def stage_of(link: Link) -> Stage | None:
+    """The subscriber ``link``'s stage by its phase; None when the phase does not say (the
+    link is dead, not yet opened or already closed, or terminating)."""
+    phase = link.phase
+    if phase is Phase.ESTABLISH:
+        return Stage.LCP
+    if phase is Phase.AUTHENTICATE:
+        return Stage.AUTH
+    if phase is Phase.NETWORK:
+        return Stage.NETWORK if link.auth_method is not None else Stage.UNAUTHENTICATED
+    return None
+
+
+_NAME = FAILURE_NAME
+_R = pev.DownReason
+FAILURE_AT_CDN: dict[tuple[Stage, CdnResult], str] = {
+    (Stage.LCP, CdnResult.TIMEOUT): _NAME[_R.LCP_TIMEOUT],
+    (Stage.LCP, CdnResult.GENERAL_ERROR): _NAME[_R.LCP_FAILED],
+    (Stage.AUTH, CdnResult.TIMEOUT): _NAME[_R.AUTH_TIMEOUT],
+    (Stage.AUTH, CdnResult.GENERAL_ERROR): _NAME[_R.AUTH_FAILED],
+    (Stage.AUTH, CdnResult.LOSS_OF_CARRIER): _NAME[_R.ECHO_TIMEOUT],
+    (Stage.UNAUTHENTICATED, CdnResult.GENERAL_ERROR): _NAME[_R.AUTH_REFUSED],
+    (Stage.UNAUTHENTICATED, CdnResult.TIMEOUT): _NAME[_R.NCP_TIMEOUT],
+    (Stage.UNAUTHENTICATED, CdnResult.NO_FACILITIES_TEMPORARY): _NAME[_R.NO_ADDRESS],
+    (Stage.UNAUTHENTICATED, CdnResult.LOSS_OF_CARRIER): _NAME[_R.ECHO_TIMEOUT],
+    (Stage.NETWORK, CdnResult.TIMEOUT): _NAME[_R.NCP_TIMEOUT],
+    (Stage.NETWORK, CdnResult.GENERAL_ERROR): _NAME[_R.NCP_FAILED],
+    (Stage.NETWORK, CdnResult.NO_FACILITIES_TEMPORARY): _NAME[_R.NO_ADDRESS],
+    (Stage.NETWORK, CdnResult.LOSS_OF_CARRIER): _NAME[_R.ECHO_TIMEOUT],
 }
-"""A kl2tp LNS's CDN message back to the failure it reports (the CDN may overtake the PPP
-frame that told the subscriber)."""
+"""LAC: why the LNS cleared a call that never came up, from how far the subscriber's own PPP
+got when the CDN arrived and the CDN's Result Code, never from the peer's free-text message.
+
+The CDN usually overtakes the PPP frames that would have told the subscriber (a CHAP
+Failure, a Terminate-Request), but never the ones the subscriber's own progress answered: a
+subscriber still authenticating was refused; one whose LCP opened without authentication
+did not agree with the LNS on a protocol; one negotiating IPCP that is told "no facilities"
+got no address. A pair not in the table is reported by its result code."""
+
+
+def failure_at_cdn(stage: Stage, result: int) -> str | None:
+    """The ``--simulate`` failure name for a CDN ``result`` that found the subscriber at
+    ``stage``, or None when the pair says nothing more than the result code."""
+    try:
+        return FAILURE_AT_CDN.get((stage, CdnResult(result)))
+    except ValueError:  # a result code RFC 2661 does not define
+        return None
 
 
 def _lcp_config(cfg: Config) -> LcpConfig:
@@ -160,6 +215,8 @@ class PppSessions(DataPlaneSessions):
         self.hostname = hostname
         self.prepared: dict[int, Link] = {}
         """Subscriber links the LAC already took through LCP and auth (proxy), by call number."""
+        self.running: dict[tuple[int, int], _SessionState] = {}
+        """Every session whose PPP runs, by (tunnel id, session id)."""
         self._nas_port = 0
 
     def prepare_call(self, n: int) -> ConnectInfo | None:
@@ -187,13 +244,38 @@ class PppSessions(DataPlaneSessions):
             proxy_authen_response=result.auth.response,
         )
 
-    def call_closed(self, runner: TunnelRunner, event: CallClosed) -> None:
-        info = runner.sessions.get(event.sid)
-        if info is not None and event.by_peer and "failure" not in info.extra:
-            failure = FAILURE_BY_CDN_MESSAGE.get(event.message)
-            if failure is not None:
-                info.extra["failure"] = failure
-        super().call_closed(runner, event)
+    def call_closed(self, tunnel: TunnelHandle, event: CallClosed) -> None:
+        info = tunnel.sessions.get(event.sid)
+        key = (tunnel.local_tunnel_id, event.sid)
+        state = self.running.get(key)
+        # A subscriber prepared for proxy whose call never reached its session task.
+        prepared = (
+            self.prepared.pop(int(info.extra["n"]), None) if info and "n" in info.extra else None
+        )
+        stage: Stage | None = None
+        if state is not None:
+            stage = state.stage
+        elif prepared is not None:
+            stage = stage_of(prepared) or Stage.LCP
+        elif key in self.records:
+            stage = Stage.LCP  # the session's PPP had not started yet
+        if not self.lns and event.by_peer and info is not None and info.established is None:
+            self._note_failure(info, stage, event.result)
+        super().call_closed(tunnel, event)
+
+    @staticmethod
+    def _note_failure(info: SessionInfo, stage: Stage | None, result: int) -> None:
+        """LAC: name why the LNS cleared a call that never came up (``FAILURE_AT_CDN``).
+
+        A subscriber's own verdict stands, except "terminated by peer": the LNS terminates
+        LCP whenever it gives up, and the CDN right behind the Terminate-Request says more.
+        """
+        known = info.extra.get("failure")
+        if known is not None and known != FAILURE_NAME[pev.DownReason.PEER_TERMINATED]:
+            return
+        failure = failure_at_cdn(stage, result) if stage is not None else None
+        if failure is not None:
+            info.extra["failure"] = failure
 
     def summary(self) -> dict[str, object]:
         out = super().summary()
@@ -213,16 +295,15 @@ class PppSessions(DataPlaneSessions):
         n = int(info.extra.get("n", 0)) if info is not None else 0
         link = self.prepared.pop(n, None)
         opened = link is not None
+        key = (rec.tunnel.local_tunnel_id, rec.sid)
         if link is None:
-            link = Link(
-                self.link_config(n),
-                rng=self.rng,
-                name=f"Tnl/Cl {rec.runner.local_tunnel_id}/{rec.sid}",
-            )
+            link = Link(self.link_config(n), rng=self.rng, name=f"Tnl/Cl {key[0]}/{key[1]}")
         state = _SessionState(self, rec, link, info, opened=opened)
+        self.running[key] = state
         try:
             await state.run()
         finally:
+            self.running.pop(key, None)
             with trio.CancelScope(shield=True):
                 await state.cleanup()
 
@@ -251,14 +332,38 @@ class _SessionState:
         self.username = ""
         self.up_at: float | None = None
         self.accounting = False
+        self.interface = ""
+        """The session's network interface once the data plane named one."""
+        self.stage = stage_of(link) or Stage.LCP
+        """How far the subscriber got before its link began to terminate."""
         owner._nas_port += 1
-        self.context = aaa.SessionContext(
-            tunnel_id=rec.runner.local_tunnel_id,
-            session_id=rec.sid,
-            peer_address=f"{rec.runner.peer_addr[0]}:{rec.runner.peer_addr[1]}",
-            peer_hostname=rec.runner.core.peer_hostname,
-            nas_port=owner._nas_port,
+        self.nas_port = owner._nas_port
+        call = rec.call
+        if call.calling_number:
+            self._extra(calling_number=call.calling_number)
+        if call.called_number:
+            self._extra(called_number=call.called_number)
+
+    @property
+    def context(self) -> aaa.SessionContext:
+        """Where this session's AAA requests come from (RADIUS NAS-* attributes)."""
+        tunnel = self.rec.tunnel
+        call = self.rec.call
+        return aaa.SessionContext(
+            tunnel_id=tunnel.local_tunnel_id,
+            session_id=self.rec.sid,
+            peer_address=f"{tunnel.peer_addr[0]}:{tunnel.peer_addr[1]}",
+            peer_hostname=tunnel.peer_hostname,
+            calling_number=call.calling_number or "",
+            called_number=call.called_number or "",
+            nas_port=self.nas_port,
+            interface=self.interface,
         )
+
+    def _note_phase(self) -> None:
+        """Show the link's phase; remember its stage unless the link is going down."""
+        self.stage = stage_of(self.link) or self.stage
+        self._extra(phase=self.link.phase.value.lower())
 
     def _extra(self, **values: Any) -> None:
         if self.info is not None:
@@ -278,14 +383,14 @@ class _SessionState:
             self.link.open(now, proxy_lcp=proxy_lcp, proxy_auth=proxy_auth)
         if first is not None:
             self.link.receive_frame(first, now)
-        self._extra(phase=self.link.phase.value.lower())
+        self._note_phase()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._reader)
             while True:
                 if await self._flush(channel, nursery):
                     nursery.cancel_scope.cancel()
                     return
-                self._extra(phase=self.link.phase.value.lower())
+                self._note_phase()
                 timer = self.link.get_timer()
                 with trio.move_on_at(math.inf if timer is None else timer):
                     await self.wake.wait()
@@ -294,6 +399,7 @@ class _SessionState:
                 timer = self.link.get_timer()
                 if timer is not None and timer <= now:
                     self.link.handle_timer(now)
+                    self._note_phase()
 
     async def _flush(self, channel: PppChannel, nursery: trio.Nursery) -> bool:
         """Send every pending frame and act on every event, until neither is left (acting
@@ -321,6 +427,7 @@ class _SessionState:
             except (trio.EndOfChannel, trio.ClosedResourceError):
                 return
             self.link.receive_frame(frame, trio.current_time())
+            self._note_phase()
             self.wake.set()
 
     def _handle(self, event: pev.PppEvent, nursery: trio.Nursery) -> bool:
@@ -395,7 +502,7 @@ class _SessionState:
         """LCP is open: the unit accepts frames up to the MRU we negotiated (pppd does too)."""
         try:
             await self.owner.dataplane.set_mru(
-                self.rec.runner.local_tunnel_id, self.rec.sid, event.mru
+                self.rec.tunnel.local_tunnel_id, self.rec.sid, event.mru
             )
         except DataPlaneError as exc:
             log.error("%s: could not set the MRU: %s", self.link.name, exc)
@@ -404,13 +511,14 @@ class _SessionState:
         """Configure the session's interface for one NCP; False (link closing) on failure."""
         rec = self.rec
         try:
-            ifname = await self.owner.dataplane.session_up(rec.runner.local_tunnel_id, rec.sid, net)
+            ifname = await self.owner.dataplane.session_up(rec.tunnel.local_tunnel_id, rec.sid, net)
         except DataPlaneError as exc:
             log.error("%s: could not configure the interface: %s", self.link.name, exc)
             self.link.close(trio.current_time(), pev.DownReason.ADMIN, "data plane error")
             self.wake.set()
             return False
         if ifname:
+            self.interface = ifname
             self._extra(interface=ifname)
         return True
 
@@ -469,7 +577,7 @@ class _SessionState:
             event.reason.value,
             f": {event.message}" if event.message else "",
         )
-        rec.runner.hangup(rec.sid, result, 0, message)
+        rec.tunnel.hangup(rec.sid, result, ErrorCode.NO_ERROR, message)
 
     async def cleanup(self) -> None:
         """Undo everything the session got, whatever ended it."""
@@ -547,7 +655,7 @@ def make_handler(
         return subscriber_link_config(cfg, *cfg.subscriber.credentials(max(n, 1)))
 
     client = cfg.lac.mode == "client"
-    kernel = dataplane.name != "null"
+    kernel = not dataplane.carries_frames
     return PppSessions(
         dataplane,
         lns=False,
@@ -558,6 +666,7 @@ def make_handler(
         hostname=cfg.l2tp.hostname,
         # Over the kernel data plane the subscriber waits for the LNS to speak first: the
         # LNS's session is programmed before its first frame, ours before our ICCN, so no
-        # frame reaches either side's userspace. Simulated calls on the null one start at once.
+        # frame reaches either side's userspace. Simulated calls whose frames travel in
+        # userspace (the null data plane) start at once.
         silent_start=cfg.ppp.restart_timer if client or kernel else 0.0,
     )

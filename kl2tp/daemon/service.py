@@ -19,16 +19,12 @@ import attrs
 import trio
 import trio.lowlevel
 
+from kl2tp.daemon.client import Backoff, subscriber_call
 from kl2tp.daemon.control import ControlError, serve_control
-from kl2tp.daemon.endpoint import (
-    RESULT_ADMIN,
-    Address,
-    Endpoint,
-    SessionHandler,
-    TunnelRunner,
-    TunnelSetupError,
-)
+from kl2tp.daemon.endpoint import Endpoint, TunnelRunner, TunnelSetupError
+from kl2tp.daemon.handle import Address, SessionHandler, SessionInfo, TunnelHandle
 from kl2tp.dataplane.base import Counters, DataPlane
+from kl2tp.l2tp.constants import CdnResult, StopCcnResult
 from kl2tp.l2tp.events import CallParams, ConnectInfo
 from kl2tp.l2tp.tunnel import TunnelConfig
 
@@ -82,36 +78,53 @@ def make_endpoint(
     )
 
 
+Request = dict[str, Any]
+"""One control-socket request: ``{"cmd": ..., "what": ..., more keys}``."""
+
+
 class ControlApi:
-    """Answers control-socket requests from the endpoint's state."""
+    """Answers control-socket requests from the endpoint's state.
+
+    Requests dispatch through :attr:`handlers`, a table ``(cmd, what) -> method``.
+    """
 
     def __init__(self, endpoint: Endpoint, dataplane: DataPlane) -> None:
         self.endpoint = endpoint
         self.dataplane = dataplane
+        self.handlers: dict[tuple[str, str], Callable[[Request], Awaitable[Any]]] = {
+            ("show", "tunnels"): lambda _req: self.tunnels(),
+            ("show", "sessions"): lambda _req: self.sessions(),
+            ("show", "summary"): lambda _req: self.summary(),
+            ("clear", "tunnel"): self.clear_tunnel,
+            ("clear", "session"): self.clear_session,
+        }
+        """Every request the socket answers, by (cmd, what)."""
 
-    async def __call__(self, req: dict[str, Any]) -> Any:
-        cmd = req.get("cmd")
-        what = req.get("what")
-        if cmd == "show" and what == "tunnels":
-            return await self.tunnels()
-        if cmd == "show" and what == "sessions":
-            return await self.sessions()
-        if cmd == "show" and what == "summary":
-            return await self.summary()
-        if cmd == "clear" and what == "tunnel":
-            runner = self._runner(req)
-            runner.close(1, 0, "cleared by operator")
-            return {"cleared": runner.local_tunnel_id}
-        if cmd == "clear" and what == "session":
-            runner = self._runner(req)
-            sid = _int(req, "session")
-            if sid not in runner.core.sessions:
-                raise ControlError(f"no session {sid} in tunnel {runner.local_tunnel_id}")
-            runner.hangup(sid, RESULT_ADMIN, 0, "cleared by operator")
-            return {"cleared": [runner.local_tunnel_id, sid]}
-        raise ControlError(f"unknown request {cmd!r} {what!r}")
+    async def __call__(self, req: Request) -> Any:
+        cmd, what = req.get("cmd"), req.get("what")
+        handler = None
+        if isinstance(cmd, str) and isinstance(what, str):
+            handler = self.handlers.get((cmd, what))
+        if handler is None:
+            raise ControlError(f"unknown request {cmd!r} {what!r}")
+        return await handler(req)
 
-    def _runner(self, req: dict[str, Any]) -> TunnelRunner:
+    async def clear_tunnel(self, req: Request) -> dict[str, Any]:
+        """``clear tunnel TID``: StopCCN."""
+        runner = self._runner(req)
+        runner.close(StopCcnResult.CLEAR_CONNECTION, message="cleared by operator")
+        return {"cleared": runner.local_tunnel_id}
+
+    async def clear_session(self, req: Request) -> dict[str, Any]:
+        """``clear session TID SID``: CDN."""
+        runner = self._runner(req)
+        sid = _int(req, "session")
+        if sid not in runner.sessions:
+            raise ControlError(f"no session {sid} in tunnel {runner.local_tunnel_id}")
+        runner.hangup(sid, CdnResult.ADMINISTRATIVE, message="cleared by operator")
+        return {"cleared": [runner.local_tunnel_id, sid]}
+
+    def _runner(self, req: Request) -> TunnelRunner:
         tid = _int(req, "tunnel")
         runner = self.endpoint.tunnels.get(tid)
         if runner is None:
@@ -162,13 +175,14 @@ class ControlApi:
             "dataplane": self.dataplane.name,
             "tunnels": {"total": sum(tunnels.values()), "by_state": dict(tunnels)},
             "sessions": {"total": sum(sessions.values()), "by_state": dict(sessions)},
-            "counters": dict(self.endpoint.counters),
+            # data_rx and data_early are always shown: 0 is the figure operators look for.
+            "counters": {"data_rx": 0, "data_early": 0, **self.endpoint.counters},
             "ppp": self._handler_summary(),
         }
         # Kernel totals: a tunnel's counters include all its sessions' traffic, so one
         # netlink query per tunnel (not per session) sums the whole daemon.
         total: Counter[str] = Counter(Counters().as_dict())
-        kernel = self.dataplane.name == "kernel"
+        kernel = self.dataplane.kernel_counters
         for runner in list(self.endpoint.tunnels.values()):
             counters = await self.dataplane.tunnel_counters(runner.local_tunnel_id)
             if counters is not None:
@@ -183,7 +197,7 @@ class ControlApi:
         return handler.summary() if handler is not None else {}
 
 
-def _int(req: dict[str, Any], key: str) -> int:
+def _int(req: Request, key: str) -> int:
     value = req.get(key)
     if not isinstance(value, int) or isinstance(value, bool):
         raise ControlError(f"{key} must be an integer")
@@ -244,20 +258,29 @@ async def run_daemon(
         await dataplane.aclose()
 
 
-async def _keep_tunnel(endpoint: Endpoint, peer: Address, tunnel_config: TunnelConfig) -> None:
-    """LAC: keep a tunnel to ``peer`` up, redialling with backoff."""
-    delay = 1.0
+async def _keep_tunnel(
+    endpoint: Endpoint,
+    peer: Address,
+    tunnel_config: TunnelConfig,
+    *,
+    backoff: Backoff | None = None,
+    setup_timeout: float = 60.0,
+) -> None:
+    """LAC: keep a tunnel to ``peer`` up, redialling with ``backoff`` (the client's, by
+    default) while dials fail."""
+    backoff = backoff if backoff is not None else Backoff()
+    delay = backoff.initial
     while True:
         try:
-            runner = await endpoint.dial(peer, tunnel_config, setup_timeout=60)
+            runner = await endpoint.dial(peer, tunnel_config, setup_timeout=setup_timeout)
         except TunnelSetupError as exc:
             log.warning("%s; retrying in %.0f s", exc, delay)
             await trio.sleep(delay)
-            delay = min(delay * 2, 60.0)
+            delay = backoff.next(delay)
             continue
-        delay = 1.0
+        delay = backoff.initial
         await runner.closed.wait()
-        await trio.sleep(1.0)
+        await trio.sleep(delay)
 
 
 @attrs.define
@@ -324,7 +347,7 @@ async def simulate(
     """
     stop = stop if stop is not None else trio.Event()
     result = SimulationResult(requested=count)
-    runners: list[TunnelRunner] = []
+    runners: list[TunnelHandle] = []
     for peer, tunnel_config in peers:
         try:
             runners.append(await endpoint.dial(peer, tunnel_config, setup_timeout=setup_timeout))
@@ -333,9 +356,7 @@ async def simulate(
     if not runners:
         result.failed["tunnel setup failed"] = count
         return result
-    make_call = call_factory or (
-        lambda n: CallParams(serial=n, bearer_type=1, framing_type=1, calling_number=f"{n}")
-    )
+    make_call = call_factory or subscriber_call
     all_up = trio.Event()
     pending = [count]
 
@@ -363,7 +384,7 @@ async def simulate(
             result.failed[reason] += 1
             finished_setup()
             if info.closed is None:
-                runner.hangup(info.local_sid, RESULT_ADMIN, 0, "setup timed out")
+                runner.hangup(info.local_sid, CdnResult.ADMINISTRATIVE, message="setup timed out")
             return
         up = info.established
         result.established += 1
@@ -377,7 +398,7 @@ async def simulate(
             await stop.wait()
         if info.closed is None:
             info.done = trio.Event()
-            runner.hangup(info.local_sid, 1, 0, "simulation done")
+            runner.hangup(info.local_sid, CdnResult.LOSS_OF_CARRIER, message="simulation done")
             with trio.move_on_after(setup_timeout):
                 await info.done.wait()
 
@@ -393,14 +414,14 @@ async def simulate(
                 await trio.lowlevel.checkpoint()
     for runner in runners:
         if not runner.closed.is_set():
-            runner.close(1, 0, "simulation done")
+            runner.close(StopCcnResult.CLEAR_CONNECTION, message="simulation done")
     with trio.move_on_after(setup_timeout):
         for runner in runners:
             await runner.closed.wait()
     return result
 
 
-def _failure_reason(info: Any) -> str:
+def _failure_reason(info: SessionInfo) -> str:
     closed = info.closed
     if closed is None:
         return str(info.extra.get("failure", "setup timeout"))

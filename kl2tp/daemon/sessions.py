@@ -2,16 +2,16 @@
 
 ``DataPlaneSessions`` programs each session into the data plane and tears it down again
 whatever ends it. The PPP layer (ppp/) plugs in on top of it: the handler owns one task per
-session, started in the endpoint's nursery, so a session's work never blocks its tunnel.
+session, started through the tunnel handle, so a session's work never blocks its tunnel.
 
 Setup order with the kernel data plane, race-free by construction (as real LACs do it):
 the LAC places its calls with ``defer_connect`` (``defers_connect`` says when), programs its
 kernel session when the LNS answers (``call_answered``) and only then sends the ICCN; the
 LNS programs its session when the ICCN arrives and then speaks first (the LAC's PPP waits,
 ``PppSessions.silent_start``). So no PPP frame reaches either side before its kernel
-session exists. Frames that still reach Python early (a peer that starts LCP right after
-its ICCN, e.g. another vendor's LAC) are counted (``data_early``) and handed to the session
-once its channel is open.
+session exists. Frames that still reach userspace early (a peer that starts LCP right after
+its ICCN, e.g. another vendor's LAC) are kept and counted by the tunnel core, which hands
+them over once the session's channel is open (``TunnelHandle.data_ready``).
 """
 
 from __future__ import annotations
@@ -21,25 +21,19 @@ import logging
 import attrs
 import trio
 
-from kl2tp.daemon.endpoint import SessionInfo, TunnelRunner
+from kl2tp.daemon.handle import SessionInfo, TunnelHandle
 from kl2tp.dataplane.base import DataPlane, DataPlaneError, PppChannel, SessionSpec
 from kl2tp.l2tp import events as ev
+from kl2tp.l2tp.constants import CdnResult, ErrorCode
 
 log = logging.getLogger("kl2tp.daemon")
-
-CDN_GENERAL_ERROR = 2
-"""CDN result 2: call disconnected for the reason in the error code."""
-GENERAL_NO_RESOURCES = 4
-"""General error 4: insufficient resources."""
-EARLY_FRAMES = 16
-"""Frames kept for a session whose channel is still being opened."""
 
 
 @attrs.define(slots=True, eq=False)
 class SessionRecord:
     """The handler's state for one session."""
 
-    runner: TunnelRunner
+    tunnel: TunnelHandle
     """The tunnel the session lives in."""
     sid: int
     """Our session id."""
@@ -47,14 +41,14 @@ class SessionRecord:
     """The peer's session id."""
     info: ev.ConnectInfo
     """The ICCN/OCCN values (proxy LCP/auth)."""
+    call: ev.CallParams = attrs.field(factory=ev.CallParams)
+    """The call's parameters (calling and called number), once the call is established."""
     scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
     """Cancels the session's task."""
     channel: PppChannel | None = None
     """The session's PPP channel once the data plane has it."""
-    early: list[bytes] = attrs.field(factory=list)
-    """Frames that arrived before the channel existed (the peer starts LCP at once)."""
     connect: bool = False
-    """LAC deferred call: send the ICCN (``runner.connect_call``) once the data plane has
+    """LAC deferred call: send the ICCN (``tunnel.connect_call``) once the data plane has
     the session."""
 
 
@@ -74,97 +68,88 @@ class DataPlaneSessions:
 
     @property
     def defers_connect(self) -> bool:
-        """Whether the LAC should place its calls with ``defer_connect``: with a kernel data
-        plane the session must exist in the kernel before the ICCN lets the LNS speak. The
-        null data plane carries frames in userspace, where early ones are kept anyway."""
-        return self.dataplane.name != "null"
+        """Whether the LAC should place its calls with ``defer_connect``: when the data plane
+        does not carry frames through userspace (the kernel), its session must exist before
+        the ICCN lets the LNS speak. Over one that does, the core keeps early frames anyway."""
+        return not self.dataplane.carries_frames
 
     # -- SessionHandler ---------------------------------------------------------------------
 
-    def call_answered(self, runner: TunnelRunner, event: ev.CallAnswered) -> None:
+    def call_answered(self, tunnel: TunnelHandle, event: ev.CallAnswered) -> None:
         """Program the session now; its task sends the ICCN once the data plane has it."""
-        session = runner.core.sessions.get(event.sid)
-        info = session.info if session is not None and session.info is not None else None
-        rec = SessionRecord(runner, event.sid, event.peer_sid, info or ev.ConnectInfo())
+        rec = SessionRecord(tunnel, event.sid, event.peer_sid, event.info)
         rec.connect = True
         self._start(rec)
 
-    def call_established(self, runner: TunnelRunner, event: ev.CallEstablished) -> None:
-        rec = self.records.get((runner.local_tunnel_id, event.sid))
+    def call_established(self, tunnel: TunnelHandle, event: ev.CallEstablished) -> None:
+        rec = self.records.get((tunnel.local_tunnel_id, event.sid))
         if rec is not None:
             # A deferred call: its task programmed the session before sending this ICCN.
             rec.info = event.info
+            rec.call = event.call
             return
-        self._start(SessionRecord(runner, event.sid, event.peer_sid, event.info))
+        self._start(SessionRecord(tunnel, event.sid, event.peer_sid, event.info, event.call))
 
     def _start(self, rec: SessionRecord) -> None:
-        self.records[(rec.runner.local_tunnel_id, rec.sid)] = rec
-        rec.runner.endpoint.nursery.start_soon(self._session_task, rec)
+        self.records[(rec.tunnel.local_tunnel_id, rec.sid)] = rec
+        rec.tunnel.start_soon(self._session_task, rec)
 
-    def call_closed(self, runner: TunnelRunner, event: ev.CallClosed) -> None:
-        rec = self.records.get((runner.local_tunnel_id, event.sid))
+    def call_closed(self, tunnel: TunnelHandle, event: ev.CallClosed) -> None:
+        rec = self.records.get((tunnel.local_tunnel_id, event.sid))
         if rec is not None:
             rec.scope.cancel()
 
-    def data_received(self, runner: TunnelRunner, event: ev.DataReceived) -> None:
-        rec = self.records.get((runner.local_tunnel_id, event.sid))
-        if rec is not None and (rec.channel is None or self.dataplane.name != "null"):
-            # With the kernel data plane, data reaches Python only when the peer sent it
-            # before the kernel session existed (e.g. LCP right after its ICCN): count those.
-            runner.endpoint.counters["data_early"] += 1
-        if rec is None:
-            runner.endpoint.drop("data_no_session")
-        elif rec.channel is None:
-            # The data plane is still opening the session: keep the peer's first frames.
-            if len(rec.early) < EARLY_FRAMES:
-                rec.early.append(_strip_ff03(event.payload))
-            else:
-                runner.endpoint.drop("data_early_overflow")
+    def data_received(self, tunnel: TunnelHandle, event: ev.DataReceived) -> None:
+        """A frame for a session whose channel is open (the core keeps earlier ones until
+        ``data_ready``): hand it to the channel."""
+        rec = self.records.get((tunnel.local_tunnel_id, event.sid))
+        if rec is None or rec.channel is None:
+            tunnel.count("drop_data_no_session")
         elif not rec.channel.deliver(_strip_ff03(event.payload)):
-            runner.endpoint.drop("data_channel_full")
+            tunnel.count("drop_data_channel_full")
 
     # -- per-session task -------------------------------------------------------------------
 
     async def _session_task(self, rec: SessionRecord) -> None:
-        key = (rec.runner.local_tunnel_id, rec.sid)
+        tunnel = rec.tunnel
+        key = (tunnel.local_tunnel_id, rec.sid)
         programmed = False
         try:
             with rec.scope:
                 spec = SessionSpec(
-                    local_tunnel_id=rec.runner.local_tunnel_id,
-                    peer_tunnel_id=rec.runner.core.peer_tunnel_id,
+                    local_tunnel_id=tunnel.local_tunnel_id,
+                    peer_tunnel_id=tunnel.peer_tunnel_id,
                     local_session_id=rec.sid,
                     peer_session_id=rec.peer_sid,
                     lns_mode=self.lns,
                     data_sequencing=self.data_sequencing or rec.info.sequencing_required,
                 )
 
-                def sink(
-                    frame: bytes, _runner: TunnelRunner = rec.runner, _sid: int = rec.sid
-                ) -> None:
-                    _runner.send_data(_sid, b"\xff\x03" + frame)
+                def sink(frame: bytes, _tunnel: TunnelHandle = tunnel, _sid: int = rec.sid) -> None:
+                    _tunnel.send_data(_sid, b"\xff\x03" + frame)
 
                 try:
                     rec.channel = await self.dataplane.open_session(spec, sink)
-                    programmed = True
-                    for frame in rec.early:
-                        rec.channel.deliver(frame)
-                    rec.early.clear()
                 except DataPlaneError as exc:
                     log.error(
                         "Tnl/Cl %d/%d: data plane refused the session (%s); clearing it",
-                        rec.runner.local_tunnel_id,
-                        rec.sid,
+                        *key,
                         exc,
                     )
-                    rec.runner.hangup(
-                        rec.sid, CDN_GENERAL_ERROR, GENERAL_NO_RESOURCES, "data plane error"
+                    tunnel.hangup(
+                        rec.sid,
+                        CdnResult.GENERAL_ERROR,
+                        ErrorCode.INSUFFICIENT_RESOURCES,
+                        "data plane error",
                     )
                     return
+                programmed = True
+                # The channel takes frames now: the core hands over what it kept.
+                tunnel.data_ready(rec.sid)
                 try:
                     if rec.connect:
                         # The session exists: now the LNS may have our ICCN and speak.
-                        rec.runner.connect_call(rec.sid)
+                        tunnel.connect_call(rec.sid)
                     await self.run_session(rec)
                 except Exception as exc:
                     # A bug in one session must not take the daemon down: clear that call.
@@ -173,7 +158,7 @@ class DataPlaneSessions:
                     else:
                         log.exception("Tnl/Cl %d/%d: session task failed; clearing the call", *key)
                         self.crashed += 1
-                        rec.runner.hangup(rec.sid, CDN_GENERAL_ERROR, 0, "internal error")
+                        tunnel.hangup(rec.sid, CdnResult.GENERAL_ERROR, message="internal error")
         finally:
             self.records.pop(key, None)
             if programmed:
@@ -196,7 +181,7 @@ class DataPlaneSessions:
 
     def session_info(self, rec: SessionRecord) -> SessionInfo | None:
         """The endpoint's record of the session (for show fields)."""
-        return rec.runner.sessions.get(rec.sid)
+        return rec.tunnel.sessions.get(rec.sid)
 
 
 def _strip_ff03(payload: bytes) -> bytes:

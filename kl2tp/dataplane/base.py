@@ -135,7 +135,18 @@ class DataPlane(Protocol):
     """A data-plane back end."""
 
     name: str
-    """"kernel" or "null"."""
+    """"kernel" or "null", for logs and ``kl2tpctl show summary`` (decide by the
+    capabilities below, never by the name)."""
+
+    carries_frames: bool
+    """True when every PPP frame travels through userspace as an L2TP data message (the
+    null back end); False when the kernel carries them and userspace sees only frames that
+    arrive before a session is programmed. Without it the LAC must program its session
+    before its ICCN lets the LNS speak (``defer_connect``)."""
+
+    kernel_counters: bool
+    """True when tunnels and sessions have kernel packet counters (``tunnel_counters`` and
+    ``session_counters`` answer for programmed ones)."""
 
     async def open_tunnel(self, spec: TunnelSpec) -> TunnelHandle:
         """Program a tunnel once its control connection is established."""

@@ -671,6 +671,10 @@ class KernelDataPlane:
     """
 
     name = "kernel"
+    carries_frames = False
+    """The kernel carries PPP frames; userspace sees only those that overtake programming."""
+    kernel_counters = True
+    """Tunnels and sessions have kernel packet counters."""
 
     def __init__(self, mechanics: KernelMechanics) -> None:
         self.mechanics = mechanics

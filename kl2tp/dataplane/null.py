@@ -70,6 +70,10 @@ class NullDataPlane:
 
     name: str = "null"
     """Back-end name, as config and logs say it."""
+    carries_frames: bool = True
+    """Every PPP frame rides an L2TP data message through the tunnel task."""
+    kernel_counters: bool = False
+    """No kernel, no counters."""
     channel_depth: int = 64
     """Frames queued per session before drops."""
     tunnels: dict[int, TunnelSpec] = attrs.field(factory=dict)

@@ -1,15 +1,15 @@
 """The LAC programs its session before its ICCN goes (``defer_connect``), so the LNS's first
 frame can never find the LAC without one; a deferred call is programmed exactly once.
 
-Two endpoints on loopback, the LAC's data plane a null one that calls itself "kernel" (so
-the handler defers) and lets the test look at the LNS while the LAC's session is programmed.
+Two endpoints on loopback, the LAC's data plane a null one that claims the kernel's
+capability (it does not carry frames, so the handler defers) and lets the test look at the
+LNS while the LAC's session is programmed.
 """
 
 from __future__ import annotations
 
 import random
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import attrs
 import pytest
@@ -20,8 +20,10 @@ from kl2tp.daemon.endpoint import Endpoint
 from kl2tp.daemon.sessions import DataPlaneSessions
 from kl2tp.dataplane.base import DataPlaneError, FrameSink, SessionSpec
 from kl2tp.dataplane.null import NullChannel, NullDataPlane
-from kl2tp.l2tp.events import CallAnswered, CallEstablished, CallParams, ConnectInfo
+from kl2tp.l2tp.constants import CdnResult, ErrorCode
+from kl2tp.l2tp.events import CallAnswered, CallEstablished, CallParams, ConnectInfo, DataReceived
 from kl2tp.l2tp.tunnel import TunnelConfig
+from tests.daemon.fake_tunnel import FakeTunnel
 
 BOUND = 20.0
 
@@ -61,7 +63,7 @@ async def test_lac_session_exists_before_the_lns_sees_the_iccn(defer: bool) -> N
         lns_programmed.set()  # the LNS programs its session when the ICCN arrives
 
     lns_plane = WatchedPlane(during=lns_opens)
-    lac_plane = WatchedPlane(name="kernel")
+    lac_plane = WatchedPlane(carries_frames=False)
     lns, lac = endpoint("lns", lns_plane, 1), endpoint("lac", lac_plane, 2)
     assert lac.defers_connect  # the handler asks for it with a kernel-like data plane
     seen: list[str] = []
@@ -105,67 +107,58 @@ async def test_lac_session_exists_before_the_lns_sees_the_iccn(defer: bool) -> N
 # --- the handler on its own --------------------------------------------------------------------
 
 
-@attrs.define
-class FakeEndpoint:
-    nursery: trio.Nursery
-    counters: dict[str, int] = attrs.field(factory=dict)
-
-
-@attrs.define
-class FakeSession:
-    info: ConnectInfo | None = None
-
-
-@attrs.define
-class FakeCore:
-    peer_tunnel_id: int = 20
-    sessions: dict[int, FakeSession] = attrs.field(factory=dict)
-
-
-@attrs.define
-class FakeRunner:
-    endpoint: FakeEndpoint
-    plane: NullDataPlane
-    local_tunnel_id: int = 10
-    core: FakeCore = attrs.field(factory=FakeCore)
-    sessions: dict[int, Any] = attrs.field(factory=dict)
-    hangups: list[tuple[int, int, int, str]] = attrs.field(factory=list)
-
-    def connect_call(self, sid: int, connect: ConnectInfo | None = None) -> None:
-        self.plane.calls.append(("connect_call", (self.local_tunnel_id, sid)))
-
-    def hangup(self, sid: int, result: int = 3, error: int = 0, message: str = "") -> None:
-        self.hangups.append((sid, result, error, message))
-
-
 async def test_answered_call_is_programmed_then_connected_and_established_adds_nothing() -> None:
-    plane = NullDataPlane(name="kernel")
+    plane = NullDataPlane(carries_frames=False)
     handler = DataPlaneSessions(plane, lns=False)
     info = ConnectInfo(sequencing_required=True)
     async with trio.open_nursery() as nursery:
-        runner: Any = FakeRunner(FakeEndpoint(nursery), plane)
-        runner.core.sessions[3] = FakeSession(info)
-        handler.call_answered(runner, CallAnswered(sid=3, peer_sid=77))
+        tunnel = FakeTunnel(nursery)
+        handler.call_answered(tunnel, CallAnswered(sid=3, peer_sid=77, info=info))
         await trio.testing.wait_all_tasks_blocked()
-        assert plane.calls == [("open_session", (10, 3)), ("connect_call", (10, 3))]
+        assert plane.calls == [("open_session", (10, 3))]
+        # The channel is open before the core hands over kept frames, and before the ICCN.
+        assert tunnel.commands == [("data_ready", 3), ("connect_call", 3)]
         spec = plane.sessions[(10, 3)]
         assert (spec.peer_session_id, spec.lns_mode, spec.data_sequencing) == (77, False, True)
         # The ICCN's CallEstablished finds the session programmed: no second one.
-        handler.call_established(runner, CallEstablished(sid=3, peer_sid=77, info=info))
+        handler.call_established(tunnel, CallEstablished(sid=3, peer_sid=77, info=info))
         await trio.testing.wait_all_tasks_blocked()
-        assert [c[0] for c in plane.calls] == ["open_session", "connect_call"]
+        assert [c[0] for c in plane.calls] == ["open_session"]
+        assert tunnel.commands == [("data_ready", 3), ("connect_call", 3)]
         assert list(handler.records) == [(10, 3)]
         nursery.cancel_scope.cancel()
     assert plane.calls[-1] == ("close_session", (10, 3))
 
 
 async def test_answered_call_the_data_plane_refuses_is_cleared_without_an_iccn() -> None:
-    plane = WatchedPlane(name="kernel", refuse=True)
+    plane = WatchedPlane(carries_frames=False, refuse=True)
     handler = DataPlaneSessions(plane, lns=False)
     async with trio.open_nursery() as nursery:
-        runner: Any = FakeRunner(FakeEndpoint(nursery), plane)
-        handler.call_answered(runner, CallAnswered(sid=3, peer_sid=77))
+        tunnel = FakeTunnel(nursery)
+        handler.call_answered(tunnel, CallAnswered(sid=3, peer_sid=77))
         await trio.testing.wait_all_tasks_blocked()
     assert plane.calls == [("refused", (10, 3))]  # no connect_call, nothing to close
-    assert runner.hangups == [(3, 2, 4, "data plane error")]
+    assert tunnel.commands == [
+        ("hangup", 3, CdnResult.GENERAL_ERROR, ErrorCode.INSUFFICIENT_RESOURCES, "data plane error")
+    ]
     assert handler.records == {}
+
+
+async def test_frames_go_to_the_open_channel_and_are_dropped_without_one() -> None:
+    plane = NullDataPlane()
+    handler = DataPlaneSessions(plane, lns=True)
+    async with trio.open_nursery() as nursery:
+        tunnel = FakeTunnel(nursery)
+        handler.data_received(tunnel, DataReceived(sid=5, payload=b"\xff\x03\xc0\x21\x01"))
+        assert tunnel.counters == {"drop_data_no_session": 1}
+        handler.call_established(tunnel, CallEstablished(sid=5, peer_sid=50, info=ConnectInfo()))
+        await trio.testing.wait_all_tasks_blocked()
+        assert tunnel.commands == [("data_ready", 5)]
+        channel = handler.records[(10, 5)].channel
+        assert channel is not None
+        handler.data_received(tunnel, DataReceived(sid=5, payload=b"\xff\x03\xc0\x21\x02"))
+        # The address/control bytes are stripped: channels carry bare PPP frames.
+        assert await channel.receive() == b"\xc0\x21\x02"
+        await channel.send(b"\xc0\x21\x03")
+        assert tunnel.sent == [(5, b"\xff\x03\xc0\x21\x03")]
+        nursery.cancel_scope.cancel()

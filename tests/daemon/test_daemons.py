@@ -60,7 +60,8 @@ def test_simulated_calls_through_real_daemons(
             text=True,
         )
         # While the LAC holds its calls, the LNS shows all 100 of them, established and
-        # with an address (the LAC holds until every subscriber's IPCP is open).
+        # with an address (the LAC holds until every subscriber's IPCP is open, then until
+        # SIGTERM ends the hold: no race with the checks however slow the host).
         sessions = wait_for(
             lambda: (
                 (s := ctl(lns_sock, "show", "sessions"))

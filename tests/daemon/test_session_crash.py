@@ -2,42 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-import attrs
 import trio
 import trio.lowlevel
 import trio.testing
 
 from kl2tp.daemon.sessions import DataPlaneSessions, SessionRecord
 from kl2tp.dataplane.null import NullDataPlane
+from kl2tp.l2tp.constants import CdnResult
 from kl2tp.l2tp.events import CallEstablished, ConnectInfo
-
-
-@attrs.define
-class FakeEndpoint:
-    nursery: trio.Nursery
-    counters: dict[str, int] = attrs.field(factory=dict)
-
-    def drop(self, reason: str) -> None:
-        self.counters[reason] = self.counters.get(reason, 0) + 1
-
-
-@attrs.define
-class FakeCore:
-    peer_tunnel_id: int = 20
-
-
-@attrs.define
-class FakeRunner:
-    endpoint: FakeEndpoint
-    local_tunnel_id: int = 10
-    core: FakeCore = attrs.field(factory=FakeCore)
-    sessions: dict[int, Any] = attrs.field(factory=dict)
-    hangups: list[tuple[int, int, int, str]] = attrs.field(factory=list)
-
-    def hangup(self, sid: int, result: int = 3, error: int = 0, message: str = "") -> None:
-        self.hangups.append((sid, result, error, message))
+from tests.daemon.fake_tunnel import FakeTunnel
 
 
 class Buggy(DataPlaneSessions):
@@ -52,17 +25,16 @@ async def test_crashed_session_task_clears_its_call_and_nothing_else() -> None:
     dp = NullDataPlane()
     handler = Buggy(dp, lns=True)
     async with trio.open_nursery() as nursery:
-        runner = FakeRunner(FakeEndpoint(nursery))
+        tunnel = FakeTunnel(nursery)
         for sid in (1, 2):
             handler.call_established(
-                runner,  # type: ignore[arg-type]
-                CallEstablished(sid=sid, peer_sid=100 + sid, info=ConnectInfo()),
+                tunnel, CallEstablished(sid=sid, peer_sid=100 + sid, info=ConnectInfo())
             )
         with trio.fail_after(5):
             await trio.testing.wait_all_tasks_blocked()
         # Session 1 was cleared with a CDN (result 2) and removed from the data plane;
         # session 2 and the daemon's nursery live on.
-        assert runner.hangups == [(1, 2, 0, "internal error")]
+        assert tunnel.hangups() == [(1, CdnResult.GENERAL_ERROR, 0, "internal error")]
         assert handler.crashed == 1
         assert list(handler.records) == [(10, 2)]
         assert (10, 2) in dp.sessions

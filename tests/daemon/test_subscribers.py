@@ -7,6 +7,7 @@ authenticates against its users file and assigns addresses from its pool.
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -88,7 +89,7 @@ def subscribers_up(lab: Lab, n: int) -> list[dict[str, Any]]:
 
 def test_500_chap_subscribers(lab: Lab) -> None:
     size = lab.pool()["size"]
-    lac = lab.start_simulation(500, hold=3)
+    lac = lab.start_simulation(500, hold=600)
     try:
         sessions = subscribers_up(lab, 500)
         assert {s["username"] for s in sessions} == {f"user{n}" for n in range(1, 501)}
@@ -97,6 +98,7 @@ def test_500_chap_subscribers(lab: Lab) -> None:
         assert len(set(addresses)) == 500, "an address was handed out twice"
         assert all(a.startswith("10.20.") for a in addresses)
         assert lab.pool()["in_use"] == 500
+        lac.send_signal(signal.SIGTERM)  # ends the hold: the calls are cleared and reported
         out, err = lac.communicate(timeout=BOUND * 3)
     finally:
         lac.kill()
@@ -120,11 +122,12 @@ def test_500_chap_subscribers(lab: Lab) -> None:
 )
 def test_other_auth_methods(lab: Lab) -> None:
     method = "pap" if "pap" in lab.lac_cfg.read_text() else "mschapv2"
-    lac = lab.start_simulation(50, hold=2)
+    lac = lab.start_simulation(50, hold=600)
     try:
         sessions = subscribers_up(lab, 50)
         assert {s["auth"] for s in sessions} == {method}
         assert len({s["address"] for s in sessions}) == 50
+        lac.send_signal(signal.SIGTERM)
         out, err = lac.communicate(timeout=BOUND * 3)
     finally:
         lac.kill()
@@ -187,3 +190,35 @@ def test_proxy_renegotiated_when_configured(lab: Lab) -> None:
     assert "LCP: I FORCED CONFREQ" not in log
     assert log.count("CHAP: O CHALLENGE") >= 5
     assert lab.lns.stop() == 0
+
+
+@pytest.mark.parametrize(
+    "lab",
+    [{"lac_extra": '[subscriber]\ncalling_number = "0170555{n}"\ncalled_number = "614629"'}],
+    indirect=True,
+)
+def test_simulated_calls_carry_the_configured_numbers(lab: Lab) -> None:
+    lac = lab.start_simulation(3, hold=600)
+    try:
+        sessions = subscribers_up(lab, 3)
+        numbers = {s["username"]: (s["calling_number"], s["called_number"]) for s in sessions}
+        assert numbers == {f"user{n}": (f"0170555{n}", "614629") for n in (1, 2, 3)}
+        lac.send_signal(signal.SIGTERM)
+        out, err = lac.communicate(timeout=BOUND)
+    finally:
+        lac.kill()
+    assert lac.returncode == 0, err
+    assert json.loads(out)["established"] == 3
+
+
+def test_without_numbers_configured_none_are_sent(lab: Lab) -> None:
+    lac = lab.start_simulation(2, hold=600)
+    try:
+        sessions = subscribers_up(lab, 2)
+        # The LNS shows the numbers only of calls whose ICRQ carried them.
+        assert not [s for s in sessions if "calling_number" in s or "called_number" in s]
+        lac.send_signal(signal.SIGTERM)
+        lac.communicate(timeout=BOUND)
+    finally:
+        lac.kill()
+    assert lac.returncode == 0

@@ -1,0 +1,89 @@
+"""The control API's dispatch table and the LAC's tunnel keeper, without sockets."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+import pytest
+import trio
+import trio.testing
+
+from kl2tp.daemon.client import Backoff
+from kl2tp.daemon.control import ControlError
+from kl2tp.daemon.endpoint import Endpoint, TunnelSetupError
+from kl2tp.daemon.service import ControlApi, _keep_tunnel
+from kl2tp.dataplane.null import NullDataPlane
+from kl2tp.l2tp.tunnel import TunnelConfig
+
+
+def api() -> ControlApi:
+    plane = NullDataPlane()
+    endpoint = Endpoint(
+        role="lns", tunnel_config=TunnelConfig(), dataplane=plane, listen=("127.0.0.1", 0)
+    )
+    return ControlApi(endpoint, plane)
+
+
+def test_every_request_has_one_entry() -> None:
+    assert set(api().handlers) == {
+        ("show", "tunnels"),
+        ("show", "sessions"),
+        ("show", "summary"),
+        ("clear", "tunnel"),
+        ("clear", "session"),
+    }
+
+
+@pytest.mark.parametrize(
+    "request_",
+    [
+        {"cmd": "show", "what": "routes"},
+        {"cmd": "reboot", "what": "tunnels"},
+        {"cmd": "show"},
+        {"cmd": ["show"], "what": {"tunnels": 1}},
+    ],
+)
+async def test_unknown_requests_are_refused(request_: dict[str, Any]) -> None:
+    with pytest.raises(ControlError, match="unknown request"):
+        await api()(request_)
+
+
+async def test_clear_of_a_missing_tunnel_names_it() -> None:
+    with pytest.raises(ControlError, match="no tunnel 7"):
+        await api()({"cmd": "clear", "what": "tunnel", "tunnel": 7})
+    with pytest.raises(ControlError, match="tunnel must be an integer"):
+        await api()({"cmd": "clear", "what": "session", "tunnel": True, "session": 1})
+
+
+async def test_summary_always_shows_the_data_counters() -> None:
+    summary = await api()({"cmd": "show", "what": "summary"})
+    assert summary["counters"] == {"data_rx": 0, "data_early": 0}
+    assert "kernel" not in summary  # the null data plane has no kernel counters
+
+
+@attrs.define
+class RefusingEndpoint:
+    """Every dial fails; records when it was tried."""
+
+    tries: list[float] = attrs.field(factory=list)
+
+    async def dial(self, *args: object, **kwargs: object) -> object:
+        self.tries.append(trio.current_time())
+        raise TunnelSetupError("no answer")
+
+
+async def test_keep_tunnel_redials_with_the_client_backoff(
+    mock_clock: trio.testing.MockClock,
+) -> None:
+    mock_clock.autojump_threshold = 0
+    endpoint = RefusingEndpoint()
+    with trio.move_on_after(100):
+        await _keep_tunnel(
+            endpoint,  # type: ignore[arg-type]
+            ("127.0.0.1", 1701),
+            TunnelConfig(),
+            backoff=Backoff(initial=2.0, cap=16.0),
+        )
+    gaps = [round(b - a, 6) for a, b in zip(endpoint.tries, endpoint.tries[1:], strict=False)]
+    assert gaps[:6] == [2.0, 4.0, 8.0, 16.0, 16.0, 16.0]
