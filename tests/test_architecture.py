@@ -68,6 +68,7 @@ def test_cores_exist() -> None:
 #    (``runner.close(1, 0, "bye")``; ``sock.close()`` and ``link.close(now, reason)`` pass).
 # 5. Any call with ``result=<int>`` / ``error=<int>`` (``CallClosed(result=2, error=0)``).
 # 6. ``<x>.msg_type`` / ``.result`` / ``.error`` compared with an int literal.
+# 7. A parameter ``result`` / ``error`` with an int default (``def close(self, result=1)``).
 
 WIRE_ENUMS: tuple[type[enum.IntEnum], ...] = (
     MessageType,
@@ -158,6 +159,16 @@ def wire_number_findings(source: str, filename: str = "<snippet>") -> list[str]:
             for kw in node.keywords:
                 if kw.arg in CODE_KEYWORDS and _int_literal(kw.value):
                     report(node, f"{fname}({kw.arg}={ast.unparse(kw.value)}): use the enum")
+        elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            args = node.args
+            positional = [*args.posonlyargs, *args.args]
+            defaulted = positional[len(positional) - len(args.defaults) :]
+            pairs = list(zip(defaulted, args.defaults, strict=True))
+            kwonly = zip(args.kwonlyargs, args.kw_defaults, strict=True)
+            pairs += [(a, d) for a, d in kwonly if d is not None]
+            for arg, default in pairs:
+                if arg.arg in CODE_KEYWORDS and _int_literal(default):
+                    report(default, f"{node.name}({arg.arg}={ast.unparse(default)}): use the enum")
         elif isinstance(node, ast.Compare):
             operands = [node.left, *node.comparators]
             attrs = [
@@ -194,6 +205,8 @@ WIRE_SNIPPETS_BAD = [
     "info.closed = CallClosed(sid=sid, result=CdnResult.GENERAL_ERROR, error=0)",
     "if msg.msg_type != 1:\n    pass",
     "ok = 4 == closed.result",
+    "def close(self, result: int = 1, message: str = '') -> None: ...",
+    "async def hangup(sid: int, *, error: int = 0) -> None: ...",
 ]
 
 WIRE_SNIPPETS_GOOD = [
@@ -219,6 +232,8 @@ WIRE_SNIPPETS_GOOD = [
     "if msg.msg_type is MessageType.SCCRQ:\n    pass",
     "if len(tunnels) == 0:\n    pass",
     "ok = result.code == 0",
+    "def close(self, result: StopCcnResult = StopCcnResult.CLEAR_CONNECTION) -> None: ...",
+    "def wait(self, timeout: float = 1.0, retries: int = 3) -> None: ...",
 ]
 
 
