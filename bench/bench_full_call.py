@@ -27,6 +27,8 @@ from kl2tp.l2tp.tunnel import Tunnel
 from ppp import AddressRequest, AuthRequest, ChapCredentials, Link, LinkConfig, NetworkUp
 from ppp import verify_chap_md5 as verify
 
+data_ready = getattr(Tunnel, "data_ready", None)
+
 
 class FullCalls(TunnelPairs):
     """Tunnel pairs whose established calls run PPP through the tunnels' data messages."""
@@ -65,6 +67,10 @@ class FullCalls(TunnelPairs):
                     link = links[(tid, sid)] = Link(self.lns_cfg, rng=self.rng_lns)
                     link.open(now)
                     self._link_io(tunnel, sid, link, lns)
+                if data_ready is not None:
+                    # The session takes data from here on (the daemon: its channel is open).
+                    # Trees before data_ready hand data over without it.
+                    data_ready(tunnel, event.sid, now)
             elif isinstance(event, ev.CallClosed):
                 link = links.pop((tid, event.sid), None)
                 if link is not None:

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 
 import attrs
 
-from kl2tp.aaa.pool import PoolRange, parse_pool
+from kl2tp.values import PoolRange, Secret, parse_pool
 
 if TYPE_CHECKING:
     from kl2tp.l2tp.tunnel import TunnelConfig
@@ -49,7 +49,6 @@ __all__ = [
     "LogConfig",
     "PppConfig",
     "Role",
-    "Secret",
     "SubscriberConfig",
     "known_keys",
     "load_config",
@@ -96,24 +95,6 @@ class _Invalid(Exception):
 
 
 # -- value types ------------------------------------------------------------------------------
-
-
-@attrs.frozen(repr=False)
-class Secret:
-    """A shared secret or password; never shown by ``repr``, ``str`` or a log line."""
-
-    value: bytes = attrs.field(repr=False)
-    """The secret itself (UTF-8 bytes of what the operator wrote)."""
-
-    def reveal(self) -> bytes:
-        """The secret bytes, for the one place that needs them (MD5 input, hiding)."""
-        return self.value
-
-    def __repr__(self) -> str:
-        return "***"
-
-    def __str__(self) -> str:
-        return "***"
 
 
 @attrs.frozen

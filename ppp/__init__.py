@@ -20,20 +20,17 @@ reads a clock and imports nothing that does I/O; nothing here knows L2TP, RADIUS
 
 from ppp.auth import chap_md5_response, verify_chap_md5
 from ppp.config import AuthMethod, IpcpConfig, Ipv6cpConfig, LcpConfig, LinkConfig, ProxyMode
+from ppp.credentials import ChapCredentials, Credentials, MsChapV2Credentials, PapCredentials
 from ppp.events import (
     AddressRequest,
     Authenticated,
     AuthRequest,
-    ChapCredentials,
-    Credentials,
     DownReason,
     Ipv6Up,
     LinkDown,
     LinkUp,
-    MsChapV2Credentials,
     NetworkDown,
     NetworkUp,
-    PapCredentials,
     PppEvent,
 )
 from ppp.frame import PppDecodeError, Proto

@@ -1,4 +1,4 @@
-"""Events a :class:`ppp.link.Link` emits (``next_event()``), and the credentials it reports."""
+"""Events a :class:`ppp.link.Link` emits (``next_event()``); credentials: :mod:`ppp.credentials`."""
 
 from __future__ import annotations
 
@@ -8,21 +8,18 @@ from ipaddress import IPv4Address
 import attrs
 
 from ppp.config import AuthMethod
+from ppp.credentials import Credentials
 
 __all__ = [
     "AddressRequest",
     "AuthRequest",
     "Authenticated",
-    "ChapCredentials",
-    "Credentials",
     "DownReason",
     "Ipv6Up",
     "LinkDown",
     "LinkUp",
-    "MsChapV2Credentials",
     "NetworkDown",
     "NetworkUp",
-    "PapCredentials",
     "PppEvent",
 ]
 
@@ -56,41 +53,6 @@ class DownReason(enum.Enum):
     """The Network phase timed out before an NCP opened."""
     ECHO_TIMEOUT = "echo-timeout"
     """LCP Echo-Requests went unanswered."""
-
-
-@attrs.frozen
-class PapCredentials:
-    """PAP Authenticate-Request contents (RFC 1334 2.2.1)."""
-
-    password: str = attrs.field(repr=False)
-    """The password in clear, as the peer sent it."""
-
-
-@attrs.frozen
-class ChapCredentials:
-    """One CHAP-MD5 exchange (RFC 1994)."""
-
-    ident: int
-    """Identifier of the Challenge/Response (the LAC's under proxy authentication)."""
-    challenge: bytes
-    """The challenge value sent to the peer."""
-    response: bytes
-    """The peer's response value, MD5(ident, secret, challenge)."""
-
-
-@attrs.frozen
-class MsChapV2Credentials:
-    """One MS-CHAPv2 exchange (RFC 2759)."""
-
-    authenticator_challenge: bytes
-    """The 16-octet challenge we sent."""
-    peer_challenge: bytes
-    """The 16-octet Peer-Challenge from the Response."""
-    nt_response: bytes
-    """The 24-octet NT-Response."""
-
-
-Credentials = PapCredentials | ChapCredentials | MsChapV2Credentials
 
 
 @attrs.frozen

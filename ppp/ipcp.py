@@ -9,15 +9,12 @@ for 0.0.0.0 (and DNS 0.0.0.0) and takes the Naks.
 from __future__ import annotations
 
 from ipaddress import IPv4Address
-from typing import TYPE_CHECKING
 
 from ppp.config import IpcpConfig
 from ppp.frame import Code, PppDecodeError, Proto, decode_options, encode_option
-from ppp.fsm import build_reply
+from ppp.fsm import FsmConfig, build_reply
 from ppp.ncp import Ncp
-
-if TYPE_CHECKING:
-    from ppp.link import Link
+from ppp.services import ControlServices
 
 __all__ = ["ANY_ADDRESS", "Ipcp", "IpcpOption", "describe_ipcp_option", "requested_address"]
 
@@ -76,7 +73,13 @@ def requested_address(data: bytes) -> IPv4Address | None:
 
 
 class Ipcp(Ncp):
-    """IPCP option handler for one link."""
+    """IPCP option handler for one link.
+
+    Args:
+        services: the link's services.
+        config: IPCP's settings.
+        fsm: the automaton's timer and counters (LCP's).
+    """
 
     __slots__ = (
         "assigned",
@@ -89,8 +92,8 @@ class Ipcp(Ncp):
         "want_dns",
     )
 
-    def __init__(self, link: Link, config: IpcpConfig) -> None:
-        super().__init__(link, Proto.IPCP, link.config.lcp.fsm)
+    def __init__(self, services: ControlServices, config: IpcpConfig, fsm: FsmConfig) -> None:
+        super().__init__(services, Proto.IPCP, fsm)
         self.config = config
         self.assigned: int | None = None
         self.dns_offer: tuple[int, ...] = tuple(int(a) for a in config.dns[:2])

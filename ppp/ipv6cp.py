@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from ppp.config import Ipv6cpConfig
 from ppp.frame import Code, PppDecodeError, Proto, decode_options, encode_option
-from ppp.fsm import build_reply
+from ppp.fsm import FsmConfig, build_reply
 from ppp.ncp import Ncp
-
-if TYPE_CHECKING:
-    from ppp.link import Link
+from ppp.services import ControlServices
 
 __all__ = ["INTERFACE_ID", "Ipv6cp", "describe_ipv6cp_option"]
 
@@ -27,19 +23,25 @@ def describe_ipv6cp_option(option_type: int, value: bytes) -> str:
 
 
 class Ipv6cp(Ncp):
-    """IPv6CP option handler: negotiate non-zero, distinct interface identifiers."""
+    """IPv6CP option handler: negotiate non-zero, distinct interface identifiers.
+
+    Args:
+        services: the link's services.
+        config: IPv6CP's settings.
+        fsm: the automaton's timer and counters (LCP's).
+    """
 
     __slots__ = ("config", "peer_id", "want_id")
 
-    def __init__(self, link: Link, config: Ipv6cpConfig) -> None:
-        super().__init__(link, Proto.IPV6CP, link.config.lcp.fsm)
+    def __init__(self, services: ControlServices, config: Ipv6cpConfig, fsm: FsmConfig) -> None:
+        super().__init__(services, Proto.IPV6CP, fsm)
         self.config = config
         self.want_id: int | None = None
         self.peer_id = 0
 
     def _random_id(self, *avoid: int) -> int:
         while True:
-            value = self.link.rng.getrandbits(64)
+            value = self.services.rng.getrandbits(64)
             if value and value not in avoid:
                 return value
 

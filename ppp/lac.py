@@ -17,7 +17,8 @@ import random
 import attrs
 
 from ppp.config import AuthMethod, IpcpConfig, LinkConfig
-from ppp.events import AuthRequest, ChapCredentials, LinkDown, PapCredentials
+from ppp.credentials import ChapCredentials, PapCredentials
+from ppp.events import AuthRequest, LinkDown
 from ppp.frame import Code, PppDecodeError, Proto, decode_frame, decode_packet
 from ppp.link import Link
 from ppp.proxy import ProxyAuth, ProxyAuthType, ProxyLcp
@@ -148,7 +149,7 @@ def _result(
             response=creds.response,
         )
     elif isinstance(creds, PapCredentials):
-        auth = ProxyAuth(type=proxy_type, name=request.username, response=creds.password.encode())
+        auth = ProxyAuth(type=proxy_type, name=request.username, response=creds.password)
     else:
         raise ProxyNegotiationError("unexpected credentials")
     return ProxyNegotiation(subscriber, lcp, auth)

@@ -7,19 +7,17 @@ the negotiated values once the peer has acked), what the peer asked for and we a
 
 from __future__ import annotations
 
-import random
-from typing import TYPE_CHECKING
+import attrs
 
 from ppp.config import AuthMethod, LcpConfig
 from ppp.frame import Code, PppDecodeError, Proto, decode_options, encode_option
 from ppp.fsm import Event, Fsm, State, build_reply
-
-if TYPE_CHECKING:
-    from ppp.link import Link
+from ppp.services import LayerDown, LayerFinished, LayerUp, LcpServices, ProtocolRejected
 
 __all__ = [
     "AUTH_OPTION_VALUES",
     "DEFAULT_MRU",
+    "EchoTimeout",
     "Lcp",
     "LcpOption",
     "auth_method_from_option",
@@ -82,8 +80,21 @@ def describe_lcp_option(option_type: int, value: bytes) -> str:
     return f"Option {option_type}"
 
 
+@attrs.frozen(slots=True)
+class EchoTimeout:
+    """Keepalive gave up: the peer left ``count`` Echo-Requests in a row unanswered."""
+
+    count: int
+    """Echo-Requests that went unanswered."""
+
+
 class Lcp:
-    """LCP option handler and keepalive for one link."""
+    """LCP option handler and keepalive for one link.
+
+    Args:
+        services: the link's services (which also say the authentication methods in play).
+        config: LCP's settings.
+    """
 
     __slots__ = (
         "auth_tried",
@@ -92,7 +103,6 @@ class Lcp:
         "echo_id",
         "echo_pending",
         "fsm",
-        "link",
         "loops",
         "peer_accm",
         "peer_acfc",
@@ -100,6 +110,7 @@ class Lcp:
         "peer_magic",
         "peer_mru",
         "peer_pfc",
+        "services",
         "want_accm",
         "want_acfc",
         "want_auth",
@@ -108,8 +119,8 @@ class Lcp:
         "want_pfc",
     )
 
-    def __init__(self, link: Link, config: LcpConfig) -> None:
-        self.link = link
+    def __init__(self, services: LcpServices, config: LcpConfig) -> None:
+        self.services = services
         self.config = config
         self.fsm = Fsm(self, config.fsm, self.send)
         self.loops = 0
@@ -125,15 +136,9 @@ class Lcp:
         self.want_acfc = False
         self._clear_peer()
 
-    @property
-    def rng(self) -> random.Random:
-        """The link's random source."""
-        rng: random.Random = self.link.rng
-        return rng
-
     def send(self, code: int, identifier: int, data: bytes) -> None:
         """Send an LCP packet."""
-        self.link.control_send(Proto.LCP, self.fsm.prior, code, identifier, data)
+        self.services.control_send(Proto.LCP, self.fsm.prior, code, identifier, data)
 
     def _clear_peer(self) -> None:
         self.peer_mru = DEFAULT_MRU
@@ -145,7 +150,7 @@ class Lcp:
 
     def _new_magic(self, avoid: int = 0) -> int:
         while True:
-            magic = self.rng.getrandbits(32)
+            magic = self.services.rng.getrandbits(32)
             if magic and magic != avoid:
                 return magic
 
@@ -156,7 +161,7 @@ class Lcp:
         config = self.config
         self.want_mru = config.mru if config.mru != DEFAULT_MRU else None
         self.want_accm = config.accm
-        auth = self.link.config.auth
+        auth = self.services.demanded_auth
         self.want_auth = auth[0] if auth else None
         self.auth_tried = 0
         self.want_magic = self._new_magic() if config.magic else None
@@ -230,14 +235,14 @@ class Lcp:
             elif option_type == LcpOption.ACCM and len(value) == 4:
                 self.want_accm = (self.want_accm or 0) | int.from_bytes(value, "big")
             elif option_type == LcpOption.AUTH and self.want_auth is not None:
-                self._next_auth(auth_method_from_option(value))
+                self._next_auth(self.want_auth, auth_method_from_option(value))
         return True
 
-    def _next_auth(self, suggested: AuthMethod | None) -> None:
-        methods = self.link.config.auth
-        current = self.want_auth
-        if current is not None:
-            self.auth_tried |= 1 << methods.index(current)
+    def _next_auth(self, current: AuthMethod, suggested: AuthMethod | None) -> None:
+        """The peer will not do ``current``: its suggestion if we have not tried it, else our
+        next untried method, else none."""
+        methods = self.services.demanded_auth
+        self.auth_tried |= 1 << methods.index(current)
         untried = [m for i, m in enumerate(methods) if not self.auth_tried & (1 << i)]
         if suggested in untried:
             self.want_auth = suggested
@@ -284,7 +289,7 @@ class Lcp:
                 self.peer_accm = int.from_bytes(original, "big")
             elif option_type == LcpOption.AUTH and size >= 2:
                 method = auth_method_from_option(original)
-                willing = self.link.willing_auth()
+                willing = self.services.willing_auth
                 if method is not None and method in willing:
                     self.peer_auth = method
                 elif willing and not reject_if_disagree:
@@ -316,12 +321,12 @@ class Lcp:
         self.echo_pending = 0
         if self.config.echo_interval > 0:
             self.echo_deadline = now + self.config.echo_interval
-        self.link.lcp_up(now)
+        self.services.signal(LayerUp(Proto.LCP), now)
 
     def down(self, now: float) -> None:
         """This-Layer-Down."""
         self.echo_deadline = None
-        self.link.lcp_down(now)
+        self.services.signal(LayerDown(Proto.LCP), now)
 
     def starting(self, now: float) -> None:
         """This-Layer-Started: the L2TP session is our lower layer and is already up."""
@@ -329,7 +334,7 @@ class Lcp:
     def finished(self, now: float) -> None:
         """This-Layer-Finished: the link is Dead."""
         self.echo_deadline = None
-        self.link.lcp_finished(now)
+        self.services.signal(LayerFinished(Proto.LCP), now)
 
     def extended_code(self, code: int, identifier: int, data: bytes, now: float) -> Event | None:
         """LCP codes 8-13 (RFC 1661 5.7-5.9, RFC 1570)."""
@@ -340,7 +345,7 @@ class Lcp:
             protocol = int.from_bytes(data[:2], "big")
             if protocol == Proto.LCP:
                 return Event.RXJ_MINUS
-            self.link.protocol_rejected(protocol, now)
+            self.services.signal(ProtocolRejected(protocol), now)
             return Event.RXJ_PLUS
         if code == Code.ECHOREP:
             if opened and len(data) >= 4:
@@ -362,18 +367,18 @@ class Lcp:
 
     # -- keepalive -----------------------------------------------------------------------------
 
-    def handle_echo_timer(self, now: float) -> None:
-        """Send the next Echo-Request, or declare the link dead after ``echo_failure`` misses."""
+    def handle_echo_timer(self, now: float) -> EchoTimeout | None:
+        """Send the next Echo-Request; after ``echo_failure`` misses, report the timeout."""
         if self.echo_deadline is None or now < self.echo_deadline:
-            return
+            return None
         if self.echo_pending >= self.config.echo_failure:
             self.echo_deadline = None
-            self.link.echo_failed(now, self.echo_pending)
-            return
+            return EchoTimeout(self.echo_pending)
         self.echo_pending += 1
         self.echo_deadline = now + self.config.echo_interval
         self.echo_id = (self.echo_id + 1) & 0xFF
         self.send(Code.ECHOREQ, self.echo_id, (self.want_magic or 0).to_bytes(4, "big"))
+        return None
 
     # -- proxy LCP -----------------------------------------------------------------------------
 
@@ -401,7 +406,7 @@ class Lcp:
                 self.want_accm = int.from_bytes(value, "big")
             elif option_type == LcpOption.AUTH:
                 method = auth_method_from_option(value)
-                if method is None or method not in self.link.config.auth:
+                if method is None or method not in self.services.demanded_auth:
                     return False
                 self.want_auth = method
             elif option_type == LcpOption.MAGIC and len(value) == 4:
@@ -412,7 +417,7 @@ class Lcp:
                 self.want_acfc = True
             else:
                 return False
-        if self.link.config.auth and self.want_auth is None:
+        if self.services.demanded_auth and self.want_auth is None:
             return False  # we must authenticate the peer, and the LAC agreed no protocol
         verdict, _ = self.request_ci(last_received, False)
         return verdict == Code.CONFACK

@@ -21,6 +21,11 @@ it is dropped here, the data plane carries it.
 The roles differ only by :class:`ppp.config.LinkConfig` values: the LNS demands ``auth`` and
 assigns the peer's address; the LAC's subscriber has ``username``/``password`` and asks for an
 address.
+
+The protocol handlers know nothing of this class: the link is their services object
+(:mod:`ppp.services`), and it acts on what they return (:class:`ppp.auth.AuthDone`,
+:class:`ppp.lcp.EchoTimeout`, an :class:`ppp.events.AuthRequest`) and on the layer signals
+they report.
 """
 
 from __future__ import annotations
@@ -31,13 +36,21 @@ import random
 from collections.abc import Callable
 from ipaddress import IPv4Address
 
-from ppp.auth import ChapAuthenticator, ChapCode, ChapPeer, PapAuthenticator, PapCode, PapPeer
+from ppp.auth import (
+    AuthDone,
+    AuthOutcome,
+    ChapAuthenticator,
+    ChapCode,
+    ChapPeer,
+    PapAuthenticator,
+    PapCode,
+    PapPeer,
+)
 from ppp.config import AuthMethod, LinkConfig, ProxyMode
 from ppp.events import (
     AddressRequest,
     Authenticated,
     AuthRequest,
-    Credentials,
     DownReason,
     Ipv6Up,
     LinkDown,
@@ -62,6 +75,7 @@ from ppp.ipv6cp import Ipv6cp, describe_ipv6cp_option
 from ppp.lcp import Lcp, describe_lcp_option
 from ppp.ncp import Ncp
 from ppp.proxy import ProxyAuth, ProxyAuthType, ProxyLcp
+from ppp.services import LayerDown, LayerUp, ProtocolRejected, Signal
 
 __all__ = ["Link", "Phase", "logger"]
 
@@ -115,7 +129,6 @@ class Link:
         "down_reason",
         "ipcp",
         "ipv6cp",
-        "last_success_message",
         "lcp",
         "name",
         "peer",
@@ -136,14 +149,14 @@ class Link:
         self.phase = Phase.DEAD
         self.phase_deadline: float | None = None
         self.lcp = Lcp(self, config.lcp)
-        self.ipcp = Ipcp(self, config.ipcp) if config.ipcp.enabled else None
-        self.ipv6cp = Ipv6cp(self, config.ipv6cp) if config.ipv6cp.enabled else None
+        fsm = config.lcp.fsm
+        self.ipcp = Ipcp(self, config.ipcp, fsm) if config.ipcp.enabled else None
+        self.ipv6cp = Ipv6cp(self, config.ipv6cp, fsm) if config.ipv6cp.enabled else None
         self.authenticator: PapAuthenticator | ChapAuthenticator | None = None
         self.peer: PapPeer | ChapPeer | None = None
         self.authenticator_ok = False
         self.peer_ok = False
         self.username = ""
-        self.last_success_message = ""
         self.proxy_auth: ProxyAuth | None = None
         self.proxy_lcp_forced = False
         self.address_pending = False
@@ -281,11 +294,15 @@ class Link:
             if fsm is not None and self.alive:
                 fsm.handle_timer(now)
         if self.alive:
-            self.lcp.handle_echo_timer(now)
+            echo = self.lcp.handle_echo_timer(now)
+            if echo is not None:
+                self.close(
+                    now, DownReason.ECHO_TIMEOUT, f"no response to {echo.count} echo-requests"
+                )
         if self.authenticator is not None and self.alive:
-            self.authenticator.handle_timer(now)
+            self._authenticator_outcome(self.authenticator.handle_timer(now), now)
         if self.peer is not None and self.alive:
-            self.peer.handle_timer(now)
+            self._peer_outcome(self.peer.handle_timer(now), now)
 
     def next_event(self) -> PppEvent | None:
         """The oldest pending event, or None."""
@@ -321,7 +338,8 @@ class Link:
                 self.ipcp.assigned = int(address)
             if dns:
                 self.ipcp.dns_offer = tuple(int(a) for a in dns[:2])
-        self.authenticator.verdict(now, accepted, message, authenticator_response)
+        outcome = self.authenticator.verdict(now, accepted, message, authenticator_response)
+        self._authenticator_outcome(outcome, now)
 
     def address_result(
         self, now: float, address: IPv4Address | None, *, dns: tuple[IPv4Address, ...] = ()
@@ -358,7 +376,7 @@ class Link:
             return self.peer.method
         return None
 
-    # -- used by the protocol handlers ---------------------------------------------------------
+    # -- services for the protocol handlers (ppp.services) ------------------------------------
 
     @property
     def tracing(self) -> bool:
@@ -385,13 +403,48 @@ class Link:
             encode_frame(protocol, packet, address_control=self.config.send_address_control)
         )
 
+    @property
+    def demanded_auth(self) -> tuple[AuthMethod, ...]:
+        """Methods we demand of the peer, preferred first (``config.auth``)."""
+        return self.config.auth
+
+    @property
     def willing_auth(self) -> tuple[AuthMethod, ...]:
         """Methods we would authenticate ourselves with (we need a name and a password)."""
         if self.config.username is None or self.config.password is None:
             return ()
         return self.config.accept_auth
 
-    def lcp_up(self, now: float) -> None:
+    def signal(self, signal: Signal, now: float) -> None:
+        """A handler's layer signal (This-Layer-Up/-Down/-Finished, a Protocol-Reject)."""
+        if isinstance(signal, ProtocolRejected):
+            self._protocol_rejected(signal.protocol, now)
+            return
+        if signal.protocol == Proto.LCP:
+            if isinstance(signal, LayerUp):
+                self._lcp_up(now)
+            elif isinstance(signal, LayerDown):
+                self._lcp_down(now)
+            else:  # LayerFinished
+                self._lcp_finished(now)
+            return
+        ncp = self.ipcp if signal.protocol == Proto.IPCP else self.ipv6cp
+        assert ncp is not None  # only a running NCP signals
+        if isinstance(signal, LayerUp):
+            self._ncp_up(ncp, now)
+        elif isinstance(signal, LayerDown):
+            self._emit(NetworkDown(ncp.protocol))
+        else:  # LayerFinished
+            self._ncp_finished(ncp, now)
+
+    @property
+    def alive(self) -> bool:
+        """Not Dead yet."""
+        return self.phase is not Phase.DEAD
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _lcp_up(self, now: float) -> None:
         """LCP This-Layer-Up: report, then Authenticate or Network phase."""
         lcp = self.lcp
         if self.tracing:
@@ -420,7 +473,7 @@ class Link:
             self._emit(Authenticated("", None))
             self._enter_network(now)
 
-    def lcp_down(self, now: float) -> None:
+    def _lcp_down(self, now: float) -> None:
         """LCP This-Layer-Down: the NCPs and authentication go down with it."""
         if self.tracing:
             self.trace("LCP", f"State is {STATE_NAMES[self.lcp.fsm.state]}")
@@ -437,7 +490,7 @@ class Link:
         else:
             self._set_phase(Phase.ESTABLISH, now + self.config.establish_timeout)
 
-    def lcp_finished(self, now: float) -> None:
+    def _lcp_finished(self, now: float) -> None:
         """LCP This-Layer-Finished: the link is Dead."""
         if self.down_reason is None:
             if self.phase is Phase.ESTABLISH:
@@ -449,7 +502,7 @@ class Link:
                 self._set_reason(DownReason.PEER_TERMINATED, "")
         self._dead(now)
 
-    def protocol_rejected(self, protocol: int, now: float) -> None:
+    def _protocol_rejected(self, protocol: int, now: float) -> None:
         """The peer Protocol-Rejected one of ours (RFC 1661 5.7)."""
         if self.tracing:
             self.trace("LCP", f"protocol 0x{protocol:04X} rejected by the peer")
@@ -459,43 +512,40 @@ class Link:
                     ncp.fsm.event(Event.RXJ_MINUS, now)
                 else:
                     self.address_pending = False
-                    self.ncp_finished(ncp, now)
+                    self._ncp_finished(ncp, now)
                 return
         if protocol in _AUTH_PROTOCOLS and self.phase is Phase.AUTHENTICATE:
             self.close(now, DownReason.AUTH_REFUSED, "peer rejected the authentication protocol")
 
-    def echo_failed(self, now: float, count: int) -> None:
-        """Keepalive gave up."""
-        self.close(now, DownReason.ECHO_TIMEOUT, f"no response to {count} echo-requests")
-
-    def auth_request(
-        self, username: str, method: AuthMethod, credentials: Credentials, *, proxy: bool
-    ) -> None:
-        """The authenticator needs a verdict."""
-        self.username = username
-        self._emit(AuthRequest(username, method, credentials, proxy))
-
-    def authenticator_done(self, now: float, ok: bool, message: str, timeout: bool = False) -> None:
-        """Our authentication of the peer finished."""
-        if not ok:
-            reason = DownReason.AUTH_TIMEOUT if timeout else DownReason.AUTH_FAILED
-            self.close(now, reason, message)
+    def _authenticator_outcome(self, outcome: AuthOutcome | None, now: float) -> None:
+        """Act on what our authenticator returned: pass a request on, or go on / go down."""
+        if outcome is None:
+            return
+        if isinstance(outcome, AuthRequest):
+            self.username = outcome.username
+            self._emit(outcome)
+            return
+        if not outcome.ok:
+            reason = DownReason.AUTH_TIMEOUT if outcome.timeout else DownReason.AUTH_FAILED
+            self.close(now, reason, outcome.message)
             return
         self.authenticator_ok = True
         self._auth_progress(now)
 
-    def peer_auth_done(self, now: float, ok: bool, message: str, timeout: bool = False) -> None:
-        """The peer's authentication of us finished."""
-        if not ok:
-            reason = DownReason.AUTH_TIMEOUT if timeout else DownReason.AUTH_FAILED
-            self.close(now, reason, message)
+    def _peer_outcome(self, outcome: AuthDone | None, now: float) -> None:
+        """Act on the end of the peer's authentication of us."""
+        if outcome is None:
+            return
+        if not outcome.ok:
+            reason = DownReason.AUTH_TIMEOUT if outcome.timeout else DownReason.AUTH_FAILED
+            self.close(now, reason, outcome.message)
             return
         self.peer_ok = True
         if self.authenticator is None:
             self.username = self.config.username or ""
         self._auth_progress(now)
 
-    def ncp_up(self, ncp: Ncp, now: float) -> None:
+    def _ncp_up(self, ncp: Ncp, now: float) -> None:
         """An NCP opened."""
         self.phase_deadline = None
         if self.tracing:
@@ -509,11 +559,7 @@ class Link:
         elif isinstance(ncp, Ipv6cp):
             self._emit(Ipv6Up(ncp.want_id or 0, ncp.peer_id))
 
-    def ncp_down(self, ncp: Ncp, now: float) -> None:
-        """An NCP left Opened."""
-        self._emit(NetworkDown(ncp.protocol))
-
-    def ncp_finished(self, ncp: Ncp, now: float) -> None:
+    def _ncp_finished(self, ncp: Ncp, now: float) -> None:
         """An NCP gave up; with no NCP left the link has no purpose."""
         if self.tracing:
             self.trace(_PROTO_NAMES.get(ncp.protocol, "NCP"), "State is Closed")
@@ -525,13 +571,6 @@ class Link:
             ):
                 return
         self.close(now, DownReason.NCP_FAILED, "no network protocols running")
-
-    @property
-    def alive(self) -> bool:
-        """Not Dead yet."""
-        return self.phase is not Phase.DEAD
-
-    # -- internals -----------------------------------------------------------------------------
 
     def _emit(self, event: PppEvent) -> None:
         self._events.append(event)
@@ -589,7 +628,7 @@ class Link:
         if self.peer is not None:
             self.peer.start(now)
         if self.authenticator is not None and self.phase is Phase.AUTHENTICATE:
-            self.authenticator.start(now, proxy)
+            self._authenticator_outcome(self.authenticator.start(now, proxy), now)
 
     def _usable_proxy_auth(self, method: AuthMethod | None) -> ProxyAuth | None:
         proxy = self.proxy_auth
@@ -671,10 +710,15 @@ class Link:
             to_authenticator = code == PapCode.REQUEST
         else:
             to_authenticator = code == ChapCode.RESPONSE
-        target = self.authenticator if to_authenticator else self.peer
-        if target is None or (target.method is AuthMethod.PAP) != (protocol == Proto.PAP):
-            return
-        target.receive(code, ident, data, now)
+        is_pap = protocol == Proto.PAP
+        if to_authenticator:
+            authenticator = self.authenticator
+            if authenticator is not None and (authenticator.method is AuthMethod.PAP) == is_pap:
+                self._authenticator_outcome(authenticator.receive(code, ident, data, now), now)
+        else:
+            peer = self.peer
+            if peer is not None and (peer.method is AuthMethod.PAP) == is_pap:
+                self._peer_outcome(peer.receive(code, ident, data, now), now)
 
     def _trace_packet(
         self, direction: str, protocol: int, state: State, code: int, ident: int, data: bytes

@@ -1,49 +1,53 @@
-"""What IPCP and IPv6CP share: the link callbacks and the codes NCPs do not extend."""
+"""What IPCP and IPv6CP share: the layer signals and the codes NCPs do not extend."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import abc
 
 from ppp.fsm import Event, Fsm, FsmConfig
-
-if TYPE_CHECKING:
-    from ppp.link import Link
+from ppp.services import ControlServices, LayerDown, LayerFinished, LayerUp
 
 __all__ = ["Ncp"]
 
 
-class Ncp:
-    """Base of the NCP option handlers: an automaton bound to one protocol number."""
+class Ncp(abc.ABC):
+    """Base of the NCP option handlers: an automaton bound to one protocol number.
 
-    __slots__ = ("fsm", "link", "protocol")
+    Args:
+        services: the link's services (sending, trace, randomness, layer signals).
+        protocol: the NCP's protocol number.
+        config: the automaton's timer and counters.
+    """
 
-    def __init__(self, link: Link, protocol: int, config: FsmConfig) -> None:
-        self.link = link
+    __slots__ = ("fsm", "protocol", "services")
+
+    def __init__(self, services: ControlServices, protocol: int, config: FsmConfig) -> None:
+        self.services = services
         self.protocol = protocol
         self.fsm = Fsm(self, config, self._send)
 
     def _send(self, code: int, identifier: int, data: bytes) -> None:
-        self.link.control_send(self.protocol, self.fsm.prior, code, identifier, data)
+        self.services.control_send(self.protocol, self.fsm.prior, code, identifier, data)
 
+    @abc.abstractmethod
     def reset(self) -> None:
         """Subclasses: back to the configured wishes."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def add_ci(self) -> bytes:
         """Subclasses: our Configure-Request options."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def nak_ci(self, data: bytes, treat_as_reject: bool) -> bool:
         """Subclasses: apply a Configure-Nak."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def reject_ci(self, data: bytes) -> bool:
         """Subclasses: apply a Configure-Reject."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def request_ci(self, data: bytes, reject_if_disagree: bool) -> tuple[int, bytes]:
         """Subclasses: judge the peer's Configure-Request."""
-        raise NotImplementedError
 
     def ack_ci(self, data: bytes) -> bool:
         """The request was acked as sent."""
@@ -51,24 +55,24 @@ class Ncp:
 
     def up(self, now: float) -> None:
         """This-Layer-Up."""
-        self.link.ncp_up(self, now)
+        self.services.signal(LayerUp(self.protocol), now)
 
     def down(self, now: float) -> None:
         """This-Layer-Down."""
-        self.link.ncp_down(self, now)
+        self.services.signal(LayerDown(self.protocol), now)
 
-    def starting(self, now: float) -> None:
+    def starting(self, now: float) -> None:  # noqa: B027 (a hook NCPs leave empty)
         """This-Layer-Started: LCP is our lower layer; the link opens us once it is up."""
 
     def finished(self, now: float) -> None:
         """This-Layer-Finished."""
-        self.link.ncp_finished(self, now)
+        self.services.signal(LayerFinished(self.protocol), now)
 
     def extended_code(self, code: int, identifier: int, data: bytes, now: float) -> Event | None:
         """NCPs have only codes 1-7: anything else is unknown (Code-Reject)."""
         return None
 
-    def code_rejected(self, code: int) -> None:
+    def code_rejected(self, code: int) -> None:  # noqa: B027 (a hook NCPs leave empty)
         """Nothing optional to give up."""
 
     def echo_reply(self, data: bytes) -> bytes:

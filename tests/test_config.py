@@ -17,12 +17,12 @@ from kl2tp.config import (
     ConfigError,
     Endpoint,
     Role,
-    Secret,
     known_keys,
     load_config,
     load_default,
     parse_config,
 )
+from kl2tp.values import Secret
 
 ROOT = Path(__file__).resolve().parent.parent
 MANPAGE = ROOT / "docs" / "kl2tp.toml.5.md"

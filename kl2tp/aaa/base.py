@@ -1,10 +1,11 @@
 """The AAA interface: what the LNS asks a back end, and what it answers.
 
-The PPP core emits "authenticate this" with the credentials it saw; the daemon wraps them in an
-`AuthRequest`, awaits `Authenticator.authenticate`, and feeds the `AuthResult` back into the
-core. Back ends: `kl2tp.aaa.local.LocalAuthenticator` (users file) now, RADIUS (pyrad's packet
-codec over a trio UDP socket) later; both implement the `Authenticator` protocol, so the daemon
-does not know which one it talks to.
+The PPP core emits "authenticate this" with the credentials it saw (`ppp.credentials`: the
+same types here, bytes as they came off the wire); the daemon wraps them in an `AuthRequest`,
+awaits `Authenticator.authenticate`, and feeds the `AuthResult` back into the core. Back ends:
+`kl2tp.aaa.local.LocalAuthenticator` (users file) now, RADIUS (pyrad's packet codec over a trio
+UDP socket) later; both implement the `Authenticator` protocol, so the daemon does not know
+which one it talks to.
 
 Address assignment: a back end may return ``framed_address`` (a static address from the users
 file, RADIUS Framed-IP-Address); when it does not, the daemon takes one from the
@@ -16,75 +17,22 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from ipaddress import IPv4Address
-from typing import Literal, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import attrs
 
-from kl2tp.config import Secret
+from ppp.config import AuthMethod
+from ppp.credentials import Credentials
 
 __all__ = [
     "AaaCounters",
     "AccountingKind",
     "AccountingRecord",
-    "AuthMethod",
     "AuthRequest",
     "AuthResult",
     "Authenticator",
-    "ChapCredentials",
-    "Credentials",
-    "MsChapV2Credentials",
-    "PapCredentials",
     "SessionContext",
 ]
-
-AuthMethod = Literal["pap", "chap", "mschapv2"]
-
-
-@attrs.frozen
-class PapCredentials:
-    """What a PAP Authenticate-Request carries (RFC 1334 2.2.1)."""
-
-    password: Secret
-    """The password, in clear, as the peer sent it."""
-
-    method: AuthMethod = attrs.field(default="pap", init=False)
-    """Always ``"pap"``."""
-
-
-@attrs.frozen
-class ChapCredentials:
-    """A CHAP-MD5 exchange (RFC 1994): the challenge we (or the LAC, for proxy auth) sent and
-    the peer's response."""
-
-    ident: int = attrs.field(
-        validator=attrs.validators.and_(attrs.validators.ge(0), attrs.validators.le(255))
-    )
-    """The Identifier of the Challenge/Response (the LAC's id under proxy authentication)."""
-    challenge: bytes
-    """The challenge value sent to the peer."""
-    response: bytes
-    """The peer's response value: MD5(ident, secret, challenge), 16 bytes."""
-
-    method: AuthMethod = attrs.field(default="chap", init=False)
-    """Always ``"chap"``."""
-
-
-@attrs.frozen
-class MsChapV2Credentials:
-    """An MS-CHAPv2 exchange (RFC 2759)."""
-
-    authenticator_challenge: bytes
-    """The 16-octet challenge the authenticator (LNS) sent."""
-    peer_challenge: bytes
-    """The 16-octet Peer-Challenge from the Response packet."""
-    nt_response: bytes
-    """The 24-octet NT-Response from the Response packet."""
-
-    method: AuthMethod = attrs.field(default="mschapv2", init=False)
-    """Always ``"mschapv2"``."""
-
-
-Credentials = PapCredentials | ChapCredentials | MsChapV2Credentials
 
 
 @attrs.frozen
@@ -122,7 +70,7 @@ class AuthRequest:
 
     @property
     def method(self) -> AuthMethod:
-        """``"pap"``, ``"chap"`` or ``"mschapv2"``, from the credentials."""
+        """PAP, CHAP or MS-CHAPv2 (a ``str`` enum: ``"pap"``, ...), from the credentials."""
         return self.credentials.method
 
 

@@ -25,18 +25,11 @@ from pathlib import Path
 
 import attrs
 
-from kl2tp.aaa.base import (
-    AaaCounters,
-    AccountingRecord,
-    AuthMethod,
-    AuthRequest,
-    AuthResult,
-    ChapCredentials,
-    MsChapV2Credentials,
-    PapCredentials,
-)
-from kl2tp.config import Config, ConfigError, Secret
+from kl2tp.aaa.base import AaaCounters, AccountingRecord, AuthRequest, AuthResult
+from kl2tp.config import Config, ConfigError
+from kl2tp.values import Secret
 from ppp import mschapv2
+from ppp.credentials import ChapCredentials, MsChapV2Credentials, PapCredentials
 
 __all__ = [
     "LocalAuthenticator",
@@ -64,7 +57,8 @@ class LocalUser:
     name: str
     """User name as the peer gives it (case-sensitive)."""
     password: Secret
-    """Password (UTF-8)."""
+    """Password: the octets a PAP peer must send, the secret of CHAP (UTF-8 of the file's
+    text; MS-CHAPv2 hashes its Unicode form, so it must be valid UTF-8 for that method)."""
     address: IPv4Address | None = None
     """Static address; None: from the pool."""
 
@@ -202,12 +196,22 @@ def verify_mschapv2(username: str, password: str, credentials: MsChapV2Credentia
 
 
 def _pap_ok(user: LocalUser, credentials: PapCredentials) -> bool:
-    return hmac.compare_digest(user.password.reveal(), credentials.password.reveal())
+    # bytes against bytes, constant time: any octets the peer sends can match
+    return hmac.compare_digest(user.password.reveal(), credentials.password)
 
 
 def _chap_ok(user: LocalUser, credentials: ChapCredentials) -> bool:
     expected = chap_md5_response(credentials.ident, user.password.reveal(), credentials.challenge)
     return hmac.compare_digest(expected, credentials.response)
+
+
+def _mschapv2_ok(username: str, user: LocalUser, credentials: MsChapV2Credentials) -> str | None:
+    try:
+        # the NT hash is over the Unicode password: octets that are no text have none
+        password = user.password.reveal().decode()
+    except UnicodeDecodeError:
+        return None
+    return verify_mschapv2(username, password, credentials)
 
 
 class LocalAuthenticator:
@@ -222,7 +226,7 @@ class LocalAuthenticator:
     def __init__(
         self,
         users: Mapping[str, LocalUser],
-        methods: Iterable[AuthMethod] = ("pap", "chap", "mschapv2"),
+        methods: Iterable[str] = ("pap", "chap", "mschapv2"),
         dns: Iterable[IPv4Address] = (),
     ) -> None:
         self.users = dict(users)
@@ -273,9 +277,7 @@ class LocalAuthenticator:
         elif isinstance(credentials, ChapCredentials):
             ok = _chap_ok(checked, credentials)
         else:
-            authenticator_response = verify_mschapv2(
-                request.username, checked.password.reveal().decode(), credentials
-            )
+            authenticator_response = _mschapv2_ok(request.username, checked, credentials)
             ok = authenticator_response is not None
         if not known:
             return AuthResult(False, _FAILED, reason="unknown-user")

@@ -1,11 +1,12 @@
 """IPv4 address pools for PPP subscribers.
 
-A pool is a contiguous range, written either as a CIDR prefix (``10.0.0.0/24``: the network and
-broadcast addresses are left out, except for /31 and /32 as in RFC 3021) or as ``first-last``
-(both ends included). Allocation and release are O(1) whatever the size of the range: addresses
-that were never handed out come first, from a moving cursor; released ones go to the back of a
-FIFO free list used after that, so an address that was just given back is the last to be handed
-out again (ARP and route caches on the way have time to forget it).
+A pool is a contiguous range (`kl2tp.values.PoolRange`), written either as a CIDR prefix
+(``10.0.0.0/24``: the network and broadcast addresses are left out, except for /31 and /32 as in
+RFC 3021) or as ``first-last`` (both ends included). Allocation and release are O(1) whatever
+the size of the range: addresses that were never handed out come first, from a moving cursor;
+released ones go to the back of a FIFO free list used after that, so an address that was just
+given back is the last to be handed out again (ARP and route caches on the way have time to
+forget it).
 
 The pool never hands out an address twice: ``in_use`` is the single truth, and every path that
 hands out an address checks it.
@@ -15,70 +16,15 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterable
-from ipaddress import AddressValueError, IPv4Address, IPv4Network, NetmaskValueError
+from ipaddress import IPv4Address
 from typing import TYPE_CHECKING
 
-import attrs
+from kl2tp.values import PoolRange, parse_pool
 
 if TYPE_CHECKING:
     from kl2tp.config import PppConfig
 
-__all__ = ["AddressPool", "PoolRange", "parse_pool"]
-
-
-@attrs.frozen
-class PoolRange:
-    """An inclusive range of IPv4 addresses, as written in the configuration."""
-
-    first: IPv4Address
-    """Lowest address of the range."""
-    last: IPv4Address
-    """Highest address of the range (included)."""
-    text: str
-    """The range as the operator wrote it, for messages."""
-
-    @property
-    def count(self) -> int:
-        """Number of addresses in the range, exclusions not taken into account."""
-        return int(self.last) - int(self.first) + 1
-
-    def __contains__(self, address: object) -> bool:
-        return isinstance(address, IPv4Address) and int(self.first) <= int(address) <= int(
-            self.last
-        )
-
-    def __str__(self) -> str:
-        return self.text
-
-
-def parse_pool(text: str) -> PoolRange:
-    """Parse ``"10.0.0.0/24"`` or ``"10.0.0.2-10.0.0.254"`` into a `PoolRange`.
-
-    Raises:
-        ValueError: with a message that says what is wrong (no file or key: the caller adds them).
-    """
-    text = text.strip()
-    if "-" in text:
-        first_text, _, last_text = text.partition("-")
-        try:
-            first = IPv4Address(first_text.strip())
-            last = IPv4Address(last_text.strip())
-        except AddressValueError as exc:
-            raise ValueError(f"bad address in range: {exc}") from None
-        if int(last) < int(first):
-            raise ValueError(f"range ends ({last}) before it starts ({first})")
-        return PoolRange(first, last, text)
-    if "/" in text:
-        try:
-            network = IPv4Network(text, strict=True)
-        except (AddressValueError, NetmaskValueError) as exc:
-            raise ValueError(f"bad CIDR prefix: {exc}") from None
-        except ValueError as exc:  # host bits set
-            raise ValueError(f"bad CIDR prefix: {exc}") from None
-        if network.prefixlen >= 31:
-            return PoolRange(network.network_address, network.broadcast_address, text)
-        return PoolRange(network.network_address + 1, network.broadcast_address - 1, text)
-    raise ValueError('expected a CIDR prefix such as "10.0.0.0/24" or a range "FIRST-LAST"')
+__all__ = ["AddressPool"]
 
 
 class AddressPool:

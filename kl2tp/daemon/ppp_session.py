@@ -22,7 +22,7 @@ import trio
 
 from kl2tp.aaa import base as aaa
 from kl2tp.aaa.pool import AddressPool
-from kl2tp.config import Config, Secret
+from kl2tp.config import Config
 from kl2tp.daemon.handle import SessionInfo, TunnelHandle
 from kl2tp.daemon.sessions import DataPlaneSessions, SessionRecord
 from kl2tp.dataplane.base import DataPlane, DataPlaneError, NetworkSpec, PppChannel
@@ -177,16 +177,6 @@ def subscriber_link_config(cfg: Config, username: str, password: str) -> LinkCon
         ipcp=IpcpConfig(local_address=None, assign_peer_address=False, request_dns=True),
         ipv6cp=Ipv6cpConfig(enabled=cfg.ppp.ipv6),
         send_address_control=False,
-    )
-
-
-def _to_aaa(credentials: pev.Credentials) -> aaa.Credentials:
-    if isinstance(credentials, pev.PapCredentials):
-        return aaa.PapCredentials(Secret(credentials.password.encode()))
-    if isinstance(credentials, pev.ChapCredentials):
-        return aaa.ChapCredentials(credentials.ident, credentials.challenge, credentials.response)
-    return aaa.MsChapV2Credentials(
-        credentials.authenticator_challenge, credentials.peer_challenge, credentials.nt_response
     )
 
 
@@ -473,7 +463,7 @@ class _SessionState:
             self.link.auth_result(now(), False, message="no AAA back end")
             self.wake.set()
             return
-        request = aaa.AuthRequest(event.username, _to_aaa(event.credentials), self.context)
+        request = aaa.AuthRequest(event.username, event.credentials, self.context)
         try:
             result = await backend.authenticate(request)
         except Exception as exc:  # a back-end failure refuses the subscriber, never the daemon

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import random
 from ipaddress import IPv4Address
 from pathlib import Path
 
@@ -13,9 +14,6 @@ from kl2tp.aaa.base import (
     AccountingRecord,
     Authenticator,
     AuthRequest,
-    ChapCredentials,
-    MsChapV2Credentials,
-    PapCredentials,
     SessionContext,
 )
 from kl2tp.aaa.local import (
@@ -26,7 +24,16 @@ from kl2tp.aaa.local import (
     load_users,
     parse_users,
 )
-from kl2tp.config import ConfigError, Secret, load_default
+from kl2tp.config import ConfigError, load_default
+from kl2tp.values import Secret
+from ppp.auth import PapCode
+from ppp.config import AuthMethod as PppAuthMethod
+from ppp.config import IpcpConfig, LinkConfig
+from ppp.credentials import ChapCredentials, MsChapV2Credentials, PapCredentials
+from ppp.events import AuthRequest as PppAuthRequest
+from ppp.frame import Proto, encode_frame, encode_packet
+from ppp.link import Link
+from ppp.proxy import ProxyLcp
 
 # The reference trace's proxy CHAP exchange (VECTORS.md): name 2500-1, id 6.
 TRACE_CHALLENGE = bytes.fromhex("5d0d008cb1677cf8bc354556321a7a74")
@@ -56,7 +63,7 @@ def users() -> dict[str, LocalUser]:
 
 
 def auth(*methods: str) -> LocalAuthenticator:
-    return LocalAuthenticator(users(), methods or ("pap", "chap", "mschapv2"))  # type: ignore[arg-type]
+    return LocalAuthenticator(users(), methods or ("pap", "chap", "mschapv2"))
 
 
 # -- users file -------------------------------------------------------------------------------
@@ -125,25 +132,25 @@ def test_passwords_not_in_repr() -> None:
 
 
 async def test_pap_accept_with_static_address() -> None:
-    result = await auth().authenticate(AuthRequest("User", PapCredentials(Secret(b"clientPass"))))
+    result = await auth().authenticate(AuthRequest("User", PapCredentials(b"clientPass")))
     assert result.accepted
     assert result.framed_address == IPv4Address("10.255.0.77")  # users file beats the pool
 
 
 async def test_pap_accept_from_pool_and_reject_wrong_password() -> None:
     a = auth()
-    ok = await a.authenticate(AuthRequest("alice", PapCredentials(Secret(b"correct horse"))))
+    ok = await a.authenticate(AuthRequest("alice", PapCredentials(b"correct horse")))
     assert ok.accepted and ok.framed_address is None
-    bad = await a.authenticate(AuthRequest("alice", PapCredentials(Secret(b"correct horsE"))))
+    bad = await a.authenticate(AuthRequest("alice", PapCredentials(b"correct horsE")))
     assert not bad.accepted and bad.reason == "bad-password"
-    prefix = await a.authenticate(AuthRequest("alice", PapCredentials(Secret(b"correct"))))
+    prefix = await a.authenticate(AuthRequest("alice", PapCredentials(b"correct")))
     assert not prefix.accepted
 
 
 async def test_unknown_user_gets_the_same_words_as_a_wrong_password() -> None:
     a = auth()
-    unknown = await a.authenticate(AuthRequest("mallory", PapCredentials(Secret(b"x"))))
-    wrong = await a.authenticate(AuthRequest("alice", PapCredentials(Secret(b"x"))))
+    unknown = await a.authenticate(AuthRequest("mallory", PapCredentials(b"x")))
+    wrong = await a.authenticate(AuthRequest("alice", PapCredentials(b"x")))
     assert not unknown.accepted and unknown.reason == "unknown-user"
     assert unknown.message == wrong.message
 
@@ -220,15 +227,15 @@ async def test_mschapv2_rejects_a_flipped_bit_and_bad_lengths() -> None:
 
 async def test_method_not_demanded_is_rejected() -> None:
     a = auth("chap")
-    result = await a.authenticate(AuthRequest("User", PapCredentials(Secret(b"clientPass"))))
+    result = await a.authenticate(AuthRequest("User", PapCredentials(b"clientPass")))
     assert not result.accepted and result.reason == "method-not-allowed"
 
 
 async def test_counters_and_accounting() -> None:
     a = auth()
     assert isinstance(a, Authenticator)
-    await a.authenticate(AuthRequest("User", PapCredentials(Secret(b"clientPass"))))
-    await a.authenticate(AuthRequest("User", PapCredentials(Secret(b"nope"))))
+    await a.authenticate(AuthRequest("User", PapCredentials(b"clientPass")))
+    await a.authenticate(AuthRequest("User", PapCredentials(b"nope")))
     await a.authenticate(rfc_request())
     await a.authenticate(AuthRequest("ghost", ChapCredentials(1, b"c", b"r")))
     c = a.counters
@@ -244,8 +251,8 @@ async def test_counters_and_accounting() -> None:
 async def test_reload_replaces_users() -> None:
     a = auth()
     a.reload(parse_users(["alice newpw"], "users"))
-    old = await a.authenticate(AuthRequest("alice", PapCredentials(Secret(b"correct horse"))))
-    new = await a.authenticate(AuthRequest("alice", PapCredentials(Secret(b"newpw"))))
+    old = await a.authenticate(AuthRequest("alice", PapCredentials(b"correct horse")))
+    new = await a.authenticate(AuthRequest("alice", PapCredentials(b"newpw")))
     assert (old.accepted, new.accepted) == (False, True)
 
 
@@ -257,3 +264,73 @@ async def test_from_the_embedded_default_config() -> None:
         9, b"0123456789abcdef", chap_md5_response(9, b"test", b"0123456789abcdef")
     )
     assert (await a.authenticate(AuthRequest("test", chap))).accepted
+
+
+# -- passwords are octets ---------------------------------------------------------------------
+
+RAW_PASSWORD = b"pw\xff\xfe\x80end"  # not UTF-8: no text form, only bytes
+REPLACED = RAW_PASSWORD.decode(errors="replace").encode()  # what a text round trip makes of it
+
+
+def raw_user_auth() -> LocalAuthenticator:
+    return LocalAuthenticator({"raw": LocalUser("raw", Secret(RAW_PASSWORD))})
+
+
+async def test_pap_password_that_is_not_utf8_matches_the_same_octets() -> None:
+    a = raw_user_auth()
+    ok = await a.authenticate(AuthRequest("raw", PapCredentials(RAW_PASSWORD)))
+    assert ok.accepted and ok.reason == "accepted"
+    # the octets count, not a text rendering of them
+    replaced = await a.authenticate(AuthRequest("raw", PapCredentials(REPLACED)))
+    assert not replaced.accepted and replaced.reason == "bad-password"
+    truncated = await a.authenticate(AuthRequest("raw", PapCredentials(RAW_PASSWORD[:-1])))
+    assert not truncated.accepted
+
+
+async def test_non_ascii_password_in_the_users_file_matches_its_utf8_octets() -> None:
+    a = LocalAuthenticator(parse_users(['"zoë" "pässwört €"'], "users"))
+    ok = await a.authenticate(AuthRequest("zoë", PapCredentials("pässwört €".encode())))
+    assert ok.accepted
+    latin1 = await a.authenticate(AuthRequest("zoë", PapCredentials("pässwört".encode("latin-1"))))
+    assert not latin1.accepted
+
+
+async def test_mschapv2_against_a_password_that_is_not_text_rejects_without_raising() -> None:
+    # MS-CHAPv2 hashes the Unicode password: octets that are not UTF-8 can never match
+    result = await raw_user_auth().authenticate(rfc_request("raw"))
+    assert not result.accepted and result.reason == "bad-password"
+    assert result.authenticator_response is None
+
+
+async def test_non_utf8_pap_password_through_the_ppp_core_to_the_users_file() -> None:
+    """The whole path: PAP Authenticate-Request octets -> ppp AuthRequest -> AAA -> PAP Ack."""
+    link = Link(
+        LinkConfig(auth=(PppAuthMethod.PAP,), ipcp=IpcpConfig(enabled=False)),
+        rng=random.Random(5),
+    )
+    # LCP as a LAC negotiated it (proxy LCP): we demand PAP; magic numbers on both sides
+    link.open(
+        0.0,
+        proxy_lcp=ProxyLcp(
+            last_sent=bytes.fromhex("0304c023 0506109d08f2"),
+            last_received=bytes.fromhex("05066ee4e865"),
+        ),
+    )
+    name = b"raw"
+    request = bytes((len(name),)) + name + bytes((len(RAW_PASSWORD),)) + RAW_PASSWORD
+    link.receive_frame(encode_frame(Proto.PAP, encode_packet(PapCode.REQUEST, 7, request)), 0.1)
+    events = []
+    while (event := link.next_event()) is not None:
+        events.append(event)
+    ppp_request = events[-1]
+    assert isinstance(ppp_request, PppAuthRequest)
+    assert ppp_request.credentials == PapCredentials(RAW_PASSWORD)
+
+    a = raw_user_auth()
+    result = await a.authenticate(AuthRequest(ppp_request.username, ppp_request.credentials))
+    assert result.accepted
+    link.auth_result(0.2, result.accepted, message=result.message)
+    assert link.frames_to_send() == [
+        encode_frame(Proto.PAP, encode_packet(PapCode.ACK, 7, b"\x07Welcome"))
+    ]
+    assert a.counters.by_method == {"pap": 1}

@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kl2tp.aaa.pool import AddressPool, parse_pool
+from kl2tp.aaa.pool import AddressPool
+from kl2tp.values import parse_pool
 
 A = IPv4Address
 

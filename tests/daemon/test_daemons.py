@@ -49,6 +49,8 @@ def test_simulated_calls_through_real_daemons(
                 str(lac_cfg),
                 "--simulate",
                 "100",
+                # Held until the test has looked (SIGTERM below ends the hold): a fixed hold
+                # could run out before a busy machine got to the checks.
                 "--hold",
                 "600",
                 "--json",

@@ -8,14 +8,8 @@ from ipaddress import IPv4Address
 
 from ppp.auth import verify_chap_md5
 from ppp.config import AuthMethod, IpcpConfig, LinkConfig
-from ppp.events import (
-    AddressRequest,
-    AuthRequest,
-    ChapCredentials,
-    MsChapV2Credentials,
-    PapCredentials,
-    PppEvent,
-)
+from ppp.credentials import ChapCredentials, MsChapV2Credentials, PapCredentials
+from ppp.events import AddressRequest, AuthRequest, PppEvent
 from ppp.frame import decode_frame, decode_packet
 from ppp.link import Link
 from ppp.mschapv2 import generate_authenticator_response, verify_nt_response
@@ -65,7 +59,7 @@ class Aaa:
         if password is None:
             ok = False
         elif isinstance(creds, PapCredentials):
-            ok = creds.password == password
+            ok = creds.password == password.encode()
         elif isinstance(creds, ChapCredentials):
             ok = verify_chap_md5(password, creds.ident, creds.challenge, creds.response)
         else:

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from ppp.config import AuthMethod
+from ppp.config import AuthMethod, LcpConfig
 from ppp.events import AuthRequest, NetworkUp
 from ppp.frame import Proto, decode_options
 from ppp.lac import ProxyNegotiationError, pre_negotiate
@@ -66,3 +66,19 @@ def test_subscriber_carries_on_against_an_lns_that_accepts_the_proxy(method: Aut
     if method is AuthMethod.CHAP:
         (success,) = [p for p in packets(pair.to_client, Proto.CHAP) if p[0] == CHAP_SUCCESS]
         assert success[1] == result.auth.ident  # Success carries the LAC's identifier
+
+
+def test_initial_and_last_received_differ_after_a_nak() -> None:
+    # the subscriber asks for an MRU below the LAC's floor: Nak'd to 128, asked again
+    result = pre_negotiate(
+        subscriber_config(lcp=LcpConfig(mru=100)), AuthMethod.CHAP, 0.0, rng=random.Random(7)
+    )
+    assert result.lcp.initial_received is not None
+    assert dict(decode_options(result.lcp.initial_received))[1] == (100).to_bytes(2, "big")
+    assert dict(decode_options(result.lcp.last_received))[1] == (128).to_bytes(2, "big")
+
+
+def test_subscriber_that_will_not_authenticate_fails_the_negotiation() -> None:
+    refuses = subscriber_config(accept_auth=(AuthMethod.PAP,))  # the LAC wants CHAP
+    with pytest.raises(ProxyNegotiationError, match="LCP with the subscriber failed: auth-refused"):
+        pre_negotiate(refuses, AuthMethod.CHAP, 0.0, rng=random.Random(7))

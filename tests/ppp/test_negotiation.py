@@ -9,18 +9,16 @@ from ipaddress import IPv4Address
 import pytest
 
 from ppp.config import AuthMethod, IpcpConfig, Ipv6cpConfig, LcpConfig, LinkConfig
+from ppp.credentials import ChapCredentials, MsChapV2Credentials, PapCredentials
 from ppp.events import (
     AddressRequest,
     Authenticated,
     AuthRequest,
-    ChapCredentials,
     DownReason,
     Ipv6Up,
     LinkDown,
     LinkUp,
-    MsChapV2Credentials,
     NetworkUp,
-    PapCredentials,
 )
 from ppp.frame import Code, Proto
 from ppp.link import Link, Phase

@@ -15,11 +15,11 @@ import pytest
 
 from ppp.auth import verify_chap_md5
 from ppp.config import AuthMethod, IpcpConfig, LinkConfig, ProxyMode
+from ppp.credentials import ChapCredentials
 from ppp.events import (
     AddressRequest,
     Authenticated,
     AuthRequest,
-    ChapCredentials,
     LinkDown,
     LinkUp,
     NetworkUp,
