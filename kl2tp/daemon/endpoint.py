@@ -20,7 +20,7 @@ import math
 import random
 import socket as stdlib_socket
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from typing import Any, Protocol
 
 import trio
@@ -40,7 +40,8 @@ from kl2tp.l2tp.endpoint import (
     TunnelOpened,
 )
 from kl2tp.l2tp.events import CallParams, ConnectInfo
-from kl2tp.l2tp.tunnel import Tunnel, TunnelConfig
+from kl2tp.l2tp.session import SessionState
+from kl2tp.l2tp.tunnel import Tunnel, TunnelConfig, TunnelState
 
 log = logging.getLogger("kl2tp.daemon")
 
@@ -514,6 +515,33 @@ class TunnelRunner:
             endpoint.poke()
         self._socket = None  # gone with the kernel tunnel; lingering acks use the shared one
         self.closed.set()
+
+    @property
+    def state(self) -> TunnelState:
+        """The tunnel core's state (IOS name)."""
+        return self.core.state
+
+    def session_states(self) -> Iterator[SessionState]:
+        """The state of every session of the tunnel (``kl2tpctl show summary``)."""
+        return (sess.state for sess in self.core.sessions.values())
+
+    def session_snapshots(self) -> Iterator[dict[str, Any]]:
+        """Every session of the tunnel as `kl2tpctl show sessions` prints it (without the
+        kernel counters, which the data plane adds)."""
+        now = trio.current_time()
+        for sid, sess in list(self.core.sessions.items()):
+            info = self.sessions.get(sid)
+            row: dict[str, Any] = {
+                "tunnel_id": self.local_tunnel_id,
+                "local_id": sid,
+                "peer_id": sess.peer_sid,
+                "peer_tunnel_id": self.core.peer_tunnel_id,
+                "state": sess.state,
+                "uptime": round(now - info.created, 3) if info else 0.0,
+            }
+            if info is not None:
+                row.update(info.extra)
+            yield row
 
     def snapshot(self) -> dict[str, Any]:
         """The tunnel as `kl2tpctl show tunnels` prints it."""

@@ -142,22 +142,12 @@ class ControlApi:
         return out
 
     async def sessions(self) -> list[dict[str, Any]]:
-        now = trio.current_time()
         out = []
         for runner in list(self.endpoint.tunnels.values()):
-            for sid, sess in list(runner.core.sessions.items()):
-                info = runner.sessions.get(sid)
-                row: dict[str, Any] = {
-                    "tunnel_id": runner.local_tunnel_id,
-                    "local_id": sid,
-                    "peer_id": sess.peer_sid,
-                    "peer_tunnel_id": runner.core.peer_tunnel_id,
-                    "state": sess.state,
-                    "uptime": round(now - info.created, 3) if info else 0.0,
-                }
-                if info is not None:
-                    row.update(info.extra)
-                counters = await self.dataplane.session_counters(runner.local_tunnel_id, sid)
+            for row in runner.session_snapshots():
+                counters = await self.dataplane.session_counters(
+                    runner.local_tunnel_id, row["local_id"]
+                )
                 if counters is not None:
                     row["kernel"] = counters.as_dict()
                 out.append(row)
@@ -167,9 +157,8 @@ class ControlApi:
         tunnels: Counter[str] = Counter()
         sessions: Counter[str] = Counter()
         for runner in self.endpoint.tunnels.values():
-            tunnels[runner.core.state] += 1
-            for sess in runner.core.sessions.values():
-                sessions[sess.state] += 1
+            tunnels[runner.state] += 1
+            sessions.update(runner.session_states())
         out = {
             "role": "lns" if self.endpoint.lns else "lac",
             "dataplane": self.dataplane.name,
