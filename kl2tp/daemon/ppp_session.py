@@ -655,7 +655,18 @@ def make_handler(
         return subscriber_link_config(cfg, *cfg.subscriber.credentials(max(n, 1)))
 
     client = cfg.lac.mode == "client"
-    kernel = not dataplane.carries_frames
+    # Over the kernel data plane the subscriber waits for the LNS to speak first: the LNS's
+    # session is programmed before its first frame, ours before our ICCN, so no frame reaches
+    # either side's userspace (the client waits one restart interval). A load generator's
+    # burst queues the LNS's kernel programming (hundreds of sessions in a row), so its
+    # subscribers wait as long as LCP itself would retry; the LNS's first frame ends the
+    # wait. Simulated calls whose frames travel in userspace (the null data plane) start at
+    # once.
+    silent = 0.0
+    if client:
+        silent = cfg.ppp.restart_timer
+    elif not dataplane.carries_frames:
+        silent = cfg.ppp.restart_timer * cfg.ppp.max_configure
     return PppSessions(
         dataplane,
         lns=False,
@@ -664,9 +675,5 @@ def make_handler(
         # A client runs its own PPP end to end: there is no LCP to hand over as proxy.
         proxy=AuthMethod(cfg.subscriber.auth) if cfg.subscriber.proxy and not client else None,
         hostname=cfg.l2tp.hostname,
-        # Over the kernel data plane the subscriber waits for the LNS to speak first: the
-        # LNS's session is programmed before its first frame, ours before our ICCN, so no
-        # frame reaches either side's userspace. Simulated calls whose frames travel in
-        # userspace (the null data plane) start at once.
-        silent_start=cfg.ppp.restart_timer if client or kernel else 0.0,
+        silent_start=silent,
     )
