@@ -336,6 +336,8 @@ class _SessionState:
         """The session's network interface once the data plane named one."""
         self.stage = stage_of(link) or Stage.LCP
         """How far the subscriber got before its link began to terminate."""
+        self._phase: Phase | None = None
+        """The phase last shown (``_note_phase``)."""
         owner._nas_port += 1
         self.nas_port = owner._nas_port
         call = rec.call
@@ -361,9 +363,14 @@ class _SessionState:
         )
 
     def _note_phase(self) -> None:
-        """Show the link's phase; remember its stage unless the link is going down."""
+        """Show the link's phase; remember its stage unless the link is going down. Runs for
+        every frame: only a phase change costs anything."""
+        phase = self.link.phase
+        if phase is self._phase:
+            return
+        self._phase = phase
         self.stage = stage_of(self.link) or self.stage
-        self._extra(phase=self.link.phase.value.lower())
+        self._extra(phase=phase.value.lower())
 
     def _extra(self, **values: Any) -> None:
         if self.info is not None:
