@@ -629,6 +629,11 @@ class Endpoint:
         """Endpoint-wide counters (``rx_datagrams``, ``data_rx``, ``drop_<reason>``, ...)."""
         return self.core.counters
 
+    def counter_totals(self) -> dict[str, int]:
+        """``counters`` plus what the tunnel cores count that operators want endpoint-wide
+        (``data_early``, ...), for ``kl2tpctl show summary``."""
+        return self.core.totals()
+
     @property
     def lingering(self) -> Mapping[int, TunnelEntry]:
         """Closed tunnels whose cores still re-ack a retransmitted StopCCN."""

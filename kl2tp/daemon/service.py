@@ -165,7 +165,7 @@ class ControlApi:
             "tunnels": {"total": sum(tunnels.values()), "by_state": dict(tunnels)},
             "sessions": {"total": sum(sessions.values()), "by_state": dict(sessions)},
             # data_rx and data_early are always shown: 0 is the figure operators look for.
-            "counters": {"data_rx": 0, "data_early": 0, **self.endpoint.core.totals()},
+            "counters": {"data_rx": 0, "data_early": 0, **self.endpoint.counter_totals()},
             "ppp": self._handler_summary(),
         }
         # Kernel totals: a tunnel's counters include all its sessions' traffic, so one
