@@ -26,6 +26,7 @@ import ipaddress
 import logging
 import random
 from collections import Counter, deque
+from collections.abc import Callable
 
 import attrs
 
@@ -580,14 +581,20 @@ class EndpointCore:
         self.ids.release(tid)
 
     def _feed_lingering(self, entry: TunnelEntry, data: bytes, now: float) -> None:
+        if self._lingering_step(entry, lambda: entry.tunnel.receive_datagram(data, now)):
+            self._collect(entry, now)
+
+    def _lingering_step(self, entry: TunnelEntry, step: Callable[[], None]) -> bool:
+        """Run one input of a closed tunnel's core. An exception escaping it is a bug: the
+        core is forgotten (counted ``core_errors``). False when that happened."""
         try:
-            entry.tunnel.receive_datagram(data, now)
+            step()
         except Exception:
             self.counters["core_errors"] += 1
             log.exception("Tnl %d: internal error in a closed tunnel; forgotten", entry.tunnel_id)
             self._release(entry)
-            return
-        self._collect(entry, now)
+            return False
+        return True
 
     def _collect(self, entry: TunnelEntry, now: float) -> None:
         """Queue a lingering core's datagrams; keep it on the due list while it owes one."""
@@ -604,14 +611,13 @@ class EndpointCore:
 
     def _run_lingering_timer(self, entry: TunnelEntry, now: float) -> None:
         tunnel = entry.tunnel
-        try:
+
+        def step() -> None:
             t = tunnel.get_timer()
             if t is not None and t <= now:
                 tunnel.handle_timer(now)
-        except Exception:
-            self.counters["core_errors"] += 1
-            log.exception("Tnl %d: internal error in a closed tunnel; forgotten", entry.tunnel_id)
-            self._release(entry)
+
+        if not self._lingering_step(entry, step):
             return
         self._collect(entry, now)
         if tunnel.done:
