@@ -13,6 +13,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import hmac
+from collections.abc import Iterable
 
 import attrs
 
@@ -404,26 +405,38 @@ class ChapAuthenticator:
         return None
 
 
+_ANSWERS_KEPT = 4
+"""How many Challenges (Identifier and Value) a CHAP peer remembers answering at once."""
+
+
+@attrs.frozen(slots=True)
+class _Answer:
+    """Our Response to one Challenge, and what its MS-CHAPv2 Success must prove."""
+
+    challenge: bytes
+    response: bytes
+    peer_challenge: bytes = b""
+    nt_response: bytes = b""
+
+
 class ChapPeer:
     """The peer demands CHAP-MD5 or MS-CHAPv2 of us: answer every Challenge.
+
+    Every Challenge gets its Response (RFC 1994 4.1), but a Challenge with a new Identifier is
+    not necessarily the authenticator's current one: over a link that reorders or duplicates
+    (L2TP without data sequencing), it can be a stale copy, from before LCP renegotiated, that
+    the authenticator has long forgotten. So the peer remembers every Challenge of this
+    authentication it answered (the last few), takes a Success or Failure that matches any of
+    their Identifiers, ignores one that matches none (stale), and resends all those Responses
+    on its restart timer until a verdict comes (normally there is one; the authenticator
+    answers the current one again, RFC 1994 4.2, and silently discards the others).
 
     Args:
         services: the link's services; ``services.config`` has the names, password and timers.
         method: CHAP or MS-CHAPv2.
     """
 
-    __slots__ = (
-        "challenge",
-        "deadline",
-        "ident",
-        "method",
-        "nt_response",
-        "peer_challenge",
-        "phase",
-        "response",
-        "retransmits",
-        "services",
-    )
+    __slots__ = ("answers", "deadline", "ident", "method", "phase", "retransmits", "services")
 
     def __init__(self, services: AuthServices, method: AuthMethod) -> None:
         self.services = services
@@ -431,10 +444,9 @@ class ChapPeer:
         self.phase = _Phase.IDLE
         self.retransmits = 0
         self.ident = -1
-        self.challenge = b""
-        self.response = b""
-        self.peer_challenge = b""
-        self.nt_response = b""
+        """The Identifier of the last Challenge answered."""
+        self.answers: dict[int, _Answer] = {}
+        """The Challenges of this authentication answered, by Identifier, oldest first."""
         self.deadline: float | None = None
 
     def start(self, now: float) -> None:
@@ -445,18 +457,21 @@ class ChapPeer:
         """Challenge, Success or Failure."""
         if code == ChapCode.CHALLENGE:
             self._answer(ident, data, now)
-        elif code == ChapCode.SUCCESS and ident == self.ident and self.phase is _Phase.WAITING:
-            if self.method is AuthMethod.MSCHAPV2 and not self._server_proof_ok(data):
-                self.phase = _Phase.FAILED
-                return AuthDone(False, "bad MS-CHAPv2 authenticator response")
-            self.phase = _Phase.DONE
-            self.deadline = None
-            return AuthDone(True, data.decode(errors="replace"))
-        elif code == ChapCode.FAILURE and ident == self.ident and self.phase is _Phase.WAITING:
+            return None
+        if code not in (ChapCode.SUCCESS, ChapCode.FAILURE) or self.phase is not _Phase.WAITING:
+            return None
+        answer = self.answers.get(ident)
+        if answer is None:
+            return None  # not the verdict on any Response of ours in this authentication
+        self.deadline = None
+        if code == ChapCode.FAILURE:
             self.phase = _Phase.FAILED
-            self.deadline = None
             return AuthDone(False, data.decode(errors="replace"))
-        return None
+        if self.method is AuthMethod.MSCHAPV2 and not self._server_proof_ok(data, answer):
+            self.phase = _Phase.FAILED
+            return AuthDone(False, "bad MS-CHAPv2 authenticator response")
+        self.phase = _Phase.DONE
+        return AuthDone(True, data.decode(errors="replace"))
 
     def _answer(self, ident: int, data: bytes, now: float) -> None:
         fields = decode_chap(data)
@@ -464,57 +479,66 @@ class ChapPeer:
             return
         challenge, _name = fields
         if self.phase is _Phase.DONE:
-            self.phase = _Phase.WAITING  # a re-challenge
-        username = self.services.config.username or ""
-        password = self.services.config.password or ""
-        if not (ident == self.ident and challenge == self.challenge and self.response):
+            self.phase = _Phase.WAITING  # a re-challenge: a new authentication
+            self.answers.clear()
+        answer = self.answers.get(ident)
+        if answer is None or answer.challenge != challenge:
             # a new challenge; a retransmitted one gets the same answer (MS-CHAPv2's
             # Peer-Challenge must not change under the authenticator's feet)
-            self.ident, self.challenge = ident, challenge
-            if self.method is AuthMethod.MSCHAPV2:
-                if len(challenge) != 16:
-                    return
-                self.peer_challenge = self.services.rng.randbytes(16)
-                self.nt_response = mschapv2.generate_nt_response(
-                    challenge, self.peer_challenge, username, password
-                )
-                self.response = self.peer_challenge + bytes(8) + self.nt_response + b"\x00"
-            else:
-                self.response = chap_md5_response(ident, password, challenge)
+            answer = self._respond_to(ident, challenge)
+            if answer is None:
+                return
+            self.answers.pop(ident, None)
+            self.answers[ident] = answer
+            while len(self.answers) > _ANSWERS_KEPT:
+                del self.answers[next(iter(self.answers))]
             self.retransmits = self.services.config.lcp.fsm.max_configure
-        self._send_response(now)
+        self.ident = ident
+        self._send_responses(now, ((ident, answer),))
 
-    def _send_response(self, now: float) -> None:
+    def _respond_to(self, ident: int, challenge: bytes) -> _Answer | None:
+        username = self.services.config.username or ""
+        password = self.services.config.password or ""
+        if self.method is not AuthMethod.MSCHAPV2:
+            return _Answer(challenge, chap_md5_response(ident, password, challenge))
+        if len(challenge) != 16:
+            return None
+        peer_challenge = self.services.rng.randbytes(16)
+        nt_response = mschapv2.generate_nt_response(challenge, peer_challenge, username, password)
+        response = peer_challenge + bytes(8) + nt_response + b"\x00"
+        return _Answer(challenge, response, peer_challenge, nt_response)
+
+    def _send_responses(self, now: float, answers: Iterable[tuple[int, _Answer]]) -> None:
         # Resending the Response until Success or Failure arrives recovers a lost Success:
         # the authenticator answers a duplicate Response with its verdict again (RFC 1994 4.2)
         self.retransmits -= 1
         self.deadline = now + self.services.config.lcp.fsm.restart_timer
-        ident = self.ident
         username = self.services.config.username or ""
-        out = bytes((len(self.response),)) + self.response + username.encode()
-        if self.services.tracing:
-            self.services.trace(
-                "CHAP", f'O RESPONSE id {ident} len {4 + len(out)} from "{username}"'
-            )
-        self.services.auth_send(Proto.CHAP, ChapCode.RESPONSE, ident, out)
+        for ident, answer in answers:
+            out = bytes((len(answer.response),)) + answer.response + username.encode()
+            if self.services.tracing:
+                self.services.trace(
+                    "CHAP", f'O RESPONSE id {ident} len {4 + len(out)} from "{username}"'
+                )
+            self.services.auth_send(Proto.CHAP, ChapCode.RESPONSE, ident, out)
 
-    def _server_proof_ok(self, data: bytes) -> bool:
+    def _server_proof_ok(self, data: bytes, answer: _Answer) -> bool:
         text = data.decode(errors="replace")
         proof = text.split(" ", 1)[0]
         return len(proof) == 42 and mschapv2.check_authenticator_response(
             proof,
             self.services.config.password or "",
-            self.nt_response,
-            self.peer_challenge,
-            self.challenge,
+            answer.nt_response,
+            answer.peer_challenge,
+            answer.challenge,
             self.services.config.username or "",
         )
 
     def handle_timer(self, now: float) -> AuthDone | None:
-        """Resend the Response while no verdict came (the phase timeout covers the rest)."""
+        """Resend the Responses while no verdict came (the phase timeout covers the rest)."""
         if self.deadline is None or now < self.deadline:
             return None
         self.deadline = None
-        if self.phase is _Phase.WAITING and self.response and self.retransmits > 0:
-            self._send_response(now)
+        if self.phase is _Phase.WAITING and self.answers and self.retransmits > 0:
+            self._send_responses(now, tuple(self.answers.items()))
         return None

@@ -443,6 +443,10 @@ class Fsm:
             reject = self.naks_sent >= self.config.max_failure
             verdict, reply = self.handler.request_ci(data, reject)
             if verdict == Code.CONFACK:
+                # Max-Failure counts the Naks sent without sending an Ack (RFC 1661 4.6, pppd
+                # nakloops): a peer that renegotiates (a stale request over a link that
+                # reorders) starts a new count
+                self.naks_sent = 0
                 self.event(Event.RCR_PLUS, now, identifier, data)
             else:
                 if verdict == Code.CONFNAK:

@@ -52,10 +52,12 @@ class FakeNetwork:
     ``reorder`` share, a random extra of up to ``reorder_delay`` (so later datagrams overtake
     it). ``log`` records (time, source, destination, bytes) of everything offered.
 
-    Data messages (PPP frames) are lost like the rest but, unless ``disorder_data``, never
-    duplicated or reordered: PPP assumes a link that keeps order (RFC 1661 section 1), and
-    without data sequencing (RFC 2661 5.4) nothing restores it; a stale LCP Configure-Ack
-    or -Request makes LCP renegotiate by the book, and that can strand CHAP.
+    Data messages (PPP frames) are lost like the rest, and with ``disorder_data`` duplicated
+    and reordered too. PPP assumes a link that keeps order (RFC 1661 section 1), and without
+    data sequencing (RFC 2661 5.4) nothing restores it: a stale LCP or IPCP Configure-Request
+    makes the automaton renegotiate, by the book, and a stale CHAP Challenge can then arrive
+    after the current one. The PPP core survives both (tests/ppp/test_disorder.py replays
+    the sequences that used to strand a call).
     """
 
     def __init__(
@@ -287,7 +289,15 @@ class Daemons:
 
 
 def patient(link_config: Callable[[int], LinkConfig]) -> Callable[[int], LinkConfig]:
-    """PPP phase limits for a network this bad (the subject here is the driver, not them)."""
+    """PPP phase limits for a network this bad (the subject here is the driver, not them).
+
+    With 20 % loss each way and stale frames knocking negotiations back, LCP and IPCP take
+    many restart intervals. With the defaults (30 s phases, restart timer 3 s, Max-Configure
+    10, Max-Failure 5) a few calls in a thousand fail by those limits, as PPP would on such a
+    line: e.g. the LAC's LCP sends its 10 requests while the ICCN's retransmissions (1, 2, 4,
+    8 s ...) have not reached the LNS yet, or IPCP has not opened 30 s into the Network
+    phase. PPP_SETTINGS stretches the counters for the same reason.
+    """
 
     def config(n: int) -> LinkConfig:
         return attrs.evolve(
@@ -343,7 +353,7 @@ async def test_a_thousand_calls_over_a_terrible_network(
     tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:
     n = 1000
-    network = FakeNetwork(seed=7, loss=0.20, duplicate=0.05, reorder=0.10)
+    network = FakeNetwork(seed=7, loss=0.20, duplicate=0.05, reorder=0.10, disorder_data=True)
     d = Daemons(tmp_path, network, users=n, tunnels=10)
     pool = d.lns_handler.pool
     assert pool is not None

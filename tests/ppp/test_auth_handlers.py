@@ -254,3 +254,24 @@ def test_mschapv2_peer_needs_a_16_octet_challenge() -> None:
     assert peer.receive(ChapCode.CHALLENGE, 9, b"\x08" + b"\x11" * 8, 0.0) is None
     assert services.auth_sent == []
     assert peer.handle_timer(10.0) is None  # nothing to resend
+
+
+def test_chap_peer_answers_a_stale_challenge_but_takes_the_verdict_on_either() -> None:
+    services, peer = chap_peer()
+    current, stale = b"\x10" + b"\x11" * 16, b"\x10" + b"\x22" * 16
+    peer.receive(ChapCode.CHALLENGE, 9, current, 0.0)
+    peer.receive(ChapCode.CHALLENGE, 200, stale, 0.1)  # late, from before LCP renegotiated
+    assert [(code, ident) for _, code, ident, _ in services.auth_sent] == [
+        (ChapCode.RESPONSE, 9),
+        (ChapCode.RESPONSE, 200),
+    ]
+    # no verdict yet: both Responses again, once per restart timer
+    assert peer.handle_timer(3.1) is None
+    assert [ident for _, _, ident, _ in services.auth_sent[2:]] == [9, 200]
+    assert peer.receive(ChapCode.SUCCESS, 8, b"", 3.2) is None  # answers no Response of ours
+    assert peer.receive(ChapCode.SUCCESS, 9, b"hi", 3.2) == AuthDone(True, "hi")
+    assert peer.deadline is None
+    # a re-challenge is a new authentication: the old Identifiers no longer count
+    peer.receive(ChapCode.CHALLENGE, 10, b"\x10" + b"\x33" * 16, 4.0)
+    assert peer.receive(ChapCode.FAILURE, 9, b"", 4.1) is None
+    assert peer.receive(ChapCode.FAILURE, 10, b"no", 4.1) == AuthDone(False, "no")

@@ -142,6 +142,19 @@ def test_lns_naks_the_assigned_address_then_rejects_after_max_failure() -> None:
     assert (third.code, third.data) == (Code.CONFREJ, address(3, "10.0.0.77"))
 
 
+def test_max_failure_counts_naks_since_the_last_ack() -> None:
+    # RFC 1661 4.6 (pppd's nakloops): a peer that renegotiates from scratch after an Ack (a
+    # stale request over a link that reorders knocked it down) is Naked afresh, not Rejected
+    # for the Naks of earlier rounds: the LNS used to Reject the address, and Ack a request
+    # without one, and the link went down "IPCP opened without addresses"
+    services, handler = lns()
+    for ident in range(10, 40, 2):
+        nak = peer_request(handler, services, address(3, 0), ident=ident)
+        assert (nak.code, nak.data) == (Code.CONFNAK, address(3, PEER))
+        ack = peer_request(handler, services, address(3, PEER), ident=ident + 1)
+        assert (ack.code, ack.data) == (Code.CONFACK, address(3, PEER))
+
+
 def test_lns_suggests_an_address_to_a_peer_that_asks_none_once() -> None:
     # RFC 1332 3.3: a Nak may carry an option the peer did not include
     services, handler = lns()
