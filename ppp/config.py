@@ -134,3 +134,11 @@ class LinkConfig:
     """Seconds the Terminate phase may take before the link is declared Dead anyway."""
     send_address_control: bool = True
     """Prefix outgoing frames with ``ff 03`` (as L2TP data messages usually carry them)."""
+
+    @property
+    def willing_auth(self) -> tuple[AuthMethod, ...]:
+        """Methods we would authenticate ourselves with: ``accept_auth``, when we have a name
+        and a password to do it with; none otherwise."""
+        if self.username is None or self.password is None:
+            return ()
+        return self.accept_auth

@@ -411,9 +411,7 @@ class Link:
     @property
     def willing_auth(self) -> tuple[AuthMethod, ...]:
         """Methods we would authenticate ourselves with (we need a name and a password)."""
-        if self.config.username is None or self.config.password is None:
-            return ()
-        return self.config.accept_auth
+        return self.config.willing_auth
 
     def signal(self, signal: Signal, now: float) -> None:
         """A handler's layer signal (This-Layer-Up/-Down/-Finished, a Protocol-Reject)."""

@@ -73,9 +73,7 @@ class FakeServices:
 
     @property
     def willing_auth(self) -> tuple[AuthMethod, ...]:
-        if self.config.username is None or self.config.password is None:
-            return ()
-        return self.config.accept_auth
+        return self.config.willing_auth
 
     def take(self) -> list[Sent]:
         """The packets sent since the last call."""
