@@ -23,6 +23,7 @@ import trio
 from kl2tp.aaa import base as aaa
 from kl2tp.aaa.pool import AddressPool
 from kl2tp.config import Config
+from kl2tp.daemon import oplog
 from kl2tp.daemon.handle import SessionInfo, TunnelHandle
 from kl2tp.daemon.sessions import DataPlaneSessions, SessionRecord
 from kl2tp.dataplane.base import DataPlane, DataPlaneError, NetworkSpec, PppChannel
@@ -478,6 +479,9 @@ class _SessionState:
             result = aaa.AuthResult(False, "Authentication failed", reason="aaa-error")
         if not result.accepted:
             self._extra(failure="auth failed")
+            oplog.auth_failed(
+                self.rec.tunnel, self.rec.sid, event.username, request.method, result.reason
+            )
         self.static_address = result.framed_address
         self.link.auth_result(
             now(),
@@ -569,6 +573,7 @@ class _SessionState:
         if self.info is not None:
             self.info.established = self.up_at
             self.info.done.set()
+        oplog.session_up(self.rec.tunnel, self.rec.sid, self.info)
 
     def _link_down(self, event: pev.LinkDown) -> None:
         rec = self.rec
