@@ -529,17 +529,17 @@ async def run_daemon(
                     raise StartupError(
                         f"cannot listen on {_hostport(host, port)}: {exc.strerror or exc}{hint}"
                     ) from None
+                if settings.control_socket:
+                    try:
+                        await nursery.start(serve_control, settings.control_socket, api)
+                    except (OSError, ControlError) as exc:
+                        raise StartupError(f"control socket: {_one_line(exc)}") from None
                 log.info(
                     "%s listening on %s (data plane: %s)",
                     settings.role.upper(),
                     _hostport(addr[0], addr[1]),
                     dataplane.name,
                 )
-                if settings.control_socket:
-                    try:
-                        await nursery.start(serve_control, settings.control_socket, api)
-                    except (OSError, ControlError) as exc:
-                        raise StartupError(f"control socket: {_one_line(exc)}") from None
                 nursery.start_soon(notifier.watchdog)
                 dialers = trio.CancelScope()
                 if settings.role == "lac":
