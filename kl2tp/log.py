@@ -277,12 +277,12 @@ def _fields(record: logging.LogRecord) -> Mapping[str, Any]:
     return fields if isinstance(fields, Mapping) else {}
 
 
-def _logfmt_value(value: Any) -> str:
+def _logfmt_value(value: Any, *, escaped: bool = False) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int | float):
         return str(value)
-    text = escape(value)
+    text = str(value) if escaped else escape(value)
     if text == "" or any(c in text for c in ' ="'):
         return '"' + text.replace('"', '\\"') + '"'
     return text
@@ -353,7 +353,9 @@ class LogfmtFormatter(logging.Formatter):
     """``ts=... level=info logger=kl2tp.daemon msg="session up" tunnel_id=5 ... user=alice``."""
 
     def format(self, record: logging.LogRecord) -> str:
-        return " ".join(f"{k}={_logfmt_value(v)}" for k, v in _structured(record).items())
+        return " ".join(
+            f"{k}={_logfmt_value(v, escaped=True)}" for k, v in _structured(record).items()
+        )
 
 
 class JsonFormatter(logging.Formatter):
