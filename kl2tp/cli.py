@@ -684,17 +684,19 @@ def _cell(column: str, value: Any) -> str:
 
 
 def _columns(spec: str | None, default: list[str]) -> list[str]:
+    """``-o user,address,uptime``: the columns asked for, as the user named them."""
     if not spec:
         return default
-    cols = [COLUMN_ALIASES.get(c.strip(), c.strip()) for c in spec.split(",") if c.strip()]
+    cols = [c.strip() for c in spec.split(",") if c.strip()]
     if not cols:
         raise ValueError("-o needs at least one column")
     return cols
 
 
 def table(rows: list[dict[str, Any]], cols: list[str]) -> str:
-    """Rows as aligned columns with a header."""
-    cells = [[_cell(c, r.get(c)) for c in cols] for r in rows]
+    """Rows as aligned columns with a header (short names in ``COLUMN_ALIASES`` work)."""
+    keys = [COLUMN_ALIASES.get(c, c) for c in cols]
+    cells = [[_cell(k, r.get(k)) for k in keys] for r in rows]
     widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(cols)]
     out = ["  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True)).rstrip()]
     out += [

@@ -293,6 +293,7 @@ class ControlApi:
         runner = self._runner(req)
         row = await self._tunnel_row(runner)
         core = runner.core
+        row["messages"] = dict(core.counters)
         row["peer_vendor"] = getattr(core, "peer_vendor", "")
         row["peer_window"] = getattr(core, "peer_window", None)
         row["established_uptime"] = (
