@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import logging
 import math
 import random
@@ -461,7 +462,8 @@ class TunnelRunner:
         )
 
     def _log_closed(self, info: SessionInfo, event: ev.CallClosed) -> None:
-        oplog.session_down(
+        emit = functools.partial(
+            oplog.session_down,
             self,
             event.sid,
             info,
@@ -471,6 +473,14 @@ class TunnelRunner:
             message=event.message,
             by_peer=event.by_peer,
         )
+        # With kernel counters, the session task logs the line once it has read the byte
+        # counts, right before it removes the kernel session.
+        records = getattr(self.endpoint.handler, "records", None)
+        rec = records.get((self.local_tunnel_id, event.sid)) if records is not None else None
+        if rec is not None and self.endpoint.dataplane.kernel_counters:
+            rec.log_down = emit
+        else:
+            emit()
 
     def _log_tunnel_down(self) -> None:
         closed = self.close_event

@@ -480,7 +480,11 @@ class _SessionState:
         if not result.accepted:
             self._extra(failure="auth failed")
             oplog.auth_failed(
-                self.rec.tunnel, self.rec.sid, event.username, request.method, result.reason
+                self.rec.tunnel,
+                self.rec.sid,
+                event.username,
+                request.method,
+                result.reason or "rejected",
             )
         self.static_address = result.framed_address
         self.link.auth_result(
