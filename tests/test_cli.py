@@ -225,3 +225,28 @@ def test_bad_config_table_exits_2_naming_the_key(tmp_path: Path, toml: str, key:
         lines = out.stderr.strip().splitlines()
         assert len(lines) == 1 and "bad.toml" in lines[0] and key in lines[0], out.stderr
         assert "Traceback" not in out.stderr
+
+
+def test_sighup_when_the_config_file_is_gone_keeps_the_daemon(tmp_path: Path) -> None:
+    import signal
+    import time
+
+    # A file that cannot be read is refused like a bad one: logged, and the daemon carries on.
+    sock = tmp_path / "lns.sock"
+    cfg = _lns_config(tmp_path, _free_port(), sock)
+    proc = subprocess.Popen(
+        [str(BIN / "kl2tp-lns"), "-c", str(cfg)],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        _wait_for_path(sock, proc)
+        cfg.unlink()  # now there is nothing to read either
+        proc.send_signal(signal.SIGHUP)
+        time.sleep(0.5)
+        assert proc.poll() is None
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0
+    assert "reload refused" in err and "cannot read" in err

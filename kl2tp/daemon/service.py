@@ -560,7 +560,10 @@ async def run_daemon(
                 async for signum in signals:
                     if signum == signal.SIGHUP:
                         log.info("SIGHUP: reloading the configuration")
-                        await api.reload({})
+                        try:
+                            await api.reload({})
+                        except ControlError as exc:
+                            log.warning("SIGHUP: %s", exc)
                         continue
                     if signum == signal.SIGUSR1:
                         summary = await api.summary()
