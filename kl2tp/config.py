@@ -486,6 +486,9 @@ class PppConfig:
     """Honour the LAC's proxy authentication (AVPs 29-33) or re-authenticate."""
     ipv6: bool = attrs.field(default=False, metadata=_meta(_boolean))
     """Negotiate IPv6CP."""
+    setup_timeout: float = attrs.field(default=60.0, metadata=_meta(_number(0)))
+    """Seconds a link may take from its start to its first open network protocol, however
+    many LCP restarts it goes through; 0: no bound."""
 
 
 @attrs.frozen
@@ -496,6 +499,11 @@ class AaaConfig:
     """``local`` (users file) or ``radius``."""
     users_file: Path = attrs.field(default=Path("/etc/kl2tp/users"), metadata=_meta(_path))
     """Users file for the local back end; relative to the config file's directory."""
+    duplicate_session: str = attrs.field(
+        default="refuse", metadata=_meta(_choice("refuse", "replace"))
+    )
+    """A second login of a user whose static address a live session holds: ``refuse`` it, or
+    ``replace`` the old session."""
 
 
 @attrs.frozen

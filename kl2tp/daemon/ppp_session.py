@@ -21,6 +21,7 @@ import attrs
 import trio
 
 from kl2tp.aaa import base as aaa
+from kl2tp.aaa.addresses import AddressBook
 from kl2tp.aaa.pool import AddressPool
 from kl2tp.config import Config
 from kl2tp.daemon.handle import SessionInfo, TunnelHandle
@@ -180,6 +181,11 @@ def subscriber_link_config(cfg: Config, username: str, password: str) -> LinkCon
     )
 
 
+_PEER_CHOOSES = ipaddress.IPv4Address("255.255.255.255")
+"""A Framed-IP-Address that lets the peer pick its address: the pool decides here, preferring
+what the peer asks for if no live session holds it."""
+
+
 class PppSessions(DataPlaneSessions):
     """Runs PPP for every session: terminating (LNS) or as a subscriber (LAC)."""
 
@@ -193,6 +199,8 @@ class PppSessions(DataPlaneSessions):
         link_config: Callable[[int], LinkConfig],
         authenticator: aaa.Authenticator | None = None,
         pool: AddressPool | None = None,
+        addresses: AddressBook[_SessionState] | None = None,
+        duplicate_session: str = "refuse",
         data_sequencing: bool = False,
         rng: random.Random | None = None,
         proxy: AuthMethod | None = None,
@@ -207,7 +215,21 @@ class PppSessions(DataPlaneSessions):
         exists, and no frame overtakes the LNS's programming."""
         self.link_config = link_config
         self.authenticator = authenticator
-        self.pool = pool
+        if addresses is None:
+            reserved = []
+            if lns:
+                local = link_config(0).ipcp.local_address
+                reserved = [local] if local is not None else []
+            addresses = AddressBook({"": pool} if pool is not None else {}, reserved=reserved)
+        self.addresses = addresses
+        """Every address a live session holds, pool or static (the only way to get one)."""
+        self.pool = self.addresses.pools.get(self.addresses.default)
+        """The default pool (``[ppp] pool``), for the summary."""
+        self.duplicate_session = duplicate_session
+        """``[aaa] duplicate_session``: what a second login of a user holding a static
+        address gets (``refuse``: authentication fails; ``replace``: the old session ends)."""
+        self.refused: dict[str, int] = {}
+        """Logins refused after the back end accepted them, by reason."""
         # CHAP and MS-CHAPv2 challenges come from here and must not be predictable from the
         # magic numbers and challenges a subscriber sees: the OS generator, not a seeded one.
         self.rng = rng or random.SystemRandom()
@@ -285,6 +307,9 @@ class PppSessions(DataPlaneSessions):
                 "in_use": self.pool.in_use,
                 "free": self.pool.free,
             }
+        out["addresses"] = self.addresses.summary()
+        if self.refused:
+            out["logins_refused"] = dict(self.refused)
         counters = getattr(self.authenticator, "counters", None)
         if counters is not None:
             out["aaa"] = attrs.asdict(counters)
@@ -327,13 +352,15 @@ class _SessionState:
         self.info = info
         self.wake = trio.Event()
         self.address: ipaddress.IPv4Address | None = None
-        self.pooled = False
         self.static_address: ipaddress.IPv4Address | None = None
+        """The address AAA gave (None: from the pool; 255.255.255.255: the peer's choice)."""
         self.username = ""
         self.up_at: float | None = None
         self.accounting = False
         self.interface = ""
         """The session's network interface once the data plane named one."""
+        self.replaced = False
+        """A new login of the same user took this session's place."""
         self.stage = stage_of(link) or Stage.LCP
         """How far the subscriber got before its link began to terminate."""
         self._phase: Phase | None = None
@@ -476,9 +503,12 @@ class _SessionState:
         except Exception as exc:  # a back-end failure refuses the subscriber, never the daemon
             log.error("%s: AAA failed for %r: %s", self.link.name, event.username, exc)
             result = aaa.AuthResult(False, "Authentication failed", reason="aaa-error")
+        if result.accepted:
+            refusal = self._claim_static(event.username, result.framed_address)
+            if refusal is not None:
+                result = aaa.AuthResult(False, refusal[1], reason=refusal[0])
         if not result.accepted:
             self._extra(failure="auth failed")
-        self.static_address = result.framed_address
         self.link.auth_result(
             now(),
             result.accepted,
@@ -489,17 +519,66 @@ class _SessionState:
         )
         self.wake.set()
 
+    def _claim_static(
+        self, username: str, address: ipaddress.IPv4Address | None
+    ) -> tuple[str, str] | None:
+        """Claim the static address AAA gave an accepted login, before the peer hears it is
+        in; None when it is ours, else the (reason, message) that refuses the login.
+
+        A second login of a user whose static address a live session holds gets what
+        ``[aaa] duplicate_session`` says: refused, or the old session ends and this one
+        takes the address. An address held by a *different* user (two users given the same
+        static address, or a pool inside which a static one lies) is refused whatever the
+        setting: the holder is not this user's to end.
+        """
+        book = self.owner.addresses
+        if self.address is not None:
+            return None  # re-authentication of the same identity: it keeps its address
+        if address is None or address == _PEER_CHOOSES:
+            return None  # from the pool, in IPCP
+        holding = book.holding(address)
+        if holding is not None and holding.owner is not self:
+            if holding.user != username or not holding.static:
+                return self._refuse("address-in-use", "Address unavailable")
+            if self.owner.duplicate_session != "replace":
+                return self._refuse("duplicate-session", "Session limit reached")
+            holding.owner.replaced_by(self)
+            book.release(holding.owner)
+        claimed = book.assign(self, static=address, user=username)
+        if claimed is None:
+            return self._refuse("address-unavailable", "Address unavailable")
+        self.static_address = self.address = claimed
+        return None
+
+    def _refuse(self, reason: str, message: str) -> tuple[str, str]:
+        refused = self.owner.refused
+        refused[reason] = refused.get(reason, 0) + 1
+        log.warning("%s: login refused (%s)", self.link.name, reason)
+        return reason, message
+
+    def replaced_by(self, other: _SessionState) -> None:
+        """``duplicate_session = "replace"``: a new login of our user takes our address; the
+        session ends now (CDN; the cleanup sends the accounting Stop)."""
+        self.replaced = True
+        log.info("%s: replaced by a new login on %s", self.link.name, other.link.name)
+        rec = self.rec
+        self._extra(failure="replaced")
+        rec.tunnel.hangup(
+            rec.sid,
+            CdnResult.ADMINISTRATIVE,
+            ErrorCode.NO_ERROR,
+            "session replaced by a new login of the same user",
+        )
+
     def _assign_address(self, event: pev.AddressRequest) -> None:
         now = trio.current_time()
-        address: ipaddress.IPv4Address | None = None
-        pool = self.owner.pool
-        if self.static_address is not None and self.static_address != ipaddress.IPv4Address(
-            "255.255.255.255"
-        ):
-            address = self.static_address
-        elif pool is not None:
-            address = pool.allocate(event.requested)
-            self.pooled = address is not None
+        address = self.address
+        if address is None:
+            # No static address (or the peer may choose one): the default pool, preferring
+            # the address the peer asked for if no live session holds it.
+            address = self.owner.addresses.assign(
+                self, requested=event.requested, user=self.username
+            )
         if address is None:
             self._extra(failure="no address")
         self.address = address
@@ -599,14 +678,12 @@ class _SessionState:
                         self.context,
                         address=self.address,
                         session_time=trio.current_time() - up,
-                        terminate_cause="session-end",
+                        terminate_cause="admin-reset" if self.replaced else "session-end",
                     )
                 )
             except Exception as exc:
                 log.error("%s: accounting stop failed: %s", self.link.name, exc)
-        if self.pooled and self.address is not None and self.owner.pool is not None:
-            self.owner.pool.release(self.address)
-            self.pooled = False
+        self.owner.addresses.release(self)
 
 
 def _proxy_values(info: Any) -> tuple[ProxyLcp | None, ProxyAuth | None]:
@@ -653,6 +730,7 @@ def make_handler(
             link_config=lambda _n: link,
             authenticator=authenticator,
             pool=AddressPool.from_config(cfg.ppp),
+            duplicate_session=cfg.aaa.duplicate_session,
             data_sequencing=seq,
         )
     if not subscribers:
