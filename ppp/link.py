@@ -116,6 +116,8 @@ class Link:
         config: shared configuration; it decides the role.
         rng: randomness for magic numbers, challenges and interface ids.
         name: prefix of this link's debug trace lines (e.g. the interface or session).
+        drops: where to count frames dropped as malformed, by reason (the driver may share
+            one dict between links); None: a dict of the link's own.
     """
 
     __slots__ = (
@@ -127,6 +129,8 @@ class Link:
         "config",
         "down_message",
         "down_reason",
+        "drops",
+        "identity",
         "ipcp",
         "ipv6cp",
         "lcp",
@@ -139,11 +143,26 @@ class Link:
         "proxy_auth",
         "proxy_lcp_forced",
         "rng",
+        "setup_deadline",
         "username",
     )
 
-    def __init__(self, config: LinkConfig, *, rng: random.Random, name: str = "") -> None:
+    def __init__(
+        self,
+        config: LinkConfig,
+        *,
+        rng: random.Random,
+        name: str = "",
+        drops: dict[str, int] | None = None,
+    ) -> None:
         self.config = config
+        self.drops: dict[str, int] = {} if drops is None else drops
+        """Frames from the peer dropped as malformed, by reason."""
+        self.identity: str | None = None
+        """The name the peer authenticated as, fixed from its first success: a later
+        authentication under another name ends the link (``IDENTITY_CHANGED``)."""
+        self.setup_deadline: float | None = None
+        """``config.setup_timeout`` after ``open``, until the first network protocol opens."""
         self.rng = rng
         self.name = name
         self.phase = Phase.DEAD
@@ -187,6 +206,8 @@ class Link:
         if self.alive or self.down_reason is not None:
             raise RuntimeError("a link opens once")
         self._set_phase(Phase.ESTABLISH, now + self.config.establish_timeout)
+        if self.config.setup_timeout > 0:
+            self.setup_deadline = now + self.config.setup_timeout
         self.proxy_auth = proxy_auth
         if proxy_lcp is not None and self.config.proxy_lcp is ProxyMode.ACCEPT:
             if self.tracing:
@@ -210,6 +231,7 @@ class Link:
         self._set_reason(reason, message)
         if self.tracing:
             self.trace("PPP", f"closing: {reason.value}{' (' + message + ')' if message else ''}")
+        self.setup_deadline = None
         if self.phase is not Phase.TERMINATE:  # a second close does not extend the deadline
             self._set_phase(Phase.TERMINATE, now + self.config.terminate_timeout)
         self.lcp.fsm.close(now)
@@ -232,6 +254,7 @@ class Link:
         try:
             protocol, information = decode_frame(data)
         except PppDecodeError as exc:
+            self.drop("bad-frame")
             if self.tracing:
                 self.trace("PPP", f"bad frame: {exc.message}")
             return
@@ -268,6 +291,7 @@ class Link:
             return None
         best = self.phase_deadline
         for deadline in (
+            self.setup_deadline,
             self.lcp.fsm.deadline,
             self.lcp.echo_deadline,
             self.ipcp.fsm.deadline if self.ipcp is not None else None,
@@ -286,6 +310,13 @@ class Link:
         if self.phase_deadline is not None and now >= self.phase_deadline:
             self.phase_deadline = None
             self._phase_timeout(now)
+        if self.setup_deadline is not None and now >= self.setup_deadline and self.alive:
+            self.setup_deadline = None
+            self.close(
+                now,
+                DownReason.SETUP_TIMEOUT,
+                f"not up {self.config.setup_timeout:g} s after the start ({self.phase.value})",
+            )
         for fsm in (
             self.lcp.fsm,
             self.ipcp.fsm if self.ipcp is not None else None,
@@ -386,6 +417,10 @@ class Link:
     def trace(self, category: str, text: str) -> None:
         """One IOS-style trace line: ``<name> <category>: <text>``."""
         logger.debug("%s %s: %s", self.name, category, text)
+
+    def drop(self, reason: str) -> None:
+        """Count a packet from the peer dropped as malformed."""
+        self.drops[reason] = self.drops.get(reason, 0) + 1
 
     def control_send(self, protocol: int, state: State, code: int, ident: int, data: bytes) -> None:
         """Queue a control packet of ``protocol``."""
@@ -520,6 +555,12 @@ class Link:
         if outcome is None:
             return
         if isinstance(outcome, AuthRequest):
+            if self.identity is not None and outcome.username != self.identity:
+                # Finding 5 of issue 8: a link's identity is fixed once authenticated; a
+                # different name after an LCP restart is not a re-authentication but
+                # another subscriber, and it gets neither the session nor its address.
+                self.close(now, DownReason.IDENTITY_CHANGED, "peer changed its identity")
+                return
             self.username = outcome.username
             self._emit(outcome)
             return
@@ -528,6 +569,8 @@ class Link:
             self.close(now, reason, outcome.message)
             return
         self.authenticator_ok = True
+        if self.identity is None:
+            self.identity = self.username
         self._auth_progress(now)
 
     def _peer_outcome(self, outcome: AuthDone | None, now: float) -> None:
@@ -546,6 +589,7 @@ class Link:
     def _ncp_up(self, ncp: Ncp, now: float) -> None:
         """An NCP opened."""
         self.phase_deadline = None
+        self.setup_deadline = None
         if self.tracing:
             self.trace(_PROTO_NAMES.get(ncp.protocol, "NCP"), "State is Open")
         if isinstance(ncp, Ipcp):
@@ -672,6 +716,7 @@ class Link:
         try:
             code, ident, data = decode_packet(information)
         except PppDecodeError:
+            self.drop("bad-packet")  # a Length field that lies: RFC 1661 5 says discard
             return
         handler = (
             self.lcp
@@ -703,6 +748,7 @@ class Link:
         try:
             code, ident, data = decode_packet(information)
         except PppDecodeError:
+            self.drop("bad-packet")  # a Length field that lies: RFC 1661 5 says discard
             return
         if protocol == Proto.PAP:
             to_authenticator = code == PapCode.REQUEST
