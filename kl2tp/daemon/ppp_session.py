@@ -55,6 +55,8 @@ CDN_FOR_REASON: dict[pev.DownReason, tuple[CdnResult, str]] = {
     ),
     pev.DownReason.NCP_TIMEOUT: (CdnResult.TIMEOUT, "PPP network protocol timeout"),
     pev.DownReason.ECHO_TIMEOUT: (CdnResult.LOSS_OF_CARRIER, "PPP LCP echo timeout"),
+    pev.DownReason.SETUP_TIMEOUT: (CdnResult.TIMEOUT, "PPP setup timeout"),
+    pev.DownReason.IDENTITY_CHANGED: (CdnResult.GENERAL_ERROR, "PPP peer changed identity"),
 }
 """The CDN Result Code (RFC 2661 4.4.2) and message for each way a PPP link can die."""
 
@@ -70,6 +72,8 @@ FAILURE_NAME: dict[pev.DownReason, str] = {
     pev.DownReason.NCP_TIMEOUT: "IPCP timeout",
     pev.DownReason.ECHO_TIMEOUT: "echo timeout",
     pev.DownReason.PEER_TERMINATED: "terminated by peer",
+    pev.DownReason.SETUP_TIMEOUT: "setup timeout",
+    pev.DownReason.IDENTITY_CHANGED: "identity changed",
 }
 """How ``kl2tp-lac --simulate`` names a failed call."""
 
@@ -163,6 +167,7 @@ def lns_link_config(cfg: Config) -> LinkConfig:
         proxy_lcp=ProxyMode(p.proxy_lcp),
         proxy_auth=ProxyMode(p.proxy_auth),
         send_address_control=False,
+        setup_timeout=p.setup_timeout,
     )
 
 
@@ -230,6 +235,12 @@ class PppSessions(DataPlaneSessions):
         address gets (``refuse``: authentication fails; ``replace``: the old session ends)."""
         self.refused: dict[str, int] = {}
         """Logins refused after the back end accepted them, by reason."""
+        self.drops: dict[str, int] = {}
+        """PPP packets from peers dropped as malformed, by reason (every link counts here)."""
+        self.setup_timeouts: dict[str, int] = {}
+        """Links ended by ``[ppp] setup_timeout``, by the stage they were stuck in."""
+        self.identity_changes = 0
+        """Links ended because re-authentication named another user."""
         # CHAP and MS-CHAPv2 challenges come from here and must not be predictable from the
         # magic numbers and challenges a subscriber sees: the OS generator, not a seeded one.
         self.rng = rng or random.SystemRandom()
@@ -308,8 +319,10 @@ class PppSessions(DataPlaneSessions):
                 "free": self.pool.free,
             }
         out["addresses"] = self.addresses.summary()
-        if self.refused:
-            out["logins_refused"] = dict(self.refused)
+        out["logins_refused"] = dict(self.refused)
+        out["ppp_drops"] = dict(self.drops)
+        out["setup_timeouts"] = dict(self.setup_timeouts)
+        out["identity_changes"] = self.identity_changes
         counters = getattr(self.authenticator, "counters", None)
         if counters is not None:
             out["aaa"] = attrs.asdict(counters)
@@ -322,7 +335,12 @@ class PppSessions(DataPlaneSessions):
         opened = link is not None
         key = (rec.tunnel.local_tunnel_id, rec.sid)
         if link is None:
-            link = Link(self.link_config(n), rng=self.rng, name=f"Tnl/Cl {key[0]}/{key[1]}")
+            link = Link(
+                self.link_config(n),
+                rng=self.rng,
+                name=f"Tnl/Cl {key[0]}/{key[1]}",
+                drops=self.drops,
+            )
         state = _SessionState(self, rec, link, info, opened=opened)
         self.running[key] = state
         try:
@@ -633,7 +651,9 @@ class _SessionState:
             return
         if self.owner.lns:
             self._extra(address=str(event.peer_address))
-            if self.owner.authenticator is not None:
+            # IPCP reopens after every LCP restart; the session (same identity, same
+            # address) goes on, and so does its accounting: one Start per session.
+            if self.owner.authenticator is not None and not self.accounting:
                 self.accounting = True
                 await self.owner.authenticator.account(
                     aaa.AccountingRecord(
@@ -656,6 +676,12 @@ class _SessionState:
         failure = FAILURE_NAME.get(event.reason)
         if failure and self.info is not None and "failure" not in self.info.extra:
             self._extra(failure=failure)
+        owner = self.owner
+        if event.reason is pev.DownReason.SETUP_TIMEOUT:
+            stage = self.stage.value
+            owner.setup_timeouts[stage] = owner.setup_timeouts.get(stage, 0) + 1
+        elif event.reason is pev.DownReason.IDENTITY_CHANGED:
+            owner.identity_changes += 1
         result, message = CDN_FOR_REASON[event.reason]
         log.info(
             "%s: PPP down (%s%s); clearing the session",
