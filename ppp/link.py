@@ -33,6 +33,7 @@ from __future__ import annotations
 import enum
 import logging
 import random
+import re
 from collections.abc import Callable
 from ipaddress import IPv4Address
 
@@ -77,9 +78,32 @@ from ppp.ncp import Ncp
 from ppp.proxy import ProxyAuth, ProxyAuthType, ProxyLcp
 from ppp.services import LayerDown, LayerUp, ProtocolRejected, Signal
 
-__all__ = ["Link", "Phase", "logger"]
+__all__ = ["Link", "Phase", "logger", "printable"]
 
 logger = logging.getLogger("kl2tp.ppp")
+
+_UNSAFE = re.compile(r"[^\x20-\x7e]")
+
+
+def _escape_char(match: re.Match[str]) -> str:
+    char = match.group(0)
+    if char.isprintable():
+        return char
+    code = ord(char)
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    if code < 0x10000:
+        return f"\\u{code:04x}"
+    return f"\\U{code:08x}"
+
+
+def printable(text: str) -> str:
+    """``text`` with every non-printable character (CR, LF, ESC, bidi overrides) written as
+    ``\\xNN`` / ``\\uNNNN``, as ``kl2tp.log.escape`` does: trace lines hold names and
+    messages the peer chose, and a peer must not forge log lines or drive a terminal."""
+    if _UNSAFE.search(text) is None:
+        return text
+    return _UNSAFE.sub(_escape_char, text)
 
 
 class Phase(enum.Enum):
@@ -415,8 +439,9 @@ class Link:
         return logger.isEnabledFor(logging.DEBUG)
 
     def trace(self, category: str, text: str) -> None:
-        """One IOS-style trace line: ``<name> <category>: <text>``."""
-        logger.debug("%s %s: %s", self.name, category, text)
+        """One IOS-style trace line: ``<name> <category>: <text>``; the text is made
+        printable (it may hold the peer's names and messages)."""
+        logger.debug("%s %s: %s", self.name, category, printable(text))
 
     def drop(self, reason: str) -> None:
         """Count a packet from the peer dropped as malformed."""

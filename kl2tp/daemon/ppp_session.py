@@ -29,6 +29,7 @@ from kl2tp.daemon.sessions import DataPlaneSessions, SessionRecord
 from kl2tp.dataplane.base import DataPlane, DataPlaneError, NetworkSpec, PppChannel
 from kl2tp.l2tp.constants import CdnResult, ErrorCode
 from kl2tp.l2tp.events import CallClosed, ConnectInfo
+from kl2tp.log import escape
 from ppp import events as pev
 from ppp.config import AuthMethod, IpcpConfig, Ipv6cpConfig, LcpConfig, LinkConfig, ProxyMode
 from ppp.fsm import FsmConfig
@@ -519,7 +520,9 @@ class _SessionState:
         try:
             result = await backend.authenticate(request)
         except Exception as exc:  # a back-end failure refuses the subscriber, never the daemon
-            log.error("%s: AAA failed for %r: %s", self.link.name, event.username, exc)
+            log.error(
+                '%s: AAA failed for "%s": %s', self.link.name, escape(event.username), escape(exc)
+            )
             result = aaa.AuthResult(False, "Authentication failed", reason="aaa-error")
         if result.accepted:
             refusal = self._claim_static(event.username, result.framed_address)
@@ -687,7 +690,7 @@ class _SessionState:
             "%s: PPP down (%s%s); clearing the session",
             self.link.name,
             event.reason.value,
-            f": {event.message}" if event.message else "",
+            f": {escape(event.message)}" if event.message else "",
         )
         rec.tunnel.hangup(rec.sid, result, ErrorCode.NO_ERROR, message)
 
