@@ -424,9 +424,9 @@ class _Answer:
     """Our Response to one Challenge, and what its MS-CHAPv2 Success must prove."""
 
     challenge: bytes
-    response: bytes
+    response: bytes = attrs.field(repr=False)
     peer_challenge: bytes = b""
-    nt_response: bytes = b""
+    nt_response: bytes = attrs.field(default=b"", repr=False)
 
 
 class ChapPeer:
