@@ -45,7 +45,7 @@ from ppp.config import AuthMethod, LinkConfig
 from ppp.frame import Code, Proto, decode_options, decode_packet, encode_option, encode_packet
 from ppp.ipcp import IpcpOption
 from ppp.link import Link, Phase
-from tests.daemon.test_failure_names import lns_link, subscriber_link
+from tests.daemon.test_failure_names import fsm, lns_link, subscriber_link
 
 BOUND = 60.0
 A = ipaddress.IPv4Address
@@ -225,10 +225,11 @@ _serials = iter(range(1000, 100000))
 
 
 @asynccontextmanager
-async def lab(**handler_options: Any) -> AsyncIterator[Lab]:
+async def lab(link: LinkConfig | None = None, **handler_options: Any) -> AsyncIterator[Lab]:
     plane = NullDataPlane()
     backend = Recording()
-    link = lns_link(auth=(AuthMethod.CHAP, AuthMethod.MSCHAPV2, AuthMethod.PAP))
+    if link is None:
+        link = lns_link(auth=(AuthMethod.CHAP, AuthMethod.MSCHAPV2, AuthMethod.PAP))
     handler = PppSessions(
         plane,
         lns=True,
@@ -617,3 +618,38 @@ async def test_reauthentication_as_the_same_user_goes_on_without_a_second_start(
         assert call.up and state.address == address
         assert the.backend.kinds("user4") == ["START"]
         assert the.summary()["identity_changes"] == 0
+
+
+# -- PPP links that never finish ---------------------------------------------------------------
+
+
+async def test_a_link_that_never_finishes_setup_is_ended_and_its_address_released() -> None:
+    """The subscriber never acknowledges the LNS's IPCP request: IPCP's own retries would
+    run for minutes (restart 0.2 s x 1000), the Network phase for 60 s; ``setup_timeout``
+    ends it at 1 s, with the address it was given back in the pool."""
+    link = lns_link(lcp=fsm(0.2, 1000), network_timeout=60.0, setup_timeout=1.0)
+    async with lab(link) as the:
+        legit = await the.call(subscriber("legit"))
+        assert legit.up
+        in_use = the.handler.addresses.summary()["held"]
+
+        def no_ipcp_ack(frame: bytes) -> list[bytes]:
+            if proto(frame) == Proto.IPCP and frame[2] == Code.CONFACK:
+                return []
+            return [frame]
+
+        stuck = await the.call(subscriber("user1"), no_ipcp_ack)
+        await until(lambda: stuck.info.closed is not None)
+        # (The subscriber's own IPCP opened: the LNS acknowledged it.) The LNS's never did:
+        # no accounting began.
+        assert the.backend.kinds("user1") == []
+        assert stuck.info.closed is not None
+        assert stuck.info.closed.result == CdnResult.TIMEOUT
+        # It held an address (its IPCP request was answered) and gave it back.
+        naks = [p for p in stuck.channel.packets(Proto.IPCP) if p[0] == Code.CONFNAK]
+        assert naks
+        await until(lambda: the.handler.addresses.summary()["held"] == in_use)
+        summary = the.summary()
+        assert summary["setup_timeouts"] == {"network": 1}
+        assert summary["pool"]["in_use"] == in_use
+        assert legit.up
