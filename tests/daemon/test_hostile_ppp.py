@@ -78,8 +78,13 @@ class Recording(LocalAuthenticator):
         self.requests.append(request)
         return await super().authenticate(request)
 
+    slow_stop = 0.0
+    """Seconds an accounting Stop takes (a RADIUS server far away)."""
+
     async def account(self, record: aaa.AccountingRecord) -> None:
         self.records.append(record)
+        if record.kind is aaa.AccountingKind.STOP:
+            await trio.sleep(self.slow_stop)
         await super().account(record)
 
     def asked(self, user: str) -> int:
@@ -516,6 +521,8 @@ async def test_second_login_of_a_static_user_is_refused_by_default() -> None:
 
 async def test_second_login_of_a_static_user_replaces_the_first() -> None:
     async with lab(duplicate_session="replace") as the:
+        # The old session's Stop takes a while, so its data-plane removal comes late.
+        the.backend.slow_stop = 0.5
         first = await the.call(subscriber("static2"))
         assert first.up
         old = the.state_of(first)
@@ -526,6 +533,13 @@ async def test_second_login_of_a_static_user_replaces_the_first() -> None:
         assert first.info.closed.result == CdnResult.ADMINISTRATIVE
         new = the.state_of(second)
         assert new is not old and new.address == STATIC_OUTSIDE
+        # The old session's data-plane session (its interface, its host route to the same
+        # address) was gone before the new one's interface was configured.
+        calls = the.handler.dataplane.calls  # type: ignore[attr-defined]
+        old_key = (old.rec.tunnel.local_tunnel_id, old.rec.sid)
+        new_key = (new.rec.tunnel.local_tunnel_id, new.rec.sid)
+        await until(lambda: ("session_up", new_key) in calls)
+        assert calls.index(("close_session", old_key)) < calls.index(("session_up", new_key))
         assert the.handler.addresses.holder(STATIC_OUTSIDE) is new
         await until(lambda: the.backend.kinds("static2") == ["START", "STOP", "START"])
         stop = next(r for r in the.backend.records if r.kind is aaa.AccountingKind.STOP)
