@@ -227,9 +227,23 @@ def _list_of(item: Parser, *, max_items: int | None = None, unique: bool = False
     return parse
 
 
+def _kind(value: object) -> str:
+    """What sort of TOML value ``value`` is, for messages that must not show it."""
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "a table"
+    return "a date or time"
+
+
 def _secret(value: object) -> Secret:
     if not isinstance(value, str):
-        raise _Invalid(f"must be a string, got {_show(value)}")
+        # Not the value: a secret written as a number or a list is still the secret.
+        raise _Invalid(f"must be a string, got {_kind(value)}")
     if not value:
         raise _Invalid("must not be empty (remove the key to turn tunnel authentication off)")
     return Secret(value.encode())
