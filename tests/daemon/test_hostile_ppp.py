@@ -234,7 +234,12 @@ async def lab(link: LinkConfig | None = None, **handler_options: Any) -> AsyncIt
     plane = NullDataPlane()
     backend = Recording()
     if link is None:
-        link = lns_link(auth=(AuthMethod.CHAP, AuthMethod.MSCHAPV2, AuthMethod.PAP))
+        # LCP and CHAP wait 1 s between requests: on a loaded machine, tracing a flood at
+        # DEBUG takes the LNS a while, and no row is about retransmissions. The phases
+        # still end within 1 s (auth_timeout, network_timeout).
+        link = lns_link(
+            lcp=fsm(1.0, 10), auth=(AuthMethod.CHAP, AuthMethod.MSCHAPV2, AuthMethod.PAP)
+        )
     handler = PppSessions(
         plane,
         lns=True,
