@@ -227,9 +227,23 @@ def _list_of(item: Parser, *, max_items: int | None = None, unique: bool = False
     return parse
 
 
+def _kind(value: object) -> str:
+    """What sort of TOML value ``value`` is, for messages that must not show it."""
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "a table"
+    return "a date or time"
+
+
 def _secret(value: object) -> Secret:
     if not isinstance(value, str):
-        raise _Invalid(f"must be a string, got {_show(value)}")
+        # Not the value: a secret written as a number or a list is still the secret.
+        raise _Invalid(f"must be a string, got {_kind(value)}")
     if not value:
         raise _Invalid("must not be empty (remove the key to turn tunnel authentication off)")
     return Secret(value.encode())
@@ -518,6 +532,9 @@ class PppConfig:
     """Honour the LAC's proxy authentication (AVPs 29-33) or re-authenticate."""
     ipv6: bool = attrs.field(default=False, metadata=_meta(_boolean))
     """Negotiate IPv6CP."""
+    setup_timeout: float = attrs.field(default=60.0, metadata=_meta(_number(0)))
+    """Seconds a link may take from its start to its first open network protocol, however
+    many LCP restarts it goes through; 0: no bound."""
 
 
 @attrs.frozen
@@ -528,6 +545,11 @@ class AaaConfig:
     """``local`` (users file) or ``radius``."""
     users_file: Path = attrs.field(default=Path("/etc/kl2tp/users"), metadata=_meta(_path))
     """Users file for the local back end; relative to the config file's directory."""
+    duplicate_session: str = attrs.field(
+        default="refuse", metadata=_meta(_choice("refuse", "replace"))
+    )
+    """A second login of a user whose static address a live session holds: ``refuse`` it, or
+    ``replace`` the old session."""
 
 
 @attrs.frozen
