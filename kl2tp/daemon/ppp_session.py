@@ -21,6 +21,7 @@ import attrs
 import trio
 
 from kl2tp.aaa import base as aaa
+from kl2tp.aaa.addresses import AddressBook
 from kl2tp.aaa.pool import AddressPool
 from kl2tp.config import Config
 from kl2tp.daemon.handle import SessionInfo, TunnelHandle
@@ -28,6 +29,7 @@ from kl2tp.daemon.sessions import DataPlaneSessions, SessionRecord
 from kl2tp.dataplane.base import DataPlane, DataPlaneError, NetworkSpec, PppChannel
 from kl2tp.l2tp.constants import CdnResult, ErrorCode
 from kl2tp.l2tp.events import CallClosed, ConnectInfo
+from kl2tp.log import escape
 from ppp import events as pev
 from ppp.config import AuthMethod, IpcpConfig, Ipv6cpConfig, LcpConfig, LinkConfig, ProxyMode
 from ppp.fsm import FsmConfig
@@ -54,6 +56,8 @@ CDN_FOR_REASON: dict[pev.DownReason, tuple[CdnResult, str]] = {
     ),
     pev.DownReason.NCP_TIMEOUT: (CdnResult.TIMEOUT, "PPP network protocol timeout"),
     pev.DownReason.ECHO_TIMEOUT: (CdnResult.LOSS_OF_CARRIER, "PPP LCP echo timeout"),
+    pev.DownReason.SETUP_TIMEOUT: (CdnResult.TIMEOUT, "PPP setup timeout"),
+    pev.DownReason.IDENTITY_CHANGED: (CdnResult.GENERAL_ERROR, "PPP peer changed identity"),
 }
 """The CDN Result Code (RFC 2661 4.4.2) and message for each way a PPP link can die."""
 
@@ -69,6 +73,8 @@ FAILURE_NAME: dict[pev.DownReason, str] = {
     pev.DownReason.NCP_TIMEOUT: "IPCP timeout",
     pev.DownReason.ECHO_TIMEOUT: "echo timeout",
     pev.DownReason.PEER_TERMINATED: "terminated by peer",
+    pev.DownReason.SETUP_TIMEOUT: "setup timeout",
+    pev.DownReason.IDENTITY_CHANGED: "identity changed",
 }
 """How ``kl2tp-lac --simulate`` names a failed call."""
 
@@ -162,6 +168,7 @@ def lns_link_config(cfg: Config) -> LinkConfig:
         proxy_lcp=ProxyMode(p.proxy_lcp),
         proxy_auth=ProxyMode(p.proxy_auth),
         send_address_control=False,
+        setup_timeout=p.setup_timeout,
     )
 
 
@@ -180,6 +187,11 @@ def subscriber_link_config(cfg: Config, username: str, password: str) -> LinkCon
     )
 
 
+_PEER_CHOOSES = ipaddress.IPv4Address("255.255.255.255")
+"""A Framed-IP-Address that lets the peer pick its address: the pool decides here, preferring
+what the peer asks for if no live session holds it."""
+
+
 class PppSessions(DataPlaneSessions):
     """Runs PPP for every session: terminating (LNS) or as a subscriber (LAC)."""
 
@@ -193,6 +205,8 @@ class PppSessions(DataPlaneSessions):
         link_config: Callable[[int], LinkConfig],
         authenticator: aaa.Authenticator | None = None,
         pool: AddressPool | None = None,
+        addresses: AddressBook[_SessionState] | None = None,
+        duplicate_session: str = "refuse",
         data_sequencing: bool = False,
         rng: random.Random | None = None,
         proxy: AuthMethod | None = None,
@@ -207,7 +221,27 @@ class PppSessions(DataPlaneSessions):
         exists, and no frame overtakes the LNS's programming."""
         self.link_config = link_config
         self.authenticator = authenticator
-        self.pool = pool
+        if addresses is None:
+            reserved = []
+            if lns:
+                local = link_config(0).ipcp.local_address
+                reserved = [local] if local is not None else []
+            addresses = AddressBook({"": pool} if pool is not None else {}, reserved=reserved)
+        self.addresses = addresses
+        """Every address a live session holds, pool or static (the only way to get one)."""
+        self.pool = self.addresses.pools.get(self.addresses.default)
+        """The default pool (``[ppp] pool``), for the summary."""
+        self.duplicate_session = duplicate_session
+        """``[aaa] duplicate_session``: what a second login of a user holding a static
+        address gets (``refuse``: authentication fails; ``replace``: the old session ends)."""
+        self.refused: dict[str, int] = {}
+        """Logins refused after the back end accepted them, by reason."""
+        self.drops: dict[str, int] = {}
+        """PPP packets from peers dropped as malformed, by reason (every link counts here)."""
+        self.setup_timeouts: dict[str, int] = {}
+        """Links ended by ``[ppp] setup_timeout``, by the stage they were stuck in."""
+        self.identity_changes = 0
+        """Links ended because re-authentication named another user."""
         # CHAP and MS-CHAPv2 challenges come from here and must not be predictable from the
         # magic numbers and challenges a subscriber sees: the OS generator, not a seeded one.
         self.rng = rng or random.SystemRandom()
@@ -285,6 +319,11 @@ class PppSessions(DataPlaneSessions):
                 "in_use": self.pool.in_use,
                 "free": self.pool.free,
             }
+        out["addresses"] = self.addresses.summary()
+        out["logins_refused"] = dict(self.refused)
+        out["ppp_drops"] = dict(self.drops)
+        out["setup_timeouts"] = dict(self.setup_timeouts)
+        out["identity_changes"] = self.identity_changes
         counters = getattr(self.authenticator, "counters", None)
         if counters is not None:
             out["aaa"] = attrs.asdict(counters)
@@ -297,7 +336,12 @@ class PppSessions(DataPlaneSessions):
         opened = link is not None
         key = (rec.tunnel.local_tunnel_id, rec.sid)
         if link is None:
-            link = Link(self.link_config(n), rng=self.rng, name=f"Tnl/Cl {key[0]}/{key[1]}")
+            link = Link(
+                self.link_config(n),
+                rng=self.rng,
+                name=f"Tnl/Cl {key[0]}/{key[1]}",
+                drops=self.drops,
+            )
         state = _SessionState(self, rec, link, info, opened=opened)
         self.running[key] = state
         try:
@@ -327,13 +371,15 @@ class _SessionState:
         self.info = info
         self.wake = trio.Event()
         self.address: ipaddress.IPv4Address | None = None
-        self.pooled = False
         self.static_address: ipaddress.IPv4Address | None = None
+        """The address AAA gave (None: from the pool; 255.255.255.255: the peer's choice)."""
         self.username = ""
         self.up_at: float | None = None
         self.accounting = False
         self.interface = ""
         """The session's network interface once the data plane named one."""
+        self.replaced = False
+        """A new login of the same user took this session's place."""
         self.stage = stage_of(link) or Stage.LCP
         """How far the subscriber got before its link began to terminate."""
         self._phase: Phase | None = None
@@ -474,11 +520,16 @@ class _SessionState:
         try:
             result = await backend.authenticate(request)
         except Exception as exc:  # a back-end failure refuses the subscriber, never the daemon
-            log.error("%s: AAA failed for %r: %s", self.link.name, event.username, exc)
+            log.error(
+                '%s: AAA failed for "%s": %s', self.link.name, escape(event.username), escape(exc)
+            )
             result = aaa.AuthResult(False, "Authentication failed", reason="aaa-error")
+        if result.accepted:
+            refusal = self._claim_static(event.username, result.framed_address)
+            if refusal is not None:
+                result = aaa.AuthResult(False, refusal[1], reason=refusal[0])
         if not result.accepted:
             self._extra(failure="auth failed")
-        self.static_address = result.framed_address
         self.link.auth_result(
             now(),
             result.accepted,
@@ -489,17 +540,66 @@ class _SessionState:
         )
         self.wake.set()
 
+    def _claim_static(
+        self, username: str, address: ipaddress.IPv4Address | None
+    ) -> tuple[str, str] | None:
+        """Claim the static address AAA gave an accepted login, before the peer hears it is
+        in; None when it is ours, else the (reason, message) that refuses the login.
+
+        A second login of a user whose static address a live session holds gets what
+        ``[aaa] duplicate_session`` says: refused, or the old session ends and this one
+        takes the address. An address held by a *different* user (two users given the same
+        static address, or a pool inside which a static one lies) is refused whatever the
+        setting: the holder is not this user's to end.
+        """
+        book = self.owner.addresses
+        if self.address is not None:
+            return None  # re-authentication of the same identity: it keeps its address
+        if address is None or address == _PEER_CHOOSES:
+            return None  # from the pool, in IPCP
+        holding = book.holding(address)
+        if holding is not None and holding.owner is not self:
+            if holding.user != username or not holding.static:
+                return self._refuse("address-in-use", "Address unavailable")
+            if self.owner.duplicate_session != "replace":
+                return self._refuse("duplicate-session", "Session limit reached")
+            holding.owner.replaced_by(self)
+            book.release(holding.owner)
+        claimed = book.assign(self, static=address, user=username)
+        if claimed is None:
+            return self._refuse("address-unavailable", "Address unavailable")
+        self.static_address = self.address = claimed
+        return None
+
+    def _refuse(self, reason: str, message: str) -> tuple[str, str]:
+        refused = self.owner.refused
+        refused[reason] = refused.get(reason, 0) + 1
+        log.warning("%s: login refused (%s)", self.link.name, reason)
+        return reason, message
+
+    def replaced_by(self, other: _SessionState) -> None:
+        """``duplicate_session = "replace"``: a new login of our user takes our address; the
+        session ends now (CDN; the cleanup sends the accounting Stop)."""
+        self.replaced = True
+        log.info("%s: replaced by a new login on %s", self.link.name, other.link.name)
+        rec = self.rec
+        self._extra(failure="replaced")
+        rec.tunnel.hangup(
+            rec.sid,
+            CdnResult.ADMINISTRATIVE,
+            ErrorCode.NO_ERROR,
+            "session replaced by a new login of the same user",
+        )
+
     def _assign_address(self, event: pev.AddressRequest) -> None:
         now = trio.current_time()
-        address: ipaddress.IPv4Address | None = None
-        pool = self.owner.pool
-        if self.static_address is not None and self.static_address != ipaddress.IPv4Address(
-            "255.255.255.255"
-        ):
-            address = self.static_address
-        elif pool is not None:
-            address = pool.allocate(event.requested)
-            self.pooled = address is not None
+        address = self.address
+        if address is None:
+            # No static address (or the peer may choose one): the default pool, preferring
+            # the address the peer asked for if no live session holds it.
+            address = self.owner.addresses.assign(
+                self, requested=event.requested, user=self.username
+            )
         if address is None:
             self._extra(failure="no address")
         self.address = address
@@ -554,7 +654,9 @@ class _SessionState:
             return
         if self.owner.lns:
             self._extra(address=str(event.peer_address))
-            if self.owner.authenticator is not None:
+            # IPCP reopens after every LCP restart; the session (same identity, same
+            # address) goes on, and so does its accounting: one Start per session.
+            if self.owner.authenticator is not None and not self.accounting:
                 self.accounting = True
                 await self.owner.authenticator.account(
                     aaa.AccountingRecord(
@@ -577,12 +679,18 @@ class _SessionState:
         failure = FAILURE_NAME.get(event.reason)
         if failure and self.info is not None and "failure" not in self.info.extra:
             self._extra(failure=failure)
+        owner = self.owner
+        if event.reason is pev.DownReason.SETUP_TIMEOUT:
+            stage = self.stage.value
+            owner.setup_timeouts[stage] = owner.setup_timeouts.get(stage, 0) + 1
+        elif event.reason is pev.DownReason.IDENTITY_CHANGED:
+            owner.identity_changes += 1
         result, message = CDN_FOR_REASON[event.reason]
         log.info(
             "%s: PPP down (%s%s); clearing the session",
             self.link.name,
             event.reason.value,
-            f": {event.message}" if event.message else "",
+            f": {escape(event.message)}" if event.message else "",
         )
         rec.tunnel.hangup(rec.sid, result, ErrorCode.NO_ERROR, message)
 
@@ -599,14 +707,12 @@ class _SessionState:
                         self.context,
                         address=self.address,
                         session_time=trio.current_time() - up,
-                        terminate_cause="session-end",
+                        terminate_cause="admin-reset" if self.replaced else "session-end",
                     )
                 )
             except Exception as exc:
                 log.error("%s: accounting stop failed: %s", self.link.name, exc)
-        if self.pooled and self.address is not None and self.owner.pool is not None:
-            self.owner.pool.release(self.address)
-            self.pooled = False
+        self.owner.addresses.release(self)
 
 
 def _proxy_values(info: Any) -> tuple[ProxyLcp | None, ProxyAuth | None]:
@@ -653,6 +759,7 @@ def make_handler(
             link_config=lambda _n: link,
             authenticator=authenticator,
             pool=AddressPool.from_config(cfg.ppp),
+            duplicate_session=cfg.aaa.duplicate_session,
             data_sequencing=seq,
         )
     if not subscribers:
