@@ -133,11 +133,10 @@ def _authenticator(cfg: cfgmod.Config, role: str) -> Any:
     """The AAA back end (the LNS's); reads the users file before anything starts."""
     if role != "lns":
         return None
-    if cfg.aaa.backend != "local":
-        print(
-            f'kl2tp-lns: [aaa] backend = "{cfg.aaa.backend}" is not available yet', file=sys.stderr
-        )
-        raise SystemExit(2)
+    if cfg.aaa.backend == "radius":
+        from kl2tp.aaa.radius.backend import RadiusAuthenticator
+
+        return RadiusAuthenticator.from_config(cfg)
     from kl2tp.aaa.local import LocalAuthenticator
 
     try:
@@ -228,7 +227,14 @@ def _run(cfg: cfgmod.Config, role: str) -> int:
             async def dialer(endpoint: Endpoint) -> None:
                 await keep_call(endpoint, settings.lns_peers, call)
 
-        await run_daemon(settings, dataplane, handler, dialer=dialer)
+        # A back end with a life of its own (RADIUS: reply readers, accounting, Accounting-On
+        # and -Off) runs around the daemon.
+        running = getattr(authenticator, "running", None)
+        if running is None:
+            await run_daemon(settings, dataplane, handler, dialer=dialer)
+        else:
+            async with running():
+                await run_daemon(settings, dataplane, handler, dialer=dialer)
 
     try:
         trio.run(main)
