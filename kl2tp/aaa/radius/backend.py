@@ -32,6 +32,7 @@ from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
 
+import attrs
 import trio
 from pyrad import packet as rp
 
@@ -212,7 +213,7 @@ class RadiusAuthenticator:
 
     def summary(self) -> dict[str, object]:
         """RADIUS client and accounting queue counters for ``kl2tpctl show summary``."""
-        out: dict[str, object] = {"client": dict(vars(self.client.counters))}
+        out: dict[str, object] = {"client": attrs.asdict(self.client.counters)}
         if self.accounting is not None:
             out["accounting"] = dict(self.accounting.summary())
         return out
