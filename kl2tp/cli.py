@@ -7,6 +7,7 @@ that could not bind), 2 bad usage or a bad config (one line naming the file, key
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import importlib.metadata
 import json
@@ -133,11 +134,10 @@ def _authenticator(cfg: cfgmod.Config, role: str) -> Any:
     """The AAA back end (the LNS's); reads the users file before anything starts."""
     if role != "lns":
         return None
-    if cfg.aaa.backend != "local":
-        print(
-            f'kl2tp-lns: [aaa] backend = "{cfg.aaa.backend}" is not available yet', file=sys.stderr
-        )
-        raise SystemExit(2)
+    if cfg.aaa.backend == "radius":
+        from kl2tp.aaa.radius.backend import RadiusAuthenticator
+
+        return RadiusAuthenticator.from_config(cfg)
     from kl2tp.aaa.local import LocalAuthenticator
 
     try:
@@ -312,24 +312,28 @@ def _run(cfg: cfgmod.Config, role: str, path: str | None = None) -> int:
             async def dialer(endpoint: Endpoint) -> None:
                 await keep_call(endpoint, settings.lns_peers, call)
 
-        async with trio.open_nursery() as nursery:
-            endpoint = await nursery.start(
-                functools.partial(
-                    run_daemon,
-                    settings,
-                    dataplane,
-                    handler,
-                    dialer=dialer,
-                    reload=reloader,
-                    notifier=notifier,
+        # A back end with a life of its own (RADIUS: reply readers, accounting, Accounting-On
+        # and -Off) runs around the daemon.
+        running = getattr(authenticator, "running", None)
+        async with running() if running is not None else contextlib.nullcontext():
+            async with trio.open_nursery() as nursery:
+                endpoint = await nursery.start(
+                    functools.partial(
+                        run_daemon,
+                        settings,
+                        dataplane,
+                        handler,
+                        dialer=dialer,
+                        reload=reloader,
+                        notifier=notifier,
+                    )
                 )
-            )
-            if reloader is not None:
-                reloader.endpoint = endpoint
-                reloader.handler = handler
-                reloader.authenticator = authenticator
-                if role == "lns":
-                    reloader.link_config = lns_link_config
+                if reloader is not None:
+                    reloader.endpoint = endpoint
+                    reloader.handler = handler
+                    reloader.authenticator = authenticator
+                    if role == "lns":
+                        reloader.link_config = lns_link_config
 
     try:
         trio.run(main)

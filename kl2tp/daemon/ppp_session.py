@@ -14,6 +14,7 @@ import ipaddress
 import logging
 import math
 import random
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -23,6 +24,13 @@ import trio
 from kl2tp.aaa import base as aaa
 from kl2tp.aaa.addresses import AddressBook
 from kl2tp.aaa.pool import AddressPool
+from kl2tp.aaa.radius import (
+    ATTR_CLASS,
+    ATTR_FRAMED_POOL,
+    ATTR_IDLE_TIMEOUT,
+    ATTR_INTERIM_INTERVAL,
+    ATTR_SESSION_TIMEOUT,
+)
 from kl2tp.config import Config
 from kl2tp.daemon import oplog
 from kl2tp.daemon.handle import SessionInfo, TunnelHandle
@@ -78,6 +86,41 @@ FAILURE_NAME: dict[pev.DownReason, str] = {
     pev.DownReason.IDENTITY_CHANGED: "identity changed",
 }
 """How ``kl2tp-lac --simulate`` names a failed call."""
+
+TERMINATE_CAUSE: dict[pev.DownReason, str] = {
+    pev.DownReason.ADMIN: "admin-reset",
+    pev.DownReason.PEER_TERMINATED: "user-request",
+    pev.DownReason.ECHO_TIMEOUT: "lost-carrier",
+    pev.DownReason.LCP_TIMEOUT: "lost-carrier",
+    pev.DownReason.LCP_FAILED: "user-error",
+    pev.DownReason.LOOPBACK: "port-error",
+    pev.DownReason.AUTH_FAILED: "user-error",
+    pev.DownReason.AUTH_REFUSED: "user-error",
+    pev.DownReason.AUTH_TIMEOUT: "user-error",
+    pev.DownReason.NO_ADDRESS: "service-unavailable",
+    pev.DownReason.NCP_FAILED: "user-error",
+    pev.DownReason.NCP_TIMEOUT: "user-error",
+    pev.DownReason.SETUP_TIMEOUT: "user-error",
+    pev.DownReason.IDENTITY_CHANGED: "user-error",
+}
+"""RADIUS Acct-Terminate-Cause (RFC 2866 5.10) for a PPP link that went down on its own.
+Ends the daemon causes (timeouts, shutdown, an operator's clear) are set where they happen;
+a CDN from the LAC is mapped by `cause_of_cdn`."""
+
+
+def cause_of_cdn(event: CallClosed) -> str:
+    """Acct-Terminate-Cause for a call the CDN (or the tunnel's end) cleared before PPP said
+    why: the LAC's loss of carrier, the subscriber hanging up (administrative), our own
+    shutdown or an operator's clear."""
+    if event.by_peer:
+        if event.result == CdnResult.LOSS_OF_CARRIER:
+            return "lost-carrier"
+        if event.result == CdnResult.ADMINISTRATIVE:
+            return "user-request"
+        return "lost-service"
+    if "shutting down" in event.message:
+        return "admin-reboot"
+    return "admin-reset"
 
 
 class Stage(enum.Enum):
@@ -217,8 +260,22 @@ class PppSessions(DataPlaneSessions):
         proxy: AuthMethod | None = None,
         hostname: str = "lac",
         silent_start: float = 0.0,
+        session_timeout: float = 0.0,
+        idle_timeout: float = 0.0,
+        interim_interval: float = 0.0,
     ) -> None:
         super().__init__(dataplane, lns=lns, data_sequencing=data_sequencing)
+        self.session_timeout = session_timeout
+        """``[ppp] session_timeout``: used when AAA gives no Session-Timeout; 0: none."""
+        self.idle_timeout = idle_timeout
+        """``[ppp] idle_timeout``: used when AAA gives no Idle-Timeout; 0: none."""
+        self.interim_interval = interim_interval
+        """``[radius] interim_interval``: used when AAA gives no Acct-Interim-Interval."""
+        self.boot_id = f"{int(time.time()) & 0xFFFFFFFF:08X}"
+        """This run's start time: with the NAS-Port it makes Acct-Session-Ids unique across
+        restarts."""
+        self.timeouts: dict[str, int] = {}
+        """Sessions ended by Session-Timeout / Idle-Timeout."""
         self.silent_start = silent_start
         """Seconds a link waits for the peer's first frame before it sends its own (pppd's
         ``silent``); 0 starts LCP at once. The LAC waits (client mode, and every subscriber
@@ -302,6 +359,8 @@ class PppSessions(DataPlaneSessions):
             stage = Stage.LCP  # the session's PPP had not started yet
         if not self.lns and event.by_peer and info is not None and info.established is None:
             self._note_failure(info, stage, event.result)
+        if state is not None and not state.end_cause:
+            state.end_cause = cause_of_cdn(event)
         super().call_closed(tunnel, event)
 
     @staticmethod
@@ -331,6 +390,10 @@ class PppSessions(DataPlaneSessions):
         out["ppp_drops"] = dict(self.drops)
         out["setup_timeouts"] = dict(self.setup_timeouts)
         out["identity_changes"] = self.identity_changes
+        out["timeouts"] = dict(self.timeouts)
+        radius = getattr(self.authenticator, "summary", None)
+        if callable(radius):
+            out["radius"] = radius()
         counters = getattr(self.authenticator, "counters", None)
         if counters is not None:
             out["aaa"] = attrs.asdict(counters)
@@ -408,6 +471,20 @@ class _SessionState:
         """The phase last shown (``_note_phase``)."""
         owner._nas_port += 1
         self.nas_port = owner._nas_port
+        self.acct_session_id = f"{owner.boot_id}{self.nas_port:08X}"
+        """RADIUS Acct-Session-Id: the same in the Access-Request and every record."""
+        self.end_cause = ""
+        """Acct-Terminate-Cause (lower case) once the session's end is known; first wins."""
+        self.reply: dict[str, object] = {}
+        """The accepted login's back-end attributes (`AuthResult.attributes`)."""
+        self.peer_chooses = False
+        """AAA said 255.255.255.255: the subscriber's own address, if nobody holds it."""
+        self.frames_in = 0
+        """Non-LCP frames from the subscriber seen in userspace (idle detection without
+        kernel counters)."""
+        self._timers = False
+        if owner.lns:
+            self._extra(acct_session_id=self.acct_session_id)
         call = rec.call
         if call.calling_number:
             self._extra(calling_number=call.calling_number)
@@ -428,6 +505,7 @@ class _SessionState:
             called_number=call.called_number or "",
             nas_port=self.nas_port,
             interface=self.interface,
+            acct_session_id=self.acct_session_id,
         )
 
     def _note_phase(self) -> None:
@@ -460,6 +538,7 @@ class _SessionState:
             self.link.receive_frame(first, now)
         self._note_phase()
         async with trio.open_nursery() as nursery:
+            self.nursery = nursery
             nursery.start_soon(self._reader)
             while True:
                 if await self._flush(channel, nursery):
@@ -501,6 +580,8 @@ class _SessionState:
                 frame = await channel.receive()
             except (trio.EndOfChannel, trio.ClosedResourceError):
                 return
+            if frame[:2] != b"\xc0\x21":
+                self.frames_in += 1
             self.link.receive_frame(frame, trio.current_time())
             self._note_phase()
             self.wake.set()
@@ -550,6 +631,9 @@ class _SessionState:
             refusal = self._claim_static(event.username, result.framed_address)
             if refusal is not None:
                 result = aaa.AuthResult(False, refusal[1], reason=refusal[0])
+        if result.accepted:
+            self.reply = dict(result.attributes)
+            self.peer_chooses = result.framed_address == _PEER_CHOOSES
         if not result.accepted:
             self._extra(failure="auth failed")
             oplog.auth_failed(
@@ -620,11 +704,25 @@ class _SessionState:
     def _assign_address(self, event: pev.AddressRequest) -> None:
         now = trio.current_time()
         address = self.address
+        book = self.owner.addresses
+        requested = event.requested
+        if address is None and self.peer_chooses and requested is not None and int(requested):
+            # Framed-IP-Address 255.255.255.255: the address the subscriber asks for, as in
+            # the reference trace ("allowing negotiated framed address"), unless it is held.
+            address = book.assign(self, static=requested, user=self.username)
         if address is None:
-            # No static address (or the peer may choose one): the default pool, preferring
+            # No static address: the pool AAA named (Framed-Pool) or the default, preferring
             # the address the peer asked for if no live session holds it.
-            address = self.owner.addresses.assign(
-                self, requested=event.requested, user=self.username
+            pool = self.reply.get(ATTR_FRAMED_POOL)
+            if pool is not None and str(pool) not in book.pools:
+                log.warning(
+                    '%s: Framed-Pool "%s" is no [[pool]] of ours', self.link.name, escape(pool)
+                )
+            address = book.assign(
+                self,
+                requested=requested,
+                user=self.username,
+                pool=None if pool is None else str(pool),
             )
         if address is None:
             self._extra(failure="no address")
@@ -647,6 +745,7 @@ class _SessionState:
             ifname = await self.owner.dataplane.session_up(rec.tunnel.local_tunnel_id, rec.sid, net)
         except DataPlaneError as exc:
             log.error("%s: could not configure the interface: %s", self.link.name, exc)
+            self.end_cause = self.end_cause or "nas-error"
             self.link.close(trio.current_time(), pev.DownReason.ADMIN, "data plane error")
             self.wake.set()
             return False
@@ -696,8 +795,12 @@ class _SessionState:
                         self.username,
                         self.context,
                         address=event.peer_address,
+                        classes=self._classes(),
                     )
                 )
+            if not self._timers:
+                self._timers = True
+                self.nursery.start_soon(self._session_timers)
         else:
             self._extra(address=str(event.local_address))
         if self.info is not None:
@@ -712,6 +815,7 @@ class _SessionState:
         failure = FAILURE_NAME.get(event.reason)
         if failure and self.info is not None and "failure" not in self.info.extra:
             self._extra(failure=failure)
+        self.end_cause = self.end_cause or TERMINATE_CAUSE.get(event.reason, "nas-request")
         owner = self.owner
         if event.reason is pev.DownReason.SETUP_TIMEOUT:
             stage = self.stage.value
@@ -727,22 +831,111 @@ class _SessionState:
         )
         rec.tunnel.hangup(rec.sid, result, ErrorCode.NO_ERROR, message)
 
+    def _classes(self) -> tuple[bytes, ...]:
+        classes = self.reply.get(ATTR_CLASS, ())
+        return (
+            tuple(c for c in classes if isinstance(c, bytes)) if isinstance(classes, tuple) else ()
+        )
+
+    def _limit(self, key: str, default: float) -> float:
+        """A per-session limit from AAA (``key`` in the reply attributes), else ``default``;
+        0 means none."""
+        value = self.reply.get(key)
+        if isinstance(value, int | float) and value >= 0:
+            return float(value)
+        return default
+
+    async def _counters(self) -> tuple[int, int, int, int]:
+        """(input octets, output octets, input packets, output packets) from the kernel;
+        zeros when the data plane keeps none."""
+        dataplane = self.owner.dataplane
+        if not dataplane.kernel_counters:
+            return 0, 0, 0, 0
+        try:
+            c = await dataplane.session_counters(self.rec.tunnel.local_tunnel_id, self.rec.sid)
+        except DataPlaneError as exc:
+            log.debug("%s: no session counters: %s", self.link.name, exc)
+            c = None
+        if c is None:
+            return 0, 0, 0, 0
+        return c.rx_bytes, c.tx_bytes, c.rx_packets, c.tx_packets
+
+    async def _record(self, kind: aaa.AccountingKind, cause: str = "") -> aaa.AccountingRecord:
+        now = trio.current_time()
+        in_octets, out_octets, in_packets, out_packets = await self._counters()
+        return aaa.AccountingRecord(
+            kind,
+            self.username,
+            self.context,
+            address=self.address,
+            session_time=now - (self.up_at if self.up_at is not None else now),
+            input_octets=in_octets,
+            output_octets=out_octets,
+            input_packets=in_packets,
+            output_packets=out_packets,
+            terminate_cause=cause,
+            classes=self._classes(),
+        )
+
+    async def _session_timers(self) -> None:
+        """LNS, once the network is up: Interim-Updates, Session-Timeout and Idle-Timeout
+        (AAA's values, else the configured defaults). Sleeps until the nearest deadline."""
+        owner = self.owner
+        start = trio.current_time()
+        session_limit = self._limit(ATTR_SESSION_TIMEOUT, owner.session_timeout)
+        idle_limit = self._limit(ATTR_IDLE_TIMEOUT, owner.idle_timeout)
+        interim = self._limit(ATTR_INTERIM_INTERVAL, owner.interim_interval)
+        if self.owner.authenticator is None or not self.accounting:
+            interim = 0.0
+        elif 0 < interim < 60:
+            interim = max(interim, 1.0)  # a carrier's floor is 60 s; never a busy loop
+        next_interim = start + interim if interim else math.inf
+        session_end = start + session_limit if session_limit else math.inf
+        activity = await self._activity()
+        active_at = start
+        while True:
+            idle_end = active_at + idle_limit if idle_limit else math.inf
+            await trio.sleep_until(min(next_interim, session_end, idle_end))
+            now = trio.current_time()
+            if now >= session_end:
+                self._expire("session-timeout", session_limit)
+                return
+            if now >= idle_end:
+                seen = await self._activity()
+                if seen == activity:
+                    self._expire("idle-timeout", idle_limit)
+                    return
+                activity, active_at = seen, now
+            if now >= next_interim and owner.authenticator is not None:
+                next_interim = now + interim
+                try:
+                    await owner.authenticator.account(
+                        await self._record(aaa.AccountingKind.INTERIM)
+                    )
+                except Exception as exc:
+                    log.error("%s: accounting interim failed: %s", self.link.name, exc)
+
+    async def _activity(self) -> int:
+        """A number that grows with traffic from the subscriber."""
+        _o, _oo, in_packets, _op = await self._counters()
+        return in_packets + self.frames_in
+
+    def _expire(self, cause: str, limit: float) -> None:
+        counts = self.owner.timeouts
+        counts[cause] = counts.get(cause, 0) + 1
+        self.end_cause = self.end_cause or cause
+        log.info("%s: %s (%gs); clearing the session", self.link.name, cause, limit)
+        self.link.close(trio.current_time(), pev.DownReason.ADMIN, cause)
+        self.wake.set()
+
     async def cleanup(self) -> None:
         """Undo everything the session got, whatever ended it."""
         self.link.lower_down(trio.current_time())
         if self.accounting and self.owner.authenticator is not None:
-            up = self.up_at or trio.current_time()
+            cause = "admin-reset" if self.replaced else (self.end_cause or "nas-request")
             try:
-                await self.owner.authenticator.account(
-                    aaa.AccountingRecord(
-                        aaa.AccountingKind.STOP,
-                        self.username,
-                        self.context,
-                        address=self.address,
-                        session_time=trio.current_time() - up,
-                        terminate_cause="admin-reset" if self.replaced else "session-end",
-                    )
-                )
+                record = await self._record(aaa.AccountingKind.STOP, cause)
+                await self.owner.authenticator.account(record)
             except Exception as exc:
                 log.error("%s: accounting stop failed: %s", self.link.name, exc)
         self.owner.addresses.release(self)
@@ -769,6 +962,16 @@ def _proxy_values(info: Any) -> tuple[ProxyLcp | None, ProxyAuth | None]:
     return lcp, auth
 
 
+def address_book(cfg: Config) -> AddressBook[_SessionState]:
+    """The LNS's addresses: ``[ppp] pool`` as the default pool ``""`` and every ``[[pool]]``
+    by name (RADIUS Framed-Pool picks one), never ``[ppp] local_address``."""
+    local = cfg.ppp.local_address
+    pools = {"": AddressPool.from_config(cfg.ppp)}
+    for named in cfg.pool:
+        pools[named.name] = AddressPool(named.range, exclude=[local])
+    return AddressBook(pools, reserved=[local])
+
+
 def make_handler(
     role: str,
     cfg: Config,
@@ -791,9 +994,12 @@ def make_handler(
             lns=True,
             link_config=lambda _n: link,
             authenticator=authenticator,
-            pool=AddressPool.from_config(cfg.ppp),
+            addresses=address_book(cfg),
             duplicate_session=cfg.aaa.duplicate_session,
             data_sequencing=seq,
+            session_timeout=cfg.ppp.session_timeout,
+            idle_timeout=cfg.ppp.idle_timeout,
+            interim_interval=cfg.radius.interim_interval,
         )
     if not subscribers:
         return DataPlaneSessions(dataplane, lns=False, data_sequencing=seq)
