@@ -45,6 +45,7 @@ __all__ = [
     "Endpoint",
     "L2tpConfig",
     "LacConfig",
+    "LacRoute",
     "LnsPeer",
     "LogConfig",
     "PppConfig",
@@ -537,6 +538,43 @@ def _lns_peers(value: object) -> tuple[LnsPeer, ...]:
 
 
 @attrs.frozen
+class LacRoute:
+    """One ``[[lac.route]]`` entry: an LNS for the subscribers of one DNIS or domain."""
+
+    dnis: str | None = attrs.field(default=None, metadata=_meta(_string(max_len=64)))
+    """The called number this rule is for."""
+    domain: str | None = attrs.field(default=None, metadata=_meta(_string()))
+    """The user-name domain (after ``@``) this rule is for; matched without case."""
+    lns: Endpoint = attrs.field(
+        default=Endpoint("127.0.0.1", 1701), metadata=_meta(_endpoint(1701, local=False))
+    )
+    """The LNS; port defaults to 1701."""
+    secret: Secret | None = attrs.field(default=None, metadata=_meta(_secret))
+    """Tunnel secret towards it; None: ``[l2tp] secret``."""
+    hostname: str | None = attrs.field(default=None, metadata=_meta(_string()))
+    """Host Name we send it; None: ``[l2tp] hostname``."""
+    preference: int = attrs.field(default=1, metadata=_meta(_integer(0, 0xFFFFFF)))
+    """Lower is preferred; equal preferences share the calls (RFC 2868 Tunnel-Preference)."""
+
+
+def _lac_routes(value: object) -> tuple[LacRoute, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        raise _Invalid("must be an array of tables ([[lac.route]])")
+    routes = []
+    for index, table in enumerate(value):
+        label = f"[[lac.route]] #{index + 1}"
+        route = _walk_table(LacRoute, table, label, "lac")
+        if "lns" not in table:
+            raise _Invalid("missing", subkey=f"{label} lns")
+        if (route.dnis is None) == (route.domain is None):
+            raise _Invalid("needs exactly one of dnis and domain", subkey=label)
+        if route.domain is not None:
+            route = attrs.evolve(route, domain=route.domain.lower())
+        routes.append(route)
+    return tuple(routes)
+
+
+@attrs.frozen
 class LacConfig:
     """``[lac]``: what the LAC does (LAC)."""
 
@@ -544,6 +582,27 @@ class LacConfig:
     """``simulate`` (subscribers in userspace) or ``client`` (one kernel pppN)."""
     lns: tuple[LnsPeer, ...] = attrs.field(default=(LnsPeer(),), metadata=_meta(_lns_peers))
     """The LNSs to dial, in order."""
+    route: tuple[LacRoute, ...] = attrs.field(default=(), metadata=_meta(_lac_routes))
+    """Static tunnel selection rules, by DNIS or domain."""
+    lookup: str = attrs.field(default="static", metadata=_meta(_choice("static", "radius")))
+    """``static``: ``[[lac.route]]`` then ``[[lac.lns]]``; ``radius``: ``[[lac.route]]`` then
+    a RADIUS lookup per subscriber."""
+    search_order: tuple[str, ...] = attrs.field(
+        default=("dnis", "domain"),
+        metadata=_meta(_list_of(_choice("dnis", "domain"), unique=True)),
+    )
+    """What a subscriber is routed by, first match wins (Cisco ``vpdn search-order``)."""
+    lookup_password: Secret = attrs.field(default=Secret(b"cisco"), metadata=_meta(_secret))
+    """User-Password of the RADIUS tunnel lookup (Cisco's default is ``cisco``)."""
+    failover_timeout: float = attrs.field(default=5.0, metadata=_meta(_number(0, above=True)))
+    """Seconds to wait for an LNS's SCCRP before trying the next one."""
+    dead_time: float = attrs.field(default=60.0, metadata=_meta(_number(0)))
+    """Seconds an LNS that did not answer is tried only after the others."""
+
+    @property
+    def selects(self) -> bool:
+        """True when calls pick their LNS per subscriber (routes or a RADIUS lookup)."""
+        return bool(self.route) or self.lookup == "radius"
 
 
 @attrs.frozen
@@ -689,7 +748,8 @@ def _check_consistency(config: Config) -> None:
                 "holds only local_address: no address left for subscribers", subkey="[ppp] pool"
             )
     else:
-        if l2tp.hide_avps and l2tp.secret is None and any(p.secret is None for p in config.lac.lns):
+        peers = (*config.lac.lns, *config.lac.route)
+        if l2tp.hide_avps and l2tp.secret is None and any(p.secret is None for p in peers):
             raise _Invalid(
                 "needs a secret (hiding uses the tunnel secret)", subkey="[l2tp] hide_avps"
             )
@@ -787,6 +847,10 @@ def load_default(role: Role) -> Config:
     return load_config(DEFAULTS_DIR / f"{role}.toml", role)
 
 
+_ARRAY_ITEMS: dict[Parser, type[Any]] = {_lns_peers: LnsPeer, _lac_routes: LacRoute}
+"""Keys holding arrays of tables, and the class of one entry (for `known_keys`)."""
+
+
 def known_keys(role: Role | None = None) -> list[str]:
     """Every key the parser accepts, as ``"section.key"`` (``"lac.lns.address"`` for the array).
 
@@ -799,8 +863,9 @@ def known_keys(role: Role | None = None) -> list[str]:
         for field in attrs.fields(cls):
             if role is not None and role not in (field.metadata["roles"] & section_roles):
                 continue
-            if field.metadata["parse"] is _lns_peers:
-                yield from walk(LnsPeer, f"{prefix}.{field.name}", section_roles)
+            item = _ARRAY_ITEMS.get(field.metadata["parse"])
+            if item is not None:
+                yield from walk(item, f"{prefix}.{field.name}", section_roles)
             else:
                 yield f"{prefix}.{field.name}"
 

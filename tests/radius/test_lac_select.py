@@ -287,3 +287,62 @@ def test_duplicates_are_tried_once():
     other_tunnel = LnsCandidate("192.0.2.1", preference=1, assignment_id="x")
     order = order_candidates([a, again, other_tunnel], now=0.0)
     assert len(order) == 2 and all(c.preference == 1 for c in order)
+
+
+# -- config ------------------------------------------------------------------------------------
+
+
+def _lac(text: str):  # type: ignore[no-untyped-def]
+    from kl2tp.config import parse_config
+
+    return parse_config(text, "lac.toml", "lac")
+
+
+def test_route_config_keys():
+    cfg = _lac(
+        '[lac]\nlookup = "radius"\nsearch_order = ["domain"]\nfailover_timeout = 2\n'
+        '[[lac.route]]\ndomain = "ISP.Example"\nlns = "192.0.2.1:1702"\nsecret = "s"\n'
+        'preference = 3\nhostname = "lac-a"\n'
+        '[[lac.route]]\ndnis = "614629"\nlns = "192.0.2.2"\n'
+    )
+    one, two = cfg.lac.route
+    assert (one.domain, one.lns.sockaddr, one.preference, one.hostname) == (
+        "isp.example",
+        ("192.0.2.1", 1702),
+        3,
+        "lac-a",
+    )
+    assert one.secret is not None and one.secret.reveal() == b"s"
+    assert (two.dnis, two.lns.port, two.preference) == ("614629", 1701, 1)
+    assert cfg.lac.search_order == ("domain",) and cfg.lac.failover_timeout == 2.0
+    assert cfg.lac.selects
+    assert not _lac("").lac.selects
+    assert _lac("").lac.lookup_password.reveal() == b"cisco"
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        ('[[lac.route]]\nlns = "192.0.2.1"\n', "[[lac.route]] #1: needs exactly one"),
+        ('[[lac.route]]\ndnis = "1"\ndomain = "d"\nlns = "192.0.2.1"\n', "exactly one"),
+        ('[[lac.route]]\ndnis = "1"\n', "[[lac.route]] #1 lns: missing"),
+        ('[[lac.route]]\ndnis = "1"\nlns = "0.0.0.0"\n', "[[lac.route]] #1 lns"),
+        ('[[lac.route]]\ndnis = "1"\nlns = "192.0.2.1"\npreference = -1\n', "preference"),
+        ('[lac]\nsearch_order = ["dnis", "realm"]\n', "[lac] search_order"),
+        ('[lac]\nlookup = "ldap"\n', "[lac] lookup"),
+        ("[lac]\nfailover_timeout = 0\n", "[lac] failover_timeout"),
+    ],
+)
+def test_route_config_errors_name_the_key(text: str, where: str) -> None:
+    from kl2tp.config import ConfigError
+
+    with pytest.raises(ConfigError) as info:
+        _lac(text)
+    assert where in str(info.value)
+
+
+def test_route_keys_are_lac_only() -> None:
+    from kl2tp.config import ConfigError, parse_config
+
+    with pytest.raises(ConfigError, match="only valid for kl2tp-lac"):
+        parse_config('[[lac.route]]\ndnis = "1"\nlns = "192.0.2.1"\n', "lns.toml", "lns")
