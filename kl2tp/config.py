@@ -748,8 +748,8 @@ def _check_consistency(config: Config) -> None:
                 "holds only local_address: no address left for subscribers", subkey="[ppp] pool"
             )
     else:
-        peers = (*config.lac.lns, *config.lac.route)
-        if l2tp.hide_avps and l2tp.secret is None and any(p.secret is None for p in peers):
+        secrets = [p.secret for p in config.lac.lns] + [r.secret for r in config.lac.route]
+        if l2tp.hide_avps and l2tp.secret is None and any(s is None for s in secrets):
             raise _Invalid(
                 "needs a secret (hiding uses the tunnel secret)", subkey="[l2tp] hide_avps"
             )
