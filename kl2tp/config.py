@@ -48,7 +48,10 @@ __all__ = [
     "LacRoute",
     "LnsPeer",
     "LogConfig",
+    "NamedPool",
     "PppConfig",
+    "RadiusConfig",
+    "RadiusServerConfig",
     "Role",
     "SubscriberConfig",
     "known_keys",
@@ -487,6 +490,11 @@ class PppConfig:
     """Honour the LAC's proxy authentication (AVPs 29-33) or re-authenticate."""
     ipv6: bool = attrs.field(default=False, metadata=_meta(_boolean))
     """Negotiate IPv6CP."""
+    session_timeout: float = attrs.field(default=0.0, metadata=_meta(_number(0), roles=LNS_ONLY))
+    """Seconds a session may last when RADIUS sends no Session-Timeout; 0: no limit."""
+    idle_timeout: float = attrs.field(default=0.0, metadata=_meta(_number(0), roles=LNS_ONLY))
+    """Seconds without subscriber traffic before a session is cleared when RADIUS sends no
+    Idle-Timeout; 0: no limit (needs kernel counters to see traffic)."""
 
 
 @attrs.frozen
@@ -497,6 +505,105 @@ class AaaConfig:
     """``local`` (users file) or ``radius``."""
     users_file: Path = attrs.field(default=Path("/etc/kl2tp/users"), metadata=_meta(_path))
     """Users file for the local back end; relative to the config file's directory."""
+
+
+def _ip_literal(value: object) -> str:
+    if not isinstance(value, str):
+        raise _Invalid(f"must be an IP address string, got {_show(value)}")
+    try:
+        address = ip_address(value)
+    except ValueError:
+        raise _Invalid(f"must be an IP address, got {_show(value)}") from None
+    if address.is_unspecified:
+        raise _Invalid(f"must be a reachable address, got {_show(value)}")
+    return str(address)
+
+
+def _radius_secret(value: object) -> Secret:
+    if not isinstance(value, str) or not value:
+        raise _Invalid("must be a non-empty string")
+    return Secret(value.encode())
+
+
+@attrs.frozen
+class RadiusServerConfig:
+    """One ``[[radius.server]]`` entry, in order of preference."""
+
+    address: str = attrs.field(default="127.0.0.1", metadata=_meta(_ip_literal))
+    """The server's IP address (no host names: resolving is I/O at start-up)."""
+    secret: Secret = attrs.field(default=Secret(b""), metadata=_meta(_radius_secret))
+    """Shared secret (required)."""
+    auth_port: int = attrs.field(default=1812, metadata=_meta(_integer(1, 65535)))
+    """Authentication port."""
+    acct_port: int = attrs.field(default=1813, metadata=_meta(_integer(1, 65535)))
+    """Accounting port."""
+
+
+def _array_of(cls: type[Any], label: str, required: Sequence[str]) -> Parser:
+    """An array of tables (``[[label]]``), each parsed into ``cls``; ``required`` keys."""
+
+    def parse(value: object) -> tuple[Any, ...]:
+        if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+            raise _Invalid(f"must be an array of tables ([[{label}]])")
+        items = []
+        for index, table in enumerate(value):
+            where = f"[[{label}]] #{index + 1}"
+            items.append(_walk_table(cls, table, where, "lns"))
+            for key in required:
+                if key not in table:
+                    raise _Invalid("missing", subkey=f"{where} {key}")
+        return tuple(items)
+
+    parse.item_cls = cls  # type: ignore[attr-defined]
+    return parse
+
+
+@attrs.frozen
+class RadiusConfig:
+    """``[radius]``: the RADIUS client (``[aaa] backend = "radius"``)."""
+
+    server: tuple[RadiusServerConfig, ...] = attrs.field(
+        default=(),
+        metadata=_meta(_array_of(RadiusServerConfig, "radius.server", ("address", "secret"))),
+    )
+    """Servers, in order of preference."""
+    nas_identifier: str = attrs.field(default="", metadata=_meta(_string(nonempty=False)))
+    """NAS-Identifier we send; empty: ``[l2tp] hostname``."""
+    nas_ip_address: IPv4Address | None = attrs.field(default=None, metadata=_meta(_ipv4))
+    """NAS-IP-Address we send; None: not sent."""
+    timeout: float = attrs.field(default=3.0, metadata=_meta(_number(0, above=True)))
+    """Seconds to wait for a reply before retransmitting."""
+    retries: int = attrs.field(default=2, metadata=_meta(_integer(0, 10)))
+    """Retransmissions to one server before the next is tried."""
+    dead_time: float = attrs.field(default=30.0, metadata=_meta(_number(0)))
+    """Seconds a server that did not answer is skipped."""
+    message_authenticator: bool = attrs.field(default=True, metadata=_meta(_boolean))
+    """Require a valid Message-Authenticator in Access-Accept/Reject (BlastRADIUS)."""
+    interim_interval: float = attrs.field(default=0.0, metadata=_meta(_number(0)))
+    """Seconds between Interim-Updates when RADIUS sends no Acct-Interim-Interval; 0: none."""
+    accounting: bool = attrs.field(default=True, metadata=_meta(_boolean))
+    """Send accounting (Start, Interim-Update, Stop, Accounting-On/Off)."""
+    accounting_queue: int = attrs.field(default=100_000, metadata=_meta(_integer(1)))
+    """Most accounting records waiting for a server; more are dropped (and logged)."""
+    accounting_spool: Path = attrs.field(
+        default=Path("/var/lib/kl2tp/radius-accounting.spool"), metadata=_meta(_path)
+    )
+    """File the records still unsent at shutdown go to; sent at the next start."""
+
+
+@attrs.frozen
+class NamedPool:
+    """One ``[[pool]]``: an address pool RADIUS picks by Framed-Pool."""
+
+    name: str = attrs.field(default="", metadata=_meta(_string(max_len=253)))
+    """The name RADIUS sends in Framed-Pool."""
+    range: PoolRange = attrs.field(
+        default=parse_pool("10.255.0.2-10.255.0.254"), metadata=_meta(_pool)
+    )
+    """The addresses, written like ``[ppp] pool``."""
+
+
+_named_pools = _array_of(NamedPool, "pool", ("name", "range"))
 
 
 @attrs.frozen
@@ -640,6 +747,7 @@ _SECTIONS: dict[str, tuple[type[Any], frozenset[Role]]] = {
     "log": (LogConfig, BOTH),
     "ppp": (PppConfig, BOTH),
     "aaa": (AaaConfig, LNS_ONLY),
+    "radius": (RadiusConfig, BOTH),
     "lac": (LacConfig, LAC_ONLY),
     "subscriber": (SubscriberConfig, LAC_ONLY),
 }
@@ -670,6 +778,10 @@ class Config:
     """``[lac]`` and ``[[lac.lns]]`` (LAC)."""
     subscriber: SubscriberConfig = attrs.field(factory=SubscriberConfig)
     """``[subscriber]`` (LAC)."""
+    radius: RadiusConfig = attrs.field(factory=RadiusConfig)
+    """``[radius]`` and ``[[radius.server]]``."""
+    pool: tuple[NamedPool, ...] = ()
+    """``[[pool]]`` (LNS): named pools; ``[ppp] pool`` is the default pool ``""``."""
 
     def tunnel_config(self, peer: LnsPeer | None = None) -> TunnelConfig:
         """The tunnel core's settings from ``[l2tp]`` (and, on the LAC, one LNS's overrides)."""
@@ -747,6 +859,12 @@ def _check_consistency(config: Config) -> None:
             raise _Invalid(
                 "holds only local_address: no address left for subscribers", subkey="[ppp] pool"
             )
+        _check_pools(config)
+        if config.aaa.backend == "radius" and not config.radius.server:
+            raise _Invalid(
+                'must list at least one server for [aaa] backend = "radius"',
+                subkey="[[radius.server]]",
+            )
     else:
         secrets = [p.secret for p in config.lac.lns] + [r.secret for r in config.lac.route]
         if l2tp.hide_avps and l2tp.secret is None and any(s is None for s in secrets):
@@ -758,6 +876,24 @@ def _check_consistency(config: Config) -> None:
                 'proxy authentication carries PAP or CHAP only, not "mschapv2"',
                 subkey="[subscriber] proxy",
             )
+
+
+def _check_pools(config: Config) -> None:
+    """Named pools: unique names, no overlap with each other or with ``[ppp] pool``."""
+    seen: dict[str, int] = {}
+    ranges = [("[ppp] pool", config.ppp.pool)]
+    for index, pool in enumerate(config.pool):
+        where = f"[[pool]] #{index + 1}"
+        if pool.name in seen:
+            raise _Invalid(
+                f"{pool.name!r} is already the name of [[pool]] #{seen[pool.name]}",
+                subkey=f"{where} name",
+            )
+        seen[pool.name] = index + 1
+        for other, r in ranges:
+            if int(pool.range.first) <= int(r.last) and int(r.first) <= int(pool.range.last):
+                raise _Invalid(f"overlaps {other} ({r.text})", subkey=f"{where} range")
+        ranges.append((where, pool.range))
 
 
 def parse_config(
@@ -790,6 +926,14 @@ def parse_config(
     sections: dict[str, object] = {}
     try:
         for name, table in data.items():
+            if name == "pool":
+                if role != "lns":
+                    raise _Invalid("only valid for kl2tp-lns", subkey="[[pool]]")
+                try:
+                    sections["pool"] = _named_pools(table)
+                except _Invalid as exc:
+                    raise _Invalid(exc.problem, subkey=exc.subkey or "[[pool]]") from None
+                continue
             if name not in _SECTIONS and not isinstance(table, dict):
                 homes = [
                     f"[{sec}]" for sec, (c, _r) in _SECTIONS.items() if name in attrs.fields_dict(c)
@@ -813,6 +957,11 @@ def parse_config(
         aaa = cast(AaaConfig, sections["aaa"])
         if base_dir is not None and not aaa.users_file.is_absolute():
             sections["aaa"] = attrs.evolve(aaa, users_file=base_dir / aaa.users_file)
+        radius = cast(RadiusConfig, sections["radius"])
+        if base_dir is not None and not radius.accounting_spool.is_absolute():
+            sections["radius"] = attrs.evolve(
+                radius, accounting_spool=base_dir / radius.accounting_spool
+            )
         config = Config(role=role, source=source_name, **cast(dict[str, Any], sections))
         _check_consistency(config)
     except _Invalid as exc:
@@ -863,7 +1012,8 @@ def known_keys(role: Role | None = None) -> list[str]:
         for field in attrs.fields(cls):
             if role is not None and role not in (field.metadata["roles"] & section_roles):
                 continue
-            item = _ARRAY_ITEMS.get(field.metadata["parse"])
+            parse = field.metadata["parse"]
+            item = _ARRAY_ITEMS.get(parse) or getattr(parse, "item_cls", None)
             if item is not None:
                 yield from walk(item, f"{prefix}.{field.name}", section_roles)
             else:
@@ -871,4 +1021,5 @@ def known_keys(role: Role | None = None) -> list[str]:
 
     for name, (cls, roles) in _SECTIONS.items():
         keys.extend(walk(cls, name, roles))
+    keys.extend(walk(NamedPool, "pool", LNS_ONLY))
     return keys
