@@ -267,6 +267,7 @@ def _simulate(cfg: cfgmod.Config, args: argparse.Namespace) -> int:
             async with trio.open_nursery() as nursery:
                 await nursery.start(endpoint.serve)
                 nursery.start_soon(_stop_on_signal, stop)
+                picker = await _tunnel_picker(cfg, endpoint, nursery)
                 rate = args.rate if args.rate is not None else (cfg.subscriber.rate or None)
                 result = await simulate(
                     endpoint,
@@ -281,6 +282,8 @@ def _simulate(cfg: cfgmod.Config, args: argparse.Namespace) -> int:
                     ),
                     connect_factory=getattr(handler, "prepare_call", None),
                     stop=stop,
+                    picker=picker,
+                    username_of=lambda n: cfg.subscriber.credentials(n)[0],
                 )
                 summary.update(result.summary())
                 summary["counters"] = dict(endpoint.counters)
@@ -295,6 +298,20 @@ def _simulate(cfg: cfgmod.Config, args: argparse.Namespace) -> int:
     else:
         print(_format_summary(summary))
     return 0 if summary.get("established") == summary.get("requested") else 1
+
+
+async def _tunnel_picker(cfg: cfgmod.Config, endpoint: Endpoint, nursery: trio.Nursery) -> Any:
+    """LAC tunnel selection (``[[lac.route]]``, ``[lac] lookup``), None when it is off."""
+    if not cfg.lac.selects:
+        return None
+    from kl2tp.lac.tunnels import TunnelPicker
+
+    lookup = None
+    if cfg.lac.lookup == "radius":
+        from kl2tp.lac.lookup import radius_lookup
+
+        lookup = await radius_lookup(cfg, nursery)
+    return TunnelPicker.from_config(endpoint, cfg, lookup)
 
 
 async def _stop_on_signal(stop: trio.Event) -> None:

@@ -871,6 +871,11 @@ def _check_consistency(config: Config) -> None:
             raise _Invalid(
                 "needs a secret (hiding uses the tunnel secret)", subkey="[l2tp] hide_avps"
             )
+        if config.lac.lookup == "radius" and not config.radius.server:
+            raise _Invalid(
+                'must list at least one server for [lac] lookup = "radius"',
+                subkey="[[radius.server]]",
+            )
         if config.subscriber.proxy and config.subscriber.auth == "mschapv2":
             raise _Invalid(
                 'proxy authentication carries PAP or CHAP only, not "mschapv2"',
