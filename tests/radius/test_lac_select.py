@@ -304,6 +304,7 @@ def test_route_config_keys():
         '[[lac.route]]\ndomain = "ISP.Example"\nlns = "192.0.2.1:1702"\nsecret = "s"\n'
         'preference = 3\nhostname = "lac-a"\n'
         '[[lac.route]]\ndnis = "614629"\nlns = "192.0.2.2"\n'
+        '[[radius.server]]\naddress = "127.0.0.1"\nsecret = "r"\n'
     )
     one, two = cfg.lac.route
     assert (one.domain, one.lns.sockaddr, one.preference, one.hostname) == (
@@ -339,6 +340,13 @@ def test_route_config_errors_name_the_key(text: str, where: str) -> None:
     with pytest.raises(ConfigError) as info:
         _lac(text)
     assert where in str(info.value)
+
+
+def test_radius_lookup_needs_a_server() -> None:
+    from kl2tp.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"\[\[radius.server\]\]: must list"):
+        _lac('[lac]\nlookup = "radius"\n')
 
 
 def test_route_keys_are_lac_only() -> None:

@@ -135,7 +135,8 @@ async def test_radius_answer_is_kept_while_its_tunnel_lives(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     cfg = parse_config(
-        '[l2tp]\nhello_interval = 0\nidle_timeout = 0\n[lac]\nlookup = "radius"\n',
+        '[l2tp]\nhello_interval = 0\nidle_timeout = 0\n[lac]\nlookup = "radius"\n'
+        '[[radius.server]]\naddress = "127.0.0.1"\nsecret = "r"\n',
         "lac.toml",
         "lac",
     )
