@@ -115,6 +115,12 @@ class PickerCounters:
     """Calls that found their tunnel already up."""
 
 
+@attrs.define
+class _Lookup:
+    done: trio.Event = attrs.field(factory=trio.Event)
+    answer: ReplyTunnels | None = None
+
+
 class TunnelPicker:
     """Finds a tunnel for each subscriber (see the module docstring)."""
 
@@ -151,6 +157,8 @@ class TunnelPicker:
         """RADIUS answers kept while a tunnel opened for them lives."""
         self._answer_tunnels: dict[RouteKey, set[TunnelRunner]] = {}
         self._tunnel_answers: dict[TunnelRunner, set[RouteKey]] = {}
+        self._lookups: dict[RouteKey, _Lookup] = {}
+        """Lookups under way."""
 
     @classmethod
     def from_config(
@@ -187,8 +195,7 @@ class TunnelPicker:
             kept = self._answers.get(key)
             if kept:
                 return key, kept, True
-            self.counters.lookups += 1
-            reply = await self.lookup(key, call)
+            reply = await self._ask(key, call)
             if reply is None:
                 self.counters.lookup_failures += 1
                 continue
@@ -198,6 +205,23 @@ class TunnelPicker:
                 return key, reply.candidates, True
             self.counters.lookup_failures += 1
         return None, self.default, False
+
+    async def _ask(self, key: RouteKey, call: CallParams) -> ReplyTunnels | None:
+        """One RADIUS lookup per key at a time: callers that arrive while it is under way
+        share its answer (a burst of one DNIS's subscribers makes one Access-Request)."""
+        pending = self._lookups.get(key)
+        if pending is not None:
+            await pending.done.wait()
+            return pending.answer
+        assert self.lookup is not None
+        entry = self._lookups[key] = _Lookup()
+        self.counters.lookups += 1
+        try:
+            entry.answer = await self.lookup(key, call)
+        finally:
+            del self._lookups[key]
+            entry.done.set()
+        return entry.answer
 
     async def tunnel_for(self, username: str, call: CallParams) -> TunnelRunner:
         """A tunnel to the best LNS that answers for this subscriber.

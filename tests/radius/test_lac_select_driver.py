@@ -181,3 +181,48 @@ async def test_radius_answer_is_kept_while_its_tunnel_lives(
             assert asked == ["isp.example", "unknown.example", "isp.example"]
             assert picker.counters.lookup_failures == 1
             nursery.cancel_scope.cancel()
+
+
+async def test_concurrent_subscribers_of_one_key_share_one_lookup(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    cfg = parse_config(
+        '[l2tp]\nhello_interval = 0\nidle_timeout = 0\n[lac]\nlookup = "radius"\n'
+        '[[radius.server]]\naddress = "127.0.0.1"\nsecret = "r"\n',
+        "lac.toml",
+        "lac",
+    )
+    network = FakeNetwork(seed=2)
+    lns_a = lns(network, LNS_A, b"s", 1)
+    lac = Endpoint(
+        role="lac",
+        tunnel_config=cfg.tunnel_config(),
+        dataplane=NullDataPlane(),
+        listen=LAC,
+        rng=random.Random(2),
+        transport=network.attach(LAC),
+    )
+    asked: list[str] = []
+
+    async def slow_lookup(key: RouteKey, params: CallParams) -> ReplyTunnels | None:
+        asked.append(key.lookup_name)
+        await trio.sleep(2)
+        return ReplyTunnels((LnsCandidate(*LNS_A, secret=Secret(b"s")),))
+
+    picker = TunnelPicker.from_config(lac, cfg, slow_lookup)
+    got: list[Endpoint | object] = []
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(network.run)
+            for endpoint in (lns_a, lac):
+                await nursery.start(endpoint.serve)
+
+            async def one(n: int) -> None:
+                got.append(await picker.tunnel_for(f"u{n}@isp.example", CallParams(serial=n)))
+
+            async with trio.open_nursery() as calls:
+                for n in range(5):
+                    calls.start_soon(one, n)
+            nursery.cancel_scope.cancel()
+    assert asked == ["isp.example"] and picker.counters.lookups == 1
+    assert len(got) == 5 and len({id(r) for r in got}) == 1 and picker.counters.dials == 1
