@@ -157,6 +157,8 @@ class TunnelPicker:
         """RADIUS answers kept while a tunnel opened for them lives."""
         self._answer_tunnels: dict[RouteKey, set[TunnelRunner]] = {}
         self._tunnel_answers: dict[TunnelRunner, set[RouteKey]] = {}
+        self._answering: Counter[RouteKey] = Counter()
+        """Calls dialling on a kept answer that has no tunnel yet."""
         self._lookups: dict[RouteKey, _Lookup] = {}
         """Lookups under way."""
 
@@ -235,6 +237,27 @@ class TunnelPicker:
         ordered = order_candidates(
             found, now=trio.current_time(), health=self.health, load=self.load, rng=self.rng
         )
+        if key is not None and answered:
+            # Kept from now on, so subscribers arriving while we dial (or fail over) are not
+            # looked up again; dropped below if no tunnel comes of it.
+            self._answers.setdefault(key, found)
+            self._answering[key] += 1
+        try:
+            return await self._first_that_answers(key if answered else None, found, ordered)
+        finally:
+            if key is not None and answered:
+                self._answering[key] -= 1
+                if not self._answering[key]:
+                    del self._answering[key]
+                    if key not in self._answer_tunnels:
+                        self._answers.pop(key, None)
+
+    async def _first_that_answers(
+        self,
+        key: RouteKey | None,
+        found: tuple[LnsCandidate, ...],
+        ordered: list[LnsCandidate],
+    ) -> TunnelRunner:
         for candidate in ordered:
             self._inflight[candidate.address] += 1
             try:
@@ -243,7 +266,7 @@ class TunnelPicker:
                 self._inflight[candidate.address] -= 1
             if runner is None:
                 continue
-            if key is not None and answered:
+            if key is not None:
                 self._keep_answer(key, found, runner)
             return runner
         raise NoTunnel("no LNS answered")
