@@ -40,6 +40,7 @@ __all__ = [
     "AaaConfig",
     "Config",
     "ConfigError",
+    "CoaClientConfig",
     "ControlConfig",
     "DataplaneConfig",
     "Endpoint",
@@ -559,6 +560,16 @@ def _array_of(cls: type[Any], label: str, required: Sequence[str]) -> Parser:
 
 
 @attrs.frozen
+class CoaClientConfig:
+    """One ``[[radius.coa_client]]``: a RADIUS server allowed to send CoA/Disconnect."""
+
+    address: str = attrs.field(default="127.0.0.1", metadata=_meta(_ip_literal))
+    """Its IP address (requests from any other address are dropped)."""
+    secret: Secret = attrs.field(default=Secret(b""), metadata=_meta(_radius_secret))
+    """The shared secret (required)."""
+
+
+@attrs.frozen
 class RadiusConfig:
     """``[radius]``: the RADIUS client (``[aaa] backend = "radius"``)."""
 
@@ -589,6 +600,18 @@ class RadiusConfig:
         default=Path("/var/lib/kl2tp/radius-accounting.spool"), metadata=_meta(_path)
     )
     """File the records still unsent at shutdown go to; sent at the next start."""
+    coa_listen: Endpoint | None = attrs.field(
+        default=None, metadata=_meta(_endpoint(3799, local=True), roles=LNS_ONLY)
+    )
+    """Where the RFC 5176 CoA/Disconnect server listens; None: no server."""
+    coa_client: tuple[CoaClientConfig, ...] = attrs.field(
+        default=(),
+        metadata=_meta(
+            _array_of(CoaClientConfig, "radius.coa_client", ("address", "secret")),
+            roles=LNS_ONLY,
+        ),
+    )
+    """Who may send CoA/Disconnect-Requests, with which secret."""
 
 
 @attrs.frozen
@@ -860,6 +883,10 @@ def _check_consistency(config: Config) -> None:
                 "holds only local_address: no address left for subscribers", subkey="[ppp] pool"
             )
         _check_pools(config)
+        if config.radius.coa_client and config.radius.coa_listen is None:
+            raise _Invalid(
+                "has no effect without [radius] coa_listen", subkey="[[radius.coa_client]]"
+            )
         if config.aaa.backend == "radius" and not config.radius.server:
             raise _Invalid(
                 'must list at least one server for [aaa] backend = "radius"',

@@ -242,3 +242,42 @@ def test_index_add_remove_readdress():
     assert index.find(username="u") == [b] and len(index) == 1
     index.remove(b)
     assert index.find(username="u") == [] and index.find() == []
+
+
+def test_coa_config_keys() -> None:
+    from kl2tp.aaa.radius.coa import coa_clients
+    from kl2tp.config import ConfigError, parse_config
+
+    cfg = parse_config(
+        '[radius]\ncoa_listen = "127.0.0.1"\n'
+        '[[radius.coa_client]]\naddress = "127.0.0.1"\nsecret = "s1"\n'
+        '[[radius.coa_client]]\naddress = "2001:db8::5"\nsecret = "s2"\n',
+        "lns.toml",
+        "lns",
+    )
+    assert cfg.radius.coa_listen is not None and cfg.radius.coa_listen.sockaddr == (
+        "127.0.0.1",
+        3799,
+    )
+    clients = coa_clients(cfg.radius.coa_client)
+    assert [c.address for c in clients] == ["127.0.0.1", "2001:db8::5"]
+    assert clients[1].secret.reveal() == b"s2" and "s2" not in repr(cfg)
+    assert parse_config("", "lns.toml", "lns").radius.coa_listen is None
+    for text, where in (
+        ('[[radius.coa_client]]\naddress = "127.0.0.1"\nsecret = "s"\n', "coa_listen"),
+        ('[radius]\ncoa_listen = "x"\n', "[radius] coa_listen"),
+        (
+            '[radius]\ncoa_listen = "127.0.0.1"\n[[radius.coa_client]]\nsecret = "s"\n',
+            "[[radius.coa_client]] #1 address: missing",
+        ),
+        (
+            '[radius]\ncoa_listen = "127.0.0.1"\n'
+            '[[radius.coa_client]]\naddress = "h"\nsecret = "s"\n',
+            "[[radius.coa_client]] #1 address",
+        ),
+    ):
+        with pytest.raises(ConfigError) as info:
+            parse_config(text, "lns.toml", "lns")
+        assert where in str(info.value), str(info.value)
+    with pytest.raises(ConfigError, match="only valid for kl2tp-lns"):
+        parse_config('[radius]\ncoa_listen = "127.0.0.1"\n', "lac.toml", "lac")
