@@ -228,7 +228,14 @@ def _run(cfg: cfgmod.Config, role: str) -> int:
             async def dialer(endpoint: Endpoint) -> None:
                 await keep_call(endpoint, settings.lns_peers, call)
 
-        await run_daemon(settings, dataplane, handler, dialer=dialer)
+        coa = _coa_server(cfg, handler) if role == "lns" else None
+        async with trio.open_nursery() as services:
+            if coa is not None and cfg.radius.coa_listen is not None:
+                from kl2tp.aaa.radius.coa import serve_coa
+
+                await services.start(serve_coa, cfg.radius.coa_listen.sockaddr, coa)
+            await run_daemon(settings, dataplane, handler, dialer=dialer)
+            services.cancel_scope.cancel()
 
     try:
         trio.run(main)
@@ -236,6 +243,34 @@ def _run(cfg: cfgmod.Config, role: str) -> int:
         print(f"kl2tp-{role}: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def _coa_server(cfg: cfgmod.Config, handler: Any) -> Any:
+    """The RFC 5176 server's core when ``[radius] coa_listen`` is set (None otherwise); the
+    LNS's sessions register with its index, and its counters join ``show summary``."""
+    if cfg.radius.coa_listen is None:
+        return None
+    from kl2tp.aaa.radius.coa import CoaCore, SessionIndex, coa_clients
+    from kl2tp.aaa.radius.dictionary import load_dictionary
+
+    index = SessionIndex()
+    core = CoaCore(
+        coa_clients(cfg.radius.coa_client),
+        index,
+        load_dictionary(),
+        nas_identifier=cfg.radius.nas_identifier or cfg.l2tp.hostname,
+        limiter=_warn_limiter(),
+    )
+    handler.coa_index = index
+    handler.coa = core
+    return core
+
+
+def _warn_limiter() -> Any:
+    """The shared limiter for peer-caused warnings (a few lines a minute per reason)."""
+    from kl2tp.ratelimit import WarnLimiter
+
+    return WarnLimiter(per_reason_burst=5, interval=60.0)
 
 
 def _simulate(cfg: cfgmod.Config, args: argparse.Namespace) -> int:
