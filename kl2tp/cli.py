@@ -7,6 +7,7 @@ that could not bind), 2 bad usage or a bad config (one line naming the file, key
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import logging
@@ -133,11 +134,10 @@ def _authenticator(cfg: cfgmod.Config, role: str) -> Any:
     """The AAA back end (the LNS's); reads the users file before anything starts."""
     if role != "lns":
         return None
-    if cfg.aaa.backend != "local":
-        print(
-            f'kl2tp-lns: [aaa] backend = "{cfg.aaa.backend}" is not available yet', file=sys.stderr
-        )
-        raise SystemExit(2)
+    if cfg.aaa.backend == "radius":
+        from kl2tp.aaa.radius.backend import RadiusAuthenticator
+
+        return RadiusAuthenticator.from_config(cfg)
     from kl2tp.aaa.local import LocalAuthenticator
 
     try:
@@ -229,7 +229,13 @@ def _run(cfg: cfgmod.Config, role: str) -> int:
                 await keep_call(endpoint, settings.lns_peers, call)
 
         coa = _coa_server(cfg, handler) if role == "lns" else None
-        async with trio.open_nursery() as services:
+        # A back end with a life of its own (RADIUS: reply readers, accounting, Accounting-On
+        # and -Off) runs around the daemon; so does the CoA server.
+        running = getattr(authenticator, "running", None)
+        async with contextlib.AsyncExitStack() as stack:
+            if running is not None:
+                await stack.enter_async_context(running())
+            services = await stack.enter_async_context(trio.open_nursery())
             if coa is not None and cfg.radius.coa_listen is not None:
                 from kl2tp.aaa.radius.coa import serve_coa
 

@@ -496,6 +496,9 @@ class PppConfig:
     idle_timeout: float = attrs.field(default=0.0, metadata=_meta(_number(0), roles=LNS_ONLY))
     """Seconds without subscriber traffic before a session is cleared when RADIUS sends no
     Idle-Timeout; 0: no limit (needs kernel counters to see traffic)."""
+    setup_timeout: float = attrs.field(default=60.0, metadata=_meta(_number(0)))
+    """Seconds a link may take from its start to its first open network protocol, however
+    many LCP restarts it goes through; 0: no bound."""
 
 
 @attrs.frozen
@@ -506,6 +509,11 @@ class AaaConfig:
     """``local`` (users file) or ``radius``."""
     users_file: Path = attrs.field(default=Path("/etc/kl2tp/users"), metadata=_meta(_path))
     """Users file for the local back end; relative to the config file's directory."""
+    duplicate_session: str = attrs.field(
+        default="refuse", metadata=_meta(_choice("refuse", "replace"))
+    )
+    """A second login of a user whose static address a live session holds: ``refuse`` it, or
+    ``replace`` the old session."""
 
 
 def _ip_literal(value: object) -> str:
