@@ -237,6 +237,7 @@ def test_index_add_remove_readdress():
     index.add(a)  # re-added with its new address
     assert index.find(framed_address=IPv4Address("10.1.1.1")) == []
     assert index.find(framed_address=IPv4Address("10.1.1.9")) == [a]
+    a.username = "renamed"  # removal uses the keys it was indexed under
     index.remove(a)
     index.remove(a)
     assert index.find(username="u") == [b] and len(index) == 1

@@ -42,6 +42,7 @@ import trio
 from pyrad import packet as rp
 from pyrad.dictionary import Dictionary
 
+from kl2tp.ratelimit import suppressed_note
 from kl2tp.values import Secret
 
 __all__ = [
@@ -132,7 +133,8 @@ class SessionIndex:
     """Live sessions by Acct-Session-Id, by user name and by address (all O(1))."""
 
     def __init__(self) -> None:
-        self._by_id: dict[str, CoaSession] = {}
+        self._by_id: dict[str, tuple[CoaSession, str, IPv4Address | None]] = {}
+        """Session, and the user name and address it is indexed under."""
         self._by_user: dict[str, dict[str, CoaSession]] = {}
         self._by_address: dict[IPv4Address, CoaSession] = {}
 
@@ -140,13 +142,13 @@ class SessionIndex:
         return len(self._by_id)
 
     def add(self, session: CoaSession) -> None:
-        """Index a session (again: its address may have changed)."""
+        """Index a session (again: its name or address may have changed)."""
         self.remove(session)
-        sid = session.acct_session_id
-        self._by_id[sid] = session
-        self._by_user.setdefault(session.username, {})[sid] = session
-        if session.framed_address is not None:
-            self._by_address[session.framed_address] = session
+        sid, user, address = session.acct_session_id, session.username, session.framed_address
+        self._by_id[sid] = (session, user, address)
+        self._by_user.setdefault(user, {})[sid] = session
+        if address is not None:
+            self._by_address[address] = session
 
     def remove(self, session: CoaSession) -> None:
         """Forget a session; unknown ones are ignored."""
@@ -154,13 +156,13 @@ class SessionIndex:
         known = self._by_id.pop(sid, None)
         if known is None:
             return
-        users = self._by_user.get(known.username)
+        indexed, user, address = known
+        users = self._by_user.get(user)
         if users is not None:
             users.pop(sid, None)
             if not users:
-                del self._by_user[known.username]
-        address = known.framed_address
-        if address is not None and self._by_address.get(address) is known:
+                del self._by_user[user]
+        if address is not None and self._by_address.get(address) is indexed:
             del self._by_address[address]
 
     def find(
@@ -173,8 +175,8 @@ class SessionIndex:
     ) -> list[CoaSession]:
         """The sessions matching every given attribute (none given: none)."""
         if acct_session_id is not None:
-            one = self._by_id.get(acct_session_id)
-            found: Iterable[CoaSession] = (one,) if one is not None else ()
+            entry = self._by_id.get(acct_session_id)
+            found: Iterable[CoaSession] = (entry[0],) if entry is not None else ()
         elif username is not None:
             found = list(self._by_user.get(username, {}).values())
         elif framed_address is not None:
@@ -202,7 +204,7 @@ class CoaClient:
 
 
 class WarnLimiter(Protocol):
-    """``kl2tp.ratelimit.WarnLimiter``'s interface."""
+    """``kl2tp.ratelimit.WarnLimiter``'s interface (tests pass their own)."""
 
     def should_log(self, reason: str, now: float) -> tuple[bool, int]:
         """Log this one? And how many were suppressed since the last logged line."""
@@ -413,9 +415,7 @@ class CoaCore:
             ok, suppressed = self.limiter.should_log(f"coa_{reason}", now)
             if not ok:
                 return
-        if suppressed:
-            fmt += f" ({suppressed} more like it not logged)"
-        log.warning(fmt, *args)
+        log.warning(fmt + suppressed_note(suppressed), *args)
 
 
 def _first(request: Any, name: str) -> Any:
