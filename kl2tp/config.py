@@ -38,9 +38,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AaaConfig",
+    "CoaClientConfig",
     "Config",
     "ConfigError",
-    "CoaClientConfig",
     "ControlConfig",
     "DataplaneConfig",
     "Endpoint",
