@@ -124,3 +124,59 @@ def test_disconnect_coa_and_strangers(daemons, tmp_path: Path) -> None:  # type:
     log = lns.output()
     assert "RADIUS Disconnect-Request; clearing the session" in log
     assert "127.0.0.2" in log and COA_SECRET not in log
+
+
+def test_disconnect_stop_record_says_admin_reset(tmp_path: Path) -> None:
+    """With RADIUS AAA and accounting, FreeRADIUS gets the Stop of the disconnected session:
+    its Acct-Session-Id, Acct-Terminate-Cause Admin-Reset."""
+    if shutil.which("radclient") is None:
+        pytest.skip("radclient is not installed (apt-get install freeradius-utils)")
+    from tests.radius.freeradius import FreeRadius
+
+    users = "".join(f'user{n} Cleartext-Password := "pass{n}"\n' for n in (1, 2))
+    radius = FreeRadius(tmp_path / "fr", users=users)
+    coa_port = free_udp_port()
+    lns_cfg, lac_cfg, lns_sock, _ = write_configs(
+        tmp_path,
+        "tunnel-secret",
+        lns_extra=f"""
+[radius]
+coa_listen = "127.0.0.1:{coa_port}"
+accounting_spool = "{tmp_path / "spool"}"
+[[radius.server]]
+address = "127.0.0.1"
+auth_port = {radius.auth_port}
+acct_port = {radius.acct_port}
+secret = "{radius.secret}"
+[[radius.coa_client]]
+address = "127.0.0.1"
+secret = "{COA_SECRET}"
+""",
+    )
+    lns_cfg.write_text(lns_cfg.read_text().replace("[aaa]\n", '[aaa]\nbackend = "radius"\n'))
+    lns = lac = None
+    try:
+        radius.start()
+        lns = Daemon([str(BIN / "kl2tp-lns"), "--config", str(lns_cfg)], tmp_path / "lns.log")
+        wait_for(lambda: lns_sock.exists(), "the LNS's control socket")
+        lac = Daemon(
+            [str(BIN / "kl2tp-lac"), "--config", str(lac_cfg), "--simulate", "2", "--hold", "120"],
+            tmp_path / "lac.log",
+        )
+        wait_for(lambda: len(sessions(lns_sock)) == 2, "two subscribers up at the LNS")
+        target = next(s for s in sessions(lns_sock) if s["username"] == "user2")
+        out = radclient(coa_port, "disconnect", 'User-Name = "user2"\n')
+        assert "Received Disconnect-ACK" in out, out
+        stops = radius.wait_records(
+            lambda r: r.get("Acct-Status-Type") == "Stop" and r.get("User-Name") == "user2"
+        )
+        assert len(stops) == 1, radius.detail_records()
+        assert stops[0]["Acct-Session-Id"] == target["acct_session_id"]
+        assert stops[0]["Acct-Terminate-Cause"] == "Admin-Reset"
+        assert [s["username"] for s in sessions(lns_sock)] == ["user1"]
+    finally:
+        if lac is not None:
+            lac.kill()
+        if lns is not None:
+            lns.stop()
+        radius.stop()
