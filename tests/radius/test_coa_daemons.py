@@ -116,11 +116,18 @@ def test_disconnect_coa_and_strangers(daemons, tmp_path: Path) -> None:  # type:
             s.recv(4096)
     assert {s["username"] for s in sessions(sock)} == {"user3"}
 
+    # CoA: an Idle-Timeout (from now) ends the idle user3 (LCP echoes are not traffic).
+    out = radclient(
+        port, "coa", f'Acct-Session-Id = "{live["user3"]["acct_session_id"]}"\nIdle-Timeout = 1\n'
+    )
+    assert "Received CoA-ACK" in out, out
+    wait_for(lambda: not sessions(sock), "user3 idled out")
+
     summary = ctl(sock, "show", "summary")
     coa = summary["ppp"]["coa"]
-    assert coa["disconnect_ack"] == 1 and coa["coa_ack"] == 1 and coa["nak_503"] == 2, coa
+    assert coa["disconnect_ack"] == 1 and coa["coa_ack"] == 2 and coa["nak_503"] == 2, coa
     assert coa["drop_unknown_client"] == 1 and coa["drop_bad_authenticator"] >= 1, coa
-    assert summary["ppp"]["timeouts"] == {"session-timeout": 1}
+    assert summary["ppp"]["timeouts"] == {"session-timeout": 1, "idle-timeout": 1}
     log = lns.output()
     assert "RADIUS Disconnect-Request; clearing the session" in log
     assert "127.0.0.2" in log and COA_SECRET not in log

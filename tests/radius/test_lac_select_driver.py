@@ -226,3 +226,41 @@ async def test_concurrent_subscribers_of_one_key_share_one_lookup(
             nursery.cancel_scope.cancel()
     assert asked == ["isp.example"] and picker.counters.lookups == 1
     assert len(got) == 5 and len({id(r) for r in got}) == 1 and picker.counters.dials == 1
+
+
+async def test_an_lns_with_another_host_name_than_radius_said_is_skipped(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    cfg = parse_config("[l2tp]\nhello_interval = 0\nidle_timeout = 0\n", "lac.toml", "lac")
+    network = FakeNetwork(seed=4)
+    impostor = lns(network, LNS_A, b"s", 1)  # calls itself "lns1"
+    genuine = lns(network, LNS_B, b"s", 2)  # "lns2"
+    lac = Endpoint(
+        role="lac",
+        tunnel_config=cfg.tunnel_config(),
+        dataplane=NullDataPlane(),
+        listen=LAC,
+        rng=random.Random(2),
+        transport=network.attach(LAC),
+    )
+    answer = ReplyTunnels(
+        (
+            LnsCandidate(*LNS_A, preference=1, secret=Secret(b"s"), server_name="lns2"),
+            LnsCandidate(*LNS_B, preference=2, secret=Secret(b"s"), server_name="lns2"),
+        )
+    )
+
+    async def lookup(key: RouteKey, params: CallParams) -> ReplyTunnels | None:
+        return answer
+
+    picker = TunnelPicker.from_config(lac, cfg, lookup)
+    picker.search_order = ("domain",)
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(network.run)
+            for endpoint in (impostor, genuine, lac):
+                await nursery.start(endpoint.serve)
+            runner = await picker.tunnel_for("a@isp.example", CallParams(serial=1))
+            assert runner.peer_addr == LNS_B and runner.peer_hostname == "lns2"
+            nursery.cancel_scope.cancel()
+    assert picker.counters.dials == 2 and picker.counters.dial_failures == 1
