@@ -16,6 +16,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+import attrs
 import trio
 
 from kl2tp import config as cfgmod
@@ -328,6 +329,8 @@ def _simulate(cfg: cfgmod.Config, args: argparse.Namespace) -> int:
                 )
                 summary.update(result.summary())
                 summary["counters"] = dict(endpoint.counters)
+                if picker is not None:
+                    summary["selection"] = attrs.asdict(picker.counters)
                 nursery.cancel_scope.cancel()
         finally:
             with trio.CancelScope(shield=True):

@@ -94,6 +94,8 @@ def test_lac_fails_over_to_the_live_lns_a_radius_reply_names(tmp_path: Path) -> 
         out = lac.output()
         summary = json.loads(out.strip().splitlines()[-1])
         assert summary["requested"] == 4 and summary["established"] == 4, out
+        assert summary["selection"]["lookups"] == 1, summary
+        assert summary["selection"]["dial_failures"] == 1, summary
         # The preferred LNS was tried once and failed over; one lookup served the burst.
         assert out.count(f"tunnel to 127.0.0.1:{dead_port} failed") == 1, out
         assert out.count("RADIUS tunnel lookup dnis:614629: 127.0.0.1") == 1, out
