@@ -204,6 +204,13 @@ def test_strangers_and_wrong_secrets_are_dropped_counted_and_logged_rate_limited
     assert all(SECRET.decode() not in line for line in lines)
 
 
+def test_ipv4_client_on_a_dual_stack_socket(core, sessions):  # type: ignore[no-untyped-def]
+    reply = exchange(
+        core, request(rp.DisconnectRequest, User_Name="bob"), src=("::ffff:127.0.0.1", 9)
+    )
+    assert reply is not None and reply.code == rp.DisconnectACK
+
+
 def test_retransmission_gets_the_same_reply_not_a_503(core, sessions):  # type: ignore[no-untyped-def]
     packet = request(rp.DisconnectRequest, Acct_Session_Id="00000003")
     raw = packet.RequestPacket()

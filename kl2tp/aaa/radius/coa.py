@@ -275,9 +275,13 @@ class CoaCore:
         self, data: bytes, addr: tuple[str, int], now: float, wall: float | None
     ) -> bytes | None:
         try:
-            host = str(ip_address(addr[0]))
+            ip = ip_address(addr[0])
         except ValueError:
             host = addr[0]
+        else:
+            # A dual-stack socket shows IPv4 clients as ::ffff:a.b.c.d.
+            mapped = getattr(ip, "ipv4_mapped", None)
+            host = str(mapped if mapped is not None else ip)
         client = self.clients.get(host)
         if client is None:
             raise _Drop("unknown_client", "not a [[radius.coa_client]]")
