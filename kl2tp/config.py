@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AaaConfig",
+    "CoaClientConfig",
     "Config",
     "ConfigError",
     "ControlConfig",
@@ -45,6 +46,7 @@ __all__ = [
     "Endpoint",
     "L2tpConfig",
     "LacConfig",
+    "LacRoute",
     "LnsPeer",
     "LogConfig",
     "NamedPool",
@@ -612,6 +614,16 @@ def _array_of(cls: type[Any], label: str, required: Sequence[str]) -> Parser:
 
 
 @attrs.frozen
+class CoaClientConfig:
+    """One ``[[radius.coa_client]]``: a RADIUS server allowed to send CoA/Disconnect."""
+
+    address: str = attrs.field(default="127.0.0.1", metadata=_meta(_ip_literal))
+    """Its IP address (requests from any other address are dropped)."""
+    secret: Secret = attrs.field(default=Secret(b""), metadata=_meta(_radius_secret))
+    """The shared secret (required)."""
+
+
+@attrs.frozen
 class RadiusConfig:
     """``[radius]``: the RADIUS client (``[aaa] backend = "radius"``)."""
 
@@ -642,6 +654,18 @@ class RadiusConfig:
         default=Path("/var/lib/kl2tp/radius-accounting.spool"), metadata=_meta(_path)
     )
     """File the records still unsent at shutdown go to; sent at the next start."""
+    coa_listen: Endpoint | None = attrs.field(
+        default=None, metadata=_meta(_endpoint(3799, local=True), roles=LNS_ONLY)
+    )
+    """Where the RFC 5176 CoA/Disconnect server listens; None: no server."""
+    coa_client: tuple[CoaClientConfig, ...] = attrs.field(
+        default=(),
+        metadata=_meta(
+            _array_of(CoaClientConfig, "radius.coa_client", ("address", "secret")),
+            roles=LNS_ONLY,
+        ),
+    )
+    """Who may send CoA/Disconnect-Requests, with which secret."""
 
 
 @attrs.frozen
@@ -698,6 +722,43 @@ def _lns_peers(value: object) -> tuple[LnsPeer, ...]:
 
 
 @attrs.frozen
+class LacRoute:
+    """One ``[[lac.route]]`` entry: an LNS for the subscribers of one DNIS or domain."""
+
+    dnis: str | None = attrs.field(default=None, metadata=_meta(_string(max_len=64)))
+    """The called number this rule is for."""
+    domain: str | None = attrs.field(default=None, metadata=_meta(_string()))
+    """The user-name domain (after ``@``) this rule is for; matched without case."""
+    lns: Endpoint = attrs.field(
+        default=Endpoint("127.0.0.1", 1701), metadata=_meta(_endpoint(1701, local=False))
+    )
+    """The LNS; port defaults to 1701."""
+    secret: Secret | None = attrs.field(default=None, metadata=_meta(_secret))
+    """Tunnel secret towards it; None: ``[l2tp] secret``."""
+    hostname: str | None = attrs.field(default=None, metadata=_meta(_string()))
+    """Host Name we send it; None: ``[l2tp] hostname``."""
+    preference: int = attrs.field(default=1, metadata=_meta(_integer(0, 0xFFFFFF)))
+    """Lower is preferred; equal preferences share the calls (RFC 2868 Tunnel-Preference)."""
+
+
+def _lac_routes(value: object) -> tuple[LacRoute, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        raise _Invalid("must be an array of tables ([[lac.route]])")
+    routes = []
+    for index, table in enumerate(value):
+        label = f"[[lac.route]] #{index + 1}"
+        route = _walk_table(LacRoute, table, label, "lac")
+        if "lns" not in table:
+            raise _Invalid("missing", subkey=f"{label} lns")
+        if (route.dnis is None) == (route.domain is None):
+            raise _Invalid("needs exactly one of dnis and domain", subkey=label)
+        if route.domain is not None:
+            route = attrs.evolve(route, domain=route.domain.lower())
+        routes.append(route)
+    return tuple(routes)
+
+
+@attrs.frozen
 class LacConfig:
     """``[lac]``: what the LAC does (LAC)."""
 
@@ -705,6 +766,27 @@ class LacConfig:
     """``simulate`` (subscribers in userspace) or ``client`` (one kernel pppN)."""
     lns: tuple[LnsPeer, ...] = attrs.field(default=(LnsPeer(),), metadata=_meta(_lns_peers))
     """The LNSs to dial, in order."""
+    route: tuple[LacRoute, ...] = attrs.field(default=(), metadata=_meta(_lac_routes))
+    """Static tunnel selection rules, by DNIS or domain."""
+    lookup: str = attrs.field(default="static", metadata=_meta(_choice("static", "radius")))
+    """``static``: ``[[lac.route]]`` then ``[[lac.lns]]``; ``radius``: ``[[lac.route]]`` then
+    a RADIUS lookup per subscriber."""
+    search_order: tuple[str, ...] = attrs.field(
+        default=("dnis", "domain"),
+        metadata=_meta(_list_of(_choice("dnis", "domain"), unique=True)),
+    )
+    """What a subscriber is routed by, first match wins (Cisco ``vpdn search-order``)."""
+    lookup_password: Secret = attrs.field(default=Secret(b"cisco"), metadata=_meta(_secret))
+    """User-Password of the RADIUS tunnel lookup (Cisco's default is ``cisco``)."""
+    failover_timeout: float = attrs.field(default=5.0, metadata=_meta(_number(0, above=True)))
+    """Seconds to wait for an LNS's SCCRP before trying the next one."""
+    dead_time: float = attrs.field(default=60.0, metadata=_meta(_number(0)))
+    """Seconds an LNS that did not answer is tried only after the others."""
+
+    @property
+    def selects(self) -> bool:
+        """True when calls pick their LNS per subscriber (routes or a RADIUS lookup)."""
+        return bool(self.route) or self.lookup == "radius"
 
 
 @attrs.frozen
@@ -855,15 +937,25 @@ def _check_consistency(config: Config) -> None:
                 "holds only local_address: no address left for subscribers", subkey="[ppp] pool"
             )
         _check_pools(config)
+        if config.radius.coa_client and config.radius.coa_listen is None:
+            raise _Invalid(
+                "has no effect without [radius] coa_listen", subkey="[[radius.coa_client]]"
+            )
         if config.aaa.backend == "radius" and not config.radius.server:
             raise _Invalid(
                 'must list at least one server for [aaa] backend = "radius"',
                 subkey="[[radius.server]]",
             )
     else:
-        if l2tp.hide_avps and l2tp.secret is None and any(p.secret is None for p in config.lac.lns):
+        secrets = [p.secret for p in config.lac.lns] + [r.secret for r in config.lac.route]
+        if l2tp.hide_avps and l2tp.secret is None and any(s is None for s in secrets):
             raise _Invalid(
                 "needs a secret (hiding uses the tunnel secret)", subkey="[l2tp] hide_avps"
+            )
+        if config.lac.lookup == "radius" and not config.radius.server:
+            raise _Invalid(
+                'must list at least one server for [lac] lookup = "radius"',
+                subkey="[[radius.server]]",
             )
         if config.subscriber.proxy and config.subscriber.auth == "mschapv2":
             raise _Invalid(
@@ -1028,6 +1120,10 @@ def load_default(role: Role) -> Config:
     return load_config(DEFAULTS_DIR / f"{role}.toml", role)
 
 
+_ARRAY_ITEMS: dict[Parser, type[Any]] = {_lns_peers: LnsPeer, _lac_routes: LacRoute}
+"""Keys holding arrays of tables, and the class of one entry (for `known_keys`)."""
+
+
 def known_keys(role: Role | None = None) -> list[str]:
     """Every key the parser accepts, as ``"section.key"`` (``"lac.lns.address"`` for the array).
 
@@ -1040,11 +1136,10 @@ def known_keys(role: Role | None = None) -> list[str]:
         for field in attrs.fields(cls):
             if role is not None and role not in (field.metadata["roles"] & section_roles):
                 continue
-            if field.metadata["parse"] is _lns_peers:
-                yield from walk(LnsPeer, f"{prefix}.{field.name}", section_roles)
-            elif hasattr(field.metadata["parse"], "item_cls"):
-                item_cls = field.metadata["parse"].item_cls
-                yield from walk(item_cls, f"{prefix}.{field.name}", section_roles)
+            parse = field.metadata["parse"]
+            item = _ARRAY_ITEMS.get(parse) or getattr(parse, "item_cls", None)
+            if item is not None:
+                yield from walk(item, f"{prefix}.{field.name}", section_roles)
             else:
                 yield f"{prefix}.{field.name}"
 

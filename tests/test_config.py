@@ -323,7 +323,7 @@ def documented_keys() -> list[str]:
     """``section.key`` for every ``**key** =`` line under a ``## [section]`` heading."""
     keys, section = [], None
     for line in MANPAGE.read_text().splitlines():
-        heading = re.match(r"^## \[\[?([a-z0-9.]+)\]\]?\s*$", line)
+        heading = re.match(r"^## \[\[?([a-z0-9._]+)\]\]?\s*$", line)
         if heading:
             section = heading.group(1)
         elif line.startswith("# "):

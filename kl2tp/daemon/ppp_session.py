@@ -16,7 +16,7 @@ import math
 import random
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import trio
@@ -45,6 +45,9 @@ from ppp.fsm import FsmConfig
 from ppp.lac import pre_negotiate
 from ppp.link import Link, Phase
 from ppp.proxy import ProxyAuth, ProxyLcp
+
+if TYPE_CHECKING:
+    from kl2tp.aaa.radius.coa import CoaCore, SessionIndex
 
 log = logging.getLogger("kl2tp.daemon")
 
@@ -316,6 +319,11 @@ class PppSessions(DataPlaneSessions):
         self.running: dict[tuple[int, int], _SessionState] = {}
         """Every session whose PPP runs, by (tunnel id, session id)."""
         self._nas_port = 0
+        self.coa_index: SessionIndex | None = None
+        """LNS with a CoA server (RFC 5176): sessions whose network is up, by Acct-Session-Id,
+        user and address; set by the daemon."""
+        self.coa: CoaCore | None = None
+        """That server's core, for its counters in ``summary``."""
 
     def prepare_call(self, n: int) -> ConnectInfo | None:
         """LAC with proxy: negotiate LCP and start authentication with subscriber ``n`` here,
@@ -391,6 +399,8 @@ class PppSessions(DataPlaneSessions):
         out["setup_timeouts"] = dict(self.setup_timeouts)
         out["identity_changes"] = self.identity_changes
         out["timeouts"] = dict(self.timeouts)
+        if self.coa is not None:
+            out["coa"] = dict(self.coa.counters)
         radius = getattr(self.authenticator, "summary", None)
         if callable(radius):
             out["radius"] = radius()
@@ -483,6 +493,11 @@ class _SessionState:
         """Non-LCP frames from the subscriber seen in userspace (idle detection without
         kernel counters)."""
         self._timers = False
+        self.limits_changed = trio.Event()
+        """Set by a CoA-Request's new limits (``set_timeouts``): the timers re-read them."""
+        self.coa_limits: tuple[float | None, float | None] = (None, None)
+        """Session-Timeout and Idle-Timeout of CoA-Requests the timers have not read yet
+        (None: unchanged)."""
         if owner.lns:
             self._extra(acct_session_id=self.acct_session_id)
         call = rec.call
@@ -801,6 +816,8 @@ class _SessionState:
             if not self._timers:
                 self._timers = True
                 self.nursery.start_soon(self._session_timers)
+            if self.owner.coa_index is not None:
+                self.owner.coa_index.add(self)
         else:
             self._extra(address=str(event.local_address))
         if self.info is not None:
@@ -895,8 +912,20 @@ class _SessionState:
         active_at = start
         while True:
             idle_end = active_at + idle_limit if idle_limit else math.inf
-            await trio.sleep_until(min(next_interim, session_end, idle_end))
+            with trio.move_on_at(min(next_interim, session_end, idle_end)):
+                await self.limits_changed.wait()
             now = trio.current_time()
+            if self.limits_changed.is_set():
+                # CoA (RFC 5176): Session-Timeout counts from the start, Idle-Timeout from now.
+                self.limits_changed = trio.Event()
+                (new_session, new_idle), self.coa_limits = self.coa_limits, (None, None)
+                if new_session is not None:
+                    session_limit = new_session
+                    session_end = start + session_limit if session_limit else math.inf
+                if new_idle is not None:
+                    idle_limit, active_at = new_idle, now
+                    activity = await self._activity()
+                continue
             if now >= session_end:
                 self._expire("session-timeout", session_limit)
                 return
@@ -928,8 +957,39 @@ class _SessionState:
         self.link.close(trio.current_time(), pev.DownReason.ADMIN, cause)
         self.wake.set()
 
+    # -- what the CoA server sees (kl2tp.aaa.radius.coa.CoaSession) ---------------------------
+
+    @property
+    def framed_address(self) -> ipaddress.IPv4Address | None:
+        """The subscriber's address."""
+        return self.address
+
+    @property
+    def calling_station_id(self) -> str:
+        """The ICRQ's Calling Number."""
+        return self.rec.call.calling_number or ""
+
+    def disconnect(self) -> None:
+        """RADIUS Disconnect-Request: terminate PPP, then the CDN (administrative); the
+        accounting Stop says Admin-Reset."""
+        self.end_cause = self.end_cause or "admin-reset"
+        log.info("%s: RADIUS Disconnect-Request; clearing the session", self.link.name)
+        self.link.close(trio.current_time(), pev.DownReason.ADMIN, "RADIUS Disconnect-Request")
+        self.wake.set()
+
+    def set_timeouts(self, session_timeout: float | None, idle_timeout: float | None) -> None:
+        """RADIUS CoA-Request: new limits (None: keep; 0: none) for the session's timers."""
+        pending_session, pending_idle = self.coa_limits
+        self.coa_limits = (
+            pending_session if session_timeout is None else session_timeout,
+            pending_idle if idle_timeout is None else idle_timeout,
+        )
+        self.limits_changed.set()
+
     async def cleanup(self) -> None:
         """Undo everything the session got, whatever ended it."""
+        if self.owner.coa_index is not None:
+            self.owner.coa_index.remove(self)
         self.link.lower_down(trio.current_time())
         if self.accounting and self.owner.authenticator is not None:
             cause = "admin-reset" if self.replaced else (self.end_cause or "nas-request")
