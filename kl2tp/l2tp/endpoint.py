@@ -34,6 +34,7 @@ from kl2tp.l2tp.constants import AvpType, MessageType
 from kl2tp.l2tp.errors import DecodeError, ProtocolError, UnsupportedVersion
 from kl2tp.l2tp.message import ControlMessage, decode, peek
 from kl2tp.l2tp.tunnel import Tunnel, TunnelConfig, tie_breaker_loses
+from kl2tp.ratelimit import WarnLimiter, suppressed_note
 
 log = logging.getLogger("kl2tp.l2tp")
 
@@ -115,6 +116,10 @@ class EndpointConfig:
     """Most sessions over all tunnels (0: no limit); see :meth:`EndpointCore.admit_session`."""
     queue_depth: int = 256
     """Datagrams a tunnel's inbox holds before further ones are dropped."""
+    warn_burst: int = 5
+    """Peer-caused warnings of one reason logged back to back (then rate-limited)."""
+    warn_interval: float = 60.0
+    """Seconds per further peer-caused warning of one reason once the burst is spent."""
 
 
 @attrs.frozen
@@ -198,6 +203,9 @@ class EndpointCore:
         self.session_count = 0
         """Sessions admitted over all tunnels."""
         self.ids = TunnelIds(rng)
+        self.warnings = WarnLimiter(config.warn_burst, config.warn_interval)
+        """Rate limit of the warnings peers cause (finding: 2,000 spoofed SCCRQs, 2,000
+        lines); the driver logs through it too (:meth:`warn`)."""
         self._by_peer: dict[tuple[Address, int], TunnelEntry] = {}
         self._dialing: dict[str, dict[int, TunnelEntry]] = {}
         self._ready: list[int] = []
@@ -409,6 +417,14 @@ class EndpointCore:
                 out[key] = total
         return out
 
+    def warn(self, reason: str, now: float, fmt: str, *args: object, exc: bool = False) -> None:
+        """Log a warning a peer caused, rate-limited per ``reason`` (a fixed word, never a
+        peer-supplied value); the line logged after a quiet spell says how many were
+        suppressed. ``exc``: log the current exception's traceback too (a bug surfaced)."""
+        ok, suppressed = self.warnings.should_log(reason, now)
+        if ok:
+            log.warning(fmt + "%s", *args, suppressed_note(suppressed), exc_info=exc)
+
     # --- sessions -----------------------------------------------------------------------
 
     def admit_session(self, entry: TunnelEntry, *, limit: bool = True) -> bool:
@@ -467,7 +483,9 @@ class EndpointCore:
             return
         if not self._peer_allowed(addr[0]):
             counters["drop_peer_not_allowed"] += 1
-            log.warning("SCCRQ from %s refused: not in allowed_peers", addr[0])
+            self.warn(
+                "peer_not_allowed", now, "SCCRQ from %s refused: not in allowed_peers", addr[0]
+            )
             return
         if not self._tie_breaker(msg, addr, now):
             counters["drop_tie_breaker"] += 1
