@@ -45,8 +45,22 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 MAX_TUNNEL_ID = 0xFFFF
 
-ROLLED_UP = ("data_early", "data_early_overflow")
-"""Tunnel-core counters the endpoint also reports endpoint-wide (see ``totals``)."""
+ROLLED_UP = (
+    "data_early",
+    "data_early_overflow",
+    "malformed",
+    "out_of_window",
+    "duplicates",
+    "protocol_errors",
+    "unknown_session",
+    "data_dropped",
+    "ignored_unknown_type",
+    "rejected_requests",
+    "duplicate_requests",
+    "auth_failures",
+)
+"""Tunnel-core counters the endpoint also reports endpoint-wide (see ``totals``): what peers
+send that a tunnel drops or refuses shows in ``kl2tpctl show summary``."""
 
 
 class TunnelIdsExhausted(Exception):

@@ -50,6 +50,7 @@ from kl2tp.l2tp.message import (
     decode,
     encode_control,
     encode_data,
+    inspect,
     validate,
 )
 from kl2tp.l2tp.session import (
@@ -217,10 +218,13 @@ class _Broken:
     """A sequenced message that failed to decode with a protocol error (unknown mandatory
     AVP): acted on when its turn comes, so errors keep the message order."""
 
-    __slots__ = ("error",)
+    __slots__ = ("error", "peer_sid")
 
-    def __init__(self, error: ProtocolError) -> None:
+    def __init__(self, error: ProtocolError, peer_sid: int = 0) -> None:
         self.error = error
+        self.peer_sid = peer_sid
+        """The Assigned Session ID of a broken ICRQ/OCRQ (0: none), so its CDN reaches the
+        peer's call (RFC 2661 4.1: the session is torn down, not just forgotten)."""
 
 
 _IGNORED = _Ignored()
@@ -345,7 +349,7 @@ class Tunnel:
                 return
             ns = (data[8] << 8) | data[9]
             nr = (data[10] << 8) | data[11]
-            self._sequenced(ns, nr, _Broken(exc), now)
+            self._sequenced(ns, nr, _Broken(exc, self._requested_sid(exc, data)), now)
             return
         except DecodeError as exc:
             self._count("malformed")
@@ -665,7 +669,7 @@ class Tunnel:
         if isinstance(item, _Ignored):
             return
         if isinstance(item, _Broken):
-            self._protocol_error(item.error, now, None)
+            self._protocol_error(item.error, now, None, item.peer_sid)
             return
         mt = item.msg_type
         assert mt is not None  # ZLBs are never delivered
@@ -675,7 +679,21 @@ class Tunnel:
         except ProtocolError as exc:
             self._protocol_error(exc, now, item)
 
-    def _protocol_error(self, exc: ProtocolError, now: float, msg: ControlMessage | None) -> None:
+    def _requested_sid(self, exc: ProtocolError, data: bytes) -> int:
+        """The Assigned Session ID of an ICRQ/OCRQ that failed to decode strictly (read
+        leniently), or 0."""
+        if exc.msg_type not in _REQUESTS:
+            return 0
+        try:
+            sid = inspect(data, self.config.secret).message
+        except DecodeError:
+            return 0
+        value = sid.get(A.ASSIGNED_SESSION_ID) if isinstance(sid, ControlMessage) else None
+        return value if isinstance(value, int) else 0
+
+    def _protocol_error(
+        self, exc: ProtocolError, now: float, msg: ControlMessage | None, peer_sid: int = 0
+    ) -> None:
         """Turn a ProtocolError into a CDN (session scope) or a StopCCN (tunnel scope)."""
         if _log.isEnabledFor(_DEBUG):
             trace.line(self._prefix, f"Protocol error: {exc.message or exc}")
@@ -684,7 +702,7 @@ class Tunnel:
             return
         msg_type = exc.msg_type if exc.msg_type is not None else (msg and msg.msg_type)
         if msg_type in SESSION_MESSAGES and self.state in _UP:
-            self._session_error(exc, now, msg)
+            self._session_error(exc, now, msg, peer_sid)
             return
         stop = Stop(exc.result, exc.error, exc.message)
         if self.state is TS.IDLE:
@@ -698,7 +716,9 @@ class Tunnel:
             return
         self.fire(TI.CLOSE, now, arg=stop)
 
-    def _session_error(self, exc: ProtocolError, now: float, msg: ControlMessage | None) -> None:
+    def _session_error(
+        self, exc: ProtocolError, now: float, msg: ControlMessage | None, peer_sid: int = 0
+    ) -> None:
         clear = Clear(CdnResult.GENERAL_ERROR, exc.error, exc.message)
         session: Session | None = None
         if exc.session_id:
@@ -709,8 +729,10 @@ class Tunnel:
             dispatch(self, session, SessionInput.HANGUP, now, arg=clear)
             return
         # A bad ICRQ/OCRQ: refuse it without creating a session, if we can address the peer.
-        peer_sid = msg.get(A.ASSIGNED_SESSION_ID) if msg is not None else None
-        if isinstance(peer_sid, int) and peer_sid:
+        if msg is not None:
+            value = msg.get(A.ASSIGNED_SESSION_ID)
+            peer_sid = value if isinstance(value, int) else 0
+        if peer_sid:
             rc = ResultCode(clear.result, clear.error, clear.message or None)
             avps = [Avp(A.ASSIGNED_SESSION_ID, self._allocate_sid() or 1), Avp(A.RESULT_CODE, rc)]
             self._send(MT.CDN, avps, now, peer_sid)
