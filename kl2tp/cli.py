@@ -7,6 +7,7 @@ that could not bind), 2 bad usage or a bad config (one line naming the file, key
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import importlib.metadata
 import json
@@ -18,6 +19,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+import attrs
 import trio
 
 from kl2tp import config as cfgmod
@@ -133,11 +135,10 @@ def _authenticator(cfg: cfgmod.Config, role: str) -> Any:
     """The AAA back end (the LNS's); reads the users file before anything starts."""
     if role != "lns":
         return None
-    if cfg.aaa.backend != "local":
-        print(
-            f'kl2tp-lns: [aaa] backend = "{cfg.aaa.backend}" is not available yet', file=sys.stderr
-        )
-        raise SystemExit(2)
+    if cfg.aaa.backend == "radius":
+        from kl2tp.aaa.radius.backend import RadiusAuthenticator
+
+        return RadiusAuthenticator.from_config(cfg)
     from kl2tp.aaa.local import LocalAuthenticator
 
     try:
@@ -312,24 +313,37 @@ def _run(cfg: cfgmod.Config, role: str, path: str | None = None) -> int:
             async def dialer(endpoint: Endpoint) -> None:
                 await keep_call(endpoint, settings.lns_peers, call)
 
-        async with trio.open_nursery() as nursery:
-            endpoint = await nursery.start(
-                functools.partial(
-                    run_daemon,
-                    settings,
-                    dataplane,
-                    handler,
-                    dialer=dialer,
-                    reload=reloader,
-                    notifier=notifier,
+        coa = _coa_server(cfg, handler) if role == "lns" else None
+        # A back end with a life of its own (RADIUS: reply readers, accounting, Accounting-On
+        # and -Off) runs around the daemon; so does the CoA server.
+        running = getattr(authenticator, "running", None)
+        async with contextlib.AsyncExitStack() as stack:
+            if running is not None:
+                await stack.enter_async_context(running())
+            services = await stack.enter_async_context(trio.open_nursery())
+            if coa is not None and cfg.radius.coa_listen is not None:
+                from kl2tp.aaa.radius.coa import serve_coa
+
+                await services.start(serve_coa, cfg.radius.coa_listen.sockaddr, coa)
+            async with trio.open_nursery() as nursery:
+                endpoint = await nursery.start(
+                    functools.partial(
+                        run_daemon,
+                        settings,
+                        dataplane,
+                        handler,
+                        dialer=dialer,
+                        reload=reloader,
+                        notifier=notifier,
+                    )
                 )
-            )
-            if reloader is not None:
-                reloader.endpoint = endpoint
-                reloader.handler = handler
-                reloader.authenticator = authenticator
-                if role == "lns":
-                    reloader.link_config = lns_link_config
+                if reloader is not None:
+                    reloader.endpoint = endpoint
+                    reloader.handler = handler
+                    reloader.authenticator = authenticator
+                    if role == "lns":
+                        reloader.link_config = lns_link_config
+            services.cancel_scope.cancel()
 
     try:
         trio.run(main)
@@ -338,6 +352,34 @@ def _run(cfg: cfgmod.Config, role: str, path: str | None = None) -> int:
     except Exception as exc:
         return _fail(role, exc)
     return 0
+
+
+def _coa_server(cfg: cfgmod.Config, handler: Any) -> Any:
+    """The RFC 5176 server's core when ``[radius] coa_listen`` is set (None otherwise); the
+    LNS's sessions register with its index, and its counters join ``show summary``."""
+    if cfg.radius.coa_listen is None:
+        return None
+    from kl2tp.aaa.radius.coa import CoaCore, SessionIndex, coa_clients
+    from kl2tp.aaa.radius.dictionary import load_dictionary
+
+    index = SessionIndex()
+    core = CoaCore(
+        coa_clients(cfg.radius.coa_client),
+        index,
+        load_dictionary(),
+        nas_identifier=cfg.radius.nas_identifier or cfg.l2tp.hostname,
+        limiter=_warn_limiter(),
+    )
+    handler.coa_index = index
+    handler.coa = core
+    return core
+
+
+def _warn_limiter() -> Any:
+    """The shared limiter for peer-caused warnings (a few lines a minute per reason)."""
+    from kl2tp.ratelimit import WarnLimiter
+
+    return WarnLimiter(per_reason_burst=5, interval=60.0)
 
 
 def _simulate(cfg: cfgmod.Config, args: argparse.Namespace) -> int:
@@ -378,6 +420,7 @@ def _simulate(cfg: cfgmod.Config, args: argparse.Namespace) -> int:
                         serve_control, settings.control_socket, ControlApi(endpoint, dataplane)
                     )
                 nursery.start_soon(_stop_on_signal, stop)
+                picker = await _tunnel_picker(cfg, endpoint, nursery)
                 rate = args.rate if args.rate is not None else (cfg.subscriber.rate or None)
                 result = await simulate(
                     endpoint,
@@ -392,9 +435,13 @@ def _simulate(cfg: cfgmod.Config, args: argparse.Namespace) -> int:
                     ),
                     connect_factory=getattr(handler, "prepare_call", None),
                     stop=stop,
+                    picker=picker,
+                    username_of=lambda n: cfg.subscriber.credentials(n)[0],
                 )
                 summary.update(result.summary())
                 summary["counters"] = dict(endpoint.counters)
+                if picker is not None:
+                    summary["selection"] = attrs.asdict(picker.counters)
                 nursery.cancel_scope.cancel()
         finally:
             with trio.CancelScope(shield=True):
@@ -411,6 +458,20 @@ def _simulate(cfg: cfgmod.Config, args: argparse.Namespace) -> int:
     else:
         print(_format_summary(summary))
     return 0 if summary.get("established") == summary.get("requested") else 1
+
+
+async def _tunnel_picker(cfg: cfgmod.Config, endpoint: Endpoint, nursery: trio.Nursery) -> Any:
+    """LAC tunnel selection (``[[lac.route]]``, ``[lac] lookup``), None when it is off."""
+    if not cfg.lac.selects:
+        return None
+    from kl2tp.lac.tunnels import TunnelPicker
+
+    lookup = None
+    if cfg.lac.lookup == "radius":
+        from kl2tp.lac.lookup import radius_lookup
+
+        lookup = await radius_lookup(cfg, nursery)
+    return TunnelPicker.from_config(endpoint, cfg, lookup)
 
 
 async def _stop_on_signal(stop: trio.Event) -> None:

@@ -36,6 +36,7 @@ from kl2tp.l2tp.constants import CdnResult, ErrorCode, StopCcnResult
 from kl2tp.l2tp.endpoint import (
     EndpointConfig,
     EndpointCore,
+    Limits,
     Network,
     TunnelEntry,
     TunnelIdsExhausted,
@@ -50,6 +51,7 @@ log = logging.getLogger("kl2tp.daemon")
 RECEIVE_BUFFER = 4 << 20
 """SO_RCVBUF asked for the shared socket (the kernel caps it at net.core.rmem_max)."""
 RECEIVE_BATCH = 64
+DEFAULT_LIMITS = Limits()
 """Datagrams the receive loop takes from the socket before it lets other tasks run."""
 
 
@@ -173,6 +175,8 @@ class TunnelRunner:
         self.created = trio.current_time()
         self.established_at: float | None = None
         self._sessions: dict[int, SessionInfo] = {}
+        self._setting_up: set[int] = set()
+        """Sessions admitted and not established yet (the endpoint core counts them)."""
         self.closed = trio.Event()
         self.established = trio.Event()
         self.close_event: ev.TunnelClosed | None = None
@@ -310,9 +314,12 @@ class TunnelRunner:
             # A bug must cost one tunnel, never the daemon: tell the peer if the core still
             # can, then tear down as on any other path, and forget the core.
             self.endpoint.counters["tunnel_task_failed"] += 1
-            log.exception(
+            self.endpoint.core.warn(
+                "tunnel_task_failed",
+                trio.current_time(),
                 "Tnl %d: internal error; clearing the tunnel (please report this)",
                 self.local_tunnel_id,
+                exc=True,
             )
             with contextlib.suppress(Exception):
                 now = trio.current_time()
@@ -383,7 +390,14 @@ class TunnelRunner:
         except OSError as exc:
             self.entry.counters["send_errors"] += 1
             if exc.errno not in (errno.ECONNREFUSED, errno.ENOBUFS, errno.EAGAIN):
-                log.warning("Tnl %d: send to %s failed: %s", self.local_tunnel_id, addr, exc)
+                self.endpoint.core.warn(
+                    "send_failed",
+                    trio.current_time(),
+                    "Tnl %d: send to %s failed: %s",
+                    self.local_tunnel_id,
+                    addr,
+                    exc,
+                )
 
     async def _handle(self, event: object) -> None:
         handler = self.endpoint.handler
@@ -402,6 +416,9 @@ class TunnelRunner:
             info = self._sessions.get(event.sid)
             if info is None:
                 info = self._add_session(event.sid, trio.current_time())
+            if event.sid in self._setting_up:
+                self._setting_up.discard(event.sid)
+                self.endpoint.core.session_established(self.entry)
             if not handler.defers_established:
                 info.established = trio.current_time()
                 info.done.set()
@@ -423,7 +440,9 @@ class TunnelRunner:
             closed_info = self._sessions.pop(event.sid, None)
             if closed_info is not None:
                 self._log_closed(closed_info, event)
-                self.endpoint.core.release_session(self.entry)
+                setting_up = event.sid in self._setting_up
+                self._setting_up.discard(event.sid)
+                self.endpoint.core.release_session(self.entry, established=not setting_up)
                 closed_info.closed = event
                 closed_info.done.set()
         elif isinstance(event, ev.TunnelClosed):
@@ -434,6 +453,7 @@ class TunnelRunner:
     def _add_session(self, sid: int, now: float) -> SessionInfo:
         info = SessionInfo(sid, now)
         self._sessions[sid] = info
+        self._setting_up.add(sid)
         self.endpoint.core.admit_session(self.entry, limit=False)
         return info
 
@@ -445,7 +465,8 @@ class TunnelRunner:
                 event.sid, now, CdnResult.NO_FACILITIES_TEMPORARY, ErrorCode.NO_ERROR, "draining"
             )
             return
-        if not self.endpoint.core.admit_session(self.entry):
+        ep_core = self.endpoint.core
+        if not ep_core.admit_session(self.entry):
             oplog.refused(self, event.sid, "session", "session limit reached")
             self.core.hangup(
                 event.sid,
@@ -454,8 +475,16 @@ class TunnelRunner:
                 ErrorCode.NO_ERROR,
                 "session limit reached",
             )
+            ep_core.warn(
+                "session_limit",
+                now,
+                "Tnl %d: call from %s refused: session limit reached",
+                self.local_tunnel_id,
+                self.entry.peer_addr[0],
+            )
             return
         self._sessions[event.sid] = SessionInfo(event.sid, now)
+        self._setting_up.add(event.sid)
         # A LAC answering an outgoing call connects at once, in the core (OCRP then OCCN).
         self.core.answer_call(
             event.sid, now, None if self.endpoint.lns else self.endpoint.connect_info()
@@ -552,6 +581,7 @@ class TunnelRunner:
                 handler.call_closed(self, info.closed)
                 self._log_closed(info, info.closed)
             self._sessions.clear()
+            self._setting_up.clear()
             self._log_tunnel_down()
             if self._kernel_tunnel:
                 try:
@@ -631,6 +661,7 @@ class Endpoint:
         max_tunnels: int = 0,
         max_sessions: int = 0,
         queue_depth: int = 256,
+        limits: Limits = DEFAULT_LIMITS,
         rng: random.Random | None = None,
         connect_info: Callable[[], ConnectInfo] | None = None,
         accept_incoming: bool = False,
@@ -652,6 +683,7 @@ class Endpoint:
                 max_tunnels=max_tunnels,
                 max_sessions=max_sessions,
                 queue_depth=queue_depth,
+                limits=limits,
             ),
             tunnel_config,
             rng=self.rng,

@@ -32,6 +32,7 @@ from kl2tp.dataplane.base import Counters, DataPlane
 from kl2tp.l2tp.constants import CdnResult, StopCcnResult
 from kl2tp.l2tp.events import CallParams, ConnectInfo
 from kl2tp.l2tp.tunnel import TunnelConfig
+from kl2tp.lac.tunnels import NoTunnel, TunnelPicker
 
 log = logging.getLogger("kl2tp.daemon")
 
@@ -686,22 +687,29 @@ async def simulate(
     call_factory: Callable[[int], CallParams] | None = None,
     connect_factory: Callable[[int], ConnectInfo | None] | None = None,
     stop: trio.Event | None = None,
+    picker: TunnelPicker | None = None,
+    username_of: Callable[[int], str] | None = None,
 ) -> SimulationResult:
     """Place ``count`` calls across tunnels to ``peers``, hold them, clear them.
 
     A call counts as established when its session handler says so (``SessionInfo.done``
     with ``established`` set): the bare L2TP session without PPP, the IPCP-open subscriber
     with it. Setting ``stop`` ends the hold early (the calls are then cleared as usual).
+
+    With a ``picker`` (LAC tunnel selection) each call asks it for the tunnel of subscriber
+    ``n`` (``username_of(n)`` and the call's called number) instead of going round the
+    tunnels to ``peers``; a call it finds none for fails as ``no tunnel`` / ``no LNS
+    answered``.
     """
     stop = stop if stop is not None else trio.Event()
     result = SimulationResult(requested=count)
     runners: list[TunnelHandle] = []
-    for peer, tunnel_config in peers:
+    for peer, tunnel_config in peers if picker is None else ():
         try:
             runners.append(await endpoint.dial(peer, tunnel_config, setup_timeout=setup_timeout))
         except TunnelSetupError as exc:
             log.error("%s", exc)
-    if not runners:
+    if not runners and picker is None:
         result.failed["tunnel setup failed"] = count
         return result
     make_call = call_factory or subscriber_call
@@ -714,7 +722,17 @@ async def simulate(
             all_up.set()
 
     async def one_call(n: int) -> None:
-        runner = runners[n % len(runners)]
+        call = make_call(n)
+        runner: TunnelHandle
+        if picker is not None:
+            try:
+                runner = await picker.tunnel_for(username_of(n) if username_of else "", call)
+            except NoTunnel as exc:
+                result.failed[str(exc)] += 1
+                finished_setup()
+                return
+        else:
+            runner = runners[n % len(runners)]
         if runner.closed.is_set():
             result.failed["tunnel closed"] += 1
             finished_setup()
@@ -723,7 +741,7 @@ async def simulate(
         if result.first_started is None:
             result.first_started = start
         connect = connect_factory(n) if connect_factory is not None else None
-        info = runner.place_call(make_call(n), connect, defer_connect=endpoint.defers_connect)
+        info = runner.place_call(call, connect, defer_connect=endpoint.defers_connect)
         info.extra["n"] = n
         with trio.move_on_after(setup_timeout):
             await info.done.wait()
@@ -768,6 +786,8 @@ async def simulate(
                 await trio.sleep_until(next_at)
             elif n % 64 == 0:
                 await trio.lowlevel.checkpoint()
+    if picker is not None:
+        runners = list(picker.live_tunnels())
     for runner in runners:
         if not runner.closed.is_set():
             runner.close(StopCcnResult.CLEAR_CONNECTION, message="simulation done")
