@@ -460,10 +460,19 @@ def _ppp_detail(handler: object, tid: int, sid: int) -> dict[str, Any]:
         },
         "proxy_lcp": bool(getattr(link, "proxy_lcp_forced", False)),
         "peer_address": str(link.peer_address) if link.peer_address is not None else None,
-        "static_address": str(state.static_address) if state.static_address else None,
-        "pooled": state.pooled,
-        "nas_port": state.nas_port,
+        "nas_port": getattr(state, "nas_port", None),
     }
+    book = getattr(handler, "addresses", None)
+    address = getattr(state, "address", None)
+    holding = book.holding(address) if book is not None and address is not None else None
+    if holding is not None:
+        out["address_source"] = (
+            "static" if holding.static else f"pool {holding.pool or '(default)'}"
+        )
+    for key in ("acct_session_id", "session_timeout", "idle_timeout"):
+        value = getattr(state, key, None)
+        if isinstance(value, str | int | float) and not isinstance(value, bool):
+            out[key] = value
     return out
 
 

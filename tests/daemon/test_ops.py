@@ -166,7 +166,9 @@ def test_show_session_and_tunnel_in_detail(pair: Pair) -> None:
     assert detail["username"] == one["username"] and detail["address"] == one["address"]
     assert detail["lac"] == "test-lac" and detail["peer_address"] == one["peer_address"]
     assert detail["ppp"]["phase"] == one["phase"] and detail["ppp"]["auth"] == "chap"
-    assert detail["ppp"]["lcp"]["peer_mru"] > 0 and detail["ppp"]["pooled"] is True
+    assert (
+        detail["ppp"]["lcp"]["peer_mru"] > 0 and detail["ppp"]["address_source"] == "pool (default)"
+    )
     assert detail["established_uptime"] >= 0
     text = pair.ctl_run("show", "session", str(tid), str(sid)).stdout
     assert re.search(rf"^username\s+{one['username']}$", text, re.M)
