@@ -467,6 +467,7 @@ class TunnelRunner:
             return
         ep_core = self.endpoint.core
         if not ep_core.admit_session(self.entry):
+            # One info line with the peer and ids, rate-limited like every peer-caused line.
             oplog.refused(self, event.sid, "session", "session limit reached")
             self.core.hangup(
                 event.sid,
@@ -474,13 +475,6 @@ class TunnelRunner:
                 CdnResult.NO_FACILITIES_TEMPORARY,
                 ErrorCode.NO_ERROR,
                 "session limit reached",
-            )
-            ep_core.warn(
-                "session_limit",
-                now,
-                "Tnl %d: call from %s refused: session limit reached",
-                self.local_tunnel_id,
-                self.entry.peer_addr[0],
             )
             return
         self._sessions[event.sid] = SessionInfo(event.sid, now)

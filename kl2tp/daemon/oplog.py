@@ -22,6 +22,7 @@ from typing import Any, Protocol
 import attrs
 
 from kl2tp.log import CONTEXT, LogContext
+from kl2tp.ratelimit import WarnLimiter, suppressed_note
 
 log = logging.getLogger("kl2tp.daemon")
 
@@ -56,6 +57,9 @@ class EventLog:
     """Newest last."""
     counts: dict[str, int] = attrs.field(factory=dict)
     """Events logged, by name."""
+    limiter: WarnLimiter = attrs.field(factory=lambda: WarnLimiter(20, 60.0))
+    """Peer-caused lines a flood could repeat (authentication failures, refusals): at most
+    20 a minute of each; the next line says how many were left out."""
 
     def record(self, entry: dict[str, Any]) -> None:
         """Add one ended or failed session."""
@@ -78,9 +82,23 @@ EVENTS: contextvars.ContextVar[EventLog] = contextvars.ContextVar(
 """The current daemon's :class:`EventLog` (``run_daemon`` sets its own)."""
 
 
-def _emit(event: str, message: str, tid: int, sid: int, fields: Mapping[str, Any]) -> None:
-    counts = EVENTS.get().counts
+def _emit(
+    event: str,
+    message: str,
+    tid: int,
+    sid: int,
+    fields: Mapping[str, Any],
+    *,
+    limited: bool = False,
+) -> None:
+    events = EVENTS.get()
+    counts = events.counts
     counts[event] = counts.get(event, 0) + 1
+    if limited:
+        ok, suppressed = events.limiter.should_log(event, time.monotonic())
+        if not ok:
+            return
+        message += suppressed_note(suppressed)
     if log.isEnabledFor(logging.INFO):
         log.info(
             message,
@@ -241,6 +259,7 @@ def auth_failed(tunnel: _Tunnel, sid: int, user: str, method: str, reason: str) 
             "method": method,
             "reason": reason,
         },
+        limited=True,
     )
 
 
@@ -253,7 +272,7 @@ def refused(tunnel: _Tunnel | None, sid: int, what: str, reason: str, **more: An
         fields["lac"] = tunnel.peer_hostname
         fields["peer"] = _peer(tunnel)
     fields.update(more)
-    _emit(f"{what}-refused", f"{what} refused", tid, sid, fields)
+    _emit(f"{what}-refused", f"{what} refused", tid, sid, fields, limited=True)
     if what == "session":
         EVENTS.get().record(
             {

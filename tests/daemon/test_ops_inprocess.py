@@ -160,3 +160,19 @@ async def test_auth_failure_line_names_user_lac_method_and_reason(events: Events
     assert failure["lac"] == "lac" and failure["reason"]
     failed = events.of("session-failed")  # the LNS's line and the LAC's
     assert len(failed) == 2 and all(f["failure"] == "auth failed" for f in failed)
+
+
+@attrs.frozen
+class FakeTunnel:
+    local_tunnel_id: int = 9
+    peer_tunnel_id: int = 4
+    peer_addr: tuple[str, int] = ("192.0.2.7", 1701)
+    peer_hostname: str = "lac"
+
+
+def test_a_flood_of_auth_failures_is_rate_limited_but_counted(events: Events) -> None:
+    oplog.EVENTS.set(oplog.EventLog())
+    for n in range(30):
+        oplog.auth_failed(FakeTunnel(), n + 1, f"user{n}", "pap", "bad-password")
+    assert len(events.of("auth-failed")) == 20
+    assert oplog.EVENTS.get().counts["auth-failed"] == 30
