@@ -475,9 +475,15 @@ async def _tunnel_picker(cfg: cfgmod.Config, endpoint: Endpoint, nursery: trio.N
 
 
 async def _stop_on_signal(stop: trio.Event) -> None:
-    """SIGTERM/SIGINT end ``--simulate``'s hold early: calls are cleared and reported."""
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        async for _ in signals:
+    """SIGTERM/SIGINT end ``--simulate``'s hold early: calls are cleared and reported.
+    SIGHUP and SIGUSR1 (a daemon's reload and summary) are logged and change nothing."""
+    with trio.open_signal_receiver(
+        signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1
+    ) as signals:
+        async for signum in signals:
+            if signum in (signal.SIGHUP, signal.SIGUSR1):
+                log.info("%s: ignored during --simulate", signal.Signals(signum).name)
+                continue
             stop.set()
             return
 

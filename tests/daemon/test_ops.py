@@ -327,6 +327,9 @@ def _summary(lac: Daemon) -> dict[str, Any]:
 def test_clear_tunnel_and_peer_are_noticed_by_the_simulating_lac(pair: Pair) -> None:
     main = len(pair.sessions())
     lac, tunnel = _background_lac(pair, "bytunnel", 2)
+    lac.proc.send_signal(signal.SIGHUP)  # a simulating LAC shrugs these off
+    lac.proc.send_signal(signal.SIGUSR1)
+    wait_for(lambda: "SIGUSR1: ignored" in lac.output(), "the LAC's note")
     lac_sock = pair.tmp / "bytunnel.sock"
     # The simulating LAC answers kl2tpctl too.
     assert len(ctl(lac_sock, "show", "sessions")) == 2
