@@ -177,6 +177,8 @@ def tunnel_down(
             "duration": round(duration, 3),
             "cause": _cause(result, error, message, by_peer),
         },
+        # A tunnel that never came up is what a spoofed SCCRQ flood leaves behind.
+        limited=not established,
     )
 
 
@@ -234,6 +236,8 @@ def session_down(
         tunnel.local_tunnel_id,
         sid,
         fields,
+        # Calls that never came up can be a flood; every session that did gets its line.
+        limited=not established,
     )
     entry = {
         "time": time.time(),
