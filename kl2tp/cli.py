@@ -594,6 +594,9 @@ def ctl_main(argv: Sequence[str] | None = None) -> int:
     """kl2tpctl."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["decode"]:
+        if "--version" in argv[1:]:
+            print(f"kl2tpctl {version()}")
+            return 0
         from kl2tp.decode_cmd import main as decode_main
 
         return decode_main(argv[1:])

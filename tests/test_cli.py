@@ -143,7 +143,15 @@ def test_version_on_every_command(prog: str) -> None:
     assert out.returncode == 0
     assert prog in out.stdout and any(ch.isdigit() for ch in out.stdout)
     if prog == "kl2tpctl":
-        for sub in (["show", "--version"], ["clear", "--version"], ["drain", "--version"]):
+        for sub in (
+            ["show", "--version"],
+            ["clear", "--version"],
+            ["drain", "--version"],
+            ["undrain", "--version"],
+            ["reload", "--version"],
+            ["debug", "--version"],
+            ["decode", "--version"],
+        ):
             assert run(str(BIN / prog), *sub).returncode == 0
 
 
