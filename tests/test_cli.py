@@ -258,3 +258,41 @@ def test_sighup_when_the_config_file_is_gone_keeps_the_daemon(tmp_path: Path) ->
         _, err = proc.communicate(timeout=30)
     assert proc.returncode == 0
     assert "reload refused" in err and "cannot read" in err
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [
+        (0.4, "0s"),
+        (59.9, "59s"),
+        (61, "1m01s"),
+        (3600 + 120, "1h02m"),
+        (3 * 86400 + 4 * 3600, "3d04h"),
+    ],
+)
+def test_human_durations(seconds: float, text: str) -> None:
+    from kl2tp.cli import human_duration
+
+    assert human_duration(seconds) == text
+
+
+@pytest.mark.parametrize(
+    ("n", "text"),
+    [(0, "0 B"), (1023, "1023 B"), (1536, "1.5 KiB"), (5 * 1024**3, "5.0 GiB"), (None, "-")],
+)
+def test_human_bytes(n: int | None, text: str) -> None:
+    from kl2tp.cli import human_bytes
+
+    assert human_bytes(n) == text
+
+
+def test_tables_escape_what_a_peer_sent() -> None:
+    from kl2tp.cli import table
+
+    out = table(
+        [{"username": "eve\nfake-row", "uptime": 65.0, "rx_bytes": 2048}],
+        ["user", "uptime", "rx_bytes"],
+    )
+    lines = out.splitlines()
+    assert len(lines) == 2
+    assert lines[1].split() == ["eve\\x0afake-row", "1m05s", "2.0", "KiB"]
