@@ -29,7 +29,6 @@ from kl2tp.daemon.handle import Address
 from kl2tp.daemon.service import Settings
 from kl2tp.dataplane.base import DataPlane, DataPlaneError
 from kl2tp.l2tp.tunnel import TunnelConfig
-from kl2tp.log import AVP_LEVEL, CATEGORIES  # noqa: F401 - kept for importers
 
 log = logging.getLogger("kl2tp.daemon")
 
