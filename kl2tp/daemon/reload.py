@@ -156,8 +156,12 @@ class Reloader:
         """Apply ``new`` (already checked) over the running configuration."""
         old = self.cfg
         changed = changed_keys(old, new)
-        restart = [k for k in changed if k not in RUNTIME_KEYS]
-        applied = [k for k in changed if k in RUNTIME_KEYS]
+        runtime = RUNTIME_KEYS
+        if old.role == "lac":
+            # The LAC dials with per-LNS values fixed at start-up ([[lac.lns]] over [l2tp]).
+            runtime = RUNTIME_KEYS - TUNNEL_KEYS
+        restart = [k for k in changed if k not in runtime]
+        applied = [k for k in changed if k in runtime]
         pools = [k for k in changed if k in POOL_KEYS]
         if pools and not self._apply_pools(old, new):
             for key in pools:

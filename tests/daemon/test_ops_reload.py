@@ -3,6 +3,7 @@ grow keep every live address, a bad file changes nothing."""
 
 from __future__ import annotations
 
+import logging
 from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
@@ -153,3 +154,15 @@ async def test_link_config_for_new_sessions_follows_ppp_keys(tmp_path: Path) -> 
     assert "ppp.auth" in answer["applied"] and "ppp.session_timeout" in answer["applied"]
     assert [m.value for m in handler.link_config(1).auth] == ["pap"]
     assert handler.session_timeout == 60.0
+
+
+async def test_the_lac_needs_a_restart_for_tunnel_values(tmp_path: Path) -> None:
+    path = tmp_path / "lac.toml"
+    path.write_text('[l2tp]\nhostname = "lac1"\n[log]\nlevel = "info"\n')
+    reloader = Reloader(path, cfgmod.load_config(path, "lac"), ident="test")
+    path.write_text('[l2tp]\nhostname = "lac2"\n[log]\nlevel = "warning"\n')
+    answer = await reloader()
+    assert answer["applied"] == ["log.level"]
+    assert answer["restart_needed"] == ["l2tp.hostname"]
+    assert reloader.cfg.l2tp.hostname == "lac1"
+    logging.getLogger("kl2tp").setLevel(logging.INFO)
