@@ -12,6 +12,7 @@ import json
 import logging
 import math
 import random
+import re
 import signal
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
@@ -469,11 +470,31 @@ def _ppp_detail(handler: object, tid: int, sid: int) -> dict[str, Any]:
         out["address_source"] = (
             "static" if holding.static else f"pool {holding.pool or '(default)'}"
         )
+    reply = getattr(state, "reply", None)
+    if isinstance(reply, dict) and reply:
+        out["aaa"] = {str(k): _aaa_value(str(k), v) for k, v in reply.items()}
     for key in ("acct_session_id", "session_timeout", "idle_timeout"):
         value = getattr(state, key, None)
         if isinstance(value, str | int | float) and not isinstance(value, bool):
             out[key] = value
     return out
+
+
+_HIDDEN_ATTRIBUTE = re.compile(r"key|password|secret|mppe", re.IGNORECASE)
+
+
+def _aaa_value(name: str, value: object) -> object:
+    """An AAA reply attribute as ``show session`` prints it: keys and passwords (MS-MPPE
+    keys, tunnel passwords) never leave the daemon."""
+    if _HIDDEN_ATTRIBUTE.search(name):
+        return "(hidden)"
+    if isinstance(value, bytes):
+        return value.hex()
+    if isinstance(value, list | tuple):
+        return [_aaa_value(name, v) for v in value]
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value
+    return str(value)
 
 
 def _int(req: Request, key: str) -> int:
