@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 import attrs
 
+from kl2tp.l2tp.constants import CdnResult, StopCcnResult
 from kl2tp.log import CONTEXT, LogContext
 from kl2tp.ratelimit import WarnLimiter, suppressed_note
 
@@ -111,8 +112,17 @@ def _peer(tunnel: _Tunnel) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def _cause(result: int, error: int, message: str, by_peer: bool) -> str:
+def _cause(result: int, error: int, message: str, by_peer: bool, *, tunnel: bool = False) -> str:
+    """``peer result 3 (administrative): cleared by operator``: who, the Result Code with
+    the RFC's words, and the message."""
+    table: type[CdnResult] | type[StopCcnResult] = StopCcnResult if tunnel else CdnResult
+    try:
+        words = table(result).description
+    except ValueError:
+        words = ""
     text = f"{'peer' if by_peer else 'local'} result {result}"
+    if words:
+        text += f" ({words})"
     if error:
         text += f" error {error}"
     if message:
@@ -175,7 +185,7 @@ def tunnel_down(
             "local_tunnel_id": tunnel.local_tunnel_id,
             "peer_tunnel_id": tunnel.peer_tunnel_id,
             "duration": round(duration, 3),
-            "cause": _cause(result, error, message, by_peer),
+            "cause": _cause(result, error, message, by_peer, tunnel=True),
         },
         # A tunnel that never came up is what a spoofed SCCRQ flood leaves behind.
         limited=not established,
