@@ -112,3 +112,39 @@ def test_no_secret_in_any_log_line(tmp_path: Path, case: str) -> None:
         for line in text.splitlines():
             if re.search(r"Proxy Auth Resp|Chlng Resp", line):
                 assert line.rstrip().endswith("octets, not shown)"), line
+
+
+RADIUS_SECRET = "Radius-Secret-5Tz"
+
+
+def test_no_secret_in_any_log_line_with_radius(tmp_path: Path) -> None:
+    """The same with the RADIUS back end (a real FreeRADIUS): the RADIUS shared secret and
+    the passwords stay out of the LNS's log for every method, proxy CHAP included."""
+    from tests.radius.daemons import Lns, radius_servers, run_lac
+    from tests.radius.freeradius import FreeRadius
+
+    users = "".join(
+        f'user{n} Cleartext-Password := "{PASSWORD.format(n=n)}"\n' for n in range(1, USERS + 1)
+    )
+    with FreeRadius(tmp_path / "fr", users=users, secret=RADIUS_SECRET) as fr:
+        lns = Lns(tmp_path, radius_servers(fr))
+        lns.daemon = Daemon(
+            [str(BIN / "kl2tp-lns"), "--config", str(lns.config), "--debug", "all+avp"],
+            tmp_path / "lns.log",
+        )
+        try:
+            wait_for(lns.sock.exists, "the LNS control socket")
+            for method, proxy in CASES.values():
+                subscriber = (
+                    f'password = "{PASSWORD}"\nauth = "{method}"\n'
+                    f"proxy = {'true' if proxy else 'false'}\n"
+                )
+                result = run_lac(tmp_path, lns, USERS, subscriber=subscriber)
+                assert result["established"] == USERS, (method, proxy, result)
+        finally:
+            assert lns.daemon.stop() == 0
+        log = lns.daemon.output()
+    assert "Parse  AVP" in log and "Traceback" not in log
+    for secret in (*secrets(), RADIUS_SECRET):
+        for form in forms(secret):
+            assert form not in log, f"the LNS log shows {secret!r} as {form!r}"
