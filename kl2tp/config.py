@@ -543,8 +543,8 @@ class PppConfig:
     """Seconds without subscriber traffic before a session is cleared when RADIUS sends no
     Idle-Timeout; 0: no limit (needs kernel counters to see traffic)."""
     setup_timeout: float = attrs.field(default=60.0, metadata=_meta(_number(0)))
-    """Seconds a link may take from its start to its first open network protocol, however
-    many LCP restarts it goes through; 0: no bound."""
+    """Seconds a link may take from its start (or an LCP renegotiation) to an open network
+    protocol, however many LCP restarts it goes through; 0: no bound."""
 
 
 @attrs.frozen

@@ -547,6 +547,10 @@ class Link:
             self._set_phase(Phase.TERMINATE, now + self.config.terminate_timeout)
         else:
             self._set_phase(Phase.ESTABLISH, now + self.config.establish_timeout)
+            if self.setup_deadline is None and self.config.setup_timeout > 0:
+                # A renegotiation must also finish in time: otherwise a peer that restarts
+                # LCP before each phase timeout holds its session (and address) forever.
+                self.setup_deadline = now + self.config.setup_timeout
 
     def _lcp_finished(self, now: float) -> None:
         """LCP This-Layer-Finished: the link is Dead."""

@@ -88,6 +88,19 @@ def test_setup_timeout_is_over_once_a_network_protocol_opens() -> None:
     assert pair.server.phase is Phase.NETWORK
 
 
+def test_setup_timeout_bounds_a_renegotiation_that_never_finishes_too() -> None:
+    pair = up_pair(AuthMethod.PAP, setup_timeout=20.0)
+    pair.advance(100.0)
+    pair.aaa.defer = True  # the re-authentication is never decided
+    restart_as(pair, "alice")
+    assert pair.server.phase is Phase.AUTHENTICATE
+    assert pair.server.setup_deadline == 120.0
+    pair.advance(119.0)
+    assert pair.server.alive and pair.server.down_reason is None
+    pair.advance(121.0)
+    assert pair.server.down_reason is DownReason.SETUP_TIMEOUT
+
+
 def test_chap_response_of_the_wrong_size_is_dropped_and_counted() -> None:
     for method, good, sizes in (
         (AuthMethod.CHAP, 16, (0, 8, 17, 255)),
