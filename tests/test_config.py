@@ -199,6 +199,9 @@ def test_duplicate_session_and_setup_timeout_are_checked() -> None:
     assert "[aaa] duplicate_session" in error('[aaa]\nduplicate_session = "kick"')
     assert parse("[ppp]\nsetup_timeout = 5").ppp.setup_timeout == 5.0
     assert "[ppp] setup_timeout" in error("[ppp]\nsetup_timeout = -1")
+    assert parse("").ppp.max_restarts == 16
+    assert "[ppp] max_restarts" in error("[ppp]\nmax_restarts = -1")
+    assert "[ppp] max_restarts" in error("[ppp]\nmax_restarts = 2", "lac")
 
 
 def test_users_passwords_never_in_repr() -> None:

@@ -70,6 +70,7 @@ CDN_FOR_REASON: dict[pev.DownReason, tuple[CdnResult, str]] = {
     pev.DownReason.ECHO_TIMEOUT: (CdnResult.LOSS_OF_CARRIER, "PPP LCP echo timeout"),
     pev.DownReason.SETUP_TIMEOUT: (CdnResult.TIMEOUT, "PPP setup timeout"),
     pev.DownReason.IDENTITY_CHANGED: (CdnResult.GENERAL_ERROR, "PPP peer changed identity"),
+    pev.DownReason.TOO_MANY_RESTARTS: (CdnResult.GENERAL_ERROR, "PPP restarted too often"),
 }
 """The CDN Result Code (RFC 2661 4.4.2) and message for each way a PPP link can die."""
 
@@ -87,6 +88,7 @@ FAILURE_NAME: dict[pev.DownReason, str] = {
     pev.DownReason.PEER_TERMINATED: "terminated by peer",
     pev.DownReason.SETUP_TIMEOUT: "setup timeout",
     pev.DownReason.IDENTITY_CHANGED: "identity changed",
+    pev.DownReason.TOO_MANY_RESTARTS: "too many restarts",
 }
 """How ``kl2tp-lac --simulate`` names a failed call."""
 
@@ -216,6 +218,7 @@ def lns_link_config(cfg: Config) -> LinkConfig:
         proxy_auth=ProxyMode(p.proxy_auth),
         send_address_control=False,
         setup_timeout=p.setup_timeout,
+        max_restarts=p.max_restarts,
     )
 
 
@@ -307,6 +310,8 @@ class PppSessions(DataPlaneSessions):
         """Links ended by ``[ppp] setup_timeout``, by the stage they were stuck in."""
         self.identity_changes = 0
         """Links ended because re-authentication named another user."""
+        self.restart_limits = 0
+        """Links ended for restarting LCP more than ``[ppp] max_restarts`` times."""
         self._gone: dict[tuple[int, int], trio.Event] = {}
         """Set once a session's task has ended, data plane included (``replace`` waits)."""
         # CHAP and MS-CHAPv2 challenges come from here and must not be predictable from the
@@ -398,6 +403,7 @@ class PppSessions(DataPlaneSessions):
         out["ppp_drops"] = dict(self.drops)
         out["setup_timeouts"] = dict(self.setup_timeouts)
         out["identity_changes"] = self.identity_changes
+        out["restart_limits"] = self.restart_limits
         out["timeouts"] = dict(self.timeouts)
         if self.coa is not None:
             out["coa"] = dict(self.coa.counters)
@@ -843,6 +849,8 @@ class _SessionState:
             owner.setup_timeouts[stage] = owner.setup_timeouts.get(stage, 0) + 1
         elif event.reason is pev.DownReason.IDENTITY_CHANGED:
             owner.identity_changes += 1
+        elif event.reason is pev.DownReason.TOO_MANY_RESTARTS:
+            owner.restart_limits += 1
         result, message = CDN_FOR_REASON[event.reason]
         log.info(
             "%s: PPP down (%s%s); clearing the session",
