@@ -25,6 +25,7 @@ from kl2tp.daemon.endpoint import Endpoint, TunnelRunner, TunnelSetupError
 from kl2tp.daemon.handle import Address, SessionHandler, SessionInfo, TunnelHandle
 from kl2tp.dataplane.base import Counters, DataPlane
 from kl2tp.l2tp.constants import CdnResult, StopCcnResult
+from kl2tp.l2tp.endpoint import Limits
 from kl2tp.l2tp.events import CallParams, ConnectInfo
 from kl2tp.l2tp.tunnel import TunnelConfig
 
@@ -53,6 +54,8 @@ class Settings:
     """Overload limit on sessions (0: none)."""
     queue_depth: int = 256
     """Per-tunnel receive queue depth."""
+    limits: Limits = attrs.field(factory=Limits)
+    """Endpoint-wide bounds on peer-created state (``[l2tp]``)."""
     shutdown_grace: float = 5.0
     """Seconds to wait for CDN/StopCCN acks on SIGTERM."""
 
@@ -74,6 +77,7 @@ def make_endpoint(
         max_tunnels=settings.max_tunnels,
         max_sessions=settings.max_sessions,
         queue_depth=settings.queue_depth,
+        limits=settings.limits,
         rng=rng,
     )
 

@@ -500,6 +500,10 @@ class EndpointCore:
         """The endpoint's counters plus the tunnel cores' ``ROLLED_UP`` ones (closed tunnels'
         are folded in when they close; live ones are summed here, O(tunnels): for show)."""
         out = dict(self.counters)
+        # How full the bounds on peer-created state are now (gauges, not counters).
+        out["half_open_tunnels"] = self.half_open
+        out["sessions_in_setup"] = self.setup_count
+        out["lingering_tunnels"] = len(self.lingering)
         for key in ROLLED_UP:
             total = out.get(key, 0)
             for entry in self.tunnels.values():

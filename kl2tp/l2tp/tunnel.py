@@ -199,7 +199,7 @@ class TunnelConfig:
     """Seconds a call may take from its creation until established (an answered ICRQ whose
     ICCN never comes, an ICRQ of ours never answered): then CDN result 10. None: one
     retransmission cycle (so a lost message meets the retransmission limit first)."""
-    max_setup_sessions: int = 1000
+    max_setup_sessions_per_tunnel: int = 1000
     """Calls in setup in this tunnel at once; a further ICRQ/OCRQ gets CDN result 4
     (temporary lack of facilities) and creates nothing."""
 
@@ -995,7 +995,7 @@ class Tunnel:
             if peer_sid in self._peer_sids:
                 self._count("duplicate_requests")  # same call asked for twice: one session
                 return
-            if self.setting_up >= self.config.max_setup_sessions:
+            if self.setting_up >= self.config.max_setup_sessions_per_tunnel:
                 # An ICRQ flood: refuse without creating anything (RFC 2661 4.4.2 CDN
                 # result 4, temporary lack of facilities).
                 self._count("calls_refused_setup_limit")
