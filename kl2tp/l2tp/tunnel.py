@@ -191,8 +191,8 @@ class TunnelConfig:
     """Send a Tie Breaker AVP in our SCCRQ (RFC 2661 4.4.3); see ``tie_breaker_loses``."""
     setup_timeout: float | None = None
     """Seconds from the tunnel's creation until it must be established, whatever the path (an
-    SCCRQ whose Ns is not 0, a peer that never sends its SCCCN or SCCRP): then it is cleared
-    (StopCCN result 2 if the peer has a tunnel id for it, silently otherwise). None: one
+    SCCRQ whose Ns is not 0, a peer that never sends its SCCCN or SCCRP): then it is
+    forgotten at once, without a StopCCN (the peer's address is unproven). None: one
     retransmission cycle (31 s with the defaults), so a peer that is merely slow or lossy
     meets the retransmission limit first, as before."""
     session_setup_timeout: float | None = None
@@ -957,10 +957,14 @@ class Tunnel:
         self._act_close(None, Stop(), now)
 
     def _act_setup_timeout(self, msg: Msg, arg: Stop | None, now: float) -> None:
-        """Not established in time: StopCCN if the peer gave us its tunnel id, else just go."""
+        """Not established in time: go at once, without a StopCCN. The peer never finished
+        the handshake, so its address is unproven (a spoofed SCCRQ's would aim our StopCCN
+        and its retransmissions at a victim), and going at once frees the id now."""
         if _log.isEnabledFor(_DEBUG):
             trace.line(self._prefix, "Tunnel not established in time, shutdown tunnel")
-        self._act_close(None, Stop(StopCcnResult.GENERAL_ERROR, 0, "tunnel setup timed out"), now)
+        self._finish(
+            TunnelClosed(StopCcnResult.GENERAL_ERROR, 0, "tunnel setup timed out", False), now
+        )
 
     def _act_retries_exhausted(self, msg: Msg, arg: Stop | None, now: float) -> None:
         n = self.config.max_retries
@@ -1239,7 +1243,7 @@ TUNNEL_TABLE: dict[tuple[TunnelState, TunnelInput], tuple[TunnelAction, TunnelSt
     # Half-open tunnels are bounded in time whatever went wrong.
     (TS.IDLE, TI.SETUP_TIMEOUT): (Tunnel._act_setup_timeout, TS.CLOSED),
     (TS.WAIT_CTL_REPLY, TI.SETUP_TIMEOUT): (Tunnel._act_setup_timeout, TS.CLOSED),
-    (TS.WAIT_CTL_CONN, TI.SETUP_TIMEOUT): (Tunnel._act_setup_timeout, TS.SHUTTING_DOWN),
+    (TS.WAIT_CTL_CONN, TI.SETUP_TIMEOUT): (Tunnel._act_setup_timeout, TS.CLOSED),
     # Tear-down.
     (TS.IDLE, TI.CLOSE): (Tunnel._act_close_idle, TS.CLOSED),
     (TS.SHUTTING_DOWN, TI.CLOSE): (Tunnel._act_nothing, TS.SHUTTING_DOWN),
