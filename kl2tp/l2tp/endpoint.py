@@ -50,7 +50,7 @@ MAX_TUNNEL_ID = 0xFFFF
 
 _UP = (TunnelState.ESTABLISHED, TunnelState.NO_SESSIONS_LEFT)
 
-HALF_OPEN_TIMERS_PER_CALL = 128
+HALF_OPEN_TIMERS_PER_CALL = 64
 """Half-open tunnels' timers one :meth:`EndpointCore.handle_timer` call runs at most: the
 driver lets other work (a legitimate SCCRQ) in between, so thousands of them falling due
 together (a spoofed SCCRQ flood expiring) never hold the event loop for long."""
