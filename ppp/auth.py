@@ -128,6 +128,10 @@ def decode_chap(data: bytes) -> tuple[bytes, str] | None:
     return data[1 : 1 + data[0]], data[1 + data[0] :].decode(errors="replace")
 
 
+_RESPONSE_SIZE = {AuthMethod.CHAP: 16, AuthMethod.MSCHAPV2: 49}
+"""Size of the Value of a CHAP Response, by method."""
+
+
 class PapAuthenticator:
     """We demand PAP of the peer (RFC 1334 2.1): wait for Authenticate-Request."""
 
@@ -165,6 +169,7 @@ class PapAuthenticator:
             return None
         fields = decode_pap_request(data)
         if fields is None:
+            self.services.drop("pap-malformed")
             return None
         self.username, password = fields
         self.ident = ident
@@ -337,14 +342,19 @@ class ChapAuthenticator:
             return None  # deciding already: a retransmitted response
         fields = decode_chap(data)
         if fields is None:
+            self.services.drop("chap-malformed")
             return None
         value, name = fields
         if self.services.tracing:
             self.services.trace("CHAP", f'I RESPONSE id {ident} len {4 + len(data)} from "{name}"')
         credentials: ChapCredentials | MsChapV2Credentials
+        if len(value) != _RESPONSE_SIZE[self.method]:
+            # RFC 1994 4.1: an MD5 Value is 16 octets; RFC 2759 4: an MS-CHAPv2 Response
+            # is 49. Anything else is no answer to our Challenge: drop it (the peer may
+            # still send a good one before the Challenge times out).
+            self.services.drop("chap-response-size")
+            return None
         if self.method is AuthMethod.MSCHAPV2:
-            if len(value) != 49:
-                return None
             self.peer_challenge = value[:16]
             self.nt_response = value[24:48]
             credentials = MsChapV2Credentials(self.challenge, self.peer_challenge, self.nt_response)
@@ -414,9 +424,9 @@ class _Answer:
     """Our Response to one Challenge, and what its MS-CHAPv2 Success must prove."""
 
     challenge: bytes
-    response: bytes
+    response: bytes = attrs.field(repr=False)
     peer_challenge: bytes = b""
-    nt_response: bytes = b""
+    nt_response: bytes = attrs.field(default=b"", repr=False)
 
 
 class ChapPeer:

@@ -132,6 +132,9 @@ class LinkConfig:
     """Seconds from Network phase until an NCP is open (includes the address verdict)."""
     terminate_timeout: float = 10.0
     """Seconds the Terminate phase may take before the link is declared Dead anyway."""
+    setup_timeout: float = 0.0
+    """Seconds from ``Link.open`` until the first network protocol opens, across LCP
+    restarts (the per-phase timeouts start again at each restart); 0: no such bound."""
     send_address_control: bool = True
     """Prefix outgoing frames with ``ff 03`` (as L2TP data messages usually carry them)."""
 

@@ -38,7 +38,7 @@ class ChapCredentials:
     """Identifier of the Challenge/Response (the LAC's under proxy authentication)."""
     challenge: bytes
     """The challenge value sent to the peer."""
-    response: bytes
+    response: bytes = attrs.field(repr=False)
     """The peer's response value, MD5(ident, secret, challenge)."""
 
     method: ClassVar[AuthMethod] = AuthMethod.CHAP
@@ -53,7 +53,7 @@ class MsChapV2Credentials:
     """The 16-octet challenge the authenticator sent."""
     peer_challenge: bytes
     """The 16-octet Peer-Challenge from the Response."""
-    nt_response: bytes
+    nt_response: bytes = attrs.field(repr=False)
     """The 24-octet NT-Response."""
 
     method: ClassVar[AuthMethod] = AuthMethod.MSCHAPV2

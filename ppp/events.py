@@ -53,6 +53,11 @@ class DownReason(enum.Enum):
     """The Network phase timed out before an NCP opened."""
     ECHO_TIMEOUT = "echo-timeout"
     """LCP Echo-Requests went unanswered."""
+    SETUP_TIMEOUT = "setup-timeout"
+    """No network protocol opened within ``LinkConfig.setup_timeout`` of the start, however
+    many LCP restarts the peer went through."""
+    IDENTITY_CHANGED = "identity-changed"
+    """Re-authentication (after an LCP restart) named a different user than the link's."""
 
 
 @attrs.frozen

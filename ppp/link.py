@@ -33,6 +33,7 @@ from __future__ import annotations
 import enum
 import logging
 import random
+import re
 from collections.abc import Callable
 from ipaddress import IPv4Address
 
@@ -77,9 +78,32 @@ from ppp.ncp import Ncp
 from ppp.proxy import ProxyAuth, ProxyAuthType, ProxyLcp
 from ppp.services import LayerDown, LayerUp, ProtocolRejected, Signal
 
-__all__ = ["Link", "Phase", "logger"]
+__all__ = ["Link", "Phase", "logger", "printable"]
 
 logger = logging.getLogger("kl2tp.ppp")
+
+_UNSAFE = re.compile(r"[^\x20-\x7e]")
+
+
+def _escape_char(match: re.Match[str]) -> str:
+    char = match.group(0)
+    if char.isprintable():
+        return char
+    code = ord(char)
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    if code < 0x10000:
+        return f"\\u{code:04x}"
+    return f"\\U{code:08x}"
+
+
+def printable(text: str) -> str:
+    """``text`` with every non-printable character (CR, LF, ESC, bidi overrides) written as
+    ``\\xNN`` / ``\\uNNNN``, as ``kl2tp.log.escape`` does: trace lines hold names and
+    messages the peer chose, and a peer must not forge log lines or drive a terminal."""
+    if _UNSAFE.search(text) is None:
+        return text
+    return _UNSAFE.sub(_escape_char, text)
 
 
 class Phase(enum.Enum):
@@ -116,6 +140,8 @@ class Link:
         config: shared configuration; it decides the role.
         rng: randomness for magic numbers, challenges and interface ids.
         name: prefix of this link's debug trace lines (e.g. the interface or session).
+        drops: where to count frames dropped as malformed, by reason (the driver may share
+            one dict between links); None: a dict of the link's own.
     """
 
     __slots__ = (
@@ -127,6 +153,8 @@ class Link:
         "config",
         "down_message",
         "down_reason",
+        "drops",
+        "identity",
         "ipcp",
         "ipv6cp",
         "lcp",
@@ -139,11 +167,26 @@ class Link:
         "proxy_auth",
         "proxy_lcp_forced",
         "rng",
+        "setup_deadline",
         "username",
     )
 
-    def __init__(self, config: LinkConfig, *, rng: random.Random, name: str = "") -> None:
+    def __init__(
+        self,
+        config: LinkConfig,
+        *,
+        rng: random.Random,
+        name: str = "",
+        drops: dict[str, int] | None = None,
+    ) -> None:
         self.config = config
+        self.drops: dict[str, int] = {} if drops is None else drops
+        """Frames from the peer dropped as malformed, by reason."""
+        self.identity: str | None = None
+        """The name the peer authenticated as, fixed from its first success: a later
+        authentication under another name ends the link (``IDENTITY_CHANGED``)."""
+        self.setup_deadline: float | None = None
+        """``config.setup_timeout`` after ``open``, until the first network protocol opens."""
         self.rng = rng
         self.name = name
         self.phase = Phase.DEAD
@@ -187,6 +230,8 @@ class Link:
         if self.alive or self.down_reason is not None:
             raise RuntimeError("a link opens once")
         self._set_phase(Phase.ESTABLISH, now + self.config.establish_timeout)
+        if self.config.setup_timeout > 0:
+            self.setup_deadline = now + self.config.setup_timeout
         self.proxy_auth = proxy_auth
         if proxy_lcp is not None and self.config.proxy_lcp is ProxyMode.ACCEPT:
             if self.tracing:
@@ -210,6 +255,7 @@ class Link:
         self._set_reason(reason, message)
         if self.tracing:
             self.trace("PPP", f"closing: {reason.value}{' (' + message + ')' if message else ''}")
+        self.setup_deadline = None
         if self.phase is not Phase.TERMINATE:  # a second close does not extend the deadline
             self._set_phase(Phase.TERMINATE, now + self.config.terminate_timeout)
         self.lcp.fsm.close(now)
@@ -232,6 +278,7 @@ class Link:
         try:
             protocol, information = decode_frame(data)
         except PppDecodeError as exc:
+            self.drop("bad-frame")
             if self.tracing:
                 self.trace("PPP", f"bad frame: {exc.message}")
             return
@@ -268,6 +315,7 @@ class Link:
             return None
         best = self.phase_deadline
         for deadline in (
+            self.setup_deadline,
             self.lcp.fsm.deadline,
             self.lcp.echo_deadline,
             self.ipcp.fsm.deadline if self.ipcp is not None else None,
@@ -286,6 +334,13 @@ class Link:
         if self.phase_deadline is not None and now >= self.phase_deadline:
             self.phase_deadline = None
             self._phase_timeout(now)
+        if self.setup_deadline is not None and now >= self.setup_deadline and self.alive:
+            self.setup_deadline = None
+            self.close(
+                now,
+                DownReason.SETUP_TIMEOUT,
+                f"not up {self.config.setup_timeout:g} s after the start ({self.phase.value})",
+            )
         for fsm in (
             self.lcp.fsm,
             self.ipcp.fsm if self.ipcp is not None else None,
@@ -384,8 +439,13 @@ class Link:
         return logger.isEnabledFor(logging.DEBUG)
 
     def trace(self, category: str, text: str) -> None:
-        """One IOS-style trace line: ``<name> <category>: <text>``."""
-        logger.debug("%s %s: %s", self.name, category, text)
+        """One IOS-style trace line: ``<name> <category>: <text>``; the text is made
+        printable (it may hold the peer's names and messages)."""
+        logger.debug("%s %s: %s", self.name, category, printable(text))
+
+    def drop(self, reason: str) -> None:
+        """Count a packet from the peer dropped as malformed."""
+        self.drops[reason] = self.drops.get(reason, 0) + 1
 
     def control_send(self, protocol: int, state: State, code: int, ident: int, data: bytes) -> None:
         """Queue a control packet of ``protocol``."""
@@ -520,6 +580,12 @@ class Link:
         if outcome is None:
             return
         if isinstance(outcome, AuthRequest):
+            if self.identity is not None and outcome.username != self.identity:
+                # Finding 5 of issue 8: a link's identity is fixed once authenticated; a
+                # different name after an LCP restart is not a re-authentication but
+                # another subscriber, and it gets neither the session nor its address.
+                self.close(now, DownReason.IDENTITY_CHANGED, "peer changed its identity")
+                return
             self.username = outcome.username
             self._emit(outcome)
             return
@@ -528,6 +594,8 @@ class Link:
             self.close(now, reason, outcome.message)
             return
         self.authenticator_ok = True
+        if self.identity is None:
+            self.identity = self.username
         self._auth_progress(now)
 
     def _peer_outcome(self, outcome: AuthDone | None, now: float) -> None:
@@ -546,6 +614,7 @@ class Link:
     def _ncp_up(self, ncp: Ncp, now: float) -> None:
         """An NCP opened."""
         self.phase_deadline = None
+        self.setup_deadline = None
         if self.tracing:
             self.trace(_PROTO_NAMES.get(ncp.protocol, "NCP"), "State is Open")
         if isinstance(ncp, Ipcp):
@@ -672,6 +741,7 @@ class Link:
         try:
             code, ident, data = decode_packet(information)
         except PppDecodeError:
+            self.drop("bad-packet")  # a Length field that lies: RFC 1661 5 says discard
             return
         handler = (
             self.lcp
@@ -703,6 +773,7 @@ class Link:
         try:
             code, ident, data = decode_packet(information)
         except PppDecodeError:
+            self.drop("bad-packet")  # a Length field that lies: RFC 1661 5 says discard
             return
         if protocol == Proto.PAP:
             to_authenticator = code == PapCode.REQUEST

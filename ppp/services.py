@@ -62,6 +62,10 @@ class AuthServices(Services, Protocol):
         interval, LCP's restart timer and Max-Configure (which pace their retransmissions)."""
         ...
 
+    def drop(self, reason: str) -> None:
+        """Count a packet from the peer dropped as malformed (``reason`` names why)."""
+        ...
+
     def auth_send(self, protocol: int, code: int, ident: int, data: bytes) -> None:
         """Queue a PAP or CHAP packet."""
         ...

@@ -186,6 +186,21 @@ def test_secret_never_in_repr_or_str() -> None:
     assert repr(config.l2tp.secret) == "***"
 
 
+def test_a_secret_of_the_wrong_type_is_not_shown_in_the_error() -> None:
+    for value, kind in (("8675309", "a number"), ('["hunter2x"]', "an array")):
+        message = error(f"[l2tp]\nsecret = {value}")
+        assert "[l2tp] secret" in message and kind in message
+        assert "8675309" not in message and "hunter2x" not in message
+
+
+def test_duplicate_session_and_setup_timeout_are_checked() -> None:
+    assert parse('[aaa]\nduplicate_session = "replace"').aaa.duplicate_session == "replace"
+    assert parse("").aaa.duplicate_session == "refuse"
+    assert "[aaa] duplicate_session" in error('[aaa]\nduplicate_session = "kick"')
+    assert parse("[ppp]\nsetup_timeout = 5").ppp.setup_timeout == 5.0
+    assert "[ppp] setup_timeout" in error("[ppp]\nsetup_timeout = -1")
+
+
 def test_users_passwords_never_in_repr() -> None:
     users = load_users(EXAMPLES / "users")
     assert "correct horse" not in repr(users)
@@ -219,7 +234,10 @@ def test_users_passwords_never_in_repr() -> None:
         ("[l2tp]\nhelo_interval = 3", "lns", 'lns.toml: [l2tp] helo_interval: unknown key (did you mean "hello_interval"?)'),
         ('[ppp]\npol = "10.0.0.0/24"', "lns", 'lns.toml: [ppp] pol: unknown key (did you mean "pool"?)'),
         ("[l2tp]\nzzz = 1", "lns", "lns.toml: [l2tp] zzz: unknown key"),
-        ("[radius]\nserver = 1", "lns", "lns.toml: [radius]: unknown section"),
+        ("[radius]\nserver = 1", "lns", "lns.toml: [radius] server: must be an array of tables ([[radius.server]])"),
+        ("[[pool]]\nname = \"a\"", "lns", "lns.toml: [[pool]] #1 range: missing"),
+        ("[[pool]]\nname = \"a\"\nrange = \"10.255.0.9/32\"", "lns", "lns.toml: [[pool]] #1 range: overlaps [ppp] pool (10.255.0.2-10.255.0.254)"),
+        ("[aaa]\nbackend = \"radius\"", "lns", "lns.toml: [[radius.server]]: must list at least one server for [aaa] backend = \"radius\""),
         ('hostname = "x"', "lns", "lns.toml: hostname: key outside any section (it belongs in [l2tp])"),
         ("[dataplan]\nkind = 'null'", "lns", 'lns.toml: [dataplan]: unknown section (did you mean "dataplane"?)'),
         ('[[lac.lns]]\naddress = "192.0.2.1"\nscret = "x"', "lac", 'lac.toml: [[lac.lns]] #1 scret: unknown key (did you mean "secret"?)'),
@@ -305,7 +323,7 @@ def documented_keys() -> list[str]:
     """``section.key`` for every ``**key** =`` line under a ``## [section]`` heading."""
     keys, section = [], None
     for line in MANPAGE.read_text().splitlines():
-        heading = re.match(r"^## \[\[?([a-z0-9.]+)\]\]?\s*$", line)
+        heading = re.match(r"^## \[\[?([a-z0-9._]+)\]\]?\s*$", line)
         if heading:
             section = heading.group(1)
         elif line.startswith("# "):
@@ -337,7 +355,7 @@ def test_manpage_marks_role_only_keys(only: Role, other: Role) -> None:
     mark = f"**{only.upper()} only.**"
     for key in set(known_keys(only)) - set(known_keys(other)):
         section, _, name = key.rpartition(".")
-        heading = f"## [[{section}]]" if section == "lac.lns" else f"## [{section}]"
+        heading = f"## [[{section}]]" if f"## [[{section}]]\n" in text else f"## [{section}]"
         section_text = text.split(heading + "\n", 1)[1].split("\n## ", 1)[0]
         intro = re.split(r"\n\*\*[a-z0-9_]+\*\* = ", section_text, maxsplit=1)[0]
         block = section_text.split(f"\n**{name}** = ", 1)[1].split("\n\n", 1)[0]

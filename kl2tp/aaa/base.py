@@ -55,6 +55,9 @@ class SessionContext:
     """NAS-Port: a number unique per session on this LNS."""
     interface: str = ""
     """The session's network interface, once it has one."""
+    acct_session_id: str = ""
+    """RADIUS Acct-Session-Id: unique and stable for the session, the same in its
+    Access-Request and every accounting record ("" : the back end makes one)."""
 
 
 @attrs.frozen
@@ -125,7 +128,10 @@ class AccountingRecord:
     output_packets: int = 0
     """Packets sent to the subscriber."""
     terminate_cause: str = ""
-    """Stop only: why the session ended (e.g. ``"user-request"``, ``"lost-carrier"``)."""
+    """Stop only: why the session ended, an RFC 2866 Acct-Terminate-Cause in lower case
+    (``"user-request"``, ``"lost-carrier"``, ``"idle-timeout"``, ``"admin-reboot"``, ...)."""
+    classes: tuple[bytes, ...] = ()
+    """RADIUS Class attributes from the Access-Accept, echoed in accounting."""
 
 
 @attrs.define

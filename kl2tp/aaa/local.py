@@ -27,6 +27,7 @@ import attrs
 
 from kl2tp.aaa.base import AaaCounters, AccountingRecord, AuthRequest, AuthResult
 from kl2tp.config import Config, ConfigError
+from kl2tp.log import escape
 from kl2tp.values import Secret
 from ppp import mschapv2
 from ppp.credentials import ChapCredentials, MsChapV2Credentials, PapCredentials
@@ -132,8 +133,11 @@ def parse_users(lines: Iterable[str], source: str) -> dict[str, LocalUser]:
             try:
                 address = IPv4Address(fields[2])
             except AddressValueError:
+                # Not the field itself: "alice pass word" puts half a password here.
                 raise UsersFileError(
-                    source, where, f"bad address {fields[2]!r} for {name!r} (IPv4 or *)"
+                    source,
+                    where,
+                    f"bad address for {name!r} (IPv4 or *; quote a password with blanks)",
                 ) from None
         if name in users:
             raise UsersFileError(source, where, f"user {name!r} is listed twice")
@@ -253,10 +257,10 @@ class LocalAuthenticator:
         self.counters.count_result(request, result)
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug(
-                "AAA: %s %s for %r (tunnel %d session %d)%s",
+                'AAA: %s %s for "%s" (tunnel %d session %d)%s',
                 request.method.upper(),
                 "accepted" if result.accepted else "rejected",
-                request.username,
+                escape(request.username),
                 request.context.tunnel_id,
                 request.context.session_id,
                 "" if result.accepted else f": {result.reason}",
@@ -298,9 +302,9 @@ class LocalAuthenticator:
         self.counters.count_accounting(record)
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug(
-                "AAA: accounting %s for %r (tunnel %d session %d)",
+                'AAA: accounting %s for "%s" (tunnel %d session %d)',
                 record.kind.name.lower(),
-                record.username,
+                escape(record.username),
                 record.context.tunnel_id,
                 record.context.session_id,
             )

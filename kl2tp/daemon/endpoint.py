@@ -26,6 +26,7 @@ from typing import Any, Protocol
 import trio
 import trio.lowlevel
 
+from kl2tp.daemon import oplog
 from kl2tp.daemon.handle import Address, SessionHandler, SessionInfo
 from kl2tp.daemon.sessions import DataPlaneSessions
 from kl2tp.dataplane.base import DataPlane, DataPlaneError, TunnelSpec
@@ -99,18 +100,24 @@ class UdpTransport:
 
     @classmethod
     async def bind(cls, listen: Address) -> UdpTransport:
-        """A socket bound to ``listen`` (SO_REUSEADDR/SO_REUSEPORT, a large receive buffer)."""
+        """A socket bound to ``listen`` (exclusively, with a large receive buffer).
+
+        Raises:
+            OSError: EADDRINUSE when another socket (a second daemon) holds the address.
+        """
         family = stdlib_socket.AF_INET6 if ":" in listen[0] else stdlib_socket.AF_INET
         raw = stdlib_socket.socket(family, stdlib_socket.SOCK_DGRAM)
         sock = trio.socket.from_stdlib_socket(raw)  # makes it non-blocking; owns it
         try:
-            sock.setsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_REUSEADDR, 1)
-            if hasattr(stdlib_socket, "SO_REUSEPORT"):
-                sock.setsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_REUSEPORT, 1)
             # Room for a burst (PPP frames are not flow controlled); Linux caps the request
             # at net.core.rmem_max.
             sock.setsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_RCVBUF, RECEIVE_BUFFER)
+            # Bound without SO_REUSEADDR/SO_REUSEPORT, so a second daemon on the same address
+            # fails here instead of splitting the tunnels with us. Set afterwards, SO_REUSEADDR
+            # lets the kernel data plane's per-tunnel connected sockets share the port (Linux
+            # checks the flag of both sockets when the later one binds).
             await sock.bind(listen)
+            sock.setsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_REUSEADDR, 1)
         except BaseException:
             sock.close()
             raise
@@ -299,6 +306,7 @@ class TunnelRunner:
     async def run(self) -> None:
         """Drive the core until the tunnel is closed; then tear down what was above it and
         hand the core to the endpoint core to linger (RFC 2661 5.7)."""
+        oplog.enter_tunnel(self)
         try:
             await self._loop()
         except Exception:
@@ -397,6 +405,7 @@ class TunnelRunner:
         elif isinstance(event, ev.TunnelEstablished):
             self.established_at = trio.current_time()
             self.established.set()
+            oplog.tunnel_up(self)
             await self._program_tunnel()
         elif isinstance(event, ev.IncomingCall):
             self._incoming_call(event)
@@ -412,6 +421,7 @@ class TunnelRunner:
             if not handler.defers_established:
                 info.established = trio.current_time()
                 info.done.set()
+                oplog.session_up(self, event.sid, info)
             handler.call_established(self, event)
         elif isinstance(event, ev.CallClosed):
             if log.isEnabledFor(logging.DEBUG):
@@ -428,6 +438,7 @@ class TunnelRunner:
             handler.call_closed(self, event)
             closed_info = self._sessions.pop(event.sid, None)
             if closed_info is not None:
+                self._log_closed(closed_info, event)
                 setting_up = event.sid in self._setting_up
                 self._setting_up.discard(event.sid)
                 self.endpoint.core.release_session(self.entry, established=not setting_up)
@@ -447,8 +458,15 @@ class TunnelRunner:
 
     def _incoming_call(self, event: ev.IncomingCall) -> None:
         now = trio.current_time()
+        if self.endpoint.draining:
+            oplog.refused(self, event.sid, "session", "draining")
+            self.core.hangup(
+                event.sid, now, CdnResult.NO_FACILITIES_TEMPORARY, ErrorCode.NO_ERROR, "draining"
+            )
+            return
         ep_core = self.endpoint.core
         if not ep_core.admit_session(self.entry):
+            oplog.refused(self, event.sid, "session", "session limit reached")
             self.core.hangup(
                 event.sid,
                 now,
@@ -469,6 +487,30 @@ class TunnelRunner:
         # A LAC answering an outgoing call connects at once, in the core (OCRP then OCCN).
         self.core.answer_call(
             event.sid, now, None if self.endpoint.lns else self.endpoint.connect_info()
+        )
+
+    def _log_closed(self, info: SessionInfo, event: ev.CallClosed) -> None:
+        oplog.session_down(
+            self,
+            event.sid,
+            info,
+            now=trio.current_time(),
+            result=event.result,
+            error=event.error,
+            message=event.message,
+            by_peer=event.by_peer,
+        )
+
+    def _log_tunnel_down(self) -> None:
+        closed = self.close_event
+        oplog.tunnel_down(
+            self,
+            duration=trio.current_time() - (self.established_at or self.created),
+            established=self.established_at is not None,
+            result=closed.result if closed is not None else 0,
+            error=closed.error if closed is not None else 0,
+            message=closed.message if closed is not None else "daemon stopped",
+            by_peer=closed.by_peer if closed is not None else False,
         )
 
     async def _program_tunnel(self) -> None:
@@ -527,8 +569,10 @@ class TunnelRunner:
                 )
                 info.done.set()
                 handler.call_closed(self, info.closed)
+                self._log_closed(info, info.closed)
             self._sessions.clear()
             self._setting_up.clear()
+            self._log_tunnel_down()
             if self._kernel_tunnel:
                 try:
                     await endpoint.dataplane.close_tunnel(self.local_tunnel_id)
@@ -636,6 +680,8 @@ class Endpoint:
         )
         """The sans-IO endpoint: tunnel table, routing, policy, drop counters."""
         self._connect_info = connect_info
+        self.draining = False
+        """``kl2tpctl drain``: refuse new sessions (CDN) and tunnels; keep the existing."""
         self.tunnels: dict[int, TunnelRunner] = {}
         """Live tunnels (their tasks) by our tunnel id."""
         self.transport: DatagramTransport = transport  # type: ignore[assignment]

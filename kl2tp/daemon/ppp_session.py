@@ -14,26 +14,40 @@ import ipaddress
 import logging
 import math
 import random
+import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import trio
 
 from kl2tp.aaa import base as aaa
+from kl2tp.aaa.addresses import AddressBook
 from kl2tp.aaa.pool import AddressPool
+from kl2tp.aaa.radius import (
+    ATTR_CLASS,
+    ATTR_FRAMED_POOL,
+    ATTR_IDLE_TIMEOUT,
+    ATTR_INTERIM_INTERVAL,
+    ATTR_SESSION_TIMEOUT,
+)
 from kl2tp.config import Config
+from kl2tp.daemon import oplog
 from kl2tp.daemon.handle import SessionInfo, TunnelHandle
 from kl2tp.daemon.sessions import DataPlaneSessions, SessionRecord
 from kl2tp.dataplane.base import DataPlane, DataPlaneError, NetworkSpec, PppChannel
 from kl2tp.l2tp.constants import CdnResult, ErrorCode
 from kl2tp.l2tp.events import CallClosed, ConnectInfo
+from kl2tp.log import escape
 from ppp import events as pev
 from ppp.config import AuthMethod, IpcpConfig, Ipv6cpConfig, LcpConfig, LinkConfig, ProxyMode
 from ppp.fsm import FsmConfig
 from ppp.lac import pre_negotiate
 from ppp.link import Link, Phase
 from ppp.proxy import ProxyAuth, ProxyLcp
+
+if TYPE_CHECKING:
+    from kl2tp.aaa.radius.coa import CoaCore, SessionIndex
 
 log = logging.getLogger("kl2tp.daemon")
 
@@ -54,6 +68,8 @@ CDN_FOR_REASON: dict[pev.DownReason, tuple[CdnResult, str]] = {
     ),
     pev.DownReason.NCP_TIMEOUT: (CdnResult.TIMEOUT, "PPP network protocol timeout"),
     pev.DownReason.ECHO_TIMEOUT: (CdnResult.LOSS_OF_CARRIER, "PPP LCP echo timeout"),
+    pev.DownReason.SETUP_TIMEOUT: (CdnResult.TIMEOUT, "PPP setup timeout"),
+    pev.DownReason.IDENTITY_CHANGED: (CdnResult.GENERAL_ERROR, "PPP peer changed identity"),
 }
 """The CDN Result Code (RFC 2661 4.4.2) and message for each way a PPP link can die."""
 
@@ -69,8 +85,45 @@ FAILURE_NAME: dict[pev.DownReason, str] = {
     pev.DownReason.NCP_TIMEOUT: "IPCP timeout",
     pev.DownReason.ECHO_TIMEOUT: "echo timeout",
     pev.DownReason.PEER_TERMINATED: "terminated by peer",
+    pev.DownReason.SETUP_TIMEOUT: "setup timeout",
+    pev.DownReason.IDENTITY_CHANGED: "identity changed",
 }
 """How ``kl2tp-lac --simulate`` names a failed call."""
+
+TERMINATE_CAUSE: dict[pev.DownReason, str] = {
+    pev.DownReason.ADMIN: "admin-reset",
+    pev.DownReason.PEER_TERMINATED: "user-request",
+    pev.DownReason.ECHO_TIMEOUT: "lost-carrier",
+    pev.DownReason.LCP_TIMEOUT: "lost-carrier",
+    pev.DownReason.LCP_FAILED: "user-error",
+    pev.DownReason.LOOPBACK: "port-error",
+    pev.DownReason.AUTH_FAILED: "user-error",
+    pev.DownReason.AUTH_REFUSED: "user-error",
+    pev.DownReason.AUTH_TIMEOUT: "user-error",
+    pev.DownReason.NO_ADDRESS: "service-unavailable",
+    pev.DownReason.NCP_FAILED: "user-error",
+    pev.DownReason.NCP_TIMEOUT: "user-error",
+    pev.DownReason.SETUP_TIMEOUT: "user-error",
+    pev.DownReason.IDENTITY_CHANGED: "user-error",
+}
+"""RADIUS Acct-Terminate-Cause (RFC 2866 5.10) for a PPP link that went down on its own.
+Ends the daemon causes (timeouts, shutdown, an operator's clear) are set where they happen;
+a CDN from the LAC is mapped by `cause_of_cdn`."""
+
+
+def cause_of_cdn(event: CallClosed) -> str:
+    """Acct-Terminate-Cause for a call the CDN (or the tunnel's end) cleared before PPP said
+    why: the LAC's loss of carrier, the subscriber hanging up (administrative), our own
+    shutdown or an operator's clear."""
+    if event.by_peer:
+        if event.result == CdnResult.LOSS_OF_CARRIER:
+            return "lost-carrier"
+        if event.result == CdnResult.ADMINISTRATIVE:
+            return "user-request"
+        return "lost-service"
+    if "shutting down" in event.message:
+        return "admin-reboot"
+    return "admin-reset"
 
 
 class Stage(enum.Enum):
@@ -162,6 +215,7 @@ def lns_link_config(cfg: Config) -> LinkConfig:
         proxy_lcp=ProxyMode(p.proxy_lcp),
         proxy_auth=ProxyMode(p.proxy_auth),
         send_address_control=False,
+        setup_timeout=p.setup_timeout,
     )
 
 
@@ -180,6 +234,15 @@ def subscriber_link_config(cfg: Config, username: str, password: str) -> LinkCon
     )
 
 
+_PEER_CHOOSES = ipaddress.IPv4Address("255.255.255.255")
+"""A Framed-IP-Address that lets the peer pick its address: the pool decides here, preferring
+what the peer asks for if no live session holds it."""
+
+
+_PREDECESSOR_WAIT = 10.0
+"""Seconds a replacing session waits for the replaced one's data-plane removal."""
+
+
 class PppSessions(DataPlaneSessions):
     """Runs PPP for every session: terminating (LNS) or as a subscriber (LAC)."""
 
@@ -193,13 +256,29 @@ class PppSessions(DataPlaneSessions):
         link_config: Callable[[int], LinkConfig],
         authenticator: aaa.Authenticator | None = None,
         pool: AddressPool | None = None,
+        addresses: AddressBook[_SessionState] | None = None,
+        duplicate_session: str = "refuse",
         data_sequencing: bool = False,
         rng: random.Random | None = None,
         proxy: AuthMethod | None = None,
         hostname: str = "lac",
         silent_start: float = 0.0,
+        session_timeout: float = 0.0,
+        idle_timeout: float = 0.0,
+        interim_interval: float = 0.0,
     ) -> None:
         super().__init__(dataplane, lns=lns, data_sequencing=data_sequencing)
+        self.session_timeout = session_timeout
+        """``[ppp] session_timeout``: used when AAA gives no Session-Timeout; 0: none."""
+        self.idle_timeout = idle_timeout
+        """``[ppp] idle_timeout``: used when AAA gives no Idle-Timeout; 0: none."""
+        self.interim_interval = interim_interval
+        """``[radius] interim_interval``: used when AAA gives no Acct-Interim-Interval."""
+        self.boot_id = f"{int(time.time()) & 0xFFFFFFFF:08X}"
+        """This run's start time: with the NAS-Port it makes Acct-Session-Ids unique across
+        restarts."""
+        self.timeouts: dict[str, int] = {}
+        """Sessions ended by Session-Timeout / Idle-Timeout."""
         self.silent_start = silent_start
         """Seconds a link waits for the peer's first frame before it sends its own (pppd's
         ``silent``); 0 starts LCP at once. The LAC waits (client mode, and every subscriber
@@ -207,7 +286,29 @@ class PppSessions(DataPlaneSessions):
         exists, and no frame overtakes the LNS's programming."""
         self.link_config = link_config
         self.authenticator = authenticator
-        self.pool = pool
+        if addresses is None:
+            reserved = []
+            if lns:
+                local = link_config(0).ipcp.local_address
+                reserved = [local] if local is not None else []
+            addresses = AddressBook({"": pool} if pool is not None else {}, reserved=reserved)
+        self.addresses = addresses
+        """Every address a live session holds, pool or static (the only way to get one)."""
+        self.pool = self.addresses.pools.get(self.addresses.default)
+        """The default pool (``[ppp] pool``), for the summary."""
+        self.duplicate_session = duplicate_session
+        """``[aaa] duplicate_session``: what a second login of a user holding a static
+        address gets (``refuse``: authentication fails; ``replace``: the old session ends)."""
+        self.refused: dict[str, int] = {}
+        """Logins refused after the back end accepted them, by reason."""
+        self.drops: dict[str, int] = {}
+        """PPP packets from peers dropped as malformed, by reason (every link counts here)."""
+        self.setup_timeouts: dict[str, int] = {}
+        """Links ended by ``[ppp] setup_timeout``, by the stage they were stuck in."""
+        self.identity_changes = 0
+        """Links ended because re-authentication named another user."""
+        self._gone: dict[tuple[int, int], trio.Event] = {}
+        """Set once a session's task has ended, data plane included (``replace`` waits)."""
         # CHAP and MS-CHAPv2 challenges come from here and must not be predictable from the
         # magic numbers and challenges a subscriber sees: the OS generator, not a seeded one.
         self.rng = rng or random.SystemRandom()
@@ -218,6 +319,11 @@ class PppSessions(DataPlaneSessions):
         self.running: dict[tuple[int, int], _SessionState] = {}
         """Every session whose PPP runs, by (tunnel id, session id)."""
         self._nas_port = 0
+        self.coa_index: SessionIndex | None = None
+        """LNS with a CoA server (RFC 5176): sessions whose network is up, by Acct-Session-Id,
+        user and address; set by the daemon."""
+        self.coa: CoaCore | None = None
+        """That server's core, for its counters in ``summary``."""
 
     def prepare_call(self, n: int) -> ConnectInfo | None:
         """LAC with proxy: negotiate LCP and start authentication with subscriber ``n`` here,
@@ -261,6 +367,8 @@ class PppSessions(DataPlaneSessions):
             stage = Stage.LCP  # the session's PPP had not started yet
         if not self.lns and event.by_peer and info is not None and info.established is None:
             self._note_failure(info, stage, event.result)
+        if state is not None and not state.end_cause:
+            state.end_cause = cause_of_cdn(event)
         super().call_closed(tunnel, event)
 
     @staticmethod
@@ -285,10 +393,30 @@ class PppSessions(DataPlaneSessions):
                 "in_use": self.pool.in_use,
                 "free": self.pool.free,
             }
+        out["addresses"] = self.addresses.summary()
+        out["logins_refused"] = dict(self.refused)
+        out["ppp_drops"] = dict(self.drops)
+        out["setup_timeouts"] = dict(self.setup_timeouts)
+        out["identity_changes"] = self.identity_changes
+        out["timeouts"] = dict(self.timeouts)
+        if self.coa is not None:
+            out["coa"] = dict(self.coa.counters)
+        radius = getattr(self.authenticator, "summary", None)
+        if callable(radius):
+            out["radius"] = radius()
         counters = getattr(self.authenticator, "counters", None)
         if counters is not None:
             out["aaa"] = attrs.asdict(counters)
         return out
+
+    async def _session_task(self, rec: SessionRecord) -> None:
+        key = (rec.tunnel.local_tunnel_id, rec.sid)
+        try:
+            await super()._session_task(rec)
+        finally:
+            gone = self._gone.pop(key, None)
+            if gone is not None:
+                gone.set()
 
     async def run_session(self, rec: SessionRecord) -> None:
         info = self.session_info(rec)
@@ -297,9 +425,15 @@ class PppSessions(DataPlaneSessions):
         opened = link is not None
         key = (rec.tunnel.local_tunnel_id, rec.sid)
         if link is None:
-            link = Link(self.link_config(n), rng=self.rng, name=f"Tnl/Cl {key[0]}/{key[1]}")
+            link = Link(
+                self.link_config(n),
+                rng=self.rng,
+                name=f"Tnl/Cl {key[0]}/{key[1]}",
+                drops=self.drops,
+            )
         state = _SessionState(self, rec, link, info, opened=opened)
         self.running[key] = state
+        self._gone[key] = state.gone
         try:
             await state.run()
         finally:
@@ -327,19 +461,45 @@ class _SessionState:
         self.info = info
         self.wake = trio.Event()
         self.address: ipaddress.IPv4Address | None = None
-        self.pooled = False
         self.static_address: ipaddress.IPv4Address | None = None
+        """The address AAA gave (None: from the pool; 255.255.255.255: the peer's choice)."""
         self.username = ""
         self.up_at: float | None = None
         self.accounting = False
         self.interface = ""
         """The session's network interface once the data plane named one."""
+        self.replaced = False
+        """A new login of the same user took this session's place."""
+        self.gone = trio.Event()
+        """Set when the session's task has ended, its data-plane session removed."""
+        self.predecessor: trio.Event | None = None
+        """The ``gone`` of the session this one replaced: its interface (same peer address,
+        same host route) must be removed before this one's is configured."""
         self.stage = stage_of(link) or Stage.LCP
         """How far the subscriber got before its link began to terminate."""
         self._phase: Phase | None = None
         """The phase last shown (``_note_phase``)."""
         owner._nas_port += 1
         self.nas_port = owner._nas_port
+        self.acct_session_id = f"{owner.boot_id}{self.nas_port:08X}"
+        """RADIUS Acct-Session-Id: the same in the Access-Request and every record."""
+        self.end_cause = ""
+        """Acct-Terminate-Cause (lower case) once the session's end is known; first wins."""
+        self.reply: dict[str, object] = {}
+        """The accepted login's back-end attributes (`AuthResult.attributes`)."""
+        self.peer_chooses = False
+        """AAA said 255.255.255.255: the subscriber's own address, if nobody holds it."""
+        self.frames_in = 0
+        """Non-LCP frames from the subscriber seen in userspace (idle detection without
+        kernel counters)."""
+        self._timers = False
+        self.limits_changed = trio.Event()
+        """Set by a CoA-Request's new limits (``set_timeouts``): the timers re-read them."""
+        self.coa_limits: tuple[float | None, float | None] = (None, None)
+        """Session-Timeout and Idle-Timeout of CoA-Requests the timers have not read yet
+        (None: unchanged)."""
+        if owner.lns:
+            self._extra(acct_session_id=self.acct_session_id)
         call = rec.call
         if call.calling_number:
             self._extra(calling_number=call.calling_number)
@@ -360,6 +520,7 @@ class _SessionState:
             called_number=call.called_number or "",
             nas_port=self.nas_port,
             interface=self.interface,
+            acct_session_id=self.acct_session_id,
         )
 
     def _note_phase(self) -> None:
@@ -392,6 +553,7 @@ class _SessionState:
             self.link.receive_frame(first, now)
         self._note_phase()
         async with trio.open_nursery() as nursery:
+            self.nursery = nursery
             nursery.start_soon(self._reader)
             while True:
                 if await self._flush(channel, nursery):
@@ -433,6 +595,8 @@ class _SessionState:
                 frame = await channel.receive()
             except (trio.EndOfChannel, trio.ClosedResourceError):
                 return
+            if frame[:2] != b"\xc0\x21":
+                self.frames_in += 1
             self.link.receive_frame(frame, trio.current_time())
             self._note_phase()
             self.wake.set()
@@ -474,11 +638,22 @@ class _SessionState:
         try:
             result = await backend.authenticate(request)
         except Exception as exc:  # a back-end failure refuses the subscriber, never the daemon
-            log.error("%s: AAA failed for %r: %s", self.link.name, event.username, exc)
+            log.error(
+                '%s: AAA failed for "%s": %s', self.link.name, escape(event.username), escape(exc)
+            )
             result = aaa.AuthResult(False, "Authentication failed", reason="aaa-error")
+        if result.accepted:
+            refusal = self._claim_static(event.username, result.framed_address)
+            if refusal is not None:
+                result = aaa.AuthResult(False, refusal[1], reason=refusal[0])
+        if result.accepted:
+            self.reply = dict(result.attributes)
+            self.peer_chooses = result.framed_address == _PEER_CHOOSES
         if not result.accepted:
             self._extra(failure="auth failed")
-        self.static_address = result.framed_address
+            oplog.auth_failed(
+                self.rec.tunnel, self.rec.sid, event.username, request.method, result.reason
+            )
         self.link.auth_result(
             now(),
             result.accepted,
@@ -489,17 +664,81 @@ class _SessionState:
         )
         self.wake.set()
 
+    def _claim_static(
+        self, username: str, address: ipaddress.IPv4Address | None
+    ) -> tuple[str, str] | None:
+        """Claim the static address AAA gave an accepted login, before the peer hears it is
+        in; None when it is ours, else the (reason, message) that refuses the login.
+
+        A second login of a user whose static address a live session holds gets what
+        ``[aaa] duplicate_session`` says: refused, or the old session ends and this one
+        takes the address. An address held by a *different* user (two users given the same
+        static address, or a pool inside which a static one lies) is refused whatever the
+        setting: the holder is not this user's to end.
+        """
+        book = self.owner.addresses
+        if self.address is not None:
+            return None  # re-authentication of the same identity: it keeps its address
+        if address is None or address == _PEER_CHOOSES:
+            return None  # from the pool, in IPCP
+        holding = book.holding(address)
+        if holding is not None and holding.owner is not self:
+            if holding.user != username or not holding.static:
+                return self._refuse("address-in-use", "Address unavailable")
+            if self.owner.duplicate_session != "replace":
+                return self._refuse("duplicate-session", "Session limit reached")
+            holding.owner.replaced_by(self)
+            book.release(holding.owner)
+        claimed = book.assign(self, static=address, user=username)
+        if claimed is None:
+            return self._refuse("address-unavailable", "Address unavailable")
+        self.static_address = self.address = claimed
+        return None
+
+    def _refuse(self, reason: str, message: str) -> tuple[str, str]:
+        refused = self.owner.refused
+        refused[reason] = refused.get(reason, 0) + 1
+        log.warning("%s: login refused (%s)", self.link.name, reason)
+        return reason, message
+
+    def replaced_by(self, other: _SessionState) -> None:
+        """``duplicate_session = "replace"``: a new login of our user takes our address; the
+        session ends now (CDN; the cleanup sends the accounting Stop)."""
+        self.replaced = True
+        other.predecessor = self.gone
+        log.info("%s: replaced by a new login on %s", self.link.name, other.link.name)
+        rec = self.rec
+        self._extra(failure="replaced")
+        rec.tunnel.hangup(
+            rec.sid,
+            CdnResult.ADMINISTRATIVE,
+            ErrorCode.NO_ERROR,
+            "session replaced by a new login of the same user",
+        )
+
     def _assign_address(self, event: pev.AddressRequest) -> None:
         now = trio.current_time()
-        address: ipaddress.IPv4Address | None = None
-        pool = self.owner.pool
-        if self.static_address is not None and self.static_address != ipaddress.IPv4Address(
-            "255.255.255.255"
-        ):
-            address = self.static_address
-        elif pool is not None:
-            address = pool.allocate(event.requested)
-            self.pooled = address is not None
+        address = self.address
+        book = self.owner.addresses
+        requested = event.requested
+        if address is None and self.peer_chooses and requested is not None and int(requested):
+            # Framed-IP-Address 255.255.255.255: the address the subscriber asks for, as in
+            # the reference trace ("allowing negotiated framed address"), unless it is held.
+            address = book.assign(self, static=requested, user=self.username)
+        if address is None:
+            # No static address: the pool AAA named (Framed-Pool) or the default, preferring
+            # the address the peer asked for if no live session holds it.
+            pool = self.reply.get(ATTR_FRAMED_POOL)
+            if pool is not None and str(pool) not in book.pools:
+                log.warning(
+                    '%s: Framed-Pool "%s" is no [[pool]] of ours', self.link.name, escape(pool)
+                )
+            address = book.assign(
+                self,
+                requested=requested,
+                user=self.username,
+                pool=None if pool is None else str(pool),
+            )
         if address is None:
             self._extra(failure="no address")
         self.address = address
@@ -521,6 +760,7 @@ class _SessionState:
             ifname = await self.owner.dataplane.session_up(rec.tunnel.local_tunnel_id, rec.sid, net)
         except DataPlaneError as exc:
             log.error("%s: could not configure the interface: %s", self.link.name, exc)
+            self.end_cause = self.end_cause or "nas-error"
             self.link.close(trio.current_time(), pev.DownReason.ADMIN, "data plane error")
             self.wake.set()
             return False
@@ -541,6 +781,12 @@ class _SessionState:
         )
 
     async def _network_up(self, event: pev.NetworkUp) -> None:
+        if self.predecessor is not None:
+            # Bounded: a data plane that never finishes removing the old session must not
+            # hold this one forever (its configuration then fails and says so).
+            with trio.move_on_after(_PREDECESSOR_WAIT):
+                await self.predecessor.wait()
+            self.predecessor = None
         self.up_at = trio.current_time()
         # Both ends configure their interface: our address, the peer's, a host route to it
         # and the MTU the peer's MRU allows (the LNS: the subscriber's address; the LAC
@@ -554,7 +800,9 @@ class _SessionState:
             return
         if self.owner.lns:
             self._extra(address=str(event.peer_address))
-            if self.owner.authenticator is not None:
+            # IPCP reopens after every LCP restart; the session (same identity, same
+            # address) goes on, and so does its accounting: one Start per session.
+            if self.owner.authenticator is not None and not self.accounting:
                 self.accounting = True
                 await self.owner.authenticator.account(
                     aaa.AccountingRecord(
@@ -562,13 +810,20 @@ class _SessionState:
                         self.username,
                         self.context,
                         address=event.peer_address,
+                        classes=self._classes(),
                     )
                 )
+            if not self._timers:
+                self._timers = True
+                self.nursery.start_soon(self._session_timers)
+            if self.owner.coa_index is not None:
+                self.owner.coa_index.add(self)
         else:
             self._extra(address=str(event.local_address))
         if self.info is not None:
             self.info.established = self.up_at
             self.info.done.set()
+        oplog.session_up(self.rec.tunnel, self.rec.sid, self.info)
 
     def _link_down(self, event: pev.LinkDown) -> None:
         rec = self.rec
@@ -577,36 +832,173 @@ class _SessionState:
         failure = FAILURE_NAME.get(event.reason)
         if failure and self.info is not None and "failure" not in self.info.extra:
             self._extra(failure=failure)
+        self.end_cause = self.end_cause or TERMINATE_CAUSE.get(event.reason, "nas-request")
+        owner = self.owner
+        if event.reason is pev.DownReason.SETUP_TIMEOUT:
+            stage = self.stage.value
+            owner.setup_timeouts[stage] = owner.setup_timeouts.get(stage, 0) + 1
+        elif event.reason is pev.DownReason.IDENTITY_CHANGED:
+            owner.identity_changes += 1
         result, message = CDN_FOR_REASON[event.reason]
         log.info(
             "%s: PPP down (%s%s); clearing the session",
             self.link.name,
             event.reason.value,
-            f": {event.message}" if event.message else "",
+            f": {escape(event.message)}" if event.message else "",
         )
         rec.tunnel.hangup(rec.sid, result, ErrorCode.NO_ERROR, message)
 
+    def _classes(self) -> tuple[bytes, ...]:
+        classes = self.reply.get(ATTR_CLASS, ())
+        return (
+            tuple(c for c in classes if isinstance(c, bytes)) if isinstance(classes, tuple) else ()
+        )
+
+    def _limit(self, key: str, default: float) -> float:
+        """A per-session limit from AAA (``key`` in the reply attributes), else ``default``;
+        0 means none."""
+        value = self.reply.get(key)
+        if isinstance(value, int | float) and value >= 0:
+            return float(value)
+        return default
+
+    async def _counters(self) -> tuple[int, int, int, int]:
+        """(input octets, output octets, input packets, output packets) from the kernel;
+        zeros when the data plane keeps none."""
+        dataplane = self.owner.dataplane
+        if not dataplane.kernel_counters:
+            return 0, 0, 0, 0
+        try:
+            c = await dataplane.session_counters(self.rec.tunnel.local_tunnel_id, self.rec.sid)
+        except DataPlaneError as exc:
+            log.debug("%s: no session counters: %s", self.link.name, exc)
+            c = None
+        if c is None:
+            return 0, 0, 0, 0
+        return c.rx_bytes, c.tx_bytes, c.rx_packets, c.tx_packets
+
+    async def _record(self, kind: aaa.AccountingKind, cause: str = "") -> aaa.AccountingRecord:
+        now = trio.current_time()
+        in_octets, out_octets, in_packets, out_packets = await self._counters()
+        return aaa.AccountingRecord(
+            kind,
+            self.username,
+            self.context,
+            address=self.address,
+            session_time=now - (self.up_at if self.up_at is not None else now),
+            input_octets=in_octets,
+            output_octets=out_octets,
+            input_packets=in_packets,
+            output_packets=out_packets,
+            terminate_cause=cause,
+            classes=self._classes(),
+        )
+
+    async def _session_timers(self) -> None:
+        """LNS, once the network is up: Interim-Updates, Session-Timeout and Idle-Timeout
+        (AAA's values, else the configured defaults). Sleeps until the nearest deadline."""
+        owner = self.owner
+        start = trio.current_time()
+        session_limit = self._limit(ATTR_SESSION_TIMEOUT, owner.session_timeout)
+        idle_limit = self._limit(ATTR_IDLE_TIMEOUT, owner.idle_timeout)
+        interim = self._limit(ATTR_INTERIM_INTERVAL, owner.interim_interval)
+        if self.owner.authenticator is None or not self.accounting:
+            interim = 0.0
+        elif 0 < interim < 60:
+            interim = max(interim, 1.0)  # a carrier's floor is 60 s; never a busy loop
+        next_interim = start + interim if interim else math.inf
+        session_end = start + session_limit if session_limit else math.inf
+        activity = await self._activity()
+        active_at = start
+        while True:
+            idle_end = active_at + idle_limit if idle_limit else math.inf
+            with trio.move_on_at(min(next_interim, session_end, idle_end)):
+                await self.limits_changed.wait()
+            now = trio.current_time()
+            if self.limits_changed.is_set():
+                # CoA (RFC 5176): Session-Timeout counts from the start, Idle-Timeout from now.
+                self.limits_changed = trio.Event()
+                (new_session, new_idle), self.coa_limits = self.coa_limits, (None, None)
+                if new_session is not None:
+                    session_limit = new_session
+                    session_end = start + session_limit if session_limit else math.inf
+                if new_idle is not None:
+                    idle_limit, active_at = new_idle, now
+                    activity = await self._activity()
+                continue
+            if now >= session_end:
+                self._expire("session-timeout", session_limit)
+                return
+            if now >= idle_end:
+                seen = await self._activity()
+                if seen == activity:
+                    self._expire("idle-timeout", idle_limit)
+                    return
+                activity, active_at = seen, now
+            if now >= next_interim and owner.authenticator is not None:
+                next_interim = now + interim
+                try:
+                    await owner.authenticator.account(
+                        await self._record(aaa.AccountingKind.INTERIM)
+                    )
+                except Exception as exc:
+                    log.error("%s: accounting interim failed: %s", self.link.name, exc)
+
+    async def _activity(self) -> int:
+        """A number that grows with traffic from the subscriber."""
+        _o, _oo, in_packets, _op = await self._counters()
+        return in_packets + self.frames_in
+
+    def _expire(self, cause: str, limit: float) -> None:
+        counts = self.owner.timeouts
+        counts[cause] = counts.get(cause, 0) + 1
+        self.end_cause = self.end_cause or cause
+        log.info("%s: %s (%gs); clearing the session", self.link.name, cause, limit)
+        self.link.close(trio.current_time(), pev.DownReason.ADMIN, cause)
+        self.wake.set()
+
+    # -- what the CoA server sees (kl2tp.aaa.radius.coa.CoaSession) ---------------------------
+
+    @property
+    def framed_address(self) -> ipaddress.IPv4Address | None:
+        """The subscriber's address."""
+        return self.address
+
+    @property
+    def calling_station_id(self) -> str:
+        """The ICRQ's Calling Number."""
+        return self.rec.call.calling_number or ""
+
+    def disconnect(self) -> None:
+        """RADIUS Disconnect-Request: terminate PPP, then the CDN (administrative); the
+        accounting Stop says Admin-Reset."""
+        self.end_cause = self.end_cause or "admin-reset"
+        log.info("%s: RADIUS Disconnect-Request; clearing the session", self.link.name)
+        self.link.close(trio.current_time(), pev.DownReason.ADMIN, "RADIUS Disconnect-Request")
+        self.wake.set()
+
+    def set_timeouts(self, session_timeout: float | None, idle_timeout: float | None) -> None:
+        """RADIUS CoA-Request: new limits (None: keep; 0: none) for the session's timers."""
+        pending_session, pending_idle = self.coa_limits
+        self.coa_limits = (
+            pending_session if session_timeout is None else session_timeout,
+            pending_idle if idle_timeout is None else idle_timeout,
+        )
+        self.limits_changed.set()
+
     async def cleanup(self) -> None:
         """Undo everything the session got, whatever ended it."""
+        if self.owner.coa_index is not None:
+            self.owner.coa_index.remove(self)
         self.link.lower_down(trio.current_time())
         if self.accounting and self.owner.authenticator is not None:
-            up = self.up_at or trio.current_time()
+            cause = "admin-reset" if self.replaced else (self.end_cause or "nas-request")
             try:
-                await self.owner.authenticator.account(
-                    aaa.AccountingRecord(
-                        aaa.AccountingKind.STOP,
-                        self.username,
-                        self.context,
-                        address=self.address,
-                        session_time=trio.current_time() - up,
-                        terminate_cause="session-end",
-                    )
-                )
+                record = await self._record(aaa.AccountingKind.STOP, cause)
+                await self.owner.authenticator.account(record)
             except Exception as exc:
                 log.error("%s: accounting stop failed: %s", self.link.name, exc)
-        if self.pooled and self.address is not None and self.owner.pool is not None:
-            self.owner.pool.release(self.address)
-            self.pooled = False
+        self.owner.addresses.release(self)
 
 
 def _proxy_values(info: Any) -> tuple[ProxyLcp | None, ProxyAuth | None]:
@@ -628,6 +1020,16 @@ def _proxy_values(info: Any) -> tuple[ProxyLcp | None, ProxyAuth | None]:
             response=info.proxy_authen_response or b"",
         )
     return lcp, auth
+
+
+def address_book(cfg: Config) -> AddressBook[_SessionState]:
+    """The LNS's addresses: ``[ppp] pool`` as the default pool ``""`` and every ``[[pool]]``
+    by name (RADIUS Framed-Pool picks one), never ``[ppp] local_address``."""
+    local = cfg.ppp.local_address
+    pools = {"": AddressPool.from_config(cfg.ppp)}
+    for named in cfg.pool:
+        pools[named.name] = AddressPool(named.range, exclude=[local])
+    return AddressBook(pools, reserved=[local])
 
 
 def make_handler(
@@ -652,8 +1054,12 @@ def make_handler(
             lns=True,
             link_config=lambda _n: link,
             authenticator=authenticator,
-            pool=AddressPool.from_config(cfg.ppp),
+            addresses=address_book(cfg),
+            duplicate_session=cfg.aaa.duplicate_session,
             data_sequencing=seq,
+            session_timeout=cfg.ppp.session_timeout,
+            idle_timeout=cfg.ppp.idle_timeout,
+            interim_interval=cfg.radius.interim_interval,
         )
     if not subscribers:
         return DataPlaneSessions(dataplane, lns=False, data_sequencing=seq)

@@ -7,6 +7,14 @@ Wording follows Cisco IOS `debug vpdn l2x-packets` (see the reference call flow)
     Hostname l2tp-gw
 
 Pure formatting: callers guard with `logger.isEnabledFor` before calling.
+
+Nothing here prints a secret or what an attacker could test guesses against offline: the value
+of a Proxy Authen Response (AVP 33: a PAP password in clear, or a CHAP response that, with the
+challenge beside it, checks guesses at the subscriber's password), of a tunnel Challenge
+Response (AVP 13: the same for the tunnel secret) and the ciphertext of a hidden AVP (the
+secret's MD5 stream over a known plaintext) show as their length only. IOS prints them; a log
+that leaves the box is not the place. Strings from the peer (host names, numbers, messages)
+are escaped (`kl2tp.log.escape`): no control character reaches a log line.
 """
 
 from __future__ import annotations
@@ -40,9 +48,16 @@ from kl2tp.l2tp.constants import (
     result_text,
 )
 from kl2tp.l2tp.message import ControlMessage, DataMessage
+from kl2tp.log import escape
 
 _FLAG_LETTERS = ((FLAG_T, "T"), (FLAG_L, "L"), (FLAG_S, "S"), (FLAG_O, "O"), (FLAG_P, "P"))
 _HEX_INTS = frozenset({AvpType.FRAMING_CAPABILITIES, AvpType.BEARER_CAPABILITIES, 6})
+REDACTED_AVPS = frozenset({AvpType.CHALLENGE_RESPONSE, AvpType.PROXY_AUTHEN_RESPONSE})
+"""AVPs (vendor 0) whose value is never shown: see the module docstring."""
+
+
+def _redacted(size: int) -> str:
+    return f"({size} octets, not shown)"
 
 
 def flag_letters(flags: int) -> str:
@@ -104,16 +119,19 @@ def format_value(avp: Avp) -> str:
     binary in upper-case hex, strings as they are."""
     value: Any = avp.value
     if isinstance(value, HiddenValue):
-        return f"(hidden) {value.ciphertext.hex().upper()}"
+        return f"(hidden) {_redacted(len(value.ciphertext))}"
+    if avp.vendor == 0 and avp.type in REDACTED_AVPS:
+        size = len(value) if isinstance(value, (bytes, str)) else len(encode_avp_value(avp))
+        return _redacted(size)
     if isinstance(value, bytes):
         if avp.vendor != 0 and value and all(32 <= c < 127 for c in value):
-            return value.decode("ascii")  # vendor strings such as Cisco's "Client NAS Port"
+            return escape(value.decode("ascii"))  # vendor strings: Cisco's "Client NAS Port"
         return value.hex().upper()
     if isinstance(value, ProtocolVersion):
         return str((value.version << 8) | value.revision)  # IOS: "Protocol Ver 256"
     if isinstance(value, Q931Cause):
         text = f"cause {value.cause}, msg {value.message_code}"
-        return text + (f", {value.advisory}" if value.advisory else "")
+        return text + (f", {escape(value.advisory)}" if value.advisory else "")
     if isinstance(value, CallErrors):
         return (
             f"CRC {value.crc_errors}, framing {value.framing_errors}, "
@@ -126,7 +144,7 @@ def format_value(avp: Avp) -> str:
         return ""
     if isinstance(value, int) and avp.vendor == 0 and avp.type in _HEX_INTS:
         return f"0x{value:X}"
-    return str(int(value)) if isinstance(value, int) else str(value)
+    return str(int(value)) if isinstance(value, int) else escape(value)
 
 
 def avp_lines(
@@ -145,7 +163,7 @@ def avp_lines(
         if value.error is not None:
             lines.append(f"Error code({value.error}): {error_text(value.error)}")
         if value.message:
-            lines.append(f"Error message: {value.message}")
+            lines.append(f"Error message: {escape(value.message)}")
     else:
         spec = AVP_TABLE.get(avp.type) if avp.vendor == 0 else None
         label = spec.label if spec is not None else avp_name(avp.type, avp.vendor)

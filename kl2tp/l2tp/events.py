@@ -69,7 +69,7 @@ class ConnectInfo:
     """Proxy Authen Challenge (AVP 31): the CHAP challenge the LAC sent."""
     proxy_authen_id: int | None = None
     """Proxy Authen ID (AVP 32): the CHAP identifier of that exchange."""
-    proxy_authen_response: bytes | None = None
+    proxy_authen_response: bytes | None = attrs.field(default=None, repr=False)
     """Proxy Authen Response (AVP 33): the subscriber's CHAP response or PAP password."""
 
 

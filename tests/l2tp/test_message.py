@@ -348,4 +348,4 @@ def test_avp_lines_like_ios() -> None:
         "Error code(0): No general error",
     ]
     assert avp_lines(Avp(0, MessageType.SCCRP))[1] == "Parse SCCRP"
-    assert avp_lines(Avp(13, bytes.fromhex("7c358f7a")))[1] == "Chlng Resp 7C358F7A"
+    assert avp_lines(Avp(13, bytes.fromhex("7c358f7a")))[1] == "Chlng Resp (4 octets, not shown)"

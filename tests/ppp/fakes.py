@@ -54,6 +54,10 @@ class FakeServices:
         self._taken = 0
         self.auth_sent: list[tuple[int, int, int, bytes]] = []
         self.signals: list[Signal] = []
+        self.drops: dict[str, int] = {}
+
+    def drop(self, reason: str) -> None:
+        self.drops[reason] = self.drops.get(reason, 0) + 1
 
     def trace(self, category: str, text: str) -> None:
         self.lines.append(f"{category}: {text}")

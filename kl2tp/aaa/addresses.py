@@ -1,0 +1,220 @@
+"""Every IPv4 address a live session holds, pool or static, in one registry.
+
+An address is never held by two live sessions. Pools alone could not promise that: a static
+address from AAA (users file, RADIUS Framed-IP-Address) is not handed out by any pool, so a
+pool subscriber that asked for it in IPCP would get it, and two logins of the same static user
+would both get it. The book is the single place that hands out addresses: a static one is
+claimed exactly like a pool one (inside a pool it is taken out of that pool too; outside every
+pool it is only recorded), and ``holder`` says who has an address.
+
+Every operation is O(1) in the number of sessions and addresses (a dict lookup plus the pool's
+own O(1) allocation); the pools are few and come from the configuration, and a static address
+is looked up in each of them.
+
+Owners are whatever the caller uses to name a session (the daemon uses its session state
+object); they must be hashable and are compared by equality.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Iterable, Mapping
+from ipaddress import IPv4Address
+from typing import Generic, TypeVar
+
+import attrs
+
+from kl2tp.aaa.pool import AddressPool
+
+__all__ = ["AddressBook", "Holding"]
+
+Owner = TypeVar("Owner", bound=Hashable)
+
+
+@attrs.frozen
+class Holding(Generic[Owner]):
+    """One held address."""
+
+    owner: Owner
+    """The session holding it."""
+    address: IPv4Address
+    """The address."""
+    user: str
+    """The user name it was assigned to ("" when unknown)."""
+    static: bool
+    """True: a static address from AAA; False: taken from a pool."""
+    pool: str | None
+    """Name of the pool it came from (or, for a static address, the first pool whose range
+    holds it); None: outside every pool."""
+
+
+class AddressBook(Generic[Owner]):
+    """Hands out addresses to owners, each address to at most one live owner.
+
+    Args:
+        pools: the address pools by name; ``""`` is the default ``[ppp] pool``.
+        default: the pool used when ``assign`` names none.
+        reserved: addresses never handed out, static or not (the LNS's own ``local_address``).
+    """
+
+    def __init__(
+        self,
+        pools: Mapping[str, AddressPool],
+        default: str = "",
+        *,
+        reserved: Iterable[IPv4Address] = (),
+    ) -> None:
+        self.pools = dict(pools)
+        self.default = default
+        self._reserved = frozenset(int(a) for a in reserved)
+        self._by_address: dict[int, Holding[Owner]] = {}
+        self._by_owner: dict[Owner, Holding[Owner]] = {}
+        self._static_count = 0
+        # Pools whose ranges overlap each pool: an address taken from one is taken out of
+        # the others too, so no pool can hand out an address the book says is held.
+        self._overlaps: dict[str, tuple[AddressPool, ...]] = {
+            name: tuple(
+                other
+                for other_name, other in self.pools.items()
+                if other_name != name
+                and int(other.range.first) <= int(pool.range.last)
+                and int(pool.range.first) <= int(other.range.last)
+            )
+            for name, pool in self.pools.items()
+        }
+        self.refused: dict[str, int] = {}
+        """Assignments refused, by reason (``held``, ``reserved``, ``exhausted``,
+        ``unknown-pool``, ``owner-holds``)."""
+
+    # -- queries --------------------------------------------------------------------------------
+
+    def holder(self, address: IPv4Address) -> Owner | None:
+        """The live owner holding ``address``, or None."""
+        holding = self._by_address.get(int(address))
+        return holding.owner if holding is not None else None
+
+    def holding(self, address: IPv4Address) -> Holding[Owner] | None:
+        """Everything known about ``address``'s current holding, or None."""
+        return self._by_address.get(int(address))
+
+    def address_of(self, owner: Owner) -> IPv4Address | None:
+        """The address ``owner`` holds, or None."""
+        holding = self._by_owner.get(owner)
+        return holding.address if holding is not None else None
+
+    def __len__(self) -> int:
+        """Number of addresses held."""
+        return len(self._by_address)
+
+    # -- assignment -----------------------------------------------------------------------------
+
+    def assign(
+        self,
+        owner: Owner,
+        *,
+        static: IPv4Address | None = None,
+        pool: str | None = None,
+        requested: IPv4Address | None = None,
+        user: str = "",
+    ) -> IPv4Address | None:
+        """Give ``owner`` an address and record it.
+
+        Args:
+            owner: the session; it may hold one address at a time (asking again returns the
+                one it holds, whatever the arguments).
+            static: an address from AAA: exactly this one, or nothing.
+            pool: the pool to take from when there is no static address; None: the default.
+            requested: the address the peer asked for, preferred from the pool when free.
+            user: the user name, kept for ``holding``.
+
+        Returns:
+            The address, or None when it cannot be had (the static one is held by another
+            owner or reserved, the pool is unknown or exhausted); the reason is counted in
+            ``refused``.
+        """
+        held = self._by_owner.get(owner)
+        if held is not None:
+            return held.address
+        if static is not None:
+            return self._assign_static(owner, static, user)
+        name = self.default if pool is None else pool
+        source = self.pools.get(name)
+        if source is None:
+            self._refuse("unknown-pool")
+            return None
+        if requested is not None and int(requested) in self._reserved:
+            requested = None
+        address = source.allocate(requested)
+        while address is not None and int(address) in self._reserved:
+            # A reserved address inside the range: keep it out of circulation for good.
+            address = source.allocate()
+        if address is None:
+            self._refuse("exhausted")
+            return None
+        for other in self._overlaps[name]:
+            other.claim(address)
+        self._record(Holding(owner, address, user, False, name))
+        return address
+
+    def _assign_static(self, owner: Owner, address: IPv4Address, user: str) -> IPv4Address | None:
+        value = int(address)
+        if value in self._reserved:
+            self._refuse("reserved")
+            return None
+        if value in self._by_address:
+            self._refuse("held")
+            return None
+        first: str | None = None
+        claimed: list[AddressPool] = []
+        for name, source in self.pools.items():
+            if address not in source:
+                continue
+            if not source.claim(address):
+                # Free in the book but not in the pool: excluded from it (its own address).
+                for pool in claimed:
+                    pool.release(address)
+                self._refuse("reserved")
+                return None
+            claimed.append(source)
+            if first is None:
+                first = name
+        self._record(Holding(owner, address, user, True, first))
+        return address
+
+    def release(self, owner: Owner) -> IPv4Address | None:
+        """Give back what ``owner`` holds; nothing held does nothing.
+
+        Returns:
+            The address released, or None.
+        """
+        holding = self._by_owner.pop(owner, None)
+        if holding is None:
+            return None
+        address = holding.address
+        del self._by_address[int(address)]
+        if holding.static:
+            self._static_count -= 1
+        for source in self.pools.values() if holding.static else self._sources(holding.pool):
+            source.release(address)
+        return address
+
+    def _sources(self, name: str | None) -> Iterable[AddressPool]:
+        if name is None:
+            return ()
+        return (self.pools[name], *self._overlaps[name])
+
+    def _record(self, holding: Holding[Owner]) -> None:
+        self._by_address[int(holding.address)] = holding
+        self._by_owner[holding.owner] = holding
+        if holding.static:
+            self._static_count += 1
+
+    def _refuse(self, reason: str) -> None:
+        self.refused[reason] = self.refused.get(reason, 0) + 1
+
+    def summary(self) -> dict[str, object]:
+        """Counters for ``kl2tpctl show summary``."""
+        return {
+            "held": len(self._by_address),
+            "static": self._static_count,
+            "refused": dict(self.refused),
+        }

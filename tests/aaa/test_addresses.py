@@ -1,0 +1,102 @@
+"""AddressBook: one registry of every address a live session holds, pool or static."""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Address
+
+from kl2tp.aaa.addresses import AddressBook
+from kl2tp.aaa.pool import AddressPool
+
+A = IPv4Address
+
+
+def book(*, reserved: tuple[IPv4Address, ...] = ()) -> AddressBook[str]:
+    return AddressBook({"": AddressPool("10.0.0.1-10.0.0.4")}, reserved=reserved)
+
+
+def test_static_inside_the_pool_is_taken_out_of_it() -> None:
+    b = book()
+    assert b.assign("alice", static=A("10.0.0.2"), user="alice") == A("10.0.0.2")
+    # A pool subscriber asking for it in IPCP gets another one.
+    got = b.assign("bob", requested=A("10.0.0.2"))
+    assert got is not None and got != A("10.0.0.2")
+    assert b.holder(A("10.0.0.2")) == "alice"
+    assert b.pools[""].is_allocated(A("10.0.0.2"))
+
+
+def test_static_outside_every_pool_is_claimed_once() -> None:
+    b = book()
+    assert b.assign("s1", static=A("192.0.2.7"), user="carol") == A("192.0.2.7")
+    assert b.assign("s2", static=A("192.0.2.7"), user="carol") is None
+    assert b.refused == {"held": 1}
+    holding = b.holding(A("192.0.2.7"))
+    assert holding is not None and (holding.owner, holding.user, holding.static) == (
+        "s1",
+        "carol",
+        True,
+    )
+    assert b.release("s1") == A("192.0.2.7")
+    assert b.assign("s2", static=A("192.0.2.7")) == A("192.0.2.7")
+
+
+def test_a_pool_address_held_refuses_a_static_claim_of_it() -> None:
+    b = book()
+    got = b.assign("bob", requested=A("10.0.0.3"))
+    assert got == A("10.0.0.3")
+    assert b.assign("alice", static=A("10.0.0.3")) is None
+    assert b.holder(A("10.0.0.3")) == "bob"
+
+
+def test_release_gives_a_static_address_in_a_pool_back_to_the_pool() -> None:
+    b = book()
+    b.assign("alice", static=A("10.0.0.4"))
+    assert b.pools[""].free == 3
+    b.release("alice")
+    assert b.pools[""].free == 4
+    assert b.holder(A("10.0.0.4")) is None
+    assert b.release("alice") is None  # twice: nothing
+
+
+def test_reserved_is_never_handed_out() -> None:
+    b = book(reserved=(A("10.0.0.1"),))
+    assert b.assign("x", static=A("10.0.0.1")) is None
+    assert b.assign("y", requested=A("10.0.0.1")) not in (None, A("10.0.0.1"))
+    got = {b.assign(f"z{i}") for i in range(5)}
+    assert A("10.0.0.1") not in got
+    assert b.refused["reserved"] == 1 and b.refused["exhausted"] >= 1
+
+
+def test_an_owner_holds_one_address() -> None:
+    b = book()
+    first = b.assign("s", requested=A("10.0.0.2"))
+    assert b.assign("s", static=A("192.0.2.1")) == first
+    assert len(b) == 1 and b.address_of("s") == first
+
+
+def test_overlapping_pools_never_hand_out_the_same_address() -> None:
+    b: AddressBook[int] = AddressBook(
+        {"a": AddressPool("10.1.0.1-10.1.0.4"), "b": AddressPool("10.1.0.3-10.1.0.6")}
+    )
+    got = [b.assign(i, pool="a") for i in range(4)] + [b.assign(10 + i, pool="b") for i in range(4)]
+    held = [a for a in got if a is not None]
+    assert len(held) == len(set(held)) == 6
+    b.release(2)  # 10.1.0.3, in both ranges
+    assert b.assign(20, pool="b") == A("10.1.0.3")
+    assert b.assign(21, pool="nope") is None and b.refused["unknown-pool"] == 1
+
+
+def test_every_address_has_one_holder_through_churn() -> None:
+    b = book()
+    live: dict[str, IPv4Address] = {}
+    for i in range(200):
+        owner = f"o{i}"
+        static = A("10.0.0.2") if i % 3 == 0 else None
+        got = b.assign(owner, static=static, requested=A("10.0.0.2"))
+        if got is not None:
+            assert got not in live.values()
+            live[owner] = got
+        if i % 2:
+            victim = next(iter(live))
+            assert b.release(victim) == live.pop(victim)
+        assert len(b) == len(live)
+        assert b.pools[""].in_use == len(live)
