@@ -300,8 +300,10 @@ class EndpointCore:
         datagram only, counted ``drop_internal_error`` and logged rate-limited."""
         try:
             self._route(data, addr, now)
-        except Exception:
+        except Exception as exc:
             self.counters["drop_internal_error"] += 1
+            # By kind of failure too (a class name: a fixed set, never peer-chosen).
+            self.counters[f"internal_error_{type(exc).__name__}"] += 1
             self.warn(
                 "internal_error",
                 now,

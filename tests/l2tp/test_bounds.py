@@ -238,10 +238,49 @@ def test_a_failure_in_the_receive_path_costs_one_datagram(
         for n in range(100):
             net.core.receive_datagram(raw_sccrq(n + 1), ("203.0.113.9", n), float(n) / 100)
     assert net.core.counters["drop_internal_error"] == 100
+    assert net.core.counters["internal_error_RuntimeError"] == 100
     assert len(caplog.records) == 2  # rate-limited, with the traceback
     assert caplog.records[0].exc_info is not None
     monkeypatch.undo()
     legit_call_works(net)
+
+
+def test_a_half_open_tunnel_whose_core_raises_is_forgotten(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    net = Net()
+    net.core.receive_datagram(raw_sccrq(9), ("203.0.113.9", 1701), 0.0)
+    (entry,) = net.entries()
+
+    def broken(data: bytes, now: float) -> None:
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(entry.tunnel, "receive_datagram", broken)
+    zlb = bytes.fromhex("c802000c") + entry.tunnel_id.to_bytes(2, "big") + bytes(6)
+    net.core.receive_datagram(zlb, ("203.0.113.9", 1701), 0.0)
+    assert net.core.counters["core_errors"] == 1
+    assert net.core.tunnels == {} and net.core.half_open == 0 and entry.released
+    legit_call_works(net)
+
+
+def test_half_open_timers_run_in_bounded_chunks() -> None:
+    from kl2tp.l2tp.endpoint import HALF_OPEN_TIMERS_PER_CALL
+
+    net = Net(EndpointConfig(limits=Limits(sccrq_rate=0)), setup_timeout=5.0)
+    n = HALF_OPEN_TIMERS_PER_CALL * 3 + 5
+    for i in range(n):
+        net.core.receive_datagram(raw_sccrq(i + 1), (f"10.0.{i >> 8}.{i & 255}", 1701), 0.0)
+    net.core.datagrams_to_send(0.0)
+    assert net.core.half_open == n
+    # All due at once: each call runs one chunk and says more are due.
+    calls = 0
+    while net.core.half_open:
+        assert net.core.get_timer() is not None
+        net.core.handle_timer(100.0)
+        calls += 1
+        assert net.core.half_open >= n - calls * HALF_OPEN_TIMERS_PER_CALL
+    assert calls == 4
+    assert net.core.get_timer() is None and net.core.tunnels == {}
 
 
 # --- finding 3: sessions in setup, unused tunnels, lingering ----------------------------------
