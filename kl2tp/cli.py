@@ -92,6 +92,7 @@ def settings_from_config(cfg: cfgmod.Config, role: str) -> Settings:
         max_tunnels=l2.max_tunnels,
         max_sessions=l2.max_sessions,
         queue_depth=l2.queue_depth,
+        limits=cfg.endpoint_limits(),
         history=cfg.log.history,
     )
 

@@ -34,6 +34,7 @@ import attrs
 from kl2tp.values import PoolRange, Secret, parse_pool
 
 if TYPE_CHECKING:
+    from kl2tp.l2tp.endpoint import Limits
     from kl2tp.l2tp.tunnel import TunnelConfig
 
 __all__ = [
@@ -443,6 +444,24 @@ class L2tpConfig:
     """Most sessions at once, all tunnels together; 0: unlimited."""
     queue_depth: int = attrs.field(default=256, metadata=_meta(_integer(1, 65536)))
     """Per-tunnel receive queue length; overflow is dropped and counted."""
+    setup_timeout: float = attrs.field(default=0.0, metadata=_meta(_number(0)))
+    """Seconds a tunnel may take to be established; 0: one retransmission cycle."""
+    session_setup_timeout: float = attrs.field(default=0.0, metadata=_meta(_number(0)))
+    """Seconds a call may take to be established (then CDN 10); 0: one retransmission cycle."""
+    max_setup_tunnels: int = attrs.field(default=2000, metadata=_meta(_integer(0)))
+    """Most peer-opened tunnels not yet established; 0: unlimited."""
+    max_setup_sessions: int = attrs.field(default=10000, metadata=_meta(_integer(0)))
+    """Most calls in setup over all tunnels; 0: unlimited."""
+    max_setup_sessions_per_tunnel: int = attrs.field(
+        default=1000, metadata=_meta(_integer(1, 65535))
+    )
+    """Most calls in setup in one tunnel."""
+    max_lingering: int = attrs.field(default=10000, metadata=_meta(_integer(0)))
+    """Most closed tunnels kept to re-ack a late StopCCN; 0: unlimited."""
+    sccrq_rate: float = attrs.field(default=10.0, metadata=_meta(_number(0)))
+    """SCCRQs per second one source host may open tunnels with; 0: unlimited."""
+    sccrq_burst: int = attrs.field(default=50, metadata=_meta(_integer(1)))
+    """SCCRQs one source host may send back to back."""
 
     def peer_allowed(self, address: IPv4Address | IPv6Address) -> bool:
         """True if ``address`` may open a tunnel (checked once per SCCRQ, not per packet)."""
@@ -883,6 +902,22 @@ class Config:
             retransmit_cap=l2tp.retransmit_cap,
             max_retries=l2tp.max_retries,
             idle_timeout=l2tp.idle_timeout,
+            setup_timeout=l2tp.setup_timeout or None,
+            session_setup_timeout=l2tp.session_setup_timeout or None,
+            max_setup_sessions_per_tunnel=l2tp.max_setup_sessions_per_tunnel,
+        )
+
+    def endpoint_limits(self) -> Limits:
+        """The endpoint-wide bounds on peer-created state from ``[l2tp]``."""
+        from kl2tp.l2tp.endpoint import Limits  # the core loads only when a daemon needs it
+
+        l2tp = self.l2tp
+        return Limits(
+            max_setup_tunnels=l2tp.max_setup_tunnels,
+            max_setup_sessions=l2tp.max_setup_sessions,
+            max_lingering=l2tp.max_lingering,
+            sccrq_rate=l2tp.sccrq_rate,
+            sccrq_burst=l2tp.sccrq_burst,
         )
 
     def peer_identity(self, peer: LnsPeer) -> tuple[str, Secret | None]:

@@ -31,6 +31,7 @@ from kl2tp.daemon.handle import Address, SessionHandler, SessionInfo, TunnelHand
 from kl2tp.daemon.notify import Notifier
 from kl2tp.dataplane.base import Counters, DataPlane
 from kl2tp.l2tp.constants import CdnResult, StopCcnResult
+from kl2tp.l2tp.endpoint import Limits
 from kl2tp.l2tp.events import CallParams, ConnectInfo
 from kl2tp.l2tp.tunnel import TunnelConfig
 from kl2tp.lac.tunnels import NoTunnel, TunnelPicker
@@ -60,6 +61,8 @@ class Settings:
     """Overload limit on sessions (0: none)."""
     queue_depth: int = 256
     """Per-tunnel receive queue depth."""
+    limits: Limits = attrs.field(factory=Limits)
+    """Endpoint-wide bounds on peer-created state (``[l2tp]``)."""
     shutdown_grace: float = 5.0
     """Seconds to wait for CDN/StopCCN acks on SIGTERM."""
     history: int = oplog.HISTORY_SIZE
@@ -83,6 +86,7 @@ def make_endpoint(
         max_tunnels=settings.max_tunnels,
         max_sessions=settings.max_sessions,
         queue_depth=settings.queue_depth,
+        limits=settings.limits,
         rng=rng,
     )
 

@@ -22,11 +22,14 @@ Every operation is O(1) in the number of tunnels and sessions.
 
 from __future__ import annotations
 
+import heapq
 import ipaddress
+import itertools
 import logging
 import random
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable
+from functools import partial
 
 import attrs
 
@@ -46,6 +49,11 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 MAX_TUNNEL_ID = 0xFFFF
 
 _UP = (TunnelState.ESTABLISHED, TunnelState.NO_SESSIONS_LEFT)
+
+HALF_OPEN_TIMERS_PER_CALL = 64
+"""Half-open tunnels' timers one :meth:`EndpointCore.handle_timer` call runs at most: the
+driver lets other work (a legitimate SCCRQ) in between, so thousands of them falling due
+together (a spoofed SCCRQ flood expiring) never hold the event loop for long."""
 
 ROLLED_UP = (
     "data_early",
@@ -194,6 +202,7 @@ class TunnelEntry:
         "released",
         "sessions",
         "setting_up",
+        "timer_at",
         "tunnel",
     )
 
@@ -224,7 +233,10 @@ class TunnelEntry:
         self.setting_up = 0
         """Of those, the ones not established yet (``session_established``)."""
         self.half_open = False
-        """A peer opened it and it is not established yet (counted in ``half_open``)."""
+        """A peer opened it and it is not established yet (counted in ``half_open``): the
+        endpoint core feeds it and runs its timers itself; it has no task until it is up."""
+        self.timer_at: float | None = None
+        """Half-open: the deadline it is filed under in the endpoint's timer heap."""
 
     @property
     def tunnel_id(self) -> int:
@@ -271,6 +283,10 @@ class EndpointCore:
         self._outbox: list[tuple[bytes, Address]] = []
         self._linger_queue: deque[TunnelEntry] = deque()
         self._linger_due: dict[int, TunnelEntry] = {}
+        self._half_open_timers: list[tuple[float, int, TunnelEntry]] = []
+        """Heap of (deadline, tie, entry) of half-open tunnels; stale rows (the entry moved
+        on or was re-filed) are skipped when they reach the top."""
+        self._tie = itertools.count()
         self._sources: OrderedDict[str, tuple[float, float]] = OrderedDict()
         """Per source host: (SCCRQ tokens, when last updated); least recently seen first."""
 
@@ -284,8 +300,10 @@ class EndpointCore:
         datagram only, counted ``drop_internal_error`` and logged rate-limited."""
         try:
             self._route(data, addr, now)
-        except Exception:
+        except Exception as exc:
             self.counters["drop_internal_error"] += 1
+            # By kind of failure too (a class name: a fixed set, never peer-chosen).
+            self.counters[f"internal_error_{type(exc).__name__}"] += 1
             self.warn(
                 "internal_error",
                 now,
@@ -339,6 +357,9 @@ class EndpointCore:
         elif is_control:
             # RFC 2661 8.1: the peer may answer from another port; the tunnel stays there.
             self._pin(entry, addr)
+        if entry.half_open:
+            self._feed_half_open(entry, data, now)
+            return
         inbox = entry.inbox
         if len(inbox) >= self.config.queue_depth:
             counters["drop_queue_full"] += 1
@@ -365,11 +386,18 @@ class EndpointCore:
         """When :meth:`handle_timer` must run next: the earliest deadline of a lingering
         tunnel (its hold, or an ack it still owes)."""
         best: float | None = None
+        heap = self._half_open_timers
+        while heap and _stale(heap[0]):
+            heapq.heappop(heap)
+        if heap:
+            best = heap[0][0]
         queue = self._linger_queue
         while queue and queue[0].released:
             queue.popleft()
         if queue:
-            best = queue[0].tunnel.get_timer()
+            t = queue[0].tunnel.get_timer()
+            if t is not None and (best is None or t < best):
+                best = t
         for entry in self._linger_due.values():
             t = entry.tunnel.get_timer()
             if t is not None and (best is None or t < best):
@@ -377,7 +405,20 @@ class EndpointCore:
         return best
 
     def handle_timer(self, now: float) -> None:
-        """Run lingering tunnels' due timers; forget those whose hold is over."""
+        """Run half-open tunnels' due timers (at most ``HALF_OPEN_TIMERS_PER_CALL``: if more
+        are due, :meth:`get_timer` still says so and the driver calls again after letting
+        other work run) and lingering tunnels' due timers; forget those whose hold is over."""
+        heap = self._half_open_timers
+        budget = HALF_OPEN_TIMERS_PER_CALL
+        while heap and budget and heap[0][0] <= now:
+            row = heapq.heappop(heap)
+            if _stale(row):
+                continue
+            budget -= 1
+            entry = row[2]
+            entry.timer_at = None
+            if self._half_open_input(entry, now, partial(entry.tunnel.handle_timer, now)):
+                self._half_open_after(entry, now)
         due = list(self._linger_due.values())
         self._linger_due.clear()
         for entry in due:
@@ -435,9 +476,6 @@ class EndpointCore:
                     len(data),
                     exc=True,
                 )
-        if entry.half_open and entry.tunnel.state in _UP:
-            entry.half_open = False
-            self.half_open -= 1
 
     def connect(self, addr: Address, now: float, config: TunnelConfig | None = None) -> TunnelEntry:
         """Open a tunnel to ``addr`` (our SCCRQ is queued in its core).
@@ -500,6 +538,10 @@ class EndpointCore:
         """The endpoint's counters plus the tunnel cores' ``ROLLED_UP`` ones (closed tunnels'
         are folded in when they close; live ones are summed here, O(tunnels): for show)."""
         out = dict(self.counters)
+        # How full the bounds on peer-created state are now (gauges, not counters).
+        out["half_open_tunnels"] = self.half_open
+        out["sessions_in_setup"] = self.setup_count
+        out["lingering_tunnels"] = len(self.lingering)
         for key in ROLLED_UP:
             total = out.get(key, 0)
             for entry in self.tunnels.values():
@@ -589,6 +631,9 @@ class EndpointCore:
         existing = self._by_peer.get(key)
         if existing is not None:
             # A retransmitted SCCRQ: the tunnel it opened re-acks (or re-answers) it.
+            if existing.half_open:
+                self._feed_half_open(existing, data, now)
+                return
             if len(existing.inbox) >= config.queue_depth:
                 counters["drop_queue_full"] += 1
                 return
@@ -636,10 +681,10 @@ class EndpointCore:
         self.half_open += 1
         self.tunnels[tid] = entry
         self._by_peer[key] = entry
-        tunnel.receive_message(msg, now)
-        entry.ready = True
-        self._ready.append(tid)
-        self._events.append(TunnelOpened(tid))
+        # Until it is established the endpoint serves it (no task: a spoofed SCCRQ costs a
+        # table entry and a timer); TunnelOpened follows when it is up.
+        if self._half_open_input(entry, now, lambda: tunnel.receive_message(msg, now)):
+            self._half_open_after(entry, now)
 
     def _tie_breaker(self, msg: ControlMessage, addr: Address, now: float) -> bool:
         """RFC 2661 4.4.3, an SCCRQ from a peer we have our own SCCRQ outstanding to: the lower
@@ -757,6 +802,53 @@ class EndpointCore:
         self._linger_due.pop(tid, None)
         self.ids.release(tid)
 
+    def _feed_half_open(self, entry: TunnelEntry, data: bytes, now: float) -> None:
+        tunnel = entry.tunnel
+        if self._half_open_input(entry, now, lambda: tunnel.receive_datagram(data, now)):
+            self._half_open_after(entry, now)
+
+    def _half_open_input(self, entry: TunnelEntry, now: float, step: Callable[[], None]) -> bool:
+        """Run one input of a half-open tunnel's core. An exception escaping it is a bug: the
+        tunnel is forgotten (counted ``core_errors``). False when that happened."""
+        try:
+            step()
+        except Exception:
+            self.counters["core_errors"] += 1
+            self.warn(
+                "core_error",
+                now,
+                "Tnl %d: internal error in a tunnel being set up; forgotten",
+                entry.tunnel_id,
+                exc=True,
+            )
+            self.discard(entry)
+            return False
+        return True
+
+    def _half_open_after(self, entry: TunnelEntry, now: float) -> None:
+        """After an input of a half-open tunnel: send what it says, and hand it to a task
+        once it is established, to lingering once it is closed, else re-file its timer."""
+        tunnel = entry.tunnel
+        addr = entry.peer_addr
+        for data in tunnel.datagrams_to_send(now):
+            self._outbox.append((data, addr))
+        state = tunnel.state
+        if state in _UP:
+            # Its TunnelEstablished stays queued in the core for the task the driver starts.
+            entry.half_open = False
+            self.half_open -= 1
+            self._events.append(TunnelOpened(entry.tunnel_id))
+            return
+        if state is TunnelState.CLOSED:
+            while tunnel.next_event() is not None:
+                pass  # nothing above a half-open tunnel to tell
+            self.tunnel_closed(entry, now)
+            return
+        t = tunnel.get_timer()
+        if t is not None and t != entry.timer_at:
+            entry.timer_at = t
+            heapq.heappush(self._half_open_timers, (t, next(self._tie), entry))
+
     def _feed_lingering(self, entry: TunnelEntry, data: bytes, now: float) -> None:
         if self._lingering_step(entry, now, lambda: entry.tunnel.receive_datagram(data, now)):
             self._collect(entry, now)
@@ -805,3 +897,9 @@ class EndpointCore:
         self._collect(entry, now)
         if tunnel.done:
             self._release(entry)
+
+
+def _stale(row: tuple[float, int, TunnelEntry]) -> bool:
+    """A half-open timer row whose entry moved on (up, closed, gone) or was re-filed."""
+    entry = row[2]
+    return not entry.half_open or entry.released or entry.timer_at != row[0]

@@ -191,15 +191,15 @@ class TunnelConfig:
     """Send a Tie Breaker AVP in our SCCRQ (RFC 2661 4.4.3); see ``tie_breaker_loses``."""
     setup_timeout: float | None = None
     """Seconds from the tunnel's creation until it must be established, whatever the path (an
-    SCCRQ whose Ns is not 0, a peer that never sends its SCCCN or SCCRP): then it is cleared
-    (StopCCN result 2 if the peer has a tunnel id for it, silently otherwise). None: one
+    SCCRQ whose Ns is not 0, a peer that never sends its SCCCN or SCCRP): then it is
+    forgotten at once, without a StopCCN (the peer's address is unproven). None: one
     retransmission cycle (31 s with the defaults), so a peer that is merely slow or lossy
     meets the retransmission limit first, as before."""
     session_setup_timeout: float | None = None
     """Seconds a call may take from its creation until established (an answered ICRQ whose
     ICCN never comes, an ICRQ of ours never answered): then CDN result 10. None: one
     retransmission cycle (so a lost message meets the retransmission limit first)."""
-    max_setup_sessions: int = 1000
+    max_setup_sessions_per_tunnel: int = 1000
     """Calls in setup in this tunnel at once; a further ICRQ/OCRQ gets CDN result 4
     (temporary lack of facilities) and creates nothing."""
 
@@ -957,10 +957,14 @@ class Tunnel:
         self._act_close(None, Stop(), now)
 
     def _act_setup_timeout(self, msg: Msg, arg: Stop | None, now: float) -> None:
-        """Not established in time: StopCCN if the peer gave us its tunnel id, else just go."""
+        """Not established in time: go at once, without a StopCCN. The peer never finished
+        the handshake, so its address is unproven (a spoofed SCCRQ's would aim our StopCCN
+        and its retransmissions at a victim), and going at once frees the id now."""
         if _log.isEnabledFor(_DEBUG):
             trace.line(self._prefix, "Tunnel not established in time, shutdown tunnel")
-        self._act_close(None, Stop(StopCcnResult.GENERAL_ERROR, 0, "tunnel setup timed out"), now)
+        self._finish(
+            TunnelClosed(StopCcnResult.GENERAL_ERROR, 0, "tunnel setup timed out", False), now
+        )
 
     def _act_retries_exhausted(self, msg: Msg, arg: Stop | None, now: float) -> None:
         n = self.config.max_retries
@@ -995,7 +999,7 @@ class Tunnel:
             if peer_sid in self._peer_sids:
                 self._count("duplicate_requests")  # same call asked for twice: one session
                 return
-            if self.setting_up >= self.config.max_setup_sessions:
+            if self.setting_up >= self.config.max_setup_sessions_per_tunnel:
                 # An ICRQ flood: refuse without creating anything (RFC 2661 4.4.2 CDN
                 # result 4, temporary lack of facilities).
                 self._count("calls_refused_setup_limit")
@@ -1239,7 +1243,7 @@ TUNNEL_TABLE: dict[tuple[TunnelState, TunnelInput], tuple[TunnelAction, TunnelSt
     # Half-open tunnels are bounded in time whatever went wrong.
     (TS.IDLE, TI.SETUP_TIMEOUT): (Tunnel._act_setup_timeout, TS.CLOSED),
     (TS.WAIT_CTL_REPLY, TI.SETUP_TIMEOUT): (Tunnel._act_setup_timeout, TS.CLOSED),
-    (TS.WAIT_CTL_CONN, TI.SETUP_TIMEOUT): (Tunnel._act_setup_timeout, TS.SHUTTING_DOWN),
+    (TS.WAIT_CTL_CONN, TI.SETUP_TIMEOUT): (Tunnel._act_setup_timeout, TS.CLOSED),
     # Tear-down.
     (TS.IDLE, TI.CLOSE): (Tunnel._act_close_idle, TS.CLOSED),
     (TS.SHUTTING_DOWN, TI.CLOSE): (Tunnel._act_nothing, TS.SHUTTING_DOWN),

@@ -38,6 +38,7 @@ from typing import Any, Literal
 
 import attrs
 
+from kl2tp.daemon.control import request
 from kl2tp.l2tp.avp import Avp, ProtocolVersion, ResultCode
 from kl2tp.l2tp.constants import AvpType, MessageType
 from kl2tp.l2tp.errors import DecodeError, ProtocolError
@@ -49,12 +50,12 @@ from kl2tp.l2tp.message import (
     encode_control,
     encode_data,
 )
-from tests.daemon.harness import BIN, BOUND, Daemon, ctl, free_udp_port, wait_for
+from tests.daemon.harness import BIN, BOUND, Daemon, free_udp_port, wait_for
 
 A = AvpType
 MT = MessageType
 SECRET = "hostile-secret"
-REPLY_BOUND = 10.0
+REPLY_BOUND = 20.0
 """Seconds a row waits for its reply (the LNS answers in milliseconds; a loaded host)."""
 
 Scope = Literal["raw", "tunnel", "session"]
@@ -141,6 +142,12 @@ class Row:
     """Anything else to assert afterwards (e.g. a PPP Nak, a session gone); may wait."""
     silent: bool = False
     """Nothing at all may come back (checked once the counters have risen)."""
+    at_least: Mapping[str, int] = attrs.field(factory=dict)
+    """Summary counters that must rise by at least this much (where the exact figure
+    depends on timing, e.g. a rate limit's refill)."""
+    source: str = "127.0.0.1"
+    """The address the peer sends from (any of 127/8 works on Linux): a row that must not
+    share per-source state (a rate limit) with the others uses its own."""
 
 
 # --- the peer ------------------------------------------------------------------------------------
@@ -155,12 +162,19 @@ class RawPeer:
     sequenced message; data messages are returned as they are.
     """
 
-    def __init__(self, lns: tuple[str, int], secret: bytes, *, hostname: str = "hostile") -> None:
+    def __init__(
+        self,
+        lns: tuple[str, int],
+        secret: bytes,
+        *,
+        hostname: str = "hostile",
+        source: str = "127.0.0.1",
+    ) -> None:
         self.lns = lns
         self.secret = secret
         self.hostname = hostname
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
+        self.sock.bind((source, 0))
         self.addr: tuple[str, int] = self.sock.getsockname()
         self.rng = random.Random(hash(self.addr))
         self.tunnel_id = self.rng.randrange(1, 0x10000)
@@ -462,8 +476,8 @@ class HostileLns:
     # -- views ------------------------------------------------------------------------------
 
     def summary(self) -> dict[str, Any]:
-        """``kl2tpctl show summary``."""
-        return dict(ctl(self.sock, "show", "summary"))
+        """``kl2tpctl show summary`` (straight over the control socket: rows poll it)."""
+        return dict(request(str(self.sock), {"cmd": "show", "what": "summary"}))
 
     def counters(self) -> dict[str, int]:
         """The summary's counters."""
@@ -471,14 +485,16 @@ class HostileLns:
 
     def established_sessions(self) -> int:
         """Sessions of the legitimate LAC that are established with an address."""
-        rows = ctl(self.sock, "show", "sessions")
+        rows = request(str(self.sock), {"cmd": "show", "what": "sessions"})
         return sum(1 for s in rows if s["state"] == "established" and "address" in s)
 
     # -- rows -------------------------------------------------------------------------------
 
-    def peer(self, scope: Scope, *, hostname: str = "hostile") -> RawPeer:
-        """A fresh peer set up to ``scope``."""
-        peer = RawPeer(self.addr, self.secret, hostname=hostname)
+    def peer(
+        self, scope: Scope, *, hostname: str = "hostile", source: str = "127.0.0.1"
+    ) -> RawPeer:
+        """A fresh peer set up to ``scope``, sending from ``source``."""
+        peer = RawPeer(self.addr, self.secret, hostname=hostname, source=source)
         if scope in ("tunnel", "session"):
             peer.open_tunnel()
         if scope == "session":
@@ -487,7 +503,7 @@ class HostileLns:
 
     def run(self, row: Row) -> RawPeer:
         """Run one row; assert its reply and counters. Returns its peer (closed)."""
-        peer = self.peer(row.scope)
+        peer = self.peer(row.scope, source=row.source)
         try:
             before = self.counters()
             row.act(peer)
@@ -502,6 +518,15 @@ class HostileLns:
 
                 delta = wait_for(risen, f"counters {dict(row.counters)}", REPLY_BOUND)
                 assert delta == dict(row.counters), f"{row.name}: counters rose by {delta}"
+            if row.at_least:
+
+                def reached() -> bool:
+                    now = self.counters()
+                    return all(
+                        now.get(k, 0) - before.get(k, 0) >= v for k, v in row.at_least.items()
+                    )
+
+                wait_for(reached, f"counters at least {dict(row.at_least)}", REPLY_BOUND)
             if row.silent:
                 got = [_describe(m) for m in peer.pending()]
                 assert got == [], f"{row.name}: the LNS answered {got}"

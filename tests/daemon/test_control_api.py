@@ -71,7 +71,14 @@ async def test_clear_of_a_missing_tunnel_names_it() -> None:
 
 async def test_summary_always_shows_the_data_counters() -> None:
     summary = await api()({"cmd": "show", "what": "summary"})
-    assert summary["counters"] == {"data_rx": 0, "data_early": 0}
+    assert summary["counters"] == {
+        "data_rx": 0,
+        "data_early": 0,
+        # How full the bounds on peer-created state are (issue 8).
+        "half_open_tunnels": 0,
+        "sessions_in_setup": 0,
+        "lingering_tunnels": 0,
+    }
     assert "kernel" not in summary  # the null data plane has no kernel counters
 
 

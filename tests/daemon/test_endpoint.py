@@ -181,10 +181,18 @@ async def test_full_tunnel_queue_drops_and_counts() -> None:
         queue_depth=4,
     )
     peer = ("127.0.0.1", 9)
-    sccrq = sccrq_from(33)
-    # No task runs: the receive path alone routes, and nothing drains the inbox.
-    lns.core.receive_datagram(sccrq, peer, 0.0)
+    lac = Tunnel(TunnelConfig(hostname="lac"), 33, initiator=True, rng=random.Random(1), now=0.0)
+    lac.connect(0.0)
+    # No task runs: the receive path alone routes (the endpoint itself answers a half-open
+    # tunnel), and once the tunnel is up nothing drains its inbox.
+    for data in lac.datagrams_to_send(0.0):
+        lns.core.receive_datagram(data, peer, 0.0)
+    for data, _ in lns.core.datagrams_to_send(0.0):
+        lac.receive_datagram(data, 0.0)
+    for data in lac.datagrams_to_send(0.0):  # the SCCCN
+        lns.core.receive_datagram(data, peer, 0.0)
     (tid,) = lns.core.tunnels
+    lns.core.feed(lns.core.tunnels[tid], 0.0)
     zlb = bytes.fromhex("c802000c") + tid.to_bytes(2, "big") + bytes(6)
     for _ in range(10):
         lns.core.receive_datagram(zlb, peer, 0.0)

@@ -19,6 +19,7 @@ from tests.daemon.hostile_rows import (
     RawPeer,
     Row,
     cdn,
+    message,
     stopccn,
     zlb,
 )
@@ -29,7 +30,17 @@ HIDE_ALL = frozenset(t for t, spec in AVP_TABLE.items() if spec.may_hide)
 UNKNOWN_M = Avp(0x7F00, b"\x00\x01", mandatory=True)
 """An AVP type no one knows, with the M bit: RFC 2661 4.1 says tear down what carries it."""
 
-L2TP = {"idle_timeout": "3"}
+L2TP = {
+    "idle_timeout": "8",
+    "setup_timeout": "2",
+    "session_setup_timeout": "2",
+    "max_setup_sessions_per_tunnel": "4",
+    "sccrq_rate": "5",
+    "sccrq_burst": "20",
+    # Every row and the legitimate LAC send from 127.0.0.1 (the allowed_peers row from
+    # 127.0.0.3, the rate-limit row from 127.0.0.2).
+    "allowed_peers": '["127.0.0.1/32", "127.0.0.2/32"]',
+}
 
 
 def sccrq(peer: RawPeer, **kwargs: object) -> bytes:
@@ -66,11 +77,74 @@ def version(n: int) -> bytes:
     return bytes([0xC8, n]) + b"\x00\x0c\x00\x00\x00\x00\x00\x00\x00\x00"
 
 
+def icrq_flood(peer: RawPeer, n: int) -> None:
+    for k in range(n):
+        peer.send(MT.ICRQ, peer.icrq_avps(1000 + k, serial=k))
+
+
+def sccrq_flood(peer: RawPeer, n: int) -> None:
+    for k in range(n):
+        peer.tunnel_id = 1000 + k  # every one a new tunnel
+        peer.send(MT.SCCRQ, peer.sccrq_avps(), tunnel_id=0, ns=0, nr=0)
+
+
 def tunnels_total(lns: HostileLns) -> int:
     return int(lns.summary()["tunnels"]["total"])
 
 
 ROWS = [
+    # Issue 8, finding 1: an SCCRQ that is not message 0 made a tunnel that never went away.
+    Row(
+        "finding 1: SCCRQ with Ns 5",
+        "raw",
+        lambda p: p.send(MT.SCCRQ, p.sccrq_avps(), tunnel_id=0, ns=5),
+        counters={"drop_sccrq_bad_ns": 1},
+        silent=True,
+    ),
+    Row(
+        "finding 1: a half-open tunnel is forgotten at setup_timeout",
+        "raw",
+        lambda p: p.send(MT.SCCRQ, p.sccrq_avps(), tunnel_id=0),
+        reply=message(MT.SCCRP),
+        counters={"setup_timeouts": 1},
+    ),
+    # Finding 3: sessions in setup and tunnels without sessions are bounded.
+    Row(
+        "finding 3: an answered call without ICCN gets CDN 10",
+        "tunnel",
+        lambda p: p.send(MT.ICRQ, p.icrq_avps(77)),
+        reply=cdn(CdnResult.TIMEOUT),
+        counters={"session_setup_timeouts": 1},
+    ),
+    Row(
+        "finding 3: an ICRQ flood gets CDN 4 beyond the per-tunnel cap",
+        "tunnel",
+        lambda p: icrq_flood(p, 6),
+        reply=cdn(CdnResult.NO_FACILITIES_TEMPORARY),
+        counters={"calls_refused_setup_limit": 2},
+    ),
+    Row(
+        "finding 3: a tunnel that never carries a session meets idle_timeout",
+        "tunnel",
+        lambda p: None,
+        reply=stopccn(StopCcnResult.CLEAR_CONNECTION),
+    ),
+    # Finding 8: refused peers are counted (and their warning rate-limited: see the log check).
+    Row(
+        "finding 8: SCCRQ from outside allowed_peers",
+        "raw",
+        lambda p: [p.send(MT.SCCRQ, p.sccrq_avps(), tunnel_id=0, ns=0) for _ in range(30)],
+        counters={"drop_peer_not_allowed": 30},
+        silent=True,
+        source="127.0.0.3",
+    ),
+    Row(
+        "per-source SCCRQ rate limit",
+        "raw",
+        lambda p: sccrq_flood(p, 100),
+        at_least={"drop_sccrq_rate": 75},
+        source="127.0.0.2",
+    ),
     Row(
         "version 1 (L2F)",
         "raw",
@@ -217,3 +291,6 @@ def test_zz_the_legitimate_subscribers_survived(lns: HostileLns) -> None:
     """Last (module order): every row ran against this LNS."""
     wait_for(lambda: tunnels_total(lns) >= 1, "the legitimate tunnel")
     lns.check_healthy()
+    log = lns.lns.output()
+    # 30 refused SCCRQs: a burst of warnings, not 30 lines.
+    assert 1 <= log.count("not in allowed_peers") <= 5

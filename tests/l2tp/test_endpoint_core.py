@@ -57,13 +57,32 @@ def sccrq(tid: int = 77, tie_breaker: bytes | None = None, **config: object) -> 
 
 
 def pump(core: EndpointCore, now: float = 0.0) -> list[bytes]:
-    """What a driver does for every ready tunnel: feed it and take its datagrams."""
-    out: list[bytes] = []
+    """What a driver does: take the endpoint's own datagrams (half-open and lingering
+    tunnels'), feed every ready tunnel and take its datagrams."""
+    out: list[bytes] = [data for data, _ in core.datagrams_to_send(now)]
     for tid in core.ready():
         entry = core.tunnels[tid]
         core.feed(entry, now)
         out += entry.tunnel.datagrams_to_send(now)
     return out
+
+
+def open_tunnel(core: EndpointCore, addr: tuple[str, int] = PEER, tid: int = 77) -> TunnelEntry:
+    """A peer's whole handshake (SCCRQ, SCCRP, SCCCN): the tunnel is up and has left the
+    endpoint's half-open care (TunnelOpened: the driver starts its task)."""
+    peer = peer_core(tid)
+    peer.connect(0.0)
+    for data in peer.datagrams_to_send(0.0):
+        core.receive_datagram(data, addr, 0.0)
+    for data in pump(core):
+        peer.receive_datagram(data, 0.0)
+    for data in peer.datagrams_to_send(0.0):
+        core.receive_datagram(data, addr, 0.0)
+    event = core.next_event()
+    assert isinstance(event, TunnelOpened)
+    entry = core.tunnels[event.tunnel_id]
+    assert not entry.half_open and entry.tunnel.state == "established"
+    return entry
 
 
 # --- tunnel ids ------------------------------------------------------------------------------
@@ -109,22 +128,33 @@ def test_ids_stay_unique_through_many_allocations_and_releases() -> None:
 def test_sccrq_opens_a_tunnel_pinned_to_its_source() -> None:
     core = lns()
     core.receive_datagram(sccrq(), PEER, 0.0)
-    event = core.next_event()
-    assert isinstance(event, TunnelOpened)
-    entry = core.tunnels[event.tunnel_id]
+    # Half-open: the endpoint serves it (no task yet, so no event).
+    assert core.next_event() is None and core.half_open == 1
+    (entry,) = core.tunnels.values()
     assert (entry.peer_addr, entry.pinned) == (PEER, True)
     assert entry.tunnel.peer_tunnel_id == 77
-    # Its SCCRP is ready to go once the driver flushes the tunnel.
+    # Its SCCRP is in the endpoint's own output.
     (sccrp,) = pump(core)
     msg = decode(sccrp, SECRET)
     assert isinstance(msg, ControlMessage) and msg.msg_type is not None
     assert msg.msg_type.abbrev == "SCCRP"
     # Anything for that tunnel from another port or host is dropped and counted.
-    zlb = bytes.fromhex("c802000c") + event.tunnel_id.to_bytes(2, "big") + bytes(6)
+    zlb = bytes.fromhex("c802000c") + entry.tunnel_id.to_bytes(2, "big") + bytes(6)
     core.receive_datagram(zlb, OTHER_PORT, 0.0)
     core.receive_datagram(zlb, STRANGER, 0.0)
     assert core.counters["drop_wrong_peer"] == 2
-    assert not entry.inbox
+    assert not entry.inbox and entry.tunnel.counters["in_ZLB"] == 0
+
+
+def test_a_tunnel_gets_its_task_once_established() -> None:
+    core = lns()
+    entry = open_tunnel(core)
+    assert core.half_open == 0 and core.ready() == []
+    # Its TunnelEstablished waits in the core for the task.
+    assert isinstance(entry.tunnel.next_event(), ev.TunnelEstablished)
+    zlb = bytes.fromhex("c802000c") + entry.tunnel_id.to_bytes(2, "big") + bytes(6)
+    core.receive_datagram(zlb, PEER, 0.0)
+    assert list(entry.inbox) == [zlb] and core.ready() == [entry.tunnel_id]
 
 
 def test_drops_by_reason() -> None:
@@ -156,8 +186,7 @@ def test_data_for_an_unknown_session_is_dropped_at_the_door() -> None:
 
 def test_full_inbox_drops_and_counts() -> None:
     core = lns(EndpointConfig(queue_depth=3))
-    core.receive_datagram(sccrq(), PEER, 0.0)
-    (tid,) = core.tunnels
+    tid = open_tunnel(core).tunnel_id
     zlb = bytes.fromhex("c802000c") + tid.to_bytes(2, "big") + bytes(6)
     for _ in range(5):
         core.receive_datagram(zlb, PEER, 0.0)
@@ -190,7 +219,7 @@ def test_retransmitted_sccrq_goes_to_the_tunnel_it_opened() -> None:
     pump(core)
     core.receive_datagram(first, PEER, 1.0)
     assert list(core.tunnels) == [tid]  # no second tunnel
-    assert core.tunnels[tid].inbox  # the tunnel re-acks it
+    assert core.tunnels[tid].tunnel.counters["duplicates"] == 1  # the tunnel re-acks it
     # The same peer tunnel id from another port is another tunnel (another peer).
     core.receive_datagram(first, OTHER_PORT, 1.0)
     assert len(core.tunnels) == 2
@@ -302,8 +331,7 @@ def test_tie_breaker(
     entry = dialled(core)
     entry.tunnel.tie_breaker = ours
     core.receive_datagram(sccrq(tie_breaker=theirs), PEER, 0.0)
-    opened = core.next_event()
-    assert (opened is not None) == we_accept
+    assert core.half_open == (1 if we_accept else 0)
     if we_keep:
         assert entry.tunnel.state == "wait-ctl-reply"
     else:
@@ -324,7 +352,7 @@ def test_no_tie_break_once_our_sccrq_was_answered() -> None:
     core.receive_datagram(zlb, OTHER_PORT, 0.0)
     assert (entry.pinned, entry.peer_addr) == (True, OTHER_PORT)
     core.receive_datagram(sccrq(tie_breaker=b"\x00" * 8), PEER, 0.0)
-    assert isinstance(core.next_event(), TunnelOpened)
+    assert core.half_open == 1
     assert entry.tunnel.state == "wait-ctl-reply"
 
 
@@ -405,8 +433,7 @@ def test_a_tunnel_closed_without_a_hold_is_forgotten_at_once() -> None:
 
 def test_a_core_that_raises_costs_one_datagram() -> None:
     core = lns()
-    core.receive_datagram(sccrq(), PEER, 0.0)
-    (entry,) = core.tunnels.values()
+    entry = open_tunnel(core)
 
     def broken(data: bytes, now: float) -> None:
         raise RuntimeError("bug")

@@ -126,7 +126,7 @@ RFC_2661_TUNNEL = """
  close            | down/cl      down/cl      StopCCN1/sd  StopCCN1/sd  StopCCN1/sd  sd           cl
  idle-timeout     | -            -            -            StopCCN1/sd  StopCCN1/sd  -            -
  retries-exhausted| down/cl      down/cl      down/cl      down/cl      down/cl      down/cl      -
- setup-timeout    | down/cl      down/cl      StopCCN2/sd  -            -            -            -
+ setup-timeout    | down/cl      down/cl      down/cl      -            -            -            -
  stop-acked       | -            -            -            -            -            down/cl      -
  last-session-gone| -            -            -            nsl          -            -            -
  session-created  | -            -            -            -            est          -            -
