@@ -29,7 +29,7 @@ from _util import REPO, machine, median, table
 from bench_daemons import cpu_of, free_udp_port, wait_listening, write_configs
 
 sys.path.insert(0, str(REPO))
-from tests.radius.freeradius import FreeRadius  # noqa: E402
+from tests.radius.freeradius import FreeRadius
 
 BIN = Path(sys.executable).parent
 
