@@ -265,22 +265,24 @@ class RadiusAuthenticator:
             self.counters.count_result(request, result)
             return result
         packet = self.client.create_auth_packet()
-        packet.AddAttribute("User-Name", request.username)
+        add = self.client.add_attribute
+        add(packet, "User-Name", request.username)
         credentials = request.credentials
         if isinstance(credentials, PapCredentials):
             set_password(packet, credentials.password)
         elif isinstance(credentials, ChapCredentials):
-            packet.AddAttribute("CHAP-Password", bytes((credentials.ident,)) + credentials.response)
-            packet.AddAttribute("CHAP-Challenge", credentials.challenge)
+            add(packet, "CHAP-Password", bytes((credentials.ident,)) + credentials.response)
+            add(packet, "CHAP-Challenge", credentials.challenge)
         elif isinstance(credentials, MsChapV2Credentials):
-            packet.AddAttribute("MS-CHAP-Challenge", credentials.authenticator_challenge)
+            add(packet, "MS-CHAP-Challenge", credentials.authenticator_challenge)
             # RFC 2548 2.3.2: Ident, Flags, Peer-Challenge, 8 reserved octets, NT-Response
-            packet.AddAttribute(
+            add(
+                packet,
                 "MS-CHAP2-Response",
                 b"\x00\x00" + credentials.peer_challenge + bytes(8) + credentials.nt_response,
             )
         for name, value in self._session_attrs(request.context):
-            packet.AddAttribute(name, value)
+            add(packet, name, value)
         reply = await self.client.auth(packet)
         if reply is None:
             self.counters.errors += 1

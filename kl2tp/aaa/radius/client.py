@@ -26,10 +26,14 @@ and in the User-Password hiding), so the caller builds it once with `create_auth
 from __future__ import annotations
 
 import hashlib
+import hmac
+import ipaddress
 import logging
 import math
+import os
 import secrets
 import socket
+import struct
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
@@ -47,7 +51,9 @@ __all__ = ["RadiusClient", "RadiusCounters", "RadiusServer", "hide_password", "s
 
 log = logging.getLogger("kl2tp.aaa")
 
+_FAST_TYPES = frozenset({"string", "octets", "integer", "ipaddr"})
 USER_PASSWORD = 2
+MESSAGE_AUTHENTICATOR = 80
 MAX_PACKET = 4096
 
 
@@ -186,6 +192,7 @@ class RadiusClient:
         self._acct = [_Port(s, s.acct_port, "acct") for s in self.servers]
         self._nursery: trio.Nursery | None = None
         self._id_freed = trio.Event()
+        self._fast: dict[str, tuple[Any, Any, bool]] = {}
 
     @classmethod
     def from_config(cls, radius: Any) -> RadiusClient:
@@ -241,6 +248,34 @@ class RadiusClient:
         if password is not None:
             set_password(packet, password)
         return packet
+
+    def add_attribute(self, packet: rp.Packet, name: str, value: Any) -> None:
+        """``packet.AddAttribute(name, value)``, several times faster for the plain types
+        (string, octets, integer, ipaddr, neither encrypted nor tagged by the caller): pyrad's
+        generic path costs ~9 us an attribute, and a call sends ~50 of them."""
+        entry = self._fast.get(name)
+        if entry is None:
+            attr = self.dictionary.attributes[name]
+            simple = attr.type in _FAST_TYPES and not attr.encrypt and not attr.is_sub_attribute
+            entry = self._fast[name] = (packet._EncodeKey(name), attr, simple)
+        key, attr, simple = entry
+        if not simple:
+            packet.AddAttribute(name, value)
+            return
+        kind = attr.type
+        if isinstance(value, str) and attr.values.HasForward(value):
+            raw = attr.values.GetForward(value)
+        elif kind in ("string", "octets"):
+            raw = value.encode() if isinstance(value, str) else bytes(value)
+        elif kind == "integer":
+            raw = struct.pack("!I", int(value))
+        else:
+            raw = ipaddress.IPv4Address(value).packed
+        if attr.has_tag and kind != "integer" and raw and raw[0] <= 0x1F:
+            raw = b"\x00" + raw  # RFC 2868 3: an untagged value must not look like a tag
+        if len(raw) > 253:
+            raise ValueError(f"{name}: value longer than 253 octets")
+        OrderedDict.setdefault(packet, key, []).append(raw)
 
     def create_acct_packet(self, **attributes: Any) -> rp.AcctPacket:
         """An Accounting-Request with ``attributes``."""
@@ -359,17 +394,27 @@ class RadiusClient:
 
     def _encode(self, packet: rp.Packet, server: RadiusServer, ident: int) -> bytes:
         packet.id = ident
-        packet.secret = server.secret.reveal()
-        if packet.code in (rp.AccessRequest, rp.StatusServer):
-            packet.authenticator = rp.Packet.CreateAuthenticator()
-            packet.message_authenticator = True
-            password = getattr(packet, "kl2tp_password", None)
-            if password is not None:
-                hidden = hide_password(password, packet.secret, packet.authenticator)
-                OrderedDict.__setitem__(packet, USER_PASSWORD, [hidden])
+        secret = packet.secret = server.secret.reveal()
+        if packet.code not in (rp.AccessRequest, rp.StatusServer):
+            packet.authenticator = None
             return bytes(packet.RequestPacket())
-        packet.authenticator = None
-        return bytes(packet.RequestPacket())
+        authenticator = packet.authenticator = os.urandom(16)
+        password = getattr(packet, "kl2tp_password", None)
+        if password is not None:
+            hidden = hide_password(password, secret, authenticator)
+            OrderedDict.__setitem__(packet, USER_PASSWORD, [hidden])
+        # Message-Authenticator first (BlastRADIUS), computed over the packet with 16 zero
+        # octets in its place (RFC 3579 3.2). One encoding pass: pyrad's would take two.
+        packet.message_authenticator = False
+        OrderedDict.__setitem__(packet, MESSAGE_AUTHENTICATOR, [bytes(16)])
+        packet.move_to_end(MESSAGE_AUTHENTICATOR, last=False)
+        attrs = packet._PktEncodeAttributes()
+        header = struct.pack("!BBH16s", packet.code, ident, 20 + len(attrs), authenticator)
+        if len(header) + len(attrs) > MAX_PACKET or attrs[:2] != b"\x50\x12":
+            raise ValueError("Access-Request too long or malformed")
+        digest = hmac.new(secret, header + attrs, hashlib.md5).digest()
+        OrderedDict.__setitem__(packet, MESSAGE_AUTHENTICATOR, [digest])
+        return bytes(header + attrs[:2] + digest + attrs[18:])
 
     async def _reader(self, port: _Port, s: _Socket) -> None:
         while True:
