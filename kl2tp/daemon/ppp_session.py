@@ -461,6 +461,8 @@ class _SessionState:
         """Non-LCP frames from the subscriber seen in userspace (idle detection without
         kernel counters)."""
         self._timers = False
+        self._limits_changed = trio.Event()
+        self._session_from = 0.0
         if owner.lns:
             self._extra(acct_session_id=self.acct_session_id)
         call = rec.call
@@ -844,25 +846,56 @@ class _SessionState:
             classes=self._classes(),
         )
 
+    def _interim(self) -> float:
+        interim = self._limit(ATTR_INTERIM_INTERVAL, self.owner.interim_interval)
+        if self.owner.authenticator is None or not self.accounting or interim <= 0:
+            return 0.0
+        return max(interim, 1.0)  # never a busy loop, whatever the server says
+
+    def set_limits(
+        self,
+        *,
+        session_timeout: float | None = None,
+        idle_timeout: float | None = None,
+        interim_interval: float | None = None,
+    ) -> None:
+        """Change the session's limits while it runs (RFC 5176 CoA-Request): a new
+        Session-Timeout counts from now, a new Idle-Timeout from the last traffic seen;
+        0 removes the limit. None leaves a value as it is."""
+        now = trio.current_time()
+        for key, value in (
+            (ATTR_SESSION_TIMEOUT, session_timeout),
+            (ATTR_IDLE_TIMEOUT, idle_timeout),
+            (ATTR_INTERIM_INTERVAL, interim_interval),
+        ):
+            if value is not None:
+                self.reply[key] = value
+        if session_timeout is not None:
+            self._session_from = now
+        self._limits_changed.set()
+
     async def _session_timers(self) -> None:
         """LNS, once the network is up: Interim-Updates, Session-Timeout and Idle-Timeout
-        (AAA's values, else the configured defaults). Sleeps until the nearest deadline."""
+        (AAA's values, else the configured defaults; `set_limits` changes them). Sleeps
+        until the nearest deadline or a change of limits."""
         owner = self.owner
-        start = trio.current_time()
-        session_limit = self._limit(ATTR_SESSION_TIMEOUT, owner.session_timeout)
-        idle_limit = self._limit(ATTR_IDLE_TIMEOUT, owner.idle_timeout)
-        interim = self._limit(ATTR_INTERIM_INTERVAL, owner.interim_interval)
-        if self.owner.authenticator is None or not self.accounting:
-            interim = 0.0
-        elif 0 < interim < 60:
-            interim = max(interim, 1.0)  # a carrier's floor is 60 s; never a busy loop
+        start = self._session_from = trio.current_time()
+        interim = self._interim()
         next_interim = start + interim if interim else math.inf
-        session_end = start + session_limit if session_limit else math.inf
         activity = await self._activity()
         active_at = start
         while True:
+            session_limit = self._limit(ATTR_SESSION_TIMEOUT, owner.session_timeout)
+            idle_limit = self._limit(ATTR_IDLE_TIMEOUT, owner.idle_timeout)
+            session_end = self._session_from + session_limit if session_limit else math.inf
             idle_end = active_at + idle_limit if idle_limit else math.inf
-            await trio.sleep_until(min(next_interim, session_end, idle_end))
+            self._limits_changed = trio.Event()
+            with trio.move_on_at(min(next_interim, session_end, idle_end)):
+                await self._limits_changed.wait()
+                if self._interim() != interim:
+                    interim = self._interim()
+                    next_interim = trio.current_time() + interim if interim else math.inf
+                continue
             now = trio.current_time()
             if now >= session_end:
                 self._expire("session-timeout", session_limit)
