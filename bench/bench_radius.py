@@ -32,6 +32,7 @@ sys.path.insert(0, str(REPO))
 from tests.radius.freeradius import FreeRadius
 
 BIN = Path(sys.executable).parent
+PROFILED = Path(__file__).resolve().parent / "_profiled.py"
 
 
 def radius_config(lns_cfg: Path, fr: FreeRadius, spool: Path) -> None:
@@ -51,7 +52,9 @@ secret = "{fr.secret}"
     lns_cfg.write_text(text)
 
 
-def run_once(n: int, *, radius: bool, rate: float, tunnels: int) -> dict[str, Any]:
+def run_once(
+    n: int, *, radius: bool, rate: float, tunnels: int, profile: Path | None = None
+) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="kl2tp-bench-radius-"))
     fr: FreeRadius | None = None
     try:
@@ -66,8 +69,11 @@ def run_once(n: int, *, radius: bool, rate: float, tunnels: int) -> dict[str, An
             radius_config(lns_cfg, fr, tmp / "spool")
         lns_log = tmp / "lns.log"
         with lns_log.open("w") as logf:
+            argv = [str(BIN / "kl2tp-lns"), "--config", str(lns_cfg)]
+            if profile is not None:
+                argv = [sys.executable, str(PROFILED), str(profile), "lns", *argv[1:]]
             lns = subprocess.Popen(
-                [str(BIN / "kl2tp-lns"), "--config", str(lns_cfg)],
+                argv,
                 stdout=logf,
                 stderr=subprocess.STDOUT,
                 cwd=REPO,
@@ -92,10 +98,12 @@ def run_once(n: int, *, radius: bool, rate: float, tunnels: int) -> dict[str, An
                 )
                 wall = time.monotonic() - t0
                 records = 0
+                lines = [line for line in lac.stdout.splitlines() if line.startswith("{")]
+                up = json.loads(lines[-1])["established"] if lines else 0
                 if fr is not None:
-                    # every call's Stop reaches the detail file (2 records per call + On)
+                    # every call that came up leaves a Start and a Stop in the detail file
                     found = fr.wait_records(
-                        lambda r: r.get("Acct-Status-Type") in ("Start", "Stop"), 2 * n, 120
+                        lambda r: r.get("Acct-Status-Type") in ("Start", "Stop"), 2 * up, 60
                     )
                     records = len(found)
                 ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -132,13 +140,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--rate", type=float, default=0.0, help="calls/s to place; 0: unlimited")
     p.add_argument("--tunnels", type=int, default=4, help="tunnels the LAC opens")
     p.add_argument("--repeat", type=int, default=1, help="runs per back end (medians)")
+    p.add_argument(
+        "--profile", type=Path, metavar="DIR", help="cProfile the LNS: DIR/lns-{local,radius}.prof"
+    )
     args = p.parse_args(argv)
+    if args.profile is not None:
+        args.profile.mkdir(parents=True, exist_ok=True)
     print(f"# kl2tp-lns + kl2tp-lac --simulate on loopback, null data plane  ({machine()})")
     print(f"# {args.n} calls, {args.tunnels} tunnels, rate {args.rate or 'unlimited'}, CHAP")
     rows = []
     for radius in (False, True):
         runs = [
-            run_once(args.n, radius=radius, rate=args.rate, tunnels=args.tunnels)
+            run_once(
+                args.n,
+                radius=radius,
+                rate=args.rate,
+                tunnels=args.tunnels,
+                profile=(
+                    args.profile / f"lns-{'radius' if radius else 'local'}.prof"
+                    if args.profile
+                    else None
+                ),
+            )
             for _ in range(args.repeat)
         ]
         up = min(r["established"] for r in runs)
@@ -150,20 +173,27 @@ def main(argv: Sequence[str] | None = None) -> int:
             (
                 "RADIUS auth+acct" if radius else "local users",
                 up,
-                sum(sum(r["failed"].values()) for r in runs),
+                ",".join(
+                    f"{k}={v}"
+                    for k, v in sorted(
+                        (k, sum(r["failed"].get(k, 0) for r in runs))
+                        for k in {k for r in runs for k in r["failed"]}
+                    )
+                )
+                or "0",
                 median([r["setup_ms"]["p50"] or 0.0 for r in runs]),
                 median([r["setup_ms"]["p99"] or 0.0 for r in runs]),
                 med("cps"),
                 1000 * med("lns_cpu_s") / max(up, 1),
                 1000 * med("fr_cpu_s") / max(up, 1),
                 1000 * med("lac_cpu_s") / max(up, 1),
-                min(r["acct_records"] for r in runs) if radius else "-",
+                (f"{min(r['acct_records'] for r in runs)}/{2 * up}" if radius else "-"),
             )
         )
     print(
         table(
             ("AAA", "up", "failed", "p50 ms", "p99 ms", "calls/s", "LNS ms/call",
-             "FreeRADIUS ms/call", "LAC ms/call", "Start+Stop records"),
+             "FreeRADIUS ms/call", "LAC ms/call", "Start+Stop / expected"),
             rows,
         )
     )  # fmt: skip

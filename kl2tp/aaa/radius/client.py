@@ -102,8 +102,10 @@ class _Pending:
 class _Socket:
     """One UDP socket towards one server port, with its own 256 Identifiers."""
 
-    def __init__(self, sock: trio.socket.SocketType) -> None:
+    def __init__(self, sock: trio.socket.SocketType, raw: socket.socket) -> None:
         self.sock = sock
+        self.raw = raw
+        """The same socket, for a non-blocking read outside the reader task."""
         self.pending: dict[int, _Pending] = {}
         ids = list(range(256))
         secrets.SystemRandom().shuffle(ids)
@@ -355,6 +357,8 @@ class RadiusClient:
                         log.debug("RADIUS send to %s: %s", port, exc)
                 with trio.move_on_after(self.timeout):
                     await pending.event.wait()
+                if pending.reply is None and sock.sock.fileno() >= 0:
+                    self._read_now(port, sock)
                 if pending.reply is not None:
                     return pending.reply
                 if sock.sock.fileno() < 0:  # the client stopped
@@ -386,7 +390,7 @@ class RadiusClient:
         except OSError:
             raw.close()
             raise
-        s = _Socket(trio.socket.from_stdlib_socket(raw))
+        s = _Socket(trio.socket.from_stdlib_socket(raw), raw)
         port.sockets.append(s)
         assert self._nursery is not None
         self._nursery.start_soon(self._reader, port, s)
@@ -426,20 +430,33 @@ class RadiusClient:
                 if log.isEnabledFor(logging.DEBUG):
                     log.debug("RADIUS %s: %s", port, exc)
                 continue
-            if len(data) < 20:
-                self.counters.bad_replies += 1
-                continue
-            pending = s.pending.get(data[1])
-            if pending is None or pending.reply is not None:
-                self.counters.unknown_replies += 1
-                continue
-            reply = self._verify(pending.request, data, port)
-            if reply is None:
-                self.counters.bad_replies += 1
-                continue
-            self.counters.replies += 1
-            pending.reply = reply
-            pending.event.set()
+            self._datagram(port, s, data)
+
+    def _datagram(self, port: _Port, s: _Socket, data: bytes) -> None:
+        if len(data) < 20:
+            self.counters.bad_replies += 1
+            return
+        pending = s.pending.get(data[1])
+        if pending is None or pending.reply is not None:
+            self.counters.unknown_replies += 1
+            return
+        reply = self._verify(pending.request, data, port)
+        if reply is None:
+            self.counters.bad_replies += 1
+            return
+        self.counters.replies += 1
+        pending.reply = reply
+        pending.event.set()
+
+    def _read_now(self, port: _Port, s: _Socket) -> None:
+        """Handle what already waits in the socket. A busy event loop may reach a request's
+        deadline before the reader task runs: the reply is there, only unread."""
+        while True:
+            try:
+                data = s.raw.recv(MAX_PACKET, socket.MSG_DONTWAIT)
+            except OSError:  # nothing waiting (BlockingIOError), or an ICMP error
+                return
+            self._datagram(port, s, data)
 
     def _verify(self, request: rp.Packet, data: bytes, port: _Port) -> rp.Packet | None:
         try:
