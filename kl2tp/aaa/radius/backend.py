@@ -30,7 +30,7 @@ from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from ipaddress import IPv4Address
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import trio
@@ -55,6 +55,9 @@ from kl2tp.aaa.radius.accounting import AccountingQueue, Value
 from kl2tp.aaa.radius.client import RadiusClient, set_password
 from kl2tp.log import escape
 from ppp.credentials import ChapCredentials, MsChapV2Credentials, PapCredentials
+
+if TYPE_CHECKING:
+    from kl2tp.config import Config
 
 __all__ = [
     "ATTR_CLASS",
@@ -138,7 +141,7 @@ class RadiusAuthenticator:
         the session code is derived from."""
 
     @classmethod
-    def from_config(cls, config: Any) -> RadiusAuthenticator:
+    def from_config(cls, config: Config) -> RadiusAuthenticator:
         """The back end ``[radius]`` describes (``[l2tp] hostname`` as NAS-Identifier when
         ``nas_identifier`` is empty)."""
         radius = config.radius

@@ -37,7 +37,7 @@ import struct
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import trio
@@ -46,6 +46,9 @@ from pyrad.dictionary import Dictionary
 
 from kl2tp.aaa.radius.dictionary import load_dictionary
 from kl2tp.values import Secret
+
+if TYPE_CHECKING:
+    from kl2tp.config import RadiusConfig
 
 __all__ = ["RadiusClient", "RadiusCounters", "RadiusServer", "hide_password", "set_password"]
 
@@ -197,7 +200,7 @@ class RadiusClient:
         self._fast: dict[str, tuple[Any, Any, bool]] = {}
 
     @classmethod
-    def from_config(cls, radius: Any) -> RadiusClient:
+    def from_config(cls, radius: RadiusConfig) -> RadiusClient:
         """The client ``[radius]`` and ``[[radius.server]]`` describe."""
         return cls(
             [RadiusServer(s.address, s.secret, s.auth_port, s.acct_port) for s in radius.server],
