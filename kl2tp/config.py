@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AaaConfig",
+    "CoaClientConfig",
     "Config",
     "ConfigError",
     "ControlConfig",
@@ -45,6 +46,7 @@ __all__ = [
     "Endpoint",
     "L2tpConfig",
     "LacConfig",
+    "LacRoute",
     "LnsPeer",
     "LogConfig",
     "NamedPool",
@@ -230,9 +232,23 @@ def _list_of(item: Parser, *, max_items: int | None = None, unique: bool = False
     return parse
 
 
+def _kind(value: object) -> str:
+    """What sort of TOML value ``value`` is, for messages that must not show it."""
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "a table"
+    return "a date or time"
+
+
 def _secret(value: object) -> Secret:
     if not isinstance(value, str):
-        raise _Invalid(f"must be a string, got {_show(value)}")
+        # Not the value: a secret written as a number or a list is still the secret.
+        raise _Invalid(f"must be a string, got {_kind(value)}")
     if not value:
         raise _Invalid("must not be empty (remove the key to turn tunnel authentication off)")
     return Secret(value.encode())
@@ -316,6 +332,32 @@ def _socket_path(value: object) -> Path:
     if len(str(path).encode()) > _SUN_PATH_MAX:
         raise _Invalid(f"is longer than the {_SUN_PATH_MAX} bytes a Unix socket path can have")
     return path
+
+
+def _syslog_target(value: object) -> str:
+    text = _string(nonempty=False)(value)
+    if not text or text.startswith("/"):
+        return cast(str, text)
+    host, port = text, ""
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")):
+            raise _Invalid(
+                f'must be a socket path, "HOST[:PORT]" or "[IPV6]:PORT", got {_show(value)}'
+            )
+        port = rest[1:]
+    elif text.count(":") == 1:
+        host, _, port = text.partition(":")
+    try:
+        ip_address(host)
+    except ValueError:
+        raise _Invalid(
+            "must be a socket path (/dev/log) or an IP address with an optional port, "
+            f"got {_show(value)}"
+        ) from None
+    if port and (not port.isdigit() or not 0 < int(port) <= 65535):
+        raise _Invalid(f"port must be 1..65535, got {_show(value)}")
+    return cast(str, text)
 
 
 def _template(value: object) -> str:
@@ -442,6 +484,12 @@ class LogConfig:
         default=(), metadata=_meta(_list_of(_choice(*LOG_CATEGORIES), unique=True))
     )
     """Categories whose debug trace is on (as ``--debug``)."""
+    format: str = attrs.field(default="text", metadata=_meta(_choice("text", "logfmt", "json")))
+    """Line format: ``text`` (IOS-style), ``logfmt`` or ``json``."""
+    syslog: str = attrs.field(default="", metadata=_meta(_syslog_target))
+    """Send the log to syslog: a local socket path or ``HOST[:PORT]`` (UDP); '' : no."""
+    history: int = attrs.field(default=1000, metadata=_meta(_integer(1, 1_000_000)))
+    """Ended and failed sessions ``kl2tpctl show history`` keeps."""
 
 
 @attrs.frozen
@@ -566,6 +614,16 @@ def _array_of(cls: type[Any], label: str, required: Sequence[str]) -> Parser:
 
 
 @attrs.frozen
+class CoaClientConfig:
+    """One ``[[radius.coa_client]]``: a RADIUS server allowed to send CoA/Disconnect."""
+
+    address: str = attrs.field(default="127.0.0.1", metadata=_meta(_ip_literal))
+    """Its IP address (requests from any other address are dropped)."""
+    secret: Secret = attrs.field(default=Secret(b""), metadata=_meta(_radius_secret))
+    """The shared secret (required)."""
+
+
+@attrs.frozen
 class RadiusConfig:
     """``[radius]``: the RADIUS client (``[aaa] backend = "radius"``)."""
 
@@ -596,6 +654,18 @@ class RadiusConfig:
         default=Path("/var/lib/kl2tp/radius-accounting.spool"), metadata=_meta(_path)
     )
     """File the records still unsent at shutdown go to; sent at the next start."""
+    coa_listen: Endpoint | None = attrs.field(
+        default=None, metadata=_meta(_endpoint(3799, local=True), roles=LNS_ONLY)
+    )
+    """Where the RFC 5176 CoA/Disconnect server listens; None: no server."""
+    coa_client: tuple[CoaClientConfig, ...] = attrs.field(
+        default=(),
+        metadata=_meta(
+            _array_of(CoaClientConfig, "radius.coa_client", ("address", "secret")),
+            roles=LNS_ONLY,
+        ),
+    )
+    """Who may send CoA/Disconnect-Requests, with which secret."""
 
 
 @attrs.frozen
@@ -652,6 +722,43 @@ def _lns_peers(value: object) -> tuple[LnsPeer, ...]:
 
 
 @attrs.frozen
+class LacRoute:
+    """One ``[[lac.route]]`` entry: an LNS for the subscribers of one DNIS or domain."""
+
+    dnis: str | None = attrs.field(default=None, metadata=_meta(_string(max_len=64)))
+    """The called number this rule is for."""
+    domain: str | None = attrs.field(default=None, metadata=_meta(_string()))
+    """The user-name domain (after ``@``) this rule is for; matched without case."""
+    lns: Endpoint = attrs.field(
+        default=Endpoint("127.0.0.1", 1701), metadata=_meta(_endpoint(1701, local=False))
+    )
+    """The LNS; port defaults to 1701."""
+    secret: Secret | None = attrs.field(default=None, metadata=_meta(_secret))
+    """Tunnel secret towards it; None: ``[l2tp] secret``."""
+    hostname: str | None = attrs.field(default=None, metadata=_meta(_string()))
+    """Host Name we send it; None: ``[l2tp] hostname``."""
+    preference: int = attrs.field(default=1, metadata=_meta(_integer(0, 0xFFFFFF)))
+    """Lower is preferred; equal preferences share the calls (RFC 2868 Tunnel-Preference)."""
+
+
+def _lac_routes(value: object) -> tuple[LacRoute, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        raise _Invalid("must be an array of tables ([[lac.route]])")
+    routes = []
+    for index, table in enumerate(value):
+        label = f"[[lac.route]] #{index + 1}"
+        route = _walk_table(LacRoute, table, label, "lac")
+        if "lns" not in table:
+            raise _Invalid("missing", subkey=f"{label} lns")
+        if (route.dnis is None) == (route.domain is None):
+            raise _Invalid("needs exactly one of dnis and domain", subkey=label)
+        if route.domain is not None:
+            route = attrs.evolve(route, domain=route.domain.lower())
+        routes.append(route)
+    return tuple(routes)
+
+
+@attrs.frozen
 class LacConfig:
     """``[lac]``: what the LAC does (LAC)."""
 
@@ -659,6 +766,27 @@ class LacConfig:
     """``simulate`` (subscribers in userspace) or ``client`` (one kernel pppN)."""
     lns: tuple[LnsPeer, ...] = attrs.field(default=(LnsPeer(),), metadata=_meta(_lns_peers))
     """The LNSs to dial, in order."""
+    route: tuple[LacRoute, ...] = attrs.field(default=(), metadata=_meta(_lac_routes))
+    """Static tunnel selection rules, by DNIS or domain."""
+    lookup: str = attrs.field(default="static", metadata=_meta(_choice("static", "radius")))
+    """``static``: ``[[lac.route]]`` then ``[[lac.lns]]``; ``radius``: ``[[lac.route]]`` then
+    a RADIUS lookup per subscriber."""
+    search_order: tuple[str, ...] = attrs.field(
+        default=("dnis", "domain"),
+        metadata=_meta(_list_of(_choice("dnis", "domain"), unique=True)),
+    )
+    """What a subscriber is routed by, first match wins (Cisco ``vpdn search-order``)."""
+    lookup_password: Secret = attrs.field(default=Secret(b"cisco"), metadata=_meta(_secret))
+    """User-Password of the RADIUS tunnel lookup (Cisco's default is ``cisco``)."""
+    failover_timeout: float = attrs.field(default=5.0, metadata=_meta(_number(0, above=True)))
+    """Seconds to wait for an LNS's SCCRP before trying the next one."""
+    dead_time: float = attrs.field(default=60.0, metadata=_meta(_number(0)))
+    """Seconds an LNS that did not answer is tried only after the others."""
+
+    @property
+    def selects(self) -> bool:
+        """True when calls pick their LNS per subscriber (routes or a RADIUS lookup)."""
+        return bool(self.route) or self.lookup == "radius"
 
 
 @attrs.frozen
@@ -809,15 +937,25 @@ def _check_consistency(config: Config) -> None:
                 "holds only local_address: no address left for subscribers", subkey="[ppp] pool"
             )
         _check_pools(config)
+        if config.radius.coa_client and config.radius.coa_listen is None:
+            raise _Invalid(
+                "has no effect without [radius] coa_listen", subkey="[[radius.coa_client]]"
+            )
         if config.aaa.backend == "radius" and not config.radius.server:
             raise _Invalid(
                 'must list at least one server for [aaa] backend = "radius"',
                 subkey="[[radius.server]]",
             )
     else:
-        if l2tp.hide_avps and l2tp.secret is None and any(p.secret is None for p in config.lac.lns):
+        secrets = [p.secret for p in config.lac.lns] + [r.secret for r in config.lac.route]
+        if l2tp.hide_avps and l2tp.secret is None and any(s is None for s in secrets):
             raise _Invalid(
                 "needs a secret (hiding uses the tunnel secret)", subkey="[l2tp] hide_avps"
+            )
+        if config.lac.lookup == "radius" and not config.radius.server:
+            raise _Invalid(
+                'must list at least one server for [lac] lookup = "radius"',
+                subkey="[[radius.server]]",
             )
         if config.subscriber.proxy and config.subscriber.auth == "mschapv2":
             raise _Invalid(
@@ -935,6 +1073,44 @@ def load_config(path: str | Path, role: Role) -> Config:
     return parse_config(text, name, role, base_dir=Path(path).resolve().parent)
 
 
+def check_config(path: str | Path, role: Role) -> list[ConfigError]:
+    """Every problem of a configuration file, not just the first (``--check-config``).
+
+    Each key is checked on its own, so one bad key does not hide the next; the cross-key
+    rules run once every key is good. An empty list: the file is good.
+    """
+    name = str(path)
+    try:
+        text = Path(path).read_bytes().decode("utf-8")
+        data: Mapping[str, Any] = tomllib.loads(text)
+    except OSError as exc:
+        return [ConfigError(name, "", f"cannot read: {exc.strerror or exc}")]
+    except UnicodeDecodeError as exc:
+        return [ConfigError(name, "", f"not UTF-8 text (byte {exc.start})")]
+    except tomllib.TOMLDecodeError as exc:
+        return [ConfigError(name, "", f"invalid TOML: {exc}")]
+    errors: list[ConfigError] = []
+    for section, table in data.items():
+        entry = _SECTIONS.get(section)
+        if entry is None or not isinstance(table, dict) or role not in entry[1]:
+            try:
+                parse_config({section: table}, name, role)
+            except ConfigError as exc:
+                errors.append(exc)
+            continue
+        for key, value in table.items():
+            try:
+                _walk_table(entry[0], {key: value}, f"[{section}]", role)
+            except _Invalid as exc:
+                errors.append(ConfigError(name, exc.subkey, exc.problem))
+    if not errors:
+        try:
+            load_config(path, role)
+        except ConfigError as exc:
+            errors.append(exc)
+    return errors
+
+
 def load_default(role: Role) -> Config:
     """The embedded default configuration (``kl2tp/defaults/<role>.toml``).
 
@@ -942,6 +1118,10 @@ def load_default(role: Role) -> Config:
     (``test`` / ``test``), hands out 10.255.0.2-10.255.0.254 and picks the data plane itself.
     """
     return load_config(DEFAULTS_DIR / f"{role}.toml", role)
+
+
+_ARRAY_ITEMS: dict[Parser, type[Any]] = {_lns_peers: LnsPeer, _lac_routes: LacRoute}
+"""Keys holding arrays of tables, and the class of one entry (for `known_keys`)."""
 
 
 def known_keys(role: Role | None = None) -> list[str]:
@@ -956,11 +1136,10 @@ def known_keys(role: Role | None = None) -> list[str]:
         for field in attrs.fields(cls):
             if role is not None and role not in (field.metadata["roles"] & section_roles):
                 continue
-            if field.metadata["parse"] is _lns_peers:
-                yield from walk(LnsPeer, f"{prefix}.{field.name}", section_roles)
-            elif hasattr(field.metadata["parse"], "item_cls"):
-                item_cls = field.metadata["parse"].item_cls
-                yield from walk(item_cls, f"{prefix}.{field.name}", section_roles)
+            parse = field.metadata["parse"]
+            item = _ARRAY_ITEMS.get(parse) or getattr(parse, "item_cls", None)
+            if item is not None:
+                yield from walk(item, f"{prefix}.{field.name}", section_roles)
             else:
                 yield f"{prefix}.{field.name}"
 

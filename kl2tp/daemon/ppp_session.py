@@ -16,7 +16,7 @@ import math
 import random
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import trio
@@ -32,6 +32,7 @@ from kl2tp.aaa.radius import (
     ATTR_SESSION_TIMEOUT,
 )
 from kl2tp.config import Config
+from kl2tp.daemon import oplog
 from kl2tp.daemon.handle import SessionInfo, TunnelHandle
 from kl2tp.daemon.sessions import DataPlaneSessions, SessionRecord
 from kl2tp.dataplane.base import DataPlane, DataPlaneError, NetworkSpec, PppChannel
@@ -44,6 +45,9 @@ from ppp.fsm import FsmConfig
 from ppp.lac import pre_negotiate
 from ppp.link import Link, Phase
 from ppp.proxy import ProxyAuth, ProxyLcp
+
+if TYPE_CHECKING:
+    from kl2tp.aaa.radius.coa import CoaCore, SessionIndex
 
 log = logging.getLogger("kl2tp.daemon")
 
@@ -235,6 +239,10 @@ _PEER_CHOOSES = ipaddress.IPv4Address("255.255.255.255")
 what the peer asks for if no live session holds it."""
 
 
+_PREDECESSOR_WAIT = 10.0
+"""Seconds a replacing session waits for the replaced one's data-plane removal."""
+
+
 class PppSessions(DataPlaneSessions):
     """Runs PPP for every session: terminating (LNS) or as a subscriber (LAC)."""
 
@@ -299,6 +307,8 @@ class PppSessions(DataPlaneSessions):
         """Links ended by ``[ppp] setup_timeout``, by the stage they were stuck in."""
         self.identity_changes = 0
         """Links ended because re-authentication named another user."""
+        self._gone: dict[tuple[int, int], trio.Event] = {}
+        """Set once a session's task has ended, data plane included (``replace`` waits)."""
         # CHAP and MS-CHAPv2 challenges come from here and must not be predictable from the
         # magic numbers and challenges a subscriber sees: the OS generator, not a seeded one.
         self.rng = rng or random.SystemRandom()
@@ -309,6 +319,11 @@ class PppSessions(DataPlaneSessions):
         self.running: dict[tuple[int, int], _SessionState] = {}
         """Every session whose PPP runs, by (tunnel id, session id)."""
         self._nas_port = 0
+        self.coa_index: SessionIndex | None = None
+        """LNS with a CoA server (RFC 5176): sessions whose network is up, by Acct-Session-Id,
+        user and address; set by the daemon."""
+        self.coa: CoaCore | None = None
+        """That server's core, for its counters in ``summary``."""
 
     def prepare_call(self, n: int) -> ConnectInfo | None:
         """LAC with proxy: negotiate LCP and start authentication with subscriber ``n`` here,
@@ -384,6 +399,8 @@ class PppSessions(DataPlaneSessions):
         out["setup_timeouts"] = dict(self.setup_timeouts)
         out["identity_changes"] = self.identity_changes
         out["timeouts"] = dict(self.timeouts)
+        if self.coa is not None:
+            out["coa"] = dict(self.coa.counters)
         radius = getattr(self.authenticator, "summary", None)
         if callable(radius):
             out["radius"] = radius()
@@ -391,6 +408,15 @@ class PppSessions(DataPlaneSessions):
         if counters is not None:
             out["aaa"] = attrs.asdict(counters)
         return out
+
+    async def _session_task(self, rec: SessionRecord) -> None:
+        key = (rec.tunnel.local_tunnel_id, rec.sid)
+        try:
+            await super()._session_task(rec)
+        finally:
+            gone = self._gone.pop(key, None)
+            if gone is not None:
+                gone.set()
 
     async def run_session(self, rec: SessionRecord) -> None:
         info = self.session_info(rec)
@@ -407,6 +433,7 @@ class PppSessions(DataPlaneSessions):
             )
         state = _SessionState(self, rec, link, info, opened=opened)
         self.running[key] = state
+        self._gone[key] = state.gone
         try:
             await state.run()
         finally:
@@ -443,6 +470,11 @@ class _SessionState:
         """The session's network interface once the data plane named one."""
         self.replaced = False
         """A new login of the same user took this session's place."""
+        self.gone = trio.Event()
+        """Set when the session's task has ended, its data-plane session removed."""
+        self.predecessor: trio.Event | None = None
+        """The ``gone`` of the session this one replaced: its interface (same peer address,
+        same host route) must be removed before this one's is configured."""
         self.stage = stage_of(link) or Stage.LCP
         """How far the subscriber got before its link began to terminate."""
         self._phase: Phase | None = None
@@ -461,8 +493,10 @@ class _SessionState:
         """Non-LCP frames from the subscriber seen in userspace (idle detection without
         kernel counters)."""
         self._timers = False
-        self._limits_changed = trio.Event()
-        self._session_from = 0.0
+        self.limits_changed = trio.Event()
+        """Set when `set_limits` (a CoA-Request) changed a limit: the timers re-read them."""
+        self._idle_reset = False
+        """A new Idle-Timeout counts from now (`set_limits`)."""
         if owner.lns:
             self._extra(acct_session_id=self.acct_session_id)
         call = rec.call
@@ -616,6 +650,9 @@ class _SessionState:
             self.peer_chooses = result.framed_address == _PEER_CHOOSES
         if not result.accepted:
             self._extra(failure="auth failed")
+            oplog.auth_failed(
+                self.rec.tunnel, self.rec.sid, event.username, request.method, result.reason
+            )
         self.link.auth_result(
             now(),
             result.accepted,
@@ -667,6 +704,7 @@ class _SessionState:
         """``duplicate_session = "replace"``: a new login of our user takes our address; the
         session ends now (CDN; the cleanup sends the accounting Stop)."""
         self.replaced = True
+        other.predecessor = self.gone
         log.info("%s: replaced by a new login on %s", self.link.name, other.link.name)
         rec = self.rec
         self._extra(failure="replaced")
@@ -742,6 +780,12 @@ class _SessionState:
         )
 
     async def _network_up(self, event: pev.NetworkUp) -> None:
+        if self.predecessor is not None:
+            # Bounded: a data plane that never finishes removing the old session must not
+            # hold this one forever (its configuration then fails and says so).
+            with trio.move_on_after(_PREDECESSOR_WAIT):
+                await self.predecessor.wait()
+            self.predecessor = None
         self.up_at = trio.current_time()
         # Both ends configure their interface: our address, the peer's, a host route to it
         # and the MTU the peer's MRU allows (the LNS: the subscriber's address; the LAC
@@ -771,11 +815,14 @@ class _SessionState:
             if not self._timers:
                 self._timers = True
                 self.nursery.start_soon(self._session_timers)
+            if self.owner.coa_index is not None:
+                self.owner.coa_index.add(self)
         else:
             self._extra(address=str(event.local_address))
         if self.info is not None:
             self.info.established = self.up_at
             self.info.done.set()
+        oplog.session_up(self.rec.tunnel, self.rec.sid, self.info)
 
     def _link_down(self, event: pev.LinkDown) -> None:
         rec = self.rec
@@ -859,10 +906,9 @@ class _SessionState:
         idle_timeout: float | None = None,
         interim_interval: float | None = None,
     ) -> None:
-        """Change the session's limits while it runs (RFC 5176 CoA-Request): a new
-        Session-Timeout counts from now, a new Idle-Timeout from the last traffic seen;
-        0 removes the limit. None leaves a value as it is."""
-        now = trio.current_time()
+        """Change the session's limits while it runs (RFC 5176 CoA-Request): Session-Timeout
+        counts from the session's start (as in an Access-Accept), a new Idle-Timeout from
+        now; 0 removes a limit, None leaves it as it is."""
         for key, value in (
             (ATTR_SESSION_TIMEOUT, session_timeout),
             (ATTR_IDLE_TIMEOUT, idle_timeout),
@@ -870,31 +916,36 @@ class _SessionState:
         ):
             if value is not None:
                 self.reply[key] = value
-        if session_timeout is not None:
-            self._session_from = now
-        self._limits_changed.set()
+        if idle_timeout is not None:
+            self._idle_reset = True
+        self.limits_changed.set()
 
     async def _session_timers(self) -> None:
         """LNS, once the network is up: Interim-Updates, Session-Timeout and Idle-Timeout
         (AAA's values, else the configured defaults; `set_limits` changes them). Sleeps
         until the nearest deadline or a change of limits."""
         owner = self.owner
-        start = self._session_from = trio.current_time()
+        start = trio.current_time()
         interim = self._interim()
         next_interim = start + interim if interim else math.inf
         activity = await self._activity()
         active_at = start
         while True:
+            if self._idle_reset:
+                self._idle_reset = False
+                active_at = trio.current_time()
+                activity = await self._activity()
+            if self._interim() != interim:
+                interim = self._interim()
+                next_interim = trio.current_time() + interim if interim else math.inf
+            # No await from here to the wait: a change cannot slip in between.
+            self.limits_changed = trio.Event()
             session_limit = self._limit(ATTR_SESSION_TIMEOUT, owner.session_timeout)
             idle_limit = self._limit(ATTR_IDLE_TIMEOUT, owner.idle_timeout)
-            session_end = self._session_from + session_limit if session_limit else math.inf
+            session_end = start + session_limit if session_limit else math.inf
             idle_end = active_at + idle_limit if idle_limit else math.inf
-            self._limits_changed = trio.Event()
             with trio.move_on_at(min(next_interim, session_end, idle_end)):
-                await self._limits_changed.wait()
-                if self._interim() != interim:
-                    interim = self._interim()
-                    next_interim = trio.current_time() + interim if interim else math.inf
+                await self.limits_changed.wait()
                 continue
             now = trio.current_time()
             if now >= session_end:
@@ -928,8 +979,34 @@ class _SessionState:
         self.link.close(trio.current_time(), pev.DownReason.ADMIN, cause)
         self.wake.set()
 
+    # -- what the CoA server sees (kl2tp.aaa.radius.coa.CoaSession) ---------------------------
+
+    @property
+    def framed_address(self) -> ipaddress.IPv4Address | None:
+        """The subscriber's address."""
+        return self.address
+
+    @property
+    def calling_station_id(self) -> str:
+        """The ICRQ's Calling Number."""
+        return self.rec.call.calling_number or ""
+
+    def disconnect(self) -> None:
+        """RADIUS Disconnect-Request: terminate PPP, then the CDN (administrative); the
+        accounting Stop says Admin-Reset."""
+        self.end_cause = self.end_cause or "admin-reset"
+        log.info("%s: RADIUS Disconnect-Request; clearing the session", self.link.name)
+        self.link.close(trio.current_time(), pev.DownReason.ADMIN, "RADIUS Disconnect-Request")
+        self.wake.set()
+
+    def set_timeouts(self, session_timeout: float | None, idle_timeout: float | None) -> None:
+        """RADIUS CoA-Request: new limits (None: keep; 0: none) for the session's timers."""
+        self.set_limits(session_timeout=session_timeout, idle_timeout=idle_timeout)
+
     async def cleanup(self) -> None:
         """Undo everything the session got, whatever ended it."""
+        if self.owner.coa_index is not None:
+            self.owner.coa_index.remove(self)
         self.link.lower_down(trio.current_time())
         if self.accounting and self.owner.authenticator is not None:
             cause = "admin-reset" if self.replaced else (self.end_cause or "nas-request")
