@@ -380,8 +380,10 @@ class RadiusClient:
             if len(port.sockets) < self.max_sockets and self._nursery is not None:
                 s = self._open_socket(port)
                 return s, s.free.popleft()
-            freed = self._id_freed = trio.Event()
-            await freed.wait()
+            # Every waiter shares the one unset event: a release wakes them all.
+            if self._id_freed.is_set():
+                self._id_freed = trio.Event()
+            await self._id_freed.wait()
 
     def _open_socket(self, port: _Port) -> _Socket:
         # Synchronous (connecting a UDP socket to an address literal does not block), so that
