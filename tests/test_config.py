@@ -370,7 +370,10 @@ def test_examples_load(path: Path) -> None:
     role: Role = "lac" if path.stem.startswith("lac") else "lns"
     config = load_config(path, role)
     assert config.role == role
-    if role == "lns":
+    if role == "lns" and config.aaa.backend == "radius":
+        assert [s.address for s in config.radius.server] == ["192.0.2.11", "192.0.2.12"]
+        assert config.pool[0].name == "business"
+    elif role == "lns":
         users = load_users(config.aaa.users_file)
         assert users["alice"].address == IPv4Address("100.64.3.200")
         assert users["alice"].address in config.ppp.pool

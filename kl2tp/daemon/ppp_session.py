@@ -500,10 +500,9 @@ class _SessionState:
         kernel counters)."""
         self._timers = False
         self.limits_changed = trio.Event()
-        """Set by a CoA-Request's new limits (``set_timeouts``): the timers re-read them."""
-        self.coa_limits: tuple[float | None, float | None] = (None, None)
-        """Session-Timeout and Idle-Timeout of CoA-Requests the timers have not read yet
-        (None: unchanged)."""
+        """Set when `set_limits` (a CoA-Request) changed a limit: the timers re-read them."""
+        self._idle_reset = False
+        """A new Idle-Timeout counts from now (`set_limits`)."""
         if owner.lns:
             self._extra(acct_session_id=self.acct_session_id)
         call = rec.call
@@ -906,38 +905,61 @@ class _SessionState:
             classes=self._classes(),
         )
 
+    def _interim(self) -> float:
+        interim = self._limit(ATTR_INTERIM_INTERVAL, self.owner.interim_interval)
+        if self.owner.authenticator is None or not self.accounting or interim <= 0:
+            return 0.0
+        return max(interim, 1.0)  # never a busy loop, whatever the server says
+
+    def set_limits(
+        self,
+        *,
+        session_timeout: float | None = None,
+        idle_timeout: float | None = None,
+        interim_interval: float | None = None,
+    ) -> None:
+        """Change the session's limits while it runs (RFC 5176 CoA-Request): Session-Timeout
+        counts from the session's start (as in an Access-Accept), a new Idle-Timeout from
+        now; 0 removes a limit, None leaves it as it is."""
+        for key, value in (
+            (ATTR_SESSION_TIMEOUT, session_timeout),
+            (ATTR_IDLE_TIMEOUT, idle_timeout),
+            (ATTR_INTERIM_INTERVAL, interim_interval),
+        ):
+            if value is not None:
+                self.reply[key] = value
+        if idle_timeout is not None:
+            self._idle_reset = True
+        self.limits_changed.set()
+
     async def _session_timers(self) -> None:
         """LNS, once the network is up: Interim-Updates, Session-Timeout and Idle-Timeout
-        (AAA's values, else the configured defaults). Sleeps until the nearest deadline."""
+        (AAA's values, else the configured defaults; `set_limits` changes them). Sleeps
+        until the nearest deadline or a change of limits."""
         owner = self.owner
         start = trio.current_time()
-        session_limit = self._limit(ATTR_SESSION_TIMEOUT, owner.session_timeout)
-        idle_limit = self._limit(ATTR_IDLE_TIMEOUT, owner.idle_timeout)
-        interim = self._limit(ATTR_INTERIM_INTERVAL, owner.interim_interval)
-        if self.owner.authenticator is None or not self.accounting:
-            interim = 0.0
-        elif 0 < interim < 60:
-            interim = max(interim, 1.0)  # a carrier's floor is 60 s; never a busy loop
+        interim = self._interim()
         next_interim = start + interim if interim else math.inf
-        session_end = start + session_limit if session_limit else math.inf
         activity = await self._activity()
         active_at = start
         while True:
+            if self._idle_reset:
+                self._idle_reset = False
+                active_at = trio.current_time()
+                activity = await self._activity()
+            if self._interim() != interim:
+                interim = self._interim()
+                next_interim = trio.current_time() + interim if interim else math.inf
+            # No await from here to the wait: a change cannot slip in between.
+            self.limits_changed = trio.Event()
+            session_limit = self._limit(ATTR_SESSION_TIMEOUT, owner.session_timeout)
+            idle_limit = self._limit(ATTR_IDLE_TIMEOUT, owner.idle_timeout)
+            session_end = start + session_limit if session_limit else math.inf
             idle_end = active_at + idle_limit if idle_limit else math.inf
             with trio.move_on_at(min(next_interim, session_end, idle_end)):
                 await self.limits_changed.wait()
-            now = trio.current_time()
-            if self.limits_changed.is_set():
-                # CoA (RFC 5176): Session-Timeout counts from the start, Idle-Timeout from now.
-                self.limits_changed = trio.Event()
-                (new_session, new_idle), self.coa_limits = self.coa_limits, (None, None)
-                if new_session is not None:
-                    session_limit = new_session
-                    session_end = start + session_limit if session_limit else math.inf
-                if new_idle is not None:
-                    idle_limit, active_at = new_idle, now
-                    activity = await self._activity()
                 continue
+            now = trio.current_time()
             if now >= session_end:
                 self._expire("session-timeout", session_limit)
                 return
@@ -991,12 +1013,7 @@ class _SessionState:
 
     def set_timeouts(self, session_timeout: float | None, idle_timeout: float | None) -> None:
         """RADIUS CoA-Request: new limits (None: keep; 0: none) for the session's timers."""
-        pending_session, pending_idle = self.coa_limits
-        self.coa_limits = (
-            pending_session if session_timeout is None else session_timeout,
-            pending_idle if idle_timeout is None else idle_timeout,
-        )
-        self.limits_changed.set()
+        self.set_limits(session_timeout=session_timeout, idle_timeout=idle_timeout)
 
     async def cleanup(self) -> None:
         """Undo everything the session got, whatever ended it."""
