@@ -9,10 +9,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import importlib.metadata
 import json
 import logging
+import math
 import signal
 import sys
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,58 +23,54 @@ import attrs
 import trio
 
 from kl2tp import config as cfgmod
+from kl2tp import log as kl2tp_log
 from kl2tp.daemon.endpoint import Endpoint
 from kl2tp.daemon.handle import Address
 from kl2tp.daemon.service import Settings
 from kl2tp.dataplane.base import DataPlane, DataPlaneError
 from kl2tp.l2tp.tunnel import TunnelConfig
-
-CATEGORIES = ("l2tp", "ppp", "aaa", "kernel", "daemon")
-AVP_LEVEL = 5
-"""Log level below DEBUG for per-AVP parse lines (``--debug l2tp+avp``)."""
+from kl2tp.log import AVP_LEVEL, CATEGORIES  # noqa: F401 - kept for importers
 
 log = logging.getLogger("kl2tp.daemon")
+
+
+def version() -> str:
+    """The installed kl2tp version."""
+    try:
+        return importlib.metadata.version("kl2tp")
+    except importlib.metadata.PackageNotFoundError:  # pragma: no cover - run from a checkout
+        return "unknown"
 
 
 # -- logging ------------------------------------------------------------------------------------
 
 
-def setup_logging(debug: str | None, level: str = "info", categories: Sequence[str] = ()) -> None:
-    """IOS-style timestamps; ``debug`` is a comma list of categories, ``all``, or ``+avp``.
+def setup_logging(
+    debug: str | None,
+    level: str = "info",
+    categories: Sequence[str] = (),
+    *,
+    ident: str = "kl2tp",
+    fmt: str = "text",
+    syslog: str = "",
+) -> None:
+    """The daemon's log: ``[log]`` plus ``--debug`` (a comma list of categories, ``all``,
+    ``+avp``). A bad category exits 2 with one line."""
+    try:
+        kl2tp_log.configure(
+            ident=ident, level=level, fmt=fmt, syslog=syslog, categories=categories, debug=debug
+        )
+    except kl2tp_log.UsageError as exc:
+        print(f"{ident}: --debug: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except OSError as exc:
+        print(f"{ident}: [log] syslog: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
 
-    ``categories`` (from ``[log] categories``) are debugged too; the command line adds to them.
-    """
-    debug = ",".join([*categories, *([debug] if debug else [])])
-    logging.addLevelName(AVP_LEVEL, "AVP")
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(
-        logging.Formatter("%(asctime)s.%(msecs)03d: %(message)s", datefmt="%b %d %H:%M:%S")
-    )
-    root = logging.getLogger("kl2tp")
-    root.handlers[:] = [handler]
-    root.setLevel(getattr(logging, level.upper(), logging.INFO))
-    root.propagate = False
-    if not debug:
-        return
-    avp = False
-    names: list[str] = []
-    for word in debug.replace("+", ",").split(","):
-        word = word.strip()
-        if not word:
-            continue
-        if word == "avp":
-            avp = True
-        elif word == "all":
-            names.extend(CATEGORIES)
-        elif word in CATEGORIES:
-            names.append(word)
-        else:
-            raise SystemExit(
-                f"--debug: unknown category {word!r} "
-                f"(choose from {', '.join(CATEGORIES)}, all, avp)"
-            )
-    for name in names or ["l2tp"]:
-        logging.getLogger(f"kl2tp.{name}").setLevel(AVP_LEVEL if avp else logging.DEBUG)
+
+def _setup_from(cfg: cfgmod.Config, args: argparse.Namespace, ident: str) -> None:
+    lg = cfg.log
+    setup_logging(args.debug, lg.level, lg.categories, ident=ident, fmt=lg.format, syslog=lg.syslog)
 
 
 # -- config -> settings -------------------------------------------------------------------------
@@ -94,6 +93,7 @@ def settings_from_config(cfg: cfgmod.Config, role: str) -> Settings:
         max_tunnels=l2.max_tunnels,
         max_sessions=l2.max_sessions,
         queue_depth=l2.queue_depth,
+        history=cfg.log.history,
     )
 
 
@@ -167,47 +167,131 @@ def _daemon_parser(prog: str) -> argparse.ArgumentParser:
     p.add_argument(
         "--debug",
         "-d",
+        type=_debug_categories,
         help="debug categories: l2tp,ppp,aaa,kernel,daemon or all; add +avp for AVP parse lines",
     )
+    p.add_argument(
+        "--check-config",
+        action="store_true",
+        help="check the config (and users file), print OK or every error, exit 0 or 2",
+    )
+    p.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     return p
+
+
+def _debug_categories(text: str) -> str:
+    """argparse type for --debug: a bad category is a usage error (exit 2)."""
+    try:
+        kl2tp_log.parse_categories(text)
+    except kl2tp_log.UsageError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def check_config(args: argparse.Namespace, role: cfgmod.Role) -> int:
+    """``--check-config``: every error (config, then users file) or OK; exit 2 or 0."""
+    errors = cfgmod.check_config(args.config, role) if args.config else []
+    if not errors:
+        cfg = _load(args, role)
+        if role == "lns" and cfg.aaa.backend == "local":
+            from kl2tp.aaa.local import load_users
+
+            try:
+                load_users(cfg.aaa.users_file)
+            except cfgmod.ConfigError as exc:
+                errors.append(exc)
+    if errors:
+        for error in errors:
+            print(f"kl2tp-{role}: config error: {error}", file=sys.stderr)
+        return 2
+    print(f"{args.config or f'(embedded {role} default)'}: OK")
+    return 0
 
 
 def lns_main(argv: Sequence[str] | None = None) -> int:
     """kl2tp-lns."""
     args = _daemon_parser("kl2tp-lns").parse_args(argv)
+    if args.check_config:
+        return check_config(args, "lns")
     cfg = _load(args, "lns")
-    setup_logging(args.debug, cfg.log.level, cfg.log.categories)
-    return _run(cfg, "lns")
+    _setup_from(cfg, args, "kl2tp-lns")
+    return _run(cfg, "lns", args.config)
 
 
 def lac_main(argv: Sequence[str] | None = None) -> int:
     """kl2tp-lac."""
     p = _daemon_parser("kl2tp-lac")
-    p.add_argument("--simulate", type=int, metavar="N", help="place N calls, hold, clear, report")
     p.add_argument(
-        "--rate", type=float, metavar="R", help="calls per second (default: as fast as possible)"
+        "--simulate",
+        type=int,
+        nargs="?",
+        const=0,
+        metavar="N",
+        help="place N calls (default: [subscriber] count), hold, clear, report",
+    )
+    p.add_argument(
+        "--rate",
+        type=float,
+        metavar="R",
+        help="calls started per second (default: [subscriber] rate, 100; 0: as fast as possible)",
     )
     p.add_argument(
         "--hold", type=float, default=None, metavar="SECONDS", help="hold time once all are up"
     )
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     args = p.parse_args(argv)
-    cfg = _load(args, "lac")
-    setup_logging(args.debug, cfg.log.level, cfg.log.categories)
-    if args.simulate is None:
-        return _run(cfg, "lac")
-    if args.simulate < 1:
+    if args.check_config:
+        return check_config(args, "lac")
+    if args.simulate is not None and args.simulate < 0:
         p.error("--simulate needs N >= 1")
+    if args.rate is not None and (args.rate < 0 or not math.isfinite(args.rate)):
+        p.error("--rate needs R >= 0")
+    cfg = _load(args, "lac")
+    _setup_from(cfg, args, "kl2tp-lac")
+    if args.simulate is None:
+        return _run(cfg, "lac", args.config)
+    if args.simulate == 0:
+        args.simulate = cfg.subscriber.count
     return _simulate(cfg, args)
 
 
-def _run(cfg: cfgmod.Config, role: str) -> int:
-    from kl2tp.daemon.ppp_session import make_handler
+def _fail(role: str, exc: BaseException) -> int:
+    """Print the one line of a start-up failure and return 1; re-raise anything else."""
+    from kl2tp.daemon.service import startup_failure
+
+    line = startup_failure(exc)
+    if line is None:
+        raise exc
+    print(f"kl2tp-{role}: {line}", file=sys.stderr)
+    return 1
+
+
+def _run(cfg: cfgmod.Config, role: str, path: str | None = None) -> int:
+    from kl2tp.daemon.notify import Notifier
+    from kl2tp.daemon.ppp_session import lns_link_config, make_handler
+    from kl2tp.daemon.reload import Reloader
     from kl2tp.daemon.service import run_daemon
 
     settings = settings_from_config(cfg, role)
     authenticator = _authenticator(cfg, role)
     kind = resolve_dataplane(cfg.dataplane.kind)
+    notifier = Notifier.from_env()
+    reloader: Reloader | None = None
+    if path is not None:
+        load_users = None
+        if role == "lns" and cfg.aaa.backend == "local":
+            from kl2tp.aaa.local import load_users as read_users
+
+            def load_users(new: cfgmod.Config) -> Any:
+                return read_users(new.aaa.users_file)
+
+        reloader = Reloader(
+            path,
+            cfg,
+            ident=f"kl2tp-{role}",
+            notifier=notifier,
+            load_users=load_users,
+        )
 
     async def main() -> None:
         try:
@@ -241,14 +325,32 @@ def _run(cfg: cfgmod.Config, role: str) -> int:
                 from kl2tp.aaa.radius.coa import serve_coa
 
                 await services.start(serve_coa, cfg.radius.coa_listen.sockaddr, coa)
-            await run_daemon(settings, dataplane, handler, dialer=dialer)
+            async with trio.open_nursery() as nursery:
+                endpoint = await nursery.start(
+                    functools.partial(
+                        run_daemon,
+                        settings,
+                        dataplane,
+                        handler,
+                        dialer=dialer,
+                        reload=reloader,
+                        notifier=notifier,
+                    )
+                )
+                if reloader is not None:
+                    reloader.endpoint = endpoint
+                    reloader.handler = handler
+                    reloader.authenticator = authenticator
+                    if role == "lns":
+                        reloader.link_config = lns_link_config
             services.cancel_scope.cancel()
 
     try:
         trio.run(main)
-    except OSError as exc:
-        print(f"kl2tp-{role}: {exc}", file=sys.stderr)
-        return 1
+    except (OSError, BaseExceptionGroup) as exc:
+        return _fail(role, exc)
+    except Exception as exc:
+        return _fail(role, exc)
     return 0
 
 
@@ -282,8 +384,9 @@ def _warn_limiter() -> Any:
 
 def _simulate(cfg: cfgmod.Config, args: argparse.Namespace) -> int:
     from kl2tp.daemon.client import subscriber_call
+    from kl2tp.daemon.control import serve_control
     from kl2tp.daemon.ppp_session import make_handler
-    from kl2tp.daemon.service import make_endpoint, simulate
+    from kl2tp.daemon.service import ControlApi, StartupError, make_endpoint, simulate
 
     settings = settings_from_config(cfg, "lac")
     hold = args.hold if args.hold is not None else cfg.subscriber.hold
@@ -307,7 +410,15 @@ def _simulate(cfg: cfgmod.Config, args: argparse.Namespace) -> int:
             endpoint = make_endpoint(settings, dataplane, handler)
             stop = trio.Event()
             async with trio.open_nursery() as nursery:
-                await nursery.start(endpoint.serve)
+                try:
+                    await nursery.start(endpoint.serve)
+                except OSError as exc:
+                    raise StartupError(f"cannot bind {settings.listen}: {exc.strerror}") from None
+                if settings.control_socket:
+                    # kl2tpctl can watch (and clear) the simulated calls.
+                    await nursery.start(
+                        serve_control, settings.control_socket, ControlApi(endpoint, dataplane)
+                    )
                 nursery.start_soon(_stop_on_signal, stop)
                 picker = await _tunnel_picker(cfg, endpoint, nursery)
                 rate = args.rate if args.rate is not None else (cfg.subscriber.rate or None)
@@ -315,7 +426,7 @@ def _simulate(cfg: cfgmod.Config, args: argparse.Namespace) -> int:
                     endpoint,
                     settings.lns_peers,
                     args.simulate,
-                    rate=rate,
+                    rate=rate or None,
                     hold=hold,
                     call_factory=functools.partial(
                         subscriber_call,
@@ -336,7 +447,12 @@ def _simulate(cfg: cfgmod.Config, args: argparse.Namespace) -> int:
             with trio.CancelScope(shield=True):
                 await dataplane.aclose()
 
-    trio.run(main)
+    try:
+        trio.run(main)
+    except (OSError, BaseExceptionGroup) as exc:
+        return _fail("lac", exc)
+    except Exception as exc:
+        return _fail("lac", exc)
     if args.json:
         print(json.dumps(summary))
     else:
@@ -384,6 +500,89 @@ def _format_summary(s: dict[str, Any]) -> str:
 
 DEFAULT_SOCKET = "/run/kl2tp/lns.sock"
 
+TUNNEL_COLUMNS = [
+    "local_id",
+    "peer_id",
+    "peer_address",
+    "peer_hostname",
+    "state",
+    "sessions",
+    "uptime",
+]
+SESSION_COLUMNS = [
+    "tunnel_id",
+    "local_id",
+    "peer_id",
+    "state",
+    "username",
+    "address",
+    "interface",
+    "phase",
+    "uptime",
+]
+HISTORY_COLUMNS = [
+    "time",
+    "tunnel_id",
+    "session_id",
+    "outcome",
+    "user",
+    "address",
+    "lac",
+    "duration",
+    "cause",
+]
+COLUMN_ALIASES = {
+    "user": "username",
+    "sid": "local_id",
+    "tid": "tunnel_id",
+    "tunnel": "tunnel_id",
+    "session": "local_id",
+    "peer": "peer_address",
+}
+"""``-o`` accepts these short names too (accel-cmd's ``-o``)."""
+DURATION_COLUMNS = frozenset({"uptime", "duration", "established_uptime"})
+BYTE_COLUMNS = frozenset({"rx_bytes", "tx_bytes"})
+
+
+def _ctl_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="kl2tpctl")
+    p.add_argument("--socket", "-s", default=DEFAULT_SOCKET, help="daemon control socket")
+    p.add_argument("--version", action="version", version=f"%(prog)s {version()}")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    def command(name: str, help_: str) -> argparse.ArgumentParser:
+        c = sub.add_parser(name, help=help_)
+        c.add_argument("--version", action="version", version=f"kl2tpctl {version()}")
+        c.add_argument("--json", action="store_true", help="print the answer as JSON")
+        return c
+
+    show = command("show", "show tunnels, sessions, a summary or the history")
+    show.add_argument(
+        "what", choices=["tunnels", "tunnel", "sessions", "session", "summary", "history"]
+    )
+    show.add_argument(
+        "args",
+        nargs="*",
+        help="tunnel TID; session TID SID; sessions [FILTER VALUE]... (filters: "
+        "user, peer, tunnel, state, address, interface); history [N]",
+    )
+    show.add_argument("-o", "--output", help="columns of a table, e.g. user,address,uptime")
+    clear = command("clear", "clear sessions or tunnels")
+    clear.add_argument("what", choices=["session", "tunnel", "user", "address", "peer", "all"])
+    clear.add_argument("args", nargs="*", help="TID [SID], NAME, ADDRESS or PEER")
+    clear.add_argument("--yes", "-y", action="store_true", help="clear all without asking")
+    command("drain", "accept no new tunnels or sessions; keep the existing")
+    command("undrain", "accept new tunnels and sessions again")
+    command("reload", "re-read the configuration and the users file")
+    debug = command("debug", "turn debug categories on or off, or limit them to one subscriber")
+    debug.add_argument(
+        "args",
+        nargs="*",
+        help="CATEGORIES on|off  |  condition user NAME|peer ADDR|tunnel TID|clear  |  (nothing)",
+    )
+    sub.add_parser("decode", help="decode an L2TP packet given as hex (see kl2tpctl decode -h)")
+    return p
+
 
 def ctl_main(argv: Sequence[str] | None = None) -> int:
     """kl2tpctl."""
@@ -392,31 +591,16 @@ def ctl_main(argv: Sequence[str] | None = None) -> int:
         from kl2tp.decode_cmd import main as decode_main
 
         return decode_main(argv[1:])
-    p = argparse.ArgumentParser(prog="kl2tpctl")
-    p.add_argument("--socket", "-s", default=DEFAULT_SOCKET, help="daemon control socket")
-    sub = p.add_subparsers(dest="cmd", required=True)
-    show = sub.add_parser("show", help="show tunnels, sessions or a summary")
-    show.add_argument("what", choices=["tunnels", "sessions", "summary"])
-    show.add_argument("--json", action="store_true")
-    clear = sub.add_parser("clear", help="clear a tunnel or a session")
-    clear_sub = clear.add_subparsers(dest="what", required=True)
-    ct = clear_sub.add_parser("tunnel", help="StopCCN one tunnel and all its sessions")
-    ct.add_argument("tunnel", type=int)
-    ct.add_argument("--json", action="store_true")
-    cs = clear_sub.add_parser("session", help="CDN one session")
-    cs.add_argument("tunnel", type=int)
-    cs.add_argument("session", type=int)
-    cs.add_argument("--json", action="store_true")
-    sub.add_parser("decode", help="decode an L2TP packet given as hex (see kl2tpctl decode -h)")
+    p = _ctl_parser()
     args = p.parse_args(argv)
-
+    try:
+        req = _ctl_request(args)
+    except ValueError as exc:
+        p.error(str(exc))
+    if req is None:
+        return 1
     from kl2tp.daemon.control import ControlError, request
 
-    req: dict[str, Any] = {"cmd": args.cmd, "what": args.what}
-    if args.cmd == "clear":
-        req["tunnel"] = args.tunnel
-        if args.what == "session":
-            req["session"] = args.session
     try:
         result = request(args.socket, req)
     except (OSError, ControlError) as exc:
@@ -424,63 +608,245 @@ def ctl_main(argv: Sequence[str] | None = None) -> int:
         return 1
     if args.json:
         print(json.dumps(result))
-    elif args.cmd == "show":
-        print(_format_show(args.what, result))
-    else:
-        print(f"cleared {args.what} " + " ".join(str(v) for v in _listify(result["cleared"])))
+        return 0
+    try:
+        print(_human(args, result))
+    except ValueError as exc:
+        p.error(str(exc))
+    if args.cmd == "reload" and not result.get("ok"):
+        return 1
     return 0
+
+
+def _ctl_request(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The request for a parsed kl2tpctl command line; None when the user said no.
+
+    Raises:
+        ValueError: bad arguments (a usage error).
+    """
+    cmd = args.cmd
+    rest: list[str] = list(getattr(args, "args", []) or [])
+    if cmd in ("drain", "undrain"):
+        return {"cmd": "drain", "what": "on" if cmd == "drain" else "off"}
+    if cmd == "reload":
+        return {"cmd": "reload", "what": "config"}
+    if cmd == "debug":
+        if not rest:
+            return {"cmd": "debug", "what": "show"}
+        if rest[0] == "condition":
+            if rest[1:] == ["clear"]:
+                return {"cmd": "debug", "what": "condition", "kind": "clear"}
+            if len(rest) != 3 or rest[1] not in ("user", "peer", "tunnel"):
+                raise ValueError("debug condition user NAME | peer ADDR | tunnel TID | clear")
+            return {"cmd": "debug", "what": "condition", "kind": rest[1], "value": rest[2]}
+        if len(rest) != 2 or rest[1] not in ("on", "off"):
+            raise ValueError("debug CATEGORIES on|off (categories: l2tp,ppp,aaa,kernel,daemon,all)")
+        try:
+            kl2tp_log.parse_categories(rest[0])
+        except kl2tp_log.UsageError as exc:
+            raise ValueError(str(exc)) from None
+        return {"cmd": "debug", "what": "categories", "categories": rest[0], "on": rest[1] == "on"}
+    what = args.what
+    req: dict[str, Any] = {"cmd": cmd, "what": what}
+    if cmd == "show":
+        if what in ("tunnel", "session"):
+            need = 1 if what == "tunnel" else 2
+            if len(rest) != need or not all(a.isdigit() for a in rest):
+                raise ValueError(f"show {what} needs {'TID' if need == 1 else 'TID SID'}")
+            req["tunnel"] = int(rest[0])
+            if what == "session":
+                req["session"] = int(rest[1])
+        elif what == "sessions":
+            if len(rest) % 2:
+                raise ValueError("show sessions takes FILTER VALUE pairs")
+            filters = dict(zip(rest[::2], rest[1::2], strict=True))
+            from kl2tp.daemon.service import SESSION_FILTERS
+
+            for name in filters:
+                if name not in SESSION_FILTERS:
+                    raise ValueError(
+                        f"unknown filter {name!r} (choose from {', '.join(SESSION_FILTERS)})"
+                    )
+            req["filters"] = filters
+        elif what == "history":
+            if len(rest) > 1 or (rest and not rest[0].isdigit()):
+                raise ValueError("show history [N]")
+            if rest:
+                req["count"] = int(rest[0])
+        elif rest:
+            raise ValueError(f"show {what} takes no arguments")
+        return req
+    # clear
+    if what == "session":
+        if len(rest) != 2 or not all(a.isdigit() for a in rest):
+            raise ValueError("clear session TID SID")
+        req.update(tunnel=int(rest[0]), session=int(rest[1]))
+    elif what == "tunnel":
+        if len(rest) != 1 or not rest[0].isdigit():
+            raise ValueError("clear tunnel TID")
+        req["tunnel"] = int(rest[0])
+    elif what == "all":
+        if rest:
+            raise ValueError("clear all takes no arguments")
+        if not args.yes:
+            if not sys.stdin.isatty():
+                print("kl2tpctl: clear all: add --yes to clear every tunnel", file=sys.stderr)
+                return None
+            answer = input("Clear ALL tunnels and sessions? [y/N] ")
+            if answer.strip().lower() not in ("y", "yes"):
+                print("nothing cleared", file=sys.stderr)
+                return None
+    else:
+        if len(rest) != 1:
+            raise ValueError(f"clear {what} {what.upper()}")
+        req["value"] = rest[0]
+    return req
+
+
+def human_duration(seconds: float | None) -> str:
+    """``3d04h`` / ``1h02m`` / ``5m07s`` / ``12s``: uptimes as IOS shows them."""
+    if seconds is None:
+        return "-"
+    s = int(seconds)
+    d, s = divmod(s, 86400)
+    h, s = divmod(s, 3600)
+    m, s = divmod(s, 60)
+    if d:
+        return f"{d}d{h:02d}h"
+    if h:
+        return f"{h}h{m:02d}m"
+    if m:
+        return f"{m}m{s:02d}s"
+    return f"{s}s"
+
+
+def human_bytes(n: int | None) -> str:
+    """``1.5 MiB``-style byte counts."""
+    if n is None:
+        return "-"
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{int(value)} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{n} B"  # pragma: no cover
+
+
+def _cell(column: str, value: Any) -> str:
+    if value is None or value == "":
+        return "-"
+    if column in DURATION_COLUMNS and isinstance(value, int | float):
+        return human_duration(value)
+    if column in BYTE_COLUMNS and isinstance(value, int):
+        return human_bytes(value)
+    if column == "time" and isinstance(value, int | float):
+        return time.strftime("%b %d %Y %H:%M:%S", time.localtime(value))
+    return kl2tp_log.escape(value)
+
+
+def _columns(spec: str | None, default: list[str]) -> list[str]:
+    """``-o user,address,uptime``: the columns asked for, as the user named them."""
+    if not spec:
+        return default
+    cols = [c.strip() for c in spec.split(",") if c.strip()]
+    if not cols:
+        raise ValueError("-o needs at least one column")
+    return cols
+
+
+def table(rows: list[dict[str, Any]], cols: list[str]) -> str:
+    """Rows as aligned columns with a header (short names in ``COLUMN_ALIASES`` work)."""
+    keys = [COLUMN_ALIASES.get(c, c) for c in cols]
+    cells = [[_cell(k, r.get(k)) for k in keys] for r in rows]
+    widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(cols)]
+    out = ["  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True)).rstrip()]
+    out += [
+        "  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() for row in cells
+    ]
+    return "\n".join(out)
+
+
+def _detail(obj: dict[str, Any], indent: str = "") -> list[str]:
+    lines = []
+    for key, value in obj.items():
+        if isinstance(value, dict):
+            lines.append(f"{indent}{key}:")
+            lines.extend(_detail(value, indent + "  "))
+        elif isinstance(value, list) and value and isinstance(value[0], dict):
+            continue
+        else:
+            lines.append(f"{indent}{key:<20} {_cell(key, value)}")
+    return lines
+
+
+def _human(args: argparse.Namespace, result: Any) -> str:
+    cmd = args.cmd
+    if cmd == "show":
+        what = args.what
+        if what == "summary":
+            return _format_summary_show(result)
+        if what == "tunnels":
+            return table(result, _columns(args.output, TUNNEL_COLUMNS))
+        if what == "sessions":
+            return table(result, _columns(args.output, SESSION_COLUMNS))
+        if what == "history":
+            return table(result, _columns(args.output, HISTORY_COLUMNS))
+        lines = _detail(result)
+        if what == "tunnel":
+            lines.append("")
+            lines.append(table(result.get("session_list", []), SESSION_COLUMNS))
+        return "\n".join(lines)
+    if cmd == "clear":
+        cleared = result["cleared"]
+        if isinstance(cleared, dict):
+            if "sessions" in cleared:
+                return f"cleared {len(cleared['sessions'])} sessions"
+            return f"cleared {cleared['tunnels']} tunnels"
+        return f"cleared {args.what} " + " ".join(str(v) for v in _listify(cleared))
+    if cmd in ("drain", "undrain"):
+        return "draining: no new tunnels or sessions" if result["draining"] else "not draining"
+    if cmd == "reload":
+        if not result.get("ok"):
+            return "reload refused, running configuration kept:\n" + "\n".join(
+                f"  {e}" for e in result.get("errors", [])
+            )
+        lines = [f"reloaded; applied: {', '.join(result['applied']) or 'nothing'}"]
+        if result["restart_needed"]:
+            lines.append(f"needs a restart: {', '.join(result['restart_needed'])}")
+        return "\n".join(lines)
+    if cmd == "debug":
+        cond = result.get("condition")
+        lines = [f"{name:<8} {result[name]}" for name in kl2tp_log.CATEGORIES]
+        lines.append("condition " + (f"{cond['kind']} {cond['value']}" if cond else "none"))
+        return "\n".join(lines)
+    return json.dumps(result)
 
 
 def _listify(value: Any) -> list[Any]:
     return value if isinstance(value, list) else [value]
 
 
-def _format_show(what: str, result: Any) -> str:
-    if what == "summary":
-        t, s = result["tunnels"], result["sessions"]
-        lines = [
-            f"role {result['role']}, data plane {result['dataplane']}",
-            f"tunnels  {t['total']}  "
-            + " ".join(f"{k}={v}" for k, v in sorted(t["by_state"].items())),
-            f"sessions {s['total']}  "
-            + " ".join(f"{k}={v}" for k, v in sorted(s["by_state"].items())),
-        ]
-        if result.get("kernel"):
-            lines.append(
-                "kernel   " + " ".join(f"{k}={v}" for k, v in sorted(result["kernel"].items()))
-            )
-        if result.get("counters"):
-            lines.append(
-                "counters " + " ".join(f"{k}={v}" for k, v in sorted(result["counters"].items()))
-            )
-        return "\n".join(lines)
-    if what == "tunnels":
-        cols = [
-            "local_id",
-            "peer_id",
-            "peer_address",
-            "peer_hostname",
-            "state",
-            "sessions",
-            "uptime",
-        ]
-    else:
-        cols = [
-            "tunnel_id",
-            "local_id",
-            "peer_id",
-            "state",
-            "username",
-            "address",
-            "interface",
-            "phase",
-            "uptime",
-        ]
-    rows = [[str(r.get(c, "-")) for c in cols] for r in result]
-    widths = [max([len(c)] + [len(row[i]) for row in rows]) for i, c in enumerate(cols)]
-    out = ["  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True))]
-    out += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in rows]
-    return "\n".join(out)
+def _format_summary_show(result: Any) -> str:
+    t, s = result["tunnels"], result["sessions"]
+    lines = [
+        f"role {result['role']}, data plane {result['dataplane']}"
+        + (", DRAINING" if result.get("draining") else ""),
+        f"tunnels  {t['total']}  " + " ".join(f"{k}={v}" for k, v in sorted(t["by_state"].items())),
+        f"sessions {s['total']}  " + " ".join(f"{k}={v}" for k, v in sorted(s["by_state"].items())),
+    ]
+    if result.get("kernel"):
+        lines.append(
+            "kernel   " + " ".join(f"{k}={v}" for k, v in sorted(result["kernel"].items()))
+        )
+    if result.get("counters"):
+        lines.append(
+            "counters " + " ".join(f"{k}={v}" for k, v in sorted(result["counters"].items()))
+        )
+    if result.get("events"):
+        lines.append(
+            "events   " + " ".join(f"{k}={v}" for k, v in sorted(result["events"].items()))
+        )
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -232,9 +232,23 @@ def _list_of(item: Parser, *, max_items: int | None = None, unique: bool = False
     return parse
 
 
+def _kind(value: object) -> str:
+    """What sort of TOML value ``value`` is, for messages that must not show it."""
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "a table"
+    return "a date or time"
+
+
 def _secret(value: object) -> Secret:
     if not isinstance(value, str):
-        raise _Invalid(f"must be a string, got {_show(value)}")
+        # Not the value: a secret written as a number or a list is still the secret.
+        raise _Invalid(f"must be a string, got {_kind(value)}")
     if not value:
         raise _Invalid("must not be empty (remove the key to turn tunnel authentication off)")
     return Secret(value.encode())
@@ -318,6 +332,32 @@ def _socket_path(value: object) -> Path:
     if len(str(path).encode()) > _SUN_PATH_MAX:
         raise _Invalid(f"is longer than the {_SUN_PATH_MAX} bytes a Unix socket path can have")
     return path
+
+
+def _syslog_target(value: object) -> str:
+    text = _string(nonempty=False)(value)
+    if not text or text.startswith("/"):
+        return cast(str, text)
+    host, port = text, ""
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")):
+            raise _Invalid(
+                f'must be a socket path, "HOST[:PORT]" or "[IPV6]:PORT", got {_show(value)}'
+            )
+        port = rest[1:]
+    elif text.count(":") == 1:
+        host, _, port = text.partition(":")
+    try:
+        ip_address(host)
+    except ValueError:
+        raise _Invalid(
+            "must be a socket path (/dev/log) or an IP address with an optional port, "
+            f"got {_show(value)}"
+        ) from None
+    if port and (not port.isdigit() or not 0 < int(port) <= 65535):
+        raise _Invalid(f"port must be 1..65535, got {_show(value)}")
+    return cast(str, text)
 
 
 def _template(value: object) -> str:
@@ -444,6 +484,12 @@ class LogConfig:
         default=(), metadata=_meta(_list_of(_choice(*LOG_CATEGORIES), unique=True))
     )
     """Categories whose debug trace is on (as ``--debug``)."""
+    format: str = attrs.field(default="text", metadata=_meta(_choice("text", "logfmt", "json")))
+    """Line format: ``text`` (IOS-style), ``logfmt`` or ``json``."""
+    syslog: str = attrs.field(default="", metadata=_meta(_syslog_target))
+    """Send the log to syslog: a local socket path or ``HOST[:PORT]`` (UDP); '' : no."""
+    history: int = attrs.field(default=1000, metadata=_meta(_integer(1, 1_000_000)))
+    """Ended and failed sessions ``kl2tpctl show history`` keeps."""
 
 
 @attrs.frozen
@@ -1025,6 +1071,44 @@ def load_config(path: str | Path, role: Role) -> Config:
     except UnicodeDecodeError as exc:
         raise ConfigError(name, "", f"not UTF-8 text (byte {exc.start})") from None
     return parse_config(text, name, role, base_dir=Path(path).resolve().parent)
+
+
+def check_config(path: str | Path, role: Role) -> list[ConfigError]:
+    """Every problem of a configuration file, not just the first (``--check-config``).
+
+    Each key is checked on its own, so one bad key does not hide the next; the cross-key
+    rules run once every key is good. An empty list: the file is good.
+    """
+    name = str(path)
+    try:
+        text = Path(path).read_bytes().decode("utf-8")
+        data: Mapping[str, Any] = tomllib.loads(text)
+    except OSError as exc:
+        return [ConfigError(name, "", f"cannot read: {exc.strerror or exc}")]
+    except UnicodeDecodeError as exc:
+        return [ConfigError(name, "", f"not UTF-8 text (byte {exc.start})")]
+    except tomllib.TOMLDecodeError as exc:
+        return [ConfigError(name, "", f"invalid TOML: {exc}")]
+    errors: list[ConfigError] = []
+    for section, table in data.items():
+        entry = _SECTIONS.get(section)
+        if entry is None or not isinstance(table, dict) or role not in entry[1]:
+            try:
+                parse_config({section: table}, name, role)
+            except ConfigError as exc:
+                errors.append(exc)
+            continue
+        for key, value in table.items():
+            try:
+                _walk_table(entry[0], {key: value}, f"[{section}]", role)
+            except _Invalid as exc:
+                errors.append(ConfigError(name, exc.subkey, exc.problem))
+    if not errors:
+        try:
+            load_config(path, role)
+        except ConfigError as exc:
+            errors.append(exc)
+    return errors
 
 
 def load_default(role: Role) -> Config:

@@ -186,6 +186,21 @@ def test_secret_never_in_repr_or_str() -> None:
     assert repr(config.l2tp.secret) == "***"
 
 
+def test_a_secret_of_the_wrong_type_is_not_shown_in_the_error() -> None:
+    for value, kind in (("8675309", "a number"), ('["hunter2x"]', "an array")):
+        message = error(f"[l2tp]\nsecret = {value}")
+        assert "[l2tp] secret" in message and kind in message
+        assert "8675309" not in message and "hunter2x" not in message
+
+
+def test_duplicate_session_and_setup_timeout_are_checked() -> None:
+    assert parse('[aaa]\nduplicate_session = "replace"').aaa.duplicate_session == "replace"
+    assert parse("").aaa.duplicate_session == "refuse"
+    assert "[aaa] duplicate_session" in error('[aaa]\nduplicate_session = "kick"')
+    assert parse("[ppp]\nsetup_timeout = 5").ppp.setup_timeout == 5.0
+    assert "[ppp] setup_timeout" in error("[ppp]\nsetup_timeout = -1")
+
+
 def test_users_passwords_never_in_repr() -> None:
     users = load_users(EXAMPLES / "users")
     assert "correct horse" not in repr(users)

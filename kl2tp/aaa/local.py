@@ -133,8 +133,11 @@ def parse_users(lines: Iterable[str], source: str) -> dict[str, LocalUser]:
             try:
                 address = IPv4Address(fields[2])
             except AddressValueError:
+                # Not the field itself: "alice pass word" puts half a password here.
                 raise UsersFileError(
-                    source, where, f"bad address {fields[2]!r} for {name!r} (IPv4 or *)"
+                    source,
+                    where,
+                    f"bad address for {name!r} (IPv4 or *; quote a password with blanks)",
                 ) from None
         if name in users:
             raise UsersFileError(source, where, f"user {name!r} is listed twice")

@@ -26,6 +26,7 @@ from typing import Any, Protocol
 import trio
 import trio.lowlevel
 
+from kl2tp.daemon import oplog
 from kl2tp.daemon.handle import Address, SessionHandler, SessionInfo
 from kl2tp.daemon.sessions import DataPlaneSessions
 from kl2tp.dataplane.base import DataPlane, DataPlaneError, TunnelSpec
@@ -34,6 +35,7 @@ from kl2tp.l2tp.constants import CdnResult, ErrorCode, StopCcnResult
 from kl2tp.l2tp.endpoint import (
     EndpointConfig,
     EndpointCore,
+    Limits,
     Network,
     TunnelEntry,
     TunnelIdsExhausted,
@@ -48,6 +50,7 @@ log = logging.getLogger("kl2tp.daemon")
 RECEIVE_BUFFER = 4 << 20
 """SO_RCVBUF asked for the shared socket (the kernel caps it at net.core.rmem_max)."""
 RECEIVE_BATCH = 64
+DEFAULT_LIMITS = Limits()
 """Datagrams the receive loop takes from the socket before it lets other tasks run."""
 
 
@@ -97,18 +100,24 @@ class UdpTransport:
 
     @classmethod
     async def bind(cls, listen: Address) -> UdpTransport:
-        """A socket bound to ``listen`` (SO_REUSEADDR/SO_REUSEPORT, a large receive buffer)."""
+        """A socket bound to ``listen`` (exclusively, with a large receive buffer).
+
+        Raises:
+            OSError: EADDRINUSE when another socket (a second daemon) holds the address.
+        """
         family = stdlib_socket.AF_INET6 if ":" in listen[0] else stdlib_socket.AF_INET
         raw = stdlib_socket.socket(family, stdlib_socket.SOCK_DGRAM)
         sock = trio.socket.from_stdlib_socket(raw)  # makes it non-blocking; owns it
         try:
-            sock.setsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_REUSEADDR, 1)
-            if hasattr(stdlib_socket, "SO_REUSEPORT"):
-                sock.setsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_REUSEPORT, 1)
             # Room for a burst (PPP frames are not flow controlled); Linux caps the request
             # at net.core.rmem_max.
             sock.setsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_RCVBUF, RECEIVE_BUFFER)
+            # Bound without SO_REUSEADDR/SO_REUSEPORT, so a second daemon on the same address
+            # fails here instead of splitting the tunnels with us. Set afterwards, SO_REUSEADDR
+            # lets the kernel data plane's per-tunnel connected sockets share the port (Linux
+            # checks the flag of both sockets when the later one binds).
             await sock.bind(listen)
+            sock.setsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_REUSEADDR, 1)
         except BaseException:
             sock.close()
             raise
@@ -165,6 +174,8 @@ class TunnelRunner:
         self.created = trio.current_time()
         self.established_at: float | None = None
         self._sessions: dict[int, SessionInfo] = {}
+        self._setting_up: set[int] = set()
+        """Sessions admitted and not established yet (the endpoint core counts them)."""
         self.closed = trio.Event()
         self.established = trio.Event()
         self.close_event: ev.TunnelClosed | None = None
@@ -295,15 +306,19 @@ class TunnelRunner:
     async def run(self) -> None:
         """Drive the core until the tunnel is closed; then tear down what was above it and
         hand the core to the endpoint core to linger (RFC 2661 5.7)."""
+        oplog.enter_tunnel(self)
         try:
             await self._loop()
         except Exception:
             # A bug must cost one tunnel, never the daemon: tell the peer if the core still
             # can, then tear down as on any other path, and forget the core.
             self.endpoint.counters["tunnel_task_failed"] += 1
-            log.exception(
+            self.endpoint.core.warn(
+                "tunnel_task_failed",
+                trio.current_time(),
                 "Tnl %d: internal error; clearing the tunnel (please report this)",
                 self.local_tunnel_id,
+                exc=True,
             )
             with contextlib.suppress(Exception):
                 now = trio.current_time()
@@ -374,7 +389,14 @@ class TunnelRunner:
         except OSError as exc:
             self.entry.counters["send_errors"] += 1
             if exc.errno not in (errno.ECONNREFUSED, errno.ENOBUFS, errno.EAGAIN):
-                log.warning("Tnl %d: send to %s failed: %s", self.local_tunnel_id, addr, exc)
+                self.endpoint.core.warn(
+                    "send_failed",
+                    trio.current_time(),
+                    "Tnl %d: send to %s failed: %s",
+                    self.local_tunnel_id,
+                    addr,
+                    exc,
+                )
 
     async def _handle(self, event: object) -> None:
         handler = self.endpoint.handler
@@ -383,6 +405,7 @@ class TunnelRunner:
         elif isinstance(event, ev.TunnelEstablished):
             self.established_at = trio.current_time()
             self.established.set()
+            oplog.tunnel_up(self)
             await self._program_tunnel()
         elif isinstance(event, ev.IncomingCall):
             self._incoming_call(event)
@@ -392,9 +415,13 @@ class TunnelRunner:
             info = self._sessions.get(event.sid)
             if info is None:
                 info = self._add_session(event.sid, trio.current_time())
+            if event.sid in self._setting_up:
+                self._setting_up.discard(event.sid)
+                self.endpoint.core.session_established(self.entry)
             if not handler.defers_established:
                 info.established = trio.current_time()
                 info.done.set()
+                oplog.session_up(self, event.sid, info)
             handler.call_established(self, event)
         elif isinstance(event, ev.CallClosed):
             if log.isEnabledFor(logging.DEBUG):
@@ -411,7 +438,10 @@ class TunnelRunner:
             handler.call_closed(self, event)
             closed_info = self._sessions.pop(event.sid, None)
             if closed_info is not None:
-                self.endpoint.core.release_session(self.entry)
+                self._log_closed(closed_info, event)
+                setting_up = event.sid in self._setting_up
+                self._setting_up.discard(event.sid)
+                self.endpoint.core.release_session(self.entry, established=not setting_up)
                 closed_info.closed = event
                 closed_info.done.set()
         elif isinstance(event, ev.TunnelClosed):
@@ -422,12 +452,21 @@ class TunnelRunner:
     def _add_session(self, sid: int, now: float) -> SessionInfo:
         info = SessionInfo(sid, now)
         self._sessions[sid] = info
+        self._setting_up.add(sid)
         self.endpoint.core.admit_session(self.entry, limit=False)
         return info
 
     def _incoming_call(self, event: ev.IncomingCall) -> None:
         now = trio.current_time()
-        if not self.endpoint.core.admit_session(self.entry):
+        if self.endpoint.draining:
+            oplog.refused(self, event.sid, "session", "draining")
+            self.core.hangup(
+                event.sid, now, CdnResult.NO_FACILITIES_TEMPORARY, ErrorCode.NO_ERROR, "draining"
+            )
+            return
+        ep_core = self.endpoint.core
+        if not ep_core.admit_session(self.entry):
+            oplog.refused(self, event.sid, "session", "session limit reached")
             self.core.hangup(
                 event.sid,
                 now,
@@ -435,11 +474,43 @@ class TunnelRunner:
                 ErrorCode.NO_ERROR,
                 "session limit reached",
             )
+            ep_core.warn(
+                "session_limit",
+                now,
+                "Tnl %d: call from %s refused: session limit reached",
+                self.local_tunnel_id,
+                self.entry.peer_addr[0],
+            )
             return
         self._sessions[event.sid] = SessionInfo(event.sid, now)
+        self._setting_up.add(event.sid)
         # A LAC answering an outgoing call connects at once, in the core (OCRP then OCCN).
         self.core.answer_call(
             event.sid, now, None if self.endpoint.lns else self.endpoint.connect_info()
+        )
+
+    def _log_closed(self, info: SessionInfo, event: ev.CallClosed) -> None:
+        oplog.session_down(
+            self,
+            event.sid,
+            info,
+            now=trio.current_time(),
+            result=event.result,
+            error=event.error,
+            message=event.message,
+            by_peer=event.by_peer,
+        )
+
+    def _log_tunnel_down(self) -> None:
+        closed = self.close_event
+        oplog.tunnel_down(
+            self,
+            duration=trio.current_time() - (self.established_at or self.created),
+            established=self.established_at is not None,
+            result=closed.result if closed is not None else 0,
+            error=closed.error if closed is not None else 0,
+            message=closed.message if closed is not None else "daemon stopped",
+            by_peer=closed.by_peer if closed is not None else False,
         )
 
     async def _program_tunnel(self) -> None:
@@ -498,7 +569,10 @@ class TunnelRunner:
                 )
                 info.done.set()
                 handler.call_closed(self, info.closed)
+                self._log_closed(info, info.closed)
             self._sessions.clear()
+            self._setting_up.clear()
+            self._log_tunnel_down()
             if self._kernel_tunnel:
                 try:
                     await endpoint.dataplane.close_tunnel(self.local_tunnel_id)
@@ -577,6 +651,7 @@ class Endpoint:
         max_tunnels: int = 0,
         max_sessions: int = 0,
         queue_depth: int = 256,
+        limits: Limits = DEFAULT_LIMITS,
         rng: random.Random | None = None,
         connect_info: Callable[[], ConnectInfo] | None = None,
         accept_incoming: bool = False,
@@ -598,12 +673,15 @@ class Endpoint:
                 max_tunnels=max_tunnels,
                 max_sessions=max_sessions,
                 queue_depth=queue_depth,
+                limits=limits,
             ),
             tunnel_config,
             rng=self.rng,
         )
         """The sans-IO endpoint: tunnel table, routing, policy, drop counters."""
         self._connect_info = connect_info
+        self.draining = False
+        """``kl2tpctl drain``: refuse new sessions (CDN) and tunnels; keep the existing."""
         self.tunnels: dict[int, TunnelRunner] = {}
         """Live tunnels (their tasks) by our tunnel id."""
         self.transport: DatagramTransport = transport  # type: ignore[assignment]

@@ -32,6 +32,7 @@ from kl2tp.aaa.radius import (
     ATTR_SESSION_TIMEOUT,
 )
 from kl2tp.config import Config
+from kl2tp.daemon import oplog
 from kl2tp.daemon.handle import SessionInfo, TunnelHandle
 from kl2tp.daemon.sessions import DataPlaneSessions, SessionRecord
 from kl2tp.dataplane.base import DataPlane, DataPlaneError, NetworkSpec, PppChannel
@@ -238,6 +239,10 @@ _PEER_CHOOSES = ipaddress.IPv4Address("255.255.255.255")
 what the peer asks for if no live session holds it."""
 
 
+_PREDECESSOR_WAIT = 10.0
+"""Seconds a replacing session waits for the replaced one's data-plane removal."""
+
+
 class PppSessions(DataPlaneSessions):
     """Runs PPP for every session: terminating (LNS) or as a subscriber (LAC)."""
 
@@ -302,6 +307,8 @@ class PppSessions(DataPlaneSessions):
         """Links ended by ``[ppp] setup_timeout``, by the stage they were stuck in."""
         self.identity_changes = 0
         """Links ended because re-authentication named another user."""
+        self._gone: dict[tuple[int, int], trio.Event] = {}
+        """Set once a session's task has ended, data plane included (``replace`` waits)."""
         # CHAP and MS-CHAPv2 challenges come from here and must not be predictable from the
         # magic numbers and challenges a subscriber sees: the OS generator, not a seeded one.
         self.rng = rng or random.SystemRandom()
@@ -402,6 +409,15 @@ class PppSessions(DataPlaneSessions):
             out["aaa"] = attrs.asdict(counters)
         return out
 
+    async def _session_task(self, rec: SessionRecord) -> None:
+        key = (rec.tunnel.local_tunnel_id, rec.sid)
+        try:
+            await super()._session_task(rec)
+        finally:
+            gone = self._gone.pop(key, None)
+            if gone is not None:
+                gone.set()
+
     async def run_session(self, rec: SessionRecord) -> None:
         info = self.session_info(rec)
         n = int(info.extra.get("n", 0)) if info is not None else 0
@@ -417,6 +433,7 @@ class PppSessions(DataPlaneSessions):
             )
         state = _SessionState(self, rec, link, info, opened=opened)
         self.running[key] = state
+        self._gone[key] = state.gone
         try:
             await state.run()
         finally:
@@ -453,6 +470,11 @@ class _SessionState:
         """The session's network interface once the data plane named one."""
         self.replaced = False
         """A new login of the same user took this session's place."""
+        self.gone = trio.Event()
+        """Set when the session's task has ended, its data-plane session removed."""
+        self.predecessor: trio.Event | None = None
+        """The ``gone`` of the session this one replaced: its interface (same peer address,
+        same host route) must be removed before this one's is configured."""
         self.stage = stage_of(link) or Stage.LCP
         """How far the subscriber got before its link began to terminate."""
         self._phase: Phase | None = None
@@ -629,6 +651,9 @@ class _SessionState:
             self.peer_chooses = result.framed_address == _PEER_CHOOSES
         if not result.accepted:
             self._extra(failure="auth failed")
+            oplog.auth_failed(
+                self.rec.tunnel, self.rec.sid, event.username, request.method, result.reason
+            )
         self.link.auth_result(
             now(),
             result.accepted,
@@ -680,6 +705,7 @@ class _SessionState:
         """``duplicate_session = "replace"``: a new login of our user takes our address; the
         session ends now (CDN; the cleanup sends the accounting Stop)."""
         self.replaced = True
+        other.predecessor = self.gone
         log.info("%s: replaced by a new login on %s", self.link.name, other.link.name)
         rec = self.rec
         self._extra(failure="replaced")
@@ -755,6 +781,12 @@ class _SessionState:
         )
 
     async def _network_up(self, event: pev.NetworkUp) -> None:
+        if self.predecessor is not None:
+            # Bounded: a data plane that never finishes removing the old session must not
+            # hold this one forever (its configuration then fails and says so).
+            with trio.move_on_after(_PREDECESSOR_WAIT):
+                await self.predecessor.wait()
+            self.predecessor = None
         self.up_at = trio.current_time()
         # Both ends configure their interface: our address, the peer's, a host route to it
         # and the MTU the peer's MRU allows (the LNS: the subscriber's address; the LAC
@@ -791,6 +823,7 @@ class _SessionState:
         if self.info is not None:
             self.info.established = self.up_at
             self.info.done.set()
+        oplog.session_up(self.rec.tunnel, self.rec.sid, self.info)
 
     def _link_down(self, event: pev.LinkDown) -> None:
         rec = self.rec

@@ -6,7 +6,9 @@ is kl2tp-lac's load generator. Both take a :class:`Settings` the CLI builds from
 
 from __future__ import annotations
 
+import errno
 import ipaddress
+import json
 import logging
 import math
 import random
@@ -19,10 +21,13 @@ import attrs
 import trio
 import trio.lowlevel
 
+from kl2tp import log as kl2tp_log
+from kl2tp.daemon import oplog
 from kl2tp.daemon.client import Backoff, subscriber_call
 from kl2tp.daemon.control import ControlError, serve_control
 from kl2tp.daemon.endpoint import Endpoint, TunnelRunner, TunnelSetupError
 from kl2tp.daemon.handle import Address, SessionHandler, SessionInfo, TunnelHandle
+from kl2tp.daemon.notify import Notifier
 from kl2tp.dataplane.base import Counters, DataPlane
 from kl2tp.l2tp.constants import CdnResult, StopCcnResult
 from kl2tp.l2tp.events import CallParams, ConnectInfo
@@ -57,6 +62,8 @@ class Settings:
     """Per-tunnel receive queue depth."""
     shutdown_grace: float = 5.0
     """Seconds to wait for CDN/StopCCN acks on SIGTERM."""
+    history: int = oplog.HISTORY_SIZE
+    """Ended and failed sessions ``show history`` keeps."""
 
 
 def make_endpoint(
@@ -83,6 +90,10 @@ def make_endpoint(
 Request = dict[str, Any]
 """One control-socket request: ``{"cmd": ..., "what": ..., more keys}``."""
 
+SESSION_FILTERS = ("user", "peer", "tunnel", "state", "address", "interface")
+"""``show sessions`` filters, each matched against one show field (``peer``: the tunnel's
+peer address, with or without the port)."""
+
 
 class ControlApi:
     """Answers control-socket requests from the endpoint's state.
@@ -90,17 +101,44 @@ class ControlApi:
     Requests dispatch through :attr:`handlers`, a table ``(cmd, what) -> method``.
     """
 
-    def __init__(self, endpoint: Endpoint, dataplane: DataPlane) -> None:
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        dataplane: DataPlane,
+        *,
+        reload: Reload | None = None,
+        events: oplog.EventLog | None = None,
+    ) -> None:
         self.endpoint = endpoint
         self.dataplane = dataplane
+        self._reload = reload
+        self.events = events if events is not None else oplog.EVENTS.get()
+        """The daemon's event counts and session history."""
+        self.reloads = 0
+        """Reloads that took effect."""
         self.handlers: dict[tuple[str, str], Callable[[Request], Awaitable[Any]]] = {
             ("show", "tunnels"): lambda _req: self.tunnels(),
-            ("show", "sessions"): lambda _req: self.sessions(),
+            ("show", "tunnel"): self.show_tunnel,
+            ("show", "sessions"): self.sessions,
+            ("show", "session"): self.show_session,
             ("show", "summary"): lambda _req: self.summary(),
+            ("show", "history"): self.history,
             ("clear", "tunnel"): self.clear_tunnel,
             ("clear", "session"): self.clear_session,
+            ("clear", "user"): self.clear_matching,
+            ("clear", "address"): self.clear_matching,
+            ("clear", "peer"): self.clear_matching,
+            ("clear", "all"): self.clear_matching,
+            ("drain", "on"): lambda _req: self.drain(True),
+            ("drain", "off"): lambda _req: self.drain(False),
+            ("reload", "config"): self.reload,
+            ("debug", "categories"): self.debug_categories,
+            ("debug", "condition"): self.debug_condition,
+            ("debug", "show"): lambda _req: self.debug_show(),
         }
         """Every request the socket answers, by (cmd, what)."""
+        kl2tp_log.STATE.session_lookup = self._session_fields
+        kl2tp_log.STATE.peer_lookup = self._tunnel_peer
 
     async def __call__(self, req: Request) -> Any:
         cmd, what = req.get("cmd"), req.get("what")
@@ -110,6 +148,19 @@ class ControlApi:
         if handler is None:
             raise ControlError(f"unknown request {cmd!r} {what!r}")
         return await handler(req)
+
+    # -- lookups for the debug condition (O(1)) -------------------------------------------------
+
+    def _session_fields(self, tid: int, sid: int) -> dict[str, Any] | None:
+        runner = self.endpoint.tunnels.get(tid)
+        info = runner.sessions.get(sid) if runner is not None else None
+        return info.extra if info is not None else None
+
+    def _tunnel_peer(self, tid: int) -> str | None:
+        runner = self.endpoint.tunnels.get(tid)
+        return runner.peer_addr[0] if runner is not None else None
+
+    # -- clear --------------------------------------------------------------------------------
 
     async def clear_tunnel(self, req: Request) -> dict[str, Any]:
         """``clear tunnel TID``: StopCCN."""
@@ -126,6 +177,39 @@ class ControlApi:
         runner.hangup(sid, CdnResult.ADMINISTRATIVE, message="cleared by operator")
         return {"cleared": [runner.local_tunnel_id, sid]}
 
+    async def clear_matching(self, req: Request) -> dict[str, Any]:
+        """``clear user NAME``, ``clear address A``, ``clear peer P``: CDN every session
+        that matches; ``clear all``: StopCCN every tunnel."""
+        what = req["what"]
+        if what == "all":
+            tids = []
+            for runner in list(self.endpoint.tunnels.values()):
+                runner.close(StopCcnResult.CLEAR_CONNECTION, message="cleared by operator")
+                tids.append(runner.local_tunnel_id)
+            return {"cleared": {"tunnels": len(tids)}}
+        value = _str(req, "value")
+        if what == "peer":
+            cleared_tunnels = 0
+            for runner in list(self.endpoint.tunnels.values()):
+                if _peer_matches(runner.peer_addr, value):
+                    runner.close(StopCcnResult.CLEAR_CONNECTION, message="cleared by operator")
+                    cleared_tunnels += 1
+            if not cleared_tunnels:
+                raise ControlError(f"no tunnel from {value}")
+            return {"cleared": {"tunnels": cleared_tunnels}}
+        key = {"user": "username", "address": "address"}[what]
+        pairs = [
+            (runner, sid)
+            for runner in list(self.endpoint.tunnels.values())
+            for sid, info in list(runner.sessions.items())
+            if info.extra.get(key) == value
+        ]
+        if not pairs:
+            raise ControlError(f"no session with {what} {value}")
+        for runner, sid in pairs:
+            runner.hangup(sid, CdnResult.ADMINISTRATIVE, message="cleared by operator")
+        return {"cleared": {"sessions": [[r.local_tunnel_id, sid] for r, sid in pairs]}}
+
     def _runner(self, req: Request) -> TunnelRunner:
         tid = _int(req, "tunnel")
         runner = self.endpoint.tunnels.get(tid)
@@ -133,27 +217,181 @@ class ControlApi:
             raise ControlError(f"no tunnel {tid}")
         return runner
 
+    # -- drain, reload, debug -----------------------------------------------------------------
+
+    async def drain(self, on: bool) -> dict[str, Any]:
+        """``drain``: no new tunnels (SCCRQs dropped) or sessions (CDN, temporary lack of
+        resources); the existing stay. ``undrain``: back to normal."""
+        endpoint = self.endpoint
+        endpoint.draining = on
+        apply_policy(endpoint)
+        log.info(
+            "%s: %d tunnels, %d sessions stay",
+            "draining" if on else "undrained",
+            len(endpoint.tunnels),
+            endpoint.session_count(),
+        )
+        return {"draining": on}
+
+    async def reload(self, _req: Request) -> dict[str, Any]:
+        """``reload`` (and SIGHUP): re-read the configuration and apply it."""
+        if self._reload is None:
+            raise ControlError("this daemon cannot reload (no configuration file)")
+        result = await self._reload()
+        if result.get("ok"):
+            self.reloads += 1
+        return result
+
+    async def debug_categories(self, req: Request) -> dict[str, Any]:
+        """``debug l2tp,ppp on|off``."""
+        text = _str(req, "categories")
+        on = req.get("on")
+        if not isinstance(on, bool):
+            raise ControlError("on must be true or false")
+        try:
+            names, avp = kl2tp_log.parse_categories(text)
+        except kl2tp_log.UsageError as exc:
+            raise ControlError(str(exc)) from None
+        kl2tp_log.set_debug(names or list(kl2tp_log.CATEGORIES), on, avp=avp)
+        log.info("debug %s %s (operator)", ",".join(names) or "all", "on" if on else "off")
+        return kl2tp_log.debug_state()
+
+    async def debug_condition(self, req: Request) -> dict[str, Any]:
+        """``debug condition user NAME|peer ADDR|tunnel TID`` or ``debug condition clear``."""
+        kind = req.get("kind")
+        if kind == "clear":
+            kl2tp_log.STATE.condition = None
+        elif kind in ("user", "peer", "tunnel"):
+            value = _str(req, "value")
+            if kind == "tunnel" and not value.isdigit():
+                raise ControlError(f"tunnel must be a number, got {value!r}")
+            kl2tp_log.STATE.condition = kl2tp_log.DebugCondition(kind, value)
+        else:
+            raise ControlError("kind must be user, peer, tunnel or clear")
+        log.info("debug condition %s (operator)", kind if kind == "clear" else f"{kind} {value}")
+        return kl2tp_log.debug_state()
+
+    async def debug_show(self) -> dict[str, Any]:
+        """``debug`` without arguments: what is on."""
+        return kl2tp_log.debug_state()
+
+    # -- show ---------------------------------------------------------------------------------
+
     async def tunnels(self) -> list[dict[str, Any]]:
         out = []
         for runner in list(self.endpoint.tunnels.values()):
-            row = runner.snapshot()
-            counters = await self.dataplane.tunnel_counters(runner.local_tunnel_id)
+            out.append(await self._tunnel_row(runner))
+        return out
+
+    async def _tunnel_row(self, runner: TunnelRunner) -> dict[str, Any]:
+        row = runner.snapshot()
+        counters = await self.dataplane.tunnel_counters(runner.local_tunnel_id)
+        if counters is not None:
+            row["kernel"] = counters.as_dict()
+        return row
+
+    async def show_tunnel(self, req: Request) -> dict[str, Any]:
+        """``show tunnel TID``: the tunnel, its counters and its sessions."""
+        runner = self._runner(req)
+        row = await self._tunnel_row(runner)
+        core = runner.core
+        row["messages"] = dict(core.counters)
+        row["peer_vendor"] = getattr(core, "peer_vendor", "")
+        row["peer_window"] = getattr(core, "peer_window", None)
+        row["established_uptime"] = (
+            round(trio.current_time() - runner.established_at, 3)
+            if runner.established_at is not None
+            else None
+        )
+        row["session_list"] = await self._session_rows(runner, {})
+        return row
+
+    async def sessions(self, req: Request) -> list[dict[str, Any]]:
+        """``show sessions [user U] [peer P] ...``: one row per matching session."""
+        filters = req.get("filters") or {}
+        if not isinstance(filters, dict):
+            raise ControlError("filters must be an object")
+        unknown = set(filters) - set(SESSION_FILTERS)
+        if unknown:
+            raise ControlError(
+                f"unknown filter {sorted(unknown)[0]!r} (choose from {', '.join(SESSION_FILTERS)})"
+            )
+        runners = list(self.endpoint.tunnels.values())
+        if "tunnel" in filters:
+            tid = str(filters["tunnel"])
+            runner = self.endpoint.tunnels.get(int(tid)) if tid.isdigit() else None
+            runners = [runner] if runner is not None else []
+        if "peer" in filters:
+            runners = [r for r in runners if _peer_matches(r.peer_addr, str(filters["peer"]))]
+        out = []
+        for runner in runners:
+            out.extend(await self._session_rows(runner, filters))
+        return out
+
+    async def _session_rows(
+        self, runner: TunnelRunner, filters: dict[str, Any]
+    ) -> list[dict[str, Any]]:
+        checks = [
+            (field, str(filters[name]))
+            for name, field in (
+                ("user", "username"),
+                ("state", "state"),
+                ("address", "address"),
+                ("interface", "interface"),
+            )
+            if name in filters
+        ]
+        peer = _hostport(*runner.peer_addr)
+        out = []
+        for row in runner.session_snapshots():
+            if any(str(row.get(field, "")) != want for field, want in checks):
+                continue
+            row["peer_address"] = peer
+            row["lac"] = runner.peer_hostname
+            counters = await self.dataplane.session_counters(
+                runner.local_tunnel_id, row["local_id"]
+            )
             if counters is not None:
-                row["kernel"] = counters.as_dict()
+                kernel = counters.as_dict()
+                row["kernel"] = kernel
+                row["rx_bytes"] = kernel.get("rx_bytes", 0)
+                row["tx_bytes"] = kernel.get("tx_bytes", 0)
+                row["rx_packets"] = kernel.get("rx_packets", 0)
+                row["tx_packets"] = kernel.get("tx_packets", 0)
             out.append(row)
         return out
 
-    async def sessions(self) -> list[dict[str, Any]]:
-        out = []
-        for runner in list(self.endpoint.tunnels.values()):
-            for row in runner.session_snapshots():
-                counters = await self.dataplane.session_counters(
-                    runner.local_tunnel_id, row["local_id"]
-                )
-                if counters is not None:
-                    row["kernel"] = counters.as_dict()
-                out.append(row)
-        return out
+    async def show_session(self, req: Request) -> dict[str, Any]:
+        """``show session TID SID``: everything known about one session."""
+        runner = self._runner(req)
+        sid = _int(req, "session")
+        rows = [r for r in await self._session_rows(runner, {}) if r["local_id"] == sid]
+        if not rows:
+            raise ControlError(f"no session {sid} in tunnel {runner.local_tunnel_id}")
+        row = rows[0]
+        info = runner.sessions.get(sid)
+        if info is not None and info.established is not None:
+            row["established_uptime"] = round(trio.current_time() - info.established, 3)
+        row["ppp"] = _ppp_detail(self.endpoint.handler, runner.local_tunnel_id, sid)
+        core_sess = runner.core.sessions.get(sid)
+        if core_sess is not None:
+            call = getattr(core_sess, "call", None)
+            if call is not None:
+                row["call"] = {
+                    k: v
+                    for k, v in attrs.asdict(call).items()
+                    if v is not None and not isinstance(v, bytes)
+                }
+        return row
+
+    async def history(self, req: Request) -> list[dict[str, Any]]:
+        """``show history [N]``: the last N ended, failed and refused sessions, newest first."""
+        count = req.get("count", 50)
+        if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+            raise ControlError("count must be a positive integer")
+        entries = list(self.events.history)[-count:]
+        entries.reverse()
+        return entries
 
     async def summary(self) -> dict[str, Any]:
         tunnels: Counter[str] = Counter()
@@ -164,11 +402,14 @@ class ControlApi:
         out = {
             "role": "lns" if self.endpoint.lns else "lac",
             "dataplane": self.dataplane.name,
+            "draining": self.endpoint.draining,
             "tunnels": {"total": sum(tunnels.values()), "by_state": dict(tunnels)},
             "sessions": {"total": sum(sessions.values()), "by_state": dict(sessions)},
             # data_rx and data_early are always shown: 0 is the figure operators look for.
             "counters": {"data_rx": 0, "data_early": 0, **self.endpoint.counter_totals()},
             "ppp": self._handler_summary(),
+            "events": dict(self.events.counts),
+            "reloads": self.reloads,
         }
         # Kernel totals: a tunnel's counters include all its sessions' traffic, so one
         # netlink query per tunnel (not per session) sums the whole daemon.
@@ -188,11 +429,68 @@ class ControlApi:
         return handler.summary() if handler is not None else {}
 
 
+def apply_policy(endpoint: Endpoint, **changes: Any) -> None:
+    """Set endpoint policy (``max_tunnels``, ``max_sessions``, ``allowed_peers``) and keep
+    the drain: a draining LNS answers no SCCRQ."""
+    core = endpoint.core
+    base = attrs.evolve(core.config, **changes) if changes else core.config
+    core.config = attrs.evolve(base, lns=endpoint.lns and not endpoint.draining)
+
+
+def _peer_matches(addr: Address, value: str) -> bool:
+    return value in (addr[0], _hostport(addr[0], addr[1]))
+
+
+def _ppp_detail(handler: object, tid: int, sid: int) -> dict[str, Any]:
+    """The negotiated PPP options of a running session (empty without PPP)."""
+    running = getattr(handler, "running", None)
+    state = running.get((tid, sid)) if isinstance(running, dict) else None
+    if state is None:
+        return {}
+    link = state.link
+    lcp = link.lcp
+    out: dict[str, Any] = {
+        "phase": link.phase.value.lower(),
+        "auth": link.auth_method.value if link.auth_method is not None else None,
+        "lcp": {
+            "our_mru": getattr(lcp, "want_mru", None),
+            "peer_mru": getattr(lcp, "peer_mru", None),
+            "peer_magic": f"{getattr(lcp, 'peer_magic', 0):08x}",
+            "peer_pfc": getattr(lcp, "peer_pfc", None),
+            "peer_acfc": getattr(lcp, "peer_acfc", None),
+        },
+        "proxy_lcp": bool(getattr(link, "proxy_lcp_forced", False)),
+        "peer_address": str(link.peer_address) if link.peer_address is not None else None,
+        "static_address": str(state.static_address) if state.static_address else None,
+        "pooled": state.pooled,
+        "nas_port": state.nas_port,
+    }
+    return out
+
+
 def _int(req: Request, key: str) -> int:
     value = req.get(key)
     if not isinstance(value, int) or isinstance(value, bool):
         raise ControlError(f"{key} must be an integer")
     return value
+
+
+def _str(req: Request, key: str) -> str:
+    value = req.get(key)
+    if not isinstance(value, str) or not value:
+        raise ControlError(f"{key} must be a non-empty string")
+    return value
+
+
+class StartupError(Exception):
+    """The daemon cannot start (address in use, control socket taken): one line, exit 1."""
+
+
+Reload = Callable[[], Awaitable[dict[str, Any]]]
+"""Re-reads the configuration and applies it; returns what ``kl2tpctl reload`` prints."""
+
+HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1)
+"""SIGTERM/SIGINT: graceful shutdown; SIGHUP: reload; SIGUSR1: summary to the log."""
 
 
 async def run_daemon(
@@ -202,51 +500,109 @@ async def run_daemon(
     *,
     rng: random.Random | None = None,
     dialer: Callable[[Endpoint], Awaitable[None]] | None = None,
+    reload: Reload | None = None,
+    notifier: Notifier | None = None,
     task_status: trio.TaskStatus[Endpoint] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run a daemon until SIGTERM/SIGINT (or cancellation); shut down gracefully.
 
+    SIGHUP calls ``reload`` (the daemon keeps running whatever it says); SIGUSR1 writes the
+    summary to the log. ``notifier`` tells systemd (READY, RELOADING, STOPPING, WATCHDOG).
+
     ``dialer`` (LAC) replaces the default "keep a tunnel to every LNS" task, e.g. the client
     mode's one call (:func:`kl2tp.daemon.client.keep_call`). It is cancelled first on a
     signal, so it never redials what the shutdown clears.
+
+    Raises:
+        StartupError: the listening address or the control socket is in use (one line).
     """
+    notifier = notifier if notifier is not None else Notifier(None)
     endpoint = make_endpoint(settings, dataplane, handler, rng)
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        async with trio.open_nursery() as nursery:
-            addr = await nursery.start(endpoint.serve)
-            log.info(
-                "%s listening on %s:%d (data plane: %s)",
-                settings.role.upper(),
-                addr[0],
-                addr[1],
-                dataplane.name,
-            )
-            if settings.control_socket:
-                await nursery.start(
-                    serve_control, settings.control_socket, ControlApi(endpoint, dataplane)
+    events = oplog.EventLog(size=settings.history)
+    oplog.EVENTS.set(events)
+    api = ControlApi(endpoint, dataplane, reload=reload, events=events)
+    try:
+        with trio.open_signal_receiver(*HANDLED_SIGNALS) as signals:
+            async with trio.open_nursery() as nursery:
+                try:
+                    addr = await nursery.start(endpoint.serve)
+                except OSError as exc:
+                    host, port = settings.listen
+                    hint = " (is another kl2tp daemon running?)" if _in_use(exc) else ""
+                    raise StartupError(
+                        f"cannot listen on {_hostport(host, port)}: {exc.strerror or exc}{hint}"
+                    ) from None
+                if settings.control_socket:
+                    try:
+                        await nursery.start(serve_control, settings.control_socket, api)
+                    except (OSError, ControlError) as exc:
+                        raise StartupError(f"control socket: {_one_line(exc)}") from None
+                log.info(
+                    "%s listening on %s (data plane: %s)",
+                    settings.role.upper(),
+                    _hostport(addr[0], addr[1]),
+                    dataplane.name,
                 )
-            dialers = trio.CancelScope()
-            if settings.role == "lac":
+                nursery.start_soon(notifier.watchdog)
+                dialers = trio.CancelScope()
+                if settings.role == "lac":
 
-                async def dial() -> None:
-                    with dialers:
-                        if dialer is not None:
-                            await dialer(endpoint)
-                            return
-                        async with trio.open_nursery() as inner:
-                            for peer, tunnel_config in settings.lns_peers:
-                                inner.start_soon(_keep_tunnel, endpoint, peer, tunnel_config)
+                    async def dial() -> None:
+                        with dialers:
+                            if dialer is not None:
+                                await dialer(endpoint)
+                                return
+                            async with trio.open_nursery() as inner:
+                                for peer, tunnel_config in settings.lns_peers:
+                                    inner.start_soon(_keep_tunnel, endpoint, peer, tunnel_config)
 
-                nursery.start_soon(dial)
-            task_status.started(endpoint)
-            async for signum in signals:
-                log.info("signal %d: clearing sessions and tunnels", signum)
-                break
-            dialers.cancel()
-            await endpoint.shutdown(settings.shutdown_grace)
-            nursery.cancel_scope.cancel()
-    with trio.CancelScope(shield=True):
-        await dataplane.aclose()
+                    nursery.start_soon(dial)
+                notifier.ready(f"{settings.role.upper()} serving")
+                task_status.started(endpoint)
+                async for signum in signals:
+                    if signum == signal.SIGHUP:
+                        log.info("SIGHUP: reloading the configuration")
+                        await api.reload({})
+                        continue
+                    if signum == signal.SIGUSR1:
+                        summary = await api.summary()
+                        log.info("summary: %s", json.dumps(summary, sort_keys=True))
+                        continue
+                    log.info("%s: clearing sessions and tunnels", signal.Signals(signum).name)
+                    break
+                notifier.stopping()
+                dialers.cancel()
+                await endpoint.shutdown(settings.shutdown_grace)
+                nursery.cancel_scope.cancel()
+    finally:
+        notifier.close()
+        with trio.CancelScope(shield=True):
+            await dataplane.aclose()
+
+
+def _in_use(exc: OSError) -> bool:
+    return exc.errno == errno.EADDRINUSE
+
+
+def _hostport(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text.splitlines()[0] if text else text
+
+
+def startup_failure(exc: BaseException) -> str | None:
+    """The one line to print for an exception (or a group holding just one) that means the
+    daemon could not start; None for anything else (a bug: let it show its traceback)."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    if isinstance(exc, StartupError):
+        return str(exc)
+    if isinstance(exc, OSError | ControlError):
+        return _one_line(exc)
+    return None
 
 
 async def _keep_tunnel(
@@ -405,10 +761,18 @@ async def simulate(
         if result.last_established is None or up > result.last_established:
             result.last_established = up
         finished_setup()
-        # Hold until every call is up (so they are all up at once) and then ``hold`` more.
+        # Hold until every call is up (so they are all up at once) and then ``hold`` more;
+        # a call the LNS clears meanwhile (CDN) ends its hold and no longer counts as up.
         await all_up.wait()
-        with trio.move_on_after(hold):
-            await stop.wait()
+        if info.closed is None:
+            info.done = trio.Event()  # the endpoint sets it again when the call closes
+            with trio.move_on_after(hold):
+                await _either(stop, info.done)
+        if info.closed is not None and info.closed.by_peer:
+            result.established -= 1
+            # Named by the Result Code, never the peer's free text (DESIGN: failure names).
+            result.failed[f"cleared by peer (cdn result {info.closed.result})"] += 1
+            return
         if info.closed is None:
             info.done = trio.Event()
             runner.hangup(info.local_sid, CdnResult.LOSS_OF_CARRIER, message="simulation done")
@@ -434,6 +798,18 @@ async def simulate(
         for runner in runners:
             await runner.closed.wait()
     return result
+
+
+async def _either(a: trio.Event, b: trio.Event) -> None:
+    """Return once ``a`` or ``b`` is set."""
+    async with trio.open_nursery() as nursery:
+
+        async def wait(event: trio.Event) -> None:
+            await event.wait()
+            nursery.cancel_scope.cancel()
+
+        nursery.start_soon(wait, a)
+        nursery.start_soon(wait, b)
 
 
 def _failure_reason(info: SessionInfo) -> str:

@@ -21,6 +21,7 @@ import logging
 import attrs
 import trio
 
+from kl2tp.daemon import oplog
 from kl2tp.daemon.handle import SessionInfo, TunnelHandle
 from kl2tp.dataplane.base import DataPlane, DataPlaneError, PppChannel, SessionSpec
 from kl2tp.l2tp import events as ev
@@ -113,6 +114,7 @@ class DataPlaneSessions:
     async def _session_task(self, rec: SessionRecord) -> None:
         tunnel = rec.tunnel
         key = (tunnel.local_tunnel_id, rec.sid)
+        oplog.enter_session(tunnel, rec.sid, self.session_info(rec))
         programmed = False
         try:
             with rec.scope:

@@ -25,7 +25,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import random
-from collections import Counter, deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable
 
 import attrs
@@ -33,7 +33,8 @@ import attrs
 from kl2tp.l2tp.constants import AvpType, MessageType
 from kl2tp.l2tp.errors import DecodeError, ProtocolError, UnsupportedVersion
 from kl2tp.l2tp.message import ControlMessage, decode, peek
-from kl2tp.l2tp.tunnel import Tunnel, TunnelConfig, tie_breaker_loses
+from kl2tp.l2tp.tunnel import Tunnel, TunnelConfig, TunnelState, tie_breaker_loses
+from kl2tp.ratelimit import WarnLimiter, suppressed_note
 
 log = logging.getLogger("kl2tp.l2tp")
 
@@ -44,8 +45,27 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 MAX_TUNNEL_ID = 0xFFFF
 
-ROLLED_UP = ("data_early", "data_early_overflow")
-"""Tunnel-core counters the endpoint also reports endpoint-wide (see ``totals``)."""
+_UP = (TunnelState.ESTABLISHED, TunnelState.NO_SESSIONS_LEFT)
+
+ROLLED_UP = (
+    "data_early",
+    "data_early_overflow",
+    "malformed",
+    "out_of_window",
+    "duplicates",
+    "protocol_errors",
+    "unknown_session",
+    "data_dropped",
+    "ignored_unknown_type",
+    "rejected_requests",
+    "duplicate_requests",
+    "auth_failures",
+    "setup_timeouts",
+    "session_setup_timeouts",
+    "calls_refused_setup_limit",
+)
+"""Tunnel-core counters the endpoint also reports endpoint-wide (see ``totals``): what peers
+send that a tunnel drops or refuses shows in ``kl2tpctl show summary``."""
 
 
 class TunnelIdsExhausted(Exception):
@@ -100,6 +120,33 @@ class TunnelIds:
 
 
 @attrs.frozen
+class Limits:
+    """Endpoint-wide bounds on peer-created state (``[l2tp]`` keys of the same names); the
+    per-tunnel ones are in :class:`kl2tp.l2tp.tunnel.TunnelConfig`."""
+
+    max_setup_tunnels: int = 2000
+    """Most tunnels opened by peers and not yet established (half-open) at once; further
+    SCCRQs are dropped and counted ``drop_setup_tunnel_limit`` (0: no limit). Each is also
+    bounded in time (``TunnelConfig.setup_timeout``)."""
+    max_setup_sessions: int = 10000
+    """Most sessions not yet established over all tunnels; further calls are refused with
+    CDN result 4 and counted ``calls_refused_setup_limit`` (0: no limit)."""
+    max_lingering: int = 10000
+    """Most closed tunnels kept to re-ack a late StopCCN (RFC 2661 5.7); beyond it the oldest
+    is forgotten early, counted ``linger_evicted``. Each is also bounded in time (a
+    retransmission cycle)."""
+    sccrq_rate: float = 10.0
+    """SCCRQs per second one source host may open tunnels with (a token bucket; answering
+    spoofed sources is an amplifier); beyond it they are dropped, ``drop_sccrq_rate``
+    (0: no limit)."""
+    sccrq_burst: int = 50
+    """SCCRQs one source host may send back to back before ``sccrq_rate`` applies."""
+    max_sources: int = 4096
+    """Source hosts whose SCCRQ rate is tracked at once (least recently seen forgotten
+    first: memory stays bounded under spoofed floods)."""
+
+
+@attrs.frozen
 class EndpointConfig:
     """Endpoint-wide policy."""
 
@@ -115,6 +162,12 @@ class EndpointConfig:
     """Most sessions over all tunnels (0: no limit); see :meth:`EndpointCore.admit_session`."""
     queue_depth: int = 256
     """Datagrams a tunnel's inbox holds before further ones are dropped."""
+    limits: Limits = Limits()
+    """Bounds on what peers can make the endpoint hold."""
+    warn_burst: int = 5
+    """Peer-caused warnings of one reason logged back to back (then rate-limited)."""
+    warn_interval: float = 60.0
+    """Seconds per further peer-caused warning of one reason once the burst is spent."""
 
 
 @attrs.frozen
@@ -131,6 +184,7 @@ class TunnelEntry:
     __slots__ = (
         "counters",
         "dialing",
+        "half_open",
         "inbox",
         "lingering",
         "peer_addr",
@@ -139,6 +193,7 @@ class TunnelEntry:
         "ready",
         "released",
         "sessions",
+        "setting_up",
         "tunnel",
     )
 
@@ -166,6 +221,10 @@ class TunnelEntry:
         """Gone from every table; its id is free again."""
         self.sessions = 0
         """Sessions admitted in this tunnel (``admit_session`` minus ``release_session``)."""
+        self.setting_up = 0
+        """Of those, the ones not established yet (``session_established``)."""
+        self.half_open = False
+        """A peer opened it and it is not established yet (counted in ``half_open``)."""
 
     @property
     def tunnel_id(self) -> int:
@@ -197,7 +256,14 @@ class EndpointCore:
         """``rx_datagrams``, ``data_rx``, ``drop_<reason>``, ``core_errors``, ..."""
         self.session_count = 0
         """Sessions admitted over all tunnels."""
+        self.setup_count = 0
+        """Of those, the ones not established yet."""
+        self.half_open = 0
+        """Tunnels opened by peers and not yet established."""
         self.ids = TunnelIds(rng)
+        self.warnings = WarnLimiter(config.warn_burst, config.warn_interval)
+        """Rate limit of the warnings peers cause (finding: 2,000 spoofed SCCRQs, 2,000
+        lines); the driver logs through it too (:meth:`warn`)."""
         self._by_peer: dict[tuple[Address, int], TunnelEntry] = {}
         self._dialing: dict[str, dict[int, TunnelEntry]] = {}
         self._ready: list[int] = []
@@ -205,12 +271,31 @@ class EndpointCore:
         self._outbox: list[tuple[bytes, Address]] = []
         self._linger_queue: deque[TunnelEntry] = deque()
         self._linger_due: dict[int, TunnelEntry] = {}
+        self._sources: OrderedDict[str, tuple[float, float]] = OrderedDict()
+        """Per source host: (SCCRQ tokens, when last updated); least recently seen first."""
 
     # --- aioquic surface ----------------------------------------------------------------
 
     def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
         """Route one UDP payload from ``addr``: to a live tunnel's inbox, to a lingering
-        core, to a new tunnel (an acceptable SCCRQ), or to a drop counter."""
+        core, to a new tunnel (an acceptable SCCRQ), or to a drop counter.
+
+        Never raises: a failure while handling one datagram (a bug a peer found) costs that
+        datagram only, counted ``drop_internal_error`` and logged rate-limited."""
+        try:
+            self._route(data, addr, now)
+        except Exception:
+            self.counters["drop_internal_error"] += 1
+            self.warn(
+                "internal_error",
+                now,
+                "internal error on a %d-byte datagram from %s; dropped",
+                len(data),
+                addr[0],
+                exc=True,
+            )
+
+    def _route(self, data: bytes, addr: Address, now: float) -> None:
         counters = self.counters
         counters["rx_datagrams"] += 1
         try:
@@ -342,11 +427,17 @@ class EndpointCore:
             except Exception:
                 entry.counters["core_errors"] += 1
                 self.counters["core_errors"] += 1
-                log.exception(
+                self.warn(
+                    "core_error",
+                    now,
                     "Tnl %d: internal error on a %d-byte datagram; dropped",
                     entry.tunnel_id,
                     len(data),
+                    exc=True,
                 )
+        if entry.half_open and entry.tunnel.state in _UP:
+            entry.half_open = False
+            self.half_open -= 1
 
     def connect(self, addr: Address, now: float, config: TunnelConfig | None = None) -> TunnelEntry:
         """Open a tunnel to ``addr`` (our SCCRQ is queued in its core).
@@ -382,8 +473,16 @@ class EndpointCore:
         self._collect(entry, now)
         if entry.tunnel.done:
             self._release(entry)
-        else:
-            self._linger_queue.append(entry)
+            return
+        cap = self.config.limits.max_lingering
+        if cap:
+            queue = self._linger_queue
+            while len(self.lingering) > cap and queue:
+                oldest = queue.popleft()
+                if not oldest.released:
+                    self.counters["linger_evicted"] += 1
+                    self._release(oldest)
+        self._linger_queue.append(entry)
 
     def discard(self, entry: TunnelEntry) -> None:
         """Forget a tunnel at once, without lingering (its core is not to be trusted)."""
@@ -409,24 +508,51 @@ class EndpointCore:
                 out[key] = total
         return out
 
+    def warn(self, reason: str, now: float, fmt: str, *args: object, exc: bool = False) -> None:
+        """Log a warning a peer caused, rate-limited per ``reason`` (a fixed word, never a
+        peer-supplied value); the line logged after a quiet spell says how many were
+        suppressed. ``exc``: log the current exception's traceback too (a bug surfaced)."""
+        ok, suppressed = self.warnings.should_log(reason, now)
+        if ok:
+            log.warning(fmt + "%s", *args, suppressed_note(suppressed), exc_info=exc)
+
     # --- sessions -----------------------------------------------------------------------
 
     def admit_session(self, entry: TunnelEntry, *, limit: bool = True) -> bool:
-        """Count a new session of ``entry``; False (nothing counted) when ``limit`` and the
-        endpoint already holds ``max_sessions``."""
-        cap = self.config.max_sessions
-        if limit and cap and self.session_count >= cap:
-            self.counters["calls_refused_overload"] += 1
-            return False
+        """Count a new session of ``entry`` (in setup until :meth:`session_established`);
+        False (nothing counted) when ``limit`` and the endpoint already holds
+        ``max_sessions`` sessions (``calls_refused_overload``) or ``max_setup_sessions``
+        sessions in setup (``calls_refused_setup_limit``)."""
+        config = self.config
+        if limit:
+            cap = config.max_sessions
+            if cap and self.session_count >= cap:
+                self.counters["calls_refused_overload"] += 1
+                return False
+            cap = config.limits.max_setup_sessions
+            if cap and self.setup_count >= cap:
+                self.counters["calls_refused_setup_limit"] += 1
+                return False
         entry.sessions += 1
+        entry.setting_up += 1
         self.session_count += 1
+        self.setup_count += 1
         return True
 
-    def release_session(self, entry: TunnelEntry) -> None:
-        """A session counted by :meth:`admit_session` is gone."""
+    def session_established(self, entry: TunnelEntry) -> None:
+        """A session counted by :meth:`admit_session` is established: no longer in setup."""
+        if entry.setting_up:
+            entry.setting_up -= 1
+            self.setup_count -= 1
+
+    def release_session(self, entry: TunnelEntry, *, established: bool = True) -> None:
+        """A session counted by :meth:`admit_session` is gone (``established``: after
+        :meth:`session_established`)."""
         if entry.sessions:
             entry.sessions -= 1
             self.session_count -= 1
+        if not established:
+            self.session_established(entry)
 
     # --- internals ----------------------------------------------------------------------
 
@@ -444,6 +570,12 @@ class EndpointCore:
             return
         if not isinstance(msg, ControlMessage) or msg.msg_type != MessageType.SCCRQ:
             counters["drop_not_sccrq_for_tunnel_0"] += 1
+            return
+        if msg.ns or msg.nr:
+            # The SCCRQ is the first message of a tunnel (RFC 2661 5.8: Ns 0, nothing to
+            # acknowledge): any other is not one we can answer, and a tunnel made from it
+            # would wait for a message 0 that never comes.
+            counters["drop_sccrq_bad_ns"] += 1
             return
         config = self.config
         if not config.lns and not config.accept_incoming:
@@ -467,22 +599,41 @@ class EndpointCore:
             return
         if not self._peer_allowed(addr[0]):
             counters["drop_peer_not_allowed"] += 1
-            log.warning("SCCRQ from %s refused: not in allowed_peers", addr[0])
+            self.warn(
+                "peer_not_allowed", now, "SCCRQ from %s refused: not in allowed_peers", addr[0]
+            )
+            return
+        if config.limits.sccrq_rate and not self._source_allowed(addr[0], now):
+            counters["drop_sccrq_rate"] += 1
+            self.warn("sccrq_rate", now, "SCCRQs from %s over the rate limit; dropped", addr[0])
             return
         if not self._tie_breaker(msg, addr, now):
             counters["drop_tie_breaker"] += 1
             return
         if config.max_tunnels and len(self.tunnels) >= config.max_tunnels:
             counters["drop_tunnel_limit"] += 1
+            self.warn("tunnel_limit", now, "SCCRQ from %s refused: max_tunnels reached", addr[0])
+            return
+        if config.limits.max_setup_tunnels and self.half_open >= config.limits.max_setup_tunnels:
+            counters["drop_setup_tunnel_limit"] += 1
+            self.warn(
+                "setup_tunnel_limit",
+                now,
+                "SCCRQ from %s refused: max_setup_tunnels tunnels are being set up",
+                addr[0],
+            )
             return
         try:
             tid = self.ids.allocate()
         except TunnelIdsExhausted:
-            counters["drop_tunnel_limit"] += 1
+            counters["drop_tunnel_ids_exhausted"] += 1
+            self.warn("tunnel_ids", now, "SCCRQ from %s refused: no free tunnel id", addr[0])
             return
         tunnel = Tunnel(self.tunnel_config, tid, initiator=False, rng=self.rng, now=now)
         entry = TunnelEntry(tunnel, addr, pinned=True)  # RFC 2661 8.1: pinned at the SCCRQ
         entry.peer_key = key
+        entry.half_open = True
+        self.half_open += 1
         self.tunnels[tid] = entry
         self._by_peer[key] = entry
         tunnel.receive_message(msg, now)
@@ -529,6 +680,27 @@ class EndpointCore:
                 accept = False
         return accept
 
+    def _source_allowed(self, host: str, now: float) -> bool:
+        """Take one token of ``host``'s SCCRQ bucket (O(1); least recently seen sources are
+        forgotten beyond ``max_sources``, a forgotten source starts with a full burst)."""
+        config = self.config.limits
+        sources = self._sources
+        state = sources.pop(host, None)
+        burst = float(config.sccrq_burst)
+        if state is None:
+            tokens = burst
+            while len(sources) >= config.max_sources:
+                sources.popitem(last=False)
+        else:
+            tokens, then = state
+            if now > then:
+                tokens = min(burst, tokens + (now - then) * config.sccrq_rate)
+        allowed = tokens >= 1.0
+        if allowed:
+            tokens -= 1.0
+        sources[host] = (tokens, now)
+        return allowed
+
     def _peer_allowed(self, host: str) -> bool:
         allowed = self.config.allowed_peers
         if not allowed:
@@ -564,6 +736,11 @@ class EndpointCore:
         entry.peer_key = None
         self.session_count -= entry.sessions
         entry.sessions = 0
+        self.setup_count -= entry.setting_up
+        entry.setting_up = 0
+        if entry.half_open:
+            entry.half_open = False
+            self.half_open -= 1
 
     def _roll_up(self, entry: TunnelEntry) -> None:
         counters = entry.tunnel.counters
@@ -581,17 +758,23 @@ class EndpointCore:
         self.ids.release(tid)
 
     def _feed_lingering(self, entry: TunnelEntry, data: bytes, now: float) -> None:
-        if self._lingering_step(entry, lambda: entry.tunnel.receive_datagram(data, now)):
+        if self._lingering_step(entry, now, lambda: entry.tunnel.receive_datagram(data, now)):
             self._collect(entry, now)
 
-    def _lingering_step(self, entry: TunnelEntry, step: Callable[[], None]) -> bool:
+    def _lingering_step(self, entry: TunnelEntry, now: float, step: Callable[[], None]) -> bool:
         """Run one input of a closed tunnel's core. An exception escaping it is a bug: the
         core is forgotten (counted ``core_errors``). False when that happened."""
         try:
             step()
         except Exception:
             self.counters["core_errors"] += 1
-            log.exception("Tnl %d: internal error in a closed tunnel; forgotten", entry.tunnel_id)
+            self.warn(
+                "core_error",
+                now,
+                "Tnl %d: internal error in a closed tunnel; forgotten",
+                entry.tunnel_id,
+                exc=True,
+            )
             self._release(entry)
             return False
         return True
@@ -617,7 +800,7 @@ class EndpointCore:
             if t is not None and t <= now:
                 tunnel.handle_timer(now)
 
-        if not self._lingering_step(entry, step):
+        if not self._lingering_step(entry, now, step):
             return
         self._collect(entry, now)
         if tunnel.done:

@@ -191,6 +191,7 @@ class Session:
         "kind",
         "local_sid",
         "peer_sid",
+        "setup_deadline",
         "state",
         "table",
     )
@@ -221,6 +222,9 @@ class Session:
         driver's ``connect`` instead of sending the ICCN at once."""
         self.data_ready = False
         """The upper layer said it can take this call's data (``Tunnel.data_ready``)."""
+        self.setup_deadline: float | None = None
+        """While the call is being set up: when the tunnel clears it if it is not
+        established by then (``TunnelConfig.session_setup_timeout``); None afterwards."""
 
     def __repr__(self) -> str:
         return f"<Session {self.local_sid}/{self.peer_sid} {self.kind.value} {self.state}>"

@@ -50,6 +50,7 @@ from kl2tp.l2tp.message import (
     decode,
     encode_control,
     encode_data,
+    inspect,
     validate,
 )
 from kl2tp.l2tp.session import (
@@ -130,6 +131,8 @@ class TunnelInput(enum.StrEnum):
     """Timer: ``idle_timeout`` seconds in no-sessions-left."""
     RETRIES_EXHAUSTED = "retries-exhausted"
     """Timer: a message was retransmitted ``max_retries`` times without an ack."""
+    SETUP_TIMEOUT = "setup-timeout"
+    """Timer: ``setup_timeout`` seconds since creation and still not established."""
     STOP_ACKED = "stop-acked"
     """Our StopCCN was acknowledged."""
     LAST_SESSION_GONE = "last-session-gone"
@@ -186,6 +189,19 @@ class TunnelConfig:
     """Firmware Revision AVP, when set."""
     tie_breaker: bool = False
     """Send a Tie Breaker AVP in our SCCRQ (RFC 2661 4.4.3); see ``tie_breaker_loses``."""
+    setup_timeout: float | None = None
+    """Seconds from the tunnel's creation until it must be established, whatever the path (an
+    SCCRQ whose Ns is not 0, a peer that never sends its SCCCN or SCCRP): then it is cleared
+    (StopCCN result 2 if the peer has a tunnel id for it, silently otherwise). None: one
+    retransmission cycle (31 s with the defaults), so a peer that is merely slow or lossy
+    meets the retransmission limit first, as before."""
+    session_setup_timeout: float | None = None
+    """Seconds a call may take from its creation until established (an answered ICRQ whose
+    ICCN never comes, an ICRQ of ours never answered): then CDN result 10. None: one
+    retransmission cycle (so a lost message meets the retransmission limit first)."""
+    max_setup_sessions: int = 1000
+    """Calls in setup in this tunnel at once; a further ICRQ/OCRQ gets CDN result 4
+    (temporary lack of facilities) and creates nothing."""
 
 
 def tie_breaker_loses(ours: bytes, theirs: bytes) -> bool:
@@ -217,10 +233,13 @@ class _Broken:
     """A sequenced message that failed to decode with a protocol error (unknown mandatory
     AVP): acted on when its turn comes, so errors keep the message order."""
 
-    __slots__ = ("error",)
+    __slots__ = ("error", "peer_sid")
 
-    def __init__(self, error: ProtocolError) -> None:
+    def __init__(self, error: ProtocolError, peer_sid: int = 0) -> None:
         self.error = error
+        self.peer_sid = peer_sid
+        """The Assigned Session ID of a broken ICRQ/OCRQ (0: none), so its CDN reaches the
+        peer's call (RFC 2661 4.1: the session is torn down, not just forgotten)."""
 
 
 _IGNORED = _Ignored()
@@ -230,6 +249,7 @@ _Item = ControlMessage | _Broken | _Ignored
 TS = TunnelState
 TI = TunnelInput
 _UP = frozenset({TS.ESTABLISHED, TS.NO_SESSIONS_LEFT})
+_SETUP = frozenset({TS.IDLE, TS.WAIT_CTL_REPLY, TS.WAIT_CTL_CONN})
 _CLOSING = frozenset({TS.SHUTTING_DOWN, TS.CLOSED})
 _COMMANDS = frozenset({TI.CONNECT})
 _BEFORE_ICRP = frozenset({SessionState.WAIT_FOR_TUNNEL, SessionState.WAIT_REPLY})
@@ -317,6 +337,20 @@ class Tunnel:
         self._challenge: bytes | None = None
         self._hide = _HIDE_ALL if config.hide_avps and config.secret else frozenset()
         self._idle_deadline: float | None = None
+        setup = config.setup_timeout
+        self._setup_deadline: float | None = now + (
+            setup if setup is not None else retransmission_cycle(config)
+        )
+        self.setting_up = 0
+        """Sessions not established yet (each has a ``setup_deadline``)."""
+        self._setup_queue: deque[Session] = deque()
+        """Sessions in setup in creation order, so in deadline order (one timeout for all);
+        entries of sessions that left setup are skipped when they reach the front."""
+        self._session_setup = (
+            config.session_setup_timeout
+            if config.session_setup_timeout is not None
+            else retransmission_cycle(config)
+        )
         self._last_heard = now
         self._dropping = False
         self._prefix = trace.tunnel_prefix(local_tunnel_id)
@@ -345,7 +379,7 @@ class Tunnel:
                 return
             ns = (data[8] << 8) | data[9]
             nr = (data[10] << 8) | data[11]
-            self._sequenced(ns, nr, _Broken(exc), now)
+            self._sequenced(ns, nr, _Broken(exc, self._requested_sid(exc, data)), now)
             return
         except DecodeError as exc:
             self._count("malformed")
@@ -383,6 +417,16 @@ class Tunnel:
         hold = self.hold_until
         if hold is not None and (best is None or hold < best):
             best = hold
+        setup = self._setup_deadline
+        if setup is not None and (best is None or setup < best):
+            best = setup
+        queue = self._setup_queue
+        while queue and queue[0].setup_deadline is None:
+            queue.popleft()  # left setup (established or gone): its deadline no longer counts
+        if queue:
+            due = queue[0].setup_deadline
+            if due is not None and (best is None or due < best):
+                best = due
         interval = self.config.hello_interval
         if interval > 0 and self.state in _UP:
             hello = self._last_heard + interval
@@ -400,6 +444,26 @@ class Tunnel:
         if self._idle_deadline is not None and now >= self._idle_deadline:
             self._idle_deadline = None
             self.fire(TI.IDLE_TIMEOUT, now)
+        if self._setup_deadline is not None and now >= self._setup_deadline:
+            self._setup_deadline = None
+            self._count("setup_timeouts")
+            self.fire(TI.SETUP_TIMEOUT, now)
+        queue = self._setup_queue
+        while queue:
+            session = queue[0]
+            due = session.setup_deadline
+            if due is not None and due > now:
+                break
+            queue.popleft()
+            if due is not None and self.sessions.get(session.local_sid) is session:
+                self._count("session_setup_timeouts")
+                self.hangup(
+                    session.local_sid,
+                    now,
+                    CdnResult.TIMEOUT,
+                    0,
+                    "call not established in time",
+                )
         interval = self.config.hello_interval
         if self.state in _UP and interval > 0 and now >= self._last_heard + interval:
             self._last_heard = now
@@ -604,6 +668,11 @@ class Tunnel:
         if _log.isEnabledFor(_DEBUG):
             prefix = trace.session_prefix(self.local_tunnel_id, session.local_sid)
             trace.state_change(prefix, "Session", old, new)
+        if session.setup_deadline is not None and (
+            new is SessionState.ESTABLISHED or new is SessionState.IDLE
+        ):
+            session.setup_deadline = None
+            self.setting_up -= 1
         if new is SessionState.ESTABLISHED:
             if session.data_ready:
                 # Frames that overtook the ICCN/OCCN (data is not windowed, the ICCN may
@@ -665,7 +734,7 @@ class Tunnel:
         if isinstance(item, _Ignored):
             return
         if isinstance(item, _Broken):
-            self._protocol_error(item.error, now, None)
+            self._protocol_error(item.error, now, None, item.peer_sid)
             return
         mt = item.msg_type
         assert mt is not None  # ZLBs are never delivered
@@ -675,7 +744,21 @@ class Tunnel:
         except ProtocolError as exc:
             self._protocol_error(exc, now, item)
 
-    def _protocol_error(self, exc: ProtocolError, now: float, msg: ControlMessage | None) -> None:
+    def _requested_sid(self, exc: ProtocolError, data: bytes) -> int:
+        """The Assigned Session ID of an ICRQ/OCRQ that failed to decode strictly (read
+        leniently), or 0."""
+        if exc.msg_type not in _REQUESTS:
+            return 0
+        try:
+            sid = inspect(data, self.config.secret).message
+        except DecodeError:
+            return 0
+        value = sid.get(A.ASSIGNED_SESSION_ID) if isinstance(sid, ControlMessage) else None
+        return value if isinstance(value, int) else 0
+
+    def _protocol_error(
+        self, exc: ProtocolError, now: float, msg: ControlMessage | None, peer_sid: int = 0
+    ) -> None:
         """Turn a ProtocolError into a CDN (session scope) or a StopCCN (tunnel scope)."""
         if _log.isEnabledFor(_DEBUG):
             trace.line(self._prefix, f"Protocol error: {exc.message or exc}")
@@ -684,7 +767,7 @@ class Tunnel:
             return
         msg_type = exc.msg_type if exc.msg_type is not None else (msg and msg.msg_type)
         if msg_type in SESSION_MESSAGES and self.state in _UP:
-            self._session_error(exc, now, msg)
+            self._session_error(exc, now, msg, peer_sid)
             return
         stop = Stop(exc.result, exc.error, exc.message)
         if self.state is TS.IDLE:
@@ -698,7 +781,9 @@ class Tunnel:
             return
         self.fire(TI.CLOSE, now, arg=stop)
 
-    def _session_error(self, exc: ProtocolError, now: float, msg: ControlMessage | None) -> None:
+    def _session_error(
+        self, exc: ProtocolError, now: float, msg: ControlMessage | None, peer_sid: int = 0
+    ) -> None:
         clear = Clear(CdnResult.GENERAL_ERROR, exc.error, exc.message)
         session: Session | None = None
         if exc.session_id:
@@ -709,13 +794,19 @@ class Tunnel:
             dispatch(self, session, SessionInput.HANGUP, now, arg=clear)
             return
         # A bad ICRQ/OCRQ: refuse it without creating a session, if we can address the peer.
-        peer_sid = msg.get(A.ASSIGNED_SESSION_ID) if msg is not None else None
-        if isinstance(peer_sid, int) and peer_sid:
+        if msg is not None:
+            value = msg.get(A.ASSIGNED_SESSION_ID)
+            peer_sid = value if isinstance(value, int) else 0
+        if peer_sid:
             rc = ResultCode(clear.result, clear.error, clear.message or None)
-            avps = [Avp(A.ASSIGNED_SESSION_ID, self._allocate_sid() or 1), Avp(A.RESULT_CODE, rc)]
-            self._send(MT.CDN, avps, now, peer_sid)
+            self._refuse_request(peer_sid, rc, now)
         else:
             self._count("rejected_requests")
+
+    def _refuse_request(self, peer_sid: int, rc: ResultCode, now: float) -> None:
+        """Answer an ICRQ/OCRQ with a CDN and create no session."""
+        avps = [Avp(A.ASSIGNED_SESSION_ID, self._allocate_sid() or 1), Avp(A.RESULT_CODE, rc)]
+        self._send(MT.CDN, avps, now, peer_sid)
 
     # --- the tunnel state machine ---------------------------------------------------------------
 
@@ -765,6 +856,17 @@ class Tunnel:
                     "No more sessions in tunnel, shutdown (likely) in "
                     f"{self.config.idle_timeout:g} seconds",
                 )
+        if new not in _SETUP:
+            self._setup_deadline = None
+        if (
+            new is TS.ESTABLISHED
+            and old is TS.WAIT_CTL_CONN
+            and not self.sessions
+            and self.config.idle_timeout > 0
+        ):
+            # A tunnel a peer opened and never uses meets idle_timeout like one whose last
+            # session went (IOS "no-session timeout"): a peer cannot park tunnels forever.
+            self._idle_deadline = now + self.config.idle_timeout
         if new is TS.ESTABLISHED and old in (TS.WAIT_CTL_REPLY, TS.WAIT_CTL_CONN):
             waiting, self._waiting = self._waiting, []
             for sid in waiting:
@@ -854,6 +956,12 @@ class Tunnel:
     def _act_idle_timeout(self, msg: Msg, arg: Stop | None, now: float) -> None:
         self._act_close(None, Stop(), now)
 
+    def _act_setup_timeout(self, msg: Msg, arg: Stop | None, now: float) -> None:
+        """Not established in time: StopCCN if the peer gave us its tunnel id, else just go."""
+        if _log.isEnabledFor(_DEBUG):
+            trace.line(self._prefix, "Tunnel not established in time, shutdown tunnel")
+        self._act_close(None, Stop(StopCcnResult.GENERAL_ERROR, 0, "tunnel setup timed out"), now)
+
     def _act_retries_exhausted(self, msg: Msg, arg: Stop | None, now: float) -> None:
         n = self.config.max_retries
         if _log.isEnabledFor(_DEBUG):
@@ -886,6 +994,13 @@ class Tunnel:
             peer_sid = int(msg.get(A.ASSIGNED_SESSION_ID))
             if peer_sid in self._peer_sids:
                 self._count("duplicate_requests")  # same call asked for twice: one session
+                return
+            if self.setting_up >= self.config.max_setup_sessions:
+                # An ICRQ flood: refuse without creating anything (RFC 2661 4.4.2 CDN
+                # result 4, temporary lack of facilities).
+                self._count("calls_refused_setup_limit")
+                rc = ResultCode(CdnResult.NO_FACILITIES_TEMPORARY, 0, "too many calls in setup")
+                self._refuse_request(peer_sid, rc, now)
                 return
             sid = self._allocate_sid()
             if sid is None:
@@ -1056,8 +1171,13 @@ class Tunnel:
 
     def _add_session(self, session: Session, now: float) -> None:
         self.sessions[session.local_sid] = session
+        session.setup_deadline = now + self._session_setup
+        self.setting_up += 1
+        self._setup_queue.append(session)
         if self.state is TS.NO_SESSIONS_LEFT:
             self.fire(TI.SESSION_CREATED, now)
+        elif self.state is TS.ESTABLISHED:
+            self._idle_deadline = None  # a tunnel that never had a session got its first
 
     def _allocate_sid(self) -> int | None:
         """A random non-zero session id not in use (expected O(1) while the tunnel is not
@@ -1113,6 +1233,13 @@ TUNNEL_TABLE: dict[tuple[TunnelState, TunnelInput], tuple[TunnelAction, TunnelSt
     (TS.ESTABLISHED, TI.LAST_SESSION_GONE): (Tunnel._act_last_session_gone, TS.NO_SESSIONS_LEFT),
     (TS.NO_SESSIONS_LEFT, TI.SESSION_CREATED): (Tunnel._act_session_created, TS.ESTABLISHED),
     (TS.NO_SESSIONS_LEFT, TI.IDLE_TIMEOUT): (Tunnel._act_idle_timeout, TS.SHUTTING_DOWN),
+    # A peer-opened tunnel that never carried a session (its idle deadline starts when it is
+    # established).
+    (TS.ESTABLISHED, TI.IDLE_TIMEOUT): (Tunnel._act_idle_timeout, TS.SHUTTING_DOWN),
+    # Half-open tunnels are bounded in time whatever went wrong.
+    (TS.IDLE, TI.SETUP_TIMEOUT): (Tunnel._act_setup_timeout, TS.CLOSED),
+    (TS.WAIT_CTL_REPLY, TI.SETUP_TIMEOUT): (Tunnel._act_setup_timeout, TS.CLOSED),
+    (TS.WAIT_CTL_CONN, TI.SETUP_TIMEOUT): (Tunnel._act_setup_timeout, TS.SHUTTING_DOWN),
     # Tear-down.
     (TS.IDLE, TI.CLOSE): (Tunnel._act_close_idle, TS.CLOSED),
     (TS.SHUTTING_DOWN, TI.CLOSE): (Tunnel._act_nothing, TS.SHUTTING_DOWN),

@@ -86,7 +86,15 @@ def test_users_file_fields_quotes_and_comments() -> None:
     [
         ("alice\n", "users: line 1: expected NAME PASSWORD [ADDRESS], got a name only"),
         ("\n# c\nalice pw 10.0.0.1 extra\n", "users: line 3: expected NAME PASSWORD [ADDRESS], got 4 fields"),
-        ("alice pw 10.0.0.300\n", "users: line 1: bad address '10.0.0.300' for 'alice' (IPv4 or *)"),
+        (
+            "alice pw 10.0.0.300\n",
+            "users: line 1: bad address for 'alice' (IPv4 or *; quote a password with blanks)",
+        ),
+        # Half a password where the address goes is not repeated in the message.
+        (
+            "bob two words\n",
+            "users: line 1: bad address for 'bob' (IPv4 or *; quote a password with blanks)",
+        ),
         ("alice pw\nalice pw2\n", "users: line 2: user 'alice' is listed twice"),
         ('alice "pw\n', "users: line 1: unterminated quoted field"),
         ('alice "pw"x\n', "users: line 1: a quoted field must be followed by a blank"),

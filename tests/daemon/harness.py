@@ -76,8 +76,11 @@ def write_configs(
     lac_extra: str = "",
     pool: str = "10.20.0.0/24",
     users: int = 200,
+    idle_timeout: float = 1,
 ) -> tuple[Path, Path, Path, Path]:
-    """LNS and LAC configs on a random port; ``*_extra`` is appended TOML."""
+    """LNS and LAC configs on a random port; ``*_extra`` is appended TOML. The LNS clears a
+    tunnel ``idle_timeout`` seconds after its last session, or after it came up if it never
+    carries one."""
     port = free_udp_port()
     lns_sock, lac_sock = tmp / "lns.sock", tmp / "lac.sock"
     users_file = tmp / "users"
@@ -89,7 +92,7 @@ def write_configs(
 listen = "127.0.0.1:{port}"
 hostname = "test-lns"
 secret = "{secret}"
-idle_timeout = 1
+idle_timeout = {idle_timeout}
 [dataplane]
 kind = "null"
 [control]

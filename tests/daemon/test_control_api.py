@@ -28,10 +28,23 @@ def api() -> ControlApi:
 def test_every_request_has_one_entry() -> None:
     assert set(api().handlers) == {
         ("show", "tunnels"),
+        ("show", "tunnel"),
         ("show", "sessions"),
+        ("show", "session"),
         ("show", "summary"),
+        ("show", "history"),
         ("clear", "tunnel"),
         ("clear", "session"),
+        ("clear", "user"),
+        ("clear", "address"),
+        ("clear", "peer"),
+        ("clear", "all"),
+        ("drain", "on"),
+        ("drain", "off"),
+        ("reload", "config"),
+        ("debug", "categories"),
+        ("debug", "condition"),
+        ("debug", "show"),
     }
 
 

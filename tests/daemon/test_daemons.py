@@ -123,10 +123,13 @@ def test_wrong_secret_fails_the_tunnel(tmp_path: Path) -> None:
     assert rc == 0
 
 
-def test_sigterm_clears_everything(
-    lns_daemon: tuple[Daemon, Path, Path, Path], tmp_path: Path
-) -> None:
-    lns, lac_cfg, lns_sock, lac_sock = lns_daemon
+def test_sigterm_clears_everything(tmp_path: Path) -> None:
+    # The LAC keeps a tunnel without calls: the LNS would clear it after idle_timeout.
+    lns_cfg, lac_cfg, lns_sock, lac_sock = write_configs(tmp_path, "s3cret", idle_timeout=600)
+    lns = Daemon(
+        [str(BIN / "kl2tp-lns"), "--config", str(lns_cfg), "--debug", "l2tp"], tmp_path / "lns.log"
+    )
+    wait_for(lambda: lns_sock.exists(), "the LNS control socket")
     lac = Daemon(
         [str(BIN / "kl2tp-lac"), "--config", str(lac_cfg), "--debug", "l2tp"], tmp_path / "lac.log"
     )
@@ -145,7 +148,10 @@ def test_sigterm_clears_everything(
         assert "O StopCCN" in lac.output()
     finally:
         lac.kill()
-    assert lns.stop() == 0
+    try:
+        assert lns.stop() == 0
+    finally:
+        lns.kill()
     assert not lns_sock.exists()
 
 

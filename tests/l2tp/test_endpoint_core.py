@@ -5,6 +5,7 @@ lingering closed tunnels. No trio: the clock is a number and datagrams are bytes
 from __future__ import annotations
 
 import ipaddress
+import logging
 import random
 
 import pytest
@@ -214,6 +215,26 @@ def test_allowed_peers() -> None:
     assert core.counters["drop_peer_not_allowed"] == 1 and core.tunnels == {}
     core.receive_datagram(sccrq(2), PEER, 0.0)
     assert len(core.tunnels) == 1
+
+
+def test_refused_peers_are_logged_rate_limited_with_the_count(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    config = EndpointConfig(
+        allowed_peers=(ipaddress.ip_network("192.0.2.0/24"),), warn_burst=3, warn_interval=10.0
+    )
+    core = lns(config)
+    data = sccrq(1)
+    with caplog.at_level(logging.WARNING, logger="kl2tp.l2tp"):
+        for n in range(2000):
+            core.receive_datagram(data, ("203.0.113.5", 1000 + n), n / 1000)
+        assert core.counters["drop_peer_not_allowed"] == 2000
+        assert len(caplog.records) == 3
+        core.receive_datagram(data, STRANGER, 12.0)
+    assert len(caplog.records) == 4
+    assert caplog.records[-1].getMessage() == (
+        "SCCRQ from 203.0.113.5 refused: not in allowed_peers (1997 similar suppressed)"
+    )
 
 
 def test_a_lac_refuses_sccrqs_unless_it_accepts_incoming() -> None:

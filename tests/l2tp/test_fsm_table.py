@@ -124,15 +124,18 @@ RFC_2661_TUNNEL = """
  session          | down/cl      down/cl      StopCCN7/sd  call/est     call/est     sd           cl
  connect          | SCCRQ/wcr    -            -            -            -            -            -
  close            | down/cl      down/cl      StopCCN1/sd  StopCCN1/sd  StopCCN1/sd  sd           cl
- idle-timeout     | -            -            -            -            StopCCN1/sd  -            -
+ idle-timeout     | -            -            -            StopCCN1/sd  StopCCN1/sd  -            -
  retries-exhausted| down/cl      down/cl      down/cl      down/cl      down/cl      down/cl      -
+ setup-timeout    | down/cl      down/cl      StopCCN2/sd  -            -            -            -
  stop-acked       | -            -            -            -            -            down/cl      -
  last-session-gone| -            -            -            nsl          -            -            -
  session-created  | -            -            -            -            est          -            -
 """
 """7.2.1 and 7.2.2 (``session`` is an ICRQ: any call-management message goes to the session
 machines, and only in an established tunnel; in no-sessions-left it creates a session, so
-the tunnel is established again)."""
+the tunnel is established again). Beyond the RFC, for hostile peers (issue 8): a tunnel not
+established within ``setup_timeout`` is cleared (``setup-timeout``), and a tunnel the peer
+opened that never carries a session meets ``idle-timeout`` in ``established``."""
 
 TUNNEL_CELLS = _parse(RFC_2661_TUNNEL)
 PEER_TID = 4242

@@ -43,6 +43,9 @@ class AcctEntry:
     """Attribute name and value pairs (repeats allowed), without Acct-Delay-Time."""
     event_time: float
     """Wall-clock time (epoch seconds) of the event: Acct-Delay-Time counts from here."""
+    barrier: bool = False
+    """Sent alone: after everything queued before it was acknowledged, before anything
+    queued after it is sent (Accounting-On and -Off)."""
 
     @property
     def label(self) -> str:
@@ -65,7 +68,10 @@ class AcctEntry:
                 pairs.append([name, "i", value])
             else:
                 pairs.append([name, "s", str(value)])
-        return json.dumps({"t": self.event_time, "a": pairs}, separators=(",", ":"))
+        data: dict[str, object] = {"t": self.event_time, "a": pairs}
+        if self.barrier:
+            data["barrier"] = True
+        return json.dumps(data, separators=(",", ":"))
 
     @classmethod
     def from_json(cls, line: str) -> AcctEntry:
@@ -81,7 +87,7 @@ class AcctEntry:
                 attributes.append((str(name), str(value)))
             else:
                 raise ValueError(f"unknown value kind {kind!r}")
-        return cls(attributes, float(data["t"]))
+        return cls(attributes, float(data["t"]), bool(data.get("barrier", False)))
 
 
 @attrs.define
@@ -134,24 +140,44 @@ class AccountingQueue:
         self._queue: deque[AcctEntry] = deque()
         self._in_flight: set[int] = set()
         self._entries: dict[int, AcctEntry] = {}
-        self._wake = trio.Event()
-        self._idle = trio.Event()
-        self._idle.set()
+        self._changed = trio.Event()
+        self._barrier_in_flight = False
 
     def __len__(self) -> int:
         return len(self._queue) + len(self._in_flight)
 
-    def put(self, attributes: Sequence[tuple[str, Value]], event_time: float | None = None) -> bool:
-        """Queue a record (never blocks); False when it had to be dropped (logged)."""
-        entry = AcctEntry(list(attributes), self.clock() if event_time is None else event_time)
-        if len(self._queue) >= self.maxlen:
+    def put(
+        self,
+        attributes: Sequence[tuple[str, Value]],
+        event_time: float | None = None,
+        *,
+        barrier: bool = False,
+    ) -> bool:
+        """Queue a record (never blocks); False when it had to be dropped (logged).
+
+        ``barrier``: send it alone, after all before it and before all after it.
+        """
+        entry = AcctEntry(
+            list(attributes), self.clock() if event_time is None else event_time, barrier
+        )
+        if len(self._queue) >= self.maxlen and not barrier:
             self._drop(entry, f"the queue is full ({self.maxlen} records waiting)")
             return False
         self._queue.append(entry)
         self.counters.queued += 1
-        self._idle = trio.Event() if self._idle.is_set() else self._idle
-        self._wake.set()
+        self._notify()
         return True
+
+    def _notify(self) -> None:
+        """Wake every task waiting for a change (senders, `drain`)."""
+        self._changed.set()
+        self._changed = trio.Event()
+
+    def _can_take(self) -> bool:
+        if not self._queue or self._barrier_in_flight:
+            return False
+        # A barrier waits until nothing else is in flight.
+        return not (self._queue[0].barrier and self._in_flight)
 
     def _drop(self, entry: AcctEntry, reason: str) -> None:
         self.counters.dropped += 1
@@ -168,15 +194,13 @@ class AccountingQueue:
 
     async def _sender(self) -> None:
         while True:
-            while not self._queue:
-                if not self._in_flight:
-                    self._idle.set()
-                self._wake = trio.Event()
-                await self._wake.wait()
+            while not self._can_take():
+                await self._changed.wait()
             entry = self._queue.popleft()
             key = id(entry)
             self._in_flight.add(key)
             self._entries[key] = entry
+            self._barrier_in_flight = entry.barrier
             try:
                 ok = await self._send(entry)
             except BaseException:
@@ -185,14 +209,17 @@ class AccountingQueue:
             finally:
                 self._in_flight.discard(key)
                 self._entries.pop(key, None)
+                if entry.barrier:
+                    self._barrier_in_flight = False
+                self._notify()
             if ok:
                 self.counters.sent += 1
                 continue
             # No server took it: back to the front, and wait before the next try.
             self.counters.retried += 1
             self._queue.appendleft(entry)
+            self._notify()
             await trio.sleep(self.retry_pause)
-            self._wake.set()
 
     async def _send(self, entry: AcctEntry) -> bool:
         packet = self.client.create_acct_packet()
@@ -206,9 +233,7 @@ class AccountingQueue:
         """Wait up to ``within`` seconds for every record to be sent; True when none is left."""
         with trio.move_on_after(within):
             while len(self):
-                await self._idle.wait()
-                if len(self):
-                    await trio.sleep(0.01)
+                await self._changed.wait()
         return not len(self)
 
     # -- spool ------------------------------------------------------------------------------------
@@ -279,8 +304,7 @@ class AccountingQueue:
         except OSError as exc:
             log.error("RADIUS accounting spool %s not removed: %s", self.spool, exc)
         if entries:
-            self._idle = trio.Event()
-            self._wake.set()
+            self._notify()
             log.info(
                 "RADIUS accounting: %d spooled records queued from %s", len(entries), self.spool
             )

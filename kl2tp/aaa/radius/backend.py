@@ -32,6 +32,7 @@ from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
 
+import attrs
 import trio
 from pyrad import packet as rp
 
@@ -178,7 +179,7 @@ class RadiusAuthenticator:
                     nursery.cancel_scope.cancel()
                 return
             await trio.to_thread.run_sync(queue.load_spool)
-            queue.put(self._on_off("Accounting-On"))
+            queue.put(self._on_off("Accounting-On"), barrier=True)
             senders = trio.CancelScope()
             stopped = trio.Event()
 
@@ -194,7 +195,7 @@ class RadiusAuthenticator:
                 yield self
             finally:
                 with trio.CancelScope(shield=True):
-                    queue.put(self._on_off("Accounting-Off"))
+                    queue.put(self._on_off("Accounting-Off"), barrier=True)
                     await queue.drain(stop_grace)
                     senders.cancel()
                     await stopped.wait()  # in-flight records are back in the queue
@@ -212,7 +213,7 @@ class RadiusAuthenticator:
 
     def summary(self) -> dict[str, object]:
         """RADIUS client and accounting queue counters for ``kl2tpctl show summary``."""
-        out: dict[str, object] = {"client": dict(vars(self.client.counters))}
+        out: dict[str, object] = {"client": attrs.asdict(self.client.counters)}
         if self.accounting is not None:
             out["accounting"] = dict(self.accounting.summary())
         return out
@@ -225,8 +226,7 @@ class RadiusAuthenticator:
         return context.acct_session_id or f"{self.boot_id}{context.nas_port:08X}"
 
     def _nas(self, attrs: list[tuple[str, Value]]) -> None:
-        if self.client.nas_identifier:
-            attrs.append(("NAS-Identifier", self.client.nas_identifier))
+        # (the client adds NAS-Identifier to every packet it builds)
         if self.nas_ip_address is not None:
             attrs.append(("NAS-IP-Address", str(self.nas_ip_address)))
 

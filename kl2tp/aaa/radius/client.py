@@ -399,6 +399,10 @@ class RadiusClient:
     def _verify(self, request: rp.Packet, data: bytes, port: _Port) -> rp.Packet | None:
         try:
             reply = request.CreateReply(packet=data)
+            # Salt-encrypted values (MS-MPPE keys, Tunnel-Password) in a reply are hidden
+            # with the Request Authenticator (RFC 2548 2.4.2, RFC 2868 3.5); pyrad decodes
+            # them lazily with this one, else with the reply's own authenticator.
+            reply.request_authenticator = request.authenticator
         except Exception as exc:  # pyrad raises assorted errors on junk
             log.warning("RADIUS %s: undecodable reply dropped (%s)", port, exc)
             return None

@@ -1,0 +1,233 @@
+"""Reload without drops: SIGHUP and ``kl2tpctl reload`` re-read the files and apply them.
+
+What can change while sessions run is applied at once and touches no live session: the
+users file, the policy and limits of the endpoint, the values of tunnels opened from now on,
+the PPP offer and AAA settings for new sessions, a pool that grew, the log level, categories,
+format and destination. A key that cannot change under a running daemon (the listening
+address, the data plane, the control socket, the AAA back end, the LAC's peers) keeps its
+running value and is named in the answer and the log as needing a restart. A file with any
+error is refused as a whole: every error is logged and the running configuration stays.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import attrs
+import trio
+
+from kl2tp import config as cfgmod
+from kl2tp import log as kl2tp_log
+from kl2tp.daemon import oplog
+from kl2tp.daemon.endpoint import Endpoint
+from kl2tp.daemon.notify import Notifier
+
+log = logging.getLogger("kl2tp.daemon")
+
+TUNNEL_KEYS = frozenset(
+    {
+        "l2tp.hostname",
+        "l2tp.secret",
+        "l2tp.hide_avps",
+        "l2tp.hello_interval",
+        "l2tp.receive_window",
+        "l2tp.retransmit_initial",
+        "l2tp.retransmit_cap",
+        "l2tp.max_retries",
+        "l2tp.idle_timeout",
+    }
+)
+"""Values of tunnels opened after the reload (those up keep theirs)."""
+POLICY_KEYS = frozenset(
+    {"l2tp.allowed_peers", "l2tp.max_tunnels", "l2tp.max_sessions", "l2tp.queue_depth"}
+)
+"""Endpoint policy and limits, in force at once."""
+PPP_KEYS = frozenset(
+    {
+        "ppp.auth",
+        "ppp.local_address",
+        "ppp.dns",
+        "ppp.mru",
+        "ppp.lcp_echo_interval",
+        "ppp.lcp_echo_failure",
+        "ppp.restart_timer",
+        "ppp.max_configure",
+        "ppp.max_terminate",
+        "ppp.max_failure",
+        "ppp.proxy_lcp",
+        "ppp.proxy_auth",
+        "ppp.ipv6",
+    }
+)
+"""The PPP offer and AAA settings of sessions set up after the reload."""
+LOG_KEYS = frozenset({"log.level", "log.categories", "log.format", "log.syslog", "log.history"})
+"""Logging, in force at once."""
+RUNTIME_KEYS = TUNNEL_KEYS | POLICY_KEYS | PPP_KEYS | LOG_KEYS | {"ppp.pool", "aaa.users_file"}
+"""Every key a reload applies (``ppp.pool`` only when the pool grew)."""
+
+
+def changed_keys(old: cfgmod.Config, new: cfgmod.Config) -> list[str]:
+    """``section.key`` of every value that differs (array tables compared whole)."""
+    out: list[str] = []
+    for section in attrs.fields(type(old)):
+        if section.name in ("role", "source"):
+            continue
+        a, b = getattr(old, section.name), getattr(new, section.name)
+        if not attrs.has(type(a)):
+            if a != b:
+                out.append(section.name)
+            continue
+        for field in attrs.fields(type(a)):
+            if getattr(a, field.name) != getattr(b, field.name):
+                out.append(f"{section.name}.{field.name}")
+    return out
+
+
+def pool_grew(old: Any, new: Any) -> bool:
+    """True when the ``new`` pool range holds every address of the ``old`` one."""
+    return bool(int(new.first) <= int(old.first) and int(new.last) >= int(old.last))
+
+
+class Reloader:
+    """Re-reads a daemon's configuration file and applies what may change at run time."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        cfg: cfgmod.Config,
+        *,
+        ident: str,
+        notifier: Notifier | None = None,
+        load_users: Callable[[cfgmod.Config], Any] | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.cfg = cfg
+        """The configuration in force."""
+        self.ident = ident
+        self.notifier = notifier if notifier is not None else Notifier(None)
+        self.load_users = load_users
+        """Reads the users file of a configuration (blocking; raises ConfigError); None when
+        the daemon has no local users."""
+        self.endpoint: Endpoint | None = None
+        """Set once the daemon runs."""
+        self.authenticator: Any = None
+        self.handler: Any = None
+        self.link_config: Callable[[cfgmod.Config], Any] | None = None
+        """Makes the PPP link config of new sessions from a configuration (LNS)."""
+
+    def _read(self) -> tuple[cfgmod.Config | None, Any, list[str]]:
+        """Blocking: the new configuration and users, or every error."""
+        errors = [str(e) for e in cfgmod.check_config(self.path, self.cfg.role)]
+        if errors:
+            return None, None, errors
+        try:
+            new = cfgmod.load_config(self.path, self.cfg.role)
+            users = self.load_users(new) if self.load_users is not None else None
+        except cfgmod.ConfigError as exc:
+            return None, None, [str(exc)]
+        return new, users, []
+
+    async def __call__(self) -> dict[str, Any]:
+        """Reload; the answer says what changed, what was applied and what needs a restart."""
+        self.notifier.reloading()
+        try:
+            new, users, errors = await trio.to_thread.run_sync(self._read)
+            if new is None:
+                for line in errors:
+                    log.error("reload refused: %s", line)
+                log.error("reload refused: keeping the running configuration")
+                return {"ok": False, "errors": errors}
+            return self.apply(new, users)
+        finally:
+            self.notifier.ready("reloaded")
+
+    def apply(self, new: cfgmod.Config, users: Any = None) -> dict[str, Any]:
+        """Apply ``new`` (already checked) over the running configuration."""
+        old = self.cfg
+        changed = changed_keys(old, new)
+        restart = [k for k in changed if k not in RUNTIME_KEYS]
+        applied = [k for k in changed if k in RUNTIME_KEYS]
+        if "ppp.pool" in changed and not self._apply_pool(old, new):
+            applied.remove("ppp.pool")
+            restart.append("ppp.pool")
+        # Keys that need a restart keep their running values until then.
+        kept = new
+        for key in restart:
+            section, _, name = key.partition(".")
+            if name:
+                sec = attrs.evolve(
+                    getattr(kept, section), **{name: getattr(getattr(old, section), name)}
+                )
+                kept = attrs.evolve(kept, **{section: sec})
+            else:
+                kept = attrs.evolve(kept, **{section: getattr(old, section)})
+        self._apply(kept, changed)
+        if users is not None and self.authenticator is not None:
+            self.authenticator.reload(users)
+        self.cfg = kept
+        if applied or restart:
+            log.info(
+                "reload: applied %s%s",
+                ", ".join(applied) or "nothing",
+                f"; needs a restart: {', '.join(restart)}" if restart else "",
+            )
+        else:
+            log.info("reload: no change in the configuration (users file re-read)")
+        return {"ok": True, "changed": changed, "applied": applied, "restart_needed": restart}
+
+    def _apply(self, cfg: cfgmod.Config, changed: list[str]) -> None:
+        from kl2tp.daemon.service import apply_policy
+
+        endpoint = self.endpoint
+        if endpoint is not None:
+            endpoint.tunnel_config = cfg.tunnel_config()
+            l2 = cfg.l2tp
+            apply_policy(
+                endpoint,
+                allowed_peers=tuple(l2.allowed_peers),
+                max_tunnels=l2.max_tunnels,
+                max_sessions=l2.max_sessions,
+                queue_depth=l2.queue_depth,
+            )
+        if any(k.startswith("ppp.") for k in changed):
+            if self.handler is not None and self.link_config is not None:
+                link = self.link_config(cfg)
+                self.handler.link_config = lambda _n: link
+            if self.authenticator is not None:
+                if hasattr(self.authenticator, "methods"):
+                    self.authenticator.methods = frozenset(cfg.ppp.auth)
+                if hasattr(self.authenticator, "dns"):
+                    self.authenticator.dns = tuple(cfg.ppp.dns)
+        lg = cfg.log
+        if "log.format" in changed or "log.syslog" in changed:
+            kl2tp_log.configure(
+                ident=self.ident,
+                level=lg.level,
+                fmt=lg.format,
+                syslog=lg.syslog,
+                categories=lg.categories,
+            )
+        elif "log.level" in changed or "log.categories" in changed:
+            kl2tp_log.set_level(lg.level, lg.categories)
+        if "log.history" in changed:
+            oplog.EVENTS.get().resize(lg.history)
+
+    def _apply_pool(self, old: cfgmod.Config, new: cfgmod.Config) -> bool:
+        """A pool that grew: a new pool holding the addresses live sessions have. False:
+        the pool shrank or moved (that needs a restart; the old one stays)."""
+        handler = self.handler
+        if handler is None or getattr(handler, "pool", None) is None:
+            return False
+        if not pool_grew(old.ppp.pool, new.ppp.pool):
+            return False
+        from kl2tp.aaa.pool import AddressPool
+
+        pool = AddressPool.from_config(new.ppp)
+        for state in list(getattr(handler, "running", {}).values()):
+            if getattr(state, "pooled", False) and state.address is not None:
+                pool.claim(state.address)
+        handler.pool = pool
+        return True
