@@ -111,6 +111,17 @@ def test_disconnect_by_user_clears_all_their_sessions_or_one_by_address(core, se
     assert [s.disconnected for s in sessions] == [1, 2, 0]
 
 
+def test_disconnect_by_address_alone(core, sessions):  # type: ignore[no-untyped-def]
+    reply = exchange(core, request(rp.DisconnectRequest, Framed_IP_Address="10.0.0.3"))
+    assert reply is not None and reply.code == rp.DisconnectACK
+    assert [s.disconnected for s in sessions] == [0, 1, 0]
+    reply = exchange(
+        core,
+        request(rp.DisconnectRequest, Framed_IP_Address="10.0.0.2", Calling_Station_Id="555-9"),
+    )
+    assert reply is not None and reply["Error-Cause"] == ["Session-Context-Not-Found"]
+
+
 def test_unknown_session_is_naked_503(core, sessions):  # type: ignore[no-untyped-def]
     for attrs_ in (
         {"Acct-Session-Id": "nope"},
@@ -129,7 +140,7 @@ def test_unknown_session_is_naked_503(core, sessions):  # type: ignore[no-untype
 
 
 def test_naks_for_missing_identification_and_other_nas(core):  # type: ignore[no-untyped-def]
-    reply = exchange(core, request(rp.DisconnectRequest, Framed_IP_Address="10.0.0.2"))
+    reply = exchange(core, request(rp.DisconnectRequest, Calling_Station_Id="555-1"))
     assert reply is not None and reply["Error-Cause"] == ["Missing-Attribute"]
     reply = exchange(core, request(rp.DisconnectRequest, User_Name="bob", NAS_Identifier="other"))
     assert reply is not None and reply["Error-Cause"] == ["NAS-Identification-Mismatch"]
