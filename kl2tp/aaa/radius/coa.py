@@ -6,8 +6,8 @@ answered; anything else is dropped, counted by reason and logged at most a few t
 minute per reason (a flood of spoofed requests must not flood the log).
 
 - **Disconnect-Request**: the sessions named by Acct-Session-Id, User-Name or
-  Framed-IP-Address (all given must match; Calling-Station-Id narrows) are cleared (the daemon sends the
-  CDN; accounting stops with Admin-Reset) and the request is ACKed.
+  Framed-IP-Address (all given must match; Calling-Station-Id narrows) are cleared (the
+  daemon sends the CDN; accounting stops with Admin-Reset) and the request is ACKed.
 - **CoA-Request**: Session-Timeout and Idle-Timeout are applied to the named sessions and
   the request is ACKed; any other authorization attribute (or Service-Type Authorize-Only)
   gets a NAK (401 / 405): a NAS that cannot apply all of a CoA applies none of it.
