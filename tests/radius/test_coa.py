@@ -300,3 +300,28 @@ def test_coa_config_keys() -> None:
         assert where in str(info.value), str(info.value)
     with pytest.raises(ConfigError, match="only valid for kl2tp-lns"):
         parse_config('[radius]\ncoa_listen = "127.0.0.1"\n', "lac.toml", "lac")
+
+
+async def test_serve_coa_answers_on_udp_and_names_the_key_when_it_cannot_bind(
+    core: CoaCore, sessions: list[FakeSession]
+) -> None:
+    import socket
+
+    import trio
+
+    from kl2tp.aaa.radius.coa import serve_coa
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            bound = await nursery.start(serve_coa, ("127.0.0.1", 0), core)
+            sock = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            with sock:
+                await sock.bind(("127.0.0.1", 0))
+                packet = request(rp.DisconnectRequest, User_Name="bob")
+                await sock.sendto(packet.RequestPacket(), bound)
+                wire = await sock.recv(4096)
+            assert packet.CreateReply(packet=wire).code == rp.DisconnectACK
+            assert sessions[2].disconnected == 1
+            with pytest.raises(OSError, match=r"\[radius\] coa_listen 127.0.0.1:\d+"):
+                await serve_coa(bound, core)
+            nursery.cancel_scope.cancel()

@@ -464,10 +464,19 @@ async def serve_coa(
     task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Answer CoA/Disconnect requests on ``listen`` until cancelled; reports the bound
-    address when ready."""
+    address when ready.
+
+    Raises:
+        OSError: the address cannot be bound (the message names ``[radius] coa_listen``).
+    """
     family = stdlib_socket.AF_INET6 if ":" in listen[0] else stdlib_socket.AF_INET
     with trio.socket.socket(family, stdlib_socket.SOCK_DGRAM) as sock:
-        await sock.bind(listen)
+        try:
+            await sock.bind(listen)
+        except OSError as exc:
+            raise OSError(
+                exc.errno, f"[radius] coa_listen {listen[0]}:{listen[1]}: {exc.strerror}"
+            ) from None
         bound: tuple[str, int] = sock.getsockname()[:2]
         log.info("CoA/Disconnect server listening on %s:%d", *bound)
         task_status.started(bound)
