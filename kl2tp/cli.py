@@ -311,7 +311,14 @@ def _run(cfg: cfgmod.Config, role: str, path: str | None = None) -> int:
             call = client_call(cfg.subscriber.calling_number, cfg.subscriber.called_number)
 
             async def dialer(endpoint: Endpoint) -> None:
-                await keep_call(endpoint, settings.lns_peers, call)
+                picker = await _tunnel_picker(cfg, endpoint, services)
+                await keep_call(
+                    endpoint,
+                    settings.lns_peers,
+                    call,
+                    picker=picker,
+                    username=cfg.subscriber.credentials(1)[0],
+                )
 
         coa = _coa_server(cfg, handler) if role == "lns" else None
         # A back end with a life of its own (RADIUS: reply readers, accounting, Accounting-On

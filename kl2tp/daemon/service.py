@@ -33,6 +33,7 @@ from kl2tp.dataplane.base import Counters, DataPlane
 from kl2tp.l2tp.constants import CdnResult, StopCcnResult
 from kl2tp.l2tp.endpoint import Limits
 from kl2tp.l2tp.events import CallParams, ConnectInfo
+from kl2tp.l2tp.session import CommandError
 from kl2tp.l2tp.tunnel import TunnelConfig
 from kl2tp.lac.tunnels import NoTunnel, TunnelPicker
 
@@ -775,7 +776,12 @@ async def simulate(
         if result.first_started is None:
             result.first_started = start
         connect = connect_factory(n) if connect_factory is not None else None
-        info = runner.place_call(call, connect, defer_connect=endpoint.defers_connect)
+        try:
+            info = runner.place_call(call, connect, defer_connect=endpoint.defers_connect)
+        except CommandError:  # the tunnel began to close since it was picked
+            result.failed["tunnel closed"] += 1
+            finished_setup()
+            return
         info.extra["n"] = n
         with trio.move_on_after(setup_timeout):
             await info.done.wait()
