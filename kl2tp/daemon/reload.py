@@ -226,8 +226,14 @@ class Reloader:
         from kl2tp.aaa.pool import AddressPool
 
         pool = AddressPool.from_config(new.ppp)
-        for state in list(getattr(handler, "running", {}).values()):
-            if getattr(state, "pooled", False) and state.address is not None:
-                pool.claim(state.address)
+        addresses = getattr(handler, "addresses", None)
+        if addresses is not None:
+            # The address book hands out every address: the new pool goes in there, with
+            # every address live sessions hold (pool or static) already taken.
+            addresses.replace_pool(addresses.default, pool)
+        else:
+            for state in list(getattr(handler, "running", {}).values()):
+                if getattr(state, "pooled", False) and state.address is not None:
+                    pool.claim(state.address)
         handler.pool = pool
         return True
