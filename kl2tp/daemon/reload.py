@@ -60,12 +60,20 @@ PPP_KEYS = frozenset(
         "ppp.proxy_lcp",
         "ppp.proxy_auth",
         "ppp.ipv6",
+        "ppp.setup_timeout",
+        "ppp.max_restarts",
     }
 )
 """The PPP offer and AAA settings of sessions set up after the reload."""
 LOG_KEYS = frozenset({"log.level", "log.categories", "log.format", "log.syslog", "log.history"})
 """Logging, in force at once."""
-RUNTIME_KEYS = TUNNEL_KEYS | POLICY_KEYS | PPP_KEYS | LOG_KEYS | {"ppp.pool", "aaa.users_file"}
+RUNTIME_KEYS = (
+    TUNNEL_KEYS
+    | POLICY_KEYS
+    | PPP_KEYS
+    | LOG_KEYS
+    | {"ppp.pool", "aaa.users_file", "aaa.duplicate_session"}
+)
 """Every key a reload applies (``ppp.pool`` only when the pool grew)."""
 
 
@@ -192,6 +200,8 @@ class Reloader:
                 max_sessions=l2.max_sessions,
                 queue_depth=l2.queue_depth,
             )
+        if "aaa.duplicate_session" in changed and self.handler is not None:
+            self.handler.duplicate_session = cfg.aaa.duplicate_session
         if any(k.startswith("ppp.") for k in changed):
             if self.handler is not None and self.link_config is not None:
                 link = self.link_config(cfg)
