@@ -47,6 +47,20 @@ class Holding(Generic[Owner]):
     holds it); None: outside every pool."""
 
 
+def _overlaps(pools: Mapping[str, AddressPool]) -> dict[str, tuple[AddressPool, ...]]:
+    """For each pool, the other pools whose ranges overlap it."""
+    return {
+        name: tuple(
+            other
+            for other_name, other in pools.items()
+            if other_name != name
+            and int(other.range.first) <= int(pool.range.last)
+            and int(pool.range.first) <= int(other.range.last)
+        )
+        for name, pool in pools.items()
+    }
+
+
 class AddressBook(Generic[Owner]):
     """Hands out addresses to owners, each address to at most one live owner.
 
@@ -72,16 +86,7 @@ class AddressBook(Generic[Owner]):
         self._by_user: dict[str, set[Owner]] = {}
         # Pools whose ranges overlap each pool: an address taken from one is taken out of
         # the others too, so no pool can hand out an address the book says is held.
-        self._overlaps: dict[str, tuple[AddressPool, ...]] = {
-            name: tuple(
-                other
-                for other_name, other in self.pools.items()
-                if other_name != name
-                and int(other.range.first) <= int(pool.range.last)
-                and int(pool.range.first) <= int(other.range.last)
-            )
-            for name, pool in self.pools.items()
-        }
+        self._overlaps = _overlaps(self.pools)
         self.refused: dict[str, int] = {}
         """Assignments refused, by reason (``held``, ``reserved``, ``exhausted``,
         ``unknown-pool``, ``owner-holds``)."""
@@ -184,6 +189,16 @@ class AddressBook(Generic[Owner]):
                 first = name
         self._record(Holding(owner, address, user, True, first))
         return address
+
+    def replace_pool(self, name: str, pool: AddressPool) -> None:
+        """Put ``pool`` in the place of pool ``name`` (a reload that grew it): every address
+        the book holds inside the new range is taken out of it first, so it hands out none
+        of them. O(addresses held): an operator's reload, not a per-session operation."""
+        for value, holding in self._by_address.items():
+            if holding.pool == name or IPv4Address(value) in pool:
+                pool.claim(holding.address)
+        self.pools[name] = pool
+        self._overlaps = _overlaps(self.pools)
 
     def release(self, owner: Owner) -> IPv4Address | None:
         """Give back what ``owner`` holds; nothing held does nothing.

@@ -512,6 +512,12 @@ class _SessionState:
             self._extra(called_number=call.called_number)
 
     @property
+    def pooled(self) -> bool:
+        """The session holds an address taken from a pool (not a static one)."""
+        holding = self.owner.addresses.holding(self.address) if self.address else None
+        return holding is not None and holding.owner is self and not holding.static
+
+    @property
     def context(self) -> aaa.SessionContext:
         """Where this session's AAA requests come from (RADIUS NAS-* attributes)."""
         tunnel = self.rec.tunnel

@@ -65,6 +65,7 @@ PPP_KEYS = frozenset(
         "ppp.setup_timeout",
         "aaa.duplicate_session",
         "radius.interim_interval",
+        "ppp.max_restarts",
     }
 )
 """The PPP offer and AAA settings of sessions set up after the reload."""

@@ -113,3 +113,15 @@ def test_every_address_has_one_holder_through_churn() -> None:
             assert b.release(victim) == live.pop(victim)
         assert len(b) == len(live)
         assert b.pools[""].in_use == len(live)
+
+
+def test_a_grown_pool_replaces_the_old_one_with_every_held_address_taken() -> None:
+    b = book()
+    kept = b.assign("a", requested=A("10.0.0.3"))
+    b.assign("s", static=A("10.0.0.7"))  # outside the old pool, inside the new one
+    b.replace_pool("", AddressPool("10.0.0.1-10.0.0.8"))
+    got = {b.assign(f"n{i}") for i in range(6)}
+    assert kept not in got and A("10.0.0.7") not in got and None not in got
+    assert b.assign("late") is None  # 8 addresses: a, s and the six
+    b.release("a")
+    assert b.pools[""].free == 1

@@ -878,3 +878,49 @@ def test_live_row(live: HostileLns, row: Row) -> None:
 def test_live_zz_the_legitimate_subscribers_survived(live: HostileLns) -> None:
     """Last (module order): every live row ran against this LNS."""
     live.check_healthy()
+
+
+# -- reload --------------------------------------------------------------------------------------
+
+
+def test_reload_applies_the_new_bounds_and_grows_the_pool_through_the_book() -> None:
+    from kl2tp.config import parse_config
+    from kl2tp.daemon.ppp_session import address_book, lns_link_config
+    from kl2tp.daemon.reload import Reloader
+
+    def cfg(text: str) -> Any:
+        return parse_config(text, "lns.toml", "lns")
+
+    old = cfg('[ppp]\npool = "10.40.0.2-10.40.0.3"\nlocal_address = "10.40.0.1"\n')
+    plane = NullDataPlane()
+    handler = PppSessions(
+        plane,
+        lns=True,
+        link_config=lambda _n: lns_link_config(old),
+        addresses=address_book(old),
+        duplicate_session=old.aaa.duplicate_session,
+    )
+    held = handler.addresses.assign("someone", requested=A("10.40.0.3"))
+    reloader = Reloader("lns.toml", old, ident="kl2tp-lns")
+    reloader.handler = handler
+    reloader.link_config = lns_link_config
+    new = cfg(
+        '[ppp]\npool = "10.40.0.2-10.40.0.9"\nlocal_address = "10.40.0.1"\n'
+        "setup_timeout = 7\nmax_restarts = 2\n"
+        '[aaa]\nduplicate_session = "replace"\n'
+    )
+    answer = reloader.apply(new)
+    assert answer["restart_needed"] == []
+    assert set(answer["applied"]) >= {
+        "ppp.pool",
+        "ppp.setup_timeout",
+        "ppp.max_restarts",
+        "aaa.duplicate_session",
+    }
+    assert handler.duplicate_session == "replace"
+    link = handler.link_config(0)
+    assert (link.setup_timeout, link.max_restarts) == (7.0, 2)
+    # The grown pool is the book's, with the held address already taken.
+    assert handler.addresses.pools[""] is handler.pool and handler.pool.size == 8
+    got = {handler.addresses.assign(n) for n in range(7)}
+    assert held not in got and None not in got
