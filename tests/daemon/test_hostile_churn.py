@@ -51,7 +51,6 @@ def tables(ep: Endpoint) -> dict[str, int]:
         "dialing": len(core._dialing),
         "half_open_timers": len(core._half_open_timers),
         "ids_in_use": 0xFFFF - core.ids.free,
-        "ids_moved": len(core.ids._moved),
         "sessions": core.session_count,
         "in_setup": core.setup_count,
         "half_open": core.half_open,
@@ -110,10 +109,12 @@ async def test_ten_thousand_setup_teardown_cycles_stay_flat(
                     ep.dataplane.calls.clear()  # type: ignore[attr-defined]
                 gc.collect()
 
+            await batch(0, WARM_UP)
+            await settle()
+            # Traced from here on: what is still allocated at the end of what was allocated
+            # since is the growth (tracing the warm-up too only slows the test down).
             tracemalloc.start()
             try:
-                await batch(0, WARM_UP)
-                await settle()
                 samples["warm"] = sample()
                 for first in range(WARM_UP, CYCLES, 1000):
                     await batch(first, min(1000, CYCLES - first))
@@ -134,9 +135,6 @@ async def test_ten_thousand_setup_teardown_cycles_stay_flat(
     assert mem1 - mem0 < MEMORY_BOUND
     assert tasks1 == tasks0
     for before, after in ((lns0, lns1), (lac0, lac1)):
-        # The id shuffle's table is bounded by the id space (65,535), not by the churn.
-        assert after.pop("ids_moved") <= 0xFFFF
-        before.pop("ids_moved")
         assert after == before
         assert all(v == 0 for v in after.values()), after
     assert lns.counters["core_errors"] == lac.counters["core_errors"] == 0
