@@ -29,7 +29,6 @@ from kl2tp.daemon.handle import Address
 from kl2tp.daemon.service import Settings
 from kl2tp.dataplane.base import DataPlane, DataPlaneError
 from kl2tp.l2tp.tunnel import TunnelConfig
-from kl2tp.log import AVP_LEVEL, CATEGORIES  # noqa: F401 - kept for importers
 
 log = logging.getLogger("kl2tp.daemon")
 
@@ -312,7 +311,14 @@ def _run(cfg: cfgmod.Config, role: str, path: str | None = None) -> int:
             call = client_call(cfg.subscriber.calling_number, cfg.subscriber.called_number)
 
             async def dialer(endpoint: Endpoint) -> None:
-                await keep_call(endpoint, settings.lns_peers, call)
+                picker = await _tunnel_picker(cfg, endpoint, services)
+                await keep_call(
+                    endpoint,
+                    settings.lns_peers,
+                    call,
+                    picker=picker,
+                    username=cfg.subscriber.credentials(1)[0],
+                )
 
         coa = _coa_server(cfg, handler) if role == "lns" else None
         # A back end with a life of its own (RADIUS: reply readers, accounting, Accounting-On
@@ -476,9 +482,15 @@ async def _tunnel_picker(cfg: cfgmod.Config, endpoint: Endpoint, nursery: trio.N
 
 
 async def _stop_on_signal(stop: trio.Event) -> None:
-    """SIGTERM/SIGINT end ``--simulate``'s hold early: calls are cleared and reported."""
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        async for _ in signals:
+    """SIGTERM/SIGINT end ``--simulate``'s hold early: calls are cleared and reported.
+    SIGHUP and SIGUSR1 (a daemon's reload and summary) are logged and change nothing."""
+    with trio.open_signal_receiver(
+        signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1
+    ) as signals:
+        async for signum in signals:
+            if signum in (signal.SIGHUP, signal.SIGUSR1):
+                log.info("%s: ignored during --simulate", signal.Signals(signum).name)
+                continue
             stop.set()
             return
 
@@ -589,6 +601,9 @@ def ctl_main(argv: Sequence[str] | None = None) -> int:
     """kl2tpctl."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["decode"]:
+        if "--version" in argv[1:]:
+            print(f"kl2tpctl {version()}")
+            return 0
         from kl2tp.decode_cmd import main as decode_main
 
         return decode_main(argv[1:])

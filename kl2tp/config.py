@@ -561,9 +561,14 @@ class PppConfig:
     idle_timeout: float = attrs.field(default=0.0, metadata=_meta(_number(0), roles=LNS_ONLY))
     """Seconds without subscriber traffic before a session is cleared when RADIUS sends no
     Idle-Timeout; 0: no limit (needs kernel counters to see traffic)."""
-    setup_timeout: float = attrs.field(default=60.0, metadata=_meta(_number(0)))
-    """Seconds a link may take from its start to its first open network protocol, however
-    many LCP restarts it goes through; 0: no bound."""
+    max_restarts: int = attrs.field(
+        default=16, metadata=_meta(_integer(0, 1_000_000), roles=LNS_ONLY)
+    )
+    """LCP restarts an established link may go through (each re-authenticates: an AAA
+    request); one more clears the session; 0: no limit."""
+    setup_timeout: float = attrs.field(default=60.0, metadata=_meta(_number(0), roles=LNS_ONLY))
+    """Seconds a link may take from its start (or an LCP renegotiation) to an open network
+    protocol, however many LCP restarts it goes through; 0: no bound."""
 
 
 @attrs.frozen

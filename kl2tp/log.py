@@ -129,20 +129,35 @@ CONTEXT: contextvars.ContextVar[LogContext | None] = contextvars.ContextVar(
 """The current task's :class:`LogContext`."""
 
 _IDS = re.compile(r"Tnl(?:/Cl)? (\d+)(?:/(\d+))?")
+_ID_FORMATS = {"Tnl %d": 1, "Tnl/Cl %d/%d": 2}
 
 
 def record_ids(record: logging.LogRecord) -> tuple[int, int]:
-    """(tunnel, session) of a record: its context, else the ``Tnl/Cl T/S`` its text starts
-    with (the IOS-style trace lines name them), else zeros."""
+    """(tunnel, session) of a record: the ``Tnl/Cl T/S`` its text starts with (the
+    IOS-style lines name them), else its task's context, else zeros.
+
+    Cheap: the text is never formatted for this, only its first argument looked at (the
+    debug condition runs it on every trace line of a busy LNS).
+    """
     tid = getattr(record, "tunnel_id", None)
     if tid is not None:
         return int(tid), int(getattr(record, "session_id", 0) or 0)
-    ctx = CONTEXT.get()
     msg = record.msg if isinstance(record.msg, str) else ""
-    if msg.startswith("Tnl") or (msg.startswith("%s") and record.args):
-        m = _IDS.match(record.getMessage())
+    args = record.args if isinstance(record.args, tuple) else ()
+    if msg.startswith("Tnl"):
+        m = _IDS.match(msg)
         if m is not None:
             return int(m.group(1)), int(m.group(2) or 0)
+        head = msg.split(":", 1)[0].split(" ", 2)
+        count = _ID_FORMATS.get(" ".join(head[:2]), 0)
+        ids = [a for a in args[:count] if isinstance(a, int)]
+        if count and len(ids) == count:
+            return ids[0], ids[1] if count == 2 else 0
+    elif msg.startswith("%s") and args and isinstance(args[0], str):
+        m = _IDS.match(args[0])
+        if m is not None:
+            return int(m.group(1)), int(m.group(2) or 0)
+    ctx = CONTEXT.get()
     if ctx is not None:
         return ctx.tunnel, ctx.session
     return 0, 0

@@ -134,7 +134,11 @@ class LinkConfig:
     """Seconds the Terminate phase may take before the link is declared Dead anyway."""
     setup_timeout: float = 0.0
     """Seconds from ``Link.open`` until the first network protocol opens, across LCP
-    restarts (the per-phase timeouts start again at each restart); 0: no such bound."""
+    restarts (the per-phase timeouts start again at each restart), and likewise from an LCP
+    restart of a link that was up until a network protocol opens again; 0: no such bound."""
+    max_restarts: int = 0
+    """LCP restarts (renegotiations) allowed once the link was up, each of which costs a
+    re-authentication; one more ends the link (``TOO_MANY_RESTARTS``); 0: no limit."""
     send_address_control: bool = True
     """Prefix outgoing frames with ``ff 03`` (as L2TP data messages usually carry them)."""
 

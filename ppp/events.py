@@ -58,6 +58,9 @@ class DownReason(enum.Enum):
     many LCP restarts the peer went through."""
     IDENTITY_CHANGED = "identity-changed"
     """Re-authentication (after an LCP restart) named a different user than the link's."""
+    TOO_MANY_RESTARTS = "too-many-restarts"
+    """LCP went down under an established link more than ``LinkConfig.max_restarts`` times
+    (each restart costs a re-authentication, an AAA request)."""
 
 
 @attrs.frozen

@@ -150,6 +150,7 @@ class Link:
         "address_pending",
         "authenticator",
         "authenticator_ok",
+        "been_up",
         "config",
         "down_message",
         "down_reason",
@@ -166,6 +167,7 @@ class Link:
         "phase_deadline",
         "proxy_auth",
         "proxy_lcp_forced",
+        "restarts",
         "rng",
         "setup_deadline",
         "username",
@@ -187,6 +189,10 @@ class Link:
         authentication under another name ends the link (``IDENTITY_CHANGED``)."""
         self.setup_deadline: float | None = None
         """``config.setup_timeout`` after ``open``, until the first network protocol opens."""
+        self.restarts = 0
+        self.been_up = False
+        """The link reached the Network phase at least once."""
+        """Times LCP went down under the link once it had been up (``config.max_restarts``)."""
         self.rng = rng
         self.name = name
         self.phase = Phase.DEAD
@@ -547,6 +553,16 @@ class Link:
             self._set_phase(Phase.TERMINATE, now + self.config.terminate_timeout)
         else:
             self._set_phase(Phase.ESTABLISH, now + self.config.establish_timeout)
+            if self.been_up:
+                self.restarts += 1
+                limit = self.config.max_restarts
+                if limit and self.restarts > limit:
+                    self.close(now, DownReason.TOO_MANY_RESTARTS, f"LCP restarted {limit}+ times")
+                    return
+            if self.setup_deadline is None and self.config.setup_timeout > 0:
+                # A renegotiation must also finish in time: otherwise a peer that restarts
+                # LCP before each phase timeout holds its session (and address) forever.
+                self.setup_deadline = now + self.config.setup_timeout
 
     def _lcp_finished(self, now: float) -> None:
         """LCP This-Layer-Finished: the link is Dead."""
@@ -726,6 +742,7 @@ class Link:
         self._enter_network(now)
 
     def _enter_network(self, now: float) -> None:
+        self.been_up = True
         self._set_phase(Phase.NETWORK, now + self.config.network_timeout)
         if self.ipcp is None and self.ipv6cp is None:
             self.phase_deadline = None

@@ -143,7 +143,15 @@ def test_version_on_every_command(prog: str) -> None:
     assert out.returncode == 0
     assert prog in out.stdout and any(ch.isdigit() for ch in out.stdout)
     if prog == "kl2tpctl":
-        for sub in (["show", "--version"], ["clear", "--version"], ["drain", "--version"]):
+        for sub in (
+            ["show", "--version"],
+            ["clear", "--version"],
+            ["drain", "--version"],
+            ["undrain", "--version"],
+            ["reload", "--version"],
+            ["debug", "--version"],
+            ["decode", "--version"],
+        ):
             assert run(str(BIN / prog), *sub).returncode == 0
 
 
@@ -225,3 +233,66 @@ def test_bad_config_table_exits_2_naming_the_key(tmp_path: Path, toml: str, key:
         lines = out.stderr.strip().splitlines()
         assert len(lines) == 1 and "bad.toml" in lines[0] and key in lines[0], out.stderr
         assert "Traceback" not in out.stderr
+
+
+def test_sighup_when_the_config_file_is_gone_keeps_the_daemon(tmp_path: Path) -> None:
+    import signal
+    import time
+
+    # A file that cannot be read is refused like a bad one: logged, and the daemon carries on.
+    sock = tmp_path / "lns.sock"
+    cfg = _lns_config(tmp_path, _free_port(), sock)
+    proc = subprocess.Popen(
+        [str(BIN / "kl2tp-lns"), "-c", str(cfg)],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        _wait_for_path(sock, proc)
+        cfg.unlink()  # now there is nothing to read either
+        proc.send_signal(signal.SIGHUP)
+        time.sleep(0.5)
+        assert proc.poll() is None
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0
+    assert "reload refused" in err and "cannot read" in err
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [
+        (0.4, "0s"),
+        (59.9, "59s"),
+        (61, "1m01s"),
+        (3600 + 120, "1h02m"),
+        (3 * 86400 + 4 * 3600, "3d04h"),
+    ],
+)
+def test_human_durations(seconds: float, text: str) -> None:
+    from kl2tp.cli import human_duration
+
+    assert human_duration(seconds) == text
+
+
+@pytest.mark.parametrize(
+    ("n", "text"),
+    [(0, "0 B"), (1023, "1023 B"), (1536, "1.5 KiB"), (5 * 1024**3, "5.0 GiB"), (None, "-")],
+)
+def test_human_bytes(n: int | None, text: str) -> None:
+    from kl2tp.cli import human_bytes
+
+    assert human_bytes(n) == text
+
+
+def test_tables_escape_what_a_peer_sent() -> None:
+    from kl2tp.cli import table
+
+    out = table(
+        [{"username": "eve\nfake-row", "uptime": 65.0, "rx_bytes": 2048}],
+        ["user", "uptime", "rx_bytes"],
+    )
+    lines = out.splitlines()
+    assert len(lines) == 2
+    assert lines[1].split() == ["eve\\x0afake-row", "1m05s", "2.0", "KiB"]

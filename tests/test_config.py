@@ -199,6 +199,9 @@ def test_duplicate_session_and_setup_timeout_are_checked() -> None:
     assert "[aaa] duplicate_session" in error('[aaa]\nduplicate_session = "kick"')
     assert parse("[ppp]\nsetup_timeout = 5").ppp.setup_timeout == 5.0
     assert "[ppp] setup_timeout" in error("[ppp]\nsetup_timeout = -1")
+    assert parse("").ppp.max_restarts == 16
+    assert "[ppp] max_restarts" in error("[ppp]\nmax_restarts = -1")
+    assert "[ppp] max_restarts" in error("[ppp]\nmax_restarts = 2", "lac")
 
 
 def test_users_passwords_never_in_repr() -> None:
@@ -367,7 +370,10 @@ def test_examples_load(path: Path) -> None:
     role: Role = "lac" if path.stem.startswith("lac") else "lns"
     config = load_config(path, role)
     assert config.role == role
-    if role == "lns":
+    if role == "lns" and config.aaa.backend == "radius":
+        assert [s.address for s in config.radius.server] == ["192.0.2.11", "192.0.2.12"]
+        assert config.pool[0].name == "business"
+    elif role == "lns":
         users = load_users(config.aaa.users_file)
         assert users["alice"].address == IPv4Address("100.64.3.200")
         assert users["alice"].address in config.ppp.pool

@@ -202,3 +202,20 @@ def test_sd_notify_datagrams(tmp_path: Path) -> None:
     assert got[2].startswith("STOPPING=1")
     assert not Notifier.from_env({}).enabled
     assert Notifier.from_env({"NOTIFY_SOCKET": "@abstract"}).address == "\0abstract"
+
+
+@pytest.mark.parametrize(
+    ("msg", "args", "ids"),
+    [
+        ("Tnl/Cl %d/%d: call cleared %s", (5, 7, "x"), (5, 7)),
+        ("Tnl %d: send to %s failed", (9, "a"), (9, 0)),
+        ("Tnl 12: literal", (), (12, 0)),
+        ("%s %s: %s", ("Tnl/Cl 3/4", "LCP", "O CONFREQ"), (3, 4)),
+        ("%s", ("nothing",), (0, 0)),
+    ],
+)
+def test_ids_come_from_the_line_without_formatting_it(
+    msg: str, args: tuple[object, ...], ids: tuple[int, int]
+) -> None:
+    record = logging.LogRecord("kl2tp.l2tp", logging.DEBUG, "x", 1, msg, args, None)
+    assert klog.record_ids(record) == ids

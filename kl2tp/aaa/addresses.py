@@ -69,6 +69,7 @@ class AddressBook(Generic[Owner]):
         self._by_address: dict[int, Holding[Owner]] = {}
         self._by_owner: dict[Owner, Holding[Owner]] = {}
         self._static_count = 0
+        self._by_user: dict[str, set[Owner]] = {}
         # Pools whose ranges overlap each pool: an address taken from one is taken out of
         # the others too, so no pool can hand out an address the book says is held.
         self._overlaps: dict[str, tuple[AddressPool, ...]] = {
@@ -100,6 +101,10 @@ class AddressBook(Generic[Owner]):
         """The address ``owner`` holds, or None."""
         holding = self._by_owner.get(owner)
         return holding.address if holding is not None else None
+
+    def owners_of(self, user: str) -> frozenset[Owner]:
+        """The live owners holding an address for ``user`` (O(its sessions))."""
+        return frozenset(self._by_user.get(user, ()))
 
     def __len__(self) -> int:
         """Number of addresses held."""
@@ -193,6 +198,11 @@ class AddressBook(Generic[Owner]):
         del self._by_address[int(address)]
         if holding.static:
             self._static_count -= 1
+        owners = self._by_user.get(holding.user)
+        if owners is not None:
+            owners.discard(owner)
+            if not owners:
+                del self._by_user[holding.user]
         for source in self.pools.values() if holding.static else self._sources(holding.pool):
             source.release(address)
         return address
@@ -207,6 +217,7 @@ class AddressBook(Generic[Owner]):
         self._by_owner[holding.owner] = holding
         if holding.static:
             self._static_count += 1
+        self._by_user.setdefault(holding.user, set()).add(holding.owner)
 
     def _refuse(self, reason: str) -> None:
         self.refused[reason] = self.refused.get(reason, 0) + 1

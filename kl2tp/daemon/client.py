@@ -26,6 +26,7 @@ from kl2tp.l2tp.constants import BearerCapability, CdnResult, FramingCapability
 from kl2tp.l2tp.events import CallParams
 from kl2tp.l2tp.session import CommandError
 from kl2tp.l2tp.tunnel import TunnelConfig
+from kl2tp.lac.tunnels import NoTunnel, TunnelPicker
 
 log = logging.getLogger("kl2tp.daemon")
 
@@ -67,20 +68,29 @@ async def keep_call(
     backoff: Backoff = Backoff(),
     setup_timeout: float = 60.0,
     state: ClientState | None = None,
+    picker: TunnelPicker | None = None,
+    username: str = "",
 ) -> None:
     """Keep one call up to one of ``peers`` until cancelled.
+
+    With a ``picker`` (``[[lac.route]]`` or ``[lac] lookup = "radius"``) the LNS is the one
+    tunnel selection gives the subscriber (``username`` and the call's called number), not
+    the first of ``peers`` that answers.
 
     A call counts as up when its session handler says so (IPCP open, interface configured).
     When the call drops while its tunnel lives, the next call goes over the same tunnel;
     when the tunnel drops, the next attempt dials again. Failures back off exponentially;
     a call that came up resets the delay.
     """
-    if not peers:
+    if not peers and picker is None:
         raise ValueError("client mode needs at least one [[lac.lns]]")
     state = state if state is not None else ClientState()
     delay = backoff.initial
     while True:
-        runner = await _dial_first(endpoint, peers, setup_timeout)
+        if picker is not None:
+            runner = await _pick(picker, username, call)
+        else:
+            runner = await _dial_first(endpoint, peers, setup_timeout)
         if runner is None:
             log.warning("no LNS answered; dialling again in %.0f s", delay)
             await trio.sleep(delay)
@@ -108,6 +118,15 @@ async def keep_call(
                 f": {runner.close_event.message}" if runner.close_event.message else "",
             )
         await trio.sleep(delay)
+
+
+async def _pick(picker: TunnelPicker, username: str, call: CallParams) -> TunnelRunner | None:
+    """The tunnel tunnel selection gives the subscriber, None when there is none."""
+    try:
+        return await picker.tunnel_for(username, call)
+    except NoTunnel as exc:
+        log.warning("no tunnel for %s: %s", username or "the subscriber", exc)
+        return None
 
 
 async def _dial_first(

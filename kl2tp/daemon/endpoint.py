@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import logging
 import math
 import random
@@ -466,6 +467,7 @@ class TunnelRunner:
             return
         ep_core = self.endpoint.core
         if not ep_core.admit_session(self.entry):
+            # One info line with the peer and ids, rate-limited like every peer-caused line.
             oplog.refused(self, event.sid, "session", "session limit reached")
             self.core.hangup(
                 event.sid,
@@ -473,13 +475,6 @@ class TunnelRunner:
                 CdnResult.NO_FACILITIES_TEMPORARY,
                 ErrorCode.NO_ERROR,
                 "session limit reached",
-            )
-            ep_core.warn(
-                "session_limit",
-                now,
-                "Tnl %d: call from %s refused: session limit reached",
-                self.local_tunnel_id,
-                self.entry.peer_addr[0],
             )
             return
         self._sessions[event.sid] = SessionInfo(event.sid, now)
@@ -490,7 +485,8 @@ class TunnelRunner:
         )
 
     def _log_closed(self, info: SessionInfo, event: ev.CallClosed) -> None:
-        oplog.session_down(
+        emit = functools.partial(
+            oplog.session_down,
             self,
             event.sid,
             info,
@@ -500,6 +496,14 @@ class TunnelRunner:
             message=event.message,
             by_peer=event.by_peer,
         )
+        # With kernel counters, the session task logs the line once it has read the byte
+        # counts, right before it removes the kernel session.
+        records = getattr(self.endpoint.handler, "records", None)
+        rec = records.get((self.local_tunnel_id, event.sid)) if records is not None else None
+        if rec is not None and self.endpoint.dataplane.kernel_counters:
+            rec.log_down = emit
+        else:
+            emit()
 
     def _log_tunnel_down(self) -> None:
         closed = self.close_event

@@ -21,7 +21,9 @@ from typing import Any, Protocol
 
 import attrs
 
+from kl2tp.l2tp.constants import CdnResult, StopCcnResult
 from kl2tp.log import CONTEXT, LogContext
+from kl2tp.ratelimit import WarnLimiter, suppressed_note
 
 log = logging.getLogger("kl2tp.daemon")
 
@@ -56,6 +58,9 @@ class EventLog:
     """Newest last."""
     counts: dict[str, int] = attrs.field(factory=dict)
     """Events logged, by name."""
+    limiter: WarnLimiter = attrs.field(factory=lambda: WarnLimiter(20, 60.0))
+    """Peer-caused lines a flood could repeat (authentication failures, refusals): at most
+    20 a minute of each; the next line says how many were left out."""
 
     def record(self, entry: dict[str, Any]) -> None:
         """Add one ended or failed session."""
@@ -78,9 +83,23 @@ EVENTS: contextvars.ContextVar[EventLog] = contextvars.ContextVar(
 """The current daemon's :class:`EventLog` (``run_daemon`` sets its own)."""
 
 
-def _emit(event: str, message: str, tid: int, sid: int, fields: Mapping[str, Any]) -> None:
-    counts = EVENTS.get().counts
+def _emit(
+    event: str,
+    message: str,
+    tid: int,
+    sid: int,
+    fields: Mapping[str, Any],
+    *,
+    limited: bool = False,
+) -> None:
+    events = EVENTS.get()
+    counts = events.counts
     counts[event] = counts.get(event, 0) + 1
+    if limited:
+        ok, suppressed = events.limiter.should_log(event, time.monotonic())
+        if not ok:
+            return
+        message += suppressed_note(suppressed)
     if log.isEnabledFor(logging.INFO):
         log.info(
             message,
@@ -93,8 +112,17 @@ def _peer(tunnel: _Tunnel) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def _cause(result: int, error: int, message: str, by_peer: bool) -> str:
+def _cause(result: int, error: int, message: str, by_peer: bool, *, tunnel: bool = False) -> str:
+    """``peer result 3 (administrative): cleared by operator``: who, the Result Code with
+    the RFC's words, and the message."""
+    table: type[CdnResult] | type[StopCcnResult] = StopCcnResult if tunnel else CdnResult
+    try:
+        words = table(result).description
+    except ValueError:
+        words = ""
     text = f"{'peer' if by_peer else 'local'} result {result}"
+    if words:
+        text += f" ({words})"
     if error:
         text += f" error {error}"
     if message:
@@ -157,8 +185,10 @@ def tunnel_down(
             "local_tunnel_id": tunnel.local_tunnel_id,
             "peer_tunnel_id": tunnel.peer_tunnel_id,
             "duration": round(duration, 3),
-            "cause": _cause(result, error, message, by_peer),
+            "cause": _cause(result, error, message, by_peer, tunnel=True),
         },
+        # A tunnel that never came up is what a spoofed SCCRQ flood leaves behind.
+        limited=not established,
     )
 
 
@@ -216,6 +246,8 @@ def session_down(
         tunnel.local_tunnel_id,
         sid,
         fields,
+        # Calls that never came up can be a flood; every session that did gets its line.
+        limited=not established,
     )
     entry = {
         "time": time.time(),
@@ -241,6 +273,7 @@ def auth_failed(tunnel: _Tunnel, sid: int, user: str, method: str, reason: str) 
             "method": method,
             "reason": reason,
         },
+        limited=True,
     )
 
 
@@ -253,7 +286,7 @@ def refused(tunnel: _Tunnel | None, sid: int, what: str, reason: str, **more: An
         fields["lac"] = tunnel.peer_hostname
         fields["peer"] = _peer(tunnel)
     fields.update(more)
-    _emit(f"{what}-refused", f"{what} refused", tid, sid, fields)
+    _emit(f"{what}-refused", f"{what} refused", tid, sid, fields, limited=True)
     if what == "session":
         EVENTS.get().record(
             {

@@ -70,6 +70,7 @@ CDN_FOR_REASON: dict[pev.DownReason, tuple[CdnResult, str]] = {
     pev.DownReason.ECHO_TIMEOUT: (CdnResult.LOSS_OF_CARRIER, "PPP LCP echo timeout"),
     pev.DownReason.SETUP_TIMEOUT: (CdnResult.TIMEOUT, "PPP setup timeout"),
     pev.DownReason.IDENTITY_CHANGED: (CdnResult.GENERAL_ERROR, "PPP peer changed identity"),
+    pev.DownReason.TOO_MANY_RESTARTS: (CdnResult.GENERAL_ERROR, "PPP restarted too often"),
 }
 """The CDN Result Code (RFC 2661 4.4.2) and message for each way a PPP link can die."""
 
@@ -87,6 +88,7 @@ FAILURE_NAME: dict[pev.DownReason, str] = {
     pev.DownReason.PEER_TERMINATED: "terminated by peer",
     pev.DownReason.SETUP_TIMEOUT: "setup timeout",
     pev.DownReason.IDENTITY_CHANGED: "identity changed",
+    pev.DownReason.TOO_MANY_RESTARTS: "too many restarts",
 }
 """How ``kl2tp-lac --simulate`` names a failed call."""
 
@@ -216,6 +218,7 @@ def lns_link_config(cfg: Config) -> LinkConfig:
         proxy_auth=ProxyMode(p.proxy_auth),
         send_address_control=False,
         setup_timeout=p.setup_timeout,
+        max_restarts=p.max_restarts,
     )
 
 
@@ -307,6 +310,8 @@ class PppSessions(DataPlaneSessions):
         """Links ended by ``[ppp] setup_timeout``, by the stage they were stuck in."""
         self.identity_changes = 0
         """Links ended because re-authentication named another user."""
+        self.restart_limits = 0
+        """Links ended for restarting LCP more than ``[ppp] max_restarts`` times."""
         self._gone: dict[tuple[int, int], trio.Event] = {}
         """Set once a session's task has ended, data plane included (``replace`` waits)."""
         # CHAP and MS-CHAPv2 challenges come from here and must not be predictable from the
@@ -398,6 +403,7 @@ class PppSessions(DataPlaneSessions):
         out["ppp_drops"] = dict(self.drops)
         out["setup_timeouts"] = dict(self.setup_timeouts)
         out["identity_changes"] = self.identity_changes
+        out["restart_limits"] = self.restart_limits
         out["timeouts"] = dict(self.timeouts)
         if self.coa is not None:
             out["coa"] = dict(self.coa.counters)
@@ -494,10 +500,9 @@ class _SessionState:
         kernel counters)."""
         self._timers = False
         self.limits_changed = trio.Event()
-        """Set by a CoA-Request's new limits (``set_timeouts``): the timers re-read them."""
-        self.coa_limits: tuple[float | None, float | None] = (None, None)
-        """Session-Timeout and Idle-Timeout of CoA-Requests the timers have not read yet
-        (None: unchanged)."""
+        """Set when `set_limits` (a CoA-Request) changed a limit: the timers re-read them."""
+        self._idle_reset = False
+        """A new Idle-Timeout counts from now (`set_limits`)."""
         if owner.lns:
             self._extra(acct_session_id=self.acct_session_id)
         call = rec.call
@@ -652,7 +657,11 @@ class _SessionState:
         if not result.accepted:
             self._extra(failure="auth failed")
             oplog.auth_failed(
-                self.rec.tunnel, self.rec.sid, event.username, request.method, result.reason
+                self.rec.tunnel,
+                self.rec.sid,
+                event.username,
+                request.method,
+                result.reason or "rejected",
             )
         self.link.auth_result(
             now(),
@@ -839,6 +848,8 @@ class _SessionState:
             owner.setup_timeouts[stage] = owner.setup_timeouts.get(stage, 0) + 1
         elif event.reason is pev.DownReason.IDENTITY_CHANGED:
             owner.identity_changes += 1
+        elif event.reason is pev.DownReason.TOO_MANY_RESTARTS:
+            owner.restart_limits += 1
         result, message = CDN_FOR_REASON[event.reason]
         log.info(
             "%s: PPP down (%s%s); clearing the session",
@@ -894,38 +905,61 @@ class _SessionState:
             classes=self._classes(),
         )
 
+    def _interim(self) -> float:
+        interim = self._limit(ATTR_INTERIM_INTERVAL, self.owner.interim_interval)
+        if self.owner.authenticator is None or not self.accounting or interim <= 0:
+            return 0.0
+        return max(interim, 1.0)  # never a busy loop, whatever the server says
+
+    def set_limits(
+        self,
+        *,
+        session_timeout: float | None = None,
+        idle_timeout: float | None = None,
+        interim_interval: float | None = None,
+    ) -> None:
+        """Change the session's limits while it runs (RFC 5176 CoA-Request): Session-Timeout
+        counts from the session's start (as in an Access-Accept), a new Idle-Timeout from
+        now; 0 removes a limit, None leaves it as it is."""
+        for key, value in (
+            (ATTR_SESSION_TIMEOUT, session_timeout),
+            (ATTR_IDLE_TIMEOUT, idle_timeout),
+            (ATTR_INTERIM_INTERVAL, interim_interval),
+        ):
+            if value is not None:
+                self.reply[key] = value
+        if idle_timeout is not None:
+            self._idle_reset = True
+        self.limits_changed.set()
+
     async def _session_timers(self) -> None:
         """LNS, once the network is up: Interim-Updates, Session-Timeout and Idle-Timeout
-        (AAA's values, else the configured defaults). Sleeps until the nearest deadline."""
+        (AAA's values, else the configured defaults; `set_limits` changes them). Sleeps
+        until the nearest deadline or a change of limits."""
         owner = self.owner
         start = trio.current_time()
-        session_limit = self._limit(ATTR_SESSION_TIMEOUT, owner.session_timeout)
-        idle_limit = self._limit(ATTR_IDLE_TIMEOUT, owner.idle_timeout)
-        interim = self._limit(ATTR_INTERIM_INTERVAL, owner.interim_interval)
-        if self.owner.authenticator is None or not self.accounting:
-            interim = 0.0
-        elif 0 < interim < 60:
-            interim = max(interim, 1.0)  # a carrier's floor is 60 s; never a busy loop
+        interim = self._interim()
         next_interim = start + interim if interim else math.inf
-        session_end = start + session_limit if session_limit else math.inf
         activity = await self._activity()
         active_at = start
         while True:
+            if self._idle_reset:
+                self._idle_reset = False
+                active_at = trio.current_time()
+                activity = await self._activity()
+            if self._interim() != interim:
+                interim = self._interim()
+                next_interim = trio.current_time() + interim if interim else math.inf
+            # No await from here to the wait: a change cannot slip in between.
+            self.limits_changed = trio.Event()
+            session_limit = self._limit(ATTR_SESSION_TIMEOUT, owner.session_timeout)
+            idle_limit = self._limit(ATTR_IDLE_TIMEOUT, owner.idle_timeout)
+            session_end = start + session_limit if session_limit else math.inf
             idle_end = active_at + idle_limit if idle_limit else math.inf
             with trio.move_on_at(min(next_interim, session_end, idle_end)):
                 await self.limits_changed.wait()
-            now = trio.current_time()
-            if self.limits_changed.is_set():
-                # CoA (RFC 5176): Session-Timeout counts from the start, Idle-Timeout from now.
-                self.limits_changed = trio.Event()
-                (new_session, new_idle), self.coa_limits = self.coa_limits, (None, None)
-                if new_session is not None:
-                    session_limit = new_session
-                    session_end = start + session_limit if session_limit else math.inf
-                if new_idle is not None:
-                    idle_limit, active_at = new_idle, now
-                    activity = await self._activity()
                 continue
+            now = trio.current_time()
             if now >= session_end:
                 self._expire("session-timeout", session_limit)
                 return
@@ -979,12 +1013,7 @@ class _SessionState:
 
     def set_timeouts(self, session_timeout: float | None, idle_timeout: float | None) -> None:
         """RADIUS CoA-Request: new limits (None: keep; 0: none) for the session's timers."""
-        pending_session, pending_idle = self.coa_limits
-        self.coa_limits = (
-            pending_session if session_timeout is None else session_timeout,
-            pending_idle if idle_timeout is None else idle_timeout,
-        )
-        self.limits_changed.set()
+        self.set_limits(session_timeout=session_timeout, idle_timeout=idle_timeout)
 
     async def cleanup(self) -> None:
         """Undo everything the session got, whatever ended it."""

@@ -60,13 +60,21 @@ PPP_KEYS = frozenset(
         "ppp.proxy_lcp",
         "ppp.proxy_auth",
         "ppp.ipv6",
+        "ppp.session_timeout",
+        "ppp.idle_timeout",
+        "ppp.setup_timeout",
+        "aaa.duplicate_session",
+        "radius.interim_interval",
     }
 )
 """The PPP offer and AAA settings of sessions set up after the reload."""
 LOG_KEYS = frozenset({"log.level", "log.categories", "log.format", "log.syslog", "log.history"})
 """Logging, in force at once."""
-RUNTIME_KEYS = TUNNEL_KEYS | POLICY_KEYS | PPP_KEYS | LOG_KEYS | {"ppp.pool", "aaa.users_file"}
-"""Every key a reload applies (``ppp.pool`` only when the pool grew)."""
+POOL_KEYS = frozenset({"ppp.pool", "pool"})
+"""``[ppp] pool`` and ``[[pool]]``: applied when every pool kept its addresses (grown or
+added); a pool that shrank, moved or went away needs a restart."""
+RUNTIME_KEYS = TUNNEL_KEYS | POLICY_KEYS | PPP_KEYS | LOG_KEYS | POOL_KEYS | {"aaa.users_file"}
+"""Every key a reload applies."""
 
 
 def changed_keys(old: cfgmod.Config, new: cfgmod.Config) -> list[str]:
@@ -148,11 +156,17 @@ class Reloader:
         """Apply ``new`` (already checked) over the running configuration."""
         old = self.cfg
         changed = changed_keys(old, new)
-        restart = [k for k in changed if k not in RUNTIME_KEYS]
-        applied = [k for k in changed if k in RUNTIME_KEYS]
-        if "ppp.pool" in changed and not self._apply_pool(old, new):
-            applied.remove("ppp.pool")
-            restart.append("ppp.pool")
+        runtime = RUNTIME_KEYS
+        if old.role == "lac":
+            # The LAC dials with per-LNS values fixed at start-up ([[lac.lns]] over [l2tp]).
+            runtime = RUNTIME_KEYS - TUNNEL_KEYS
+        restart = [k for k in changed if k not in runtime]
+        applied = [k for k in changed if k in runtime]
+        pools = [k for k in changed if k in POOL_KEYS]
+        if pools and not self._apply_pools(old, new):
+            for key in pools:
+                applied.remove(key)
+                restart.append(key)
         # Keys that need a restart keep their running values until then.
         kept = new
         for key in restart:
@@ -192,10 +206,19 @@ class Reloader:
                 max_sessions=l2.max_sessions,
                 queue_depth=l2.queue_depth,
             )
-        if any(k.startswith("ppp.") for k in changed):
-            if self.handler is not None and self.link_config is not None:
+        handler = self.handler
+        if any(k in PPP_KEYS for k in changed):
+            if handler is not None and self.link_config is not None:
                 link = self.link_config(cfg)
-                self.handler.link_config = lambda _n: link
+                handler.link_config = lambda _n: link
+            for attr, value in (
+                ("session_timeout", cfg.ppp.session_timeout),
+                ("idle_timeout", cfg.ppp.idle_timeout),
+                ("duplicate_session", cfg.aaa.duplicate_session),
+                ("interim_interval", cfg.radius.interim_interval),
+            ):
+                if handler is not None and hasattr(handler, attr):
+                    setattr(handler, attr, value)
             if self.authenticator is not None:
                 if hasattr(self.authenticator, "methods"):
                     self.authenticator.methods = frozenset(cfg.ppp.auth)
@@ -215,19 +238,36 @@ class Reloader:
         if "log.history" in changed:
             oplog.EVENTS.get().resize(lg.history)
 
-    def _apply_pool(self, old: cfgmod.Config, new: cfgmod.Config) -> bool:
-        """A pool that grew: a new pool holding the addresses live sessions have. False:
-        the pool shrank or moved (that needs a restart; the old one stays)."""
+    def _apply_pools(self, old: cfgmod.Config, new: cfgmod.Config) -> bool:
+        """Pools that grew or were added: a new address book holding every address live
+        sessions have, each from the pool it came from. False (the old book stays): a pool
+        shrank, moved or went away, or a live address would not fit."""
         handler = self.handler
-        if handler is None or getattr(handler, "pool", None) is None:
+        book = getattr(handler, "addresses", None)
+        if handler is None or book is None:
             return False
-        if not pool_grew(old.ppp.pool, new.ppp.pool):
-            return False
-        from kl2tp.aaa.pool import AddressPool
+        old_ranges = {"": old.ppp.pool, **{p.name: p.range for p in old.pool}}
+        new_ranges = {"": new.ppp.pool, **{p.name: p.range for p in new.pool}}
+        for name, rng in old_ranges.items():
+            if name not in new_ranges or not pool_grew(rng, new_ranges[name]):
+                return False
+        from kl2tp.daemon.ppp_session import address_book
 
-        pool = AddressPool.from_config(new.ppp)
+        fresh = address_book(new)
         for state in list(getattr(handler, "running", {}).values()):
-            if getattr(state, "pooled", False) and state.address is not None:
-                pool.claim(state.address)
-        handler.pool = pool
+            address = getattr(state, "address", None)
+            holding = book.holding(address) if address is not None else None
+            if holding is None or holding.owner is not state:
+                continue
+            got = fresh.assign(
+                state,
+                static=address if holding.static else None,
+                pool=holding.pool,
+                requested=address,
+                user=holding.user,
+            )
+            if got != address:
+                return False
+        handler.addresses = fresh
+        handler.pool = fresh.pools.get(fresh.default)
         return True

@@ -12,6 +12,7 @@ import json
 import logging
 import math
 import random
+import re
 import signal
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
@@ -32,6 +33,7 @@ from kl2tp.dataplane.base import Counters, DataPlane
 from kl2tp.l2tp.constants import CdnResult, StopCcnResult
 from kl2tp.l2tp.endpoint import Limits
 from kl2tp.l2tp.events import CallParams, ConnectInfo
+from kl2tp.l2tp.session import CommandError
 from kl2tp.l2tp.tunnel import TunnelConfig
 from kl2tp.lac.tunnels import NoTunnel, TunnelPicker
 
@@ -464,11 +466,40 @@ def _ppp_detail(handler: object, tid: int, sid: int) -> dict[str, Any]:
         },
         "proxy_lcp": bool(getattr(link, "proxy_lcp_forced", False)),
         "peer_address": str(link.peer_address) if link.peer_address is not None else None,
-        "static_address": str(state.static_address) if state.static_address else None,
-        "pooled": state.pooled,
-        "nas_port": state.nas_port,
+        "nas_port": getattr(state, "nas_port", None),
     }
+    book = getattr(handler, "addresses", None)
+    address = getattr(state, "address", None)
+    holding = book.holding(address) if book is not None and address is not None else None
+    if holding is not None:
+        out["address_source"] = (
+            "static" if holding.static else f"pool {holding.pool or '(default)'}"
+        )
+    reply = getattr(state, "reply", None)
+    if isinstance(reply, dict) and reply:
+        out["aaa"] = {str(k): _aaa_value(str(k), v) for k, v in reply.items()}
+    for key in ("acct_session_id", "session_timeout", "idle_timeout"):
+        value = getattr(state, key, None)
+        if isinstance(value, str | int | float) and not isinstance(value, bool):
+            out[key] = value
     return out
+
+
+_HIDDEN_ATTRIBUTE = re.compile(r"key|password|secret|mppe", re.IGNORECASE)
+
+
+def _aaa_value(name: str, value: object) -> object:
+    """An AAA reply attribute as ``show session`` prints it: keys and passwords (MS-MPPE
+    keys, tunnel passwords) never leave the daemon."""
+    if _HIDDEN_ATTRIBUTE.search(name):
+        return "(hidden)"
+    if isinstance(value, bytes):
+        return value.hex()
+    if isinstance(value, list | tuple):
+        return [_aaa_value(name, v) for v in value]
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value
+    return str(value)
 
 
 def _int(req: Request, key: str) -> int:
@@ -565,7 +596,10 @@ async def run_daemon(
                 async for signum in signals:
                     if signum == signal.SIGHUP:
                         log.info("SIGHUP: reloading the configuration")
-                        await api.reload({})
+                        try:
+                            await api.reload({})
+                        except ControlError as exc:
+                            log.warning("SIGHUP: %s", exc)
                         continue
                     if signum == signal.SIGUSR1:
                         summary = await api.summary()
@@ -742,7 +776,12 @@ async def simulate(
         if result.first_started is None:
             result.first_started = start
         connect = connect_factory(n) if connect_factory is not None else None
-        info = runner.place_call(call, connect, defer_connect=endpoint.defers_connect)
+        try:
+            info = runner.place_call(call, connect, defer_connect=endpoint.defers_connect)
+        except CommandError:  # the tunnel began to close since it was picked
+            result.failed["tunnel closed"] += 1
+            finished_setup()
+            return
         info.extra["n"] = n
         with trio.move_on_after(setup_timeout):
             await info.done.wait()

@@ -16,7 +16,9 @@ them over once the session's channel is open (``TunnelHandle.data_ready``).
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Callable
 
 import attrs
 import trio
@@ -51,6 +53,9 @@ class SessionRecord:
     connect: bool = False
     """LAC deferred call: send the ICCN (``tunnel.connect_call``) once the data plane has
     the session."""
+    log_down: Callable[..., None] | None = None
+    """The session's "session down" line, left to the task to log with the kernel's byte
+    counts (``counters=``) before it removes the session."""
 
 
 class DataPlaneSessions:
@@ -163,12 +168,19 @@ class DataPlaneSessions:
                         tunnel.hangup(rec.sid, CdnResult.GENERAL_ERROR, message="internal error")
         finally:
             self.records.pop(key, None)
+            counters: dict[str, int] | None = None
             if programmed:
                 with trio.CancelScope(shield=True):
+                    if rec.log_down is not None:
+                        with contextlib.suppress(DataPlaneError):
+                            got = await self.dataplane.session_counters(*key)
+                            counters = got.as_dict() if got is not None else None
                     try:
                         await self.dataplane.close_session(*key)
                     except DataPlaneError as exc:
                         log.error("Tnl/Cl %d/%d: could not remove the session: %s", *key, exc)
+            if rec.log_down is not None:
+                rec.log_down(counters=counters)
 
     async def run_session(self, rec: SessionRecord) -> None:
         """The session's life above L2TP; the bare handler just waits to be cancelled."""

@@ -121,6 +121,8 @@ def format_value(avp: Avp) -> str:
     if isinstance(value, HiddenValue):
         return f"(hidden) {_redacted(len(value.ciphertext))}"
     if avp.vendor == 0 and avp.type in REDACTED_AVPS:
+        if avp.hidden:
+            return "(not shown)"  # hiding pads the value: its true length is a secret too
         size = len(value) if isinstance(value, (bytes, str)) else len(encode_avp_value(avp))
         return _redacted(size)
     if isinstance(value, bytes):

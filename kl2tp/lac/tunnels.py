@@ -24,7 +24,7 @@ from kl2tp.config import Config
 from kl2tp.daemon.endpoint import Endpoint, TunnelRunner, TunnelSetupError
 from kl2tp.l2tp.constants import ErrorCode, StopCcnResult
 from kl2tp.l2tp.events import CallParams
-from kl2tp.l2tp.tunnel import TunnelConfig
+from kl2tp.l2tp.tunnel import TunnelConfig, TunnelState
 from kl2tp.lac.selection import (
     LnsCandidate,
     LnsHealth,
@@ -37,6 +37,8 @@ from kl2tp.lac.selection import (
 )
 
 log = logging.getLogger("kl2tp.daemon")
+
+_TAKES_CALLS = frozenset({TunnelState.ESTABLISHED, TunnelState.NO_SESSIONS_LEFT})
 
 Lookup = Callable[[RouteKey, CallParams], Awaitable[ReplyTunnels | None]]
 """Asks RADIUS which LNSs serve a key; None when the server rejected or did not answer."""
@@ -282,9 +284,11 @@ class TunnelPicker:
         tkey = candidate.tunnel_key
         while True:
             runner = self.tunnels.get(tkey)
-            if runner is not None and not runner.closed.is_set():
+            if runner is not None and runner.state in _TAKES_CALLS:
                 self.counters.reused += 1
                 return runner
+            if runner is not None:
+                del self.tunnels[tkey]  # closing (e.g. idle): the next call dials afresh
             pending = self._dialling.get(tkey)
             if pending is None:
                 break
@@ -350,5 +354,6 @@ class TunnelPicker:
                     self._answers.pop(key, None)
 
     def live_tunnels(self) -> list[TunnelRunner]:
-        """The tunnels the picker opened that are still up."""
-        return [r for r in self.tunnels.values() if not r.closed.is_set()]
+        """The tunnels the picker opened that are not closed yet."""
+        live = {r for runners in self._by_address.values() for r in runners}
+        return [r for r in live if not r.closed.is_set()]

@@ -39,6 +39,19 @@ def test_static_outside_every_pool_is_claimed_once() -> None:
     assert b.assign("s2", static=A("192.0.2.7")) == A("192.0.2.7")
 
 
+def test_owners_of_a_user() -> None:
+    b = book()
+    b.assign("s1", user="carol")
+    b.assign("s2", static=A("192.0.2.9"), user="carol")
+    b.assign("s3", user="dave")
+    assert b.owners_of("carol") == {"s1", "s2"}
+    b.release("s1")
+    assert b.owners_of("carol") == {"s2"}
+    b.release("s2")
+    assert b.owners_of("carol") == frozenset()
+    assert b.owners_of("nobody") == frozenset()
+
+
 def test_a_pool_address_held_refuses_a_static_claim_of_it() -> None:
     b = book()
     got = b.assign("bob", requested=A("10.0.0.3"))

@@ -107,3 +107,13 @@ async def test_keep_tunnel_redials_with_the_client_backoff(
         )
     gaps = [round(b - a, 6) for a, b in zip(endpoint.tries, endpoint.tries[1:], strict=False)]
     assert gaps[:6] == [2.0, 4.0, 8.0, 16.0, 16.0, 16.0]
+
+
+def test_show_session_hides_keys_and_passwords_among_aaa_attributes() -> None:
+    from kl2tp.daemon.service import _aaa_value
+
+    assert _aaa_value("MS-MPPE-Send-Key", b"\x01\x02") == "(hidden)"
+    assert _aaa_value("Tunnel-Password", "pw") == "(hidden)"
+    assert _aaa_value("Class", b"\xab\xcd") == "abcd"
+    assert _aaa_value("Session-Timeout", 3600) == 3600
+    assert _aaa_value("Framed-Route", ["10.0.0.0/8 10.1.1.1"]) == ["10.0.0.0/8 10.1.1.1"]

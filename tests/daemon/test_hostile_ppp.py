@@ -20,7 +20,8 @@ import ipaddress
 import itertools
 import logging
 import random
-from collections.abc import AsyncIterator, Callable
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -37,7 +38,9 @@ from kl2tp.daemon.handle import SessionInfo, TunnelHandle
 from kl2tp.daemon.ppp_session import PppSessions
 from kl2tp.dataplane.base import FrameSink, SessionSpec
 from kl2tp.dataplane.null import NullChannel, NullDataPlane
-from kl2tp.l2tp.constants import CdnResult
+from kl2tp.l2tp.avp import Avp, ResultCode
+from kl2tp.l2tp.constants import AvpType, CdnResult, MessageType
+from kl2tp.l2tp.message import ControlMessage, DataMessage
 from kl2tp.l2tp.tunnel import TunnelConfig
 from kl2tp.values import Secret
 from ppp.auth import ChapCode
@@ -45,6 +48,8 @@ from ppp.config import AuthMethod, LinkConfig
 from ppp.frame import Code, Proto, decode_options, decode_packet, encode_option, encode_packet
 from ppp.ipcp import IpcpOption
 from ppp.link import Link, Phase
+from tests.daemon.harness import ctl, wait_for
+from tests.daemon.hostile_rows import REPLY_BOUND, HostileLns, RawPeer, Row
 from tests.daemon.test_failure_names import fsm, lns_link, subscriber_link
 
 BOUND = 60.0
@@ -672,3 +677,204 @@ async def test_a_link_that_never_finishes_setup_is_ended_and_its_address_release
         assert summary["setup_timeouts"] == {"network": 1}
         assert summary["pool"]["in_use"] == in_use
         assert legit.up
+
+
+# -- the same rows against a kl2tp-lns process (hostile_rows' runner) -------------------------
+#
+# A hand-driven L2TP peer (RawPeer, scope "session") carries the PPP frames; where a row needs
+# a subscriber that gets as far as CHAP or IPCP, a ppp.Link runs over that peer's session
+# (``over_raw``) with the row's rewrite between the link and the wire. The legitimate
+# kl2tp-lac's subscribers hold their sessions throughout; the last test checks they survived.
+
+
+def over_raw(
+    peer: RawPeer,
+    config: LinkConfig,
+    until: Callable[[Link, list[bytes]], bool],
+    rewrite: Rewrite = lambda frame: [frame],
+) -> tuple[Link, list[bytes]]:
+    """Run a subscriber's PPP over ``peer``'s session until ``until(link, received)``;
+    returns the link and every PPP frame the LNS sent (without ``ff 03``)."""
+    link = Link(config, rng=random.Random(5), name="raw-subscriber")
+    received: list[bytes] = []
+
+    def feed(msg: object) -> None:
+        if isinstance(msg, DataMessage):
+            frame = msg.payload[2:] if msg.payload[:2] == b"\xff\x03" else msg.payload
+            received.append(frame)
+            link.receive_frame(frame, time.monotonic())
+
+    link.open(time.monotonic())
+    for msg in peer.received:
+        feed(msg)
+    deadline = time.monotonic() + REPLY_BOUND * 2
+    while not until(link, received):
+        assert time.monotonic() < deadline, f"the subscriber got stuck in {link.phase}"
+        for frame in link.frames_to_send():
+            for out in rewrite(frame):
+                peer.send_data(b"\xff\x03" + out)
+        while link.next_event() is not None:
+            pass
+        msg = peer.receive(0.05)
+        if isinstance(msg, ControlMessage) and msg.msg_type is not None:
+            peer.ack()
+        feed(msg)
+        timer = link.get_timer()
+        if timer is not None and time.monotonic() >= timer:
+            link.handle_timer(time.monotonic())
+    return link, received
+
+
+def of(frames: list[bytes], protocol: int, code: int) -> list[tuple[int, int, bytes]]:
+    out = []
+    for frame in frames:
+        if proto(frame) == protocol:
+            packet = tuple(decode_packet(frame[2:]))
+            if packet[0] == code:
+                out.append(packet)
+    return out  # type: ignore[return-value]
+
+
+def leave(peer: RawPeer, lns: HostileLns) -> None:
+    """Clear the raw peer's tunnel (StopCCN) and wait until its session is gone, so the
+    final check counts only the legitimate subscribers."""
+    peer.send(
+        MessageType.STOPCCN,
+        [
+            Avp(AvpType.RESULT_CODE, ResultCode(1, 0)),
+            Avp(AvpType.ASSIGNED_TUNNEL_ID, peer.tunnel_id),
+        ],
+    )
+    wait_for(lambda: live_sessions(lns) == lns.legit, "the raw peer's session to go")
+
+
+def live_sessions(lns: HostileLns) -> int:
+    return int(lns.summary()["sessions"]["total"])
+
+
+def ppp_summary(lns: HostileLns) -> dict[str, Any]:
+    return dict(lns.summary()["ppp"])
+
+
+def drops_rise(lns: HostileLns, before: dict[str, int], want: dict[str, int]) -> None:
+    def risen() -> dict[str, int] | None:
+        now = ppp_summary(lns)["ppp_drops"]
+        delta = {k: now.get(k, 0) - before.get(k, 0) for k in want}
+        return delta if all(delta[k] >= v for k, v in want.items()) else None
+
+    assert wait_for(risen, f"ppp_drops {want}", REPLY_BOUND) == want
+
+
+def live_length_lies(peer: RawPeer, lns: HostileLns) -> None:
+    before = ppp_summary(lns)["ppp_drops"]
+    for frame in (LCP_LONG, LCP_SHORT, NO_PROTOCOL):
+        peer.send_data(b"\xff\x03" + frame)
+    drops_rise(lns, before, {"bad-packet": 2, "bad-frame": 1})
+    leave(peer, lns)
+
+
+def live_flood(peer: RawPeer, lns: HostileLns) -> None:
+    peer.send_data(b"\xff\x03" + ppp(Proto.LCP, encode_packet(Code.CONFREQ, 222, FLOOD)))
+
+    def rejected(msg: object) -> bool:
+        if not isinstance(msg, DataMessage):
+            return False
+        frame = msg.payload[2:]
+        return proto(frame) == Proto.LCP and decode_packet(frame[2:])[:3] == (
+            Code.CONFREJ,
+            222,
+            FLOOD,
+        )
+
+    peer.expect(rejected, "LCP Configure-Reject of the flood")
+    leave(peer, lns)
+
+
+def live_wrong_size(method: AuthMethod, sizes: tuple[int, ...]) -> Callable[..., None]:
+    def check(peer: RawPeer, lns: HostileLns) -> None:
+        before = ppp_summary(lns)["ppp_drops"]
+        rewrite, _ = wrong_size(method, sizes, then_good=True)
+
+        def up(link: Link, _frames: list[bytes]) -> bool:
+            return link.ipcp is not None and link.ipcp.fsm.state.name == "OPENED"
+
+        over_raw(peer, subscriber_link(accept_auth=(method,)), up, rewrite)
+        drops_rise(lns, before, {"chap-response-size": len(sizes)})
+        leave(peer, lns)
+
+    return check
+
+
+def live_ipcp_asks(target: Callable[[HostileLns], ipaddress.IPv4Address]) -> Callable[..., None]:
+    def check(peer: RawPeer, lns: HostileLns) -> None:
+        wanted = target(lns)
+        link, frames = over_raw(
+            peer,
+            subscriber_link(),
+            lambda link, _f: link.ipcp is not None and link.ipcp.fsm.state.name == "OPENED",
+            ipcp_asks_for_plain(wanted),
+        )
+        naks = of(frames, Proto.IPCP, Code.CONFNAK)
+        assert naks, "no IPCP Configure-Nak"
+        offered = dict(decode_options(naks[0][2]))[IpcpOption.ADDRESS]
+        assert A(offered) != wanted
+        assert link.peer_address is not None
+        mine = link.ipcp.want_address if link.ipcp is not None else None
+        assert mine is not None and A(mine) == A(offered) != wanted
+        rows = ctl(lns.sock, "show", "sessions")
+        holders = [r for r in rows if r.get("address") == str(wanted)]
+        assert len(holders) <= 1  # still only its owner (none for the LNS's own address)
+        leave(peer, lns)
+
+    return check
+
+
+def a_legit_address(lns: HostileLns) -> ipaddress.IPv4Address:
+    rows = ctl(lns.sock, "show", "sessions")
+    return A(next(r["address"] for r in rows if r.get("address")))
+
+
+LIVE_ROWS = [
+    Row("ppp length lies", "session", lambda p: None, check=live_length_lies),
+    Row("lcp option flood", "session", lambda p: None, check=live_flood),
+    Row(
+        "chap response wrong size",
+        "session",
+        lambda p: None,
+        check=live_wrong_size(AuthMethod.CHAP, (8, 17)),
+    ),
+    Row(
+        "mschapv2 response wrong size",
+        "session",
+        lambda p: None,
+        check=live_wrong_size(AuthMethod.MSCHAPV2, (48, 16)),
+    ),
+    Row(
+        "ipcp asks for another subscriber's address",
+        "session",
+        lambda p: None,
+        check=live_ipcp_asks(a_legit_address),
+    ),
+    Row(
+        "ipcp asks for the LNS's own address",
+        "session",
+        lambda p: None,
+        check=live_ipcp_asks(lambda _lns: A("10.30.0.1")),
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostileLns]:
+    with HostileLns.start(tmp_path_factory.mktemp("hostile-ppp")) as lns:
+        yield lns
+
+
+@pytest.mark.parametrize("row", LIVE_ROWS, ids=lambda r: r.name)
+def test_live_row(live: HostileLns, row: Row) -> None:
+    live.run(row)
+
+
+def test_live_zz_the_legitimate_subscribers_survived(live: HostileLns) -> None:
+    """Last (module order): every live row ran against this LNS."""
+    live.check_healthy()

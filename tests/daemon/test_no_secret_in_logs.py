@@ -49,6 +49,9 @@ CASES = {
     "mschapv2": ("mschapv2", False),
     "proxy-pap": ("pap", True),
     "proxy-chap": ("chap", True),
+    # The LAC hides what RFC 2661 4.3 allows (AVP 33 among them): the trace shows neither
+    # the ciphertext nor, once unhidden, the value.
+    "hidden-proxy-pap": ("pap", "hidden"),
 }
 
 
@@ -66,6 +69,11 @@ def test_no_secret_in_any_log_line(tmp_path: Path, case: str) -> None:
         ),
         users=0,
     )
+    if proxy == "hidden":
+        text = lac_cfg.read_text()
+        lac_cfg.write_text(
+            text.replace('hostname = "test-lac"\n', 'hostname = "test-lac"\nhide_avps = true\n')
+        )
     (tmp_path / "users").write_text(
         "".join(f"user{n} {PASSWORD.format(n=n)}\n" for n in range(1, USERS + 1))
     )
@@ -104,6 +112,8 @@ def test_no_secret_in_any_log_line(tmp_path: Path, case: str) -> None:
     assert "I AUTH-REQ" in logs["lns"] or "I RESPONSE" in logs["lns"] or proxy
     if proxy:
         assert "Proxy Auth Resp (" in logs["lns"]
+    if proxy == "hidden":
+        assert "(hidden)" in logs["lns"] or "flag 0xC000 (M,H)" in logs["lns"]
     for name, text in logs.items():
         for secret in secrets():
             for form in forms(secret):
@@ -111,4 +121,40 @@ def test_no_secret_in_any_log_line(tmp_path: Path, case: str) -> None:
         # What stands in for a secret-bearing value is its length, never the value.
         for line in text.splitlines():
             if re.search(r"Proxy Auth Resp|Chlng Resp", line):
-                assert line.rstrip().endswith("octets, not shown)"), line
+                assert line.rstrip().endswith("not shown)"), line
+
+
+RADIUS_SECRET = "Radius-Secret-5Tz"
+
+
+def test_no_secret_in_any_log_line_with_radius(tmp_path: Path) -> None:
+    """The same with the RADIUS back end (a real FreeRADIUS): the RADIUS shared secret and
+    the passwords stay out of the LNS's log for every method, proxy CHAP included."""
+    from tests.radius.daemons import Lns, radius_servers, run_lac
+    from tests.radius.freeradius import FreeRadius
+
+    users = "".join(
+        f'user{n} Cleartext-Password := "{PASSWORD.format(n=n)}"\n' for n in range(1, USERS + 1)
+    )
+    with FreeRadius(tmp_path / "fr", users=users, secret=RADIUS_SECRET) as fr:
+        lns = Lns(tmp_path, radius_servers(fr))
+        lns.daemon = Daemon(
+            [str(BIN / "kl2tp-lns"), "--config", str(lns.config), "--debug", "all+avp"],
+            tmp_path / "lns.log",
+        )
+        try:
+            wait_for(lns.sock.exists, "the LNS control socket")
+            for method, proxy in CASES.values():
+                subscriber = (
+                    f'password = "{PASSWORD}"\nauth = "{method}"\n'
+                    f"proxy = {'true' if proxy else 'false'}\n"
+                )
+                result = run_lac(tmp_path, lns, USERS, subscriber=subscriber)
+                assert result["established"] == USERS, (method, proxy, result)
+        finally:
+            assert lns.daemon.stop() == 0
+        log = lns.daemon.output()
+    assert "Parse  AVP" in log and "Traceback" not in log
+    for secret in (*secrets(), RADIUS_SECRET):
+        for form in forms(secret):
+            assert form not in log, f"the LNS log shows {secret!r} as {form!r}"

@@ -166,7 +166,9 @@ def test_show_session_and_tunnel_in_detail(pair: Pair) -> None:
     assert detail["username"] == one["username"] and detail["address"] == one["address"]
     assert detail["lac"] == "test-lac" and detail["peer_address"] == one["peer_address"]
     assert detail["ppp"]["phase"] == one["phase"] and detail["ppp"]["auth"] == "chap"
-    assert detail["ppp"]["lcp"]["peer_mru"] > 0 and detail["ppp"]["pooled"] is True
+    assert (
+        detail["ppp"]["lcp"]["peer_mru"] > 0 and detail["ppp"]["address_source"] == "pool (default)"
+    )
     assert detail["established_uptime"] >= 0
     text = pair.ctl_run("show", "session", str(tid), str(sid)).stdout
     assert re.search(rf"^username\s+{one['username']}$", text, re.M)
@@ -325,6 +327,9 @@ def _summary(lac: Daemon) -> dict[str, Any]:
 def test_clear_tunnel_and_peer_are_noticed_by_the_simulating_lac(pair: Pair) -> None:
     main = len(pair.sessions())
     lac, tunnel = _background_lac(pair, "bytunnel", 2)
+    lac.proc.send_signal(signal.SIGHUP)  # a simulating LAC shrugs these off
+    lac.proc.send_signal(signal.SIGUSR1)
+    wait_for(lambda: "SIGUSR1: ignored" in lac.output(), "the LAC's note")
     lac_sock = pair.tmp / "bytunnel.sock"
     # The simulating LAC answers kl2tpctl too.
     assert len(ctl(lac_sock, "show", "sessions")) == 2

@@ -88,6 +88,41 @@ def test_setup_timeout_is_over_once_a_network_protocol_opens() -> None:
     assert pair.server.phase is Phase.NETWORK
 
 
+def test_setup_timeout_bounds_a_renegotiation_that_never_finishes_too() -> None:
+    pair = up_pair(AuthMethod.PAP, setup_timeout=20.0)
+    pair.advance(100.0)
+    pair.aaa.defer = True  # the re-authentication is never decided
+    restart_as(pair, "alice")
+    assert pair.server.phase is Phase.AUTHENTICATE
+    assert pair.server.setup_deadline == 120.0
+    pair.advance(119.0)
+    assert pair.server.alive and pair.server.down_reason is None
+    pair.advance(121.0)
+    assert pair.server.down_reason is DownReason.SETUP_TIMEOUT
+
+
+def test_restarts_of_an_established_link_are_bounded() -> None:
+    pair = up_pair(AuthMethod.CHAP, max_restarts=3)
+    for seed in range(3):
+        restart_as(pair, "alice", seed=20 + seed)
+        assert pair.server.phase is Phase.NETWORK, seed
+    assert pair.server.restarts == 3
+    asked = len(pair.aaa.requests)
+    restart_as(pair, "alice", seed=30)
+    assert pair.server.down_reason is DownReason.TOO_MANY_RESTARTS
+    assert len(pair.aaa.requests) == asked  # the fourth never reached AAA
+
+
+def test_restarts_before_the_link_was_up_are_not_counted() -> None:
+    pair = Pair(lns_config(AuthMethod.PAP, max_restarts=1), subscriber_config())
+    pair.aaa.defer = True
+    pair.open()
+    for t in (1.0, 2.0, 3.0):
+        pair.advance(t)
+        restart_as(pair, "alice", seed=int(t))
+    assert pair.server.restarts == 0 and pair.server.down_reason is None
+
+
 def test_chap_response_of_the_wrong_size_is_dropped_and_counted() -> None:
     for method, good, sizes in (
         (AuthMethod.CHAP, 16, (0, 8, 17, 255)),

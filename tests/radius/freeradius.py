@@ -12,13 +12,16 @@ Used by the RADIUS tests of both the AAA and the CoA/LAC-selection work; keep th
 ``clients`` (extra ``(address, secret)`` pairs), ``extra_site`` (text added to the server
 block), ``log`` (everything it printed).
 
-Missing FreeRADIUS: the tests skip, except under CI (``CI`` set in the environment), where they
+Missing FreeRADIUS: the tests skip, except under CI (``CI`` or ``KL2TP_REQUIRE_FREERADIUS`` set
+in the environment; scripts/test sets the latter in its full run, which CI runs), where they
 fail: CI installs it (scripts/lab-deps.sh) and a skip there would hide a broken set-up.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import random
 import re
 import shutil
 import socket
@@ -40,17 +43,29 @@ def require_freeradius() -> str:
     binary = shutil.which("freeradius") or shutil.which("radiusd")
     if binary is None or not SOURCE.is_dir():
         message = "FreeRADIUS is not installed (apt-get install freeradius freeradius-utils)"
-        if os.environ.get("CI"):
+        if os.environ.get("CI") or os.environ.get("KL2TP_REQUIRE_FREERADIUS"):
             pytest.fail(message)
         pytest.skip(message)
     return binary
 
 
 def free_udp_port() -> int:
-    """A UDP port nothing listens on right now (on 127.0.0.1)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A UDP port nothing listens on right now (on 127.0.0.1), below the kernel's ephemeral
+    range: a server stopped and started again on it must not find it taken by some
+    client's ephemeral socket meanwhile (ours included)."""
+    low = 20000
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        low = min(low, int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0]))
+    rng = random.SystemRandom()
+    for _ in range(1000):
+        port = rng.randrange(max(1024, low - 12000), low)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free UDP port below the ephemeral range")
 
 
 SITE = """\

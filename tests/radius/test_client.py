@@ -244,3 +244,47 @@ def test_against_freeradius(tmp_path: Path) -> None:
     assert bad is not None and bad.code == rp.AccessReject
     assert acct is not None and acct.code == rp.AccountingResponse
     assert records and records[0]["NAS-Identifier"] == "lns-test"
+
+
+async def test_a_reply_the_reader_has_not_read_yet_is_found_at_the_deadline() -> None:
+    # A busy event loop can reach a request's deadline before the reader task runs; the
+    # reply waiting in the socket must still count (here the reader never runs at all).
+    server = FakeServer()
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            port = await nursery.start(server.serve)
+            client = client_for(port, retries=0)
+
+            async def stalled_reader(*args: object) -> None:
+                await trio.sleep_forever()
+
+            client._reader = stalled_reader  # type: ignore[method-assign]
+            async with client.running():
+                reply = await client.auth(client.create_auth_packet(User_Name="a"))
+            nursery.cancel_scope.cancel()
+    assert reply is not None and reply.code == rp.AccessAccept
+    assert client.counters.timeouts == 0 and client.counters.transmissions == 1
+
+
+async def test_senders_waiting_for_an_identifier_all_get_one() -> None:
+    # One socket, 256 Identifiers, 400 concurrent requests: 144 wait for a free Identifier,
+    # and every one of them must be woken as Identifiers come back.
+    server = FakeServer()
+    replies: list[rp.Packet | None] = []
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            port = await nursery.start(server.serve)
+            client = client_for(port, max_sockets=1, timeout=2.0, retries=3)
+            async with client.running():
+
+                async def one(n: int) -> None:
+                    replies.append(
+                        await client.acct(client.create_acct_packet(Acct_Session_Id=str(n)))
+                    )
+
+                async with trio.open_nursery() as senders:
+                    for n in range(400):
+                        senders.start_soon(one, n)
+                assert len(client._acct[0].sockets) == 1
+            nursery.cancel_scope.cancel()
+    assert len(replies) == 400 and all(r is not None for r in replies)

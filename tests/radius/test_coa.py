@@ -111,6 +111,17 @@ def test_disconnect_by_user_clears_all_their_sessions_or_one_by_address(core, se
     assert [s.disconnected for s in sessions] == [1, 2, 0]
 
 
+def test_disconnect_by_address_alone(core, sessions):  # type: ignore[no-untyped-def]
+    reply = exchange(core, request(rp.DisconnectRequest, Framed_IP_Address="10.0.0.3"))
+    assert reply is not None and reply.code == rp.DisconnectACK
+    assert [s.disconnected for s in sessions] == [0, 1, 0]
+    reply = exchange(
+        core,
+        request(rp.DisconnectRequest, Framed_IP_Address="10.0.0.2", Calling_Station_Id="555-9"),
+    )
+    assert reply is not None and reply["Error-Cause"] == ["Session-Context-Not-Found"]
+
+
 def test_unknown_session_is_naked_503(core, sessions):  # type: ignore[no-untyped-def]
     for attrs_ in (
         {"Acct-Session-Id": "nope"},
@@ -129,7 +140,7 @@ def test_unknown_session_is_naked_503(core, sessions):  # type: ignore[no-untype
 
 
 def test_naks_for_missing_identification_and_other_nas(core):  # type: ignore[no-untyped-def]
-    reply = exchange(core, request(rp.DisconnectRequest, Framed_IP_Address="10.0.0.2"))
+    reply = exchange(core, request(rp.DisconnectRequest, Calling_Station_Id="555-1"))
     assert reply is not None and reply["Error-Cause"] == ["Missing-Attribute"]
     reply = exchange(core, request(rp.DisconnectRequest, User_Name="bob", NAS_Identifier="other"))
     assert reply is not None and reply["Error-Cause"] == ["NAS-Identification-Mismatch"]
@@ -289,3 +300,28 @@ def test_coa_config_keys() -> None:
         assert where in str(info.value), str(info.value)
     with pytest.raises(ConfigError, match="only valid for kl2tp-lns"):
         parse_config('[radius]\ncoa_listen = "127.0.0.1"\n', "lac.toml", "lac")
+
+
+async def test_serve_coa_answers_on_udp_and_names_the_key_when_it_cannot_bind(
+    core: CoaCore, sessions: list[FakeSession]
+) -> None:
+    import socket
+
+    import trio
+
+    from kl2tp.aaa.radius.coa import serve_coa
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            bound = await nursery.start(serve_coa, ("127.0.0.1", 0), core)
+            sock = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            with sock:
+                await sock.bind(("127.0.0.1", 0))
+                packet = request(rp.DisconnectRequest, User_Name="bob")
+                await sock.sendto(packet.RequestPacket(), bound)
+                wire = await sock.recv(4096)
+            assert packet.CreateReply(packet=wire).code == rp.DisconnectACK
+            assert sessions[2].disconnected == 1
+            with pytest.raises(OSError, match=r"\[radius\] coa_listen 127.0.0.1:\d+"):
+                await serve_coa(bound, core)
+            nursery.cancel_scope.cancel()

@@ -354,3 +354,27 @@ def test_route_keys_are_lac_only() -> None:
 
     with pytest.raises(ConfigError, match="only valid for kl2tp-lac"):
         parse_config('[[lac.route]]\ndnis = "1"\nlns = "192.0.2.1"\n', "lns.toml", "lns")
+
+
+def test_selection_core_does_no_io() -> None:
+    """kl2tp/lac/selection.py is sans-IO like the protocol cores (tests/test_architecture.py's
+    rules: no trio, socket, pyrad, time, os; no clock calls)."""
+    import ast
+    from pathlib import Path
+
+    from tests.test_architecture import FORBIDDEN_CALLS, FORBIDDEN_MODULES
+
+    path = Path(__file__).resolve().parents[2] / "kl2tp" / "lac" / "selection.py"
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            names = [node.module or ""]
+        else:
+            if isinstance(node, ast.Attribute):
+                assert node.attr not in FORBIDDEN_CALLS, f"line {node.lineno}"
+            continue
+        for name in names:
+            assert name.split(".")[0] not in FORBIDDEN_MODULES, f"line {node.lineno}: {name}"
+            assert not name.startswith(("kl2tp.daemon", "kl2tp.aaa.radius")), name

@@ -4,6 +4,7 @@ answer kept while its tunnel lives."""
 
 from __future__ import annotations
 
+import functools
 import random
 from collections import Counter
 
@@ -20,7 +21,7 @@ from kl2tp.l2tp.tunnel import TunnelConfig
 from kl2tp.lac.selection import LnsCandidate, ReplyTunnels, RouteKey
 from kl2tp.lac.tunnels import TunnelPicker
 from kl2tp.values import Secret
-from tests.daemon.test_fakenet import FakeNetwork
+from tests.daemon.test_fakenet import FakeNetwork, until
 
 LNS_A = ("192.0.2.1", 1701)
 LNS_B = ("192.0.2.2", 1701)
@@ -264,3 +265,71 @@ async def test_an_lns_with_another_host_name_than_radius_said_is_skipped(
             assert runner.peer_addr == LNS_B and runner.peer_hostname == "lns2"
             nursery.cancel_scope.cancel()
     assert picker.counters.dials == 2 and picker.counters.dial_failures == 1
+
+
+async def test_a_closing_tunnel_is_not_reused(autojump_clock: trio.testing.MockClock) -> None:
+    cfg = parse_config(
+        '[l2tp]\nhello_interval = 0\nidle_timeout = 0\nsecret = "s"\n'
+        '[[lac.route]]\ndomain = "isp.example"\nlns = "192.0.2.1"\n',
+        "lac.toml",
+        "lac",
+    )
+    network = FakeNetwork(seed=5)
+    lns_a = lns(network, LNS_A, b"s", 1)
+    lac = Endpoint(
+        role="lac",
+        tunnel_config=cfg.tunnel_config(),
+        dataplane=NullDataPlane(),
+        listen=LAC,
+        rng=random.Random(2),
+        transport=network.attach(LAC),
+    )
+    picker = TunnelPicker.from_config(lac, cfg)
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(network.run)
+            for endpoint in (lns_a, lac):
+                await nursery.start(endpoint.serve)
+            first = await picker.tunnel_for("a@isp.example", CallParams(serial=1))
+            again = await picker.tunnel_for("b@isp.example", CallParams(serial=2))
+            assert again is first and picker.counters.reused == 1
+            first.close()  # shutting down until the LNS acks the StopCCN
+            second = await picker.tunnel_for("c@isp.example", CallParams(serial=3))
+            assert second is not first and picker.counters.dials == 2
+            second.place_call(CallParams(serial=3))  # it takes calls
+            await first.closed.wait()
+            assert picker.live_tunnels() == [second]
+            nursery.cancel_scope.cancel()
+
+
+async def test_client_mode_calls_through_the_picker(autojump_clock: trio.testing.MockClock) -> None:
+    from kl2tp.daemon.client import ClientState, keep_call
+
+    cfg = parse_config(LAC_TOML, "lac.toml", "lac")
+    network = FakeNetwork(seed=6)
+    lns_a = lns(network, LNS_A, b"secret-a", 1)
+    lac = Endpoint(
+        role="lac",
+        tunnel_config=cfg.tunnel_config(),
+        dataplane=NullDataPlane(),
+        listen=LAC,
+        rng=random.Random(2),
+        transport=network.attach(LAC),
+    )
+    picker = TunnelPicker.from_config(lac, cfg)
+    state = ClientState()
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(network.run)
+            for endpoint in (lns_a, lac):
+                await nursery.start(endpoint.serve)
+            nursery.start_soon(
+                functools.partial(
+                    keep_call, lac, [], call(1), state=state, picker=picker, username="me"
+                )
+            )
+            await until(lambda: state.up > 0)
+            # DNIS 100: preference 1 (dead) was tried first, the call is up on A.
+            assert [r.peer_addr for r in lns_a.tunnels.values()] == [LAC]
+            assert picker.counters.dial_failures == 1 and picker.counters.dials == 2
+            nursery.cancel_scope.cancel()

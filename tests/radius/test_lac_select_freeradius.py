@@ -105,3 +105,57 @@ def test_lac_fails_over_to_the_live_lns_a_radius_reply_names(tmp_path: Path) -> 
             lac.kill()
         lns.stop()
         radius.stop()
+
+
+def test_cisco_avpair_reply_and_a_rejected_dnis(tmp_path: Path) -> None:
+    """A server set up for Cisco LACs (the reference trace's VSAs) works unchanged; a DNIS the
+    server rejects gets no tunnel."""
+    lns_cfg, _, lns_sock, lac_sock = write_configs(tmp_path, "hello")
+    live_port = int(lns_cfg.read_text().split('listen = "127.0.0.1:')[1].split('"')[0])
+    users_text = f"""\
+dnis:614631 Cleartext-Password := "{LOOKUP_PASSWORD}"
+	Service-Type = Outbound-User,
+	Cisco-AVPair = "vpdn:tunnel-type=l2tp",
+	Cisco-AVPair += "vpdn:tunnel-id=hgw",
+	Cisco-AVPair += "vpdn:ip-addresses=127.0.0.1:{live_port}",
+	Cisco-AVPair += "vpdn:l2tp-tunnel-password=hello"
+"""
+    radius = FreeRadius(tmp_path / "fr", users=users_text)
+    lns = Daemon([str(BIN / "kl2tp-lns"), "--config", str(lns_cfg)], tmp_path / "lns.log")
+    lac = None
+    try:
+        radius.start()
+        wait_for(lambda: lns_sock.exists(), "the LNS's control socket")
+        cfg = lac_config(tmp_path, radius, lac_sock)
+        cfg.write_text(
+            cfg.read_text().replace('called_number = "614629"', 'called_number = "61463{n}"')
+        )
+        lac = Daemon(
+            [
+                str(BIN / "kl2tp-lac"),
+                "--config",
+                str(cfg),
+                "--simulate",
+                "2",
+                "--hold",
+                "3",
+                "--json",
+            ],
+            tmp_path / "lac.log",
+        )
+        tunnels = wait_for(
+            lambda: [t for t in ctl(lns_sock, "show", "tunnels") if t["sessions"] >= 1],
+            "the call of subscriber 1 at the LNS",
+        )
+        assert tunnels[0]["peer_hostname"] == "hgw"  # vpdn:tunnel-id
+        assert lac.proc.wait(timeout=60) == 1, lac.output()  # one call failed
+        out = lac.output()
+        summary = json.loads(out.strip().splitlines()[-1])
+        assert summary["established"] == 1 and summary["failed"] == {"no tunnel": 1}, out
+        assert "RADIUS tunnel lookup dnis:614632: rejected" in out
+        assert f"127.0.0.1:{live_port} (preference 1, cisco)" in out
+    finally:
+        if lac is not None:
+            lac.kill()
+        lns.stop()
+        radius.stop()

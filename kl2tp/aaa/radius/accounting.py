@@ -223,9 +223,10 @@ class AccountingQueue:
 
     async def _send(self, entry: AcctEntry) -> bool:
         packet = self.client.create_acct_packet()
+        add = self.client.add_attribute
         for name, value in entry.attributes:
-            packet.AddAttribute(name, str(value) if isinstance(value, IPv4Address) else value)
-        packet.AddAttribute("Acct-Delay-Time", max(0, int(self.clock() - entry.event_time)))
+            add(packet, name, str(value) if isinstance(value, IPv4Address) else value)
+        add(packet, "Acct-Delay-Time", max(0, int(self.clock() - entry.event_time)))
         reply = await self.client.acct(packet)
         return reply is not None
 

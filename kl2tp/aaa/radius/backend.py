@@ -30,7 +30,7 @@ from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from ipaddress import IPv4Address
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import trio
@@ -55,6 +55,9 @@ from kl2tp.aaa.radius.accounting import AccountingQueue, Value
 from kl2tp.aaa.radius.client import RadiusClient, set_password
 from kl2tp.log import escape
 from ppp.credentials import ChapCredentials, MsChapV2Credentials, PapCredentials
+
+if TYPE_CHECKING:
+    from kl2tp.config import Config
 
 __all__ = [
     "ATTR_CLASS",
@@ -138,7 +141,7 @@ class RadiusAuthenticator:
         the session code is derived from."""
 
     @classmethod
-    def from_config(cls, config: Any) -> RadiusAuthenticator:
+    def from_config(cls, config: Config) -> RadiusAuthenticator:
         """The back end ``[radius]`` describes (``[l2tp] hostname`` as NAS-Identifier when
         ``nas_identifier`` is empty)."""
         radius = config.radius
@@ -265,22 +268,24 @@ class RadiusAuthenticator:
             self.counters.count_result(request, result)
             return result
         packet = self.client.create_auth_packet()
-        packet.AddAttribute("User-Name", request.username)
+        add = self.client.add_attribute
+        add(packet, "User-Name", request.username)
         credentials = request.credentials
         if isinstance(credentials, PapCredentials):
             set_password(packet, credentials.password)
         elif isinstance(credentials, ChapCredentials):
-            packet.AddAttribute("CHAP-Password", bytes((credentials.ident,)) + credentials.response)
-            packet.AddAttribute("CHAP-Challenge", credentials.challenge)
+            add(packet, "CHAP-Password", bytes((credentials.ident,)) + credentials.response)
+            add(packet, "CHAP-Challenge", credentials.challenge)
         elif isinstance(credentials, MsChapV2Credentials):
-            packet.AddAttribute("MS-CHAP-Challenge", credentials.authenticator_challenge)
+            add(packet, "MS-CHAP-Challenge", credentials.authenticator_challenge)
             # RFC 2548 2.3.2: Ident, Flags, Peer-Challenge, 8 reserved octets, NT-Response
-            packet.AddAttribute(
+            add(
+                packet,
                 "MS-CHAP2-Response",
                 b"\x00\x00" + credentials.peer_challenge + bytes(8) + credentials.nt_response,
             )
         for name, value in self._session_attrs(request.context):
-            packet.AddAttribute(name, value)
+            add(packet, name, value)
         reply = await self.client.auth(packet)
         if reply is None:
             self.counters.errors += 1

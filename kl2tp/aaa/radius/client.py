@@ -26,14 +26,18 @@ and in the User-Password hiding), so the caller builds it once with `create_auth
 from __future__ import annotations
 
 import hashlib
+import hmac
+import ipaddress
 import logging
 import math
+import os
 import secrets
 import socket
+import struct
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import trio
@@ -43,11 +47,16 @@ from pyrad.dictionary import Dictionary
 from kl2tp.aaa.radius.dictionary import load_dictionary
 from kl2tp.values import Secret
 
+if TYPE_CHECKING:
+    from kl2tp.config import RadiusConfig
+
 __all__ = ["RadiusClient", "RadiusCounters", "RadiusServer", "hide_password", "set_password"]
 
 log = logging.getLogger("kl2tp.aaa")
 
+_FAST_TYPES = frozenset({"string", "octets", "integer", "ipaddr"})
 USER_PASSWORD = 2
+MESSAGE_AUTHENTICATOR = 80
 MAX_PACKET = 4096
 
 
@@ -96,8 +105,10 @@ class _Pending:
 class _Socket:
     """One UDP socket towards one server port, with its own 256 Identifiers."""
 
-    def __init__(self, sock: trio.socket.SocketType) -> None:
+    def __init__(self, sock: trio.socket.SocketType, raw: socket.socket) -> None:
         self.sock = sock
+        self.raw = raw
+        """The same socket, for a non-blocking read outside the reader task."""
         self.pending: dict[int, _Pending] = {}
         ids = list(range(256))
         secrets.SystemRandom().shuffle(ids)
@@ -186,9 +197,10 @@ class RadiusClient:
         self._acct = [_Port(s, s.acct_port, "acct") for s in self.servers]
         self._nursery: trio.Nursery | None = None
         self._id_freed = trio.Event()
+        self._fast: dict[str, tuple[Any, Any, bool]] = {}
 
     @classmethod
-    def from_config(cls, radius: Any) -> RadiusClient:
+    def from_config(cls, radius: RadiusConfig) -> RadiusClient:
         """The client ``[radius]`` and ``[[radius.server]]`` describe."""
         return cls(
             [RadiusServer(s.address, s.secret, s.auth_port, s.acct_port) for s in radius.server],
@@ -241,6 +253,34 @@ class RadiusClient:
         if password is not None:
             set_password(packet, password)
         return packet
+
+    def add_attribute(self, packet: rp.Packet, name: str, value: Any) -> None:
+        """``packet.AddAttribute(name, value)``, several times faster for the plain types
+        (string, octets, integer, ipaddr, neither encrypted nor tagged by the caller): pyrad's
+        generic path costs ~9 us an attribute, and a call sends ~50 of them."""
+        entry = self._fast.get(name)
+        if entry is None:
+            attr = self.dictionary.attributes[name]
+            simple = attr.type in _FAST_TYPES and not attr.encrypt and not attr.is_sub_attribute
+            entry = self._fast[name] = (packet._EncodeKey(name), attr, simple)
+        key, attr, simple = entry
+        if not simple:
+            packet.AddAttribute(name, value)
+            return
+        kind = attr.type
+        if isinstance(value, str) and attr.values.HasForward(value):
+            raw = attr.values.GetForward(value)
+        elif kind in ("string", "octets"):
+            raw = value.encode() if isinstance(value, str) else bytes(value)
+        elif kind == "integer":
+            raw = struct.pack("!I", int(value))
+        else:
+            raw = ipaddress.IPv4Address(value).packed
+        if attr.has_tag and kind != "integer" and raw and raw[0] <= 0x1F:
+            raw = b"\x00" + raw  # RFC 2868 3: an untagged value must not look like a tag
+        if len(raw) > 253:
+            raise ValueError(f"{name}: value longer than 253 octets")
+        OrderedDict.setdefault(packet, key, []).append(raw)
 
     def create_acct_packet(self, **attributes: Any) -> rp.AcctPacket:
         """An Accounting-Request with ``attributes``."""
@@ -320,6 +360,8 @@ class RadiusClient:
                         log.debug("RADIUS send to %s: %s", port, exc)
                 with trio.move_on_after(self.timeout):
                     await pending.event.wait()
+                if pending.reply is None and sock.sock.fileno() >= 0:
+                    self._read_now(port, sock)
                 if pending.reply is not None:
                     return pending.reply
                 if sock.sock.fileno() < 0:  # the client stopped
@@ -338,8 +380,10 @@ class RadiusClient:
             if len(port.sockets) < self.max_sockets and self._nursery is not None:
                 s = self._open_socket(port)
                 return s, s.free.popleft()
-            freed = self._id_freed = trio.Event()
-            await freed.wait()
+            # Every waiter shares the one unset event: a release wakes them all.
+            if self._id_freed.is_set():
+                self._id_freed = trio.Event()
+            await self._id_freed.wait()
 
     def _open_socket(self, port: _Port) -> _Socket:
         # Synchronous (connecting a UDP socket to an address literal does not block), so that
@@ -351,7 +395,7 @@ class RadiusClient:
         except OSError:
             raw.close()
             raise
-        s = _Socket(trio.socket.from_stdlib_socket(raw))
+        s = _Socket(trio.socket.from_stdlib_socket(raw), raw)
         port.sockets.append(s)
         assert self._nursery is not None
         self._nursery.start_soon(self._reader, port, s)
@@ -359,17 +403,27 @@ class RadiusClient:
 
     def _encode(self, packet: rp.Packet, server: RadiusServer, ident: int) -> bytes:
         packet.id = ident
-        packet.secret = server.secret.reveal()
-        if packet.code in (rp.AccessRequest, rp.StatusServer):
-            packet.authenticator = rp.Packet.CreateAuthenticator()
-            packet.message_authenticator = True
-            password = getattr(packet, "kl2tp_password", None)
-            if password is not None:
-                hidden = hide_password(password, packet.secret, packet.authenticator)
-                OrderedDict.__setitem__(packet, USER_PASSWORD, [hidden])
+        secret = packet.secret = server.secret.reveal()
+        if packet.code not in (rp.AccessRequest, rp.StatusServer):
+            packet.authenticator = None
             return bytes(packet.RequestPacket())
-        packet.authenticator = None
-        return bytes(packet.RequestPacket())
+        authenticator = packet.authenticator = os.urandom(16)
+        password = getattr(packet, "kl2tp_password", None)
+        if password is not None:
+            hidden = hide_password(password, secret, authenticator)
+            OrderedDict.__setitem__(packet, USER_PASSWORD, [hidden])
+        # Message-Authenticator first (BlastRADIUS), computed over the packet with 16 zero
+        # octets in its place (RFC 3579 3.2). One encoding pass: pyrad's would take two.
+        packet.message_authenticator = False
+        OrderedDict.__setitem__(packet, MESSAGE_AUTHENTICATOR, [bytes(16)])
+        packet.move_to_end(MESSAGE_AUTHENTICATOR, last=False)
+        attrs = packet._PktEncodeAttributes()
+        header = struct.pack("!BBH16s", packet.code, ident, 20 + len(attrs), authenticator)
+        if len(header) + len(attrs) > MAX_PACKET or attrs[:2] != b"\x50\x12":
+            raise ValueError("Access-Request too long or malformed")
+        digest = hmac.new(secret, header + attrs, hashlib.md5).digest()
+        OrderedDict.__setitem__(packet, MESSAGE_AUTHENTICATOR, [digest])
+        return bytes(header + attrs[:2] + digest + attrs[18:])
 
     async def _reader(self, port: _Port, s: _Socket) -> None:
         while True:
@@ -381,20 +435,33 @@ class RadiusClient:
                 if log.isEnabledFor(logging.DEBUG):
                     log.debug("RADIUS %s: %s", port, exc)
                 continue
-            if len(data) < 20:
-                self.counters.bad_replies += 1
-                continue
-            pending = s.pending.get(data[1])
-            if pending is None or pending.reply is not None:
-                self.counters.unknown_replies += 1
-                continue
-            reply = self._verify(pending.request, data, port)
-            if reply is None:
-                self.counters.bad_replies += 1
-                continue
-            self.counters.replies += 1
-            pending.reply = reply
-            pending.event.set()
+            self._datagram(port, s, data)
+
+    def _datagram(self, port: _Port, s: _Socket, data: bytes) -> None:
+        if len(data) < 20:
+            self.counters.bad_replies += 1
+            return
+        pending = s.pending.get(data[1])
+        if pending is None or pending.reply is not None:
+            self.counters.unknown_replies += 1
+            return
+        reply = self._verify(pending.request, data, port)
+        if reply is None:
+            self.counters.bad_replies += 1
+            return
+        self.counters.replies += 1
+        pending.reply = reply
+        pending.event.set()
+
+    def _read_now(self, port: _Port, s: _Socket) -> None:
+        """Handle what already waits in the socket. A busy event loop may reach a request's
+        deadline before the reader task runs: the reply is there, only unread."""
+        while True:
+            try:
+                data = s.raw.recv(MAX_PACKET, socket.MSG_DONTWAIT)
+            except OSError:  # nothing waiting (BlockingIOError), or an ICMP error
+                return
+            self._datagram(port, s, data)
 
     def _verify(self, request: rp.Packet, data: bytes, port: _Port) -> rp.Packet | None:
         try:

@@ -5,9 +5,9 @@ whose Request Authenticator (and Message-Authenticator, when present) checks out
 answered; anything else is dropped, counted by reason and logged at most a few times a
 minute per reason (a flood of spoofed requests must not flood the log).
 
-- **Disconnect-Request**: the sessions named by Acct-Session-Id or User-Name, optionally
-  narrowed by Framed-IP-Address (and Calling-Station-Id), are cleared (the daemon sends the
-  CDN; accounting stops with Admin-Reset) and the request is ACKed.
+- **Disconnect-Request**: the sessions named by Acct-Session-Id, User-Name or
+  Framed-IP-Address (all given must match; Calling-Station-Id narrows) are cleared (the
+  daemon sends the CDN; accounting stops with Admin-Reset) and the request is ACKed.
 - **CoA-Request**: Session-Timeout and Idle-Timeout are applied to the named sessions and
   the request is ACKed; any other authorization attribute (or Service-Type Authorize-Only)
   gets a NAK (401 / 405): a NAS that cannot apply all of a CoA applies none of it.
@@ -82,7 +82,8 @@ class ErrorCause(enum.IntEnum):
 IDENTIFICATION = frozenset(
     {"Acct-Session-Id", "User-Name", "Framed-IP-Address", "Calling-Station-Id"}
 )
-"""Attributes that name sessions (User-Name or Acct-Session-Id needed, the rest narrow)."""
+"""Attributes that name sessions (Acct-Session-Id, User-Name or Framed-IP-Address needed;
+Calling-Station-Id only narrows)."""
 ALWAYS_ALLOWED = frozenset(
     {
         "NAS-IP-Address",
@@ -385,16 +386,18 @@ class CoaCore:
         nas_identifier = _get(request, "NAS-Identifier")
         if self.nas_identifier and nas_identifier not in (None, self.nas_identifier):
             raise _Nak(ErrorCause.NAS_IDENTIFICATION_MISMATCH, "not our NAS-Identifier")
-        acct_id = _first(request, "Acct-Session-Id") if "Acct-Session-Id" in request else None
-        user = _first(request, "User-Name") if "User-Name" in request else None
-        if acct_id is None and user is None:
-            raise _Nak(ErrorCause.MISSING_ATTRIBUTE, "no Acct-Session-Id or User-Name")
+        acct_id = _get(request, "Acct-Session-Id")
+        user = _get(request, "User-Name")
         framed = None
         if "Framed-IP-Address" in request:
             try:
                 framed = IPv4Address(_first(request, "Framed-IP-Address"))
             except ValueError:
                 raise _Nak(ErrorCause.INVALID_ATTRIBUTE_VALUE, "bad Framed-IP-Address") from None
+        if acct_id is None and user is None and framed is None:
+            raise _Nak(
+                ErrorCause.MISSING_ATTRIBUTE, "no Acct-Session-Id, User-Name or Framed-IP-Address"
+            )
         calling = _first(request, "Calling-Station-Id") if "Calling-Station-Id" in request else None
         changes: tuple[float | None, float | None] = (None, None)
         if not disconnect:
@@ -461,10 +464,19 @@ async def serve_coa(
     task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Answer CoA/Disconnect requests on ``listen`` until cancelled; reports the bound
-    address when ready."""
+    address when ready.
+
+    Raises:
+        OSError: the address cannot be bound (the message names ``[radius] coa_listen``).
+    """
     family = stdlib_socket.AF_INET6 if ":" in listen[0] else stdlib_socket.AF_INET
     with trio.socket.socket(family, stdlib_socket.SOCK_DGRAM) as sock:
-        await sock.bind(listen)
+        try:
+            await sock.bind(listen)
+        except OSError as exc:
+            raise OSError(
+                exc.errno, f"[radius] coa_listen {listen[0]}:{listen[1]}: {exc.strerror}"
+            ) from None
         bound: tuple[str, int] = sock.getsockname()[:2]
         log.info("CoA/Disconnect server listening on %s:%d", *bound)
         task_status.started(bound)

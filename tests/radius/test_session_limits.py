@@ -1,0 +1,111 @@
+"""Session-Timeout, Idle-Timeout and Interim-Update in the LNS session code, in process: the
+configured defaults, values changed while the session runs (what a CoA-Request does), and
+the Acct-Terminate-Cause each end gets."""
+
+from __future__ import annotations
+
+import random
+
+import trio
+
+from kl2tp.aaa import base as aaa
+from kl2tp.aaa.pool import AddressPool
+from kl2tp.daemon.endpoint import Endpoint
+from kl2tp.daemon.ppp_session import PppSessions
+from kl2tp.daemon.service import simulate
+from kl2tp.dataplane.null import NullDataPlane
+from kl2tp.l2tp.tunnel import TunnelConfig
+from tests.daemon.test_failure_names import Aaa, lns_link, subscriber_link
+
+BOUND = 60.0
+
+
+async def run_calls(
+    lns_handler: PppSessions, backend: Aaa, calls: int, act: object
+) -> list[aaa.AccountingRecord]:
+    """``calls`` subscribers against ``lns_handler``; ``act(handler)`` runs once all are up;
+    returns when every session has its Stop."""
+    lns = Endpoint(
+        role="lns",
+        tunnel_config=TunnelConfig(hostname="lns", hello_interval=0),
+        dataplane=lns_handler.dataplane,
+        listen=("127.0.0.1", 0),
+        handler=lns_handler,
+    )
+    lac_plane = NullDataPlane()
+    lac = Endpoint(
+        role="lac",
+        tunnel_config=TunnelConfig(hostname="lac", hello_interval=0),
+        dataplane=lac_plane,
+        listen=("127.0.0.1", 0),
+        handler=PppSessions(
+            lac_plane, lns=False, link_config=lambda _n: subscriber_link(), rng=random.Random(2)
+        ),
+    )
+    stop = trio.Event()
+
+    async def drive() -> None:
+        await backend.wait_for_records(calls)  # every Start
+        act(lns_handler)  # type: ignore[operator]
+        while sum(r.kind is aaa.AccountingKind.STOP for r in backend.records) < calls:
+            await backend.recorded.wait()
+        stop.set()
+
+    with trio.fail_after(BOUND):
+        async with trio.open_nursery() as nursery:
+            lns_addr = await nursery.start(lns.serve)
+            await nursery.start(lac.serve)
+            nursery.start_soon(drive)
+            peers = [(lns_addr, TunnelConfig(hostname="lac", hello_interval=0))]
+            await simulate(lac, peers, calls, hold=BOUND, stop=stop)
+            nursery.cancel_scope.cancel()
+    return backend.records
+
+
+def handler(backend: Aaa, **limits: float) -> PppSessions:
+    return PppSessions(
+        NullDataPlane(),
+        lns=True,
+        link_config=lambda _n: lns_link(),
+        authenticator=backend,
+        pool=AddressPool("10.9.0.2-10.9.0.9"),
+        rng=random.Random(1),
+        **limits,  # type: ignore[arg-type]
+    )
+
+
+async def test_configured_session_timeout_ends_the_session() -> None:
+    backend = Aaa()
+    lns = handler(backend, session_timeout=0.5)
+    records = await run_calls(lns, backend, 1, lambda h: None)
+    stops = [r for r in records if r.kind is aaa.AccountingKind.STOP]
+    assert [r.terminate_cause for r in stops] == ["session-timeout"]
+    assert stops[0].session_time >= 0.5
+    assert lns.timeouts == {"session-timeout": 1}
+    assert lns.summary()["timeouts"] == {"session-timeout": 1}
+
+
+async def test_configured_idle_timeout_ends_a_silent_session() -> None:
+    backend = Aaa()
+    lns = handler(backend, idle_timeout=0.5)
+    records = await run_calls(lns, backend, 1, lambda h: None)
+    stops = [r for r in records if r.kind is aaa.AccountingKind.STOP]
+    assert [r.terminate_cause for r in stops] == ["idle-timeout"]
+
+
+async def test_limits_changed_while_the_session_runs() -> None:
+    backend = Aaa()
+    lns = handler(backend)  # no limits at all to begin with
+
+    def coa(h: PppSessions) -> None:
+        for state in h.running.values():
+            state.set_limits(session_timeout=2.5, interim_interval=1)
+
+    records = await run_calls(lns, backend, 2, coa)
+    kinds = [r.kind for r in records]
+    assert kinds.count(aaa.AccountingKind.START) == 2
+    assert kinds.count(aaa.AccountingKind.INTERIM) >= 2  # at least one per session
+    stops = [r for r in records if r.kind is aaa.AccountingKind.STOP]
+    assert [r.terminate_cause for r in stops] == ["session-timeout"] * 2
+    ids = {r.context.acct_session_id for r in records}
+    assert len(ids) == 2  # one stable Acct-Session-Id per session, in every record
