@@ -38,11 +38,25 @@ TUNNEL_KEYS = frozenset(
         "l2tp.retransmit_cap",
         "l2tp.max_retries",
         "l2tp.idle_timeout",
+        "l2tp.setup_timeout",
+        "l2tp.session_setup_timeout",
+        "l2tp.max_setup_sessions_per_tunnel",
     }
 )
 """Values of tunnels opened after the reload (those up keep theirs)."""
 POLICY_KEYS = frozenset(
-    {"l2tp.allowed_peers", "l2tp.max_tunnels", "l2tp.max_sessions", "l2tp.queue_depth"}
+    {
+        "l2tp.allowed_peers",
+        "l2tp.max_tunnels",
+        "l2tp.max_sessions",
+        "l2tp.queue_depth",
+        # Bounds on peer-created state (issue 8): the endpoint's Limits.
+        "l2tp.max_setup_tunnels",
+        "l2tp.max_setup_sessions",
+        "l2tp.max_lingering",
+        "l2tp.sccrq_rate",
+        "l2tp.sccrq_burst",
+    }
 )
 """Endpoint policy and limits, in force at once."""
 PPP_KEYS = frozenset(
@@ -206,6 +220,7 @@ class Reloader:
                 max_tunnels=l2.max_tunnels,
                 max_sessions=l2.max_sessions,
                 queue_depth=l2.queue_depth,
+                limits=cfg.endpoint_limits(),
             )
         handler = self.handler
         if any(k in PPP_KEYS for k in changed):

@@ -27,6 +27,7 @@ import ipaddress
 import itertools
 import logging
 import random
+from array import array
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable
 from functools import partial
@@ -81,20 +82,20 @@ class TunnelIdsExhausted(Exception):
 
 
 class TunnelIds:
-    """Random tunnel ids, allocated and released in O(1).
+    """Random tunnel ids, allocated and released in O(1), in constant memory.
 
-    A lazily materialised Fisher-Yates shuffle of 1..65535: the first ``free`` positions of a
-    virtual array hold the free ids (position ``p`` holds ``p + 1`` until it is written).
-    Allocation swaps a random free position with the last free one and shrinks the range;
-    release appends the id after the last free position. No retry loop, no scan, and nothing
-    to build up front.
+    A Fisher-Yates shuffle of 1..65535 kept in one array of 16-bit ids (128 KiB, made once):
+    the first ``free`` slots hold the free ids. Allocation swaps a random free slot with the
+    last free one and shrinks the range; release puts the id in the slot after the last free
+    one. No retry loop, no scan, and the same 128 KiB however many tunnels come and go (a
+    lazily filled table of moved slots grew with the churn, up to the whole id space).
     """
 
-    __slots__ = ("_moved", "_rng", "free")
+    __slots__ = ("_ids", "_rng", "free")
 
     def __init__(self, rng: random.Random) -> None:
         self._rng = rng
-        self._moved: dict[int, int] = {}
+        self._ids = array("H", range(1, MAX_TUNNEL_ID + 1))
         self.free = MAX_TUNNEL_ID
         """How many ids are free."""
 
@@ -107,23 +108,19 @@ class TunnelIds:
         n = self.free
         if n == 0:
             raise TunnelIdsExhausted("no free tunnel id")
-        moved = self._moved
+        ids = self._ids
         i = self._rng.randrange(n)
         last = n - 1
-        tid = moved.get(i, i + 1)
-        if i != last:
-            moved[i] = moved.get(last, last + 1)
-        moved.pop(last, None)
+        tid = ids[i]
+        ids[i] = ids[last]
+        ids[last] = tid
         self.free = last
         return tid
 
     def release(self, tid: int) -> None:
         """Give ``tid`` back (it must have come from :meth:`allocate`)."""
         n = self.free
-        if n + 1 == tid:
-            self._moved.pop(n, None)  # position n holds its own id again
-        else:
-            self._moved[n] = tid
+        self._ids[n] = tid
         self.free = n + 1
 
 
