@@ -106,14 +106,18 @@ def test_reply_attributes_are_applied(tmp_path: Path) -> None:
     ):
         lac = run_lac(tmp_path, lns, 3, subscriber='auth = "chap"\n', hold=30, background=True)
         try:
-            rows = {r["username"]: r for r in established_rows(lns, 3)}
-            assert rows["user1"]["address"] == "10.77.0.9"  # Framed-IP-Address
-            gold = ipaddress.IPv4Address(rows["user2"]["address"])
+            # Read from the accounting Starts, not by polling the LNS: user2's session may
+            # end (Idle-Timeout = 1) before a poll on a loaded machine sees it.
+            starts = fr.wait_records(lambda r: r.get("Acct-Status-Type") == "Start", 3, timeout=60)
+            rows = {r["User-Name"]: r for r in starts}
+            assert sorted(rows) == ["user1", "user2", "user3"]
+            assert rows["user1"]["Framed-IP-Address"] == "10.77.0.9"  # Framed-IP-Address
+            gold = ipaddress.IPv4Address(rows["user2"]["Framed-IP-Address"])
             assert (
                 ipaddress.IPv4Address("10.99.0.10") <= gold <= ipaddress.IPv4Address("10.99.0.20")
             )
-            assert rows["user3"]["address"].startswith("10.20.0.")  # the default pool
-            ids = {name: row["acct_session_id"] for name, row in rows.items()}
+            assert rows["user3"]["Framed-IP-Address"].startswith("10.20.0.")  # the default pool
+            ids = {name: row["Acct-Session-Id"] for name, row in rows.items()}
             # Session-Timeout and Idle-Timeout end user1 and user2 on their own
             stops = fr.wait_records(
                 lambda r: (
