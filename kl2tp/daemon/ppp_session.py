@@ -1061,11 +1061,19 @@ def _proxy_values(info: Any) -> tuple[ProxyLcp | None, ProxyAuth | None]:
 def address_book(cfg: Config) -> AddressBook[_SessionState]:
     """The LNS's addresses: ``[ppp] pool`` as the default pool ``""`` and every ``[[pool]]``
     by name (RADIUS Framed-Pool picks one), never ``[ppp] local_address``."""
-    local = cfg.ppp.local_address
-    pools = {"": AddressPool.from_config(cfg.ppp)}
+    pools = {"": make_pool(cfg, "")}
     for named in cfg.pool:
-        pools[named.name] = AddressPool(named.range, exclude=[local])
-    return AddressBook(pools, reserved=[local])
+        pools[named.name] = make_pool(cfg, named.name)
+    return AddressBook(pools, reserved=[cfg.ppp.local_address])
+
+
+def make_pool(cfg: Config, name: str) -> AddressPool:
+    """Pool ``name`` of ``cfg`` (``""``: ``[ppp] pool``; else a ``[[pool]]``), without the
+    LNS's own address."""
+    if name == "":
+        return AddressPool.from_config(cfg.ppp)
+    (named,) = (p for p in cfg.pool if p.name == name)
+    return AddressPool(named.range, exclude=[cfg.ppp.local_address])
 
 
 def make_handler(

@@ -255,9 +255,10 @@ class Reloader:
             oplog.EVENTS.get().resize(lg.history)
 
     def _apply_pools(self, old: cfgmod.Config, new: cfgmod.Config) -> bool:
-        """Pools that grew or were added: a new address book holding every address live
-        sessions have, each from the pool it came from. False (the old book stays): a pool
-        shrank, moved or went away, or a live address would not fit."""
+        """Pools that grew or were added go into the live address book in place of the old
+        ones (`AddressBook.replace_pool`: every address the book holds, whoever holds it, is
+        taken out of the new pool first). False (the old pools stay): a pool shrank, moved
+        or went away."""
         handler = self.handler
         book = getattr(handler, "addresses", None)
         if handler is None or book is None:
@@ -267,23 +268,10 @@ class Reloader:
         for name, rng in old_ranges.items():
             if name not in new_ranges or not pool_grew(rng, new_ranges[name]):
                 return False
-        from kl2tp.daemon.ppp_session import address_book
+        from kl2tp.daemon.ppp_session import make_pool
 
-        fresh = address_book(new)
-        for state in list(getattr(handler, "running", {}).values()):
-            address = getattr(state, "address", None)
-            holding = book.holding(address) if address is not None else None
-            if holding is None or holding.owner is not state:
-                continue
-            got = fresh.assign(
-                state,
-                static=address if holding.static else None,
-                pool=holding.pool,
-                requested=address,
-                user=holding.user,
-            )
-            if got != address:
-                return False
-        handler.addresses = fresh
-        handler.pool = fresh.pools.get(fresh.default)
+        for name, rng in new_ranges.items():
+            if name not in book.pools or old_ranges.get(name) != rng:
+                book.replace_pool(name, make_pool(new, name))
+        handler.pool = book.pools.get(book.default)
         return True
