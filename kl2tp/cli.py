@@ -771,8 +771,19 @@ def _columns(spec: str | None, default: list[str]) -> list[str]:
 
 
 def table(rows: list[dict[str, Any]], cols: list[str]) -> str:
-    """Rows as aligned columns with a header (short names in ``COLUMN_ALIASES`` work)."""
+    """Rows as aligned columns with a header (short names in ``COLUMN_ALIASES`` work).
+
+    Raises:
+        ValueError: a column no row has (a typo in ``-o``), naming the ones there are.
+    """
     keys = [COLUMN_ALIASES.get(c, c) for c in cols]
+    if rows:
+        known = set().union(*(r.keys() for r in rows))
+        unknown = [c for c, k in zip(cols, keys, strict=True) if k not in known]
+        if unknown:
+            raise ValueError(
+                f"unknown column {', '.join(unknown)} (columns: {', '.join(sorted(known))})"
+            )
     cells = [[_cell(k, r.get(k)) for k in keys] for r in rows]
     widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(cols)]
     out = ["  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True)).rstrip()]

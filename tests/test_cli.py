@@ -323,3 +323,13 @@ def test_summary_table_shows_the_ppp_and_aaa_counters() -> None:
     assert "aaa.by_method.chap=2" in ppp[0]
     assert "note=bad\\x0aline" in ppp[0]
     assert len(text.splitlines()) == 4
+
+
+def test_an_unknown_output_column_is_a_usage_error_naming_the_columns() -> None:
+    from kl2tp.cli import table
+
+    rows = [{"username": "user1", "address": "10.0.0.2", "uptime": 61}]
+    assert table(rows, ["user", "address"]).splitlines()[1].split() == ["user1", "10.0.0.2"]
+    with pytest.raises(ValueError, match=r"unknown column adress .*address, uptime, username"):
+        table(rows, ["user", "adress"])
+    assert table([], ["anything"]) == "anything"  # no rows: nothing to check against
