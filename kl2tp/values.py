@@ -10,7 +10,14 @@ from ipaddress import AddressValueError, IPv4Address, IPv4Network, NetmaskValueE
 
 import attrs
 
-__all__ = ["PoolRange", "Secret", "parse_pool"]
+__all__ = [
+    "FramedRoute",
+    "PoolRange",
+    "Secret",
+    "netmask_route",
+    "parse_framed_route",
+    "parse_pool",
+]
 
 
 @attrs.frozen(repr=False)
@@ -87,3 +94,118 @@ def parse_pool(text: str) -> PoolRange:
             return PoolRange(network.network_address, network.broadcast_address, text)
         return PoolRange(network.network_address + 1, network.broadcast_address - 1, text)
     raise ValueError('expected a CIDR prefix such as "10.0.0.0/24" or a range "FIRST-LAST"')
+
+
+_ALL_ONES = 0xFFFFFFFF
+_MAX_METRIC = _ALL_ONES
+
+
+@attrs.frozen
+class FramedRoute:
+    """A route to a network behind a subscriber, out of its session's interface.
+
+    From a RADIUS Framed-Route (RFC 2865 5.22) or Framed-IP-Netmask (5.9). No gateway: on a
+    point-to-point link every next hop is the subscriber, so the route names the interface.
+    """
+
+    network: IPv4Network
+    """Destination prefix."""
+    metric: int = 0
+    """Route priority (the first metric the attribute gives; 0 when it gives none)."""
+
+    def __str__(self) -> str:
+        return f"{self.network} metric {self.metric}"
+
+
+def _decimal(text: str) -> bool:
+    return text.isascii() and text.isdigit()
+
+
+def _classful_prefixlen(address: IPv4Address) -> int:
+    """RFC 2865 5.22: without a length, class A is /8, B /16, C /24."""
+    first = address.packed[0]
+    if first < 128:
+        return 8
+    if first < 192:
+        return 16
+    if first < 224:
+        return 24
+    raise ValueError(f"{address} is not a class A, B or C prefix; give its length")
+
+
+def _netmask_length(address: IPv4Address) -> int | None:
+    """The prefix length of a contiguous netmask (255.255.255.0 -> 24), None for others."""
+    value = int(address)
+    inverted = value ^ _ALL_ONES
+    if value == 0 or inverted & (inverted + 1):
+        return None
+    return 32 - inverted.bit_length()
+
+
+def parse_framed_route(text: str) -> FramedRoute:
+    """Parse a Framed-Route text into a `FramedRoute`.
+
+    The RFC 2865 5.22 form ``PREFIX[/LEN] [GATEWAY [METRIC ...]]`` (a prefix without a length
+    is classful) and the common ``PREFIX NETMASK [GATEWAY [METRIC ...]]`` form. The gateway,
+    0.0.0.0 meaning the subscriber, is checked to be an address and otherwise not used (see
+    `FramedRoute`); of several metrics the first is kept.
+
+    Raises:
+        ValueError: with a message that says what is wrong.
+    """
+    words = text.split()
+    if not words:
+        raise ValueError("empty route")
+    prefix_text, slash, length_text = words[0].partition("/")
+    try:
+        prefix = IPv4Address(prefix_text)
+    except AddressValueError:
+        raise ValueError(f"bad prefix {prefix_text!r}") from None
+    rest = words[1:]
+    if slash:
+        if not _decimal(length_text) or int(length_text) > 32:
+            raise ValueError(f"bad prefix length {length_text!r}")
+        prefixlen = int(length_text)
+    else:
+        mask_length = None
+        if rest:
+            try:
+                mask_length = _netmask_length(IPv4Address(rest[0]))
+            except AddressValueError:
+                mask_length = None
+        if mask_length is not None:
+            prefixlen = mask_length
+            rest = rest[1:]
+        else:
+            prefixlen = _classful_prefixlen(prefix)
+    try:
+        network = IPv4Network((prefix, prefixlen))
+    except ValueError:
+        raise ValueError(f"{prefix}/{prefixlen} has host bits set") from None
+    if rest:
+        try:
+            IPv4Address(rest[0])
+        except AddressValueError:
+            raise ValueError(f"bad gateway {rest[0]!r}") from None
+        rest = rest[1:]
+    metric = 0
+    if rest:
+        if not _decimal(rest[0]) or int(rest[0]) > _MAX_METRIC:
+            raise ValueError(f"bad metric {rest[0]!r}")
+        metric = int(rest[0])
+    return FramedRoute(network, metric)
+
+
+def netmask_route(address: IPv4Address, netmask: IPv4Address) -> FramedRoute | None:
+    """The route a Framed-IP-Netmask asks for: the subscriber's network (RFC 2865 5.9, the
+    subscriber is a router to it). None for 255.255.255.255 (the host route is there already).
+
+    Raises:
+        ValueError: the netmask is not a contiguous one.
+    """
+    length = _netmask_length(netmask)
+    if length is None:
+        raise ValueError(f"bad netmask {netmask}")
+    if length == 32:
+        return None
+    return FramedRoute(IPv4Network((address, length), strict=False))

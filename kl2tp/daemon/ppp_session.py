@@ -26,7 +26,9 @@ from kl2tp.aaa.addresses import AddressBook
 from kl2tp.aaa.pool import AddressPool
 from kl2tp.aaa.radius import (
     ATTR_CLASS,
+    ATTR_FRAMED_NETMASK,
     ATTR_FRAMED_POOL,
+    ATTR_FRAMED_ROUTES,
     ATTR_IDLE_TIMEOUT,
     ATTR_INTERIM_INTERVAL,
     ATTR_SESSION_TIMEOUT,
@@ -39,6 +41,7 @@ from kl2tp.dataplane.base import DataPlane, DataPlaneError, NetworkSpec, PppChan
 from kl2tp.l2tp.constants import CdnResult, ErrorCode
 from kl2tp.l2tp.events import CallClosed, ConnectInfo
 from kl2tp.log import escape
+from kl2tp.values import FramedRoute, netmask_route, parse_framed_route
 from ppp import events as pev
 from ppp.config import AuthMethod, IpcpConfig, Ipv6cpConfig, LcpConfig, LinkConfig, ProxyMode
 from ppp.fsm import FsmConfig
@@ -494,6 +497,10 @@ class _SessionState:
         """Acct-Terminate-Cause (lower case) once the session's end is known; first wins."""
         self.reply: dict[str, object] = {}
         """The accepted login's back-end attributes (`AuthResult.attributes`)."""
+        self.framed_routes: tuple[FramedRoute, ...] = ()
+        """The accepted login's Framed-Routes that parse (`_parse_routes`)."""
+        self.routes: tuple[FramedRoute, ...] = ()
+        """The routes handed to the data plane when IPCP last opened (``show session``)."""
         self.peer_chooses = False
         """AAA said 255.255.255.255: the subscriber's own address, if nobody holds it."""
         self.frames_in = 0
@@ -660,6 +667,7 @@ class _SessionState:
                 result = aaa.AuthResult(False, refusal[1], reason=refusal[0])
         if result.accepted:
             self.reply = dict(result.attributes)
+            self.framed_routes = self._parse_routes()
             self.peer_chooses = result.framed_address == _PEER_CHOOSES
         if not result.accepted:
             self._extra(failure="auth failed")
@@ -807,10 +815,13 @@ class _SessionState:
         # Both ends configure their interface: our address, the peer's, a host route to it
         # and the MTU the peer's MRU allows (the LNS: the subscriber's address; the LAC
         # client: the address the LNS gave it, with the LNS's address as the peer).
+        if self.owner.lns:
+            self.routes = self._routes_for(event.peer_address)
         net = NetworkSpec(
             local_ip=event.local_address,
             peer_ip=event.peer_address,
             mtu=self.link.lcp.peer_mru,
+            routes=self.routes,
         )
         if not await self._configure(net):
             return
@@ -865,6 +876,47 @@ class _SessionState:
             f": {escape(event.message)}" if event.message else "",
         )
         rec.tunnel.hangup(rec.sid, result, ErrorCode.NO_ERROR, message)
+
+    def _parse_routes(self) -> tuple[FramedRoute, ...]:
+        """The Framed-Routes of the reply; one that does not parse is logged and skipped (the
+        session goes on without it), so is a bad Framed-IP-Netmask."""
+        texts = self.reply.get(ATTR_FRAMED_ROUTES, ())
+        routes: list[FramedRoute] = []
+        for text in texts if isinstance(texts, tuple) else ():
+            try:
+                route = parse_framed_route(str(text))
+            except ValueError as exc:
+                log.warning(
+                    '%s: Framed-Route "%s" ignored: %s; fix it on the RADIUS server',
+                    self.link.name,
+                    escape(str(text)),
+                    escape(str(exc)),
+                )
+                continue
+            if route not in routes:
+                routes.append(route)
+        netmask = self.reply.get(ATTR_FRAMED_NETMASK)
+        if isinstance(netmask, ipaddress.IPv4Address):
+            try:
+                netmask_route(ipaddress.IPv4Address(0), netmask)
+            except ValueError as exc:
+                log.warning(
+                    "%s: Framed-IP-Netmask ignored: %s; fix it on the RADIUS server",
+                    self.link.name,
+                    exc,
+                )
+                del self.reply[ATTR_FRAMED_NETMASK]
+        return tuple(routes)
+
+    def _routes_for(self, peer: ipaddress.IPv4Address | None) -> tuple[FramedRoute, ...]:
+        """The Framed-Routes plus the network a Framed-IP-Netmask puts around ``peer``."""
+        netmask = self.reply.get(ATTR_FRAMED_NETMASK)
+        if peer is None or not isinstance(netmask, ipaddress.IPv4Address):
+            return self.framed_routes
+        route = netmask_route(peer, netmask)  # checked by _parse_routes
+        if route is None or route in self.framed_routes:
+            return self.framed_routes
+        return (route, *self.framed_routes)
 
     def _classes(self) -> tuple[bytes, ...]:
         classes = self.reply.get(ATTR_CLASS, ())

@@ -478,6 +478,9 @@ def _ppp_detail(handler: object, tid: int, sid: int) -> dict[str, Any]:
     reply = getattr(state, "reply", None)
     if isinstance(reply, dict) and reply:
         out["aaa"] = {str(k): _aaa_value(str(k), v) for k, v in reply.items()}
+    routes = getattr(state, "routes", None)
+    if isinstance(routes, tuple) and routes:
+        out["routes"] = [str(r) for r in routes]
     for key in ("acct_session_id", "session_timeout", "idle_timeout"):
         value = getattr(state, key, None)
         if isinstance(value, str | int | float) and not isinstance(value, bool):

@@ -16,6 +16,8 @@ from typing import Protocol
 
 import attrs
 
+from kl2tp.values import FramedRoute
+
 Address = tuple[str, int]
 
 
@@ -69,6 +71,10 @@ class NetworkSpec:
     """IPv6CP interface identifier (8 bytes) for our link-local address."""
     peer_ifid: bytes | None = None
     """IPv6CP interface identifier of the peer."""
+    routes: tuple[FramedRoute, ...] = ()
+    """Networks behind the subscriber (RADIUS Framed-Route / Framed-IP-Netmask), routed out
+    of the session's interface. One that cannot be installed is logged and skipped: the
+    session goes on without it."""
 
 
 @attrs.frozen(slots=True)
@@ -170,9 +176,10 @@ class DataPlane(Protocol):
 
         Called once per NCP that opens (IPCP, then IPv6CP, in either order): each call sets
         the MTU, brings the interface up and adds what ``net`` names (IPv4 address and host
-        route when ``local_ip`` is set, link-local IPv6 addresses when ``local_ifid`` is set),
-        then lets that protocol through. Returns the interface name, or None where there is
-        no interface.
+        route when ``local_ip`` is set, link-local IPv6 addresses when ``local_ifid`` is set,
+        the ``routes``), then lets that protocol through. A route that does not install is
+        logged (with what to check) and skipped, never an error. Returns the interface name,
+        or None where there is no interface.
         """
 
     async def close_session(self, local_tunnel_id: int, local_session_id: int) -> None:

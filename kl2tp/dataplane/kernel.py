@@ -53,7 +53,7 @@ from kl2tp.dataplane.base import (
     SessionSpec,
     TunnelSpec,
 )
-from kl2tp.dataplane.netlink import L2tpNetlink, L2tpStats, RtNetlink
+from kl2tp.dataplane.netlink import L2tpNetlink, L2tpStats, NetlinkError, RtNetlink
 from kl2tp.dataplane.pppox import (
     PPP_DEVICE,
     PPP_IP,
@@ -65,6 +65,7 @@ from kl2tp.dataplane.pppox import (
     set_mru,
     set_npmode,
 )
+from kl2tp.values import FramedRoute
 
 log = logging.getLogger("kl2tp.kernel")
 
@@ -246,6 +247,8 @@ class KernelSession:
     """Interface index."""
     net: NetworkSpec | None = None
     """Network configuration once session_up ran."""
+    routes: set[FramedRoute] = attrs.field(factory=set)
+    """Framed routes installed on the interface (they go with it)."""
 
 
 class KernelMechanics:
@@ -468,7 +471,7 @@ class KernelMechanics:
         return session
 
     def session_up(self, tunnel_id: int, session_id: int, net: NetworkSpec) -> str:
-        """MTU, addresses, host route, link up, then let IP (and IPv6) through.
+        """MTU, addresses, host route, framed routes, link up, then let IP (and IPv6) through.
 
         Returns the interface name.
         """
@@ -481,6 +484,7 @@ class KernelMechanics:
             self.rt.add_address(index, net.local_ip, net.peer_ip)
             if net.peer_ip is not None:
                 self.rt.add_host_route(index, net.peer_ip)
+            self._add_routes(session, net.routes)
             set_npmode(session.ppp.unit_fd, PPP_IP, NpMode.PASS)
         if net.local_ifid is not None:
             peer_ll = _link_local(net.peer_ifid) if net.peer_ifid is not None else None
@@ -490,6 +494,37 @@ class KernelMechanics:
             set_npmode(session.ppp.unit_fd, PPP_IPV6, NpMode.PASS)
         session.net = net
         return session.ifname
+
+    def _add_routes(self, session: KernelSession, routes: tuple[FramedRoute, ...]) -> None:
+        """Install the framed routes not installed yet (IPCP reopens after an LCP restart).
+
+        Exclusive: a route another interface (or the host) holds with the same prefix and
+        metric is never taken over; that route is logged and skipped, the session goes on.
+        """
+        for route in routes:
+            if route in session.routes:
+                continue
+            try:
+                self.rt.add_route(session.ifindex, route.network, route.metric, replace=False)
+            except NetlinkError as exc:
+                held = (
+                    " (a route with that prefix and metric exists)"
+                    if (exc.errno == errno.EEXIST)
+                    else ""
+                )
+                log.warning(
+                    "Se %d/%d: framed route %s not installed on %s: %s%s; the session goes "
+                    "on without it: check `ip route show %s` and the RADIUS Framed-Route",
+                    session.spec.local_tunnel_id,
+                    session.spec.local_session_id,
+                    route,
+                    session.ifname,
+                    exc.strerror,
+                    held,
+                    route.network,
+                )
+                continue
+            session.routes.add(route)
 
     def set_mru(self, tunnel_id: int, session_id: int, mru: int) -> None:
         """Update the unit's MRU after LCP negotiated it."""

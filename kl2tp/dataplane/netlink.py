@@ -625,6 +625,39 @@ class RtNetlink:
             msg, RTM_NEWADDR, NLM_F_CREATE | NLM_F_REPLACE, f"add address {local} to #{index}"
         )
 
+    def add_route(
+        self,
+        index: int,
+        network: ipaddress.IPv4Network | ipaddress.IPv6Network,
+        metric: int | None = None,
+        *,
+        table: int = RT_TABLE_MAIN,
+        protocol: int = RTPROT_STATIC,
+        replace: bool = True,
+    ) -> None:
+        """Route ``network`` out of the interface, on-link (no gateway: point-to-point).
+
+        Args:
+            replace: replace a route with the same prefix and metric; False makes such a
+                route an error (EEXIST) instead of taking it over.
+        """
+        msg = rtmsg()
+        msg["family"] = _family_of(network.network_address)
+        msg["dst_len"] = network.prefixlen
+        msg["table"] = table if table < 256 else 252
+        msg["proto"] = protocol
+        msg["scope"] = RT_SCOPE_LINK
+        msg["type"] = RTN_UNICAST
+        msg["attrs"] = [
+            ["RTA_DST", str(network.network_address)],
+            ["RTA_OIF", index],
+            ["RTA_TABLE", table],
+        ]
+        if metric is not None:
+            msg["attrs"].append(["RTA_PRIORITY", metric])
+        flags = NLM_F_CREATE | (NLM_F_REPLACE if replace else NLM_F_EXCL)
+        self._sock.request(msg, RTM_NEWROUTE, flags, f"add route {network} via #{index}")
+
     def add_host_route(
         self,
         index: int,
@@ -635,19 +668,7 @@ class RtNetlink:
         metric: int | None = None,
     ) -> None:
         """Route ``dst``/32 (or /128) out of the interface (create or replace)."""
-        msg = rtmsg()
-        msg["family"] = _family_of(dst)
-        msg["dst_len"] = dst.max_prefixlen
-        msg["table"] = table if table < 256 else 252
-        msg["proto"] = protocol
-        msg["scope"] = RT_SCOPE_LINK
-        msg["type"] = RTN_UNICAST
-        msg["attrs"] = [["RTA_DST", str(dst)], ["RTA_OIF", index], ["RTA_TABLE", table]]
-        if metric is not None:
-            msg["attrs"].append(["RTA_PRIORITY", metric])
-        self._sock.request(
-            msg, RTM_NEWROUTE, NLM_F_CREATE | NLM_F_REPLACE, f"add route {dst} via #{index}"
-        )
+        self.add_route(index, ipaddress.ip_network(dst), metric, table=table, protocol=protocol)
 
     def delete_host_route(
         self,

@@ -22,6 +22,7 @@ from labutil import Link, netns, run
 from kl2tp.dataplane.base import NetworkSpec, SessionSpec, TunnelSpec
 from kl2tp.dataplane.kernel import KernelDataPlane, KernelMechanics
 from kl2tp.dataplane.netlink import L2tpNetlink, RtNetlink
+from kl2tp.values import FramedRoute
 
 pytestmark = pytest.mark.lab
 
@@ -183,3 +184,42 @@ def test_ipv6cp_session_gets_link_local_addresses_and_passes_ipv6(
         for ns, mech in mechs.items():
             with netns(ns):
                 mech.close()
+
+
+async def test_framed_routes_go_out_of_the_interface_and_leave_with_it(
+    peer_ns: Link, tmp_path: pathlib.Path
+) -> None:
+    """Framed routes point at the session's interface with their metric; one whose prefix and
+    metric another route holds is skipped, that route untouched; closing the session leaves
+    no route behind."""
+    held = ipaddress.IPv4Network("10.203.0.0/24")
+    run("ip", "route", "add", str(held), "dev", "veth-r", "metric", "5")
+    dp = await KernelDataPlane.open(
+        instance="lab-routes", state_dir=str(tmp_path), ifname_template="rt%d"
+    )
+    try:
+        await dp.open_tunnel(TunnelSpec(30, 40, (peer_ns.a_addr, 1701), (peer_ns.b_addr, 1701)))
+        await dp.open_session(SessionSpec(30, 40, 300, 400, lns_mode=True), sink=lambda frame: None)
+        routes = (
+            FramedRoute(ipaddress.IPv4Network("10.202.0.0/24"), 1),
+            FramedRoute(ipaddress.IPv4Network("10.202.8.0/21")),
+            FramedRoute(held, 5),
+        )
+        lns_ip, peer_ip = ipaddress.IPv4Address("10.201.1.1"), ipaddress.IPv4Address("10.201.1.2")
+        ifname = await dp.session_up(30, 300, NetworkSpec(lns_ip, peer_ip, mtu=1400, routes=routes))
+        assert ifname is not None
+        shown = run("ip", "-o", "route", "show", "dev", ifname).stdout
+        assert "10.202.0.0/24 proto static scope link metric 1" in shown, shown
+        assert "10.202.8.0/21 proto static scope link" in shown, shown
+        assert f"{peer_ip} proto static scope link" in shown, shown
+        assert str(held) not in shown, shown
+        # IPCP reopening (same routes again) is no error and adds nothing.
+        await dp.session_up(30, 300, NetworkSpec(lns_ip, peer_ip, mtu=1400, routes=routes))
+        assert run("ip", "-o", "route", "show", "dev", ifname).stdout == shown
+        await dp.close_session(30, 300)
+        everything = run("ip", "-o", "route", "show", "table", "all").stdout
+        assert ifname not in everything and "10.202." not in everything, everything
+        assert "dev veth-r" in run("ip", "route", "show", str(held)).stdout  # untouched
+    finally:
+        await dp.aclose()
+        run("ip", "route", "del", str(held), "dev", "veth-r", check=False)

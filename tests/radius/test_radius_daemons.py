@@ -148,6 +148,38 @@ def test_reply_attributes_are_applied(tmp_path: Path) -> None:
     assert summary["ppp"]["timeouts"] == {"session-timeout": 1, "idle-timeout": 1}
 
 
+def test_framed_routes_are_installed(tmp_path: Path) -> None:
+    """Framed-Route (both text forms, and one that does not parse) and Framed-IP-Netmask from
+    FreeRADIUS become the session's routes, shown by ``kl2tpctl show session``."""
+    users = (
+        'user1 Cleartext-Password := "pass1"\n'
+        "\tFramed-IP-Address = 10.77.0.9,\n\tFramed-IP-Netmask = 255.255.255.248,\n"
+        '\tFramed-Route = "10.1.0.0/24 0.0.0.0 1",\n'
+        '\tFramed-Route += "172.16.0.0 255.255.0.0 0.0.0.0 5",\n'
+        '\tFramed-Route += "not-a-route"\n'
+    )
+    with (
+        FreeRadius(tmp_path / "fr", users=users) as fr,
+        Lns(tmp_path, radius_servers(fr)) as lns,
+    ):
+        lac = run_lac(tmp_path, lns, 1, subscriber='auth = "pap"\n', hold=30, background=True)
+        try:
+            [row] = established_rows(lns, 1)
+            detail = ctl(lns.sock, "show", "session", str(row["tunnel_id"]), str(row["local_id"]))
+        finally:
+            lac.terminate()
+            finish(lac)
+        assert lns.stop() == 0
+        log = lns.output()
+    assert detail["address"] == "10.77.0.9"
+    assert detail["ppp"]["routes"] == [
+        "10.77.0.8/29 metric 0",  # Framed-IP-Netmask around 10.77.0.9
+        "10.1.0.0/24 metric 1",
+        "172.16.0.0/16 metric 5",
+    ]
+    assert 'Framed-Route "not-a-route" ignored' in log
+
+
 def test_failover_and_no_accounting_lost(tmp_path: Path) -> None:
     """The first server is dead: everything goes to the second. Then the second dies too
     while sessions end and the LNS stops: the records wait in the spool file and reach the

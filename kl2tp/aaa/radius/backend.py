@@ -46,7 +46,9 @@ from kl2tp.aaa.base import (
 )
 from kl2tp.aaa.radius import (
     ATTR_CLASS,
+    ATTR_FRAMED_NETMASK,
     ATTR_FRAMED_POOL,
+    ATTR_FRAMED_ROUTES,
     ATTR_IDLE_TIMEOUT,
     ATTR_INTERIM_INTERVAL,
     ATTR_SESSION_TIMEOUT,
@@ -342,10 +344,10 @@ class RadiusAuthenticator:
             attributes[ATTR_CLASS] = classes
         netmask = _first(reply, "Framed-IP-Netmask")
         if netmask is not None:
-            attributes["framed_netmask"] = IPv4Address(str(netmask))
+            attributes[ATTR_FRAMED_NETMASK] = IPv4Address(str(netmask))
         routes = tuple(_text(v) for v in _values(reply, "Framed-Route"))
         if routes:
-            attributes["framed_routes"] = routes
+            attributes[ATTR_FRAMED_ROUTES] = routes
         for key, name in (
             ("mppe_send_key", "MS-MPPE-Send-Key"),
             ("mppe_recv_key", "MS-MPPE-Recv-Key"),
