@@ -15,11 +15,14 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from kl2tp.aaa.local import parse_users
 
 TOP = Path(__file__).resolve().parents[2]
 ANSIBLE_DIR = TOP / "deploy" / "ansible"
@@ -27,7 +30,12 @@ VENV_BIN = TOP / ".venv-deploy" / "bin"
 ROOTFS = Path(os.environ.get("KL2TP_DEPLOY_CACHE", "/var/cache/kl2tp-deploy")) / (
     "rootfs-bookworm.tar"
 )
-PLAYBOOKS = [ANSIBLE_DIR / "site.yml", ANSIBLE_DIR / "lab.yml", TOP / "tests/deploy/chroot.yml"]
+PLAYBOOKS = [
+    ANSIBLE_DIR / "site.yml",
+    ANSIBLE_DIR / "lab.yml",
+    TOP / "tests/deploy/chroot.yml",
+    TOP / "tests/deploy/render.yml",
+]
 BOUND = 900.0  # seconds for one ansible-playbook run (the first one installs from apt and PyPI)
 
 
@@ -79,11 +87,21 @@ def _run(argv: list[str], tmp: Path, *, cwd: Path = TOP, timeout: float = 300.0)
     return out
 
 
-def test_ansible_lint_production_profile_is_clean(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("where", "lintables"),
+    [
+        (ANSIBLE_DIR, ["."]),  # the roles, playbooks and inventories
+        (TOP / "tests" / "deploy", ["chroot.yml", "render.yml", "render-vars.yml"]),
+    ],
+    ids=["deploy-ansible", "test-playbooks"],
+)
+def test_ansible_lint_production_profile_is_clean(
+    where: Path, lintables: list[str], tmp_path: Path
+) -> None:
     out = _run(
-        [_tool("ansible-lint"), "--offline", "--profile", "production", "--nocolor", "."],
+        [_tool("ansible-lint"), "--offline", "--profile", "production", "--nocolor", *lintables],
         tmp_path,
-        cwd=ANSIBLE_DIR,
+        cwd=where,
     )
     assert "Profile 'production' was required, and it passed" in out, out
 
@@ -121,6 +139,35 @@ def test_vagrantfile_validation_catches_a_bad_setting(tmp_path: Path) -> None:
     )
     assert proc.returncode != 0
     assert "not_an_option" in proc.stdout + proc.stderr
+
+
+def test_local_users_render_to_a_file_the_lns_reads(tmp_path: Path) -> None:
+    """The users template quotes names and passwords the way the users file parser reads
+    them back (blanks, quotes, backslashes, UTF-8), and the LNS accepts the configuration."""
+    out = tmp_path / "etc"
+    out.mkdir()
+    _run(
+        [_tool("ansible-playbook"), "-i", "localhost,", "-e", f"out={out}", "render.yml"],
+        tmp_path,
+        cwd=TOP / "tests" / "deploy",
+    )
+    users = parse_users((out / "users").read_text().splitlines(), "users")
+    assert {name: u.password.reveal() for name, u in users.items()} == {
+        "alice": b"correct horse",
+        'bob "the builder"': b"back\\slash",
+        "carol": "café".encode(),
+    }
+    assert str(users["alice"].address) == "100.64.3.200"
+    assert (out / "users").stat().st_mode & 0o777 == 0o600
+    lns = Path(sys.executable).parent / "kl2tp-lns"
+    proc = subprocess.run(
+        [str(lns), "--check-config", "--config", str(out / "lns.toml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 # -- the role, for real, in a chroot --------------------------------------------------------
