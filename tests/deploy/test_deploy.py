@@ -311,3 +311,17 @@ def test_modules_and_forwarding_at_boot(applied: Applied) -> None:
     assert {"l2tp_netlink", "l2tp_ppp", "ppp_generic"} <= set(modules)
     sysctl = (applied.root / "etc/sysctl.d/90-kl2tp.conf").read_text()
     assert "net.ipv4.ip_forward = 1" in sysctl
+
+
+def test_lab_freeradius_configuration_checks(applied: Applied) -> None:
+    """The freeradius role's clients and users (subscribers, DNIS tunnel lookups) load."""
+    authorize = applied.root / "etc/freeradius/3.0/mods-config/files/authorize"
+    assert "Tunnel-Server-Endpoint:2 = " in authorize.read_text()
+    proc = subprocess.run(
+        ["chroot", str(applied.root), "freeradius", "-C", "-d", "/etc/freeradius/3.0"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
