@@ -862,7 +862,22 @@ def _format_summary_show(result: Any) -> str:
         lines.append(
             "events   " + " ".join(f"{k}={v}" for k, v in sorted(result["events"].items()))
         )
+    if result.get("ppp"):
+        # Sessions, AAA, setup timeouts, refusals, CoA: nested counters as dotted names.
+        lines.append("ppp      " + " ".join(f"{k}={v}" for k, v in _flatten(result["ppp"])))
     return "\n".join(lines)
+
+
+def _flatten(values: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    """``{"aaa": {"accepts": 3}}`` -> ``[("aaa.accepts", 3)]``, sorted by name."""
+    out: list[tuple[str, Any]] = []
+    for key, value in sorted(values.items()):
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.extend(_flatten(value, f"{name}."))
+        else:
+            out.append((name, kl2tp_log.escape(value)))
+    return out
 
 
 if __name__ == "__main__":  # pragma: no cover

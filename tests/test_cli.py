@@ -296,3 +296,30 @@ def test_tables_escape_what_a_peer_sent() -> None:
     lines = out.splitlines()
     assert len(lines) == 2
     assert lines[1].split() == ["eve\\x0afake-row", "1m05s", "2.0", "KiB"]
+
+
+def test_summary_table_shows_the_ppp_and_aaa_counters() -> None:
+    """`kl2tpctl show summary` as a table prints the session side's nested counters too
+    (setup timeouts, refusals, AAA), as dotted names, not only in --json."""
+    from kl2tp.cli import _format_summary_show
+
+    result = {
+        "role": "lns",
+        "dataplane": "null",
+        "tunnels": {"total": 1, "by_state": {"established": 1}},
+        "sessions": {"total": 2, "by_state": {"established": 2}},
+        "ppp": {
+            "setup_timeouts": {"auth": 3},
+            "logins_refused": {"duplicate-session": 1},
+            "aaa": {"accepts": 2, "by_method": {"chap": 2}},
+            "note": "bad\nline",
+        },
+    }
+    text = _format_summary_show(result)
+    ppp = [line for line in text.splitlines() if line.startswith("ppp ")]
+    assert len(ppp) == 1
+    assert "setup_timeouts.auth=3" in ppp[0]
+    assert "logins_refused.duplicate-session=1" in ppp[0]
+    assert "aaa.by_method.chap=2" in ppp[0]
+    assert "note=bad\\x0aline" in ppp[0]
+    assert len(text.splitlines()) == 4

@@ -107,6 +107,7 @@ TERMINATE_CAUSE: dict[pev.DownReason, str] = {
     pev.DownReason.NCP_TIMEOUT: "user-error",
     pev.DownReason.SETUP_TIMEOUT: "user-error",
     pev.DownReason.IDENTITY_CHANGED: "user-error",
+    pev.DownReason.TOO_MANY_RESTARTS: "user-error",
 }
 """RADIUS Acct-Terminate-Cause (RFC 2866 5.10) for a PPP link that went down on its own.
 Ends the daemon causes (timeouts, shutdown, an operator's clear) are set where they happen;

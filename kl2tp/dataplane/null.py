@@ -6,6 +6,8 @@ tests to assert the order and the parameters of every call the kernel back end w
 
 from __future__ import annotations
 
+import collections
+
 import attrs
 import trio
 
@@ -16,6 +18,9 @@ from kl2tp.dataplane.base import (
     SessionSpec,
     TunnelSpec,
 )
+
+CALL_LOG = 1024
+"""How many of the latest data-plane calls `NullDataPlane.calls` keeps."""
 
 
 @attrs.define(slots=True)
@@ -84,8 +89,11 @@ class NullDataPlane:
     """Interfaces configured, by session key."""
     mrus: dict[tuple[int, int], int] = attrs.field(factory=dict)
     """MRU set on each session's unit once LCP opened."""
-    calls: list[tuple[str, tuple[int, ...]]] = attrs.field(factory=list)
-    """Every call in order: (method, ids)."""
+    calls: collections.deque[tuple[str, tuple[int, ...]]] = attrs.field(
+        factory=lambda: collections.deque(maxlen=CALL_LOG)
+    )
+    """The latest `CALL_LOG` calls in order: (method, ids). Bounded: a daemon running on the
+    null data plane for months must not grow with every call it ever made."""
     _channels: dict[tuple[int, int], NullChannel] = attrs.field(factory=dict)
 
     async def open_tunnel(self, spec: TunnelSpec) -> NullTunnelHandle:

@@ -115,7 +115,7 @@ async def test_answered_call_is_programmed_then_connected_and_established_adds_n
         tunnel = FakeTunnel(nursery)
         handler.call_answered(tunnel, CallAnswered(sid=3, peer_sid=77, info=info))
         await trio.testing.wait_all_tasks_blocked()
-        assert plane.calls == [("open_session", (10, 3))]
+        assert list(plane.calls) == [("open_session", (10, 3))]
         # The channel is open before the core hands over kept frames, and before the ICCN.
         assert tunnel.commands == [("data_ready", 3), ("connect_call", 3)]
         spec = plane.sessions[(10, 3)]
@@ -137,7 +137,7 @@ async def test_answered_call_the_data_plane_refuses_is_cleared_without_an_iccn()
         tunnel = FakeTunnel(nursery)
         handler.call_answered(tunnel, CallAnswered(sid=3, peer_sid=77))
         await trio.testing.wait_all_tasks_blocked()
-    assert plane.calls == [("refused", (10, 3))]  # no connect_call, nothing to close
+    assert list(plane.calls) == [("refused", (10, 3))]  # no connect_call, nothing to close
     assert tunnel.commands == [
         ("hangup", 3, CdnResult.GENERAL_ERROR, ErrorCode.INSUFFICIENT_RESOURCES, "data plane error")
     ]
