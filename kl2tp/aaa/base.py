@@ -15,12 +15,14 @@ file, RADIUS Framed-IP-Address); when it does not, the daemon takes one from the
 from __future__ import annotations
 
 import enum
+import logging
 from collections.abc import Mapping
 from ipaddress import IPv4Address
 from typing import Protocol, runtime_checkable
 
 import attrs
 
+from kl2tp.log import escape
 from ppp.config import AuthMethod
 from ppp.credentials import Credentials
 
@@ -32,6 +34,7 @@ __all__ = [
     "AuthResult",
     "Authenticator",
     "SessionContext",
+    "log_decision",
 ]
 
 
@@ -189,3 +192,21 @@ class Authenticator(Protocol):
     async def account(self, record: AccountingRecord) -> None:
         """Record accounting (start, stop, interim); may be a no-op."""
         ...
+
+
+def log_decision(
+    logger: logging.Logger, source: str, request: AuthRequest, result: AuthResult
+) -> None:
+    """The debug line every back end writes for a decided request (``source``: ``""`` for
+    the users file, ``"RADIUS "``); the user name escaped, no credential."""
+    if logger.isEnabledFor(logging.DEBUG):
+        logger.debug(
+            'AAA: %s%s %s for "%s" (tunnel %d session %d)%s',
+            source,
+            request.method.upper(),
+            "accepted" if result.accepted else "rejected",
+            escape(request.username),
+            request.context.tunnel_id,
+            request.context.session_id,
+            "" if result.accepted else f": {result.reason}",
+        )

@@ -25,7 +25,13 @@ from pathlib import Path
 
 import attrs
 
-from kl2tp.aaa.base import AaaCounters, AccountingRecord, AuthRequest, AuthResult
+from kl2tp.aaa.base import (
+    AaaCounters,
+    AccountingRecord,
+    AuthRequest,
+    AuthResult,
+    log_decision,
+)
 from kl2tp.config import Config, ConfigError
 from kl2tp.log import escape
 from kl2tp.values import Secret
@@ -255,16 +261,7 @@ class LocalAuthenticator:
         """Check ``request`` against the users file."""
         result = self._decide(request)
         self.counters.count_result(request, result)
-        if logger.isEnabledFor(logging.DEBUG):
-            logger.debug(
-                'AAA: %s %s for "%s" (tunnel %d session %d)%s',
-                request.method.upper(),
-                "accepted" if result.accepted else "rejected",
-                escape(request.username),
-                request.context.tunnel_id,
-                request.context.session_id,
-                "" if result.accepted else f": {result.reason}",
-            )
+        log_decision(logger, "", request, result)
         return result
 
     def _decide(self, request: AuthRequest) -> AuthResult:

@@ -805,8 +805,20 @@ class EndpointCore:
             self._half_open_after(entry, now)
 
     def _half_open_input(self, entry: TunnelEntry, now: float, step: Callable[[], None]) -> bool:
-        """Run one input of a half-open tunnel's core. An exception escaping it is a bug: the
-        tunnel is forgotten (counted ``core_errors``). False when that happened."""
+        """Run one input of a half-open tunnel's core (see `_guarded`)."""
+        return self._guarded(entry, now, step, "a tunnel being set up", self.discard)
+
+    def _guarded(
+        self,
+        entry: TunnelEntry,
+        now: float,
+        step: Callable[[], None],
+        what: str,
+        forget: Callable[[TunnelEntry], None],
+    ) -> bool:
+        """Run one input of a tunnel core the endpoint itself drives (half-open, lingering).
+        An exception escaping it is a bug: the tunnel is forgotten with ``forget`` (counted
+        ``core_errors``, logged rate-limited) and the loop goes on. False when that happened."""
         try:
             step()
         except Exception:
@@ -814,11 +826,12 @@ class EndpointCore:
             self.warn(
                 "core_error",
                 now,
-                "Tnl %d: internal error in a tunnel being set up; forgotten",
+                "Tnl %d: internal error in %s; forgotten",
                 entry.tunnel_id,
+                what,
                 exc=True,
             )
-            self.discard(entry)
+            forget(entry)
             return False
         return True
 
@@ -851,22 +864,8 @@ class EndpointCore:
             self._collect(entry, now)
 
     def _lingering_step(self, entry: TunnelEntry, now: float, step: Callable[[], None]) -> bool:
-        """Run one input of a closed tunnel's core. An exception escaping it is a bug: the
-        core is forgotten (counted ``core_errors``). False when that happened."""
-        try:
-            step()
-        except Exception:
-            self.counters["core_errors"] += 1
-            self.warn(
-                "core_error",
-                now,
-                "Tnl %d: internal error in a closed tunnel; forgotten",
-                entry.tunnel_id,
-                exc=True,
-            )
-            self._release(entry)
-            return False
-        return True
+        """Run one input of a closed tunnel's core (see `_guarded`)."""
+        return self._guarded(entry, now, step, "a closed tunnel", self._release)
 
     def _collect(self, entry: TunnelEntry, now: float) -> None:
         """Queue a lingering core's datagrams; keep it on the due list while it owes one."""

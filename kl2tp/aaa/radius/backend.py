@@ -43,6 +43,7 @@ from kl2tp.aaa.base import (
     AuthRequest,
     AuthResult,
     SessionContext,
+    log_decision,
 )
 from kl2tp.aaa.radius import (
     ATTR_CLASS,
@@ -296,16 +297,7 @@ class RadiusAuthenticator:
         else:
             result = self._result(request, reply)
             self.counters.count_result(request, result)
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug(
-                'AAA: RADIUS %s %s for "%s" (tunnel %d session %d)%s',
-                request.method.upper(),
-                "accepted" if result.accepted else "rejected",
-                escape(request.username),
-                request.context.tunnel_id,
-                request.context.session_id,
-                "" if result.accepted else f": {result.reason}",
-            )
+        log_decision(log, "RADIUS ", request, result)
         return result
 
     def _result(self, request: AuthRequest, reply: rp.Packet) -> AuthResult:
