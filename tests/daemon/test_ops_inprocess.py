@@ -60,7 +60,11 @@ def events() -> Iterator[Events]:
     old_level = logger.level
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
+    # A fresh event log: the process-wide one's rate limiter (20 lines a minute per kind)
+    # has seen every earlier test's failures when the whole suite runs in one process.
+    token = oplog.EVENTS.set(oplog.EventLog())
     yield handler
+    oplog.EVENTS.reset(token)
     logger.removeHandler(handler)
     logger.setLevel(old_level)
 
