@@ -118,7 +118,7 @@ async def _reply(stream: trio.SocketStream, obj: dict[str, Any]) -> None:
         await stream.send_all(json.dumps(obj).encode() + b"\n")
 
 
-def request(path: str, obj: dict[str, Any], timeout: float = 10.0) -> Any:
+def request(path: str, obj: dict[str, Any], timeout: float = 30.0) -> Any:
     """Blocking client for kl2tpctl: send one request, return its result or raise."""
     sock = stdlib_socket.socket(stdlib_socket.AF_UNIX, stdlib_socket.SOCK_STREAM)
     sock.settimeout(timeout)
