@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from kl2tp.aaa.local import parse_users
+from tests.parts import missing
 
 TOP = Path(__file__).resolve().parents[2]
 ANSIBLE_DIR = TOP / "deploy" / "ansible"
@@ -40,10 +41,9 @@ BOUND = 900.0  # seconds for one ansible-playbook run (the first one installs fr
 
 
 def _missing(what: str) -> None:
-    hint = "(scripts/deploy-deps.sh, as root, installs it)"
-    if os.environ.get("CI") or os.environ.get("KL2TP_REQUIRE_DEPLOY"):
-        pytest.fail(f"{what} is missing {hint}", pytrace=False)
-    pytest.skip(f"{what} is missing {hint}")
+    missing(
+        f"{what} is missing (scripts/deploy-deps.sh, as root, installs it)", "KL2TP_REQUIRE_DEPLOY"
+    )
 
 
 def _tool(name: str) -> str:

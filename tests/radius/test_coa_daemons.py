@@ -4,7 +4,6 @@ unknown session, a CoA Session-Timeout that ends a session, strangers dropped an
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import subprocess
@@ -16,6 +15,7 @@ from pyrad import packet as rp
 
 from kl2tp.aaa.radius.dictionary import load_dictionary
 from tests.daemon.harness import BIN, Daemon, ctl, free_udp_port, wait_for, write_configs
+from tests.parts import missing
 
 COA_SECRET = "coa-secret-1"
 
@@ -25,9 +25,7 @@ def require_radclient() -> None:
     run: scripts/lab-deps.sh installs both)."""
     if shutil.which("radclient") is None:
         message = "radclient is not installed (apt-get install freeradius-utils)"
-        if os.environ.get("CI") or os.environ.get("KL2TP_REQUIRE_FREERADIUS"):
-            pytest.fail(message)
-        pytest.skip(message)
+        missing(message, "KL2TP_REQUIRE_FREERADIUS")
 
 
 def radclient(
