@@ -51,8 +51,9 @@ log = logging.getLogger("kl2tp.daemon")
 RECEIVE_BUFFER = 4 << 20
 """SO_RCVBUF asked for the shared socket (the kernel caps it at net.core.rmem_max)."""
 RECEIVE_BATCH = 64
-DEFAULT_LIMITS = Limits()
 """Datagrams the receive loop takes from the socket before it lets other tasks run."""
+DEFAULT_LIMITS = Limits()
+"""``Endpoint``'s default bounds on peer-created state (the core's defaults)."""
 
 
 # --- transports --------------------------------------------------------------------------------
