@@ -86,28 +86,27 @@ def _result(msg: ControlMessage) -> ResultCode | None:
     return rc if isinstance(rc, ResultCode) else None
 
 
-def stopccn(result: int, error: int | None = None) -> Reply:
-    """A StopCCN with this Result Code (and General Error Code, when given)."""
+def _with_result(msg_type: MessageType, result: int, error: int | None) -> Reply:
+    """A ``msg_type`` message with this Result Code (and General Error Code, when given)."""
 
     def ok(msg: Received) -> bool:
-        if not isinstance(msg, ControlMessage) or msg.msg_type is not MT.STOPCCN:
+        if not isinstance(msg, ControlMessage) or msg.msg_type is not msg_type:
             return False
         rc = _result(msg)
         return rc is not None and rc.result == result and (error is None or rc.error == error)
 
-    return Reply(f"StopCCN result {result}" + (f" error {error}" if error is not None else ""), ok)
+    suffix = f" error {error}" if error is not None else ""
+    return Reply(f"{msg_type.abbrev} result {result}{suffix}", ok)
+
+
+def stopccn(result: int, error: int | None = None) -> Reply:
+    """A StopCCN with this Result Code (and General Error Code, when given)."""
+    return _with_result(MT.STOPCCN, result, error)
 
 
 def cdn(result: int, error: int | None = None) -> Reply:
     """A CDN with this Result Code (and General Error Code, when given)."""
-
-    def ok(msg: Received) -> bool:
-        if not isinstance(msg, ControlMessage) or msg.msg_type is not MT.CDN:
-            return False
-        rc = _result(msg)
-        return rc is not None and rc.result == result and (error is None or rc.error == error)
-
-    return Reply(f"CDN result {result}" + (f" error {error}" if error is not None else ""), ok)
+    return _with_result(MT.CDN, result, error)
 
 
 def zlb() -> Reply:
