@@ -447,11 +447,18 @@ async def test_sccrq_retransmitted_at_the_configured_times(
 # --- failure paths of the driver -----------------------------------------------------------------
 
 
-def pair(network: FakeNetwork, **lns_kwargs: Any) -> tuple[Endpoint, Endpoint]:
+def pair(
+    network: FakeNetwork,
+    lns_config: TunnelConfig | None = None,
+    lac_config: TunnelConfig | None = None,
+    **lns_kwargs: Any,
+) -> tuple[Endpoint, Endpoint]:
+    """An LNS and a LAC endpoint on ``network`` (no HELLO, no idle timeout unless configs are
+    given); ``lns_kwargs`` go to the LNS's ``Endpoint``."""
     cfg = TunnelConfig(hostname="x", hello_interval=0, idle_timeout=0)
     lns = Endpoint(
         role="lns",
-        tunnel_config=cfg,
+        tunnel_config=lns_config or cfg,
         dataplane=NullDataPlane(),
         listen=LNS_ADDR,
         rng=random.Random(1),
@@ -460,7 +467,7 @@ def pair(network: FakeNetwork, **lns_kwargs: Any) -> tuple[Endpoint, Endpoint]:
     )
     lac = Endpoint(
         role="lac",
-        tunnel_config=cfg,
+        tunnel_config=lac_config or cfg,
         dataplane=NullDataPlane(),
         listen=LAC_ADDR,
         rng=random.Random(2),

@@ -5,7 +5,6 @@ admits exactly N calls."""
 from __future__ import annotations
 
 import json
-import random
 import subprocess
 from pathlib import Path
 
@@ -13,15 +12,13 @@ import pytest
 import trio
 import trio.testing
 
-from kl2tp.daemon.endpoint import Endpoint
-from kl2tp.dataplane.null import NullDataPlane
 from kl2tp.l2tp.constants import AvpType, MessageType
 from kl2tp.l2tp.errors import DecodeError
 from kl2tp.l2tp.events import CallParams
 from kl2tp.l2tp.message import ControlMessage, decode, peek
 from kl2tp.l2tp.tunnel import TunnelConfig
 from tests.daemon.harness import BIN, BOUND, Daemon, wait_for, write_configs
-from tests.daemon.test_fakenet import LAC_ADDR, LNS_ADDR, FakeNetwork
+from tests.daemon.test_fakenet import LAC_ADDR, LNS_ADDR, FakeNetwork, pair
 
 SECRET = b"hide and seek"
 
@@ -30,21 +27,10 @@ async def test_a_lac_hiding_its_avps_reaches_the_lns(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     network = FakeNetwork()
-    lns = Endpoint(
-        role="lns",
-        tunnel_config=TunnelConfig(hostname="lns", secret=SECRET),
-        dataplane=NullDataPlane(),
-        listen=LNS_ADDR,
-        rng=random.Random(1),
-        transport=network.attach(LNS_ADDR),
-    )
-    lac = Endpoint(
-        role="lac",
-        tunnel_config=TunnelConfig(hostname="lac", secret=SECRET, hide_avps=True),
-        dataplane=NullDataPlane(),
-        listen=LAC_ADDR,
-        rng=random.Random(2),
-        transport=network.attach(LAC_ADDR),
+    lns, lac = pair(
+        network,
+        TunnelConfig(hostname="lns", secret=SECRET),
+        TunnelConfig(hostname="lac", secret=SECRET, hide_avps=True),
     )
     with trio.fail_after(60):
         async with trio.open_nursery() as nursery:
