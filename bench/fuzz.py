@@ -21,14 +21,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-DTS = (0.0, 0.0, 0.3, 1.0, 4.0, 30.0)
-
 
 def ops_from(data: bytes) -> list[Any]:
     """Split one atheris input into ops (the same shape the hypothesis strategy draws)."""
     import atheris
 
-    from tests.l2tp.fuzz_target import ADDRS, Op
+    from tests.l2tp.fuzz_target import ADDRS, DTS, Op
 
     fdp = atheris.FuzzedDataProvider(data)
     ops = []

@@ -34,6 +34,9 @@ ADDRS = [(LAC_HOST, 1701), (LAC_HOST, 40000), ("203.0.113.7", 1701), ("203.0.113
 LIMITS = Limits(
     max_setup_tunnels=16, max_setup_sessions=64, max_lingering=16, sccrq_burst=64, max_sources=8
 )
+DTS = (0.0, 0.0, 0.3, 1.0, 4.0, 30.0)
+"""The pauses an ``Op`` draws from (the hypothesis strategy and bench/fuzz.py's atheris
+splitter alike)."""
 PER_TUNNEL = 8
 MAX_SESSIONS = 32
 

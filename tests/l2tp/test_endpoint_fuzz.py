@@ -9,7 +9,7 @@ from __future__ import annotations
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.l2tp.fuzz_target import EndpointTarget, Op
+from tests.l2tp.fuzz_target import ADDRS, DTS, EndpointTarget, Op
 
 ops = st.builds(
     Op,
@@ -18,8 +18,8 @@ ops = st.builds(
     cut=st.none() | st.integers(0, 2000),
     extra=st.binary(max_size=24),
     retarget=st.integers(0, 3),
-    addr=st.integers(0, 3),
-    dt=st.sampled_from([0.0, 0.0, 0.3, 1.0, 4.0, 30.0]),
+    addr=st.integers(0, len(ADDRS) - 1),
+    dt=st.sampled_from(DTS),
 )
 
 
