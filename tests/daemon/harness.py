@@ -43,6 +43,17 @@ def ctl(sock: Path, *args: str) -> Any:
     return json.loads(out.stdout)
 
 
+def simulate(lac_cfg: Path, calls: int) -> subprocess.CompletedProcess[str]:
+    """``kl2tp-lac --config LAC_CFG --simulate CALLS --json``, run to the end (bounded); the
+    JSON summary is its stdout."""
+    return subprocess.run(
+        [str(BIN / "kl2tp-lac"), "--config", str(lac_cfg), "--simulate", str(calls), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=BOUND,
+    )
+
+
 class Daemon:
     def __init__(self, argv: list[str], log: Path) -> None:
         self.log = log

@@ -51,7 +51,7 @@ from kl2tp.l2tp.message import (
     encode_control,
     encode_data,
 )
-from tests.daemon.harness import BIN, BOUND, Daemon, free_udp_port, wait_for
+from tests.daemon.harness import BIN, BOUND, Daemon, free_udp_port, simulate, wait_for
 
 A = AvpType
 MT = MessageType
@@ -558,12 +558,7 @@ class HostileLns:
     def check_healthy(self) -> None:
         """The legitimate subscribers are still up, a new call comes up, no Traceback."""
         assert self.established_sessions() == self.legit
-        out = subprocess.run(
-            [str(BIN / "kl2tp-lac"), "--config", str(self.lac_cfg), "--simulate", "1", "--json"],
-            capture_output=True,
-            text=True,
-            timeout=BOUND,
-        )
+        out = simulate(self.lac_cfg, 1)
         assert out.returncode == 0, out.stderr
         assert json.loads(out.stdout)["established"] == 1
         self.lac.send_signal(signal.SIGTERM)

@@ -5,7 +5,6 @@ admits exactly N calls."""
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,7 @@ from kl2tp.l2tp.errors import DecodeError
 from kl2tp.l2tp.events import CallParams
 from kl2tp.l2tp.message import ControlMessage, decode, peek
 from kl2tp.l2tp.tunnel import TunnelConfig
-from tests.daemon.harness import BIN, BOUND, Daemon, wait_for, write_configs
+from tests.daemon.harness import BIN, Daemon, simulate, wait_for, write_configs
 from tests.daemon.test_fakenet import LAC_ADDR, LNS_ADDR, FakeNetwork, pair
 
 SECRET = b"hide and seek"
@@ -62,12 +61,7 @@ def test_kl2tp_lac_with_hide_avps_reaches_kl2tp_lns(tmp_path: Path) -> None:
     lns = Daemon([str(BIN / "kl2tp-lns"), "--config", str(lns_cfg)], tmp_path / "lns.log")
     try:
         wait_for(lambda: lns_sock.exists(), "the LNS control socket")
-        out = subprocess.run(
-            [str(BIN / "kl2tp-lac"), "--config", str(lac_cfg), "--simulate", "3", "--json"],
-            capture_output=True,
-            text=True,
-            timeout=BOUND,
-        )
+        out = simulate(lac_cfg, 3)
         assert out.returncode == 0, out.stderr
         result = json.loads(out.stdout)
         assert (result["established"], result["failed"]) == (3, {})
@@ -86,19 +80,7 @@ def test_max_sessions_admits_exactly_that_many_calls(tmp_path: Path, cap: int) -
     try:
         wait_for(lambda: lns_sock.exists(), "the LNS control socket")
         for _ in range(2):  # and again once the first round's calls are gone
-            out = subprocess.run(
-                [
-                    str(BIN / "kl2tp-lac"),
-                    "--config",
-                    str(lac_cfg),
-                    "--simulate",
-                    str(cap + 1),
-                    "--json",
-                ],
-                capture_output=True,
-                text=True,
-                timeout=BOUND,
-            )
+            out = simulate(lac_cfg, cap + 1)
             result = json.loads(out.stdout)
             assert result["established"] == cap, result
             assert result["failed"] == {"cdn result 4: session limit reached": 1}, result
