@@ -499,8 +499,12 @@ class TunnelRunner:
         )
         # With kernel counters, the session task logs the line once it has read the byte
         # counts, right before it removes the kernel session.
-        records = getattr(self.endpoint.handler, "records", None)
-        rec = records.get((self.local_tunnel_id, event.sid)) if records is not None else None
+        handler = self.endpoint.handler
+        rec = (
+            handler.records.get((self.local_tunnel_id, event.sid))
+            if isinstance(handler, DataPlaneSessions)
+            else None
+        )
         if rec is not None and self.endpoint.dataplane.kernel_counters:
             rec.log_down = emit
         else:
