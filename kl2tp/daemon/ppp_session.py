@@ -503,9 +503,6 @@ class _SessionState:
         """The routes handed to the data plane when IPCP last opened (``show session``)."""
         self.peer_chooses = False
         """AAA said 255.255.255.255: the subscriber's own address, if nobody holds it."""
-        self.frames_in = 0
-        """Non-LCP frames from the subscriber seen in userspace (idle detection without
-        kernel counters)."""
         self._timers = False
         self.limits_changed = trio.Event()
         """Set when `set_limits` (a CoA-Request) changed a limit: the timers re-read them."""
@@ -614,8 +611,6 @@ class _SessionState:
                 frame = await channel.receive()
             except (trio.EndOfChannel, trio.ClosedResourceError):
                 return
-            if frame[:2] != b"\xc0\x21":
-                self.frames_in += 1
             self.link.receive_frame(frame, trio.current_time())
             self._note_phase()
             self.wake.set()
@@ -1040,7 +1035,7 @@ class _SessionState:
     async def _activity(self) -> int:
         """A number that grows with traffic from the subscriber."""
         _o, _oo, in_packets, _op = await self._counters()
-        return in_packets + self.frames_in
+        return in_packets + self.link.frames_in
 
     def _expire(self, cause: str, limit: float) -> None:
         counts = self.owner.timeouts

@@ -15,13 +15,14 @@ from kl2tp.daemon.ppp_session import PppSessions
 from kl2tp.daemon.service import simulate
 from kl2tp.dataplane.null import NullDataPlane
 from kl2tp.l2tp.tunnel import TunnelConfig
+from ppp.config import LcpConfig
 from tests.daemon.test_failure_names import Aaa, lns_link, subscriber_link
 
 BOUND = 60.0
 
 
 async def run_calls(
-    lns_handler: PppSessions, backend: Aaa, calls: int, act: object
+    lns_handler: PppSessions, backend: Aaa, calls: int, act: object, **subscriber: object
 ) -> list[aaa.AccountingRecord]:
     """``calls`` subscribers against ``lns_handler``; ``act(handler)`` runs once all are up;
     returns when every session has its Stop."""
@@ -39,7 +40,10 @@ async def run_calls(
         dataplane=lac_plane,
         listen=("127.0.0.1", 0),
         handler=PppSessions(
-            lac_plane, lns=False, link_config=lambda _n: subscriber_link(), rng=random.Random(2)
+            lac_plane,
+            lns=False,
+            link_config=lambda _n: subscriber_link(**subscriber),
+            rng=random.Random(2),
         ),
     )
     stop = trio.Event()
@@ -109,3 +113,21 @@ async def test_limits_changed_while_the_session_runs() -> None:
     assert [r.terminate_cause for r in stops] == ["session-timeout"] * 2
     ids = {r.context.acct_session_id for r in records}
     assert len(ids) == 2  # one stable Acct-Session-Id per session, in every record
+
+
+async def test_lcp_echoes_are_not_activity() -> None:
+    # A subscriber that frames with ff 03 (as most LACs do) answers the LNS's LCP
+    # Echo-Requests; those answers say the link is alive, not that the user is active.
+    backend = Aaa()
+    lns = PppSessions(
+        NullDataPlane(),
+        lns=True,
+        link_config=lambda _n: lns_link(lcp=LcpConfig(echo_interval=0.1)),
+        authenticator=backend,
+        pool=AddressPool("10.9.0.2-10.9.0.9"),
+        rng=random.Random(1),
+        idle_timeout=0.5,
+    )
+    records = await run_calls(lns, backend, 1, lambda h: None, send_address_control=True)
+    stops = [r for r in records if r.kind is aaa.AccountingKind.STOP]
+    assert [r.terminate_cause for r in stops] == ["idle-timeout"]
