@@ -994,7 +994,10 @@ class _SessionState:
         start = trio.current_time()
         interim = self._interim()
         next_interim = start + interim if interim else math.inf
-        activity = await self._activity()
+        # The kernel's counters only where an Idle-Timeout applies: a session without one
+        # asks nothing of netlink when it comes up (a CoA that sets one reads them then).
+        idle = self._limit(ATTR_IDLE_TIMEOUT, owner.idle_timeout)
+        activity = await self._activity() if idle else 0
         active_at = start
         while True:
             if self._idle_reset:
