@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import random
 
+import attrs
 import trio
 
 from kl2tp.aaa import base as aaa
@@ -13,6 +14,7 @@ from kl2tp.aaa.pool import AddressPool
 from kl2tp.daemon.endpoint import Endpoint
 from kl2tp.daemon.ppp_session import PppSessions
 from kl2tp.daemon.service import simulate
+from kl2tp.dataplane.base import Counters
 from kl2tp.dataplane.null import NullDataPlane
 from kl2tp.l2tp.tunnel import TunnelConfig
 from ppp.config import LcpConfig
@@ -131,3 +133,36 @@ async def test_lcp_echoes_are_not_activity() -> None:
     records = await run_calls(lns, backend, 1, lambda h: None, send_address_control=True)
     stops = [r for r in records if r.kind is aaa.AccountingKind.STOP]
     assert [r.terminate_cause for r in stops] == ["idle-timeout"]
+
+
+@attrs.define
+class CountingPlane(NullDataPlane):
+    """Kernel counters, and how often they were asked for."""
+
+    kernel_counters: bool = True
+    asked: int = 0
+
+    async def session_counters(
+        self, local_tunnel_id: int, local_session_id: int
+    ) -> Counters | None:
+        self.asked += 1
+        return Counters(rx_packets=3, rx_bytes=1234, tx_packets=4, tx_bytes=5678)
+
+
+async def test_a_session_without_limits_reads_the_kernel_counters_once() -> None:
+    # Once, for the accounting Stop; the "session down" line reuses that read, and with
+    # no Idle-Timeout nothing asks the kernel when the session comes up.
+    backend, plane = Aaa(), CountingPlane()
+    lns = PppSessions(
+        plane,
+        lns=True,
+        link_config=lambda _n: lns_link(),
+        authenticator=backend,
+        pool=AddressPool("10.9.0.2-10.9.0.9"),
+        rng=random.Random(1),
+        session_timeout=0.5,
+    )
+    records = await run_calls(lns, backend, 1, lambda h: None)
+    stops = [r for r in records if r.kind is aaa.AccountingKind.STOP]
+    assert [r.input_octets for r in stops] == [1234]
+    assert plane.asked == 1
