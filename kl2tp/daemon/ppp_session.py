@@ -475,8 +475,6 @@ class _SessionState:
         self.info = info
         self.wake = trio.Event()
         self.address: ipaddress.IPv4Address | None = None
-        self.static_address: ipaddress.IPv4Address | None = None
-        """The address AAA gave (None: from the pool; 255.255.255.255: the peer's choice)."""
         self.username = ""
         self.up_at: float | None = None
         self.accounting = False
@@ -519,12 +517,6 @@ class _SessionState:
             self._extra(calling_number=call.calling_number)
         if call.called_number:
             self._extra(called_number=call.called_number)
-
-    @property
-    def pooled(self) -> bool:
-        """The session holds an address taken from a pool (not a static one)."""
-        holding = self.owner.addresses.holding(self.address) if self.address else None
-        return holding is not None and holding.owner is self and not holding.static
 
     @property
     def context(self) -> aaa.SessionContext:
@@ -715,7 +707,7 @@ class _SessionState:
         claimed = book.assign(self, static=address, user=username)
         if claimed is None:
             return self._refuse("address-unavailable", "Address unavailable")
-        self.static_address = self.address = claimed
+        self.address = claimed
         return None
 
     def _refuse(self, reason: str, message: str) -> tuple[str, str]:
