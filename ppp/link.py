@@ -155,6 +155,7 @@ class Link:
         "down_message",
         "down_reason",
         "drops",
+        "frames_in",
         "identity",
         "ipcp",
         "ipv6cp",
@@ -190,9 +191,13 @@ class Link:
         self.setup_deadline: float | None = None
         """``config.setup_timeout`` after ``open``, until the first network protocol opens."""
         self.restarts = 0
+        """Times LCP went down under the link once it had been up (``config.max_restarts``)."""
         self.been_up = False
         """The link reached the Network phase at least once."""
-        """Times LCP went down under the link once it had been up (``config.max_restarts``)."""
+        self.frames_in = 0
+        """Frames from the peer of any protocol but LCP: a driver's idle detection where the
+        data plane keeps no counters (LCP, Echo-Replies included, says the link is alive,
+        not that its user is active)."""
         self.rng = rng
         self.name = name
         self.phase = Phase.DEAD
@@ -288,6 +293,8 @@ class Link:
             if self.tracing:
                 self.trace("PPP", f"bad frame: {exc.message}")
             return
+        if protocol != Proto.LCP:
+            self.frames_in += 1
         if protocol == Proto.LCP:
             self._receive_control(protocol, information, now)
             if self.lcp.loops >= self.config.lcp.max_loops:

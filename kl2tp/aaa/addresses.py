@@ -7,9 +7,9 @@ would both get it. The book is the single place that hands out addresses: a stat
 claimed exactly like a pool one (inside a pool it is taken out of that pool too; outside every
 pool it is only recorded), and ``holder`` says who has an address.
 
-Every operation is O(1) in the number of sessions and addresses (a dict lookup plus the pool's
-own O(1) allocation); the pools are few and come from the configuration, and a static address
-is looked up in each of them.
+Every operation a session's setup or end runs is O(1) in the number of sessions and
+addresses (a dict lookup plus the pool's own O(1) allocation); the pools are few and come from
+the configuration, and a static address is looked up in each of them.
 
 Owners are whatever the caller uses to name a session (the daemon uses its session state
 object); they must be hashable and are compared by equality.
@@ -83,7 +83,6 @@ class AddressBook(Generic[Owner]):
         self._by_address: dict[int, Holding[Owner]] = {}
         self._by_owner: dict[Owner, Holding[Owner]] = {}
         self._static_count = 0
-        self._by_user: dict[str, set[Owner]] = {}
         # Pools whose ranges overlap each pool: an address taken from one is taken out of
         # the others too, so no pool can hand out an address the book says is held.
         self._overlaps = _overlaps(self.pools)
@@ -108,8 +107,10 @@ class AddressBook(Generic[Owner]):
         return holding.address if holding is not None else None
 
     def owners_of(self, user: str) -> frozenset[Owner]:
-        """The live owners holding an address for ``user`` (O(its sessions))."""
-        return frozenset(self._by_user.get(user, ()))
+        """The live owners holding an address for ``user``. O(addresses held): no session
+        path asks it (the CoA index keeps its own sessions by user), so no per-user index is
+        kept up at every assignment for it."""
+        return frozenset(h.owner for h in self._by_owner.values() if h.user == user)
 
     def __len__(self) -> int:
         """Number of addresses held."""
@@ -213,11 +214,6 @@ class AddressBook(Generic[Owner]):
         del self._by_address[int(address)]
         if holding.static:
             self._static_count -= 1
-        owners = self._by_user.get(holding.user)
-        if owners is not None:
-            owners.discard(owner)
-            if not owners:
-                del self._by_user[holding.user]
         for source in self.pools.values() if holding.static else self._sources(holding.pool):
             source.release(address)
         return address
@@ -232,7 +228,6 @@ class AddressBook(Generic[Owner]):
         self._by_owner[holding.owner] = holding
         if holding.static:
             self._static_count += 1
-        self._by_user.setdefault(holding.user, set()).add(holding.owner)
 
     def _refuse(self, reason: str) -> None:
         self.refused[reason] = self.refused.get(reason, 0) + 1

@@ -37,7 +37,7 @@ from kl2tp.config import Config
 from kl2tp.daemon import oplog
 from kl2tp.daemon.handle import SessionInfo, TunnelHandle
 from kl2tp.daemon.sessions import DataPlaneSessions, SessionRecord
-from kl2tp.dataplane.base import DataPlane, DataPlaneError, NetworkSpec, PppChannel
+from kl2tp.dataplane.base import Counters, DataPlane, DataPlaneError, NetworkSpec, PppChannel
 from kl2tp.l2tp.constants import CdnResult, ErrorCode
 from kl2tp.l2tp.events import CallClosed, ConnectInfo
 from kl2tp.log import escape
@@ -244,6 +244,10 @@ def subscriber_link_config(cfg: Config, username: str, password: str) -> LinkCon
 _PEER_CHOOSES = ipaddress.IPv4Address("255.255.255.255")
 """A Framed-IP-Address that lets the peer pick its address: the pool decides here, preferring
 what the peer asks for if no live session holds it."""
+
+
+_NO_COUNTERS = Counters()
+"""The counts of a session whose data plane keeps none (or could not say)."""
 
 
 _PREDECESSOR_WAIT = 10.0
@@ -471,8 +475,6 @@ class _SessionState:
         self.info = info
         self.wake = trio.Event()
         self.address: ipaddress.IPv4Address | None = None
-        self.static_address: ipaddress.IPv4Address | None = None
-        """The address AAA gave (None: from the pool; 255.255.255.255: the peer's choice)."""
         self.username = ""
         self.up_at: float | None = None
         self.accounting = False
@@ -503,9 +505,6 @@ class _SessionState:
         """The routes handed to the data plane when IPCP last opened (``show session``)."""
         self.peer_chooses = False
         """AAA said 255.255.255.255: the subscriber's own address, if nobody holds it."""
-        self.frames_in = 0
-        """Non-LCP frames from the subscriber seen in userspace (idle detection without
-        kernel counters)."""
         self._timers = False
         self.limits_changed = trio.Event()
         """Set when `set_limits` (a CoA-Request) changed a limit: the timers re-read them."""
@@ -518,12 +517,6 @@ class _SessionState:
             self._extra(calling_number=call.calling_number)
         if call.called_number:
             self._extra(called_number=call.called_number)
-
-    @property
-    def pooled(self) -> bool:
-        """The session holds an address taken from a pool (not a static one)."""
-        holding = self.owner.addresses.holding(self.address) if self.address else None
-        return holding is not None and holding.owner is self and not holding.static
 
     @property
     def context(self) -> aaa.SessionContext:
@@ -614,8 +607,6 @@ class _SessionState:
                 frame = await channel.receive()
             except (trio.EndOfChannel, trio.ClosedResourceError):
                 return
-            if frame[:2] != b"\xc0\x21":
-                self.frames_in += 1
             self.link.receive_frame(frame, trio.current_time())
             self._note_phase()
             self.wake.set()
@@ -716,7 +707,7 @@ class _SessionState:
         claimed = book.assign(self, static=address, user=username)
         if claimed is None:
             return self._refuse("address-unavailable", "Address unavailable")
-        self.static_address = self.address = claimed
+        self.address = claimed
         return None
 
     def _refuse(self, reason: str, message: str) -> tuple[str, str]:
@@ -932,34 +923,34 @@ class _SessionState:
             return float(value)
         return default
 
-    async def _counters(self) -> tuple[int, int, int, int]:
-        """(input octets, output octets, input packets, output packets) from the kernel;
-        zeros when the data plane keeps none."""
+    async def _counters(self) -> Counters:
+        """The session's counters from the kernel; zeros when the data plane keeps none (or
+        cannot say)."""
         dataplane = self.owner.dataplane
         if not dataplane.kernel_counters:
-            return 0, 0, 0, 0
+            return _NO_COUNTERS
         try:
             c = await dataplane.session_counters(self.rec.tunnel.local_tunnel_id, self.rec.sid)
         except DataPlaneError as exc:
             log.debug("%s: no session counters: %s", self.link.name, exc)
             c = None
-        if c is None:
-            return 0, 0, 0, 0
-        return c.rx_bytes, c.tx_bytes, c.rx_packets, c.tx_packets
+        return _NO_COUNTERS if c is None else c
 
     async def _record(self, kind: aaa.AccountingKind, cause: str = "") -> aaa.AccountingRecord:
         now = trio.current_time()
-        in_octets, out_octets, in_packets, out_packets = await self._counters()
+        c = await self._counters()
+        if kind is aaa.AccountingKind.STOP and c is not _NO_COUNTERS:
+            self.rec.final_counters = c  # for the "session down" line (sessions.py)
         return aaa.AccountingRecord(
             kind,
             self.username,
             self.context,
             address=self.address,
             session_time=now - (self.up_at if self.up_at is not None else now),
-            input_octets=in_octets,
-            output_octets=out_octets,
-            input_packets=in_packets,
-            output_packets=out_packets,
+            input_octets=c.rx_bytes,
+            output_octets=c.tx_bytes,
+            input_packets=c.rx_packets,
+            output_packets=c.tx_packets,
             terminate_cause=cause,
             classes=self._classes(),
         )
@@ -999,7 +990,10 @@ class _SessionState:
         start = trio.current_time()
         interim = self._interim()
         next_interim = start + interim if interim else math.inf
-        activity = await self._activity()
+        # The kernel's counters only where an Idle-Timeout applies: a session without one
+        # asks nothing of netlink when it comes up (a CoA that sets one reads them then).
+        idle = self._limit(ATTR_IDLE_TIMEOUT, owner.idle_timeout)
+        activity = await self._activity() if idle else 0
         active_at = start
         while True:
             if self._idle_reset:
@@ -1039,8 +1033,7 @@ class _SessionState:
 
     async def _activity(self) -> int:
         """A number that grows with traffic from the subscriber."""
-        _o, _oo, in_packets, _op = await self._counters()
-        return in_packets + self.frames_in
+        return (await self._counters()).rx_packets + self.link.frames_in
 
     def _expire(self, cause: str, limit: float) -> None:
         counts = self.owner.timeouts

@@ -25,7 +25,7 @@ import trio
 
 from kl2tp.daemon import oplog
 from kl2tp.daemon.handle import SessionInfo, TunnelHandle
-from kl2tp.dataplane.base import DataPlane, DataPlaneError, PppChannel, SessionSpec
+from kl2tp.dataplane.base import Counters, DataPlane, DataPlaneError, PppChannel, SessionSpec
 from kl2tp.l2tp import events as ev
 from kl2tp.l2tp.constants import CdnResult, ErrorCode
 
@@ -56,6 +56,9 @@ class SessionRecord:
     log_down: Callable[..., None] | None = None
     """The session's "session down" line, left to the task to log with the kernel's byte
     counts (``counters=``) before it removes the session."""
+    final_counters: Counters | None = None
+    """The kernel's counts already read for the session's end (its accounting Stop): the
+    "session down" line uses them instead of asking the kernel a second time."""
 
 
 class DataPlaneSessions:
@@ -172,9 +175,11 @@ class DataPlaneSessions:
             if programmed:
                 with trio.CancelScope(shield=True):
                     if rec.log_down is not None:
-                        with contextlib.suppress(DataPlaneError):
-                            got = await self.dataplane.session_counters(*key)
-                            counters = got.as_dict() if got is not None else None
+                        got = rec.final_counters
+                        if got is None:
+                            with contextlib.suppress(DataPlaneError):
+                                got = await self.dataplane.session_counters(*key)
+                        counters = got.as_dict() if got is not None else None
                     try:
                         await self.dataplane.close_session(*key)
                     except DataPlaneError as exc:

@@ -10,16 +10,13 @@ handlers run on loopback, the LNS with short timers, and each way a call can fai
 
 from __future__ import annotations
 
-import ipaddress
 import random
 
 import attrs
 import pytest
 import trio
 
-from kl2tp.aaa import base as aaa
 from kl2tp.aaa.pool import AddressPool
-from kl2tp.daemon.endpoint import Endpoint
 from kl2tp.daemon.handle import SessionInfo
 from kl2tp.daemon.ppp_session import (
     FAILURE_AT_CDN,
@@ -34,38 +31,13 @@ from kl2tp.dataplane.null import NullChannel, NullDataPlane
 from kl2tp.l2tp.constants import CdnResult
 from kl2tp.l2tp.events import CallClosed
 from kl2tp.l2tp.tunnel import TunnelConfig
-from ppp.config import AuthMethod, IpcpConfig, LcpConfig, LinkConfig
+from ppp.config import AuthMethod, LinkConfig
 from ppp.events import DownReason
-from ppp.fsm import FsmConfig
 from tests.daemon.fake_tunnel import FakeTunnel
+from tests.daemon.inprocess import Aaa, endpoints, lns_link, lns_sessions, subscriber_link
 
 BOUND = 60.0
 CHAP, IPCP, LCP = 0xC223, 0x8021, 0xC021
-
-
-@attrs.define
-class Aaa:
-    """Accepts everyone, or no one; records what it was asked."""
-
-    accept: bool = True
-    counters: aaa.AaaCounters = attrs.field(factory=aaa.AaaCounters)
-    requests: list[aaa.AuthRequest] = attrs.field(factory=list)
-    records: list[aaa.AccountingRecord] = attrs.field(factory=list)
-    recorded: trio.Event = attrs.field(factory=trio.Event)
-    """Set (and replaced) at every accounting record."""
-
-    async def wait_for_records(self, n: int) -> None:
-        while len(self.records) < n:
-            await self.recorded.wait()
-
-    async def authenticate(self, request: aaa.AuthRequest) -> aaa.AuthResult:
-        self.requests.append(request)
-        return aaa.AuthResult(self.accept, "Welcome" if self.accept else "Authentication failed")
-
-    async def account(self, record: aaa.AccountingRecord) -> None:
-        self.records.append(record)
-        self.recorded.set()
-        self.recorded = trio.Event()
 
 
 class DeafChannel(NullChannel):
@@ -90,42 +62,6 @@ class DeafPlane(NullDataPlane):
         channel = DeafChannel(sink, self.channel_depth, self.deaf)
         self._channels[(spec.local_tunnel_id, spec.local_session_id)] = channel
         return channel
-
-
-def fsm(restart: float, tries: int) -> LcpConfig:
-    return LcpConfig(fsm=FsmConfig(restart_timer=restart, max_configure=tries))
-
-
-def lns_link(**changes: object) -> LinkConfig:
-    """The LNS: quick to give up, so it always decides before the subscriber does."""
-    values: dict[str, object] = {
-        "lcp": fsm(0.1, 4),
-        "auth": (AuthMethod.CHAP,),
-        "hostname": "lns",
-        "ipcp": IpcpConfig(
-            local_address=ipaddress.IPv4Address("10.9.0.1"), assign_peer_address=True
-        ),
-        "send_address_control": False,
-        "auth_timeout": 1.0,
-        "network_timeout": 1.0,
-    }
-    values.update(changes)
-    return LinkConfig(**values)  # type: ignore[arg-type]
-
-
-def subscriber_link(**changes: object) -> LinkConfig:
-    """A patient subscriber: it never gives up before the LNS."""
-    values: dict[str, object] = {
-        "lcp": fsm(5.0, 10),
-        "hostname": "user1",
-        "username": "user1",
-        "password": "pass1",
-        "accept_auth": (AuthMethod.CHAP,),
-        "ipcp": IpcpConfig(request_dns=True),
-        "send_address_control": False,
-    }
-    values.update(changes)
-    return LinkConfig(**values)  # type: ignore[arg-type]
 
 
 @attrs.frozen
@@ -154,29 +90,8 @@ CASES: dict[str, Case] = {
 async def simulate_failures(case: Case, calls: int) -> dict[str, int]:
     lns_plane, lac_plane = NullDataPlane(), DeafPlane(deaf=case.deaf)
     pool = AddressPool(case.pool) if case.pool is not None else None
-    lns = Endpoint(
-        role="lns",
-        tunnel_config=TunnelConfig(hostname="lns", hello_interval=0),
-        dataplane=lns_plane,
-        listen=("127.0.0.1", 0),
-        handler=PppSessions(
-            lns_plane,
-            lns=True,
-            link_config=lambda _n: case.lns,
-            authenticator=Aaa(case.accept),
-            pool=pool,
-            rng=random.Random(1),
-        ),
-    )
-    lac = Endpoint(
-        role="lac",
-        tunnel_config=TunnelConfig(hostname="lac", hello_interval=0),
-        dataplane=lac_plane,
-        listen=("127.0.0.1", 0),
-        handler=PppSessions(
-            lac_plane, lns=False, link_config=lambda _n: case.subscriber, rng=random.Random(2)
-        ),
-    )
+    handler = lns_sessions(lns_plane, Aaa(case.accept), link_config=lambda _n: case.lns, pool=pool)
+    lns, lac = endpoints(handler, lac_plane, case.subscriber)
     with trio.fail_after(BOUND):
         async with trio.open_nursery() as nursery:
             lns_addr = await nursery.start(lns.serve)

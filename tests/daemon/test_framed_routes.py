@@ -4,7 +4,6 @@ plane with the session's network, skipping (and logging, escaped) the ones that 
 from __future__ import annotations
 
 import logging
-import random
 from ipaddress import IPv4Address, IPv4Network
 
 import attrs
@@ -12,16 +11,13 @@ import pytest
 import trio
 
 from kl2tp.aaa import base as aaa
-from kl2tp.aaa.pool import AddressPool
 from kl2tp.aaa.radius import ATTR_FRAMED_NETMASK, ATTR_FRAMED_ROUTES
-from kl2tp.daemon.endpoint import Endpoint
-from kl2tp.daemon.ppp_session import PppSessions
 from kl2tp.daemon.service import _ppp_detail, simulate
 from kl2tp.dataplane.base import NetworkSpec
 from kl2tp.dataplane.null import NullDataPlane
 from kl2tp.l2tp.tunnel import TunnelConfig
 from kl2tp.values import FramedRoute
-from tests.daemon.test_failure_names import Aaa, lns_link, subscriber_link
+from tests.daemon.inprocess import Aaa, endpoints, lns_sessions
 
 BOUND = 60.0
 ROUTES = (
@@ -64,30 +60,8 @@ class KeepingPlane(NullDataPlane):
 async def test_accept_routes_reach_the_data_plane(caplog: pytest.LogCaptureFixture) -> None:
     lns_plane, lac_plane = KeepingPlane(), NullDataPlane()
     backend = RoutingAaa()
-    handler = PppSessions(
-        lns_plane,
-        lns=True,
-        link_config=lambda _n: lns_link(),
-        authenticator=backend,
-        pool=AddressPool("10.9.0.2-10.9.0.9"),
-        rng=random.Random(1),
-    )
-    lns = Endpoint(
-        role="lns",
-        tunnel_config=TunnelConfig(hostname="lns", hello_interval=0),
-        dataplane=lns_plane,
-        listen=("127.0.0.1", 0),
-        handler=handler,
-    )
-    lac = Endpoint(
-        role="lac",
-        tunnel_config=TunnelConfig(hostname="lac", hello_interval=0),
-        dataplane=lac_plane,
-        listen=("127.0.0.1", 0),
-        handler=PppSessions(
-            lac_plane, lns=False, link_config=lambda _n: subscriber_link(), rng=random.Random(2)
-        ),
-    )
+    handler = lns_sessions(lns_plane, backend)
+    lns, lac = endpoints(handler, lac_plane)
     shown: list[object] = []
     stop = trio.Event()
 

@@ -50,7 +50,7 @@ from ppp.ipcp import IpcpOption
 from ppp.link import Link, Phase
 from tests.daemon.harness import ctl, wait_for
 from tests.daemon.hostile_rows import REPLY_BOUND, HostileLns, RawPeer, Row
-from tests.daemon.test_failure_names import fsm, lns_link, subscriber_link
+from tests.daemon.inprocess import fsm, lns_link, subscriber_link
 
 BOUND = 60.0
 A = ipaddress.IPv4Address

@@ -21,7 +21,7 @@ from kl2tp.daemon.service import ControlApi, simulate
 from kl2tp.dataplane.base import Counters
 from kl2tp.dataplane.null import NullDataPlane
 from kl2tp.l2tp.tunnel import TunnelConfig
-from tests.daemon.test_failure_names import Aaa, lns_link, subscriber_link
+from tests.daemon.inprocess import Aaa, lns_link, subscriber_link
 
 BOUND = 60.0
 

@@ -5,21 +5,17 @@ plane named."""
 from __future__ import annotations
 
 import functools
-import random
 
 import attrs
 import trio
 
 from kl2tp.aaa import base as aaa
-from kl2tp.aaa.pool import AddressPool
 from kl2tp.daemon.client import subscriber_call
-from kl2tp.daemon.endpoint import Endpoint
-from kl2tp.daemon.ppp_session import PppSessions
 from kl2tp.daemon.service import simulate
 from kl2tp.dataplane.base import NetworkSpec
 from kl2tp.dataplane.null import NullDataPlane
 from kl2tp.l2tp.tunnel import TunnelConfig
-from tests.daemon.test_failure_names import Aaa, lns_link, subscriber_link
+from tests.daemon.inprocess import Aaa, endpoints, lns_sessions
 
 BOUND = 60.0
 
@@ -38,30 +34,7 @@ class NamingPlane(NullDataPlane):
 async def test_aaa_sees_calling_and_called_number_and_the_interface() -> None:
     lns_plane, lac_plane = NamingPlane(), NullDataPlane()
     backend = Aaa()
-    lns_handler = PppSessions(
-        lns_plane,
-        lns=True,
-        link_config=lambda _n: lns_link(),
-        authenticator=backend,
-        pool=AddressPool("10.9.0.2-10.9.0.9"),
-        rng=random.Random(1),
-    )
-    lns = Endpoint(
-        role="lns",
-        tunnel_config=TunnelConfig(hostname="lns", hello_interval=0),
-        dataplane=lns_plane,
-        listen=("127.0.0.1", 0),
-        handler=lns_handler,
-    )
-    lac = Endpoint(
-        role="lac",
-        tunnel_config=TunnelConfig(hostname="lac", hello_interval=0),
-        dataplane=lac_plane,
-        listen=("127.0.0.1", 0),
-        handler=PppSessions(
-            lac_plane, lns=False, link_config=lambda _n: subscriber_link(), rng=random.Random(2)
-        ),
-    )
+    lns, lac = endpoints(lns_sessions(lns_plane, backend), lac_plane)
     calls = functools.partial(subscriber_call, calling_number="0170555{n}", called_number="614629")
     shown: list[dict[str, object]] = []
     stop = trio.Event()

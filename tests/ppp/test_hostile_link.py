@@ -191,3 +191,16 @@ def test_control_packets_whose_length_lies_are_dropped_and_counted() -> None:
     assert link.phase is Phase.NETWORK
     link.receive_frame(b"\xff\x03", 1.0)
     assert link.drops["bad-frame"] == 1
+
+
+def test_only_frames_other_than_lcp_count_as_traffic() -> None:
+    pair = up_pair()
+    before = pair.server.frames_in
+    echo = encode_packet(Code.ECHOREQ, 1, b"\0\0\0\0")
+    for address_control in (True, False):  # with or without ff 03: still LCP
+        pair.server.receive_frame(
+            encode_frame(Proto.LCP, echo, address_control=address_control), pair.now
+        )
+    assert pair.server.frames_in == before
+    pair.server.receive_frame(encode_frame(Proto.IPV4, b"\x45" + bytes(19)), pair.now)
+    assert pair.server.frames_in == before + 1

@@ -4,44 +4,27 @@ the Acct-Terminate-Cause each end gets."""
 
 from __future__ import annotations
 
-import random
-
+import attrs
 import trio
 
 from kl2tp.aaa import base as aaa
-from kl2tp.aaa.pool import AddressPool
-from kl2tp.daemon.endpoint import Endpoint
 from kl2tp.daemon.ppp_session import PppSessions
 from kl2tp.daemon.service import simulate
+from kl2tp.dataplane.base import Counters
 from kl2tp.dataplane.null import NullDataPlane
 from kl2tp.l2tp.tunnel import TunnelConfig
-from tests.daemon.test_failure_names import Aaa, lns_link, subscriber_link
+from ppp.config import LcpConfig
+from tests.daemon.inprocess import Aaa, endpoints, lns_link, lns_sessions, subscriber_link
 
 BOUND = 60.0
 
 
 async def run_calls(
-    lns_handler: PppSessions, backend: Aaa, calls: int, act: object
+    lns_handler: PppSessions, backend: Aaa, calls: int, act: object, **subscriber: object
 ) -> list[aaa.AccountingRecord]:
     """``calls`` subscribers against ``lns_handler``; ``act(handler)`` runs once all are up;
     returns when every session has its Stop."""
-    lns = Endpoint(
-        role="lns",
-        tunnel_config=TunnelConfig(hostname="lns", hello_interval=0),
-        dataplane=lns_handler.dataplane,
-        listen=("127.0.0.1", 0),
-        handler=lns_handler,
-    )
-    lac_plane = NullDataPlane()
-    lac = Endpoint(
-        role="lac",
-        tunnel_config=TunnelConfig(hostname="lac", hello_interval=0),
-        dataplane=lac_plane,
-        listen=("127.0.0.1", 0),
-        handler=PppSessions(
-            lac_plane, lns=False, link_config=lambda _n: subscriber_link(), rng=random.Random(2)
-        ),
-    )
+    lns, lac = endpoints(lns_handler, subscriber=subscriber_link(**subscriber))
     stop = trio.Event()
 
     async def drive() -> None:
@@ -63,15 +46,7 @@ async def run_calls(
 
 
 def handler(backend: Aaa, **limits: float) -> PppSessions:
-    return PppSessions(
-        NullDataPlane(),
-        lns=True,
-        link_config=lambda _n: lns_link(),
-        authenticator=backend,
-        pool=AddressPool("10.9.0.2-10.9.0.9"),
-        rng=random.Random(1),
-        **limits,  # type: ignore[arg-type]
-    )
+    return lns_sessions(NullDataPlane(), backend, **limits)
 
 
 async def test_configured_session_timeout_ends_the_session() -> None:
@@ -109,3 +84,39 @@ async def test_limits_changed_while_the_session_runs() -> None:
     assert [r.terminate_cause for r in stops] == ["session-timeout"] * 2
     ids = {r.context.acct_session_id for r in records}
     assert len(ids) == 2  # one stable Acct-Session-Id per session, in every record
+
+
+async def test_lcp_echoes_are_not_activity() -> None:
+    # A subscriber that frames with ff 03 (as most LACs do) answers the LNS's LCP
+    # Echo-Requests; those answers say the link is alive, not that the user is active.
+    backend = Aaa()
+    echoing = lns_link(lcp=LcpConfig(echo_interval=0.1))
+    lns = lns_sessions(NullDataPlane(), backend, link_config=lambda _n: echoing, idle_timeout=0.5)
+    records = await run_calls(lns, backend, 1, lambda h: None, send_address_control=True)
+    stops = [r for r in records if r.kind is aaa.AccountingKind.STOP]
+    assert [r.terminate_cause for r in stops] == ["idle-timeout"]
+
+
+@attrs.define
+class CountingPlane(NullDataPlane):
+    """Kernel counters, and how often they were asked for."""
+
+    kernel_counters: bool = True
+    asked: int = 0
+
+    async def session_counters(
+        self, local_tunnel_id: int, local_session_id: int
+    ) -> Counters | None:
+        self.asked += 1
+        return Counters(rx_packets=3, rx_bytes=1234, tx_packets=4, tx_bytes=5678)
+
+
+async def test_a_session_without_limits_reads_the_kernel_counters_once() -> None:
+    # Once, for the accounting Stop; the "session down" line reuses that read, and with
+    # no Idle-Timeout nothing asks the kernel when the session comes up.
+    backend, plane = Aaa(), CountingPlane()
+    lns = lns_sessions(plane, backend, session_timeout=0.5)
+    records = await run_calls(lns, backend, 1, lambda h: None)
+    stops = [r for r in records if r.kind is aaa.AccountingKind.STOP]
+    assert [r.input_octets for r in stops] == [1234]
+    assert plane.asked == 1
