@@ -32,6 +32,7 @@ from ipaddress import IPv4Address, IPv6Address, ip_address
 
 import attrs
 
+from kl2tp.l2tp.avp import md5_chain
 from kl2tp.values import Secret
 
 __all__ = [
@@ -285,8 +286,9 @@ def parse_attributes(raw: bytes) -> list[tuple[int, bytes]]:
     return out
 
 
-def _md5(*parts: bytes) -> bytes:
-    return hashlib.md5(b"".join(parts), usedforsecurity=False).digest()
+def _salt_key(secret: bytes, authenticator: bytes, salt: bytes) -> bytes:
+    """RFC 2868 3.5: b(1) = MD5(S + R + A), the first key of the chain."""
+    return hashlib.md5(secret + authenticator + salt, usedforsecurity=False).digest()
 
 
 def decrypt_tunnel_password(value: bytes, secret: bytes, authenticator: bytes) -> bytes:
@@ -300,13 +302,7 @@ def decrypt_tunnel_password(value: bytes, secret: bytes, authenticator: bytes) -
     if len(value) < 18 or (len(value) - 2) % 16:
         raise ReplyError(f"Tunnel-Password: {len(value)} octets is not a salt and 16n octets")
     salt, cipher = value[:2], value[2:]
-    plain = bytearray()
-    chain = authenticator + salt
-    for i in range(0, len(cipher), 16):
-        block = cipher[i : i + 16]
-        pad = _md5(secret, chain)
-        plain += bytes(a ^ b for a, b in zip(block, pad, strict=True))
-        chain = block  # b(i) = MD5(S + c(i-1)): chain on the ciphertext
+    plain = md5_chain(cipher, secret, _salt_key(secret, authenticator, salt), decrypt=True)
     length = plain[0]
     if length > len(plain) - 1:
         raise ReplyError("Tunnel-Password: Data-Length exceeds the data (wrong secret?)")
@@ -329,14 +325,7 @@ def encrypt_tunnel_password(
         raise ValueError("a Tunnel-Password holds at most 239 octets")
     plain = bytes([len(password)]) + password
     plain += bytes(-len(plain) % 16)
-    out = bytearray(salt)
-    chain = authenticator + salt
-    for i in range(0, len(plain), 16):
-        pad = _md5(secret, chain)
-        block = bytes(a ^ b for a, b in zip(plain[i : i + 16], pad, strict=True))
-        out += block
-        chain = block
-    return bytes(out)
+    return salt + md5_chain(plain, secret, _salt_key(secret, authenticator, salt))
 
 
 @attrs.frozen
