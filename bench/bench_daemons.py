@@ -133,6 +133,25 @@ def rss_kb(pid: int) -> int:
     return 0
 
 
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL if it is still there after 60 s."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def lac_summary(lac: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    """The last JSON line ``kl2tp-lac --simulate --json`` printed."""
+    lines = [line for line in lac.stdout.splitlines() if line.startswith("{")]
+    if not lines:
+        raise SystemExit(f"kl2tp-lac printed no summary (rc {lac.returncode}):\n{lac.stderr}")
+    summary: dict[str, Any] = json.loads(lines[-1])
+    return summary
+
+
 class RssSampler(threading.Thread):
     """Samples a process's RSS every 50 ms and keeps the peak."""
 
@@ -209,16 +228,8 @@ def run_once(
                 sampler.stop.set()
                 sampler.join()
             finally:
-                lns.send_signal(signal.SIGTERM)
-                try:
-                    lns.wait(timeout=60)
-                except subprocess.TimeoutExpired:
-                    lns.kill()
-                    lns.wait()
-        lines = [line for line in lac.stdout.splitlines() if line.startswith("{")]
-        if not lines:
-            raise SystemExit(f"kl2tp-lac printed no summary (rc {lac.returncode}):\n{lac.stderr}")
-        summary: dict[str, Any] = json.loads(lines[-1])
+                stop(lns)
+        summary = lac_summary(lac)
         summary["wall_s"] = wall
         summary["lac_cpu_s"] = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
         summary["lns_cpu_s"] = lns_cpu

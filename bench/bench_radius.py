@@ -13,10 +13,8 @@ Usage: python bench/bench_radius.py [-n 2000] [--rate 0] [--tunnels 4] [--repeat
 from __future__ import annotations
 
 import argparse
-import json
 import resource
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -26,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from _util import REPO, machine, median, table
-from bench_daemons import cpu_of, free_udp_port, wait_listening, write_configs
+from bench_daemons import cpu_of, free_udp_port, lac_summary, stop, wait_listening, write_configs
 
 sys.path.insert(0, str(REPO))
 from tests.radius.freeradius import FreeRadius
@@ -98,8 +96,8 @@ def run_once(
                 )
                 wall = time.monotonic() - t0
                 records = 0
-                lines = [line for line in lac.stdout.splitlines() if line.startswith("{")]
-                up = json.loads(lines[-1])["established"] if lines else 0
+                summary = lac_summary(lac)
+                up = summary["established"]
                 if fr is not None:
                     # every call that came up leaves a Start and a Stop in the detail file
                     found = fr.wait_records(
@@ -110,16 +108,7 @@ def run_once(
                 lns_cpu = cpu_of(lns.pid) - lns_cpu0
                 fr_cpu = (cpu_of(fr.proc.pid) - fr_cpu0) if fr and fr.proc else 0.0
             finally:
-                lns.send_signal(signal.SIGTERM)
-                try:
-                    lns.wait(timeout=60)
-                except subprocess.TimeoutExpired:
-                    lns.kill()
-                    lns.wait()
-        lines = [line for line in lac.stdout.splitlines() if line.startswith("{")]
-        if not lines:
-            raise SystemExit(f"kl2tp-lac printed no summary:\n{lac.stderr[-2000:]}")
-        summary: dict[str, Any] = json.loads(lines[-1])
+                stop(lns)
         summary.update(
             wall_s=wall,
             lns_cpu_s=lns_cpu,

@@ -442,6 +442,20 @@ def _xor(a: bytes, b: bytes) -> bytes:
     return (int.from_bytes(a, "big") ^ int.from_bytes(b[:n], "big")).to_bytes(n, "big")
 
 
+def md5_chain(data: bytes, secret: bytes, key: bytes, *, decrypt: bool = False) -> bytes:
+    """XOR ``data`` with the MD5 key stream that L2TP AVP hiding (RFC 2661 4.3) and RADIUS
+    attribute hiding (RFC 2865 5.2 User-Password, RFC 2868 3.5 Tunnel-Password) share: ``key``
+    for the first 16 octets, then MD5(secret + the previous ciphertext block). Only the first
+    key differs between them. ``decrypt``: ``data`` is the ciphertext (the chain runs on it)."""
+    out = bytearray()
+    for i in range(0, len(data), 16):
+        block = data[i : i + 16]
+        x = _xor(block, key)
+        out += x
+        key = hashlib.md5(secret + (block if decrypt else x), usedforsecurity=False).digest()
+    return bytes(out)
+
+
 def hide_value(
     avp_type: int, value: bytes, secret: bytes, random_vector: bytes, padding: bytes = b""
 ) -> bytes:
@@ -449,12 +463,7 @@ def hide_value(
     the MD5 chain b1 = MD5(type + secret + RV), bi = MD5(secret + c(i-1))."""
     sub = _U16.pack(len(value)) + value + padding
     key = hashlib.md5(_U16.pack(avp_type) + secret + random_vector).digest()
-    out = bytearray()
-    for i in range(0, len(sub), 16):
-        c = _xor(sub[i : i + 16], key)
-        out += c
-        key = hashlib.md5(secret + c).digest()
-    return bytes(out)
+    return md5_chain(sub, secret, key)
 
 
 def unhide_value(
@@ -464,11 +473,7 @@ def unhide_value(
     if len(hidden) < 2:
         raise DecodeError(f"hidden AVP {avp_type} value too short ({len(hidden)} bytes)", offset)
     key = hashlib.md5(_U16.pack(avp_type) + secret + random_vector).digest()
-    out = bytearray()
-    for i in range(0, len(hidden), 16):
-        c = hidden[i : i + 16]
-        out += _xor(c, key)
-        key = hashlib.md5(secret + c).digest()
+    out = md5_chain(hidden, secret, key, decrypt=True)
     n = (out[0] << 8) | out[1]
     if n > len(out) - 2:
         raise DecodeError(

@@ -27,14 +27,18 @@ from __future__ import annotations
 import enum
 import hashlib
 import random
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections import Counter
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from ipaddress import IPv4Address, IPv6Address, ip_address
+from typing import Generic, TypeVar
 
 import attrs
 
+from kl2tp.l2tp.avp import md5_chain
 from kl2tp.values import Secret
 
 __all__ = [
+    "KeptAnswers",
     "LnsCandidate",
     "LnsHealth",
     "ReplyTunnels",
@@ -51,6 +55,8 @@ __all__ = [
 ]
 
 L2TP_PORT = 1701
+
+T = TypeVar("T", bound=Hashable)
 
 # RADIUS attribute types (RFC 2865, RFC 2868) and values this module reads.
 VENDOR_SPECIFIC = 26
@@ -223,6 +229,54 @@ class LnsHealth:
         return True
 
 
+class KeptAnswers(Generic[T]):
+    """RADIUS tunnel answers kept while a tunnel opened for one lives, as Cisco's LAC does: the
+    next subscriber of the same DNIS or domain is not looked up again (but still spread over
+    the answer's LNSs). An answer is also kept while calls are dialling on it, so subscribers
+    arriving during the dial (or its failover) are not looked up either; it is forgotten when
+    neither is left, or when the last tunnel opened for it closes."""
+
+    def __init__(self) -> None:
+        self._answers: dict[RouteKey, tuple[LnsCandidate, ...]] = {}
+        self._tunnels: dict[RouteKey, set[T]] = {}
+        self._keys: dict[T, set[RouteKey]] = {}
+        self._dialling: Counter[RouteKey] = Counter()
+        """Calls dialling on a kept answer that has no tunnel yet."""
+
+    def get(self, key: RouteKey) -> tuple[LnsCandidate, ...] | None:
+        """The answer kept for ``key``, if any."""
+        return self._answers.get(key)
+
+    def dial_started(self, key: RouteKey, found: tuple[LnsCandidate, ...]) -> None:
+        """A call dials on ``found``, the answer for ``key``: keep it from now on."""
+        self._answers.setdefault(key, found)
+        self._dialling[key] += 1
+
+    def dial_ended(self, key: RouteKey) -> None:
+        """That call has its tunnel, or none came of it: forget an answer nothing uses."""
+        self._dialling[key] -= 1
+        if not self._dialling[key]:
+            del self._dialling[key]
+            if key not in self._tunnels:
+                self._answers.pop(key, None)
+
+    def tunnel_up(self, key: RouteKey, found: tuple[LnsCandidate, ...], tunnel: T) -> None:
+        """``tunnel`` was opened for ``found``, the answer for ``key``: keep it while it lives."""
+        self._answers[key] = found
+        self._tunnels.setdefault(key, set()).add(tunnel)
+        self._keys.setdefault(tunnel, set()).add(key)
+
+    def tunnel_closed(self, tunnel: T) -> None:
+        """``tunnel`` closed: forget the answers it was the last tunnel of."""
+        for key in self._keys.pop(tunnel, ()):
+            live = self._tunnels.get(key)
+            if live is not None:
+                live.discard(tunnel)
+                if not live:
+                    del self._tunnels[key]
+                    self._answers.pop(key, None)
+
+
 def order_candidates(
     candidates: Iterable[LnsCandidate],
     *,
@@ -285,8 +339,9 @@ def parse_attributes(raw: bytes) -> list[tuple[int, bytes]]:
     return out
 
 
-def _md5(*parts: bytes) -> bytes:
-    return hashlib.md5(b"".join(parts), usedforsecurity=False).digest()
+def _salt_key(secret: bytes, authenticator: bytes, salt: bytes) -> bytes:
+    """RFC 2868 3.5: b(1) = MD5(S + R + A), the first key of the chain."""
+    return hashlib.md5(secret + authenticator + salt, usedforsecurity=False).digest()
 
 
 def decrypt_tunnel_password(value: bytes, secret: bytes, authenticator: bytes) -> bytes:
@@ -300,13 +355,7 @@ def decrypt_tunnel_password(value: bytes, secret: bytes, authenticator: bytes) -
     if len(value) < 18 or (len(value) - 2) % 16:
         raise ReplyError(f"Tunnel-Password: {len(value)} octets is not a salt and 16n octets")
     salt, cipher = value[:2], value[2:]
-    plain = bytearray()
-    chain = authenticator + salt
-    for i in range(0, len(cipher), 16):
-        block = cipher[i : i + 16]
-        pad = _md5(secret, chain)
-        plain += bytes(a ^ b for a, b in zip(block, pad, strict=True))
-        chain = block  # b(i) = MD5(S + c(i-1)): chain on the ciphertext
+    plain = md5_chain(cipher, secret, _salt_key(secret, authenticator, salt), decrypt=True)
     length = plain[0]
     if length > len(plain) - 1:
         raise ReplyError("Tunnel-Password: Data-Length exceeds the data (wrong secret?)")
@@ -329,14 +378,7 @@ def encrypt_tunnel_password(
         raise ValueError("a Tunnel-Password holds at most 239 octets")
     plain = bytes([len(password)]) + password
     plain += bytes(-len(plain) % 16)
-    out = bytearray(salt)
-    chain = authenticator + salt
-    for i in range(0, len(plain), 16):
-        pad = _md5(secret, chain)
-        block = bytes(a ^ b for a, b in zip(plain[i : i + 16], pad, strict=True))
-        out += block
-        chain = block
-    return bytes(out)
+    return salt + md5_chain(plain, secret, _salt_key(secret, authenticator, salt))
 
 
 @attrs.frozen

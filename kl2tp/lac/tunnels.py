@@ -6,8 +6,8 @@ a tunnel to the first that answers: an established tunnel with the same tunnel k
 reused, a dial already under way is joined, otherwise it dials with ``failover_timeout``
 and, when the LNS does not answer the SCCRQ in time, marks it (:class:`LnsHealth`) and
 tries the next. Like Cisco's LAC, a RADIUS answer is kept while a tunnel opened for it
-lives: the next subscriber of the same DNIS or domain is not looked up again, but still
-spread over the answer's equal-preference LNSs.
+lives (:class:`KeptAnswers`): the next subscriber of the same DNIS or domain is not looked
+up again, but still spread over the answer's equal-preference LNSs.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from kl2tp.l2tp.constants import ErrorCode, StopCcnResult
 from kl2tp.l2tp.events import CallParams
 from kl2tp.l2tp.tunnel import TunnelConfig, TunnelState
 from kl2tp.lac.selection import (
+    KeptAnswers,
     LnsCandidate,
     LnsHealth,
     ReplyTunnels,
@@ -155,12 +156,8 @@ class TunnelPicker:
         self._dialling: dict[TunnelKey, trio.Event] = {}
         self._by_address: dict[tuple[str, int], set[TunnelRunner]] = {}
         self._inflight: Counter[tuple[str, int]] = Counter()
-        self._answers: dict[RouteKey, tuple[LnsCandidate, ...]] = {}
+        self.answers: KeptAnswers[TunnelRunner] = KeptAnswers()
         """RADIUS answers kept while a tunnel opened for them lives."""
-        self._answer_tunnels: dict[RouteKey, set[TunnelRunner]] = {}
-        self._tunnel_answers: dict[TunnelRunner, set[RouteKey]] = {}
-        self._answering: Counter[RouteKey] = Counter()
-        """Calls dialling on a kept answer that has no tunnel yet."""
         self._lookups: dict[RouteKey, _Lookup] = {}
         """Lookups under way."""
 
@@ -196,7 +193,7 @@ class TunnelPicker:
                 return key, found, False
             if self.lookup is None:
                 continue
-            kept = self._answers.get(key)
+            kept = self.answers.get(key)
             if kept:
                 return key, kept, True
             reply = await self._ask(key, call)
@@ -242,17 +239,12 @@ class TunnelPicker:
         if key is not None and answered:
             # Kept from now on, so subscribers arriving while we dial (or fail over) are not
             # looked up again; dropped below if no tunnel comes of it.
-            self._answers.setdefault(key, found)
-            self._answering[key] += 1
+            self.answers.dial_started(key, found)
         try:
             return await self._first_that_answers(key if answered else None, found, ordered)
         finally:
             if key is not None and answered:
-                self._answering[key] -= 1
-                if not self._answering[key]:
-                    del self._answering[key]
-                    if key not in self._answer_tunnels:
-                        self._answers.pop(key, None)
+                self.answers.dial_ended(key)
 
     async def _first_that_answers(
         self,
@@ -269,16 +261,9 @@ class TunnelPicker:
             if runner is None:
                 continue
             if key is not None:
-                self._keep_answer(key, found, runner)
+                self.answers.tunnel_up(key, found, runner)
             return runner
         raise NoTunnel("no LNS answered")
-
-    def _keep_answer(
-        self, key: RouteKey, found: tuple[LnsCandidate, ...], runner: TunnelRunner
-    ) -> None:
-        self._answers[key] = found
-        self._answer_tunnels.setdefault(key, set()).add(runner)
-        self._tunnel_answers.setdefault(runner, set()).add(key)
 
     async def _tunnel(self, candidate: LnsCandidate) -> TunnelRunner | None:
         tkey = candidate.tunnel_key
@@ -345,13 +330,7 @@ class TunnelPicker:
             runners.discard(runner)
             if not runners:
                 del self._by_address[candidate.address]
-        for key in self._tunnel_answers.pop(runner, ()):
-            live = self._answer_tunnels.get(key)
-            if live is not None:
-                live.discard(runner)
-                if not live:
-                    del self._answer_tunnels[key]
-                    self._answers.pop(key, None)
+        self.answers.tunnel_closed(runner)
 
     def live_tunnels(self) -> list[TunnelRunner]:
         """The tunnels the picker opened that are not closed yet."""

@@ -7,6 +7,8 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -46,35 +48,47 @@ def sessions(sock: Path) -> list[dict[str, Any]]:
     return [s for s in ctl(sock, "show", "sessions") if s.get("address")]
 
 
+def coa_toml(coa_port: int, radius_extra: str = "") -> str:
+    """``[radius]`` with a CoA server on ``coa_port`` that takes requests from 127.0.0.1."""
+    return f"""
+[radius]
+coa_listen = "127.0.0.1:{coa_port}"
+{radius_extra}
+[[radius.coa_client]]
+address = "127.0.0.1"
+secret = "{COA_SECRET}"
+"""
+
+
+@contextmanager
+def lns_with_subscribers(
+    tmp_path: Path, lns_cfg: Path, lac_cfg: Path, lns_sock: Path, n: int
+) -> Iterator[Daemon]:
+    """A kl2tp-lns with ``n`` subscribers of a kl2tp-lac --simulate up (held 120 s); both
+    stopped after the block."""
+    lns = Daemon([str(BIN / "kl2tp-lns"), "--config", str(lns_cfg)], tmp_path / "lns.log")
+    lac = None
+    try:
+        wait_for(lambda: lns_sock.exists(), "the LNS's control socket")
+        lac_argv = ["--config", str(lac_cfg), "--simulate", str(n), "--hold", "120"]
+        lac = Daemon([str(BIN / "kl2tp-lac"), *lac_argv], tmp_path / "lac.log")
+        wait_for(lambda: len(sessions(lns_sock)) == n, f"{n} subscribers up at the LNS")
+        yield lns
+    finally:
+        if lac is not None:
+            lac.kill()
+        lns.stop()
+
+
 @pytest.fixture
 def daemons(tmp_path: Path):  # type: ignore[no-untyped-def]
     require_radclient()
     coa_port = free_udp_port()
     lns_cfg, lac_cfg, lns_sock, _ = write_configs(
-        tmp_path,
-        "tunnel-secret",
-        lns_extra=f"""
-[radius]
-coa_listen = "127.0.0.1:{coa_port}"
-[[radius.coa_client]]
-address = "127.0.0.1"
-secret = "{COA_SECRET}"
-""",
+        tmp_path, "tunnel-secret", lns_extra=coa_toml(coa_port)
     )
-    lns = Daemon([str(BIN / "kl2tp-lns"), "--config", str(lns_cfg)], tmp_path / "lns.log")
-    lac = None
-    try:
-        wait_for(lambda: lns_sock.exists(), "the LNS's control socket")
-        lac = Daemon(
-            [str(BIN / "kl2tp-lac"), "--config", str(lac_cfg), "--simulate", "3", "--hold", "120"],
-            tmp_path / "lac.log",
-        )
-        wait_for(lambda: len(sessions(lns_sock)) == 3, "three subscribers up at the LNS")
+    with lns_with_subscribers(tmp_path, lns_cfg, lac_cfg, lns_sock, 3) as lns:
         yield coa_port, lns, lns_sock
-    finally:
-        if lac is not None:
-            lac.kill()
-        lns.stop()
 
 
 def test_disconnect_coa_and_strangers(daemons, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -153,44 +167,30 @@ def test_disconnect_stop_record_says_admin_reset(tmp_path: Path) -> None:
     lns_cfg, lac_cfg, lns_sock, _ = write_configs(
         tmp_path,
         "tunnel-secret",
-        lns_extra=f"""
-[radius]
-coa_listen = "127.0.0.1:{coa_port}"
-accounting_spool = "{tmp_path / "spool"}"
+        lns_extra=coa_toml(
+            coa_port,
+            f"""accounting_spool = "{tmp_path / "spool"}"
 [[radius.server]]
 address = "127.0.0.1"
 auth_port = {radius.auth_port}
 acct_port = {radius.acct_port}
 secret = "{radius.secret}"
-[[radius.coa_client]]
-address = "127.0.0.1"
-secret = "{COA_SECRET}"
 """,
+        ),
     )
     lns_cfg.write_text(lns_cfg.read_text().replace("[aaa]\n", '[aaa]\nbackend = "radius"\n'))
-    lns = lac = None
     try:
         radius.start()
-        lns = Daemon([str(BIN / "kl2tp-lns"), "--config", str(lns_cfg)], tmp_path / "lns.log")
-        wait_for(lambda: lns_sock.exists(), "the LNS's control socket")
-        lac = Daemon(
-            [str(BIN / "kl2tp-lac"), "--config", str(lac_cfg), "--simulate", "2", "--hold", "120"],
-            tmp_path / "lac.log",
-        )
-        wait_for(lambda: len(sessions(lns_sock)) == 2, "two subscribers up at the LNS")
-        target = next(s for s in sessions(lns_sock) if s["username"] == "user2")
-        out = radclient(coa_port, "disconnect", 'User-Name = "user2"\n')
-        assert "Received Disconnect-ACK" in out, out
-        stops = radius.wait_records(
-            lambda r: r.get("Acct-Status-Type") == "Stop" and r.get("User-Name") == "user2"
-        )
-        assert len(stops) == 1, radius.detail_records()
-        assert stops[0]["Acct-Session-Id"] == target["acct_session_id"]
-        assert stops[0]["Acct-Terminate-Cause"] == "Admin-Reset"
-        assert [s["username"] for s in sessions(lns_sock)] == ["user1"]
+        with lns_with_subscribers(tmp_path, lns_cfg, lac_cfg, lns_sock, 2):
+            target = next(s for s in sessions(lns_sock) if s["username"] == "user2")
+            out = radclient(coa_port, "disconnect", 'User-Name = "user2"\n')
+            assert "Received Disconnect-ACK" in out, out
+            stops = radius.wait_records(
+                lambda r: r.get("Acct-Status-Type") == "Stop" and r.get("User-Name") == "user2"
+            )
+            assert len(stops) == 1, radius.detail_records()
+            assert stops[0]["Acct-Session-Id"] == target["acct_session_id"]
+            assert stops[0]["Acct-Terminate-Cause"] == "Admin-Reset"
+            assert [s["username"] for s in sessions(lns_sock)] == ["user1"]
     finally:
-        if lac is not None:
-            lac.kill()
-        if lns is not None:
-            lns.stop()
         radius.stop()

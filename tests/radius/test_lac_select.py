@@ -10,6 +10,7 @@ import random
 import pytest
 
 from kl2tp.lac.selection import (
+    KeptAnswers,
     LnsCandidate,
     LnsHealth,
     ReplyError,
@@ -296,6 +297,29 @@ def _lac(text: str):  # type: ignore[no-untyped-def]
     from kl2tp.config import parse_config
 
     return parse_config(text, "lac.toml", "lac")
+
+
+def test_kept_answers_live_while_a_dial_or_a_tunnel_uses_them() -> None:
+    key, other = RouteKey(RouteKind.DOMAIN, "isp.example"), RouteKey(RouteKind.DNIS, "100")
+    found = (LnsCandidate("192.0.2.1"),)
+    kept: KeptAnswers[str] = KeptAnswers()
+    kept.dial_started(key, found)
+    kept.dial_started(key, found)  # a second subscriber joins the dial
+    assert kept.get(key) == found
+    kept.dial_ended(key)
+    assert kept.get(key) == found  # the first dial still runs
+    kept.dial_ended(key)
+    assert kept.get(key) is None  # no tunnel came of it
+    kept.dial_started(key, found)
+    kept.tunnel_up(key, found, "t1")
+    kept.tunnel_up(other, found, "t1")
+    kept.tunnel_up(key, found, "t2")
+    kept.dial_ended(key)
+    assert kept.get(key) == found and kept.get(other) == found
+    kept.tunnel_closed("t1")
+    assert kept.get(key) == found and kept.get(other) is None
+    kept.tunnel_closed("t2")
+    assert kept.get(key) is None
 
 
 def test_route_config_keys():

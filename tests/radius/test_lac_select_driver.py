@@ -11,7 +11,7 @@ from collections import Counter
 import trio
 import trio.testing
 
-from kl2tp.config import parse_config
+from kl2tp.config import Config, parse_config
 from kl2tp.daemon.client import subscriber_call
 from kl2tp.daemon.endpoint import Address, Endpoint
 from kl2tp.daemon.service import simulate
@@ -57,6 +57,18 @@ secret = "secret-b"
 hostname = "lac-for-b"
 """
 
+# A LAC that asks RADIUS for its routes; each test passes its own lookup function.
+RADIUS_LAC_TOML = """
+[l2tp]
+hello_interval = 0
+idle_timeout = 0
+[lac]
+lookup = "radius"
+[[radius.server]]
+address = "127.0.0.1"
+secret = "r"
+"""
+
 
 def lns(network: FakeNetwork, addr: Address, secret: bytes, seed: int) -> Endpoint:
     return Endpoint(
@@ -71,6 +83,24 @@ def lns(network: FakeNetwork, addr: Address, secret: bytes, seed: int) -> Endpoi
     )
 
 
+def lac_endpoint(network: FakeNetwork, cfg: Config, seed: int) -> Endpoint:
+    return Endpoint(
+        role="lac",
+        tunnel_config=cfg.tunnel_config(),
+        dataplane=NullDataPlane(),
+        listen=LAC,
+        rng=random.Random(seed),
+        transport=network.attach(LAC),
+    )
+
+
+async def serve(nursery: trio.Nursery, network: FakeNetwork, *endpoints: Endpoint) -> None:
+    """The fake network and the endpoints, running in ``nursery``."""
+    nursery.start_soon(network.run)
+    for endpoint in endpoints:
+        await nursery.start(endpoint.serve)
+
+
 def call(n: int) -> CallParams:
     # odd subscribers dialled 100, even ones come by their domain
     return subscriber_call(n, called_number="100" if n % 2 else "")
@@ -81,14 +111,7 @@ async def test_routes_failover_and_spread(autojump_clock: trio.testing.MockClock
     network = FakeNetwork(seed=3)
     lns_a = lns(network, LNS_A, b"secret-a", 1)
     lns_b = lns(network, LNS_B, b"secret-b", 2)
-    lac = Endpoint(
-        role="lac",
-        tunnel_config=cfg.tunnel_config(),
-        dataplane=NullDataPlane(),
-        listen=LAC,
-        rng=random.Random(4),
-        transport=network.attach(LAC),
-    )
+    lac = lac_endpoint(network, cfg, 4)
     picker = TunnelPicker.from_config(lac, cfg)
     picker.rng = random.Random(5)
     where: dict[int, Address] = {}
@@ -104,9 +127,7 @@ async def test_routes_failover_and_spread(autojump_clock: trio.testing.MockClock
     picker.tunnel_for = recording  # type: ignore[method-assign]
     with trio.fail_after(300):
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(network.run)
-            for endpoint in (lns_a, lns_b, lac):
-                await nursery.start(endpoint.serve)
+            await serve(nursery, network, lns_a, lns_b, lac)
             result = await simulate(
                 lac,
                 [],
@@ -135,22 +156,10 @@ async def test_routes_failover_and_spread(autojump_clock: trio.testing.MockClock
 async def test_radius_answer_is_kept_while_its_tunnel_lives(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    cfg = parse_config(
-        '[l2tp]\nhello_interval = 0\nidle_timeout = 0\n[lac]\nlookup = "radius"\n'
-        '[[radius.server]]\naddress = "127.0.0.1"\nsecret = "r"\n',
-        "lac.toml",
-        "lac",
-    )
+    cfg = parse_config(RADIUS_LAC_TOML, "lac.toml", "lac")
     network = FakeNetwork(seed=1)
     lns_a = lns(network, LNS_A, b"from-radius", 1)
-    lac = Endpoint(
-        role="lac",
-        tunnel_config=cfg.tunnel_config(),
-        dataplane=NullDataPlane(),
-        listen=LAC,
-        rng=random.Random(2),
-        transport=network.attach(LAC),
-    )
+    lac = lac_endpoint(network, cfg, 2)
     asked: list[str] = []
 
     async def lookup(key: RouteKey, params: CallParams) -> ReplyTunnels | None:
@@ -163,9 +172,7 @@ async def test_radius_answer_is_kept_while_its_tunnel_lives(
     assert picker.default == ()  # with RADIUS, [[lac.lns]] is no fallback
     with trio.fail_after(120):
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(network.run)
-            for endpoint in (lns_a, lac):
-                await nursery.start(endpoint.serve)
+            await serve(nursery, network, lns_a, lac)
             first = await picker.tunnel_for("a@isp.example", CallParams(serial=1))
             again = await picker.tunnel_for("b@isp.example", CallParams(serial=2))
             assert again is first and asked == ["isp.example"]
@@ -187,22 +194,10 @@ async def test_radius_answer_is_kept_while_its_tunnel_lives(
 async def test_concurrent_subscribers_of_one_key_share_one_lookup(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    cfg = parse_config(
-        '[l2tp]\nhello_interval = 0\nidle_timeout = 0\n[lac]\nlookup = "radius"\n'
-        '[[radius.server]]\naddress = "127.0.0.1"\nsecret = "r"\n',
-        "lac.toml",
-        "lac",
-    )
+    cfg = parse_config(RADIUS_LAC_TOML, "lac.toml", "lac")
     network = FakeNetwork(seed=2)
     lns_a = lns(network, LNS_A, b"s", 1)
-    lac = Endpoint(
-        role="lac",
-        tunnel_config=cfg.tunnel_config(),
-        dataplane=NullDataPlane(),
-        listen=LAC,
-        rng=random.Random(2),
-        transport=network.attach(LAC),
-    )
+    lac = lac_endpoint(network, cfg, 2)
     asked: list[str] = []
 
     async def slow_lookup(key: RouteKey, params: CallParams) -> ReplyTunnels | None:
@@ -214,9 +209,7 @@ async def test_concurrent_subscribers_of_one_key_share_one_lookup(
     got: list[Endpoint | object] = []
     with trio.fail_after(60):
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(network.run)
-            for endpoint in (lns_a, lac):
-                await nursery.start(endpoint.serve)
+            await serve(nursery, network, lns_a, lac)
 
             async def one(n: int) -> None:
                 got.append(await picker.tunnel_for(f"u{n}@isp.example", CallParams(serial=n)))
@@ -236,14 +229,7 @@ async def test_an_lns_with_another_host_name_than_radius_said_is_skipped(
     network = FakeNetwork(seed=4)
     impostor = lns(network, LNS_A, b"s", 1)  # calls itself "lns1"
     genuine = lns(network, LNS_B, b"s", 2)  # "lns2"
-    lac = Endpoint(
-        role="lac",
-        tunnel_config=cfg.tunnel_config(),
-        dataplane=NullDataPlane(),
-        listen=LAC,
-        rng=random.Random(2),
-        transport=network.attach(LAC),
-    )
+    lac = lac_endpoint(network, cfg, 2)
     answer = ReplyTunnels(
         (
             LnsCandidate(*LNS_A, preference=1, secret=Secret(b"s"), server_name="lns2"),
@@ -258,9 +244,7 @@ async def test_an_lns_with_another_host_name_than_radius_said_is_skipped(
     picker.search_order = ("domain",)
     with trio.fail_after(60):
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(network.run)
-            for endpoint in (impostor, genuine, lac):
-                await nursery.start(endpoint.serve)
+            await serve(nursery, network, impostor, genuine, lac)
             runner = await picker.tunnel_for("a@isp.example", CallParams(serial=1))
             assert runner.peer_addr == LNS_B and runner.peer_hostname == "lns2"
             nursery.cancel_scope.cancel()
@@ -276,20 +260,11 @@ async def test_a_closing_tunnel_is_not_reused(autojump_clock: trio.testing.MockC
     )
     network = FakeNetwork(seed=5)
     lns_a = lns(network, LNS_A, b"s", 1)
-    lac = Endpoint(
-        role="lac",
-        tunnel_config=cfg.tunnel_config(),
-        dataplane=NullDataPlane(),
-        listen=LAC,
-        rng=random.Random(2),
-        transport=network.attach(LAC),
-    )
+    lac = lac_endpoint(network, cfg, 2)
     picker = TunnelPicker.from_config(lac, cfg)
     with trio.fail_after(60):
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(network.run)
-            for endpoint in (lns_a, lac):
-                await nursery.start(endpoint.serve)
+            await serve(nursery, network, lns_a, lac)
             first = await picker.tunnel_for("a@isp.example", CallParams(serial=1))
             again = await picker.tunnel_for("b@isp.example", CallParams(serial=2))
             assert again is first and picker.counters.reused == 1
@@ -308,21 +283,12 @@ async def test_client_mode_calls_through_the_picker(autojump_clock: trio.testing
     cfg = parse_config(LAC_TOML, "lac.toml", "lac")
     network = FakeNetwork(seed=6)
     lns_a = lns(network, LNS_A, b"secret-a", 1)
-    lac = Endpoint(
-        role="lac",
-        tunnel_config=cfg.tunnel_config(),
-        dataplane=NullDataPlane(),
-        listen=LAC,
-        rng=random.Random(2),
-        transport=network.attach(LAC),
-    )
+    lac = lac_endpoint(network, cfg, 2)
     picker = TunnelPicker.from_config(lac, cfg)
     state = ClientState()
     with trio.fail_after(60):
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(network.run)
-            for endpoint in (lns_a, lac):
-                await nursery.start(endpoint.serve)
+            await serve(nursery, network, lns_a, lac)
             nursery.start_soon(
                 functools.partial(
                     keep_call, lac, [], call(1), state=state, picker=picker, username="me"

@@ -61,9 +61,20 @@ calling_number = "555{{n}}"
     return path
 
 
+def lns_port(lns_cfg: Path) -> int:
+    """The UDP port the LNS's config listens on."""
+    return int(lns_cfg.read_text().split('listen = "127.0.0.1:')[1].split('"')[0])
+
+
+def simulate(tmp: Path, cfg: Path, calls: int) -> Daemon:
+    """kl2tp-lac --simulate ``calls`` with ``cfg``, each call held 3 s, JSON summary."""
+    argv = ["--config", str(cfg), "--simulate", str(calls), "--hold", "3", "--json"]
+    return Daemon([str(BIN / "kl2tp-lac"), *argv], tmp / "lac.log")
+
+
 def test_lac_fails_over_to_the_live_lns_a_radius_reply_names(tmp_path: Path) -> None:
     lns_cfg, _, lns_sock, lac_sock = write_configs(tmp_path, TUNNEL_SECRET)
-    live_port = int(lns_cfg.read_text().split('listen = "127.0.0.1:')[1].split('"')[0])
+    live_port = lns_port(lns_cfg)
     dead_port = free_udp_port()
     radius = FreeRadius(tmp_path / "fr", users=users(dead_port, live_port))
     lns = Daemon([str(BIN / "kl2tp-lns"), "--config", str(lns_cfg)], tmp_path / "lns.log")
@@ -71,19 +82,7 @@ def test_lac_fails_over_to_the_live_lns_a_radius_reply_names(tmp_path: Path) -> 
     try:
         radius.start()
         wait_for(lambda: lns_sock.exists(), "the LNS's control socket")
-        lac = Daemon(
-            [
-                str(BIN / "kl2tp-lac"),
-                "--config",
-                str(lac_config(tmp_path, radius, lac_sock)),
-                "--simulate",
-                "4",
-                "--hold",
-                "3",
-                "--json",
-            ],
-            tmp_path / "lac.log",
-        )
+        lac = simulate(tmp_path, lac_config(tmp_path, radius, lac_sock), 4)
         # While the calls are held: the LNS sees the Host Name RADIUS gave (Client-Auth-ID).
         tunnels = wait_for(
             lambda: [t for t in ctl(lns_sock, "show", "tunnels") if t["sessions"] >= 4],
@@ -111,7 +110,7 @@ def test_cisco_avpair_reply_and_a_rejected_dnis(tmp_path: Path) -> None:
     """A server set up for Cisco LACs (the reference trace's VSAs) works unchanged; a DNIS the
     server rejects gets no tunnel."""
     lns_cfg, _, lns_sock, lac_sock = write_configs(tmp_path, "hello")
-    live_port = int(lns_cfg.read_text().split('listen = "127.0.0.1:')[1].split('"')[0])
+    live_port = lns_port(lns_cfg)
     users_text = f"""\
 dnis:614631 Cleartext-Password := "{LOOKUP_PASSWORD}"
 	Service-Type = Outbound-User,
@@ -130,19 +129,7 @@ dnis:614631 Cleartext-Password := "{LOOKUP_PASSWORD}"
         cfg.write_text(
             cfg.read_text().replace('called_number = "614629"', 'called_number = "61463{n}"')
         )
-        lac = Daemon(
-            [
-                str(BIN / "kl2tp-lac"),
-                "--config",
-                str(cfg),
-                "--simulate",
-                "2",
-                "--hold",
-                "3",
-                "--json",
-            ],
-            tmp_path / "lac.log",
-        )
+        lac = simulate(tmp_path, cfg, 2)
         tunnels = wait_for(
             lambda: [t for t in ctl(lns_sock, "show", "tunnels") if t["sessions"] >= 1],
             "the call of subscriber 1 at the LNS",

@@ -138,8 +138,8 @@ class AccountingQueue:
         self.clock = clock
         self.counters = AcctCounters()
         self._queue: deque[AcctEntry] = deque()
-        self._in_flight: set[int] = set()
-        self._entries: dict[int, AcctEntry] = {}
+        self._in_flight: dict[int, AcctEntry] = {}
+        """Records a sender is sending, by ``id()``."""
         self._changed = trio.Event()
         self._barrier_in_flight = False
 
@@ -198,8 +198,7 @@ class AccountingQueue:
                 await self._changed.wait()
             entry = self._queue.popleft()
             key = id(entry)
-            self._in_flight.add(key)
-            self._entries[key] = entry
+            self._in_flight[key] = entry
             self._barrier_in_flight = entry.barrier
             try:
                 ok = await self._send(entry)
@@ -207,8 +206,7 @@ class AccountingQueue:
                 self._queue.appendleft(entry)  # cancelled (shutdown): spooled with the rest
                 raise
             finally:
-                self._in_flight.discard(key)
-                self._entries.pop(key, None)
+                self._in_flight.pop(key, None)
                 if entry.barrier:
                     self._barrier_in_flight = False
                 self._notify()
@@ -242,9 +240,8 @@ class AccountingQueue:
     def spool_unsent(self) -> int:
         """Write what is still queued or in flight to the spool file (blocking: call it
         at shutdown, after the senders stopped); returns how many records were written."""
-        entries = [*self._entries.values(), *self._queue]
+        entries = [*self._in_flight.values(), *self._queue]
         self._queue.clear()
-        self._entries.clear()
         self._in_flight.clear()
         if not entries:
             return 0

@@ -45,6 +45,7 @@ from pyrad import packet as rp
 from pyrad.dictionary import Dictionary
 
 from kl2tp.aaa.radius.dictionary import load_dictionary
+from kl2tp.l2tp.avp import md5_chain
 from kl2tp.values import Secret
 
 if TYPE_CHECKING:
@@ -65,14 +66,8 @@ def hide_password(password: bytes, secret: bytes, authenticator: bytes) -> bytes
     if len(password) > 128:
         raise ValueError("a User-Password is at most 128 octets")
     padded = password + b"\x00" * (-len(password) % 16 or (16 if not password else 0))
-    out = bytearray()
-    last = authenticator
-    for i in range(0, len(padded), 16):
-        digest = hashlib.md5(secret + last).digest()
-        block = bytes(a ^ b for a, b in zip(padded[i : i + 16], digest, strict=True))
-        out += block
-        last = block
-    return bytes(out)
+    # b1 = MD5(S + RA), bi = MD5(S + c(i-1)): the L2TP hiding chain with another first key
+    return md5_chain(padded, secret, hashlib.md5(secret + authenticator).digest())
 
 
 @attrs.frozen

@@ -398,7 +398,7 @@ class CoaCore:
             raise _Nak(
                 ErrorCause.MISSING_ATTRIBUTE, "no Acct-Session-Id, User-Name or Framed-IP-Address"
             )
-        calling = _first(request, "Calling-Station-Id") if "Calling-Station-Id" in request else None
+        calling = _get(request, "Calling-Station-Id")
         changes: tuple[float | None, float | None] = (None, None)
         if not disconnect:
             session_timeout = _seconds(request, "Session-Timeout")
