@@ -24,6 +24,8 @@ from typing import Any
 
 import attrs
 
+from kl2tp.values import split_host_port
+
 __all__ = [
     "AVP_LEVEL",
     "CATEGORIES",
@@ -491,10 +493,8 @@ def syslog_handler(address: str, ident: str) -> logging.Handler:
     if address.startswith("/"):
         target = address
     else:
-        host, _, port = address.rpartition(":") if address.count(":") == 1 else (address, "", "")
-        if address.startswith("["):
-            host, _, rest = address[1:].partition("]")
-            port = rest[1:] if rest.startswith(":") else ""
+        # [log] syslog was checked when the configuration was read.
+        host, port = split_host_port(address) or (address, None)
         target = (host or address, int(port) if port else 514)
     handler = logging.handlers.SysLogHandler(
         address=target, facility=logging.handlers.SysLogHandler.LOG_DAEMON
