@@ -16,7 +16,7 @@ import math
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import attrs
@@ -544,6 +544,8 @@ HISTORY_COLUMNS = [
     "duration",
     "cause",
 ]
+LIST_COLUMNS = {"tunnels": TUNNEL_COLUMNS, "sessions": SESSION_COLUMNS, "history": HISTORY_COLUMNS}
+"""The default columns of each ``show`` that prints a table (``-o`` picks others)."""
 COLUMN_ALIASES = {
     "user": "username",
     "sid": "local_id",
@@ -819,12 +821,9 @@ def _human(args: argparse.Namespace, result: Any) -> str:
         what = args.what
         if what == "summary":
             return _format_summary_show(result)
-        if what == "tunnels":
-            return table(result, _columns(args.output, TUNNEL_COLUMNS), chosen=bool(args.output))
-        if what == "sessions":
-            return table(result, _columns(args.output, SESSION_COLUMNS), chosen=bool(args.output))
-        if what == "history":
-            return table(result, _columns(args.output, HISTORY_COLUMNS), chosen=bool(args.output))
+        if what in LIST_COLUMNS:
+            columns = _columns(args.output, LIST_COLUMNS[what])
+            return table(result, columns, chosen=bool(args.output))
         lines = _detail(result)
         if what == "tunnel":
             lines.append("")
@@ -865,25 +864,20 @@ def _format_summary_show(result: Any) -> str:
     lines = [
         f"role {result['role']}, data plane {result['dataplane']}"
         + (", DRAINING" if result.get("draining") else ""),
-        f"tunnels  {t['total']}  " + " ".join(f"{k}={v}" for k, v in sorted(t["by_state"].items())),
-        f"sessions {s['total']}  " + " ".join(f"{k}={v}" for k, v in sorted(s["by_state"].items())),
+        f"tunnels  {t['total']}  " + _pairs(sorted(t["by_state"].items())),
+        f"sessions {s['total']}  " + _pairs(sorted(s["by_state"].items())),
     ]
-    if result.get("kernel"):
-        lines.append(
-            "kernel   " + " ".join(f"{k}={v}" for k, v in sorted(result["kernel"].items()))
-        )
-    if result.get("counters"):
-        lines.append(
-            "counters " + " ".join(f"{k}={v}" for k, v in sorted(result["counters"].items()))
-        )
-    if result.get("events"):
-        lines.append(
-            "events   " + " ".join(f"{k}={v}" for k, v in sorted(result["events"].items()))
-        )
+    for name in ("kernel", "counters", "events"):
+        if result.get(name):
+            lines.append(f"{name:<8} " + _pairs(sorted(result[name].items())))
     if result.get("ppp"):
         # Sessions, AAA, setup timeouts, refusals, CoA: nested counters as dotted names.
-        lines.append("ppp      " + " ".join(f"{k}={v}" for k, v in _flatten(result["ppp"])))
+        lines.append("ppp      " + _pairs(_flatten(result["ppp"])))
     return "\n".join(lines)
+
+
+def _pairs(pairs: Iterable[tuple[str, Any]]) -> str:
+    return " ".join(f"{k}={v}" for k, v in pairs)
 
 
 def _flatten(values: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:

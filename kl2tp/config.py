@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 
 import attrs
 
-from kl2tp.values import PoolRange, Secret, parse_pool
+from kl2tp.values import PoolRange, Secret, parse_pool, split_host_port
 
 if TYPE_CHECKING:
     from kl2tp.l2tp.endpoint import Limits
@@ -270,17 +270,10 @@ def _endpoint(default_port: int, *, local: bool) -> Parser:
     def parse(value: object) -> Endpoint:
         if not isinstance(value, str):
             raise _Invalid(f'must be a string "ADDR:PORT", got {_show(value)}')
-        text = value.strip()
-        port_text: str | None = None
-        if text.startswith("["):
-            host_text, sep, rest = text[1:].partition("]")
-            if not sep or (rest and not rest.startswith(":")):
-                raise _Invalid(f'must be "ADDR:PORT" or "[IPV6]:PORT", got {_show(value)}')
-            port_text = rest[1:] if rest else None
-        elif text.count(":") == 1:
-            host_text, _, port_text = text.partition(":")
-        else:
-            host_text = text  # IPv4 without a port, or a bare IPv6 address
+        parts = split_host_port(value.strip())
+        if parts is None:
+            raise _Invalid(f'must be "ADDR:PORT" or "[IPV6]:PORT", got {_show(value)}')
+        host_text, port_text = parts
         try:
             host = ip_address(host_text)
         except ValueError:
@@ -339,16 +332,10 @@ def _syslog_target(value: object) -> str:
     text = _string(nonempty=False)(value)
     if not text or text.startswith("/"):
         return cast(str, text)
-    host, port = text, ""
-    if text.startswith("["):
-        host, sep, rest = text[1:].partition("]")
-        if not sep or (rest and not rest.startswith(":")):
-            raise _Invalid(
-                f'must be a socket path, "HOST[:PORT]" or "[IPV6]:PORT", got {_show(value)}'
-            )
-        port = rest[1:]
-    elif text.count(":") == 1:
-        host, _, port = text.partition(":")
+    parts = split_host_port(text)
+    if parts is None:
+        raise _Invalid(f'must be a socket path, "HOST[:PORT]" or "[IPV6]:PORT", got {_show(value)}')
+    host, port = parts
     try:
         ip_address(host)
     except ValueError:

@@ -24,6 +24,8 @@ from typing import Any
 
 import attrs
 
+from kl2tp.values import split_host_port
+
 __all__ = [
     "AVP_LEVEL",
     "CATEGORIES",
@@ -491,10 +493,8 @@ def syslog_handler(address: str, ident: str) -> logging.Handler:
     if address.startswith("/"):
         target = address
     else:
-        host, _, port = address.rpartition(":") if address.count(":") == 1 else (address, "", "")
-        if address.startswith("["):
-            host, _, rest = address[1:].partition("]")
-            port = rest[1:] if rest.startswith(":") else ""
+        # [log] syslog was checked when the configuration was read.
+        host, port = split_host_port(address) or (address, None)
         target = (host or address, int(port) if port else 514)
     handler = logging.handlers.SysLogHandler(
         address=target, facility=logging.handlers.SysLogHandler.LOG_DAEMON
@@ -533,25 +533,19 @@ def configure(
     handler: logging.Handler
     if syslog:
         handler = syslog_handler(syslog, ident)
-        handler.setFormatter(
-            formatter(fmt, timestamps=False) if fmt != "text" else TextFormatter(timestamps=False)
-        )
     elif journal if journal is not None else under_journal():
         handler = JournalHandler(ident)
-        if fmt != "text":
-            handler.setFormatter(formatter(fmt))
     else:
         handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
-        handler.setFormatter(formatter(fmt))
+    # syslog and the journal stamp every line themselves.
+    handler.setFormatter(formatter(fmt, timestamps=isinstance(handler, logging.StreamHandler)))
     handler.addFilter(ContextFilter())
     root = logging.getLogger("kl2tp")
     for old in root.handlers:
         old.close()
     root.handlers[:] = [handler]
-    root.setLevel(getattr(logging, level.upper(), logging.INFO))
     root.propagate = False
-    for name in CATEGORIES:
-        logging.getLogger(f"kl2tp.{name}").setLevel(logging.NOTSET)
+    set_level(level, ())
     if names or avp:
         set_debug(names or ["l2tp"], True, avp=avp)
 

@@ -1,4 +1,4 @@
-"""Small value types shared by the configuration and the AAA code.
+"""Small value types and parsers shared by the configuration, the AAA code and the log.
 
 A leaf module: it imports nothing from kl2tp, so `kl2tp.config` (which parses these values)
 and `kl2tp.aaa` (which uses them) both depend on it and not on each other.
@@ -17,6 +17,7 @@ __all__ = [
     "netmask_route",
     "parse_framed_route",
     "parse_pool",
+    "split_host_port",
 ]
 
 
@@ -209,3 +210,21 @@ def netmask_route(address: IPv4Address, netmask: IPv4Address) -> FramedRoute | N
     if length == 32:
         return None
     return FramedRoute(IPv4Network((address, length), strict=False))
+
+
+def split_host_port(text: str) -> tuple[str, str | None] | None:
+    """``ADDR:PORT``, ``[IPV6]:PORT``, ``[IPV6]`` or a bare address (IPv4, IPv6, a name)
+    -> (host, port text, None when there is no port); nothing is checked but the brackets.
+
+    Returns:
+        None when a ``[`` is not closed or its ``]`` is followed by something but ``:PORT``.
+    """
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")):
+            return None
+        return host, rest[1:] if rest else None
+    if text.count(":") == 1:
+        host, _, port = text.partition(":")
+        return host, port
+    return text, None

@@ -22,7 +22,7 @@ from kl2tp.config import (
     load_default,
     parse_config,
 )
-from kl2tp.values import Secret
+from kl2tp.values import Secret, split_host_port
 
 ROOT = Path(__file__).resolve().parent.parent
 MANPAGE = ROOT / "docs" / "kl2tp.toml.5.md"
@@ -426,3 +426,21 @@ def test_tunnel_config_per_lns_overrides() -> None:
     assert (first.hostname, first.secret, first.idle_timeout) == ("kl2tp", b"a", 15.0)
     assert (second.hostname, second.secret) == ("h2", b"b")
     assert parse("").tunnel_config().secret is None
+
+
+@pytest.mark.parametrize(
+    ("text", "parts"),
+    [
+        ("192.0.2.1:1701", ("192.0.2.1", "1701")),
+        ("192.0.2.1", ("192.0.2.1", None)),
+        ("2001:db8::1", ("2001:db8::1", None)),
+        ("[2001:db8::1]:1701", ("2001:db8::1", "1701")),
+        ("[2001:db8::1]", ("2001:db8::1", None)),
+        ("[2001:db8::1:1701", None),
+        ("[2001:db8::1]1701", None),
+    ],
+)
+def test_one_host_port_grammar_for_endpoints_and_syslog(
+    text: str, parts: tuple[str, str | None] | None
+) -> None:
+    assert split_host_port(text) == parts

@@ -308,7 +308,7 @@ class ControlApi:
             if runner.established_at is not None
             else None
         )
-        row["session_list"] = await self._session_rows(runner, {})
+        row["session_list"] = await self._session_rows([runner], {})
         return row
 
     async def sessions(self, req: Request) -> list[dict[str, Any]]:
@@ -328,13 +328,10 @@ class ControlApi:
             runners = [runner] if runner is not None else []
         if "peer" in filters:
             runners = [r for r in runners if _peer_matches(r.peer_addr, str(filters["peer"]))]
-        out = []
-        for runner in runners:
-            out.extend(await self._session_rows(runner, filters))
-        return out
+        return await self._session_rows(runners, filters)
 
     async def _session_rows(
-        self, runner: TunnelRunner, filters: dict[str, Any]
+        self, runners: list[TunnelRunner], filters: dict[str, Any]
     ) -> list[dict[str, Any]]:
         checks = [
             (field, str(filters[name]))
@@ -346,16 +343,22 @@ class ControlApi:
             )
             if name in filters
         ]
-        peer = _hostport(*runner.peer_addr)
         out = []
-        for row in runner.session_snapshots():
-            if any(str(row.get(field, "")) != want for field, want in checks):
-                continue
-            row["peer_address"] = peer
-            row["lac"] = runner.peer_hostname
-            counters = await self.dataplane.session_counters(
-                runner.local_tunnel_id, row["local_id"]
-            )
+        for runner in runners:
+            peer = _hostport(*runner.peer_addr)
+            for row in runner.session_snapshots():
+                if any(str(row.get(field, "")) != want for field, want in checks):
+                    continue
+                row["peer_address"] = peer
+                row["lac"] = runner.peer_hostname
+                out.append(row)
+        # One data-plane query for every row (a single kernel dump), not one per session:
+        # per-session netlink round trips made 200 sessions outlast kl2tpctl's wait.
+        all_counters = await self.dataplane.sessions_counters(
+            [(row["tunnel_id"], row["local_id"]) for row in out]
+        )
+        for row in out:
+            counters = all_counters.get((row["tunnel_id"], row["local_id"]))
             if counters is not None:
                 kernel = counters.as_dict()
                 row["kernel"] = kernel
@@ -363,14 +366,13 @@ class ControlApi:
                 row["tx_bytes"] = kernel.get("tx_bytes", 0)
                 row["rx_packets"] = kernel.get("rx_packets", 0)
                 row["tx_packets"] = kernel.get("tx_packets", 0)
-            out.append(row)
         return out
 
     async def show_session(self, req: Request) -> dict[str, Any]:
         """``show session TID SID``: everything known about one session."""
         runner = self._runner(req)
         sid = _int(req, "session")
-        rows = [r for r in await self._session_rows(runner, {}) if r["local_id"] == sid]
+        rows = [r for r in await self._session_rows([runner], {}) if r["local_id"] == sid]
         if not rows:
             raise ControlError(f"no session {sid} in tunnel {runner.local_tunnel_id}")
         row = rows[0]

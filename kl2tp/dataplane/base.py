@@ -11,7 +11,7 @@ Every method is async: the kernel back end does blocking netlink work in a worke
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import attrs
@@ -192,6 +192,12 @@ class DataPlane(Protocol):
         self, local_tunnel_id: int, local_session_id: int
     ) -> Counters | None:
         """Kernel counters of a session, or None if the back end has none."""
+
+    async def sessions_counters(
+        self, keys: Sequence[tuple[int, int]]
+    ) -> dict[tuple[int, int], Counters]:
+        """Kernel counters of several ``(local_tunnel_id, local_session_id)`` sessions in one
+        query (``kl2tpctl show sessions``); sessions without counters are left out."""
 
     async def cleanup_stale(self) -> int:
         """Remove objects a killed earlier instance left behind; returns how many."""

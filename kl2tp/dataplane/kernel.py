@@ -38,7 +38,7 @@ import json
 import logging
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import attrs
@@ -566,6 +566,17 @@ class KernelMechanics:
         stats = self.l2tp.get_session_stats(tunnel_id, session_id)
         return None if stats is None else to_counters(stats)
 
+    def sessions_counters(self, keys: Sequence[tuple[int, int]]) -> dict[tuple[int, int], Counters]:
+        """Kernel counters of those of ``keys`` that are our sessions, from one dump."""
+        wanted = {key for key in keys if key in self.sessions}
+        if not wanted:
+            return {}
+        return {
+            (info.tunnel_id, info.session_id): to_counters(info.stats)
+            for info in self.l2tp.list_sessions()
+            if (info.tunnel_id, info.session_id) in wanted
+        }
+
     def close(self) -> None:
         """Remove everything this instance programmed and release the journal."""
         errors: list[BaseException] = []
@@ -800,6 +811,11 @@ class KernelDataPlane:
         self, local_tunnel_id: int, local_session_id: int
     ) -> Counters | None:
         return await self._run(self.mechanics.session_counters, local_tunnel_id, local_session_id)
+
+    async def sessions_counters(
+        self, keys: Sequence[tuple[int, int]]
+    ) -> dict[tuple[int, int], Counters]:
+        return await self._run(self.mechanics.sessions_counters, keys)
 
     async def cleanup_stale(self) -> int:
         return await self._run(self.mechanics.cleanup_stale)

@@ -7,6 +7,7 @@ tests to assert the order and the parameters of every call the kernel back end w
 from __future__ import annotations
 
 import collections
+from collections.abc import Sequence
 
 import attrs
 import trio
@@ -144,6 +145,17 @@ class NullDataPlane:
         self, local_tunnel_id: int, local_session_id: int
     ) -> Counters | None:
         return None
+
+    async def sessions_counters(
+        self, keys: Sequence[tuple[int, int]]
+    ) -> dict[tuple[int, int], Counters]:
+        # Per session, so a subclass that only overrides session_counters answers here too.
+        out = {}
+        for key in keys:
+            counters = await self.session_counters(*key)
+            if counters is not None:
+                out[key] = counters
+        return out
 
     async def cleanup_stale(self) -> int:
         return 0

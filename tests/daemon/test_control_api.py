@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import attrs
@@ -13,6 +14,7 @@ from kl2tp.daemon.client import Backoff
 from kl2tp.daemon.control import ControlError
 from kl2tp.daemon.endpoint import Endpoint, TunnelSetupError
 from kl2tp.daemon.service import ControlApi, _keep_tunnel
+from kl2tp.dataplane.base import Counters
 from kl2tp.dataplane.null import NullDataPlane
 from kl2tp.l2tp.tunnel import TunnelConfig
 
@@ -117,3 +119,47 @@ def test_show_session_hides_keys_and_passwords_among_aaa_attributes() -> None:
     assert _aaa_value("Class", b"\xab\xcd") == "abcd"
     assert _aaa_value("Session-Timeout", 3600) == 3600
     assert _aaa_value("Framed-Route", ["10.0.0.0/8 10.1.1.1"]) == ["10.0.0.0/8 10.1.1.1"]
+
+
+@attrs.frozen
+class SnapshotRunner:
+    """A tunnel runner reduced to what ``show sessions`` reads."""
+
+    local_tunnel_id: int
+    sids: tuple[int, ...]
+    peer_addr: tuple[str, int] = ("192.0.2.7", 1701)
+    peer_hostname: str = "lac"
+
+    def session_snapshots(self) -> list[dict[str, Any]]:
+        return [{"tunnel_id": self.local_tunnel_id, "local_id": sid} for sid in self.sids]
+
+
+@attrs.define
+class DumpingPlane(NullDataPlane):
+    """Kernel counters for every session, recording each query."""
+
+    kernel_counters: bool = True
+    queries: list[list[tuple[int, int]]] = attrs.field(factory=list)
+
+    async def sessions_counters(
+        self, keys: Sequence[tuple[int, int]]
+    ) -> dict[tuple[int, int], Counters]:
+        self.queries.append(list(keys))
+        return {key: Counters(rx_bytes=key[1], tx_packets=1) for key in keys}
+
+
+async def test_show_sessions_asks_the_data_plane_once_for_every_session() -> None:
+    plane = DumpingPlane()
+    endpoint = Endpoint(
+        role="lns", tunnel_config=TunnelConfig(), dataplane=plane, listen=("127.0.0.1", 0)
+    )
+    endpoint.tunnels.update({1: SnapshotRunner(1, (10, 11)), 2: SnapshotRunner(2, (20,))})  # type: ignore[dict-item]
+    rows = await ControlApi(endpoint, plane)({"cmd": "show", "what": "sessions"})
+    assert plane.queries == [[(1, 10), (1, 11), (2, 20)]]  # one kernel dump, not one per session
+    assert [(r["local_id"], r["rx_bytes"], r["tx_packets"]) for r in rows] == [
+        (10, 10, 1),
+        (11, 11, 1),
+        (20, 20, 1),
+    ]
+    assert rows[0]["peer_address"] == "192.0.2.7:1701" and rows[0]["lac"] == "lac"
+    assert rows[0]["kernel"]["rx_bytes"] == 10

@@ -15,7 +15,7 @@ import trio
 from kl2tp import config as cfgmod
 from kl2tp.daemon.endpoint import Endpoint
 from kl2tp.daemon.ppp_session import address_book, lns_link_config
-from kl2tp.daemon.reload import Reloader, changed_keys
+from kl2tp.daemon.reload import RUNTIME_KEYS, Reloader, changed_keys
 from kl2tp.dataplane.null import NullDataPlane
 
 BASE = """
@@ -166,3 +166,14 @@ async def test_the_lac_needs_a_restart_for_tunnel_values(tmp_path: Path) -> None
     assert answer["restart_needed"] == ["l2tp.hostname"]
     assert reloader.cfg.l2tp.hostname == "lac1"
     logging.getLogger("kl2tp").setLevel(logging.INFO)
+
+
+def test_every_reloadable_key_names_a_configuration_key() -> None:
+    """The reload sets are kept by hand: a misspelt or renamed key would silently turn into
+    one that needs a restart."""
+    config = attrs.resolve_types(cfgmod.Config)
+    keys = {section.name for section in attrs.fields(config)}
+    for section in attrs.fields(config):
+        if attrs.has(section.type):
+            keys.update(f"{section.name}.{f.name}" for f in attrs.fields(section.type))
+    assert not RUNTIME_KEYS - keys, sorted(RUNTIME_KEYS - keys)
