@@ -14,14 +14,19 @@ from tests.radius import freeradius
 
 @pytest.mark.parametrize(
     ("env", "outcome"),
-    [({}, "skip"), ({"CI": "1"}, "fail"), ({"KL2TP_REQUIRE_FREERADIUS": "1"}, "fail")],
+    [
+        ({}, "skip"),
+        ({"CI": "1"}, "fail"),
+        ({"KL2TP_FULL_RUN": "1"}, "fail"),
+        ({"KL2TP_REQUIRE_FREERADIUS": "1"}, "fail"),
+    ],
 )
 def test_missing_freeradius_skips_locally_and_fails_under_ci(
     monkeypatch: pytest.MonkeyPatch, env: dict[str, str], outcome: str
 ) -> None:
     monkeypatch.setattr(freeradius.shutil, "which", lambda name: None)
-    monkeypatch.delenv("CI", raising=False)
-    monkeypatch.delenv("KL2TP_REQUIRE_FREERADIUS", raising=False)
+    for name in ("CI", "KL2TP_FULL_RUN", "KL2TP_REQUIRE_FREERADIUS"):
+        monkeypatch.delenv(name, raising=False)
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     expected = pytest.skip.Exception if outcome == "skip" else pytest.fail.Exception
