@@ -16,7 +16,7 @@ import math
 import signal
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 import attrs
@@ -305,6 +305,8 @@ def _run(cfg: cfgmod.Config, role: str, path: str | None = None) -> int:
         client = role == "lac" and cfg.lac.mode == "client"
         handler = make_handler(role, cfg, dataplane, authenticator, subscribers=client)
         dialer = None
+        if role == "lac" and cfg.lac.mode == "pppoe":
+            handler, dialer = _pppoe_access(cfg, dataplane, lambda: services)
         if client:
             from kl2tp.daemon.client import client_call, keep_call
 
@@ -467,9 +469,42 @@ def _simulate(cfg: cfgmod.Config, args: argparse.Namespace) -> int:
     return 0 if summary.get("established") == summary.get("requested") else 1
 
 
-async def _tunnel_picker(cfg: cfgmod.Config, endpoint: Endpoint, nursery: trio.Nursery) -> Any:
-    """LAC tunnel selection (``[[lac.route]]``, ``[lac] lookup``), None when it is off."""
-    if not cfg.lac.selects:
+def _pppoe_access(
+    cfg: cfgmod.Config, dataplane: DataPlane, services: Callable[[], trio.Nursery]
+) -> tuple[Any, Callable[[Endpoint], Awaitable[None]]]:
+    """``[lac] mode = "pppoe"``: the relaying session handler and the access side, run as
+    the daemon's dialer (subscribers dial in; every call asks tunnel selection)."""
+    from kl2tp.access.lac import RelaySessions, access_from_config
+    from kl2tp.access.port import PacketPort, PortError
+    from kl2tp.daemon.service import StartupError
+
+    handler = RelaySessions(dataplane)
+
+    async def serve(endpoint: Endpoint) -> None:
+        try:
+            port = PacketPort.open(cfg.pppoe.interface)
+        except PortError as exc:
+            raise StartupError(str(exc)) from None
+        try:
+            picker = await _tunnel_picker(cfg, endpoint, services(), always=True)
+            access = access_from_config(
+                cfg, port, picker.tunnel_for, defer_connect=endpoint.defers_connect
+            )
+            handler.access = access
+            log.info("PPPoE on %s (AC-Name %s)", port.name, access.server.config.ac_name)
+            await access.serve()
+        finally:
+            port.close()
+
+    return handler, serve
+
+
+async def _tunnel_picker(
+    cfg: cfgmod.Config, endpoint: Endpoint, nursery: trio.Nursery, *, always: bool = False
+) -> Any:
+    """LAC tunnel selection (``[[lac.route]]``, ``[lac] lookup``), None when it is off
+    (unless ``always``: then ``[[lac.lns]]`` serves whoever no rule routes)."""
+    if not cfg.lac.selects and not always:
         return None
     from kl2tp.lac.tunnels import TunnelPicker
 

@@ -773,8 +773,11 @@ def _lac_routes(value: object) -> tuple[LacRoute, ...]:
 class LacConfig:
     """``[lac]``: what the LAC does (LAC)."""
 
-    mode: str = attrs.field(default="simulate", metadata=_meta(_choice("simulate", "client")))
-    """``simulate`` (subscribers in userspace) or ``client`` (one kernel pppN)."""
+    mode: str = attrs.field(
+        default="simulate", metadata=_meta(_choice("simulate", "client", "pppoe"))
+    )
+    """``simulate`` (subscribers in userspace), ``client`` (one kernel pppN) or ``pppoe``
+    (subscribers dial in over PPPoE, ``[pppoe]``)."""
     lns: tuple[LnsPeer, ...] = attrs.field(default=(LnsPeer(),), metadata=_meta(_lns_peers))
     """The LNSs to dial, in order."""
     route: tuple[LacRoute, ...] = attrs.field(default=(), metadata=_meta(_lac_routes))
@@ -828,6 +831,26 @@ class SubscriberConfig:
         return self.username.format(n=n), self.password.format(n=n)
 
 
+@attrs.frozen
+class PppoeConfig:
+    """``[pppoe]``: the access side where subscribers dial in (LAC, ``[lac] mode = "pppoe"``)."""
+
+    interface: str = attrs.field(default="", metadata=_meta(_string(max_len=15, nonempty=False)))
+    """The Ethernet interface subscribers are on; required with ``mode = "pppoe"``."""
+    ac_name: str = attrs.field(default="", metadata=_meta(_string(nonempty=False)))
+    """AC-Name in the PADO; empty: ``[l2tp] hostname``."""
+    service_names: tuple[str, ...] = attrs.field(
+        default=(), metadata=_meta(_list_of(_string(), unique=True))
+    )
+    """Service-Names offered; empty: any."""
+    max_sessions: int = attrs.field(default=4096, metadata=_meta(_integer(1, 65534)))
+    """PPPoE sessions at once."""
+    auth: str = attrs.field(default="chap", metadata=_meta(_choice("chap", "pap")))
+    """How the LAC authenticates subscribers before it proxies to the LNS."""
+    setup_timeout: float = attrs.field(default=30.0, metadata=_meta(_number(0, above=True)))
+    """Seconds from a subscriber's PADS until its L2TP call is established."""
+
+
 _SECTIONS: dict[str, tuple[type[Any], frozenset[Role]]] = {
     "l2tp": (L2tpConfig, BOTH),
     "dataplane": (DataplaneConfig, BOTH),
@@ -838,6 +861,7 @@ _SECTIONS: dict[str, tuple[type[Any], frozenset[Role]]] = {
     "radius": (RadiusConfig, BOTH),
     "lac": (LacConfig, LAC_ONLY),
     "subscriber": (SubscriberConfig, LAC_ONLY),
+    "pppoe": (PppoeConfig, LAC_ONLY),
 }
 _ROLE_NAMES = {"lns": "kl2tp-lns", "lac": "kl2tp-lac"}
 
@@ -866,6 +890,8 @@ class Config:
     """``[lac]`` and ``[[lac.lns]]`` (LAC)."""
     subscriber: SubscriberConfig = attrs.field(factory=SubscriberConfig)
     """``[subscriber]`` (LAC)."""
+    pppoe: PppoeConfig = attrs.field(factory=PppoeConfig)
+    """``[pppoe]`` (LAC)."""
     radius: RadiusConfig = attrs.field(factory=RadiusConfig)
     """``[radius]`` and ``[[radius.server]]``."""
     pool: tuple[NamedPool, ...] = ()
@@ -984,6 +1010,8 @@ def _check_consistency(config: Config) -> None:
                 'must list at least one server for [lac] lookup = "radius"',
                 subkey="[[radius.server]]",
             )
+        if config.lac.mode == "pppoe" and not config.pppoe.interface:
+            raise _Invalid('is required with [lac] mode = "pppoe"', subkey="[pppoe] interface")
         if config.subscriber.proxy and config.subscriber.auth == "mschapv2":
             raise _Invalid(
                 'proxy authentication carries PAP or CHAP only, not "mschapv2"',

@@ -67,6 +67,10 @@ class DataPlaneSessions:
     defers_established = False
     """The L2TP session counts as established by itself (PPP handlers set this True)."""
 
+    ppp_unit = True
+    """Sessions get a PPP unit (pppN); a relaying handler (the LAC's PPPoE access side)
+    sets False and carries the frames itself (``SessionSpec.ppp_unit``)."""
+
     def __init__(self, dataplane: DataPlane, *, lns: bool, data_sequencing: bool = False) -> None:
         self.dataplane = dataplane
         self.lns = lns
@@ -133,6 +137,7 @@ class DataPlaneSessions:
                     peer_session_id=rec.peer_sid,
                     lns_mode=self.lns,
                     data_sequencing=self.data_sequencing or rec.info.sequencing_required,
+                    ppp_unit=self.ppp_unit,
                 )
 
                 def sink(frame: bytes, _tunnel: TunnelHandle = tunnel, _sid: int = rec.sid) -> None:

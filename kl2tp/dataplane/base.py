@@ -55,6 +55,10 @@ class SessionSpec:
     """Interface name for the pppN netdev; None lets the back end pick from its template."""
     mru: int = 1500
     """MRU for the PPP unit before LCP has negotiated one."""
+    ppp_unit: bool = True
+    """Attach the session to a PPP channel and unit (pppN) for PPP run here. False: a LAC
+    relaying the session's frames to its access side (PPPoE) reads and writes them on the
+    session's own PPPoL2TP socket, and no interface is made (``session_up`` is not called)."""
 
 
 @attrs.frozen(slots=True)

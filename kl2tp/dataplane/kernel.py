@@ -60,6 +60,7 @@ from kl2tp.dataplane.pppox import (
     PPP_IPV6,
     NpMode,
     PppoL2tpChannel,
+    connect_pppol2tp,
     fd_for_protocol,
     open_session_channel,
     set_mru,
@@ -433,6 +434,8 @@ class KernelMechanics:
             send_seq=spec.data_sequencing,
             recv_seq=spec.data_sequencing,
         )
+        if not spec.ppp_unit:
+            return self._relayed_session(spec, tunnel)
         ppp: PppoL2tpChannel | None = None
         try:
             ppp = open_session_channel(
@@ -468,6 +471,31 @@ class KernelMechanics:
         self._journal_changed()
         if log.isEnabledFor(logging.DEBUG):
             log.debug("Se %d/%d: kernel session on %s", *key, ifname)
+        return session
+
+    def _relayed_session(self, spec: SessionSpec, tunnel: KernelTunnel) -> KernelSession:
+        """A session whose frames userspace relays: its PPPoL2TP socket, never bound to a PPP
+        channel (no PPPIOCGCHAN), so l2tp_ppp queues received frames on the socket (ff 03
+        stripped) and sends what is written to it (ff 03 added). No unit, no interface."""
+        key = (spec.local_tunnel_id, spec.local_session_id)
+        try:
+            sock = connect_pppol2tp(
+                tunnel.sock.fileno(),
+                tunnel.record.peer,
+                spec.local_tunnel_id,
+                spec.local_session_id,
+                spec.peer_tunnel_id,
+                spec.peer_session_id,
+            )
+            sock.setblocking(False)
+        except BaseException:
+            self.l2tp.delete_session(*key)
+            raise
+        session = KernelSession(spec, PppoL2tpChannel(sock, -1, -1, -1, -1), "", 0)
+        self.sessions[key] = session
+        tunnel.sessions.add(spec.local_session_id)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("Se %d/%d: kernel session relayed on its PPPoL2TP socket", *key)
         return session
 
     def session_up(self, tunnel_id: int, session_id: int, net: NetworkSpec) -> str:
@@ -546,8 +574,9 @@ class KernelMechanics:
             # Closing the PPPoL2TP socket normally deletes the session already.
             self.l2tp.delete_session(tunnel_id, session_id)
         finally:
-            self.journal.remove_link(session.ifindex)
-            self._journal_changed()
+            if session.ifindex:  # a relayed session has no interface in the journal
+                self.journal.remove_link(session.ifindex)
+                self._journal_changed()
         log.debug("Se %d/%d: kernel session removed", tunnel_id, session_id)
 
     # -- counters ----------------------------------------------------------------------------
@@ -611,7 +640,7 @@ class KernelPppChannel:
         self.dropped = 0
 
     @property
-    def fds(self) -> tuple[int, int]:
+    def fds(self) -> tuple[int, ...]:
         """(channel fd, unit fd)."""
         return self._ppp.channel_fd, self._ppp.unit_fd
 
@@ -691,6 +720,30 @@ class KernelPppChannel:
     async def aclose(self) -> None:
         """Stop using the fds; the data plane closes them with the session."""
         self.detach()
+
+
+class SocketPppChannel(KernelPppChannel):
+    """A relayed session's frames on its bare PPPoL2TP socket (``SessionSpec.ppp_unit``
+    False): every PPP frame, whatever its protocol, protocol field first."""
+
+    __slots__ = ()
+
+    @property
+    def fds(self) -> tuple[int, ...]:
+        """The PPPoL2TP socket."""
+        return (self._ppp.sock.fileno(),)
+
+    async def send(self, frame: bytes) -> None:
+        """Send one frame over the session (the kernel adds ff 03)."""
+        if self._closed:
+            raise trio.ClosedResourceError("PPP channel closed")
+        fd = self.fds[0]
+        while True:
+            try:
+                os.write(fd, frame)
+                return
+            except BlockingIOError:
+                await trio.lowlevel.wait_writable(fd)
 
 
 @attrs.define(slots=True)
@@ -785,7 +838,7 @@ class KernelDataPlane:
 
     async def open_session(self, spec: SessionSpec, sink: FrameSink) -> KernelPppChannel:
         session = await self._run(self.mechanics.open_session, spec)
-        channel = KernelPppChannel(session.ppp)
+        channel = KernelPppChannel(session.ppp) if spec.ppp_unit else SocketPppChannel(session.ppp)
         self._channels.setdefault(spec.local_tunnel_id, {})[spec.local_session_id] = channel
         return channel
 
