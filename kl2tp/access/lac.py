@@ -143,9 +143,9 @@ class RelaySessions(DataPlaneSessions):
 
     async def run_session(self, rec: SessionRecord) -> None:
         """Relay the session's frames to and from its subscriber until either side goes."""
-        info = self.session_info(rec)
-        call = info.extra.get("relay") if info is not None else None
-        if not isinstance(call, AccessCall) or rec.channel is None:
+        key = (rec.tunnel.local_tunnel_id, rec.sid)
+        call = self.access.relays.get(key) if self.access is not None else None
+        if call is None or rec.channel is None:
             rec.tunnel.hangup(rec.sid, CdnResult.GENERAL_ERROR, message="no subscriber")
             return
         await call.relay(rec.channel)
@@ -181,6 +181,8 @@ class PppoeAccess:
         self.rng = rng or random.Random()
         self.calls: dict[int, AccessCall] = {}
         """Subscribers with a PPPoE session, by session id."""
+        self.relays: dict[tuple[int, int], AccessCall] = {}
+        """Subscribers with an L2TP call, by (local tunnel id, local session id)."""
         self.counters: Counter[str] = Counter()
         """``calls_up``, ``calls_failed``, ``drop_inbox_full``."""
         self.failures: Counter[str] = Counter()
@@ -253,6 +255,8 @@ class PppoeAccess:
         """``call``'s task is over: its PPPoE session ends too (PADT unless the subscriber
         sent one)."""
         self.calls.pop(call.sid, None)
+        if call.tunnel is not None and call.info is not None:
+            self.relays.pop((call.tunnel.local_tunnel_id, call.info.local_sid), None)
         call.inbox.close()
         if not call.gone.is_set():
             self.server.terminate(call.sid, reason)
@@ -365,10 +369,11 @@ class AccessCall:
         except CommandError:
             return "tunnel closing"
         self.tunnel, self.info = tunnel, info
+        access.relays[(tunnel.local_tunnel_id, info.local_sid)] = self
         info.extra.update(
             username=self.username,
-            relay=self,
-            pppoe=f"{self.sid} {mac_text(self.peer)}",
+            pppoe_session=self.sid,
+            mac=mac_text(self.peer),
         )
         log.info(
             "PPPoE %d: %s from %s, Tnl/Cl %d/%d",
