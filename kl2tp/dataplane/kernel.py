@@ -252,6 +252,20 @@ class KernelSession:
     """Framed routes installed on the interface (they go with it)."""
 
 
+def _pppol2tp_address(
+    tunnel: KernelTunnel, spec: SessionSpec
+) -> tuple[int, tuple[str, int], int, int, int, int]:
+    """What a PPPoL2TP socket is connected to: the tunnel's socket and peer, both ids pairs."""
+    return (
+        tunnel.sock.fileno(),
+        tunnel.record.peer,
+        spec.local_tunnel_id,
+        spec.local_session_id,
+        spec.peer_tunnel_id,
+        spec.peer_session_id,
+    )
+
+
 class KernelMechanics:
     """Synchronous kernel programming for one kl2tp instance (not thread-safe: one caller).
 
@@ -439,12 +453,7 @@ class KernelMechanics:
         ppp: PppoL2tpChannel | None = None
         try:
             ppp = open_session_channel(
-                tunnel.sock.fileno(),
-                tunnel.record.peer,
-                spec.local_tunnel_id,
-                spec.local_session_id,
-                spec.peer_tunnel_id,
-                spec.peer_session_id,
+                *_pppol2tp_address(tunnel, spec),
                 mru=spec.mru,
                 npmode=NpMode.DROP,
                 ppp_device=self.ppp_device,
@@ -479,14 +488,7 @@ class KernelMechanics:
         stripped) and sends what is written to it (ff 03 added). No unit, no interface."""
         key = (spec.local_tunnel_id, spec.local_session_id)
         try:
-            sock = connect_pppol2tp(
-                tunnel.sock.fileno(),
-                tunnel.record.peer,
-                spec.local_tunnel_id,
-                spec.local_session_id,
-                spec.peer_tunnel_id,
-                spec.peer_session_id,
-            )
+            sock = connect_pppol2tp(*_pppol2tp_address(tunnel, spec))
             sock.setblocking(False)
         except BaseException:
             self.l2tp.delete_session(*key)

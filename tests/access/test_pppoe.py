@@ -44,6 +44,13 @@ def padi(src: bytes = SUB, service: bytes | None = b"", host_uniq: bytes | None 
     return encode_discovery(BROADCAST, src, Code.PADI, 0, tags)
 
 
+def padr(src: bytes, cookie: bytes, service: bytes = b"", host_uniq: bytes | None = None) -> bytes:
+    tags = [(int(Tag.SERVICE_NAME), service), (int(Tag.AC_COOKIE), cookie)]
+    if host_uniq is not None:
+        tags.append((int(Tag.HOST_UNIQ), host_uniq))
+    return encode_discovery(AC, src, Code.PADR, 0, tags)
+
+
 def one_frame(ac: PppoeServer) -> tuple[Code, int, dict[int, bytes], bytes]:
     frames = ac.frames_to_send()
     assert len(frames) == 1, frames
@@ -63,10 +70,7 @@ def discover(
     ac.receive_frame(padi(src, service, host_uniq), now)
     code, _, tags, dst = one_frame(ac)
     assert code is Code.PADO and dst == src
-    padr_tags = [(int(Tag.SERVICE_NAME), service), (int(Tag.AC_COOKIE), tags[Tag.AC_COOKIE])]
-    if host_uniq is not None:
-        padr_tags.append((int(Tag.HOST_UNIQ), host_uniq))
-    ac.receive_frame(encode_discovery(AC, src, Code.PADR, 0, padr_tags), now)
+    ac.receive_frame(padr(src, tags[Tag.AC_COOKIE], service, host_uniq), now)
     code, sid, tags, _ = one_frame(ac)
     assert code is Code.PADS and sid != 0
     return sid
@@ -82,18 +86,7 @@ def test_discovery_offers_and_opens_a_session() -> None:
     assert tags[Tag.HOST_UNIQ] == b"\x01\x02"
     assert len(tags[Tag.AC_COOKIE]) == 20
     assert not ac.sessions, "a PADI holds no state"
-    padr = encode_discovery(
-        AC,
-        SUB,
-        Code.PADR,
-        0,
-        [
-            (int(Tag.SERVICE_NAME), b""),
-            (int(Tag.HOST_UNIQ), b"\x01\x02"),
-            (int(Tag.AC_COOKIE), tags[Tag.AC_COOKIE]),
-        ],
-    )
-    ac.receive_frame(padr, 1.0)
+    ac.receive_frame(padr(SUB, tags[Tag.AC_COOKIE], host_uniq=b"\x01\x02"), 1.0)
     code, sid, tags, _ = one_frame(ac)
     assert code is Code.PADS and 1 <= sid <= 0xFFFE
     assert tags[Tag.HOST_UNIQ] == b"\x01\x02"
@@ -167,20 +160,10 @@ def test_duplicate_padr_gets_the_same_session() -> None:
     ac = server()
     ac.receive_frame(padi(), 0.0)
     _, _, tags, _ = one_frame(ac)
-    padr = encode_discovery(
-        AC,
-        SUB,
-        Code.PADR,
-        0,
-        [
-            (int(Tag.SERVICE_NAME), b""),
-            (int(Tag.HOST_UNIQ), b"hu1"),
-            (int(Tag.AC_COOKIE), tags[Tag.AC_COOKIE]),
-        ],
-    )
-    ac.receive_frame(padr, 1.0)
+    again = padr(SUB, tags[Tag.AC_COOKIE], host_uniq=b"hu1")
+    ac.receive_frame(again, 1.0)
     first = ac.frames_to_send()
-    ac.receive_frame(padr, 2.0)
+    ac.receive_frame(again, 2.0)
     assert ac.frames_to_send() == first
     assert len(ac.sessions) == 1
     assert ac.counters["duplicate_PADR"] == 1
@@ -213,8 +196,7 @@ def test_cookie_is_bound_to_the_subscriber_mac() -> None:
     ac = server()
     ac.receive_frame(padi(), 0.0)
     _, _, tags, _ = one_frame(ac)
-    padr = [(int(Tag.SERVICE_NAME), b""), (int(Tag.AC_COOKIE), tags[Tag.AC_COOKIE])]
-    ac.receive_frame(encode_discovery(AC, OTHER, Code.PADR, 0, padr), 1.0)
+    ac.receive_frame(padr(OTHER, tags[Tag.AC_COOKIE]), 1.0)
     assert not ac.sessions and ac.counters["drop_bad_cookie"] == 1
 
 
@@ -229,8 +211,7 @@ def test_service_names() -> None:
     sid = discover(ac, service=b"voip")
     assert ac.next_event() == SessionOpened(sid, SUB, "voip")
     cookie = dict(decode(frames[0]).tags())[Tag.AC_COOKIE]
-    padr = [(int(Tag.SERVICE_NAME), b"iptv"), (int(Tag.AC_COOKIE), cookie)]
-    ac.receive_frame(encode_discovery(AC, SUB, Code.PADR, 0, padr), 1.0)
+    ac.receive_frame(padr(SUB, cookie, b"iptv"), 1.0)
     code, got, tags, _ = one_frame(ac)
     assert (code, got) == (Code.PADS, 0)
     assert Tag.SERVICE_NAME_ERROR in tags
@@ -241,8 +222,7 @@ def test_padr_at_the_limit_gets_ac_system_error() -> None:
     ac.receive_frame(padi(src=OTHER), 0.0)
     _, _, tags, _ = one_frame(ac)
     discover(ac)
-    padr = [(int(Tag.SERVICE_NAME), b""), (int(Tag.AC_COOKIE), tags[Tag.AC_COOKIE])]
-    ac.receive_frame(encode_discovery(AC, OTHER, Code.PADR, 0, padr), 1.0)
+    ac.receive_frame(padr(OTHER, tags[Tag.AC_COOKIE]), 1.0)
     code, got, tags, _ = one_frame(ac)
     assert (code, got) == (Code.PADS, 0) and Tag.AC_SYSTEM_ERROR in tags
     assert len(ac.sessions) == 1

@@ -137,6 +137,10 @@ def _sessions(sock: Path) -> list[dict[str, Any]]:
     return rows
 
 
+async def _no_sessions(sock: Path, what: str) -> None:
+    await trio.to_thread.run_sync(lambda: wait_for(lambda: not _sessions(sock), what, BOUND))
+
+
 async def _connect(
     netns: str, nursery: trio.Nursery, ports: list[PacketPort], **kw: Any
 ) -> Subscriber:
@@ -169,12 +173,8 @@ async def test_subscriber_reaches_the_lns_through_the_lac(
             assert [r.get("username") for r in lac_rows] == ["user1"]
             # The subscriber hangs up: PADT -> CDN, and the LNS forgets the session.
             sub.hang_up()
-            await trio.to_thread.run_sync(
-                lambda: wait_for(lambda: not _sessions(daemons["lns_sock"]), "the CDN", BOUND)
-            )
-            await trio.to_thread.run_sync(
-                lambda: wait_for(lambda: not _sessions(daemons["lac_sock"]), "LAC clean", BOUND)
-            )
+            await _no_sessions(daemons["lns_sock"], "the CDN")
+            await _no_sessions(daemons["lac_sock"], "the LAC's cleanup")
             summary = await trio.to_thread.run_sync(ctl, daemons["lac_sock"], "show", "summary")
             nursery.cancel_scope.cancel()
     pppoe = summary["ppp"]["pppoe"]
@@ -191,9 +191,7 @@ async def test_lns_clearing_the_call_ends_the_pppoe_session(
             await trio.to_thread.run_sync(ctl, daemons["lns_sock"], "clear", "user", "user1")
             await sub.run(lambda s: False)  # until the LAC's PADT
             assert sub.padt.is_set()
-            await trio.to_thread.run_sync(
-                lambda: wait_for(lambda: not _sessions(daemons["lac_sock"]), "LAC clean", BOUND)
-            )
+            await _no_sessions(daemons["lac_sock"], "the LAC's cleanup")
             nursery.cancel_scope.cancel()
 
 
