@@ -652,13 +652,16 @@ class KernelPppChannel:
             raise trio.ClosedResourceError("PPP channel closed")
         if len(frame) < 2:
             raise ValueError("a PPP frame starts with a 2-byte protocol field")
-        fd = fd_for_protocol(self._ppp, (frame[0] << 8) | frame[1])
+        fd = self._fd_for(frame)
         while True:
             try:
                 os.write(fd, frame)
                 return
             except BlockingIOError:
                 await trio.lowlevel.wait_writable(fd)
+
+    def _fd_for(self, frame: bytes) -> int:
+        return fd_for_protocol(self._ppp, (frame[0] << 8) | frame[1])
 
     def _try_read(self) -> bytes | None:
         for fd in self.fds:
@@ -735,17 +738,9 @@ class SocketPppChannel(KernelPppChannel):
         """The PPPoL2TP socket."""
         return (self._ppp.sock.fileno(),)
 
-    async def send(self, frame: bytes) -> None:
-        """Send one frame over the session (the kernel adds ff 03)."""
-        if self._closed:
-            raise trio.ClosedResourceError("PPP channel closed")
-        fd = self.fds[0]
-        while True:
-            try:
-                os.write(fd, frame)
-                return
-            except BlockingIOError:
-                await trio.lowlevel.wait_writable(fd)
+    def _fd_for(self, frame: bytes) -> int:
+        """Every frame goes out on the socket (the kernel adds ff 03)."""
+        return self._ppp.sock.fileno()
 
 
 @attrs.define(slots=True)
