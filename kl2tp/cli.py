@@ -94,6 +94,7 @@ def settings_from_config(cfg: cfgmod.Config, role: str) -> Settings:
         queue_depth=l2.queue_depth,
         limits=cfg.endpoint_limits(),
         history=cfg.log.history,
+        metrics_listen=cfg.metrics.listen.sockaddr if cfg.metrics.listen is not None else None,
     )
 
 

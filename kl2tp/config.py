@@ -449,6 +449,14 @@ class L2tpConfig:
     """SCCRQs per second one source host may open tunnels with; 0: unlimited."""
     sccrq_burst: int = attrs.field(default=50, metadata=_meta(_integer(1)))
     """SCCRQs one source host may send back to back."""
+    sccrq_total_rate: float = attrs.field(default=0.0, metadata=_meta(_number(0)))
+    """SCCRQs per second all sources together may open tunnels with; 0: unlimited."""
+    sccrq_total_burst: int = attrs.field(default=100, metadata=_meta(_integer(1)))
+    """SCCRQs all sources together may send back to back."""
+    max_negotiating_sessions: int = attrs.field(default=0, metadata=_meta(_integer(0)))
+    """Most sessions admitted and not up yet (L2TP setup and PPP); 0: unlimited."""
+    max_sessions_per_tunnel: int = attrs.field(default=0, metadata=_meta(_integer(0)))
+    """Most sessions in one tunnel; 0: unlimited."""
 
     def peer_allowed(self, address: IPv4Address | IPv6Address) -> bool:
         """True if ``address`` may open a tunnel (checked once per SCCRQ, not per packet)."""
@@ -828,6 +836,14 @@ class SubscriberConfig:
         return self.username.format(n=n), self.password.format(n=n)
 
 
+@attrs.frozen
+class MetricsConfig:
+    """``[metrics]``: the Prometheus endpoint."""
+
+    listen: Endpoint | None = attrs.field(default=None, metadata=_meta(_endpoint(9641, local=True)))
+    """Where ``GET /metrics`` is served; None: no metrics endpoint."""
+
+
 _SECTIONS: dict[str, tuple[type[Any], frozenset[Role]]] = {
     "l2tp": (L2tpConfig, BOTH),
     "dataplane": (DataplaneConfig, BOTH),
@@ -838,6 +854,7 @@ _SECTIONS: dict[str, tuple[type[Any], frozenset[Role]]] = {
     "radius": (RadiusConfig, BOTH),
     "lac": (LacConfig, LAC_ONLY),
     "subscriber": (SubscriberConfig, LAC_ONLY),
+    "metrics": (MetricsConfig, BOTH),
 }
 _ROLE_NAMES = {"lns": "kl2tp-lns", "lac": "kl2tp-lac"}
 
@@ -870,6 +887,8 @@ class Config:
     """``[radius]`` and ``[[radius.server]]``."""
     pool: tuple[NamedPool, ...] = ()
     """``[[pool]]`` (LNS): named pools; ``[ppp] pool`` is the default pool ``""``."""
+    metrics: MetricsConfig = attrs.field(factory=MetricsConfig)
+    """``[metrics]``."""
 
     def tunnel_config(self, peer: LnsPeer | None = None) -> TunnelConfig:
         """The tunnel core's settings from ``[l2tp]`` (and, on the LAC, one LNS's overrides)."""
@@ -905,6 +924,10 @@ class Config:
             max_lingering=l2tp.max_lingering,
             sccrq_rate=l2tp.sccrq_rate,
             sccrq_burst=l2tp.sccrq_burst,
+            sccrq_total_rate=l2tp.sccrq_total_rate,
+            sccrq_total_burst=l2tp.sccrq_total_burst,
+            max_negotiating_sessions=l2tp.max_negotiating_sessions,
+            max_sessions_per_tunnel=l2tp.max_sessions_per_tunnel,
         )
 
     def peer_identity(self, peer: LnsPeer) -> tuple[str, Secret | None]:

@@ -29,6 +29,7 @@ import trio.lowlevel
 
 from kl2tp.daemon import oplog
 from kl2tp.daemon.handle import Address, SessionHandler, SessionInfo
+from kl2tp.daemon.metrics import DEFAULT_POLICY, SessionStats, failure_reason
 from kl2tp.daemon.sessions import DataPlaneSessions
 from kl2tp.dataplane.base import DataPlane, DataPlaneError, TunnelSpec
 from kl2tp.l2tp import events as ev
@@ -178,6 +179,11 @@ class TunnelRunner:
         self._sessions: dict[int, SessionInfo] = {}
         self._setting_up: set[int] = set()
         """Sessions admitted and not established yet (the endpoint core counts them)."""
+        self._negotiating: set[int] = set()
+        """Sessions admitted and not up yet (``session_up``; the endpoint core counts them)."""
+        self.policy = DEFAULT_POLICY
+        """The name of the policy the tunnel runs under (metrics label it by this)."""
+        self.core.attach(endpoint.stats.tally(self.policy))
         self.closed = trio.Event()
         self.established = trio.Event()
         self.close_event: ev.TunnelClosed | None = None
@@ -285,6 +291,17 @@ class TunnelRunner:
     def count(self, key: str) -> None:
         """Add one to an endpoint-wide counter."""
         self.endpoint.counters[key] += 1
+
+    def session_up(self, sid: int, info: SessionInfo | None) -> None:
+        """The session is up (PPP's network phase, or the bare L2TP call connected): it no
+        longer counts as negotiating, its setup time is recorded (the first time only) and
+        the "session up" line is logged."""
+        if sid in self._negotiating:
+            self._negotiating.discard(sid)
+            self.endpoint.core.session_up(self.entry)
+            if info is not None:
+                self.endpoint.stats.success(self.policy, trio.current_time() - info.created)
+        oplog.session_up(self, sid, info)
 
     # -- waking the task ---------------------------------------------------------------------
 
@@ -423,7 +440,7 @@ class TunnelRunner:
             if not handler.defers_established:
                 info.established = trio.current_time()
                 info.done.set()
-                oplog.session_up(self, event.sid, info)
+                self.session_up(event.sid, info)
             handler.call_established(self, event)
         elif isinstance(event, ev.CallClosed):
             if log.isEnabledFor(logging.DEBUG):
@@ -443,7 +460,18 @@ class TunnelRunner:
                 self._log_closed(closed_info, event)
                 setting_up = event.sid in self._setting_up
                 self._setting_up.discard(event.sid)
-                self.endpoint.core.release_session(self.entry, established=not setting_up)
+                negotiating = event.sid in self._negotiating
+                if negotiating:
+                    self._negotiating.discard(event.sid)
+                    self.endpoint.stats.failure(
+                        self.policy,
+                        failure_reason(
+                            closed_info.extra.get("failure"), event.result, event.by_peer
+                        ),
+                    )
+                self.endpoint.core.release_session(
+                    self.entry, established=not setting_up, up=not negotiating
+                )
                 closed_info.closed = event
                 closed_info.done.set()
         elif isinstance(event, ev.TunnelClosed):
@@ -455,21 +483,29 @@ class TunnelRunner:
         info = SessionInfo(sid, now)
         self._sessions[sid] = info
         self._setting_up.add(sid)
+        self._negotiating.add(sid)
+        self.endpoint.stats.attempt(self.policy)
         self.endpoint.core.admit_session(self.entry, limit=False)
         return info
 
     def _incoming_call(self, event: ev.IncomingCall) -> None:
         now = trio.current_time()
+        stats = self.endpoint.stats
+        stats.attempt(self.policy)
         if self.endpoint.draining:
+            self.endpoint.counters["calls_refused_draining"] += 1
+            stats.failure(self.policy, "draining")
             oplog.refused(self, event.sid, "session", "draining")
             self.core.hangup(
                 event.sid, now, CdnResult.NO_FACILITIES_TEMPORARY, ErrorCode.NO_ERROR, "draining"
             )
             return
         ep_core = self.endpoint.core
-        if not ep_core.admit_session(self.entry):
+        refusal = ep_core.try_admit(self.entry)
+        if refusal is not None:
+            stats.failure(self.policy, refusal)
             # One info line with the peer and ids, rate-limited like every peer-caused line.
-            oplog.refused(self, event.sid, "session", "session limit reached")
+            oplog.refused(self, event.sid, "session", "session limit reached", limit=refusal)
             self.core.hangup(
                 event.sid,
                 now,
@@ -480,6 +516,7 @@ class TunnelRunner:
             return
         self._sessions[event.sid] = SessionInfo(event.sid, now)
         self._setting_up.add(event.sid)
+        self._negotiating.add(event.sid)
         # A LAC answering an outgoing call connects at once, in the core (OCRP then OCCN).
         self.core.answer_call(
             event.sid, now, None if self.endpoint.lns else self.endpoint.connect_info()
@@ -533,6 +570,7 @@ class TunnelRunner:
         try:
             handle = await dp.open_tunnel(spec)
         except DataPlaneError as exc:
+            self.endpoint.counters["dataplane_errors_open_tunnel"] += 1
             log.error("Tnl %d: data plane refused the tunnel: %s", self.local_tunnel_id, exc)
             self.core.close(
                 trio.current_time(),
@@ -563,6 +601,7 @@ class TunnelRunner:
         self._torn_down = True
         endpoint = self.endpoint
         endpoint.tunnels.pop(self.local_tunnel_id, None)
+        self.core.detach()
         if self._reader_scope is not None:
             self._reader_scope.cancel()
         handler = endpoint.handler
@@ -579,13 +618,17 @@ class TunnelRunner:
                 info.done.set()
                 handler.call_closed(self, info.closed)
                 self._log_closed(info, info.closed)
+                if sid in self._negotiating:
+                    endpoint.stats.failure(self.policy, "tunnel-closed")
             self._sessions.clear()
             self._setting_up.clear()
+            self._negotiating.clear()
             self._log_tunnel_down()
             if self._kernel_tunnel:
                 try:
                     await endpoint.dataplane.close_tunnel(self.local_tunnel_id)
                 except DataPlaneError as exc:
+                    endpoint.counters["dataplane_errors_close_tunnel"] += 1
                     log.error(
                         "Tnl %d: could not remove the kernel tunnel: %s", self.local_tunnel_id, exc
                     )
@@ -693,6 +736,8 @@ class Endpoint:
         """``kl2tpctl drain``: refuse new sessions (CDN) and tunnels; keep the existing."""
         self.tunnels: dict[int, TunnelRunner] = {}
         """Live tunnels (their tasks) by our tunnel id."""
+        self.stats = SessionStats()
+        """Call setups and the tunnels and sessions by state, by policy (O(1) to read)."""
         self.transport: DatagramTransport = transport  # type: ignore[assignment]
         """Where datagrams come from and go to; a UDP socket bound by ``serve`` unless given."""
         self.sock: trio.socket.SocketType | None = None

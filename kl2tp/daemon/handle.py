@@ -121,6 +121,10 @@ class TunnelHandle(Protocol):
     def count(self, key: str) -> None:
         """Add one to the endpoint-wide counter ``key`` (``kl2tpctl show summary``)."""
 
+    def session_up(self, sid: int, info: SessionInfo | None) -> None:
+        """The session is up (PPP's network phase reached): it stops counting against
+        ``max_negotiating_sessions``, its setup time is recorded and "session up" logged."""
+
 
 class SessionHandler(Protocol):
     """What runs above established L2TP sessions (PPP on the LNS, a subscriber on the LAC).

@@ -320,6 +320,8 @@ class PppSessions(DataPlaneSessions):
         """Links ended because re-authentication named another user."""
         self.restart_limits = 0
         """Links ended for restarting LCP more than ``[ppp] max_restarts`` times."""
+        self.echo_timeouts = 0
+        """Links ended for unanswered LCP Echo-Requests (``[ppp] lcp_echo_failure``)."""
         self._gone: dict[tuple[int, int], trio.Event] = {}
         """Set once a session's task has ended, data plane included (``replace`` waits)."""
         # CHAP and MS-CHAPv2 challenges come from here and must not be predictable from the
@@ -412,6 +414,11 @@ class PppSessions(DataPlaneSessions):
         out["setup_timeouts"] = dict(self.setup_timeouts)
         out["identity_changes"] = self.identity_changes
         out["restart_limits"] = self.restart_limits
+        out["echo_timeouts"] = self.echo_timeouts
+        out["pools"] = {
+            name or "default": {"size": pool.size, "in_use": pool.in_use}
+            for name, pool in self.addresses.pools.items()
+        }
         out["timeouts"] = dict(self.timeouts)
         if self.coa is not None:
             out["coa"] = dict(self.coa.counters)
@@ -766,6 +773,7 @@ class _SessionState:
                 self.rec.tunnel.local_tunnel_id, self.rec.sid, event.mru
             )
         except DataPlaneError as exc:
+            self.rec.tunnel.count("dataplane_errors_set_mru")
             log.error("%s: could not set the MRU: %s", self.link.name, exc)
 
     async def _configure(self, net: NetworkSpec) -> bool:
@@ -774,6 +782,7 @@ class _SessionState:
         try:
             ifname = await self.owner.dataplane.session_up(rec.tunnel.local_tunnel_id, rec.sid, net)
         except DataPlaneError as exc:
+            rec.tunnel.count("dataplane_errors_session_up")
             log.error("%s: could not configure the interface: %s", self.link.name, exc)
             self.end_cause = self.end_cause or "nas-error"
             self.link.close(trio.current_time(), pev.DownReason.ADMIN, "data plane error")
@@ -841,7 +850,7 @@ class _SessionState:
         if self.info is not None:
             self.info.established = self.up_at
             self.info.done.set()
-        oplog.session_up(self.rec.tunnel, self.rec.sid, self.info)
+        self.rec.tunnel.session_up(self.rec.sid, self.info)
 
     def _link_down(self, event: pev.LinkDown) -> None:
         rec = self.rec
@@ -859,6 +868,8 @@ class _SessionState:
             owner.identity_changes += 1
         elif event.reason is pev.DownReason.TOO_MANY_RESTARTS:
             owner.restart_limits += 1
+        elif event.reason is pev.DownReason.ECHO_TIMEOUT:
+            owner.echo_timeouts += 1
         result, message = CDN_FOR_REASON[event.reason]
         log.info(
             "%s: PPP down (%s%s); clearing the session",

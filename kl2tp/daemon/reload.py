@@ -56,6 +56,10 @@ POLICY_KEYS = frozenset(
         "l2tp.max_lingering",
         "l2tp.sccrq_rate",
         "l2tp.sccrq_burst",
+        "l2tp.sccrq_total_rate",
+        "l2tp.sccrq_total_burst",
+        "l2tp.max_negotiating_sessions",
+        "l2tp.max_sessions_per_tunnel",
     }
 )
 """Endpoint policy and limits, in force at once."""

@@ -28,8 +28,9 @@ from kl2tp.daemon.client import Backoff, subscriber_call
 from kl2tp.daemon.control import ControlError, serve_control
 from kl2tp.daemon.endpoint import Endpoint, TunnelRunner, TunnelSetupError
 from kl2tp.daemon.handle import Address, SessionHandler, SessionInfo, TunnelHandle
+from kl2tp.daemon.metrics import MetricsServer, Source, kernel_totals
 from kl2tp.daemon.notify import Notifier
-from kl2tp.dataplane.base import Counters, DataPlane
+from kl2tp.dataplane.base import DataPlane
 from kl2tp.l2tp.constants import CdnResult, StopCcnResult
 from kl2tp.l2tp.endpoint import Limits
 from kl2tp.l2tp.events import CallParams, ConnectInfo
@@ -68,6 +69,8 @@ class Settings:
     """Seconds to wait for CDN/StopCCN acks on SIGTERM."""
     history: int = oplog.HISTORY_SIZE
     """Ended and failed sessions ``show history`` keeps."""
+    metrics_listen: Address | None = None
+    """Where the Prometheus endpoint listens (``[metrics] listen``); None: nowhere."""
 
 
 def make_endpoint(
@@ -417,18 +420,13 @@ class ControlApi:
             "ppp": self._handler_summary(),
             "events": dict(self.events.counts),
             "reloads": self.reloads,
+            "setup": self.endpoint.stats.summary(),
         }
         # Kernel totals: a tunnel's counters include all its sessions' traffic, so one
         # netlink query per tunnel (not per session) sums the whole daemon.
-        total: Counter[str] = Counter(Counters().as_dict())
-        kernel = self.dataplane.kernel_counters
-        for runner in list(self.endpoint.tunnels.values()):
-            counters = await self.dataplane.tunnel_counters(runner.local_tunnel_id)
-            if counters is not None:
-                kernel = True
-                total.update(counters.as_dict())
-        if kernel:
-            out["kernel"] = dict(total)
+        kernel = await kernel_totals(self.endpoint)
+        if kernel is not None:
+            out["kernel"] = kernel
         return out
 
     def _handler_summary(self) -> dict[str, object]:
@@ -576,6 +574,16 @@ async def run_daemon(
                         await nursery.start(serve_control, settings.control_socket, api)
                     except (OSError, ControlError) as exc:
                         raise StartupError(f"control socket: {_one_line(exc)}") from None
+                if settings.metrics_listen is not None:
+                    server = MetricsServer(Source(endpoint, events))
+                    try:
+                        await nursery.start(server.serve, settings.metrics_listen)
+                    except OSError as exc:
+                        host, port = settings.metrics_listen
+                        raise StartupError(
+                            f"cannot serve metrics on {_hostport(host, port)}: "
+                            f"{exc.strerror or exc}"
+                        ) from None
                 log.info(
                     "%s listening on %s (data plane: %s)",
                     settings.role.upper(),

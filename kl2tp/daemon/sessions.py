@@ -141,6 +141,7 @@ class DataPlaneSessions:
                 try:
                     rec.channel = await self.dataplane.open_session(spec, sink)
                 except DataPlaneError as exc:
+                    tunnel.count("dataplane_errors_open_session")
                     log.error(
                         "Tnl/Cl %d/%d: data plane refused the session (%s); clearing it",
                         *key,
@@ -183,6 +184,7 @@ class DataPlaneSessions:
                     try:
                         await self.dataplane.close_session(*key)
                     except DataPlaneError as exc:
+                        tunnel.count("dataplane_errors_close_session")
                         log.error("Tnl/Cl %d/%d: could not remove the session: %s", *key, exc)
             if rec.log_down is not None:
                 rec.log_down(counters=counters)

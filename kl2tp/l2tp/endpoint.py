@@ -72,9 +72,21 @@ ROLLED_UP = (
     "setup_timeouts",
     "session_setup_timeouts",
     "calls_refused_setup_limit",
+    "retransmits",
+    "retries_exhausted",
 )
 """Tunnel-core counters the endpoint also reports endpoint-wide (see ``totals``): what peers
 send that a tunnel drops or refuses shows in ``kl2tpctl show summary``."""
+
+
+REFUSAL_COUNTERS = {
+    "max_sessions": "calls_refused_overload",
+    "max_sessions_per_tunnel": "calls_refused_tunnel_session_limit",
+    "max_setup_sessions": "calls_refused_setup_limit",
+    "max_negotiating_sessions": "calls_refused_negotiating_limit",
+}
+"""The endpoint's session caps (``[l2tp]`` key names) and the counter each refusal goes to
+(``kl2tpctl show summary``); every one is answered with CDN result 4."""
 
 
 class TunnelIdsExhausted(Exception):
@@ -149,6 +161,22 @@ class Limits:
     max_sources: int = 4096
     """Source hosts whose SCCRQ rate is tracked at once (least recently seen forgotten
     first: memory stays bounded under spoofed floods)."""
+    sccrq_total_rate: float = 0.0
+    """SCCRQs per second all sources together may open tunnels with (one token bucket,
+    checked after the per-source one); beyond it they are dropped, ``drop_sccrq_total_rate``
+    (0: no limit)."""
+    sccrq_total_burst: int = 100
+    """SCCRQs all sources together may send back to back before ``sccrq_total_rate``
+    applies."""
+    max_negotiating_sessions: int = 0
+    """Most sessions admitted and not up yet (L2TP setup plus PPP negotiation: LCP,
+    authentication, IPCP) over all tunnels; further calls are refused with CDN result 4 and
+    counted ``calls_refused_negotiating_limit`` (0: no limit). Bounds the work (AAA
+    requests, PPP timers) a burst of calls puts in flight, so calls beyond what the LNS
+    completes in time are refused at once instead of all timing out together."""
+    max_sessions_per_tunnel: int = 0
+    """Most sessions in one tunnel; further calls in it are refused with CDN result 4 and
+    counted ``calls_refused_tunnel_session_limit`` (0: no limit)."""
 
 
 @attrs.frozen
@@ -192,6 +220,7 @@ class TunnelEntry:
         "half_open",
         "inbox",
         "lingering",
+        "negotiating",
         "peer_addr",
         "peer_key",
         "pinned",
@@ -229,6 +258,8 @@ class TunnelEntry:
         """Sessions admitted in this tunnel (``admit_session`` minus ``release_session``)."""
         self.setting_up = 0
         """Of those, the ones not established yet (``session_established``)."""
+        self.negotiating = 0
+        """Of those admitted, the ones not up yet (``session_up``)."""
         self.half_open = False
         """A peer opened it and it is not established yet (counted in ``half_open``): the
         endpoint core feeds it and runs its timers itself; it has no task until it is up."""
@@ -267,6 +298,9 @@ class EndpointCore:
         """Sessions admitted over all tunnels."""
         self.setup_count = 0
         """Of those, the ones not established yet."""
+        self.negotiating = 0
+        """Of those admitted, the ones not up yet (:meth:`session_up`): L2TP setup and PPP
+        negotiation."""
         self.half_open = 0
         """Tunnels opened by peers and not yet established."""
         self.ids = TunnelIds(rng)
@@ -286,6 +320,8 @@ class EndpointCore:
         self._tie = itertools.count()
         self._sources: OrderedDict[str, tuple[float, float]] = OrderedDict()
         """Per source host: (SCCRQ tokens, when last updated); least recently seen first."""
+        self._total_bucket: tuple[float, float] | None = None
+        """All sources' SCCRQ tokens and when last updated (None: full)."""
 
     # --- aioquic surface ----------------------------------------------------------------
 
@@ -538,6 +574,7 @@ class EndpointCore:
         # How full the bounds on peer-created state are now (gauges, not counters).
         out["half_open_tunnels"] = self.half_open
         out["sessions_in_setup"] = self.setup_count
+        out["sessions_negotiating"] = self.negotiating
         out["lingering_tunnels"] = len(self.lingering)
         for key in ROLLED_UP:
             total = out.get(key, 0)
@@ -558,25 +595,58 @@ class EndpointCore:
     # --- sessions -----------------------------------------------------------------------
 
     def admit_session(self, entry: TunnelEntry, *, limit: bool = True) -> bool:
-        """Count a new session of ``entry`` (in setup until :meth:`session_established`);
-        False (nothing counted) when ``limit`` and the endpoint already holds
-        ``max_sessions`` sessions (``calls_refused_overload``) or ``max_setup_sessions``
-        sessions in setup (``calls_refused_setup_limit``)."""
-        config = self.config
+        """Count a new session of ``entry`` (in setup until :meth:`session_established`,
+        negotiating until :meth:`session_up`); False (nothing counted) when ``limit`` and a
+        cap is reached (:meth:`try_admit` says which)."""
         if limit:
-            cap = config.max_sessions
-            if cap and self.session_count >= cap:
-                self.counters["calls_refused_overload"] += 1
-                return False
-            cap = config.limits.max_setup_sessions
-            if cap and self.setup_count >= cap:
-                self.counters["calls_refused_setup_limit"] += 1
-                return False
+            return self.try_admit(entry) is None
+        self._admit(entry)
+        return True
+
+    def try_admit(self, entry: TunnelEntry) -> str | None:
+        """Admit a new session of ``entry`` as :meth:`admit_session` does; None when it is
+        admitted, else the cap that refuses it (see :meth:`refusal`), counted."""
+        reason = self.refusal(entry)
+        if reason is not None:
+            self.counters[REFUSAL_COUNTERS[reason]] += 1
+            return reason
+        self._admit(entry)
+        return None
+
+    def _admit(self, entry: TunnelEntry) -> None:
         entry.sessions += 1
         entry.setting_up += 1
+        entry.negotiating += 1
         self.session_count += 1
         self.setup_count += 1
-        return True
+        self.negotiating += 1
+
+    def refusal(self, entry: TunnelEntry) -> str | None:
+        """The limit (a ``REFUSAL_COUNTERS`` key) a new call in ``entry`` would exceed, or
+        None: ``max_sessions`` over all tunnels, ``max_sessions_per_tunnel``,
+        ``max_setup_sessions`` in L2TP setup, ``max_negotiating_sessions`` not up yet. O(1)."""
+        config = self.config
+        limits = config.limits
+        cap = config.max_sessions
+        if cap and self.session_count >= cap:
+            return "max_sessions"
+        cap = limits.max_sessions_per_tunnel
+        if cap and entry.sessions >= cap:
+            return "max_sessions_per_tunnel"
+        cap = limits.max_setup_sessions
+        if cap and self.setup_count >= cap:
+            return "max_setup_sessions"
+        cap = limits.max_negotiating_sessions
+        if cap and self.negotiating >= cap:
+            return "max_negotiating_sessions"
+        return None
+
+    def session_up(self, entry: TunnelEntry) -> None:
+        """A session counted by :meth:`admit_session` is up (PPP's network phase, or the
+        bare L2TP call connected): no longer negotiating. Once per session."""
+        if entry.negotiating:
+            entry.negotiating -= 1
+            self.negotiating -= 1
 
     def session_established(self, entry: TunnelEntry) -> None:
         """A session counted by :meth:`admit_session` is established: no longer in setup."""
@@ -584,14 +654,18 @@ class EndpointCore:
             entry.setting_up -= 1
             self.setup_count -= 1
 
-    def release_session(self, entry: TunnelEntry, *, established: bool = True) -> None:
+    def release_session(
+        self, entry: TunnelEntry, *, established: bool = True, up: bool = True
+    ) -> None:
         """A session counted by :meth:`admit_session` is gone (``established``: after
-        :meth:`session_established`)."""
+        :meth:`session_established`; ``up``: after :meth:`session_up`)."""
         if entry.sessions:
             entry.sessions -= 1
             self.session_count -= 1
         if not established:
             self.session_established(entry)
+        if not up:
+            self.session_up(entry)
 
     # --- internals ----------------------------------------------------------------------
 
@@ -648,6 +722,12 @@ class EndpointCore:
         if config.limits.sccrq_rate and not self._source_allowed(addr[0], now):
             counters["drop_sccrq_rate"] += 1
             self.warn("sccrq_rate", now, "SCCRQs from %s over the rate limit; dropped", addr[0])
+            return
+        if config.limits.sccrq_total_rate and not self._total_allowed(now):
+            counters["drop_sccrq_total_rate"] += 1
+            self.warn(
+                "sccrq_total_rate", now, "SCCRQ from %s over the total rate; dropped", addr[0]
+            )
             return
         if not self._tie_breaker(msg, addr, now):
             counters["drop_tie_breaker"] += 1
@@ -743,6 +823,23 @@ class EndpointCore:
         sources[host] = (tokens, now)
         return allowed
 
+    def _total_allowed(self, now: float) -> bool:
+        """Take one token of the all-sources SCCRQ bucket."""
+        config = self.config.limits
+        burst = float(config.sccrq_total_burst)
+        state = self._total_bucket
+        if state is None:
+            tokens = burst
+        else:
+            tokens, then = state
+            if now > then:
+                tokens = min(burst, tokens + (now - then) * config.sccrq_total_rate)
+        allowed = tokens >= 1.0
+        if allowed:
+            tokens -= 1.0
+        self._total_bucket = (tokens, now)
+        return allowed
+
     def _peer_allowed(self, host: str) -> bool:
         allowed = self.config.allowed_peers
         if not allowed:
@@ -780,6 +877,8 @@ class EndpointCore:
         entry.sessions = 0
         self.setup_count -= entry.setting_up
         entry.setting_up = 0
+        self.negotiating -= entry.negotiating
+        entry.negotiating = 0
         if entry.half_open:
             entry.half_open = False
             self.half_open -= 1

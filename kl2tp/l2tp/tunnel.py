@@ -262,6 +262,24 @@ _HIDE_ALL = frozenset(t for t, spec in AVP_TABLE.items() if spec.may_hide)
 _REQUESTS = {MT.ICRQ: CallKind.LNS_INCOMING, MT.OCRQ: CallKind.LAC_OUTGOING}
 
 
+class StateTally:
+    """Tunnels and sessions by state over every tunnel core attached to it
+    (:meth:`Tunnel.attach`), kept up to date at each state change: a driver reads how many
+    of each there are in O(1), however many sessions there are (the metrics scrape)."""
+
+    __slots__ = ("sessions", "tunnels")
+
+    def __init__(self) -> None:
+        self.tunnels: dict[str, int] = {}
+        """Attached tunnels by state (IOS names)."""
+        self.sessions: dict[str, int] = {}
+        """Their sessions by state (``idle`` ones are gone)."""
+
+    @staticmethod
+    def _add(counts: dict[str, int], state: str, n: int) -> None:
+        counts[state] = counts.get(state, 0) + n
+
+
 class Tunnel:
     """One L2TP control connection and its sessions.
 
@@ -300,6 +318,8 @@ class Tunnel:
         """The peer's Receive Window Size (our send window)."""
         self.sessions: dict[int, Session] = {}
         """Live sessions by our session id."""
+        self.tally: StateTally | None = None
+        """Where this tunnel and its sessions are counted by state (:meth:`attach`)."""
         self.counters: dict[str, int] = {
             "retransmits": 0,
             "duplicates": 0,
@@ -668,6 +688,12 @@ class Tunnel:
         if _log.isEnabledFor(_DEBUG):
             prefix = trace.session_prefix(self.local_tunnel_id, session.local_sid)
             trace.state_change(prefix, "Session", old, new)
+        tally = self.tally
+        if tally is not None:
+            if old is not SessionState.IDLE:
+                tally._add(tally.sessions, old, -1)
+            if new is not SessionState.IDLE:
+                tally._add(tally.sessions, new, 1)
         if session.setup_deadline is not None and (
             new is SessionState.ESTABLISHED or new is SessionState.IDLE
         ):
@@ -845,9 +871,33 @@ class Tunnel:
         if self.state is old and new is not old:
             self._set_state(new, now)
 
+    def attach(self, tally: StateTally) -> None:
+        """Count this tunnel and its sessions in ``tally`` from now on (O(its sessions))."""
+        self.detach()
+        self.tally = tally
+        tally._add(tally.tunnels, self.state, 1)
+        for session in self.sessions.values():
+            if session.state is not SessionState.IDLE:
+                tally._add(tally.sessions, session.state, 1)
+
+    def detach(self) -> None:
+        """Stop counting this tunnel and its sessions in its tally (O(its sessions))."""
+        tally = self.tally
+        if tally is None:
+            return
+        self.tally = None
+        tally._add(tally.tunnels, self.state, -1)
+        for session in self.sessions.values():
+            if session.state is not SessionState.IDLE:
+                tally._add(tally.sessions, session.state, -1)
+
     def _set_state(self, new: TunnelState, now: float) -> None:
         old = self.state
         self.state = new
+        tally = self.tally
+        if tally is not None:
+            tally._add(tally.tunnels, old, -1)
+            tally._add(tally.tunnels, new, 1)
         if _log.isEnabledFor(_DEBUG):
             trace.state_change(self._prefix, "Tunnel", old, new)
             if new is TS.NO_SESSIONS_LEFT and self.config.idle_timeout > 0:
@@ -968,6 +1018,7 @@ class Tunnel:
 
     def _act_retries_exhausted(self, msg: Msg, arg: Stop | None, now: float) -> None:
         n = self.config.max_retries
+        self._count("retries_exhausted")
         if _log.isEnabledFor(_DEBUG):
             trace.line(self._prefix, f"No response after {n} retransmissions, shutdown tunnel")
         reason = self.close_reason or TunnelClosed(

@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 import attrs
 import trio
 
+from kl2tp.daemon import oplog
 from kl2tp.daemon.handle import Address, SessionInfo, TunnelHandle
 from kl2tp.l2tp.constants import CdnResult, ErrorCode, StopCcnResult
 from kl2tp.l2tp.events import CallParams, ConnectInfo
@@ -68,6 +69,9 @@ class FakeTunnel:
 
     def count(self, key: str) -> None:
         self.counters[key] += 1
+
+    def session_up(self, sid: int, info: SessionInfo | None) -> None:
+        oplog.session_up(self, sid, info)
 
     def hangups(self) -> list[tuple[object, ...]]:
         """The hangup commands, without their name."""
