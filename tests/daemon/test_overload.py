@@ -202,8 +202,11 @@ async def test_a_burst_at_ten_times_the_cap_keeps_the_established_sessions() -> 
             elapsed = trio.current_time() - started
 
             # Long enough after the burst for several Hellos and LCP echoes each way.
-            echo_ids = lambda: [handler.running[k].link.lcp.echo_id for k in before]  # noqa: E731
-            await until(lambda: min(echo_ids()) >= 6 and _hellos(held_runner) >= 4)
+            def kept_alive() -> bool:
+                echoes = min(handler.running[k].link.lcp.echo_id for k in before)
+                return echoes >= 6 and _hellos(held_runner) >= 4
+
+            await until(kept_alive)
 
             summary = await ControlApi(lns, lns.dataplane).summary()
             samples = await scrape(metrics_addr)
