@@ -29,7 +29,7 @@ import logging
 import random
 from array import array
 from collections import Counter, OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from functools import partial
 
 import attrs
@@ -87,6 +87,16 @@ REFUSAL_COUNTERS = {
 }
 """The endpoint's session caps (``[l2tp]`` key names) and the counter each refusal goes to
 (``kl2tpctl show summary``); every one is answered with CDN result 4."""
+
+
+def add_live_totals(out: dict[str, int], entries: Iterable[TunnelEntry]) -> None:
+    """Add the ``ROLLED_UP`` counters of ``entries`` (live tunnels) to ``out``."""
+    for entry in entries:
+        counters = entry.tunnel.counters
+        for key in ROLLED_UP:
+            value = counters.get(key, 0)
+            if value:
+                out[key] = out.get(key, 0) + value
 
 
 class TunnelIdsExhausted(Exception):
@@ -570,18 +580,20 @@ class EndpointCore:
     def totals(self) -> dict[str, int]:
         """The endpoint's counters plus the tunnel cores' ``ROLLED_UP`` ones (closed tunnels'
         are folded in when they close; live ones are summed here, O(tunnels): for show)."""
+        out = self.base_totals()
+        add_live_totals(out, self.tunnels.values())
+        return out
+
+    def base_totals(self) -> dict[str, int]:
+        """The endpoint's own counters and gauges, without the live tunnels' (O(1)): add
+        those with :func:`add_live_totals` over ``tunnels`` as listed at the same moment
+        (a tunnel that closes meanwhile is still counted once: from its own counters)."""
         out = dict(self.counters)
         # How full the bounds on peer-created state are now (gauges, not counters).
         out["half_open_tunnels"] = self.half_open
         out["sessions_in_setup"] = self.setup_count
         out["sessions_negotiating"] = self.negotiating
         out["lingering_tunnels"] = len(self.lingering)
-        for key in ROLLED_UP:
-            total = out.get(key, 0)
-            for entry in self.tunnels.values():
-                total += entry.tunnel.counters.get(key, 0)
-            if total:
-                out[key] = total
         return out
 
     def warn(self, reason: str, now: float, fmt: str, *args: object, exc: bool = False) -> None:
