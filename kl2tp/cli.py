@@ -874,6 +874,11 @@ def _format_summary_show(result: Any) -> str:
     if result.get("ppp"):
         # Sessions, AAA, setup timeouts, refusals, CoA: nested counters as dotted names.
         lines.append("ppp      " + _pairs(_flatten(result["ppp"])))
+    setup = result.get("setup")
+    if setup:
+        # Call setups and failures by reason; the per-policy figures are in --json.
+        brief = {k: setup[k] for k in ("attempts", "successes", "failures", "latency")}
+        lines.append("setup    " + _pairs(_flatten(brief)))
     return "\n".join(lines)
 
 
@@ -886,6 +891,8 @@ def _flatten(values: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
     out: list[tuple[str, Any]] = []
     for key, value in sorted(values.items()):
         name = f"{prefix}{key}"
+        if key == "buckets":
+            continue  # a histogram's buckets: its count and sum are shown, the rest in --json
         if isinstance(value, dict):
             out.extend(_flatten(value, f"{name}."))
         else:

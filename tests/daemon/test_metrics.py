@@ -293,3 +293,27 @@ def _metric_names(expr: str) -> set[str]:
     import re
 
     return set(re.findall(r"\bkl2tp_[a-z_]+\b", expr))
+
+
+def test_summary_table_has_a_setup_line_without_histogram_buckets() -> None:
+    from kl2tp.cli import _format_summary_show
+
+    stats = Endpoint(
+        role="lns", tunnel_config=TunnelConfig(), dataplane=NullDataPlane(), listen=("::1", 0)
+    ).stats
+    stats.attempt("default")
+    stats.attempt("default")
+    stats.success("default", 0.02)
+    stats.failure("default", "max_negotiating_sessions")
+    result = {
+        "role": "lns",
+        "dataplane": "null",
+        "tunnels": {"total": 0, "by_state": {}},
+        "sessions": {"total": 0, "by_state": {}},
+        "setup": stats.summary(),
+    }
+    (setup,) = [line for line in _format_summary_show(result).splitlines() if "setup" in line]
+    assert setup.startswith("setup ")
+    assert "attempts=2 " in setup and "successes=1 " in setup
+    assert "failures.max_negotiating_sessions=1" in setup
+    assert "latency.count=1" in setup and "buckets" not in setup
