@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -263,30 +263,24 @@ class Collector:
             yield GaugeMetricFamily(f"kl2tp_{name}", text, value=levels[name])
 
     def _setup(self, stats: SessionStats) -> Iterator[Metric]:
-        attempts = CounterMetricFamily(
+        yield _counter(
             "kl2tp_session_setup_attempts",
             "Calls received (ICRQ/OCRQ) or placed, refused ones included.",
-            labels=["policy"],
+            ["policy"],
+            (((policy,), n) for policy, n in stats.attempts.items()),
         )
-        for policy, n in sorted(stats.attempts.items()):
-            attempts.add_metric([policy], n)
-        yield attempts
-        successes = CounterMetricFamily(
+        yield _counter(
             "kl2tp_session_setup_successes",
             "Calls that came up (PPP network phase reached).",
-            labels=["policy"],
+            ["policy"],
+            (((policy,), n) for policy, n in stats.successes.items()),
         )
-        for policy, n in sorted(stats.successes.items()):
-            successes.add_metric([policy], n)
-        yield successes
-        failures = CounterMetricFamily(
+        yield _counter(
             "kl2tp_session_setup_failures",
             "Calls refused by a limit or cleared before they came up, by reason.",
-            labels=["policy", "reason"],
+            ["policy", "reason"],
+            stats.failures.items(),
         )
-        for (policy, reason), n in sorted(stats.failures.items()):
-            failures.add_metric([policy, reason], n)
-        yield failures
         yield _histogram(
             "kl2tp_session_setup_duration_seconds",
             "Seconds from a call's first message to its PPP network phase.",
@@ -433,6 +427,16 @@ class Collector:
                 "tunnel (sessions included).",
                 value=kernel.get(key, 0),
             )
+
+
+def _counter(
+    name: str, text: str, labels: list[str], values: Iterable[tuple[tuple[str, ...], int]]
+) -> CounterMetricFamily:
+    """A counter family with one sample per label-value tuple (sorted: stable output)."""
+    family = CounterMetricFamily(name, text, labels=labels)
+    for key, n in sorted(values):
+        family.add_metric(list(key), n)
+    return family
 
 
 def _histogram(name: str, text: str, hist: Histogram) -> HistogramMetricFamily:

@@ -637,20 +637,15 @@ class EndpointCore:
         """The limit (a ``REFUSAL_COUNTERS`` key) a new call in ``entry`` would exceed, or
         None: ``max_sessions`` over all tunnels, ``max_sessions_per_tunnel``,
         ``max_setup_sessions`` in L2TP setup, ``max_negotiating_sessions`` not up yet. O(1)."""
-        config = self.config
-        limits = config.limits
-        cap = config.max_sessions
-        if cap and self.session_count >= cap:
-            return "max_sessions"
-        cap = limits.max_sessions_per_tunnel
-        if cap and entry.sessions >= cap:
-            return "max_sessions_per_tunnel"
-        cap = limits.max_setup_sessions
-        if cap and self.setup_count >= cap:
-            return "max_setup_sessions"
-        cap = limits.max_negotiating_sessions
-        if cap and self.negotiating >= cap:
-            return "max_negotiating_sessions"
+        limits = self.config.limits
+        for limit, cap, count in (
+            ("max_sessions", self.config.max_sessions, self.session_count),
+            ("max_sessions_per_tunnel", limits.max_sessions_per_tunnel, entry.sessions),
+            ("max_setup_sessions", limits.max_setup_sessions, self.setup_count),
+            ("max_negotiating_sessions", limits.max_negotiating_sessions, self.negotiating),
+        ):
+            if cap and count >= cap:
+                return limit
         return None
 
     def session_up(self, entry: TunnelEntry) -> None:
@@ -820,36 +815,18 @@ class EndpointCore:
         config = self.config.limits
         sources = self._sources
         state = sources.pop(host, None)
-        burst = float(config.sccrq_burst)
         if state is None:
-            tokens = burst
             while len(sources) >= config.max_sources:
                 sources.popitem(last=False)
-        else:
-            tokens, then = state
-            if now > then:
-                tokens = min(burst, tokens + (now - then) * config.sccrq_rate)
-        allowed = tokens >= 1.0
-        if allowed:
-            tokens -= 1.0
-        sources[host] = (tokens, now)
+        allowed, sources[host] = _take_token(state, now, config.sccrq_rate, config.sccrq_burst)
         return allowed
 
     def _total_allowed(self, now: float) -> bool:
         """Take one token of the all-sources SCCRQ bucket."""
         config = self.config.limits
-        burst = float(config.sccrq_total_burst)
-        state = self._total_bucket
-        if state is None:
-            tokens = burst
-        else:
-            tokens, then = state
-            if now > then:
-                tokens = min(burst, tokens + (now - then) * config.sccrq_total_rate)
-        allowed = tokens >= 1.0
-        if allowed:
-            tokens -= 1.0
-        self._total_bucket = (tokens, now)
+        allowed, self._total_bucket = _take_token(
+            self._total_bucket, now, config.sccrq_total_rate, config.sccrq_total_burst
+        )
         return allowed
 
     def _peer_allowed(self, host: str) -> bool:
@@ -1004,6 +981,22 @@ class EndpointCore:
         self._collect(entry, now)
         if tunnel.done:
             self._release(entry)
+
+
+def _take_token(
+    state: tuple[float, float] | None, now: float, rate: float, burst: int
+) -> tuple[bool, tuple[float, float]]:
+    """One token bucket step: (allowed, new (tokens, time)); ``state`` None is a full bucket."""
+    if state is None:
+        tokens = float(burst)
+    else:
+        tokens, then = state
+        if now > then:
+            tokens = min(float(burst), tokens + (now - then) * rate)
+    allowed = tokens >= 1.0
+    if allowed:
+        tokens -= 1.0
+    return allowed, (tokens, now)
 
 
 def _stale(row: tuple[float, int, TunnelEntry]) -> bool:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from kl2tp.config import ConfigError, parse_config
-from tests.daemon.harness import BIN, BOUND, Daemon, ctl, wait_for, write_configs
+from tests.daemon.harness import BIN, BOUND, Daemon, ctl, holding_lac, wait_for, write_configs
 from tests.daemon.metrics_scrape import parse, value
 from tests.daemon.test_metrics import check_against_summary
 
@@ -43,21 +43,7 @@ def test_scrape_of_the_daemon_equals_kl2tpctl_show_summary(tmp_path: Path) -> No
     lac: Daemon | None = None
     try:
         wait_for(lns_sock.exists, "the LNS control socket")
-        lac = Daemon(
-            [
-                str(BIN / "kl2tp-lac"),
-                "-c",
-                str(lac_cfg),
-                "--simulate",
-                str(CALLS),
-                "--rate",
-                "0",
-                "--hold",
-                "600",
-                "--json",
-            ],
-            tmp_path / "lac.log",
-        )
+        lac = holding_lac(lac_cfg, CALLS, tmp_path / "lac.log")
         wait_for(
             lambda: ctl(lns_sock, "show", "summary")["setup"]["successes"] == CALLS,
             f"{CALLS} sessions up",
