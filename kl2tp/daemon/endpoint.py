@@ -29,8 +29,8 @@ import trio.lowlevel
 
 from kl2tp.daemon import oplog
 from kl2tp.daemon.handle import Address, SessionHandler, SessionInfo
-from kl2tp.daemon.metrics import DEFAULT_POLICY, SessionStats, failure_reason
 from kl2tp.daemon.sessions import DataPlaneSessions
+from kl2tp.daemon.stats import DEFAULT_POLICY, SessionStats, failure_reason
 from kl2tp.dataplane.base import DataPlane, DataPlaneError, TunnelSpec
 from kl2tp.l2tp import events as ev
 from kl2tp.l2tp.constants import CdnResult, ErrorCode, StopCcnResult
