@@ -226,15 +226,26 @@ def lns_link_config(cfg: Config) -> LinkConfig:
     )
 
 
+CHALLENGE_METHODS = (AuthMethod.CHAP, AuthMethod.MSCHAPV2)
+"""What a subscriber takes when the LNS insists, whatever it prefers: it can answer either
+challenge with its password, and neither hands the password over in clear (PAP only when
+``[subscriber] auth = "pap"``)."""
+
+
 def subscriber_link_config(cfg: Config, username: str, password: str) -> LinkConfig:
-    """A simulated subscriber: authenticate with the template credentials, ask an address."""
+    """A simulated subscriber: authenticate with the template credentials, ask an address.
+
+    It asks for ``[subscriber] auth`` (a Nak when the LNS offers another), and takes the
+    other challenge method when the LNS insists on it (l2tpns: CHAP-MD5 only)."""
     s = cfg.subscriber
+    preferred = AuthMethod(s.auth)
     return LinkConfig(
         lcp=_lcp_config(cfg),
         hostname=username,
         username=username,
         password=password,
-        accept_auth=(AuthMethod(s.auth),),
+        accept_auth=(preferred,),
+        fallback_auth=tuple(m for m in CHALLENGE_METHODS if m is not preferred),
         ipcp=IpcpConfig(local_address=None, assign_peer_address=False, request_dns=True),
         ipv6cp=Ipv6cpConfig(enabled=cfg.ppp.ipv6),
         send_address_control=False,
