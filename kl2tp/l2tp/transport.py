@@ -230,7 +230,17 @@ class Transport(Generic[M]):
             The messages now deliverable, in sequence order (possibly several when this one
             filled a gap, possibly none).
         """
-        self._acknowledge(nr, now)
+        freed = self._acknowledge(nr)
+        delivered = self._take(ns, message, now)
+        if freed:
+            # What the ack let out carries the Nr that acknowledges this message too: a
+            # peer that acks only when nothing of its own is outstanding (l2tpns) must not
+            # wait for our delayed ZLB while our window is full.
+            self._fill_window(now)
+        return delivered
+
+    def _take(self, ns: int, message: M | None, now: float) -> list[M]:
+        """Sequence one received message (not a ZLB): deliver, queue, re-ack or drop."""
         if message is None:
             self.counters["in_ZLB"] = self.counters.get("in_ZLB", 0) + 1
             return []
@@ -266,16 +276,17 @@ class Transport(Generic[M]):
         self.counters["out_of_window"] = self.counters.get("out_of_window", 0) + 1
         return []
 
-    def _acknowledge(self, nr: int, now: float) -> None:
+    def _acknowledge(self, nr: int) -> bool:
+        """Pop what ``nr`` acknowledges; True when that freed room in the window."""
         inflight = self._inflight
         if not inflight:
-            return
+            return False
         count = seq_sub(nr, inflight[0].ns)
         if count == 0 or count > len(inflight):
-            return  # nothing new, or an Nr for messages never sent: ignore it
+            return False  # nothing new, or an Nr for messages never sent: ignore it
         for _ in range(count):
             inflight.popleft().acked = True
-        self._fill_window(now)
+        return True
 
     def send_unsequenced(self, data: bytes) -> None:
         """Queue a datagram that takes no part in sequencing (a data message)."""

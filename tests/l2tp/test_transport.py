@@ -205,3 +205,18 @@ def test_held_data_is_bounded_and_dropped_with_the_tunnel() -> None:
     t.abandon()  # the tunnel closed: the waiting message and its data are gone
     t.set_send_window(4, 0.1)
     assert t.datagrams_to_send(0.1) == []
+
+
+def test_what_an_ack_lets_out_acknowledges_the_message_that_carried_the_ack() -> None:
+    """Our window is full; the peer's next message acks our oldest. What that lets out
+    carries the Nr of that message too, so no ZLB is owed: a peer that acks only when
+    nothing of its own is outstanding (l2tpns) is not left waiting for our delayed ack
+    while its own acks wait for ours (a 1 s stall per window on one tunnel)."""
+    t = make(send_window=1)
+    t.send(hello_bytes(), 0.0)
+    t.send(hello_bytes(), 0.0)
+    assert [ns_nr(d) for d in t.datagrams_to_send(0.0)] == [(0, 0)]
+    assert t.receive(0, 1, "icrp", 0.1) == ["icrp"]
+    assert [ns_nr(d) for d in t.datagrams_to_send(0.1)] == [(1, 1)]
+    t.handle_timer(0.1 + t.ack_delay)
+    assert t.counters.get("out_ZLB", 0) == 0  # the ack rode on Ns 1
