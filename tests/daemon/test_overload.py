@@ -245,3 +245,31 @@ async def test_a_burst_at_ten_times_the_cap_keeps_the_established_sessions() -> 
 def _hellos(runner: TunnelRunner) -> int:
     counters = runner.core.counters
     return counters.get("in_HELLO", 0) + counters.get("out_HELLO", 0)
+
+
+async def test_calls_offered_at_ten_times_the_sustainable_rate_complete_at_that_rate() -> None:
+    """Offered over 10x what the cap lets through (CAP calls per setup time), the LNS keeps
+    completing calls about as fast as the cap allows, refusing the rest at once: no call
+    waits until it times out."""
+    lns, lac, _handler = burst_lns()
+    offered = 10 * CAP / AUTH_DELAY  # at least 10x: a call takes longer than AUTH_DELAY
+    calls = int(offered * 2)  # two seconds of offered load
+    tunnel = TunnelConfig(hostname="lac", hello_interval=0.5)
+    with trio.fail_after(BOUND):
+        async with trio.open_nursery() as nursery:
+            lns_addr = await nursery.start(lns.serve)
+            await nursery.start(lac.serve)
+            result = await simulate(lac, [(lns_addr, tunnel)], calls, rate=offered, hold=0)
+            nursery.cancel_scope.cancel()
+    refused = lns.counters["calls_refused_negotiating_limit"]
+    assert result.first_started is not None and result.last_established is not None
+    span = result.last_established - result.first_started
+    p50 = sorted(result.setup_ms)[len(result.setup_ms) // 2] / 1000
+    print(
+        f"\noffered {offered:.0f} calls/s ({calls} calls), cap {CAP}: {result.established} "
+        f"completed at {result.established / span:.1f}/s (cap / p50 setup time = "
+        f"{CAP / p50:.1f}/s, p50 {p50 * 1000:.0f} ms), {refused} refused"
+    )
+    assert result.established + refused == calls
+    assert result.established > CAP  # calls kept completing after the first wave
+    assert lns.stats.failures == {("default", "max_negotiating_sessions"): refused}
