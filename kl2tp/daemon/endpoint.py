@@ -45,6 +45,7 @@ from kl2tp.l2tp.endpoint import (
 from kl2tp.l2tp.events import CallParams, ConnectInfo
 from kl2tp.l2tp.session import SessionState
 from kl2tp.l2tp.tunnel import Tunnel, TunnelConfig, TunnelState
+from kl2tp.policy import PolicyTable
 
 log = logging.getLogger("kl2tp.daemon")
 
@@ -211,6 +212,11 @@ class TunnelRunner:
     def peer_hostname(self) -> str:
         """The peer's Host Name AVP."""
         return self.core.peer_hostname
+
+    @property
+    def policy(self) -> str:
+        """The name of the tunnel's policy (``[[peer]] name``; ``"default"``: top level)."""
+        return self.entry.policy
 
     @property
     def sessions(self) -> Mapping[int, SessionInfo]:
@@ -635,6 +641,7 @@ class TunnelRunner:
             "peer_id": self.core.peer_tunnel_id,
             "peer_address": f"{addr[0]}:{addr[1]}",
             "peer_hostname": self.core.peer_hostname,
+            "policy": self.entry.policy,
             "state": self.core.state,
             "sessions": len(self.core.sessions),
             "uptime": round(now - self.created, 3),
@@ -665,6 +672,7 @@ class Endpoint:
         connect_info: Callable[[], ConnectInfo] | None = None,
         accept_incoming: bool = False,
         transport: DatagramTransport | None = None,
+        policies: PolicyTable | None = None,
     ) -> None:
         self.lns = role == "lns"
         self.dataplane = dataplane
@@ -686,6 +694,7 @@ class Endpoint:
             ),
             tunnel_config,
             rng=self.rng,
+            policies=policies,
         )
         """The sans-IO endpoint: tunnel table, routing, policy, drop counters."""
         self._connect_info = connect_info
@@ -710,6 +719,15 @@ class Endpoint:
     @tunnel_config.setter
     def tunnel_config(self, value: TunnelConfig) -> None:
         self.core.tunnel_config = value
+
+    @property
+    def policies(self) -> PolicyTable:
+        """The per-peer policies new tunnels are matched against (``[[peer]]``)."""
+        return self.core.policies
+
+    @policies.setter
+    def policies(self, value: PolicyTable) -> None:
+        self.core.policies = value
 
     @property
     def counters(self) -> Counter[str]:

@@ -68,6 +68,11 @@ class TunnelHandle(Protocol):
         """The peer's Host Name AVP ("" until the peer sent it)."""
 
     @property
+    def policy(self) -> str:
+        """The name of the tunnel's per-peer policy (``[[peer]] name``; ``"default"``: the
+        top-level settings); session code takes its PPP values from it."""
+
+    @property
     def sessions(self) -> Mapping[int, SessionInfo]:
         """The daemon's record of each live session, by our session id."""
 

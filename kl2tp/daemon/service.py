@@ -36,6 +36,7 @@ from kl2tp.l2tp.events import CallParams, ConnectInfo
 from kl2tp.l2tp.session import CommandError
 from kl2tp.l2tp.tunnel import TunnelConfig
 from kl2tp.lac.tunnels import NoTunnel, TunnelPicker
+from kl2tp.policy import PolicyTable
 
 log = logging.getLogger("kl2tp.daemon")
 
@@ -64,6 +65,8 @@ class Settings:
     """Per-tunnel receive queue depth."""
     limits: Limits = attrs.field(factory=Limits)
     """Endpoint-wide bounds on peer-created state (``[l2tp]``)."""
+    policies: PolicyTable | None = None
+    """LNS: per-peer policy (``[[peer]]``); None: every LAC gets ``tunnel``."""
     shutdown_grace: float = 5.0
     """Seconds to wait for CDN/StopCCN acks on SIGTERM."""
     history: int = oplog.HISTORY_SIZE
@@ -89,6 +92,7 @@ def make_endpoint(
         queue_depth=settings.queue_depth,
         limits=settings.limits,
         rng=rng,
+        policies=settings.policies,
     )
 
 

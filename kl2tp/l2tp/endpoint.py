@@ -34,10 +34,11 @@ from functools import partial
 
 import attrs
 
-from kl2tp.l2tp.constants import AvpType, MessageType
+from kl2tp.l2tp.constants import AvpType, ErrorCode, MessageType, StopCcnResult
 from kl2tp.l2tp.errors import DecodeError, ProtocolError, UnsupportedVersion
 from kl2tp.l2tp.message import ControlMessage, decode, peek
-from kl2tp.l2tp.tunnel import Tunnel, TunnelConfig, TunnelState, tie_breaker_loses
+from kl2tp.l2tp.tunnel import Stop, Tunnel, TunnelConfig, TunnelState, tie_breaker_loses
+from kl2tp.policy import DEFAULT_POLICY, Policy, PolicyTable, address_in
 from kl2tp.ratelimit import WarnLimiter, suppressed_note
 
 log = logging.getLogger("kl2tp.l2tp")
@@ -46,6 +47,15 @@ Address = tuple[str, int]
 """A UDP peer: (host, port)."""
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+REFUSE_UNMATCHED = Stop(
+    StopCcnResult.NOT_AUTHORIZED, ErrorCode.NO_ERROR, "no [[peer]] matches this LAC"
+)
+"""The StopCCN of a LAC no ``[[peer]]`` matches under ``default_peer = "refuse"``."""
+REFUSE_PEER_TUNNELS = Stop(
+    StopCcnResult.GENERAL_ERROR, ErrorCode.INSUFFICIENT_RESOURCES, "peer tunnel limit reached"
+)
+"""The StopCCN of an SCCRQ over its policy's ``max_tunnels``."""
 
 MAX_TUNNEL_ID = 0xFFFF
 
@@ -190,11 +200,13 @@ class TunnelEntry:
         "counters",
         "dialing",
         "half_open",
+        "in_policy",
         "inbox",
         "lingering",
         "peer_addr",
         "peer_key",
         "pinned",
+        "policy",
         "ready",
         "released",
         "sessions",
@@ -234,6 +246,11 @@ class TunnelEntry:
         endpoint core feeds it and runs its timers itself; it has no task until it is up."""
         self.timer_at: float | None = None
         """Half-open: the deadline it is filed under in the endpoint's timer heap."""
+        self.policy = DEFAULT_POLICY
+        """The name of the tunnel's policy (``[[peer]] name``, ``"default"`` for the top
+        level), chosen from its SCCRQ; ``""`` for an SCCRQ the policy refused."""
+        self.in_policy = False
+        """Counted in the endpoint's ``policy_tunnels`` (until it is unlinked)."""
 
     @property
     def tunnel_id(self) -> int:
@@ -247,15 +264,30 @@ class EndpointCore:
     Args:
         config: endpoint-wide policy.
         tunnel_config: the values for tunnels peers open (and the secret SCCRQs are decoded
-            with).
+            with) when no ``policies`` are given.
         rng: source of tunnel ids (and of every tunnel core's randomness).
+        policies: per-peer policy (``[[peer]]``); None: everyone gets ``tunnel_config``.
     """
 
     def __init__(
-        self, config: EndpointConfig, tunnel_config: TunnelConfig, *, rng: random.Random
+        self,
+        config: EndpointConfig,
+        tunnel_config: TunnelConfig,
+        *,
+        rng: random.Random,
+        policies: PolicyTable | None = None,
     ) -> None:
         self.config = config
-        self.tunnel_config = tunnel_config
+        self.policies = policies if policies is not None else PolicyTable.single(tunnel_config)
+        """The per-peer policies SCCRQs are matched against (replaced whole on reload: live
+        tunnels keep their values, their limits follow the policy of the same name)."""
+        self.policy_tunnels: Counter[str] = Counter()
+        """Live tunnels (those being set up included) by policy name."""
+        self.policy_sessions: Counter[str] = Counter()
+        """Sessions by the policy name of their tunnel."""
+        self.policy_refusals: Counter[tuple[str, str]] = Counter()
+        """Tunnels and calls refused by a policy's limit, by (policy name, ``max_tunnels``
+        or ``max_sessions``)."""
         self.rng = rng
         self.tunnels: dict[int, TunnelEntry] = {}
         """Live tunnels by our tunnel id."""
@@ -286,6 +318,16 @@ class EndpointCore:
         self._tie = itertools.count()
         self._sources: OrderedDict[str, tuple[float, float]] = OrderedDict()
         """Per source host: (SCCRQ tokens, when last updated); least recently seen first."""
+
+    @property
+    def tunnel_config(self) -> TunnelConfig:
+        """The default policy's tunnel values (a LAC dials with them unless told others)."""
+        return self.policies.default.tunnel
+
+    @tunnel_config.setter
+    def tunnel_config(self, value: TunnelConfig) -> None:
+        policies = self.policies
+        self.policies = attrs.evolve(policies, default=attrs.evolve(policies.default, tunnel=value))
 
     # --- aioquic surface ----------------------------------------------------------------
 
@@ -484,6 +526,8 @@ class EndpointCore:
         tunnel = Tunnel(config or self.tunnel_config, tid, initiator=True, rng=self.rng, now=now)
         entry = TunnelEntry(tunnel, addr, pinned=False)
         self.tunnels[tid] = entry
+        entry.in_policy = True
+        self.policy_tunnels[entry.policy] += 1
         entry.dialing = True
         self._dialing.setdefault(addr[0], {})[tid] = entry
         tunnel.connect(now)
@@ -572,11 +616,22 @@ class EndpointCore:
             if cap and self.setup_count >= cap:
                 self.counters["calls_refused_setup_limit"] += 1
                 return False
+            if self.over_peer_session_limit(entry):
+                self.counters["calls_refused_peer_limit"] += 1
+                self.policy_refusals[(entry.policy, "max_sessions")] += 1
+                return False
+        self.policy_sessions[entry.policy] += 1
         entry.sessions += 1
         entry.setting_up += 1
         self.session_count += 1
         self.setup_count += 1
         return True
+
+    def over_peer_session_limit(self, entry: TunnelEntry) -> bool:
+        """The policy of ``entry`` holds its ``max_sessions`` already (O(1))."""
+        policy = self.policies.get(entry.policy)
+        cap = policy.max_sessions if policy is not None else 0
+        return bool(cap) and self.policy_sessions[entry.policy] >= cap
 
     def session_established(self, entry: TunnelEntry) -> None:
         """A session counted by :meth:`admit_session` is established: no longer in setup."""
@@ -590,6 +645,7 @@ class EndpointCore:
         if entry.sessions:
             entry.sessions -= 1
             self.session_count -= 1
+            self._policy_sessions_gone(entry.policy, 1)
         if not established:
             self.session_established(entry)
 
@@ -598,12 +654,26 @@ class EndpointCore:
     def _tunnel_zero(self, data: bytes, addr: Address, now: float) -> None:
         """A datagram for tunnel 0: an SCCRQ (or junk)."""
         counters = self.counters
+        policies = self.policies
+        secret = policies.default.tunnel.secret
         try:
             # With the secret: an SCCRQ may carry hidden AVPs (RFC 2661 4.3).
-            msg = decode(data, self.tunnel_config.secret)
+            msg = decode(data, secret)
         except DecodeError:
-            counters["drop_malformed"] += 1
-            return
+            if len(policies.secrets) < 2:
+                counters["drop_malformed"] += 1
+                return
+            # Hidden AVPs under another [[peer]]'s secret: read the rest (the Host Name is
+            # never hidden) to find the policy, then decode again with its secret.
+            secret = None
+            try:
+                msg = decode(data, None, keep_hidden=True)
+            except DecodeError:
+                counters["drop_malformed"] += 1
+                return
+            except ProtocolError:
+                counters["drop_bad_sccrq"] += 1
+                return
         except ProtocolError:  # e.g. an unknown mandatory AVP: no tunnel to answer it in
             counters["drop_bad_sccrq"] += 1
             return
@@ -665,15 +735,31 @@ class EndpointCore:
                 addr[0],
             )
             return
+        policy, refuse = self._policy_for(msg, addr, now)
+        if policy.tunnel.secret != secret and any(a.hidden for a in msg.avps):
+            try:
+                msg = decode(data, policy.tunnel.secret)
+            except DecodeError:
+                counters["drop_malformed"] += 1
+                return
+            except ProtocolError:
+                counters["drop_bad_sccrq"] += 1
+                return
         try:
             tid = self.ids.allocate()
         except TunnelIdsExhausted:
             counters["drop_tunnel_ids_exhausted"] += 1
             self.warn("tunnel_ids", now, "SCCRQ from %s refused: no free tunnel id", addr[0])
             return
-        tunnel = Tunnel(self.tunnel_config, tid, initiator=False, rng=self.rng, now=now)
+        tunnel = Tunnel(policy.tunnel, tid, initiator=False, rng=self.rng, now=now, refuse=refuse)
         entry = TunnelEntry(tunnel, addr, pinned=True)  # RFC 2661 8.1: pinned at the SCCRQ
         entry.peer_key = key
+        if refuse is None:
+            entry.policy = policy.name
+            entry.in_policy = True
+            self.policy_tunnels[policy.name] += 1
+        else:
+            entry.policy = ""
         entry.half_open = True
         self.half_open += 1
         self.tunnels[tid] = entry
@@ -682,6 +768,45 @@ class EndpointCore:
         # table entry and a timer); TunnelOpened follows when it is up.
         if self._half_open_input(entry, now, lambda: tunnel.receive_message(msg, now)):
             self._half_open_after(entry, now)
+
+    def _policy_for(
+        self, msg: ControlMessage, addr: Address, now: float
+    ) -> tuple[Policy, Stop | None]:
+        """The policy of an SCCRQ, and the StopCCN that refuses it (None: accepted).
+
+        A refused SCCRQ still gets a tunnel core (with the default policy's values when no
+        rule matched): it answers with the StopCCN, retransmits it until acked, then lingers
+        like any closed tunnel; it counts against no policy and is bounded like every
+        half-open tunnel (``max_setup_tunnels``, ``sccrq_rate``)."""
+        policies = self.policies
+        hostname = msg.get(AvpType.HOST_NAME)
+        hostname = hostname if isinstance(hostname, str) else ""
+        policy = policies.match(addr[0], hostname)
+        if policy is None:
+            self.counters["tunnels_refused_unmatched"] += 1
+            self.warn(
+                "peer_unmatched",
+                now,
+                "SCCRQ from %s (host name %r) refused: no [[peer]] matches and "
+                'default_peer = "refuse"',
+                addr[0],
+                hostname,
+            )
+            return policies.default, REFUSE_UNMATCHED
+        cap = policy.max_tunnels
+        if cap and self.policy_tunnels[policy.name] >= cap:
+            self.counters["tunnels_refused_peer_limit"] += 1
+            self.policy_refusals[(policy.name, "max_tunnels")] += 1
+            self.warn(
+                "peer_tunnel_limit",
+                now,
+                "SCCRQ from %s refused: [[peer]] %s has max_tunnels (%d) tunnels",
+                addr[0],
+                policy.name,
+                cap,
+            )
+            return policy, REFUSE_PEER_TUNNELS
+        return policy, None
 
     def _tie_breaker(self, msg: ControlMessage, addr: Address, now: float) -> bool:
         """RFC 2661 4.4.3, an SCCRQ from a peer we have our own SCCRQ outstanding to: the lower
@@ -745,13 +870,7 @@ class EndpointCore:
 
     def _peer_allowed(self, host: str) -> bool:
         allowed = self.config.allowed_peers
-        if not allowed:
-            return True
-        try:
-            ip = ipaddress.ip_address(host)
-        except ValueError:
-            return False
-        return any(ip in net for net in allowed)
+        return not allowed or address_in(host, allowed)
 
     def _pin(self, entry: TunnelEntry, addr: Address) -> None:
         entry.peer_addr = addr
@@ -777,12 +896,33 @@ class EndpointCore:
             del self._by_peer[key]
         entry.peer_key = None
         self.session_count -= entry.sessions
+        self._policy_sessions_gone(entry.policy, entry.sessions)
         entry.sessions = 0
+        if entry.in_policy:
+            entry.in_policy = False
+            self._policy_tunnels_gone(entry.policy)
         self.setup_count -= entry.setting_up
         entry.setting_up = 0
         if entry.half_open:
             entry.half_open = False
             self.half_open -= 1
+
+    def _policy_sessions_gone(self, name: str, n: int) -> None:
+        counts = self.policy_sessions
+        if n:
+            left = counts[name] - n
+            if left > 0:
+                counts[name] = left
+            else:
+                counts.pop(name, None)  # no zero rows left behind by policies a reload removed
+
+    def _policy_tunnels_gone(self, name: str) -> None:
+        counts = self.policy_tunnels
+        left = counts[name] - 1
+        if left > 0:
+            counts[name] = left
+        else:
+            counts.pop(name, None)
 
     def _roll_up(self, entry: TunnelEntry) -> None:
         counters = entry.tunnel.counters

@@ -273,6 +273,8 @@ class Tunnel:
         now: the driver's clock.
         lac: the role for ``place_call`` (ICRQ as LAC, OCRQ as LNS); defaults to
             ``initiator``.
+        refuse: responder: answer the SCCRQ with a StopCCN carrying this instead of an SCCRP
+            (the endpoint's per-peer policy refused the peer before any challenge is answered).
     """
 
     def __init__(
@@ -284,8 +286,11 @@ class Tunnel:
         rng: random.Random,
         now: float,
         lac: bool | None = None,
+        refuse: Stop | None = None,
     ) -> None:
         self.config = config
+        self.refuse = refuse
+        """Set: the SCCRQ gets this StopCCN (and no SCCRP); see ``refuse`` above."""
         self.local_tunnel_id = local_tunnel_id
         self.initiator = initiator
         self.lac = initiator if lac is None else lac
@@ -762,7 +767,8 @@ class Tunnel:
         """Turn a ProtocolError into a CDN (session scope) or a StopCCN (tunnel scope)."""
         if _log.isEnabledFor(_DEBUG):
             trace.line(self._prefix, f"Protocol error: {exc.message or exc}")
-        self._count("protocol_errors")
+        if self.refuse is None:  # a policy's refusal is no error of the peer's
+            self._count("protocol_errors")
         if self.state in _CLOSING:
             return
         msg_type = exc.msg_type if exc.msg_type is not None else (msg and msg.msg_type)
@@ -892,6 +898,11 @@ class Tunnel:
         self.peer_tie_breaker = msg.get(A.TIE_BREAKER)
         if _log.isEnabledFor(_DEBUG):
             trace.line(self._prefix, f"I SCCRQ from {self.peer_hostname} tnl {self.peer_tunnel_id}")
+        refuse = self.refuse
+        if refuse is not None:
+            # Refused by policy: the receive path answers with a StopCCN (the peer's tunnel
+            # id is known now) and its challenge, if any, is never answered.
+            raise ProtocolError(refuse.result, refuse.error, refuse.message)
         avps = self._start_avps()
         avps.extend(self._answer_challenge(msg, MT.SCCRP))
         self._send(MT.SCCRP, avps, now)

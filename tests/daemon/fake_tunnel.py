@@ -22,6 +22,7 @@ class FakeTunnel:
     peer_tunnel_id: int = 20
     peer_addr: Address = ("192.0.2.1", 1701)
     peer_hostname: str = "peer"
+    policy: str = "default"
     sessions: dict[int, SessionInfo] = attrs.field(factory=dict)
     closed: trio.Event = attrs.field(factory=trio.Event)
     commands: list[tuple[object, ...]] = attrs.field(factory=list)
