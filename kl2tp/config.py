@@ -718,9 +718,9 @@ def _peer_name(value: object) -> str:
     return text
 
 
-def _optional(parse: Parser, **meta: Any) -> Any:
-    """A ``[[peer]]`` key that overrides a top-level one: None (the default) keeps it."""
-    return attrs.field(default=None, metadata=_meta(parse, roles=LNS_ONLY, **meta))
+def _lns_key(parse: Parser) -> dict[str, Any]:
+    """Metadata of an LNS-only key (a ``[[peer]]`` override: None keeps the top level)."""
+    return _meta(parse, roles=LNS_ONLY)
 
 
 @attrs.frozen
@@ -738,39 +738,47 @@ class PeerConfig:
         default=(), metadata=_meta(_one_or_list(_string()), roles=LNS_ONLY)
     )
     """The Host Name AVP equals one of these or matches one of these globs."""
-    secret: Secret | None = _optional(_secret)
+    secret: Secret | None = attrs.field(default=None, metadata=_lns_key(_secret))
     """``[l2tp] secret`` for these LACs."""
-    hide_avps: bool | None = _optional(_boolean)
+    hide_avps: bool | None = attrs.field(default=None, metadata=_lns_key(_boolean))
     """``[l2tp] hide_avps``."""
-    hello_interval: float | None = _optional(_number(0))
+    hello_interval: float | None = attrs.field(default=None, metadata=_lns_key(_number(0)))
     """``[l2tp] hello_interval``."""
-    receive_window: int | None = _optional(_integer(1, 65535))
+    receive_window: int | None = attrs.field(default=None, metadata=_lns_key(_integer(1, 65535)))
     """``[l2tp] receive_window``."""
     max_tunnels: int = attrs.field(default=0, metadata=_meta(_integer(0), roles=LNS_ONLY))
     """Most tunnels of these LACs at once; 0: no limit of their own."""
     max_sessions: int = attrs.field(default=0, metadata=_meta(_integer(0), roles=LNS_ONLY))
     """Most sessions over their tunnels; 0: no limit of their own."""
-    pool: str | None = _optional(_string(max_len=253))
+    pool: str | None = attrs.field(default=None, metadata=_lns_key(_string(max_len=253)))
     """The name of the ``[[pool]]`` their subscribers' addresses come from."""
-    auth: tuple[AuthMethod, ...] | None = _optional(
-        _list_of(_choice("chap", "pap", "mschapv2"), unique=True)
+    auth: tuple[AuthMethod, ...] | None = attrs.field(
+        default=None, metadata=_lns_key(_list_of(_choice("chap", "pap", "mschapv2"), unique=True))
     )
     """``[ppp] auth``."""
-    proxy_lcp: str | None = _optional(_choice("accept", "renegotiate"))
+    proxy_lcp: str | None = attrs.field(
+        default=None, metadata=_lns_key(_choice("accept", "renegotiate"))
+    )
     """``[ppp] proxy_lcp``."""
-    proxy_auth: str | None = _optional(_choice("accept", "renegotiate"))
+    proxy_auth: str | None = attrs.field(
+        default=None, metadata=_lns_key(_choice("accept", "renegotiate"))
+    )
     """``[ppp] proxy_auth``."""
-    dns: tuple[IPv4Address, ...] | None = _optional(_list_of(_ipv4, max_items=2))
+    dns: tuple[IPv4Address, ...] | None = attrs.field(
+        default=None, metadata=_lns_key(_list_of(_ipv4, max_items=2))
+    )
     """``[ppp] dns``."""
-    mru: int | None = _optional(_integer(128, 65535))
+    mru: int | None = attrs.field(default=None, metadata=_lns_key(_integer(128, 65535)))
     """``[ppp] mru``."""
-    session_timeout: float | None = _optional(_number(0))
+    session_timeout: float | None = attrs.field(default=None, metadata=_lns_key(_number(0)))
     """``[ppp] session_timeout``."""
-    idle_timeout: float | None = _optional(_number(0))
+    idle_timeout: float | None = attrs.field(default=None, metadata=_lns_key(_number(0)))
     """``[ppp] idle_timeout`` (the session's, not the tunnel's)."""
-    interface_template: str | None = _optional(_interface_template)
+    interface_template: str | None = attrs.field(
+        default=None, metadata=_lns_key(_interface_template)
+    )
     """``[dataplane] interface_template``."""
-    aaa: str | None = _optional(_choice("local", "radius"))
+    aaa: str | None = attrs.field(default=None, metadata=_lns_key(_choice("local", "radius")))
     """``[aaa] backend``."""
 
 

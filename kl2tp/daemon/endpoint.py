@@ -474,14 +474,17 @@ class TunnelRunner:
             return
         ep_core = self.endpoint.core
         if not ep_core.admit_session(self.entry):
+            # Result 4 either way (temporary: the LAC may try another LNS); the text says
+            # whether the LAC's own [[peer]] max_sessions or a daemon-wide limit refused it.
+            why = (
+                "peer session limit reached"
+                if ep_core.over_peer_session_limit(self.entry)
+                else "session limit reached"
+            )
             # One info line with the peer and ids, rate-limited like every peer-caused line.
-            oplog.refused(self, event.sid, "session", "session limit reached")
+            oplog.refused(self, event.sid, "session", why)
             self.core.hangup(
-                event.sid,
-                now,
-                CdnResult.NO_FACILITIES_TEMPORARY,
-                ErrorCode.NO_ERROR,
-                "session limit reached",
+                event.sid, now, CdnResult.NO_FACILITIES_TEMPORARY, ErrorCode.NO_ERROR, why
             )
             return
         self._sessions[event.sid] = SessionInfo(event.sid, now)
