@@ -36,7 +36,7 @@ import attrs
 
 from kl2tp.l2tp.constants import AvpType, ErrorCode, MessageType, StopCcnResult
 from kl2tp.l2tp.errors import DecodeError, ProtocolError, UnsupportedVersion
-from kl2tp.l2tp.message import ControlMessage, decode, peek
+from kl2tp.l2tp.message import ControlMessage, decode, inspect, peek
 from kl2tp.l2tp.tunnel import Stop, Tunnel, TunnelConfig, TunnelState, tie_breaker_loses
 from kl2tp.policy import DEFAULT_POLICY, Policy, PolicyTable, address_in
 from kl2tp.ratelimit import WarnLimiter, suppressed_note
@@ -660,20 +660,11 @@ class EndpointCore:
             # With the secret: an SCCRQ may carry hidden AVPs (RFC 2661 4.3).
             msg = decode(data, secret)
         except DecodeError:
-            if len(policies.secrets) < 2:
+            found = self._decode_with_peer_secret(data, addr)
+            if found is None:
                 counters["drop_malformed"] += 1
                 return
-            # Hidden AVPs under another [[peer]]'s secret: read the rest (the Host Name is
-            # never hidden) to find the policy, then decode again with its secret.
-            secret = None
-            try:
-                msg = decode(data, None, keep_hidden=True)
-            except DecodeError:
-                counters["drop_malformed"] += 1
-                return
-            except ProtocolError:
-                counters["drop_bad_sccrq"] += 1
-                return
+            msg, secret = found
         except ProtocolError:  # e.g. an unknown mandatory AVP: no tunnel to answer it in
             counters["drop_bad_sccrq"] += 1
             return
@@ -768,6 +759,30 @@ class EndpointCore:
         # table entry and a timer); TunnelOpened follows when it is up.
         if self._half_open_input(entry, now, lambda: tunnel.receive_message(msg, now)):
             self._half_open_after(entry, now)
+
+    def _decode_with_peer_secret(
+        self, data: bytes, addr: Address
+    ) -> tuple[ControlMessage, bytes | None] | None:
+        """An SCCRQ the default secret cannot decode may hide AVPs under its ``[[peer]]``'s
+        secret: read it leniently for the Host Name (never hidden), match, and decode it with
+        that policy's secret (one more decode, only for such SCCRQs). None: still no good."""
+        policies = self.policies
+        if len(policies.secrets) < 2:
+            return None
+        try:
+            seen = inspect(data, None).message
+        except DecodeError:
+            return None
+        hostname = seen.get(AvpType.HOST_NAME) if isinstance(seen, ControlMessage) else None
+        policy = policies.match(addr[0], hostname if isinstance(hostname, str) else "")
+        secret = (policy or policies.default).tunnel.secret
+        if secret == policies.default.tunnel.secret:
+            return None
+        try:
+            msg = decode(data, secret)
+        except (DecodeError, ProtocolError):
+            return None
+        return (msg, secret) if isinstance(msg, ControlMessage) else None
 
     def _policy_for(
         self, msg: ControlMessage, addr: Address, now: float

@@ -931,6 +931,13 @@ class Tunnel:
         result, error, text = 0, 0, ""
         if isinstance(rc, ResultCode):
             result, error, text = rc.result, rc.error or 0, rc.message or ""
+        if not self.peer_tunnel_id:
+            # Our SCCRQ was refused: the StopCCN's Assigned Tunnel ID is where the ack goes
+            # (sent to tunnel 0 it would be dropped, and the peer would retransmit).
+            assigned = msg.get(A.ASSIGNED_TUNNEL_ID)
+            if isinstance(assigned, int) and assigned:
+                self.peer_tunnel_id = assigned
+                self.transport.peer_tunnel_id = assigned
         if _log.isEnabledFor(_DEBUG):
             trace.line(
                 self._prefix, f"I StopCCN from {self.peer_hostname} tnl {self.peer_tunnel_id}"
