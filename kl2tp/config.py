@@ -706,7 +706,7 @@ def _one_or_list(item: Parser, *, max_items: int | None = None) -> Parser:
     many = _list_of(item, max_items=max_items, unique=True)
 
     def parse(value: object) -> tuple[Any, ...]:
-        return cast(tuple[Any, ...], many(value if isinstance(value, list) else [value]))
+        return cast(tuple[Any, ...], many(value) if isinstance(value, list) else (item(value),))
 
     return parse
 
@@ -1289,6 +1289,14 @@ def check_config(path: str | Path, role: Role) -> list[ConfigError]:
     errors: list[ConfigError] = []
     for section, table in data.items():
         entry = _SECTIONS.get(section)
+        if section in _ARRAYS and role == "lns":
+            # Each table on its own; rules across sections ([[peer]] pool names a [[pool]])
+            # run once every key is good.
+            try:
+                _ARRAYS[section](table)
+            except _Invalid as exc:
+                errors.append(ConfigError(name, exc.subkey or f"[[{section}]]", exc.problem))
+            continue
         if entry is None or not isinstance(table, dict) or role not in entry[1]:
             try:
                 parse_config({section: table}, name, role)

@@ -8,7 +8,9 @@ from __future__ import annotations
 import ipaddress
 import random
 
-from kl2tp.config import parse_config
+import pytest
+
+from kl2tp.config import ConfigError, parse_config
 from kl2tp.l2tp.constants import AvpType, ErrorCode, MessageType, StopCcnResult
 from kl2tp.l2tp.endpoint import EndpointConfig, EndpointCore, TunnelOpened
 from kl2tp.l2tp.message import ControlMessage, ResultCode, decode
@@ -293,3 +295,47 @@ def test_a_new_table_applies_to_new_tunnels_and_limits_follow_the_name() -> None
     # max_tunnels 2 counts the tunnel from before the change.
     sent = handshake(core, lac("lac-a4", b"secret-a2", 4), A_HOST)
     assert stopccn_result(sent).error == ErrorCode.INSUFFICIENT_RESOURCES
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            '[[peer]]\nname = "a"\nmatch_hostname = "x"\n[[peer]]\nname = "a"\n'
+            'match_hostname = "y"\n',
+            "lns.toml: [[peer]] #2 name: 'a' is already the name of [[peer]] #1",
+        ),
+        ('[[peer]]\nname = "a"\n', "lns.toml: [[peer]] #1: needs match_address or match_hostname"),
+        (
+            '[[peer]]\nname = "default"\nmatch_hostname = "x"\n',
+            'lns.toml: [[peer]] #1 name: "default" is the name of the top-level settings',
+        ),
+        (
+            '[[peer]]\nname = "a"\nmatch_hostname = "x"\npool = "nope"\n',
+            'lns.toml: [[peer]] #1 pool: "nope" is no [[pool]] name',
+        ),
+        (
+            '[[peer]]\nname = "a"\nmatch_hostname = "x"\nhide_avps = true\n',
+            "lns.toml: [[peer]] #1 hide_avps: needs a secret",
+        ),
+        (
+            '[[peer]]\nname = "a"\nmatch_address = "192.0.2.1/24"\n',
+            "lns.toml: [[peer]] #1 match_address: 192.0.2.1/24 has host bits set",
+        ),
+        (
+            '[[peer]]\nname = "a"\nmatch_hostname = "x"\naaa = "radius"\n',
+            "lns.toml: [[radius.server]]: must list at least one server",
+        ),
+        ('[[peer]]\nname = "a"\nmatch_hostname = "x"\nsecrett = "s"\n', "unknown key"),
+        ('[l2tp]\ndefault_peer = "drop"\n', '[l2tp] default_peer: must be "accept" or "refuse"'),
+    ],
+)
+def test_bad_peer_tables_name_the_key(text: str, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, "lns.toml", "lns")
+    assert message in str(info.value)
+
+
+def test_peer_tables_are_for_the_lns_only() -> None:
+    with pytest.raises(ConfigError, match=r"\[\[peer\]\]: only valid for kl2tp-lns"):
+        parse_config('[[peer]]\nname = "a"\nmatch_hostname = "x"\n', "lac.toml", "lac")
