@@ -887,6 +887,10 @@ def _format_summary_show(result: Any) -> str:
     if result.get("ppp"):
         # Sessions, AAA, setup timeouts, refusals, CoA: nested counters as dotted names.
         lines.append("ppp      " + _pairs(_flatten(result["ppp"])))
+    policies = result.get("policies") or {}
+    if len(policies) > 1:  # [[peer]] tables: one line each (the default alone says nothing new)
+        for name, counts in policies.items():
+            lines.append(f"policy   {name} " + _pairs(counts.items()))
     return "\n".join(lines)
 
 

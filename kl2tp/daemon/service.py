@@ -421,6 +421,7 @@ class ControlApi:
             "ppp": self._handler_summary(),
             "events": dict(self.events.counts),
             "reloads": self.reloads,
+            "policies": self._policy_summary(),
         }
         # Kernel totals: a tunnel's counters include all its sessions' traffic, so one
         # netlink query per tunnel (not per session) sums the whole daemon.
@@ -433,6 +434,21 @@ class ControlApi:
                 total.update(counters.as_dict())
         if kernel:
             out["kernel"] = dict(total)
+        return out
+
+    def _policy_summary(self) -> dict[str, dict[str, int]]:
+        """Tunnels and sessions now, and refusals so far, per ``[[peer]]`` policy (the
+        endpoint core keeps them: O(policies))."""
+        core = self.endpoint.core
+        names = [core.policies.default.name, *(p.name for p in core.policies.rules)]
+        out: dict[str, dict[str, int]] = {}
+        for name in dict.fromkeys([*names, *core.policy_tunnels, *core.policy_sessions]):
+            out[name] = {
+                "tunnels": core.policy_tunnels[name],
+                "sessions": core.policy_sessions[name],
+                "refused_max_tunnels": core.policy_refusals[(name, "max_tunnels")],
+                "refused_max_sessions": core.policy_refusals[(name, "max_sessions")],
+            }
         return out
 
     def _handler_summary(self) -> dict[str, object]:

@@ -29,6 +29,7 @@ from kl2tp.daemon.endpoint import Endpoint, TunnelSetupError
 from kl2tp.daemon.ppp_session import PppSessions, make_handler
 from kl2tp.daemon.reload import Reloader
 from kl2tp.daemon.service import ControlApi, SimulationResult, run_daemon, simulate
+from kl2tp.dataplane.base import FrameSink, PppChannel, SessionSpec
 from kl2tp.dataplane.null import NullDataPlane
 from kl2tp.l2tp.tunnel import TunnelConfig
 from ppp.config import AuthMethod
@@ -65,6 +66,8 @@ match_hostname = "lac-a*"
 secret = "{alpha_secret}"
 pool = "pool-a"
 max_sessions = 2
+interface_template = "pa%d"
+dns = ["192.0.2.53"]
 
 [[peer]]
 name = "beta"
@@ -74,6 +77,17 @@ pool = "pool-b"
 auth = ["pap"]
 max_tunnels = 1
 """
+
+
+@attrs.define
+class RecordingPlane(NullDataPlane):
+    """The null data plane, keeping every session it was asked to program."""
+
+    specs: list[SessionSpec] = attrs.field(factory=list)
+
+    async def open_session(self, spec: SessionSpec, sink: FrameSink) -> PppChannel:
+        self.specs.append(spec)
+        return await super().open_session(spec, sink)
 
 
 def write(path: Path, alpha_secret: str = "secret-a") -> None:
@@ -131,7 +145,7 @@ async def test_two_partners_each_get_their_own_and_a_stranger_is_refused(
     write(path)
     cfg = cfgmod.load_config(path, "lns")
     backend = Aaa()
-    plane = NullDataPlane()
+    plane = RecordingPlane()
     handler = make_handler(
         "lns", cfg, plane, backend, subscribers=False, authenticators={"local": backend}
     )
@@ -183,12 +197,34 @@ async def test_two_partners_each_get_their_own_and_a_stranger_is_refused(
             assert all(in_pool(s["address"], "10.30.0.2", "10.30.0.9") for s in beta)
             assert {s["auth"] for s in alpha} == {"chap"} and {s["auth"] for s in beta} == {"pap"}
             assert lns.core.policy_sessions == {"alpha": 2, "beta": 3}
-            # kl2tpctl show tunnels: the policy column.
-            rows = await ControlApi(lns, plane).tunnels()
+            # Alpha's sessions are named by its interface template, beta's by the data plane.
+            templates = {s.local_tunnel_id: s.ifname_template for s in plane.specs}
+            assert sorted(
+                (lns.tunnels[tid].policy, template) for tid, template in set(templates.items())
+            ) == [("alpha", "pa%d"), ("beta", None)]
+            # Alpha's subscribers were offered alpha's DNS server (the back end named none).
+            (running,) = {
+                state.link.ipcp.dns_offer
+                for state in handler.running.values()  # type: ignore[attr-defined]
+                if state.rec.tunnel.policy == "alpha"
+            }
+            assert running == (int(ipaddress.IPv4Address("192.0.2.53")),)
+            # kl2tpctl show tunnels: the policy column; show summary: counts per policy.
+            api = ControlApi(lns, plane)
+            rows = await api.tunnels()
             assert sorted((r["peer_hostname"], r["policy"]) for r in rows) == [
                 ("lac-a1", "alpha"),
                 ("lac-b", "beta"),
             ]
+            summary = (await api.summary())["policies"]
+            assert summary["alpha"] == {
+                "tunnels": 1,
+                "sessions": 2,
+                "refused_max_tunnels": 0,
+                "refused_max_sessions": 1,
+            }
+            assert (summary["beta"]["tunnels"], summary["beta"]["sessions"]) == (1, 3)
+            assert summary["default"]["tunnels"] == 0
             # Beta's second tunnel: over its max_tunnels (StopCCN 2, error 4).
             text = await refusal(lac_b2, lns_addr)
             assert "result 2 error 4" in text and "peer tunnel limit" in text
@@ -222,3 +258,86 @@ async def test_two_partners_each_get_their_own_and_a_stranger_is_refused(
     assert results["alpha"].established == 2
     assert results["alpha"].failed == {"cdn result 4: peer session limit reached": 1}
     assert results["beta"].established == 3 and not results["beta"].failed
+
+
+PEERS_ONLY = """
+[l2tp]
+secret = "top"
+[ppp]
+auth = ["chap"]
+dns = ["192.0.2.1"]
+mru = 1460
+session_timeout = 100
+[aaa]
+users_file = "users"
+[[radius.server]]
+address = "127.0.0.1"
+secret = "radius"
+[[pool]]
+name = "pa"
+range = "10.20.0.0/24"
+[[peer]]
+name = "alpha"
+match_hostname = "lac-a*"
+auth = ["pap", "mschapv2"]
+dns = ["192.0.2.53"]
+mru = 1400
+proxy_lcp = "renegotiate"
+proxy_auth = "renegotiate"
+session_timeout = 3600
+idle_timeout = 600
+pool = "pa"
+aaa = "radius"
+[[peer]]
+name = "beta"
+match_address = "198.51.100.0/24"
+"""
+
+
+def test_session_values_of_each_peer(tmp_path: Path) -> None:
+    from kl2tp.daemon.ppp_session import session_policies
+
+    cfg = cfgmod.parse_config(PEERS_ONLY, "lns.toml", "lns")
+    policies = session_policies(cfg)
+    alpha, beta = policies["alpha"], policies["beta"]
+    assert alpha.link.auth == (AuthMethod.PAP, AuthMethod.MSCHAPV2)
+    assert alpha.link.ipcp.dns == (ipaddress.IPv4Address("192.0.2.53"),)
+    assert alpha.link.lcp.mru == 1400
+    assert (alpha.link.proxy_lcp.value, alpha.link.proxy_auth.value) == ("renegotiate",) * 2
+    assert (alpha.session_timeout, alpha.idle_timeout, alpha.pool, alpha.aaa) == (
+        3600.0,
+        600.0,
+        "pa",
+        "radius",
+    )
+    # Beta sets nothing of its own: the top level's values.
+    assert beta.link.auth == (AuthMethod.CHAP,) and beta.link.lcp.mru == 1460
+    assert (beta.session_timeout, beta.pool, beta.aaa) == (100.0, None, "local")
+    assert cfg.auth_methods == {"chap", "pap", "mschapv2"}
+
+
+def test_the_lns_starts_every_back_end_a_policy_names(tmp_path: Path) -> None:
+    from kl2tp.cli import _authenticators
+
+    (tmp_path / "users").write_text("alice secret1\n")
+    path = tmp_path / "lns.toml"
+    path.write_text(PEERS_ONLY)
+    cfg = cfgmod.load_config(path, "lns")
+    backends = _authenticators(cfg, "lns")
+    assert sorted(backends) == ["local", "radius"]
+    # Each accepts every method some policy demands; the session's policy narrows it.
+    assert all(b.methods == {"chap", "pap", "mschapv2"} for b in backends.values())
+
+
+def test_a_reload_naming_a_back_end_not_started_waits_for_a_restart(tmp_path: Path) -> None:
+    (tmp_path / "users").write_text("alice secret1\n")
+    path = tmp_path / "lns.toml"
+    path.write_text('[aaa]\nusers_file = "users"\n')
+    cfg = cfgmod.load_config(path, "lns")
+    reloader = Reloader(path, cfg, ident="test")
+    reloader.authenticators = {"local": Aaa()}
+    path.write_text(PEERS_ONLY)
+    new = cfgmod.load_config(path, "lns")
+    answer = reloader.apply(new)
+    assert "peer" in answer["restart_needed"] and "peer" not in answer["applied"]
+    assert reloader.cfg.peer == ()
