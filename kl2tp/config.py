@@ -1137,19 +1137,25 @@ def _check_consistency(config: Config) -> None:
             )
 
 
+def _check_unique_names(names: Sequence[str], label: str) -> None:
+    """The ``name`` of each ``[[label]]`` differs from the ones before it."""
+    seen: dict[str, int] = {}
+    for index, name in enumerate(names):
+        if name in seen:
+            raise _Invalid(
+                f"{name!r} is already the name of [[{label}]] #{seen[name]}",
+                subkey=f"[[{label}]] #{index + 1} name",
+            )
+        seen[name] = index + 1
+
+
 def _check_peers(config: Config) -> None:
     """``[[peer]]``: unique names, something to match, a pool that exists, a secret to hide
     AVPs with."""
-    seen: dict[str, int] = {}
+    _check_unique_names([p.name for p in config.peer], "peer")
     pools = {p.name for p in config.pool}
     for index, peer in enumerate(config.peer):
         where = f"[[peer]] #{index + 1}"
-        if peer.name in seen:
-            raise _Invalid(
-                f"{peer.name!r} is already the name of [[peer]] #{seen[peer.name]}",
-                subkey=f"{where} name",
-            )
-        seen[peer.name] = index + 1
         if not peer.match_address and not peer.match_hostname:
             raise _Invalid("needs match_address or match_hostname (or both)", subkey=where)
         if peer.pool is not None and peer.pool not in pools:
@@ -1163,16 +1169,10 @@ def _check_peers(config: Config) -> None:
 
 def _check_pools(config: Config) -> None:
     """Named pools: unique names, no overlap with each other or with ``[ppp] pool``."""
-    seen: dict[str, int] = {}
+    _check_unique_names([p.name for p in config.pool], "pool")
     ranges = [("[ppp] pool", config.ppp.pool)]
     for index, pool in enumerate(config.pool):
         where = f"[[pool]] #{index + 1}"
-        if pool.name in seen:
-            raise _Invalid(
-                f"{pool.name!r} is already the name of [[pool]] #{seen[pool.name]}",
-                subkey=f"{where} name",
-            )
-        seen[pool.name] = index + 1
         for other, r in ranges:
             if int(pool.range.first) <= int(r.last) and int(r.first) <= int(pool.range.last):
                 raise _Invalid(f"overlaps {other} ({r.text})", subkey=f"{where} range")

@@ -725,12 +725,9 @@ class Endpoint:
 
     @property
     def policies(self) -> PolicyTable:
-        """The per-peer policies new tunnels are matched against (``[[peer]]``)."""
+        """The per-peer policies new tunnels are matched against (``[[peer]]``; a reload
+        replaces the core's)."""
         return self.core.policies
-
-    @policies.setter
-    def policies(self, value: PolicyTable) -> None:
-        self.core.policies = value
 
     @property
     def counters(self) -> Counter[str]:

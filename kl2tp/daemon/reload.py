@@ -231,7 +231,7 @@ class Reloader:
         endpoint = self.endpoint
         if endpoint is not None:
             # The default policy's tunnel values are [l2tp]'s; live tunnels keep their own.
-            endpoint.policies = cfg.policies()
+            endpoint.core.policies = cfg.policies()
             l2 = cfg.l2tp
             apply_policy(
                 endpoint,

@@ -645,7 +645,7 @@ class EndpointCore:
         if entry.sessions:
             entry.sessions -= 1
             self.session_count -= 1
-            self._policy_sessions_gone(entry.policy, 1)
+            self._uncount(self.policy_sessions, entry.policy)
         if not established:
             self.session_established(entry)
 
@@ -911,29 +911,24 @@ class EndpointCore:
             del self._by_peer[key]
         entry.peer_key = None
         self.session_count -= entry.sessions
-        self._policy_sessions_gone(entry.policy, entry.sessions)
+        self._uncount(self.policy_sessions, entry.policy, entry.sessions)
         entry.sessions = 0
         if entry.in_policy:
             entry.in_policy = False
-            self._policy_tunnels_gone(entry.policy)
+            self._uncount(self.policy_tunnels, entry.policy)
         self.setup_count -= entry.setting_up
         entry.setting_up = 0
         if entry.half_open:
             entry.half_open = False
             self.half_open -= 1
 
-    def _policy_sessions_gone(self, name: str, n: int) -> None:
-        counts = self.policy_sessions
-        if n:
-            left = counts[name] - n
-            if left > 0:
-                counts[name] = left
-            else:
-                counts.pop(name, None)  # no zero rows left behind by policies a reload removed
-
-    def _policy_tunnels_gone(self, name: str) -> None:
-        counts = self.policy_tunnels
-        left = counts[name] - 1
+    @staticmethod
+    def _uncount(counts: Counter[str], name: str, n: int = 1) -> None:
+        """Take ``n`` from a per-policy count; a count that reaches 0 goes (no zero rows
+        left behind by policies a reload removed)."""
+        if not n:
+            return
+        left = counts[name] - n
         if left > 0:
             counts[name] = left
         else:

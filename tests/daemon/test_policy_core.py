@@ -73,27 +73,22 @@ def test_a_match_without_conditions_matches_nothing() -> None:
 
 def test_the_table_comes_from_the_config() -> None:
     cfg = parse_config(
-        """
-        [l2tp]
-        secret = "top"
-        hello_interval = 30
-        default_peer = "refuse"
-        [[pool]]
-        name = "pa"
-        range = "10.20.0.0/24"
-        [[peer]]
-        name = "alpha"
-        match_hostname = "lac-a*"
-        secret = "sa"
-        hello_interval = 5
-        max_tunnels = 2
-        max_sessions = 10
-        pool = "pa"
-        [[peer]]
-        name = "beta"
-        match_address = ["198.51.100.0/24"]
-        receive_window = 4
-        """,
+        {
+            "l2tp": {"secret": "top", "hello_interval": 30, "default_peer": "refuse"},
+            "pool": [{"name": "pa", "range": "10.20.0.0/24"}],
+            "peer": [
+                {
+                    "name": "alpha",
+                    "match_hostname": "lac-a*",
+                    "secret": "sa",
+                    "hello_interval": 5,
+                    "max_tunnels": 2,
+                    "max_sessions": 10,
+                    "pool": "pa",
+                },
+                {"name": "beta", "match_address": ["198.51.100.0/24"], "receive_window": 4},
+            ],
+        },
         "lns.toml",
         "lns",
     )
