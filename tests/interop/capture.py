@@ -98,20 +98,21 @@ def protocols(path: Path, *, decode_as: Sequence[str] = ()) -> collections.Count
     return counts
 
 
+def control_fields(path: Path, field: str, *, decode_as: Sequence[str] = ()) -> list[list[str]]:
+    """The values of ``field`` in each L2TP control message (ZLBs have none), one list per
+    message (a field may occur several times in one)."""
+    out = tshark(path, "-Y", "l2tp.type == 1", "-T", "fields", "-e", field, decode_as=decode_as)
+    return [line.split(",") for line in out.splitlines() if line.strip()]
+
+
 def message_types(path: Path, *, decode_as: Sequence[str] = ()) -> collections.Counter[int]:
     """How many L2TP control messages of each Message Type (ZLBs not counted)."""
-    out = tshark(
-        path,
-        "-Y",
-        "l2tp.type == 1",
-        "-T",
-        "fields",
-        "-e",
-        "l2tp.avp.message_type",
-        decode_as=decode_as,
-    )
-    counts: collections.Counter[int] = collections.Counter()
-    for line in out.splitlines():
-        if line.strip():
-            counts[int(line.split(",")[0])] += 1
-    return counts
+    fields = control_fields(path, "l2tp.avp.message_type", decode_as=decode_as)
+    return collections.Counter(int(values[0]) for values in fields)
+
+
+def avp_types(path: Path, *, decode_as: Sequence[str] = ()) -> set[int]:
+    """AVP types Wireshark decoded in the control messages (not hidden ones: it shows
+    their name and framing only)."""
+    fields = control_fields(path, "l2tp.avp.type", decode_as=decode_as)
+    return {int(v) for values in fields for v in values if v}

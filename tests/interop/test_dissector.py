@@ -10,7 +10,7 @@ import struct
 from pathlib import Path
 
 from tests.daemon.harness import BIN, Daemon, free_udp_port, wait_for
-from tests.interop.capture import capture, malformed, message_types, protocols, tshark
+from tests.interop.capture import avp_types, capture, malformed, message_types, protocols
 from tests.interop.lac import PASSWORD, TUNNEL_SECRET, lac_config, simulate
 from tests.peers.l2tpns import L2tpnsPeer
 
@@ -18,22 +18,6 @@ SCCRQ, SCCRP, SCCCN, STOPCCN, HELLO, ICRQ, ICRP, ICCN, CDN = 1, 2, 3, 4, 6, 10, 
 PROXY_AVPS = {26, 27, 28, 29, 30, 31, 32, 33}
 """Initial/Last Sent/Last Received LCP CONFREQ, Proxy Authen Type/Name/Challenge/ID/
 Response (RFC 2661 4.4.5)."""
-
-
-def avp_types(path: Path, *, decode_as: tuple[str, ...] = ()) -> set[int]:
-    """AVP types Wireshark decoded in the control messages (not hidden ones: it shows
-    their name and framing only)."""
-    out = tshark(
-        path,
-        "-Y",
-        "l2tp.type == 1",
-        "-T",
-        "fields",
-        "-e",
-        "l2tp.avp.type",
-        decode_as=decode_as,
-    )
-    return {int(v) for line in out.splitlines() for v in line.split(",") if v}
 
 
 def kl2tp_configs(tmp: Path, port: int) -> tuple[Path, str]:
