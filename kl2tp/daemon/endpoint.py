@@ -250,6 +250,10 @@ class TunnelRunner:
             self.core.connect_call(sid, trio.current_time(), connect)
             self.kick()
 
+    def connect_pending(self, sid: int) -> bool:
+        """True while our ICCN for ``sid`` waits for the peer's window."""
+        return self.core.connect_pending(sid)
+
     def data_ready(self, sid: int) -> None:
         """The session's channel is open: the core hands over the data it kept for it."""
         if sid in self.core.sessions:

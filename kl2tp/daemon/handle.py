@@ -96,6 +96,11 @@ class TunnelHandle(Protocol):
         """Send the ICCN of a deferred call; ``connect`` None keeps ``place_call``'s values.
         A call already gone is ignored."""
 
+    def connect_pending(self, sid: int) -> bool:
+        """True while our ICCN for call ``sid`` waits for the peer's send window (LAC):
+        frames that do not go through :meth:`send_data` (the kernel data plane) must wait
+        too."""
+
     def data_ready(self, sid: int) -> None:
         """The session's data channel is open: the core hands over the data messages it kept
         for the session (as ``DataReceived``) and passes later ones straight on."""

@@ -643,6 +643,17 @@ class Tunnel:
             session.connect_ns = None
         self.transport.send_unsequenced(packet)
 
+    def connect_pending(self, sid: int) -> bool:
+        """True while the ICCN/OCCN we sent for call ``sid`` waits for the peer's window:
+        a data path that bypasses ``send_data`` (the kernel's) must not send yet."""
+        session = self.sessions.get(sid)
+        if session is None or session.connect_ns is None:
+            return False
+        if self.transport.waiting(session.connect_ns):
+            return True
+        session.connect_ns = None
+        return False
+
     def data_ready(self, sid: int, now: float) -> None:
         """The upper layer (the session's data-plane channel) can take the session's data.
 

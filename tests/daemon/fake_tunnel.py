@@ -41,6 +41,9 @@ class FakeTunnel:
     def connect_call(self, sid: int, connect: ConnectInfo | None = None) -> None:
         self.commands.append(("connect_call", sid))
 
+    def connect_pending(self, sid: int) -> bool:
+        return False
+
     def data_ready(self, sid: int) -> None:
         self.commands.append(("data_ready", sid))
 
