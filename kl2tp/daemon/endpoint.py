@@ -30,7 +30,7 @@ import trio.lowlevel
 from kl2tp.daemon import oplog
 from kl2tp.daemon.handle import Address, SessionHandler, SessionInfo
 from kl2tp.daemon.sessions import DataPlaneSessions
-from kl2tp.daemon.stats import DEFAULT_POLICY, SessionStats, failure_reason
+from kl2tp.daemon.stats import SessionStats, failure_reason
 from kl2tp.dataplane.base import DataPlane, DataPlaneError, TunnelSpec
 from kl2tp.l2tp import events as ev
 from kl2tp.l2tp.constants import CdnResult, ErrorCode, StopCcnResult
@@ -46,6 +46,7 @@ from kl2tp.l2tp.endpoint import (
 from kl2tp.l2tp.events import CallParams, ConnectInfo
 from kl2tp.l2tp.session import SessionState
 from kl2tp.l2tp.tunnel import Tunnel, TunnelConfig, TunnelState
+from kl2tp.policy import PolicyTable
 
 log = logging.getLogger("kl2tp.daemon")
 
@@ -181,9 +182,8 @@ class TunnelRunner:
         """Sessions admitted and not established yet (the endpoint core counts them)."""
         self._negotiating: set[int] = set()
         """Sessions admitted and not up yet (``session_up``; the endpoint core counts them)."""
-        self.policy = DEFAULT_POLICY
-        """The name of the policy the tunnel runs under (metrics label it by this)."""
-        self.core.attach(endpoint.stats.tally(self.policy))
+        # Tunnels and sessions by state, per policy, counted by the core from now on.
+        self.core.attach(endpoint.stats.tally(entry.policy))
         self.closed = trio.Event()
         self.established = trio.Event()
         self.close_event: ev.TunnelClosed | None = None
@@ -219,6 +219,11 @@ class TunnelRunner:
         return self.core.peer_hostname
 
     @property
+    def policy(self) -> str:
+        """The name of the tunnel's policy (``[[peer]] name``; ``"default"``: top level)."""
+        return self.entry.policy
+
+    @property
     def sessions(self) -> Mapping[int, SessionInfo]:
         """The daemon's record of each live session."""
         return self._sessions
@@ -249,6 +254,10 @@ class TunnelRunner:
         if sid in self.core.sessions:
             self.core.connect_call(sid, trio.current_time(), connect)
             self.kick()
+
+    def connect_pending(self, sid: int) -> bool:
+        """True while our ICCN for ``sid`` waits for the peer's window."""
+        return self.core.connect_pending(sid)
 
     def data_ready(self, sid: int) -> None:
         """The session's channel is open: the core hands over the data it kept for it."""
@@ -504,14 +513,17 @@ class TunnelRunner:
         refusal = ep_core.try_admit(self.entry)
         if refusal is not None:
             stats.failure(self.policy, refusal)
+            # Result 4 either way (temporary: the LAC may try another LNS); the text says
+            # whether the LAC's own [[peer]] max_sessions or a daemon-wide limit refused it.
+            why = (
+                "peer session limit reached"
+                if refusal == "peer_max_sessions"
+                else "session limit reached"
+            )
             # One info line with the peer and ids, rate-limited like every peer-caused line.
-            oplog.refused(self, event.sid, "session", "session limit reached", limit=refusal)
+            oplog.refused(self, event.sid, "session", why, limit=refusal)
             self.core.hangup(
-                event.sid,
-                now,
-                CdnResult.NO_FACILITIES_TEMPORARY,
-                ErrorCode.NO_ERROR,
-                "session limit reached",
+                event.sid, now, CdnResult.NO_FACILITIES_TEMPORARY, ErrorCode.NO_ERROR, why
             )
             return
         self._sessions[event.sid] = SessionInfo(event.sid, now)
@@ -678,6 +690,7 @@ class TunnelRunner:
             "peer_id": self.core.peer_tunnel_id,
             "peer_address": f"{addr[0]}:{addr[1]}",
             "peer_hostname": self.core.peer_hostname,
+            "policy": self.entry.policy,
             "state": self.core.state,
             "sessions": len(self.core.sessions),
             "uptime": round(now - self.created, 3),
@@ -708,6 +721,7 @@ class Endpoint:
         connect_info: Callable[[], ConnectInfo] | None = None,
         accept_incoming: bool = False,
         transport: DatagramTransport | None = None,
+        policies: PolicyTable | None = None,
     ) -> None:
         self.lns = role == "lns"
         self.dataplane = dataplane
@@ -729,6 +743,7 @@ class Endpoint:
             ),
             tunnel_config,
             rng=self.rng,
+            policies=policies,
         )
         """The sans-IO endpoint: tunnel table, routing, policy, drop counters."""
         self._connect_info = connect_info
@@ -755,6 +770,12 @@ class Endpoint:
     @tunnel_config.setter
     def tunnel_config(self, value: TunnelConfig) -> None:
         self.core.tunnel_config = value
+
+    @property
+    def policies(self) -> PolicyTable:
+        """The per-peer policies new tunnels are matched against (``[[peer]]``; a reload
+        replaces the core's)."""
+        return self.core.policies
 
     @property
     def counters(self) -> Counter[str]:

@@ -54,6 +54,8 @@ REFUSAL_LIMITS: dict[str, str] = {
     "allowed_peers": "drop_peer_not_allowed",
     "tunnel_ids": "drop_tunnel_ids_exhausted",
     "max_lingering": "linger_evicted",
+    "default_peer": "tunnels_refused_unmatched",
+    "peer_max_tunnels": "tunnels_refused_peer_limit",
 }
 """``kl2tp_refusals_total{limit}``: each limit (its ``[l2tp]`` key, or what ran out) and the
 ``show summary`` counter that counts what it refused: calls refused with CDN result 4, SCCRQs
@@ -252,6 +254,12 @@ class Collector:
         for limit, counter in REFUSAL_LIMITS.items():
             refusals.add_metric([limit], totals.get(counter, 0))
         yield refusals
+        yield _counter(
+            "kl2tp_policy_refusals",
+            "Tunnels and calls refused by a [[peer]] policy's own max_tunnels / max_sessions.",
+            ["policy", "limit"],
+            endpoint.core.policy_refusals.items(),
+        )
         logins = CounterMetricFamily(
             "kl2tp_logins_refused",
             "Logins AAA accepted but the LNS refused (address in use, duplicate session).",

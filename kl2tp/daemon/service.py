@@ -37,6 +37,7 @@ from kl2tp.l2tp.events import CallParams, ConnectInfo
 from kl2tp.l2tp.session import CommandError
 from kl2tp.l2tp.tunnel import TunnelConfig
 from kl2tp.lac.tunnels import NoTunnel, TunnelPicker
+from kl2tp.policy import PolicyTable
 
 log = logging.getLogger("kl2tp.daemon")
 
@@ -65,6 +66,8 @@ class Settings:
     """Per-tunnel receive queue depth."""
     limits: Limits = attrs.field(factory=Limits)
     """Endpoint-wide bounds on peer-created state (``[l2tp]``)."""
+    policies: PolicyTable | None = None
+    """LNS: per-peer policy (``[[peer]]``); None: every LAC gets ``tunnel``."""
     shutdown_grace: float = 5.0
     """Seconds to wait for CDN/StopCCN acks on SIGTERM."""
     history: int = oplog.HISTORY_SIZE
@@ -92,6 +95,7 @@ def make_endpoint(
         queue_depth=settings.queue_depth,
         limits=settings.limits,
         rng=rng,
+        policies=settings.policies,
     )
 
 
@@ -421,12 +425,28 @@ class ControlApi:
             "events": dict(self.events.counts),
             "reloads": self.reloads,
             "setup": self.endpoint.stats.summary(),
+            "policies": self._policy_summary(),
         }
         # Kernel totals: a tunnel's counters include all its sessions' traffic, so one
         # netlink query per tunnel (not per session) sums the whole daemon.
         kernel = await kernel_totals(self.endpoint)
         if kernel is not None:
             out["kernel"] = kernel
+        return out
+
+    def _policy_summary(self) -> dict[str, dict[str, int]]:
+        """Tunnels and sessions now, and refusals so far, per ``[[peer]]`` policy (the
+        endpoint core keeps them: O(policies))."""
+        core = self.endpoint.core
+        names = [core.policies.default.name, *(p.name for p in core.policies.rules)]
+        out: dict[str, dict[str, int]] = {}
+        for name in dict.fromkeys([*names, *core.policy_tunnels, *core.policy_sessions]):
+            out[name] = {
+                "tunnels": core.policy_tunnels[name],
+                "sessions": core.policy_sessions[name],
+                "refused_max_tunnels": core.policy_refusals[(name, "max_tunnels")],
+                "refused_max_sessions": core.policy_refusals[(name, "max_sessions")],
+            }
         return out
 
     def _handler_summary(self) -> dict[str, object]:

@@ -133,6 +133,7 @@ class DataPlaneSessions:
                     peer_session_id=rec.peer_sid,
                     lns_mode=self.lns,
                     data_sequencing=self.data_sequencing or rec.info.sequencing_required,
+                    ifname_template=self.interface_template(tunnel),
                 )
 
                 def sink(frame: bytes, _tunnel: TunnelHandle = tunnel, _sid: int = rec.sid) -> None:
@@ -199,6 +200,10 @@ class DataPlaneSessions:
         if self.crashed:
             out["crashed"] = self.crashed
         return out
+
+    def interface_template(self, tunnel: TunnelHandle) -> str | None:
+        """The interface name template of ``tunnel``'s sessions; None: the data plane's."""
+        return None
 
     def session_info(self, rec: SessionRecord) -> SessionInfo | None:
         """The endpoint's record of the session (for show fields)."""

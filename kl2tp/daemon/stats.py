@@ -11,9 +11,6 @@ from kl2tp.histogram import SETUP_BUCKETS, Histogram
 from kl2tp.l2tp.constants import CdnResult
 from kl2tp.l2tp.tunnel import StateTally
 
-DEFAULT_POLICY = "default"
-"""The policy name of tunnels no ``[[peer]]`` matched (the top-level settings)."""
-
 
 def failure_reason(failure: object, result: int, by_peer: bool) -> str:
     """A bounded label for a call that never came up: the PPP failure name when the session

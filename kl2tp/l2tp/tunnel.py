@@ -291,6 +291,8 @@ class Tunnel:
         now: the driver's clock.
         lac: the role for ``place_call`` (ICRQ as LAC, OCRQ as LNS); defaults to
             ``initiator``.
+        refuse: responder: answer the SCCRQ with a StopCCN carrying this instead of an SCCRP
+            (the endpoint's per-peer policy refused the peer before any challenge is answered).
     """
 
     def __init__(
@@ -302,8 +304,11 @@ class Tunnel:
         rng: random.Random,
         now: float,
         lac: bool | None = None,
+        refuse: Stop | None = None,
     ) -> None:
         self.config = config
+        self.refuse = refuse
+        """Set: the SCCRQ gets this StopCCN (and no SCCRP); see ``refuse`` above."""
         self.local_tunnel_id = local_tunnel_id
         self.initiator = initiator
         self.lac = initiator if lac is None else lac
@@ -658,6 +663,17 @@ class Tunnel:
             session.connect_ns = None
         self.transport.send_unsequenced(packet)
 
+    def connect_pending(self, sid: int) -> bool:
+        """True while the ICCN/OCCN we sent for call ``sid`` waits for the peer's window:
+        a data path that bypasses ``send_data`` (the kernel's) must not send yet."""
+        session = self.sessions.get(sid)
+        if session is None or session.connect_ns is None:
+            return False
+        if self.transport.waiting(session.connect_ns):
+            return True
+        session.connect_ns = None
+        return False
+
     def data_ready(self, sid: int, now: float) -> None:
         """The upper layer (the session's data-plane channel) can take the session's data.
 
@@ -804,7 +820,8 @@ class Tunnel:
         """Turn a ProtocolError into a CDN (session scope) or a StopCCN (tunnel scope)."""
         if _log.isEnabledFor(_DEBUG):
             trace.line(self._prefix, f"Protocol error: {exc.message or exc}")
-        self._count("protocol_errors")
+        if self.refuse is None:  # a policy's refusal is no error of the peer's
+            self._count("protocol_errors")
         if self.state in _CLOSING:
             return
         msg_type = exc.msg_type if exc.msg_type is not None else (msg and msg.msg_type)
@@ -958,6 +975,11 @@ class Tunnel:
         self.peer_tie_breaker = msg.get(A.TIE_BREAKER)
         if _log.isEnabledFor(_DEBUG):
             trace.line(self._prefix, f"I SCCRQ from {self.peer_hostname} tnl {self.peer_tunnel_id}")
+        refuse = self.refuse
+        if refuse is not None:
+            # Refused by policy: the receive path answers with a StopCCN (the peer's tunnel
+            # id is known now) and its challenge, if any, is never answered.
+            raise ProtocolError(refuse.result, refuse.error, refuse.message)
         avps = self._start_avps()
         avps.extend(self._answer_challenge(msg, MT.SCCRP))
         self._send(MT.SCCRP, avps, now)
@@ -986,6 +1008,13 @@ class Tunnel:
         result, error, text = 0, 0, ""
         if isinstance(rc, ResultCode):
             result, error, text = rc.result, rc.error or 0, rc.message or ""
+        if not self.peer_tunnel_id:
+            # Our SCCRQ was refused: the StopCCN's Assigned Tunnel ID is where the ack goes
+            # (sent to tunnel 0 it would be dropped, and the peer would retransmit).
+            assigned = msg.get(A.ASSIGNED_TUNNEL_ID)
+            if isinstance(assigned, int) and assigned:
+                self.peer_tunnel_id = assigned
+                self.transport.peer_tunnel_id = assigned
         if _log.isEnabledFor(_DEBUG):
             trace.line(
                 self._prefix, f"I StopCCN from {self.peer_hostname} tnl {self.peer_tunnel_id}"

@@ -23,6 +23,7 @@ class FakeTunnel:
     peer_tunnel_id: int = 20
     peer_addr: Address = ("192.0.2.1", 1701)
     peer_hostname: str = "peer"
+    policy: str = "default"
     sessions: dict[int, SessionInfo] = attrs.field(factory=dict)
     closed: trio.Event = attrs.field(factory=trio.Event)
     commands: list[tuple[object, ...]] = attrs.field(factory=list)
@@ -40,6 +41,9 @@ class FakeTunnel:
 
     def connect_call(self, sid: int, connect: ConnectInfo | None = None) -> None:
         self.commands.append(("connect_call", sid))
+
+    def connect_pending(self, sid: int) -> bool:
+        return False
 
     def data_ready(self, sid: int) -> None:
         self.commands.append(("data_ready", sid))

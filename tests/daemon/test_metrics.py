@@ -20,6 +20,7 @@ from kl2tp.dataplane.base import Counters
 from kl2tp.dataplane.null import NullDataPlane
 from kl2tp.l2tp.endpoint import Limits
 from kl2tp.l2tp.tunnel import TunnelConfig
+from kl2tp.policy import Match, Policy, PolicyTable
 from tests.daemon.inprocess import Aaa, endpoints, lns_sessions
 from tests.daemon.metrics_scrape import Samples, by_label, fetch, nonzero, parse, scrape, value
 from tests.daemon.test_hostile_ppp import until
@@ -317,3 +318,38 @@ def test_summary_table_has_a_setup_line_without_histogram_buckets() -> None:
     assert "attempts=2 " in setup and setup.endswith(" successes=1")
     assert "failures.max_negotiating_sessions=1" in setup
     assert "latency.count=1" in setup and "buckets" not in setup
+
+
+async def test_tunnels_and_sessions_are_labelled_by_their_peer_policy() -> None:
+    """A [[peer]] matching the LAC's host name: its tunnel and sessions are labelled with the
+    policy's name, and its own max_sessions refusal is counted per policy too."""
+    lns, lac = lns_endpoint()
+    default = lns.core.policies.default
+    partner = Policy("partner-a", default.tunnel, max_sessions=2, match=Match(hostnames=("lac",)))
+    lns.core.policies = PolicyTable(default, (partner,))
+    seen: dict[str, Any] = {}
+
+    async def during(addr: tuple[str, int]) -> None:
+        samples = await scrape(addr)
+        summary = await ControlApi(lns, lns.dataplane).summary()
+        check_against_summary(samples, summary)
+        seen["samples"], seen["summary"] = samples, summary
+
+    result = await run(lns, lac, 3, during)
+    assert result.established == 2
+    samples, summary = seen["samples"], seen["summary"]
+    assert value(samples, "kl2tp_sessions", policy="partner-a", state="established") == 2
+    assert value(samples, "kl2tp_tunnels", policy="partner-a", state="established") == 1
+    assert by_label(samples, "kl2tp_sessions", "policy") == {"partner-a": 2}
+    assert summary["policies"]["partner-a"]["sessions"] == 2  # the policy helper's count
+    assert value(samples, "kl2tp_refusals_total", limit="peer_max_sessions") == 1
+    assert value(samples, "kl2tp_policy_refusals_total", policy="partner-a", limit="max_sessions")
+    assert (
+        value(
+            samples,
+            "kl2tp_session_setup_failures_total",
+            policy="partner-a",
+            reason="peer_max_sessions",
+        )
+        == 1
+    )

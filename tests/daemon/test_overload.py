@@ -22,6 +22,7 @@ from kl2tp.daemon.service import ControlApi, SimulationResult, simulate
 from kl2tp.dataplane.null import NullDataPlane
 from kl2tp.l2tp.endpoint import REFUSAL_COUNTERS, EndpointConfig, EndpointCore, Limits
 from kl2tp.l2tp.tunnel import TunnelConfig
+from kl2tp.policy import PolicyTable
 from ppp.config import LcpConfig
 from ppp.fsm import FsmConfig
 from tests.daemon.inprocess import Aaa, endpoints, lns_link, lns_sessions
@@ -90,14 +91,20 @@ def test_every_cap_refuses_under_its_own_counter() -> None:
             lns=True, limits=Limits(max_negotiating_sessions=1)
         ),
     }
+    tunnel = TunnelConfig(secret=b"shared")
+    # The default policy's own max_sessions (a [[peer]] table's limit, kept by name).
+    caps["peer_max_sessions"] = EndpointConfig(lns=True)
+    peer_limited = PolicyTable(attrs.evolve(PolicyTable.single(tunnel).default, max_sessions=1))
     assert set(caps) == set(REFUSAL_COUNTERS)
     for limit, config in caps.items():
-        ep = EndpointCore(config, TunnelConfig(secret=b"shared"), rng=random.Random(1))
+        policies = peer_limited if limit == "peer_max_sessions" else None
+        ep = EndpointCore(config, tunnel, rng=random.Random(1), policies=policies)
         entry = open_tunnel(ep)
         assert ep.try_admit(entry) is None
         assert ep.try_admit(entry) == limit
         assert ep.counters[REFUSAL_COUNTERS[limit]] == 1
         assert ep.session_count == 1  # the refused call left nothing behind
+    assert ep.policy_refusals == {("default", "max_sessions"): 1}
 
 
 def test_a_closed_tunnel_gives_back_its_negotiating_calls() -> None:
