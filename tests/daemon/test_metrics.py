@@ -134,8 +134,11 @@ async def run(
     return done[0]
 
 
-async def test_scrape_equals_show_summary_while_calls_are_up() -> None:
-    lns, lac = lns_endpoint()
+async def run_and_check(
+    lns: Endpoint, lac: Endpoint, calls: int
+) -> tuple[SimulationResult, Samples, dict[str, Any]]:
+    """`run` with a scrape and a ``show summary`` while the calls are held, checked against
+    each other (`check_against_summary`); both are returned for more checks."""
     seen: dict[str, Any] = {}
 
     async def during(addr: tuple[str, int]) -> None:
@@ -144,9 +147,14 @@ async def test_scrape_equals_show_summary_while_calls_are_up() -> None:
         check_against_summary(samples, summary)
         seen["samples"], seen["summary"] = samples, summary
 
-    result = await run(lns, lac, 3, during)
+    result = await run(lns, lac, calls, during)
+    return result, seen["samples"], seen["summary"]
+
+
+async def test_scrape_equals_show_summary_while_calls_are_up() -> None:
+    lns, lac = lns_endpoint()
+    result, samples, summary = await run_and_check(lns, lac, 3)
     assert result.established == 3
-    samples, summary = seen["samples"], seen["summary"]
     # The values the comparison rests on are the expected ones, not two equal zeros.
     assert value(samples, "kl2tp_sessions", policy="default", state="established") == 3
     assert value(samples, "kl2tp_tunnels", policy="default", state="established") == 1
@@ -164,17 +172,8 @@ async def test_scrape_equals_show_summary_while_calls_are_up() -> None:
 async def test_refusals_and_failures_are_counted_by_reason_in_both() -> None:
     # One call per tunnel: the second and third are refused with CDN 4.
     lns, lac = lns_endpoint(Limits(max_sessions_per_tunnel=1))
-    seen: dict[str, Any] = {}
-
-    async def during(addr: tuple[str, int]) -> None:
-        samples = await scrape(addr)
-        summary = await ControlApi(lns, lns.dataplane).summary()
-        check_against_summary(samples, summary)
-        seen["samples"] = samples
-
-    result = await run(lns, lac, 3, during)
+    result, samples, _summary = await run_and_check(lns, lac, 3)
     assert result.established == 1 and sum(result.failed.values()) == 2
-    samples = seen["samples"]
     assert value(samples, "kl2tp_refusals_total", limit="max_sessions_per_tunnel") == 2
     assert lns.counters["calls_refused_tunnel_session_limit"] == 2
     assert (
@@ -327,17 +326,8 @@ async def test_tunnels_and_sessions_are_labelled_by_their_peer_policy() -> None:
     default = lns.core.policies.default
     partner = Policy("partner-a", default.tunnel, max_sessions=2, match=Match(hostnames=("lac",)))
     lns.core.policies = PolicyTable(default, (partner,))
-    seen: dict[str, Any] = {}
-
-    async def during(addr: tuple[str, int]) -> None:
-        samples = await scrape(addr)
-        summary = await ControlApi(lns, lns.dataplane).summary()
-        check_against_summary(samples, summary)
-        seen["samples"], seen["summary"] = samples, summary
-
-    result = await run(lns, lac, 3, during)
+    result, samples, summary = await run_and_check(lns, lac, 3)
     assert result.established == 2
-    samples, summary = seen["samples"], seen["summary"]
     assert value(samples, "kl2tp_sessions", policy="partner-a", state="established") == 2
     assert value(samples, "kl2tp_tunnels", policy="partner-a", state="established") == 1
     assert by_label(samples, "kl2tp_sessions", "policy") == {"partner-a": 2}
