@@ -254,21 +254,27 @@ async def test_setup_timeout_ends_the_session(
         nursery.cancel_scope.cancel()
 
 
+async def placed_call(nursery: trio.Nursery) -> tuple[PppoeAccess, RecordingTunnel, Subscriber]:
+    """A subscriber whose call the LAC has placed (the LNS has not answered yet)."""
+    ac_end, sub_end = wire()
+    tunnel = RecordingTunnel(nursery)
+
+    async def tunnel_for(username: str, call: CallParams) -> RecordingTunnel:
+        return tunnel
+
+    access = make_access(ac_end, tunnel_for)
+    await nursery.start(access.serve)
+    sub = await dial(nursery, sub_end)
+    nursery.start_soon(sub.run, lambda s: False)
+    await until(lambda: tunnel.placed)
+    return access, tunnel, sub
+
+
 async def test_padt_while_the_call_is_set_up_clears_it(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    ac_end, sub_end = wire()
     async with trio.open_nursery() as nursery:
-        tunnel = RecordingTunnel(nursery)
-
-        async def tunnel_for(username: str, call: CallParams) -> RecordingTunnel:
-            return tunnel
-
-        access = make_access(ac_end, tunnel_for)
-        await nursery.start(access.serve)
-        sub = await dial(nursery, sub_end)
-        nursery.start_soon(sub.run, lambda s: False)
-        await until(lambda: tunnel.placed)
+        access, tunnel, sub = await placed_call(nursery)
         sub.hang_up()
         await until(lambda: tunnel.hangups())
         assert tunnel.hangups()[0][1] == CdnResult.ADMINISTRATIVE
@@ -277,18 +283,8 @@ async def test_padt_while_the_call_is_set_up_clears_it(
 
 
 async def test_cdn_from_the_lns_sends_a_padt(autojump_clock: trio.testing.MockClock) -> None:
-    ac_end, sub_end = wire()
     async with trio.open_nursery() as nursery:
-        tunnel = RecordingTunnel(nursery)
-
-        async def tunnel_for(username: str, call: CallParams) -> RecordingTunnel:
-            return tunnel
-
-        access = make_access(ac_end, tunnel_for)
-        await nursery.start(access.serve)
-        sub = await dial(nursery, sub_end)
-        nursery.start_soon(sub.run, lambda s: False)
-        await until(lambda: tunnel.placed)
+        access, tunnel, sub = await placed_call(nursery)
         _call, _connect, info = tunnel.placed[0]
         info.established = trio.current_time()
         info.done.set()
