@@ -1,0 +1,258 @@
+"""Interop (a) and (c): Debian's xl2tpd + pppd as LAC dial kl2tp-lns (kernel data plane).
+
+One xl2tpd (in the subscriber namespace of ``labdaemons.three_namespaces``) has six LAC
+sections: a CHAP, a PAP and an MS-CHAPv2 subscriber, each once towards a kl2tp-lns that sends
+plain AVPs and once towards a second kl2tp-lns (another address of the LNS namespace) that
+hides them, with xl2tpd's ``hidden bit`` on in those sections. Tunnel authentication is on
+everywhere. Each pppd refuses every method but its own, so kl2tp-lns (which asks for CHAP
+first) has to follow pppd's Nak to PAP or MS-CHAPv2.
+
+The six calls come up at once and the daemons are shared by every test here (the lab boots
+once; starting Python daemons in the guest is what costs). Then each call is hung up, half
+from the LAC end (xl2tpd's ``d NAME``), half from the LNS end (``kl2tpctl clear session``),
+and nothing of it may remain on either side; last, stopping everything leaves both
+namespaces as they were.
+"""
+
+from __future__ import annotations
+
+import pathlib
+from collections.abc import Iterator
+from typing import Any
+
+import attrs
+import pytest
+from labdaemons import (
+    BIN,
+    LNS,
+    LNS_ADDR,
+    NOTHING,
+    SECRET,
+    SUB,
+    SUB_ADDR,
+    Daemon,
+    Xl2tpd,
+    ctl,
+    leftovers,
+    ppp_addresses,
+    ppp_secrets,
+    three_namespaces,
+    wait_for,
+)
+from labutil import run
+
+pytestmark = pytest.mark.lab
+
+HIDDEN_LNS_ADDR = "10.32.0.3"
+METHODS = ("chap", "pap", "mschapv2")
+REFUSE = {
+    "chap": "refuse-pap\nrefuse-mschap\nrefuse-mschap-v2\nrefuse-eap\n",
+    "pap": "refuse-chap\nrefuse-mschap\nrefuse-mschap-v2\nrefuse-eap\n",
+    "mschapv2": "refuse-pap\nrefuse-chap\nrefuse-mschap\nrefuse-eap\n",
+}
+"""What each LAC-side pppd refuses: everything but its own method."""
+
+
+@attrs.frozen
+class Case:
+    method: str
+    hidden: bool
+
+    def __str__(self) -> str:
+        return self.method + ("-hidden" if self.hidden else "")
+
+    @property
+    def name(self) -> str:
+        """xl2tpd section, user name and (with an x) pppd's interface: ``pch``, ``hms``."""
+        return ("h" if self.hidden else "p") + self.method[:2]
+
+    @property
+    def password(self) -> str:
+        return f"{self.name}-secret"
+
+    @property
+    def ifname(self) -> str:
+        return f"x-{self.name}"
+
+
+CASES = [Case(m, h) for h in (False, True) for m in METHODS]
+
+
+@attrs.define
+class Lab:
+    tmp: pathlib.Path
+    lns: dict[bool, Daemon]
+    """hidden -> the kl2tp-lns serving those sections."""
+    xl2tpd: Xl2tpd
+
+    def sock(self, hidden: bool) -> pathlib.Path:
+        return self.tmp / ("lns-hidden.sock" if hidden else "lns.sock")
+
+    def session(self, case: Case) -> dict[str, Any] | None:
+        for s in ctl(self.sock(case.hidden), "show", "sessions"):
+            if s.get("username") == case.name and "address" in s and "interface" in s:
+                return dict(s)
+        return None
+
+    def logs(self) -> str:
+        return "\n".join(
+            [f"--- kl2tp-lns hidden={h}\n{d.output()}" for h, d in self.lns.items()]
+            + [f"--- xl2tpd\n{self.xl2tpd.output()}"]
+        )
+
+
+def lns_toml(tmp: pathlib.Path, *, hidden: bool) -> pathlib.Path:
+    tag = "-hidden" if hidden else ""
+    users = tmp / "users"
+    users.write_text("".join(f"{c.name} {c.password}\n" for c in CASES))
+    path = tmp / f"lns{tag}.toml"
+    net = 42 if hidden else 41
+    path.write_text(
+        f"""
+[l2tp]
+listen = "{HIDDEN_LNS_ADDR if hidden else LNS_ADDR}:1701"
+hostname = "kl2tp-lns{tag}"
+secret = "{SECRET}"
+hide_avps = {str(hidden).lower()}
+idle_timeout = 1
+[dataplane]
+kind = "kernel"
+interface_template = "{"lnh" if hidden else "lns"}%d"
+[control]
+socket = "{tmp / f"lns{tag}.sock"}"
+[aaa]
+users_file = "{users}"
+[ppp]
+auth = ["chap", "mschapv2", "pap"]
+local_address = "10.{net}.0.1"
+pool = "10.{net}.0.0/24"
+lcp_echo_interval = 0
+"""
+    )
+    return path
+
+
+def xl2tpd_lac(tmp: pathlib.Path) -> Xl2tpd:
+    sections = ""
+    options: dict[str, str] = {}
+    for c in CASES:
+        sections += (
+            f"[lac {c.name}]\nlns = {HIDDEN_LNS_ADDR if c.hidden else LNS_ADDR}\n"
+            f"autodial = yes\nredial = no\nchallenge = yes\n"
+            f"hidden bit = {'yes' if c.hidden else 'no'}\nlength bit = yes\n"
+            f"hostname = xl2tpd-lac\nname = {c.name}\nrequire authentication = no\n"
+            f"pppoptfile = @DIR@/{c.name}.options\n"
+        )
+        options[c.name] = (
+            f"name {c.name}\nuser {c.name}\nnoauth\n{REFUSE[c.method]}ifname {c.ifname}\n"
+            "lcp-echo-interval 0\nnodefaultroute\nnoipdefault\n"
+        )
+    return Xl2tpd(SUB, tmp / "xl2tpd", SUB_ADDR, sections, options)
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    tmp = tmp_path_factory.mktemp("interop-lac")
+    ppp_secrets({c.name: c.password for c in CASES})
+    with three_namespaces():
+        run("ip", "-n", LNS, "addr", "add", f"{HIDDEN_LNS_ADDR}/24", "dev", "v-lns")
+        lns: dict[bool, Daemon] = {}
+        xl2tpd: Xl2tpd | None = None
+        try:
+            for hidden in (False, True):
+                debug = "l2tp+avp,ppp,kernel" if hidden else "l2tp,ppp,kernel"
+                argv = [str(BIN / "kl2tp-lns"), "-c", str(lns_toml(tmp, hidden=hidden)),
+                        "-d", debug]  # fmt: skip
+                log = tmp / f"lns{'-hidden' if hidden else ''}.log"
+                lns[hidden] = Daemon(LNS, argv, log, private=True)
+            for hidden, daemon in lns.items():
+                sock = tmp / ("lns-hidden.sock" if hidden else "lns.sock")
+                wait_for(
+                    lambda s=sock, d=daemon: s.exists() or d.proc.poll() is not None, "kl2tp-lns"
+                )
+                if daemon.proc.poll() is not None:
+                    pytest.fail(f"kl2tp-lns exited {daemon.proc.returncode}:\n{daemon.output()}")
+            xl2tpd = xl2tpd_lac(tmp)
+            yield Lab(tmp, lns, xl2tpd)
+        finally:
+            if xl2tpd is not None:
+                xl2tpd.stop()
+            for daemon in lns.values():
+                daemon.kill()
+
+
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_call_up_authenticated_and_pings_through_both_kernels(lab: Lab, case: Case) -> None:
+    sess = wait_for(lambda: lab.session(case), f"{case.name}'s call up on kl2tp-lns")
+    assert sess["auth"] == case.method, lab.logs()
+    address = sess["address"]
+    local = f"10.{42 if case.hidden else 41}.0.1"
+    assert ppp_addresses(LNS)[sess["interface"]] == (local, address)
+    assert wait_for(lambda: ppp_addresses(SUB).get(case.ifname), "pppd's interface") == (
+        address,
+        local,
+    )
+    before = sess["kernel"]
+    python_before = ctl(lab.sock(case.hidden), "show", "summary")["counters"].get("data_rx", 0)
+    out = run("ip", "netns", "exec", SUB, "ping", "-n", "-q", "-c", "3", "-i", "0.2", "-W", "5",
+              "-I", case.ifname, local, check=False).stdout  # fmt: skip
+    assert "3 packets transmitted, 3 received" in out, out
+    after = lab.session(case)
+    assert after is not None
+    # Through kl2tp-lns's kernel session, never through its Python (pppd's first LCP frames
+    # may race kl2tp-lns's kernel session and be read in Python: those are counted before).
+    assert after["kernel"]["rx_packets"] - before["rx_packets"] == 3
+    assert after["kernel"]["tx_packets"] - before["tx_packets"] == 3
+    counters = ctl(lab.sock(case.hidden), "show", "summary")["counters"]
+    assert counters.get("data_rx", 0) == python_before, counters
+
+
+def test_hidden_avps_went_both_ways(lab: Lab) -> None:
+    """kl2tp-lns decoded hidden AVPs from xl2tpd (its +avp trace shows the H bit of what it
+    received), and xl2tpd took kl2tp's hidden ones (the tunnels above came up with them)."""
+    for case in CASES:
+        wait_for(lambda case=case: lab.session(case), f"{case.name}'s call")
+    hidden_log = lab.lns[True].output()
+    assert "(M,H)" in hidden_log, hidden_log
+    assert "(M,H)" not in lab.lns[False].output()
+
+
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_hangup_leaves_nothing_behind(lab: Lab, case: Case) -> None:
+    """Even cases hang up from the LAC (xl2tpd ``d NAME``), odd ones from kl2tp-lns."""
+    from_lac = CASES.index(case) % 2 == 0
+    sess = wait_for(lambda: lab.session(case), f"{case.name}'s call")
+    lns_before, sub_before = leftovers(LNS), leftovers(SUB)
+    assert case.ifname in sub_before["ppp"]
+    if from_lac:
+        lab.xl2tpd.command(f"d {case.name}")
+    else:
+        ctl(lab.sock(case.hidden), "clear", "session", str(sess["tunnel_id"]),
+            str(sess["local_id"]))  # fmt: skip
+
+    def gone() -> bool:
+        lns_now, sub_now = leftovers(LNS), leftovers(SUB)
+        return (
+            sess["local_id"] not in lns_now["sessions"]
+            and sess["interface"] not in lns_now["ppp"]
+            and sess["address"] not in lns_now["routes"]
+            and case.ifname not in sub_now["ppp"]
+            and len(sub_now["sessions"]) == len(sub_before["sessions"]) - 1
+            and len(sub_now["pppd"]) == len(sub_before["pppd"]) - 1
+            and lab.session(case) is None
+        )
+
+    wait_for(gone, f"{case.name}'s call to leave both sides")
+    assert len(leftovers(LNS)["sessions"]) == len(lns_before["sessions"]) - 1
+
+
+def test_no_call_left_then_tunnels_close_and_stop_leaves_nothing(lab: Lab) -> None:
+    # kl2tp-lns closes a tunnel 1 s after its last call (idle_timeout): StopCCN.
+    wait_for(lambda: leftovers(LNS) == NOTHING, "kl2tp-lns's tunnels to close")
+    wait_for(lambda: leftovers(SUB) == NOTHING, "xl2tpd's tunnels to close")
+    for hidden in (False, True):
+        assert ctl(lab.sock(hidden), "show", "tunnels") == []
+    assert lab.xl2tpd.stop() in (0, -15)
+    for daemon in lab.lns.values():
+        assert daemon.stop() == 0, daemon.output()
+    assert leftovers(LNS) == leftovers(SUB) == NOTHING
