@@ -259,6 +259,11 @@ _MESSAGE_INPUT: dict[MessageType, TunnelInput] = {
 _IN_KEYS = {mt: f"in_{mt.abbrev}" for mt in MessageType}
 _OUT_KEYS = {mt: f"out_{mt.abbrev}" for mt in MessageType}
 _HIDE_ALL = frozenset(t for t, spec in AVP_TABLE.items() if spec.may_hide)
+_SENT_PLAIN = frozenset({MT.SCCRQ, MT.SCCRP})
+"""Messages whose AVPs are never hidden, even with ``hide_avps``: a peer may choose the secret
+by our Host Name, which these carry, and so read their AVPs before it knows the secret.
+xl2tpd 1.3.18 does (it looks its secret up after parsing the message) and fails the tunnel
+with "Invalid Hidden AVP"; hiding is a MAY (RFC 2661 4.3), so these go in clear."""
 _REQUESTS = {MT.ICRQ: CallKind.LNS_INCOMING, MT.OCRQ: CallKind.LAC_OUTGOING}
 
 
@@ -1139,7 +1144,8 @@ class Tunnel:
         quiet: bool = False,
     ) -> None:
         msg = ControlMessage(msg_type, self.peer_tunnel_id, session_id, 0, 0, tuple(avps))
-        data = encode_control(msg, self.config.secret, self._hide, self.rng)
+        hide = self._hide if msg_type not in _SENT_PLAIN else frozenset()
+        data = encode_control(msg, self.config.secret, hide, self.rng)
         key = _OUT_KEYS[msg_type]
         self.counters[key] = self.counters.get(key, 0) + 1
         if not quiet and _log.isEnabledFor(_DEBUG):

@@ -265,7 +265,7 @@ class Xl2tpd:
         self.dir = d
         self.control = d / "control"
         for name, text in options.items():
-            (d / f"{name}.options").write_text(text)
+            (d / f"{name}.options").write_text(text.replace("@DIR@", str(d)))
         (d / "l2tp-secrets").write_text(f"* * {SECRET}\n")
         (d / "l2tp-secrets").chmod(0o600)
         conf = (
