@@ -206,7 +206,8 @@ def test_client_call_up_authenticated_and_pings_through_both_kernels(lab: Lab, c
     assert ppp_addresses(SUB)[ifname] == (address, case.lns_local)
     assert (case.lns_local, address) in ppp_addresses(LNS).values()
     # xl2tpd's pppd asked for this client's method, and the client answered it.
-    log = lab.pppd_log(case)
+    # pppd passes IP once it logs the addresses (after IPCP, which the client saw open first).
+    log = wait_for(lambda: "remote IP address" in (t := lab.pppd_log(case)) and t, "pppd's IPCP")
     assert LCP_AUTH[case.method] in log, log
     assert re.search(rf"rcvd \[(CHAP Response|PAP AuthReq) .*{case.name}", log), log
     before = sess["kernel"]
@@ -260,8 +261,8 @@ def test_hangup_from_either_end_leaves_nothing_behind(lab: Lab) -> None:
             lab.clients[case].signal(signal.SIGTERM)
         else:
             os.kill(pppd[case], signal.SIGTERM)
-    for case in by_client:
-        assert lab.clients[case].stop() == 0, lab.clients[case].output()
+    for case in by_client:  # one SIGTERM: a second one while it clears would kill it
+        assert lab.clients[case].proc.wait(timeout=60) == 0, lab.clients[case].output()
 
     def left() -> list[str]:
         lns_now, sub_now, links_now = leftovers(LNS), leftovers(SUB), lns_links()
@@ -296,6 +297,6 @@ def test_stopping_the_clients_leaves_nothing(lab: Lab) -> None:
             lab.wait_session(case)
             daemon.signal(signal.SIGTERM)
     for daemon in lab.clients.values():
-        assert daemon.stop() == 0, daemon.output()
+        assert daemon.proc.wait(timeout=60) == 0, daemon.output()
     wait_for(lambda: leftovers(SUB) == NOTHING, "nothing left on the client side")
     wait_for(lambda: leftovers(LNS) == NOTHING, "nothing left on xl2tpd's side")
