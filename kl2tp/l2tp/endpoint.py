@@ -672,6 +672,7 @@ class EndpointCore:
             self.warn("tunnel_ids", now, "SCCRQ from %s refused: no free tunnel id", addr[0])
             return
         tunnel = Tunnel(self.tunnel_config, tid, initiator=False, rng=self.rng, now=now)
+        tunnel.peer_address = addr[0]
         entry = TunnelEntry(tunnel, addr, pinned=True)  # RFC 2661 8.1: pinned at the SCCRQ
         entry.peer_key = key
         entry.half_open = True
@@ -680,7 +681,7 @@ class EndpointCore:
         self._by_peer[key] = entry
         # Until it is established the endpoint serves it (no task: a spoofed SCCRQ costs a
         # table entry and a timer); TunnelOpened follows when it is up.
-        if self._half_open_input(entry, now, lambda: tunnel.receive_message(msg, now)):
+        if self._half_open_input(entry, now, lambda: tunnel.receive_message(msg, now, data)):
             self._half_open_after(entry, now)
 
     def _tie_breaker(self, msg: ControlMessage, addr: Address, now: float) -> bool:

@@ -359,6 +359,8 @@ class Tunnel:
         self._last_heard = now
         self._dropping = False
         self._prefix = trace.tunnel_prefix(local_tunnel_id)
+        self.peer_address = ""
+        """The peer's IP address, for trace lines (the endpoint sets it)."""
 
     def __repr__(self) -> str:
         return f"<Tunnel {self.local_tunnel_id}/{self.peer_tunnel_id} {self.state}>"
@@ -392,21 +394,31 @@ class Tunnel:
                 trace.line(self._prefix, f"Dropped malformed packet: {exc}")
             return
         if isinstance(msg, ControlMessage):
-            if _log.isEnabledFor(_DEBUG):
-                trace.packet(self.local_tunnel_id, "I", data)
-            if msg.msg_type is not None and _avp_log.isEnabledFor(trace.AVP_LEVEL):
-                self._trace_avps(data, msg)
+            self._trace_in(data, msg)
         self._receive(msg, now)
 
-    def receive_message(self, msg: ControlMessage | DataMessage, now: float) -> None:
-        """Feed an already decoded message (the driver decoded an SCCRQ to demux it)."""
-        if isinstance(msg, ControlMessage) and _log.isEnabledFor(_DEBUG):
-            trace.line(
-                self._prefix,
-                f"I {trace.message_name(msg.msg_type)}, tnl {msg.tunnel_id}, "
-                f"cl {msg.session_id}, ns {msg.ns}, nr {msg.nr}",
-            )
+    def receive_message(
+        self, msg: ControlMessage | DataMessage, now: float, data: bytes | None = None
+    ) -> None:
+        """Feed an already decoded message (the driver decoded an SCCRQ to demux it);
+        ``data``, its bytes, for the trace (header line, AVP lines and hex dump)."""
+        if isinstance(msg, ControlMessage):
+            if data is not None:
+                self._trace_in(data, msg)
+            elif _log.isEnabledFor(_DEBUG):
+                trace.line(
+                    self._prefix,
+                    f"I {trace.message_name(msg.msg_type)}, tnl {msg.tunnel_id}, "
+                    f"cl {msg.session_id}, ns {msg.ns}, nr {msg.nr}",
+                )
         self._receive(msg, now)
+
+    def _trace_in(self, data: bytes, msg: ControlMessage) -> None:
+        """IOS order: the parse lines, then ``I SCCRQ, flg TLS, ...`` and its hex dump."""
+        if msg.msg_type is not None and _avp_log.isEnabledFor(trace.AVP_LEVEL):
+            self._trace_avps(data, msg)
+        if _log.isEnabledFor(_DEBUG):
+            trace.packet(self.local_tunnel_id, "I", data)
 
     def datagrams_to_send(self, now: float) -> list[bytes]:
         """Datagrams to send to the peer now, in order."""
@@ -899,6 +911,9 @@ class Tunnel:
             trace.line(self._prefix, f"I SCCRQ from {self.peer_hostname} tnl {self.peer_tunnel_id}")
         avps = self._start_avps()
         avps.extend(self._answer_challenge(msg, MT.SCCRP))
+        if _log.isEnabledFor(_DEBUG):
+            where = f", address {self.peer_address}" if self.peer_address else ""
+            trace.line(self._prefix, f"New tunnel created for remote {self.peer_hostname}{where}")
         self._send(MT.SCCRP, avps, now)
 
     def _act_sccrp(self, msg: Msg, arg: Stop | None, now: float) -> None:
