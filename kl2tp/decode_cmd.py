@@ -2,8 +2,9 @@
 
 The hex may be spread over several arguments and lines, as copied from an IOS debug dump
 ("C8 02 00 2A D7 E6 ...") or from kl2tp's own trace at the avp level (its dump lines, log
-prefix and all: the text up to " L2TP: " is skipped). A dump that ends in `...` was cut by the router: everything up to
-the cut (the header and every complete AVP) is decoded and the output says it is truncated.
+prefix and all: the text up to " L2TP: " is skipped). A dump that ends in `...` was cut by the
+router: everything up to the cut (the header and every complete AVP) is decoded and the output
+says it is truncated.
 With no HEX arguments the hex is read from standard input.
 
 Exit status: 0 decoded, 2 bad input (one line on stderr saying what and at which byte).

@@ -43,8 +43,8 @@ from kl2tp.l2tp.constants import (
     FLAG_T,
     MESSAGE_TYPES,
     VENDOR_NAMES,
-    MessageType,
     AvpType,
+    MessageType,
     error_text,
     result_text,
 )

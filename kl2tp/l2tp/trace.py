@@ -12,10 +12,11 @@ knows that output reads ours at once::
 
 Per-AVP parse lines (``Parse  AVP 7, len 13, flag 0x8000 (M)`` / ``Hostname l2tp-gw``) and
 the hex dump under each packet line go to the child logger ``kl2tp.l2tp.avp`` at level
-``AVP_LEVEL`` (5, below DEBUG): the most verbose setting. Callers guard every call with ``isEnabledFor`` so nothing is formatted at 100,000
-sessions unless someone asked for it. The AVP wording is `describe`'s, which shows secrets and
-what could test guesses at them (proxy and tunnel responses, hidden ciphertext) by their length
-only and escapes every peer-supplied string.
+``AVP_LEVEL`` (5, below DEBUG): the most verbose setting. Callers guard every call with
+``isEnabledFor`` so nothing is formatted at 100,000 sessions unless someone asked for it. The
+AVP wording is `describe`'s, which shows secrets and what could test guesses at them (proxy
+and tunnel responses, hidden ciphertext) by their length only and escapes every peer-supplied
+string; the hex dump zeroes those values (`masked`).
 """
 
 from __future__ import annotations

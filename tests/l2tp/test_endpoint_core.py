@@ -11,6 +11,7 @@ import random
 import pytest
 
 from kl2tp.l2tp import events as ev
+from kl2tp.l2tp.constants import AvpType
 from kl2tp.l2tp.endpoint import (
     MAX_TUNNEL_ID,
     EndpointConfig,
@@ -21,7 +22,6 @@ from kl2tp.l2tp.endpoint import (
     TunnelOpened,
 )
 from kl2tp.l2tp.errors import DecodeError
-from kl2tp.l2tp.constants import AvpType
 from kl2tp.l2tp.message import ControlMessage, decode, encode_control, encode_data
 from kl2tp.l2tp.tunnel import Tunnel, TunnelConfig
 
