@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import attrs
 
@@ -126,6 +126,18 @@ class PppChannel(Protocol):
 
     async def aclose(self) -> None:
         """Close the channel's file descriptors."""
+
+
+@runtime_checkable
+class InlineChannel(PppChannel, Protocol):
+    """A channel whose frames travel in userspace and that can hand them over without a
+    task in between (the null data plane): the session's PPP runs in the tunnel task."""
+
+    receiver: Callable[[bytes], None] | None
+    """Set: every frame `deliver` gets goes to it at once, none is queued for `receive`."""
+
+    def send_nowait(self, frame: bytes) -> None:
+        """Send one PPP frame to the peer, without waiting (`send` without the await)."""
 
 
 class TunnelHandle(Protocol):
