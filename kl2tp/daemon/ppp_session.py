@@ -44,6 +44,7 @@ from kl2tp.dataplane.base import (
     InlineChannel,
     NetworkSpec,
     PppChannel,
+    as_inline,
 )
 from kl2tp.l2tp.constants import CdnResult, ErrorCode
 from kl2tp.l2tp.events import CallClosed, ConnectInfo
@@ -456,9 +457,10 @@ class PppSessions(DataPlaneSessions):
                 drops=self.drops,
             )
         state = _SessionState(self, rec, link, info, opened=opened)
-        if isinstance(rec.channel, InlineChannel):
-            state.inline = rec.channel
-            rec.channel.receiver = state.frame_in
+        inline = as_inline(rec.channel) if rec.channel is not None else None
+        if inline is not None:
+            state.inline = inline
+            inline.receiver = state.frame_in
         self.running[key] = state
         self._gone[key] = state.gone
 

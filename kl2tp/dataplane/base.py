@@ -140,6 +140,19 @@ class InlineChannel(PppChannel, Protocol):
         """Send one PPP frame to the peer, without waiting (`send` without the await)."""
 
 
+_INLINE_TYPES: dict[type, bool] = {}
+
+
+def as_inline(channel: PppChannel) -> InlineChannel | None:
+    """``channel`` when it is an `InlineChannel`, else None (checked once per class: a
+    protocol check costs ~10 us, more than the rest of a frame's handling)."""
+    kind = type(channel)
+    inline = _INLINE_TYPES.get(kind)
+    if inline is None:
+        inline = _INLINE_TYPES[kind] = isinstance(channel, InlineChannel)
+    return channel if inline else None  # type: ignore[return-value]
+
+
 class TunnelHandle(Protocol):
     """What a data plane hands back for a tunnel it programmed."""
 
