@@ -934,9 +934,7 @@ class _SessionState:
                         classes=self._classes(),
                     )
                 )
-            if not self._timers:
-                self._timers = True
-                self.nursery.start_soon(self._session_timers)
+            self._start_timers()
             if self.owner.coa_index is not None:
                 self.owner.coa_index.add(self)
         else:
@@ -1084,13 +1082,29 @@ class _SessionState:
         if idle_timeout is not None:
             self._idle_reset = True
         self.limits_changed.set()
+        if self.up_at is not None:
+            self._start_timers()
+
+    def _start_timers(self) -> None:
+        """Start `_session_timers` once the network is up, when a limit or Interim-Updates
+        apply: a session without any has no task waiting for them (most of them)."""
+        owner = self.owner
+        if self._timers or self.dead:
+            return
+        if (
+            self._interim()
+            or self._limit(ATTR_SESSION_TIMEOUT, owner.session_timeout)
+            or self._limit(ATTR_IDLE_TIMEOUT, owner.idle_timeout)
+        ):
+            self._timers = True
+            self.nursery.start_soon(self._session_timers)
 
     async def _session_timers(self) -> None:
         """LNS, once the network is up: Interim-Updates, Session-Timeout and Idle-Timeout
         (AAA's values, else the configured defaults; `set_limits` changes them). Sleeps
         until the nearest deadline or a change of limits."""
         owner = self.owner
-        start = trio.current_time()
+        start = self.up_at if self.up_at is not None else trio.current_time()
         interim = self._interim()
         next_interim = start + interim if interim else math.inf
         # The kernel's counters only where an Idle-Timeout applies: a session without one
