@@ -114,6 +114,10 @@ class LinkConfig:
     """Password for ``username``; never logged."""
     accept_auth: tuple[AuthMethod, ...] = (AuthMethod.CHAP, AuthMethod.MSCHAPV2, AuthMethod.PAP)
     """Methods we agree to authenticate with (peer role), preferred first."""
+    fallback_auth: tuple[AuthMethod, ...] = ()
+    """Methods we take only when the peer insists (peer role): offered one, we Nak with our
+    preferred method, and accept it when the peer asks for it again (pppd would ack at once;
+    l2tpns never takes a Nak of its CHAP-MD5)."""
     chap_rechallenge: float = 0.0
     """Seconds between CHAP re-challenges once authenticated (RFC 1994 3); 0: never."""
     ipcp: IpcpConfig = attrs.field(factory=IpcpConfig)
@@ -149,3 +153,11 @@ class LinkConfig:
         if self.username is None or self.password is None:
             return ()
         return self.accept_auth
+
+    @property
+    def insisted_auth(self) -> tuple[AuthMethod, ...]:
+        """Methods we authenticate with when the peer insists: ``fallback_auth``, when we
+        have a name and a password; none otherwise."""
+        if self.username is None or self.password is None:
+            return ()
+        return self.fallback_auth

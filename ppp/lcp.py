@@ -97,6 +97,7 @@ class Lcp:
     """
 
     __slots__ = (
+        "auth_naked",
         "auth_tried",
         "config",
         "echo_deadline",
@@ -128,6 +129,9 @@ class Lcp:
         self.echo_pending = 0
         self.echo_id = 0
         self.auth_tried = 0
+        self.auth_naked: AuthMethod | None = None
+        """The fallback method the peer asked for and we Nak'd in this negotiation: asked
+        again, it is taken (``LinkConfig.fallback_auth``)."""
         self.want_mru: int | None = None
         self.want_accm: int | None = None
         self.want_auth: AuthMethod | None = None
@@ -164,6 +168,7 @@ class Lcp:
         auth = self.services.demanded_auth
         self.want_auth = auth[0] if auth else None
         self.auth_tried = 0
+        self.auth_naked = None
         self.want_magic = self._new_magic() if config.magic else None
         self.want_pfc = config.pfc
         self.want_acfc = config.acfc
@@ -270,6 +275,7 @@ class Lcp:
             return Code.CONFREJ, data
         naks: list[bytes] = []
         rejects: list[bytes] = []
+        naked: AuthMethod | None = None
 
         def nak(option_type: int, value: bytes) -> None:
             if reject_if_disagree:
@@ -290,9 +296,14 @@ class Lcp:
             elif option_type == LcpOption.AUTH and size >= 2:
                 method = auth_method_from_option(original)
                 willing = self.services.willing_auth
-                if method is not None and method in willing:
+                if method is not None and (
+                    method in willing
+                    or (method is self.auth_naked and method in self.services.insisted_auth)
+                ):
                     self.peer_auth = method
                 elif willing and not reject_if_disagree:
+                    if method is not None and method in self.services.insisted_auth:
+                        naked = method  # we prefer ours; asked again, we take it
                     naks.append(encode_option(option_type, AUTH_OPTION_VALUES[willing[0]]))
                 else:
                     rejects.append(encode_option(option_type, original))
@@ -313,7 +324,10 @@ class Lcp:
                 self.peer_acfc = True
             else:
                 rejects.append(encode_option(option_type, original))
-        return build_reply(data, naks, rejects, reject_if_disagree)
+        code, reply = build_reply(data, naks, rejects, reject_if_disagree)
+        if code == Code.CONFNAK and naked is not None:
+            self.auth_naked = naked  # the peer heard our preference: asked again, it insists
+        return code, reply
 
     def up(self, now: float) -> None:
         """This-Layer-Up: start keepalive, tell the link."""

@@ -486,6 +486,11 @@ class Link:
         """Methods we would authenticate ourselves with (we need a name and a password)."""
         return self.config.willing_auth
 
+    @property
+    def insisted_auth(self) -> tuple[AuthMethod, ...]:
+        """Methods we take when the peer insists (``config.fallback_auth``)."""
+        return self.config.insisted_auth
+
     def signal(self, signal: Signal, now: float) -> None:
         """A handler's layer signal (This-Layer-Up/-Down/-Finished, a Protocol-Reject)."""
         if isinstance(signal, ProtocolRejected):

@@ -97,6 +97,12 @@ class LcpServices(ControlServices, Protocol):
         and a password."""
         ...
 
+    @property
+    def insisted_auth(self) -> tuple[AuthMethod, ...]:
+        """Methods we authenticate ourselves with only when the peer insists on one (asks
+        for it again after our Nak): none without a name and a password."""
+        ...
+
 
 @attrs.frozen(slots=True)
 class LayerUp:

@@ -10,12 +10,15 @@
 #   iproute2 iputils-ping       ip/ping inside the guest (it runs the host's userland)
 #   xl2tpd ppp                  third-party L2TP/PPP peers the lab tests interoperate with
 #   freeradius freeradius-utils RADIUS server and radclient for the AAA lab tests
+#   l2tpns                      another vendor's LNS (C, TUN data path): host interop test
+#                               (tests/interop/) and the side-by-side bench
+#   tshark                      Wireshark's dissector reads a whole test run (tests/interop/)
 #   busybox-static              the qemu route's initramfs; handy `poweroff -f` in the guest
 #   qemu-system-x86 cpio        the qemu route only (--qemu): the VM and its initramfs
 set -eu
 
 packages="linux-source-6.1 flex bison bc build-essential xz-utils iproute2 iputils-ping
-xl2tpd ppp freeradius freeradius-utils busybox-static"
+xl2tpd ppp freeradius freeradius-utils busybox-static l2tpns tshark"
 case "${1:-}" in
     --qemu) packages="$packages qemu-system-x86 cpio" ;;
     "") ;;

@@ -234,15 +234,26 @@ def lns_link_config(cfg: Config) -> LinkConfig:
     )
 
 
+CHALLENGE_METHODS = (AuthMethod.CHAP, AuthMethod.MSCHAPV2)
+"""What a subscriber takes when the LNS insists, whatever it prefers: it can answer either
+challenge with its password, and neither hands the password over in clear (PAP only when
+``[subscriber] auth = "pap"``)."""
+
+
 def subscriber_link_config(cfg: Config, username: str, password: str) -> LinkConfig:
-    """A simulated subscriber: authenticate with the template credentials, ask an address."""
+    """A simulated subscriber: authenticate with the template credentials, ask an address.
+
+    It asks for ``[subscriber] auth`` (a Nak when the LNS offers another), and takes the
+    other challenge method when the LNS insists on it (l2tpns: CHAP-MD5 only)."""
     s = cfg.subscriber
+    preferred = AuthMethod(s.auth)
     return LinkConfig(
         lcp=_lcp_config(cfg),
         hostname=username,
         username=username,
         password=password,
-        accept_auth=(AuthMethod(s.auth),),
+        accept_auth=(preferred,),
+        fallback_auth=tuple(m for m in CHALLENGE_METHODS if m is not preferred),
         ipcp=IpcpConfig(local_address=None, assign_peer_address=False, request_dns=True),
         ipv6cp=Ipv6cpConfig(enabled=cfg.ppp.ipv6),
         send_address_control=False,
@@ -256,6 +267,11 @@ what the peer asks for if no live session holds it."""
 
 _NO_COUNTERS = Counters()
 """The counts of a session whose data plane keeps none (or could not say)."""
+
+
+LNS_FIRST_WAIT = 1.0
+"""Seconds a simulated subscriber on the null data plane waits for the LNS's first frame
+before it starts LCP itself (``make_handler``)."""
 
 
 _PREDECESSOR_WAIT = 10.0
@@ -300,9 +316,9 @@ class PppSessions(DataPlaneSessions):
         """Sessions ended by Session-Timeout / Idle-Timeout."""
         self.silent_start = silent_start
         """Seconds a link waits for the peer's first frame before it sends its own (pppd's
-        ``silent``); 0 starts LCP at once. The LAC waits (client mode, and every subscriber
-        over the kernel data plane): the LNS then speaks first, once its kernel session
-        exists, and no frame overtakes the LNS's programming."""
+        ``silent``); 0 starts LCP at once. Every LAC subscriber waits (``make_handler``):
+        the LNS then speaks first, once it has our ICCN (and its kernel session exists),
+        and no frame overtakes the LNS's programming."""
         self.link_config = link_config
         self.authenticator = authenticator
         if addresses is None:
@@ -1274,18 +1290,22 @@ def make_handler(
         return subscriber_link_config(cfg, *cfg.subscriber.credentials(max(n, 1)))
 
     client = cfg.lac.mode == "client"
-    # Over the kernel data plane the subscriber waits for the LNS to speak first: the LNS's
-    # session is programmed before its first frame, ours before our ICCN, so no frame reaches
-    # either side's userspace (the client waits one restart interval). A load generator's
-    # burst queues the LNS's kernel programming (hundreds of sessions in a row), so its
-    # subscribers wait as long as LCP itself would retry; the LNS's first frame ends the
-    # wait. Simulated calls whose frames travel in userspace (the null data plane) start at
-    # once.
-    silent = 0.0
+    # Every subscriber lets the LNS speak first, as an LNS expects (RFC 2661 leaves LCP to
+    # the LNS once the call is connected; l2tpns drops what precedes its ICCN). Over the
+    # kernel data plane the LNS's session is programmed before its first frame, ours
+    # before our ICCN, so no frame reaches either side's userspace (the client waits one
+    # restart interval). A load generator's burst queues the LNS's kernel programming
+    # (hundreds of sessions in a row), so its subscribers wait as long as LCP itself would
+    # retry. Simulated calls whose frames travel in userspace (the null data plane) wait a
+    # short while (LNS_FIRST_WAIT): a peer that does not speak first costs that much per
+    # call, and the tunnel core holds their frames behind the ICCN anyway. The LNS's first
+    # frame ends every wait.
     if client:
         silent = cfg.ppp.restart_timer
     elif not dataplane.carries_frames:
         silent = cfg.ppp.restart_timer * cfg.ppp.max_configure
+    else:
+        silent = min(LNS_FIRST_WAIT, cfg.ppp.restart_timer)
     return PppSessions(
         dataplane,
         lns=False,

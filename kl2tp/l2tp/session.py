@@ -184,6 +184,7 @@ class Session:
         "accm",
         "call",
         "call_errors",
+        "connect_ns",
         "created",
         "data_ready",
         "defer_connect",
@@ -222,6 +223,9 @@ class Session:
         driver's ``connect`` instead of sending the ICCN at once."""
         self.data_ready = False
         """The upper layer said it can take this call's data (``Tunnel.data_ready``)."""
+        self.connect_ns: int | None = None
+        """Ns of the ICCN/OCCN we sent, until its data was seen to follow it on the wire
+        (``Tunnel.send_data``)."""
         self.setup_deadline: float | None = None
         """While the call is being set up: when the tunnel clears it if it is not
         established by then (``TunnelConfig.session_setup_timeout``); None afterwards."""

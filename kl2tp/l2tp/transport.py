@@ -16,6 +16,9 @@ says when it next needs ``handle_timer``.
 - Received messages: in order -> delivered; duplicates -> re-acked at once (ZLB) and dropped;
   ahead of order but inside our receive window -> queued and delivered in order later; beyond
   the window -> dropped and counted.
+- Data held behind a message: a session's data must not overtake its ICCN/OCCN while that waits
+  for the send window (``send_after``); it leaves right behind the message's first
+  transmission.
 - Delayed ack: a ZLB goes out ``ack_delay`` after the first unacknowledged in-order message
   unless something we send first carries the Nr (piggyback); at once when half our receive
   window is unacknowledged, so a busy peer never stalls on our ack timer.
@@ -35,6 +38,9 @@ from kl2tp.l2tp.seq import seq_add, seq_lt, seq_sub
 M = TypeVar("M")
 
 _ZLB = struct.Struct(">HHHHHH")
+
+HELD_PER_MESSAGE = 16
+"""Data messages held behind one control message still waiting for the window."""
 
 _NS_OFFSET = 8
 """Ns sits after flags/version, length, tunnel id and session id (L set, O clear)."""
@@ -80,6 +86,7 @@ class Transport(Generic[M]):
     __slots__ = (
         "_ack_deadline",
         "_ack_every",
+        "_after",
         "_heap",
         "_heap_tiebreak",
         "_inflight",
@@ -137,6 +144,8 @@ class Transport(Generic[M]):
         self._ack_deadline: float | None = None
         self._unacked_rx = 0
         self._ack_every = max(1, self.receive_window // 2)
+        self._after: dict[int, list[bytes]] = {}
+        """Datagrams held until the message of the key (an Ns still pending) is transmitted."""
 
     # --- sending ------------------------------------------------------------------------
 
@@ -155,6 +164,27 @@ class Transport(Generic[M]):
             self._pending.append(entry)
         return entry.ns
 
+    def send_after(self, ns: int, data: bytes) -> bool:
+        """Hold datagram ``data`` (a data message) until sequenced message ``ns``, still
+        waiting for the send window, has been transmitted; it then leaves right behind it.
+        At most ``HELD_PER_MESSAGE`` are held per message; more are dropped and counted
+        ``data_held_overflow``.
+
+        Returns:
+            False when message ``ns`` is not waiting (it has been transmitted, or was never
+            sent): the caller sends ``data`` as usual.
+        """
+        pending = self._pending
+        if not pending or seq_lt(ns, pending[0].ns) or not seq_lt(ns, self.next_ns):
+            return False
+        held = self._after.setdefault(ns, [])
+        if len(held) < HELD_PER_MESSAGE:
+            held.append(data)
+            self.counters["data_held"] = self.counters.get("data_held", 0) + 1
+        else:
+            self.counters["data_held_overflow"] = self.counters.get("data_held_overflow", 0) + 1
+        return True
+
     def set_send_window(self, size: int, now: float) -> None:
         """The peer's Receive Window Size AVP arrived (RFC: 1..65535, absent = 4)."""
         self.send_window = max(1, min(size, 0xFFFF))
@@ -170,6 +200,10 @@ class Transport(Generic[M]):
         data[_NS_OFFSET + 3] = nr & 0xFF
         packet = bytes(data)
         self._out.append(packet)
+        if self._after and entry.retries == 0:
+            held = self._after.pop(ns, None)
+            if held is not None:
+                self._out.extend(held)
         self._ack_deadline = None  # the Nr rides on this message
         self._unacked_rx = 0
         interval = min(self.retransmit_initial * (1 << entry.retries), self.retransmit_cap)
@@ -196,7 +230,17 @@ class Transport(Generic[M]):
             The messages now deliverable, in sequence order (possibly several when this one
             filled a gap, possibly none).
         """
-        self._acknowledge(nr, now)
+        freed = self._acknowledge(nr)
+        delivered = self._take(ns, message, now)
+        if freed:
+            # What the ack let out carries the Nr that acknowledges this message too: a
+            # peer that acks only when nothing of its own is outstanding (l2tpns) must not
+            # wait for our delayed ZLB while our window is full.
+            self._fill_window(now)
+        return delivered
+
+    def _take(self, ns: int, message: M | None, now: float) -> list[M]:
+        """Sequence one received message (not a ZLB): deliver, queue, re-ack or drop."""
         if message is None:
             self.counters["in_ZLB"] = self.counters.get("in_ZLB", 0) + 1
             return []
@@ -232,16 +276,17 @@ class Transport(Generic[M]):
         self.counters["out_of_window"] = self.counters.get("out_of_window", 0) + 1
         return []
 
-    def _acknowledge(self, nr: int, now: float) -> None:
+    def _acknowledge(self, nr: int) -> bool:
+        """Pop what ``nr`` acknowledges; True when that freed room in the window."""
         inflight = self._inflight
         if not inflight:
-            return
+            return False
         count = seq_sub(nr, inflight[0].ns)
         if count == 0 or count > len(inflight):
-            return  # nothing new, or an Nr for messages never sent: ignore it
+            return False  # nothing new, or an Nr for messages never sent: ignore it
         for _ in range(count):
             inflight.popleft().acked = True
-        self._fill_window(now)
+        return True
 
     def send_unsequenced(self, data: bytes) -> None:
         """Queue a datagram that takes no part in sequencing (a data message)."""
@@ -257,6 +302,7 @@ class Transport(Generic[M]):
         self._pending.clear()
         self._heap.clear()
         self._reorder.clear()
+        self._after.clear()
 
     def ack_now(self, now: float) -> None:
         """Send a ZLB ack without delay (e.g. for a StopCCN: we are about to go away)."""

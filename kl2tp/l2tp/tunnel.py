@@ -619,12 +619,24 @@ class Tunnel:
             dispatch(self, session, SessionInput.LINK_INFO, now, arg=Accm(send_accm, recv_accm))
 
     def send_data(self, sid: int, payload: bytes) -> None:
-        """Send a PPP frame of an established session as a data message (no sequencing)."""
+        """Send a PPP frame of an established session as a data message (no sequencing).
+
+        Until the ICCN/OCCN we sent has been transmitted (it may wait for the peer's
+        window), the frame is held behind it (``Transport.send_after``, counted
+        ``data_held``), so the peer never gets data for a call it has not connected."""
         session = self.sessions.get(sid)
         if session is None or session.state is not SessionState.ESTABLISHED:
             self._count("data_dropped")
             return
-        self.transport.send_unsequenced(encode_data(self.peer_tunnel_id, session.peer_sid, payload))
+        packet = encode_data(self.peer_tunnel_id, session.peer_sid, payload)
+        ns = session.connect_ns
+        if ns is not None:
+            # A peer that has not seen our ICCN yet drops the frame (l2tpns: "ignoring
+            # ConfigReq in state Starting"): hold it until the ICCN is on the wire.
+            if self.transport.send_after(ns, packet):
+                return
+            session.connect_ns = None
+        self.transport.send_unsequenced(packet)
 
     def data_ready(self, sid: int, now: float) -> None:
         """The upper layer (the session's data-plane channel) can take the session's data.
@@ -655,7 +667,11 @@ class Tunnel:
                 trace.session_prefix(self.local_tunnel_id, session.local_sid),
                 f"O {msg_type.abbrev} to {self.peer_hostname} {self.peer_tunnel_id}/{header_sid}",
             )
-        self._send(msg_type, avps, now, header_sid, quiet=True)
+        ns = self._send(msg_type, avps, now, header_sid, quiet=True)
+        if msg_type is MT.ICCN or msg_type is MT.OCCN:
+            # Our connect message may wait for the send window while the call already
+            # counts as established: its data must not overtake it (send_data).
+            session.connect_ns = ns
 
     def emit(self, event: Event) -> None:
         """Queue an event for the driver."""
@@ -1137,7 +1153,8 @@ class Tunnel:
         session_id: int = 0,
         *,
         quiet: bool = False,
-    ) -> None:
+    ) -> int:
+        """Encode and sequence one control message; returns its Ns."""
         msg = ControlMessage(msg_type, self.peer_tunnel_id, session_id, 0, 0, tuple(avps))
         data = encode_control(msg, self.config.secret, self._hide, self.rng)
         key = _OUT_KEYS[msg_type]
@@ -1149,7 +1166,7 @@ class Tunnel:
                 else ""
             )
             trace.line(self._prefix, f"O {msg_type.abbrev}{to}")
-        self.transport.send(data, now)
+        return self.transport.send(data, now)
 
     def _finish(self, reason: TunnelClosed, now: float) -> None:
         """Enter ``closed``: sessions gone, retransmissions stopped, TunnelClosed emitted."""

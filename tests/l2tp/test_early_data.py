@@ -7,9 +7,10 @@ while data is not windowed; the data-plane channel may still be opening), at mos
 from __future__ import annotations
 
 from kl2tp.l2tp import events as ev
+from kl2tp.l2tp.constants import MessageType
 from kl2tp.l2tp.message import ControlMessage, decode, encode_data
-from kl2tp.l2tp.tunnel import EARLY_FRAMES, Tunnel
-from tests.l2tp.helpers import LNS_TID, Pair
+from kl2tp.l2tp.tunnel import EARLY_FRAMES, Tunnel, TunnelConfig
+from tests.l2tp.helpers import LNS_TID, Pair, answer_calls
 
 
 def _answer_only(tunnel: Tunnel, event: ev.Event, now: float) -> None:
@@ -124,3 +125,55 @@ def test_cleared_call_forgets_its_early_data() -> None:
     _send_frames(pair.lns, sid, range(2, 3), pair.now)
     assert [type(e) for e in _events(pair.lns)] == [ev.CallClosed]
     assert pair.lns.counters["data_dropped"] == 1
+
+
+# --- the other direction: our data never overtakes our own ICCN -------------------------------
+
+
+def _lac_speaks_at_once(tunnel: Tunnel, event: ev.Event, now: float) -> None:
+    """A LAC driver whose subscriber sends LCP the moment the call counts as established
+    (the ICCN may still wait for the window), and an LNS that answers every call."""
+    answer_calls(tunnel, event, now)
+    if isinstance(event, ev.CallEstablished) and tunnel.lac:
+        tunnel.send_data(event.sid, _frame(event.sid & 0xFF))
+
+
+def test_lac_data_never_overtakes_its_iccn_waiting_for_the_window() -> None:
+    # An LNS that lets one message in flight (l2tpns sends no Receive Window Size: 4):
+    # a burst of calls queues the ICCNs behind each other while their data is ready.
+    pair = Pair(
+        lns_config=TunnelConfig(hostname="l2tp-gw", receive_window=1), policy=_lac_speaks_at_once
+    )
+    pair.establish()
+    calls = 12
+    for n in range(calls):
+        pair.lac.place_call(pair.now, ev.CallParams(serial=n))
+    pair.run(pair.now + 5.0)
+    connected: set[int] = set()
+    data_after_iccn = 0
+    for sender, data in pair.wire:
+        if sender != "lac":
+            continue
+        msg = decode(data)
+        if isinstance(msg, ControlMessage):
+            if msg.msg_type is MessageType.ICCN:
+                connected.add(msg.session_id)
+        else:
+            assert msg.session_id in connected, "data before its session's ICCN"
+            data_after_iccn += 1
+    assert data_after_iccn == calls
+    assert pair.lac.counters.get("data_held", 0) > 0  # the window did hold some
+    received = pair.of_type("lns", ev.DataReceived)
+    assert len(received) == calls
+
+
+def test_data_after_the_iccn_left_goes_straight_out() -> None:
+    pair = Pair()
+    pair.establish()
+    pair.lac.place_call(pair.now, ev.CallParams(serial=1))
+    pair.run(pair.now + 1.0)
+    (sid,) = pair.lac.sessions
+    pair.lac.send_data(sid, _frame(9))
+    (data,) = pair.lac.datagrams_to_send(pair.now)
+    assert decode(data).payload == _frame(9)  # type: ignore[union-attr]
+    assert "data_held" not in pair.lac.counters

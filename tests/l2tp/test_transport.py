@@ -8,7 +8,7 @@ import pytest
 from kl2tp.l2tp.avp import Avp
 from kl2tp.l2tp.constants import AvpType, MessageType
 from kl2tp.l2tp.message import ControlMessage, encode_control
-from kl2tp.l2tp.transport import Transport, zlb
+from kl2tp.l2tp.transport import HELD_PER_MESSAGE, Transport, zlb
 
 
 def hello_bytes() -> bytes:
@@ -172,3 +172,51 @@ def test_avp_free_zlb_never_delivered() -> None:
     assert t.receive(0, 0, None, 0.0) == []
     assert t.expected_ns == 0 and t.counters["in_ZLB"] == 1
     assert Avp(AvpType.HOST_NAME, "x").mandatory  # sanity: the codec table is in use
+
+
+def test_data_held_behind_a_waiting_message_leaves_right_after_it() -> None:
+    t = make(send_window=1)
+    t.send(hello_bytes(), 0.0)
+    waiting = t.send(hello_bytes(), 0.0)  # Ns 1: waits for the window
+    assert t.send_after(waiting, b"data-1")
+    assert t.send_after(waiting, b"data-2")
+    assert not t.send_after(0, b"late")  # Ns 0 is on the wire: send as usual
+    assert not t.send_after(7, b"never")  # never sent: nothing to wait for
+    out = t.datagrams_to_send(0.0)
+    assert [ns_nr(d)[0] for d in out] == [0]
+    t.receive(0, 1, None, 0.1)  # Ns 0 acked: Ns 1 goes, its data right behind
+    out = t.datagrams_to_send(0.1)
+    assert [ns_nr(out[0])[0], *out[1:]] == [1, b"data-1", b"data-2"]
+    assert t.counters["data_held"] == 2
+    assert not t.send_after(waiting, b"data-3")  # transmitted now
+    t.handle_timer(10.0)  # its retransmission carries no data again
+    assert [d for d in t.datagrams_to_send(10.0) if not d.startswith(b"\xc8")] == []
+
+
+def test_held_data_is_bounded_and_dropped_with_the_tunnel() -> None:
+    t = make(send_window=1)
+    t.send(hello_bytes(), 0.0)
+    waiting = t.send(hello_bytes(), 0.0)
+    for n in range(HELD_PER_MESSAGE + 3):
+        assert t.send_after(waiting, bytes([n]))
+    assert t.counters["data_held"] == HELD_PER_MESSAGE
+    assert t.counters["data_held_overflow"] == 3
+    assert [ns_nr(d)[0] for d in t.datagrams_to_send(0.0)] == [0]
+    t.abandon()  # the tunnel closed: the waiting message and its data are gone
+    t.set_send_window(4, 0.1)
+    assert t.datagrams_to_send(0.1) == []
+
+
+def test_what_an_ack_lets_out_acknowledges_the_message_that_carried_the_ack() -> None:
+    """Our window is full; the peer's next message acks our oldest. What that lets out
+    carries the Nr of that message too, so no ZLB is owed: a peer that acks only when
+    nothing of its own is outstanding (l2tpns) is not left waiting for our delayed ack
+    while its own acks wait for ours (a 1 s stall per window on one tunnel)."""
+    t = make(send_window=1)
+    t.send(hello_bytes(), 0.0)
+    t.send(hello_bytes(), 0.0)
+    assert [ns_nr(d) for d in t.datagrams_to_send(0.0)] == [(0, 0)]
+    assert t.receive(0, 1, "icrp", 0.1) == ["icrp"]
+    assert [ns_nr(d) for d in t.datagrams_to_send(0.1)] == [(1, 1)]
+    t.handle_timer(0.1 + t.ack_delay)
+    assert t.counters.get("out_ZLB", 0) == 0  # the ack rode on Ns 1

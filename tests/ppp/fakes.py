@@ -79,6 +79,10 @@ class FakeServices:
     def willing_auth(self) -> tuple[AuthMethod, ...]:
         return self.config.willing_auth
 
+    @property
+    def insisted_auth(self) -> tuple[AuthMethod, ...]:
+        return self.config.insisted_auth
+
     def take(self) -> list[Sent]:
         """The packets sent since the last call."""
         sent = self.sent[self._taken :]

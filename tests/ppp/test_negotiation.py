@@ -20,7 +20,8 @@ from ppp.events import (
     LinkUp,
     NetworkUp,
 )
-from ppp.frame import Code, Proto
+from ppp.frame import Code, Proto, encode_frame, encode_option, encode_packet
+from ppp.lcp import AUTH_OPTION_VALUES, LcpOption
 from ppp.link import Link, Phase
 
 from .helpers import DNS, LNS_ADDRESS, Aaa, Pair, events_of, lns_config, packets, subscriber_config
@@ -428,3 +429,80 @@ def test_terminate_phase_has_a_hard_deadline() -> None:
     pair.server.close(pair.now + 1.0)  # a second close does not extend the deadline
     pair.advance(4.0)
     assert events_of(pair.server_events, LinkDown) == [LinkDown(DownReason.ADMIN, "")]
+
+
+def _lcp_request(identifier: int, *options: bytes) -> bytes:
+    return encode_frame(Proto.LCP, encode_packet(Code.CONFREQ, identifier, b"".join(options)))
+
+
+CHAP_MD5 = encode_option(LcpOption.AUTH, AUTH_OPTION_VALUES[AuthMethod.CHAP])
+MAGIC = encode_option(LcpOption.MAGIC, b"\x12\x34\x56\x78")
+
+
+def test_subscriber_prefers_its_method_but_takes_chap_md5_when_the_lns_insists() -> None:
+    """l2tpns asks for CHAP-MD5 and ignores a Nak: an MS-CHAPv2 subscriber that can do
+    CHAP-MD5 suggests MS-CHAPv2 once, and takes CHAP-MD5 when asked for it again."""
+    config = subscriber_config(accept_auth=(AuthMethod.MSCHAPV2,), fallback_auth=(AuthMethod.CHAP,))
+    link = Link(config, rng=random.Random(3), name="sub")
+    link.open(0.0)
+    link.receive_frame(_lcp_request(1, CHAP_MD5, MAGIC), 0.0)
+    replies = [p for p in packets(link.frames_to_send(), Proto.LCP) if p[0] != Code.CONFREQ]
+    mschapv2 = encode_option(LcpOption.AUTH, AUTH_OPTION_VALUES[AuthMethod.MSCHAPV2])
+    assert replies == [(Code.CONFNAK, 1, mschapv2)]
+    link.receive_frame(_lcp_request(2, CHAP_MD5, MAGIC), 0.1)
+    replies = [p for p in packets(link.frames_to_send(), Proto.LCP) if p[0] != Code.CONFREQ]
+    assert replies == [(Code.CONFACK, 2, CHAP_MD5 + MAGIC)]
+
+
+def test_a_fallback_needs_a_nak_the_lns_heard() -> None:
+    """A request we answer with a Reject (of other options) never showed the LNS our
+    preference: CHAP-MD5 in the next request is Nak'd, not yet taken."""
+    config = subscriber_config(accept_auth=(AuthMethod.MSCHAPV2,), fallback_auth=(AuthMethod.CHAP,))
+    link = Link(config, rng=random.Random(3), name="sub")
+    link.open(0.0)
+    mrru = encode_option(LcpOption.MRRU, b"\x05\xdc")
+    link.receive_frame(_lcp_request(1, CHAP_MD5, mrru, MAGIC), 0.0)
+    replies = [p for p in packets(link.frames_to_send(), Proto.LCP) if p[0] != Code.CONFREQ]
+    assert replies == [(Code.CONFREJ, 1, mrru)]
+    link.receive_frame(_lcp_request(2, CHAP_MD5, MAGIC), 0.1)
+    replies = [p for p in packets(link.frames_to_send(), Proto.LCP) if p[0] != Code.CONFREQ]
+    assert [code for code, _, _ in replies] == [Code.CONFNAK]
+
+
+def test_subscriber_without_the_fallback_never_takes_chap_md5() -> None:
+    link = Link(subscriber_config(accept_auth=(AuthMethod.MSCHAPV2,)), rng=random.Random(3))
+    link.open(0.0)
+    for identifier in range(1, 4):
+        link.receive_frame(_lcp_request(identifier, CHAP_MD5, MAGIC), 0.0)
+        replies = [p for p in packets(link.frames_to_send(), Proto.LCP) if p[0] != Code.CONFREQ]
+        assert [code for code, _, _ in replies] == [Code.CONFNAK]
+
+
+def test_a_peer_that_takes_the_nak_gets_the_preferred_method() -> None:
+    """kl2tp-lns offering CHAP first but allowing MS-CHAPv2 follows the subscriber's Nak."""
+    pair = Pair(
+        lns_config(AuthMethod.CHAP, AuthMethod.MSCHAPV2),
+        subscriber_config(accept_auth=(AuthMethod.MSCHAPV2,), fallback_auth=(AuthMethod.CHAP,)),
+    )
+    pair.open()
+    assert events_of(pair.server_events, Authenticated) == [
+        Authenticated("alice", AuthMethod.MSCHAPV2)
+    ]
+
+
+def _is_lcp_nak(frame: bytes) -> bool:
+    return any(code == Code.CONFNAK for code, _, _ in packets([frame], Proto.LCP))
+
+
+def test_fallback_to_chap_md5_authenticates_end_to_end() -> None:
+    """An LNS that never hears the Nak asks for CHAP-MD5 again (as l2tpns does after
+    hearing it): the subscriber takes it and the link comes up with CHAP-MD5."""
+    pair = Pair(
+        lns_config(AuthMethod.CHAP),
+        subscriber_config(accept_auth=(AuthMethod.MSCHAPV2,), fallback_auth=(AuthMethod.CHAP,)),
+    )
+    pair.drop_to_server = _is_lcp_nak
+    pair.open()
+    pair.advance(10.0)
+    assert events_of(pair.client_events, Authenticated) == [Authenticated("alice", AuthMethod.CHAP)]
+    assert events_of(pair.client_events, NetworkUp)
