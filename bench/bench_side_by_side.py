@@ -110,6 +110,8 @@ hostname = "bench-lac"
 {secret_line}
 [dataplane]
 kind = "null"
+[log]
+level = "warning"
 [subscriber]
 auth = "chap"
 ppp = {"true" if ppp else "false"}

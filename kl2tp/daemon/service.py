@@ -845,10 +845,12 @@ async def simulate(
         # Hold until every call is up (so they are all up at once) and then ``hold`` more;
         # a call the LNS clears meanwhile (CDN) ends its hold and no longer counts as up.
         await all_up.wait()
-        if info.closed is None:
+        if info.closed is None and not stop.is_set():
             info.done = trio.Event()  # the endpoint sets it again when the call closes
+            held[n] = info
             with trio.move_on_after(hold):
-                await _either(stop, info.done)
+                await info.done.wait()  # or `end_holds` sets it
+            held.pop(n, None)
         if info.closed is not None and info.closed.by_peer:
             result.established -= 1
             result.cleared_by_peer += 1
@@ -861,16 +863,28 @@ async def simulate(
             with trio.move_on_after(setup_timeout):
                 await info.done.wait()
 
-    async with trio.open_nursery() as nursery:
-        interval = 1.0 / rate if rate else 0.0
-        next_at = trio.current_time()
-        for n in range(1, count + 1):
-            nursery.start_soon(one_call, n)
-            if interval:
-                next_at += interval
-                await trio.sleep_until(next_at)
-            elif n % 64 == 0:
-                await trio.lowlevel.checkpoint()
+    # The calls in their hold, by number: ``stop`` ends all their holds at once (one task,
+    # not one per call).
+    held: dict[int, SessionInfo] = {}
+
+    async def end_holds() -> None:
+        await stop.wait()
+        for info in held.values():
+            info.done.set()
+
+    async with trio.open_nursery() as outer:
+        outer.start_soon(end_holds)
+        async with trio.open_nursery() as nursery:
+            interval = 1.0 / rate if rate else 0.0
+            next_at = trio.current_time()
+            for n in range(1, count + 1):
+                nursery.start_soon(one_call, n)
+                if interval:
+                    next_at += interval
+                    await trio.sleep_until(next_at)
+                elif n % 64 == 0:
+                    await trio.lowlevel.checkpoint()
+        outer.cancel_scope.cancel()
     if picker is not None:
         runners = list(picker.live_tunnels())
     for runner in runners:
@@ -880,18 +894,6 @@ async def simulate(
         for runner in runners:
             await runner.closed.wait()
     return result
-
-
-async def _either(a: trio.Event, b: trio.Event) -> None:
-    """Return once ``a`` or ``b`` is set."""
-    async with trio.open_nursery() as nursery:
-
-        async def wait(event: trio.Event) -> None:
-            await event.wait()
-            nursery.cancel_scope.cancel()
-
-        nursery.start_soon(wait, a)
-        nursery.start_soon(wait, b)
 
 
 def _failure_reason(info: SessionInfo) -> str:
