@@ -94,6 +94,8 @@ def settings_from_config(cfg: cfgmod.Config, role: str) -> Settings:
         queue_depth=l2.queue_depth,
         limits=cfg.endpoint_limits(),
         history=cfg.log.history,
+        metrics_listen=cfg.metrics.listen.sockaddr if cfg.metrics.listen is not None else None,
+        policies=cfg.policies() if role == "lns" else None,
     )
 
 
@@ -131,21 +133,28 @@ async def open_dataplane(kind: str, cfg: cfgmod.Config, role: str) -> DataPlane:
     return NullDataPlane()
 
 
-def _authenticator(cfg: cfgmod.Config, role: str) -> Any:
-    """The AAA back end (the LNS's); reads the users file before anything starts."""
+def _authenticators(cfg: cfgmod.Config, role: str) -> dict[str, Any]:
+    """The LNS's AAA back ends by ``[aaa] backend`` value: ``[aaa] backend``'s and every one
+    a ``[[peer]]`` names; reads the users file before anything starts. Each accepts every
+    method some policy demands (a session's link demands its own policy's)."""
     if role != "lns":
-        return None
-    if cfg.aaa.backend == "radius":
-        from kl2tp.aaa.radius.backend import RadiusAuthenticator
+        return {}
+    out: dict[str, Any] = {}
+    for backend in sorted(cfg.backends):
+        if backend == "radius":
+            from kl2tp.aaa.radius.backend import RadiusAuthenticator
 
-        return RadiusAuthenticator.from_config(cfg)
-    from kl2tp.aaa.local import LocalAuthenticator
+            out[backend] = RadiusAuthenticator.from_config(cfg)
+        else:
+            from kl2tp.aaa.local import LocalAuthenticator
 
-    try:
-        return LocalAuthenticator.from_config(cfg)
-    except cfgmod.ConfigError as exc:
-        print(f"kl2tp-lns: config error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+            try:
+                out[backend] = LocalAuthenticator.from_config(cfg)
+            except cfgmod.ConfigError as exc:
+                print(f"kl2tp-lns: config error: {exc}", file=sys.stderr)
+                raise SystemExit(2) from None
+        out[backend].methods = cfg.auth_methods
+    return out
 
 
 def _load(args: argparse.Namespace, role: cfgmod.Role) -> cfgmod.Config:
@@ -289,13 +298,14 @@ def _run(cfg: cfgmod.Config, role: str, path: str | None = None) -> int:
     from kl2tp.daemon.service import run_daemon
 
     settings = settings_from_config(cfg, role)
-    authenticator = _authenticator(cfg, role)
+    authenticators = _authenticators(cfg, role)
+    authenticator = authenticators.get(cfg.aaa.backend)
     kind = resolve_dataplane(cfg.dataplane.kind)
     notifier = Notifier.from_env()
     reloader: Reloader | None = None
     if path is not None:
         load_users = None
-        if role == "lns" and cfg.aaa.backend == "local":
+        if role == "lns" and "local" in authenticators:
             from kl2tp.aaa.local import load_users as read_users
 
             def load_users(new: cfgmod.Config) -> Any:
@@ -319,7 +329,9 @@ def _run(cfg: cfgmod.Config, role: str, path: str | None = None) -> int:
         if removed:
             log.warning("removed %d stale kernel objects left by an earlier kl2tp", removed)
         client = role == "lac" and cfg.lac.mode == "client"
-        handler = make_handler(role, cfg, dataplane, authenticator, subscribers=client)
+        handler = make_handler(
+            role, cfg, dataplane, authenticator, subscribers=client, authenticators=authenticators
+        )
         dialer = None
         if client:
             from kl2tp.daemon.client import client_call, keep_call
@@ -339,10 +351,11 @@ def _run(cfg: cfgmod.Config, role: str, path: str | None = None) -> int:
         coa = _coa_server(cfg, handler) if role == "lns" else None
         # A back end with a life of its own (RADIUS: reply readers, accounting, Accounting-On
         # and -Off) runs around the daemon; so does the CoA server.
-        running = getattr(authenticator, "running", None)
         async with contextlib.AsyncExitStack() as stack:
-            if running is not None:
-                await stack.enter_async_context(running())
+            for backend in authenticators.values():
+                running = getattr(backend, "running", None)
+                if running is not None:
+                    await stack.enter_async_context(running())
             services = await stack.enter_async_context(trio.open_nursery())
             if coa is not None and cfg.radius.coa_listen is not None:
                 from kl2tp.aaa.radius.coa import serve_coa
@@ -364,6 +377,7 @@ def _run(cfg: cfgmod.Config, role: str, path: str | None = None) -> int:
                     reloader.endpoint = endpoint
                     reloader.handler = handler
                     reloader.authenticator = authenticator
+                    reloader.authenticators = authenticators
                     if role == "lns":
                         reloader.link_config = lns_link_config
             services.cancel_scope.cancel()
@@ -546,6 +560,7 @@ TUNNEL_COLUMNS = [
     "peer_id",
     "peer_address",
     "peer_hostname",
+    "policy",
     "state",
     "sessions",
     "uptime",
@@ -901,6 +916,15 @@ def _format_summary_show(result: Any) -> str:
     if result.get("ppp"):
         # Sessions, AAA, setup timeouts, refusals, CoA: nested counters as dotted names.
         lines.append("ppp      " + _pairs(_flatten(result["ppp"])))
+    setup = result.get("setup")
+    if setup:
+        # Call setups and failures by reason; the per-policy figures are in --json.
+        brief = {k: setup[k] for k in ("attempts", "successes", "failures", "latency")}
+        lines.append("setup    " + _pairs(_flatten(brief)))
+    policies = result.get("policies") or {}
+    if len(policies) > 1:  # [[peer]] tables: one line each (the default alone says nothing new)
+        for name, counts in policies.items():
+            lines.append(f"policy   {name} " + _pairs(counts.items()))
     return "\n".join(lines)
 
 
@@ -913,6 +937,8 @@ def _flatten(values: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
     out: list[tuple[str, Any]] = []
     for key, value in sorted(values.items()):
         name = f"{prefix}{key}"
+        if key == "buckets":
+            continue  # a histogram's buckets: its count and sum are shown, the rest in --json
         if isinstance(value, dict):
             out.extend(_flatten(value, f"{name}."))
         else:

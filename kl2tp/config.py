@@ -36,6 +36,7 @@ from kl2tp.values import PoolRange, Secret, parse_pool, split_host_port
 if TYPE_CHECKING:
     from kl2tp.l2tp.endpoint import Limits
     from kl2tp.l2tp.tunnel import TunnelConfig
+    from kl2tp.policy import PolicyTable
 
 __all__ = [
     "AaaConfig",
@@ -51,6 +52,7 @@ __all__ = [
     "LnsPeer",
     "LogConfig",
     "NamedPool",
+    "PeerConfig",
     "PppConfig",
     "RadiusConfig",
     "RadiusServerConfig",
@@ -449,6 +451,19 @@ class L2tpConfig:
     """SCCRQs per second one source host may open tunnels with; 0: unlimited."""
     sccrq_burst: int = attrs.field(default=50, metadata=_meta(_integer(1)))
     """SCCRQs one source host may send back to back."""
+    sccrq_total_rate: float = attrs.field(default=0.0, metadata=_meta(_number(0)))
+    """SCCRQs per second all sources together may open tunnels with; 0: unlimited."""
+    sccrq_total_burst: int = attrs.field(default=100, metadata=_meta(_integer(1)))
+    """SCCRQs all sources together may send back to back."""
+    max_negotiating_sessions: int = attrs.field(default=0, metadata=_meta(_integer(0)))
+    """Most sessions admitted and not up yet (L2TP setup and PPP); 0: unlimited."""
+    max_sessions_per_tunnel: int = attrs.field(default=0, metadata=_meta(_integer(0)))
+    """Most sessions in one tunnel; 0: unlimited."""
+    default_peer: str = attrs.field(
+        default="accept", metadata=_meta(_choice("accept", "refuse"), roles=LNS_ONLY)
+    )
+    """A LAC no ``[[peer]]`` matches: ``accept`` it with the top-level settings, or
+    ``refuse`` it (StopCCN result 4, not authorized)."""
 
     def peer_allowed(self, address: IPv4Address | IPv6Address) -> bool:
         """True if ``address`` may open a tunnel (checked once per SCCRQ, not per packet)."""
@@ -694,6 +709,90 @@ class NamedPool:
 _named_pools = _array_of(NamedPool, "pool", ("name", "range"))
 
 
+def _one_or_list(item: Parser, *, max_items: int | None = None) -> Parser:
+    """A value or a list of them (``match_hostname = "lac-*"`` or ``["a", "b"]``)."""
+    many = _list_of(item, max_items=max_items, unique=True)
+
+    def parse(value: object) -> tuple[Any, ...]:
+        return cast(tuple[Any, ...], many(value) if isinstance(value, list) else (item(value),))
+
+    return parse
+
+
+def _peer_name(value: object) -> str:
+    text = cast(str, _string(max_len=64)(value))
+    if text == "default":
+        raise _Invalid('"default" is the name of the top-level settings; choose another')
+    return text
+
+
+def _lns_key(parse: Parser) -> dict[str, Any]:
+    """Metadata of an LNS-only key (a ``[[peer]]`` override: None keeps the top level)."""
+    return _meta(parse, roles=LNS_ONLY)
+
+
+@attrs.frozen
+class PeerConfig:
+    """One ``[[peer]]``: the policy of the LACs it matches (LNS); a key left out takes the
+    top-level value of the same name."""
+
+    name: str = attrs.field(default="", metadata=_meta(_peer_name, roles=LNS_ONLY))
+    """The policy's name (``kl2tpctl show tunnels``, logs, metrics)."""
+    match_address: tuple[IpNetwork, ...] = attrs.field(
+        default=(), metadata=_meta(_one_or_list(_network), roles=LNS_ONLY)
+    )
+    """The SCCRQ's source address is one of these addresses or prefixes."""
+    match_hostname: tuple[str, ...] = attrs.field(
+        default=(), metadata=_meta(_one_or_list(_string()), roles=LNS_ONLY)
+    )
+    """The Host Name AVP equals one of these or matches one of these globs."""
+    secret: Secret | None = attrs.field(default=None, metadata=_lns_key(_secret))
+    """``[l2tp] secret`` for these LACs."""
+    hide_avps: bool | None = attrs.field(default=None, metadata=_lns_key(_boolean))
+    """``[l2tp] hide_avps``."""
+    hello_interval: float | None = attrs.field(default=None, metadata=_lns_key(_number(0)))
+    """``[l2tp] hello_interval``."""
+    receive_window: int | None = attrs.field(default=None, metadata=_lns_key(_integer(1, 65535)))
+    """``[l2tp] receive_window``."""
+    max_tunnels: int = attrs.field(default=0, metadata=_meta(_integer(0), roles=LNS_ONLY))
+    """Most tunnels of these LACs at once; 0: no limit of their own."""
+    max_sessions: int = attrs.field(default=0, metadata=_meta(_integer(0), roles=LNS_ONLY))
+    """Most sessions over their tunnels; 0: no limit of their own."""
+    pool: str | None = attrs.field(default=None, metadata=_lns_key(_string(max_len=253)))
+    """The name of the ``[[pool]]`` their subscribers' addresses come from."""
+    auth: tuple[AuthMethod, ...] | None = attrs.field(
+        default=None, metadata=_lns_key(_list_of(_choice("chap", "pap", "mschapv2"), unique=True))
+    )
+    """``[ppp] auth``."""
+    proxy_lcp: str | None = attrs.field(
+        default=None, metadata=_lns_key(_choice("accept", "renegotiate"))
+    )
+    """``[ppp] proxy_lcp``."""
+    proxy_auth: str | None = attrs.field(
+        default=None, metadata=_lns_key(_choice("accept", "renegotiate"))
+    )
+    """``[ppp] proxy_auth``."""
+    dns: tuple[IPv4Address, ...] | None = attrs.field(
+        default=None, metadata=_lns_key(_list_of(_ipv4, max_items=2))
+    )
+    """``[ppp] dns``."""
+    mru: int | None = attrs.field(default=None, metadata=_lns_key(_integer(128, 65535)))
+    """``[ppp] mru``."""
+    session_timeout: float | None = attrs.field(default=None, metadata=_lns_key(_number(0)))
+    """``[ppp] session_timeout``."""
+    idle_timeout: float | None = attrs.field(default=None, metadata=_lns_key(_number(0)))
+    """``[ppp] idle_timeout`` (the session's, not the tunnel's)."""
+    interface_template: str | None = attrs.field(
+        default=None, metadata=_lns_key(_interface_template)
+    )
+    """``[dataplane] interface_template``."""
+    aaa: str | None = attrs.field(default=None, metadata=_lns_key(_choice("local", "radius")))
+    """``[aaa] backend``."""
+
+
+_peers = _array_of(PeerConfig, "peer", ("name",))
+
+
 @attrs.frozen
 class LnsPeer:
     """One ``[[lac.lns]]`` entry: an LNS the LAC dials."""
@@ -835,6 +934,14 @@ class SubscriberConfig:
         return self.username.format(n=n), self.password.format(n=n)
 
 
+@attrs.frozen
+class MetricsConfig:
+    """``[metrics]``: the Prometheus endpoint."""
+
+    listen: Endpoint | None = attrs.field(default=None, metadata=_meta(_endpoint(9641, local=True)))
+    """Where ``GET /metrics`` is served; None: no metrics endpoint."""
+
+
 _SECTIONS: dict[str, tuple[type[Any], frozenset[Role]]] = {
     "l2tp": (L2tpConfig, BOTH),
     "dataplane": (DataplaneConfig, BOTH),
@@ -845,8 +952,11 @@ _SECTIONS: dict[str, tuple[type[Any], frozenset[Role]]] = {
     "radius": (RadiusConfig, BOTH),
     "lac": (LacConfig, LAC_ONLY),
     "subscriber": (SubscriberConfig, LAC_ONLY),
+    "metrics": (MetricsConfig, BOTH),
 }
 _ROLE_NAMES = {"lns": "kl2tp-lns", "lac": "kl2tp-lac"}
+_ARRAYS: dict[str, Parser] = {"pool": _named_pools, "peer": _peers}
+"""Top-level arrays of tables (LNS): ``[[pool]]`` and ``[[peer]]``."""
 
 
 @attrs.frozen
@@ -877,6 +987,10 @@ class Config:
     """``[radius]`` and ``[[radius.server]]``."""
     pool: tuple[NamedPool, ...] = ()
     """``[[pool]]`` (LNS): named pools; ``[ppp] pool`` is the default pool ``""``."""
+    metrics: MetricsConfig = attrs.field(factory=MetricsConfig)
+    """``[metrics]``."""
+    peer: tuple[PeerConfig, ...] = ()
+    """``[[peer]]`` (LNS): per-LAC policies, first match wins."""
 
     def tunnel_config(self, peer: LnsPeer | None = None) -> TunnelConfig:
         """The tunnel core's settings from ``[l2tp]`` (and, on the LAC, one LNS's overrides)."""
@@ -901,6 +1015,52 @@ class Config:
             max_setup_sessions_per_tunnel=l2tp.max_setup_sessions_per_tunnel,
         )
 
+    def peer_tunnel_config(self, peer: PeerConfig) -> TunnelConfig:
+        """The tunnel core's settings for the LACs of one ``[[peer]]``: its overrides over
+        ``[l2tp]``."""
+        base = self.tunnel_config()
+        secret = peer.secret if peer.secret is not None else self.l2tp.secret
+        return attrs.evolve(
+            base,
+            secret=secret.reveal() if secret is not None else None,
+            hide_avps=_pick(peer.hide_avps, base.hide_avps),
+            hello_interval=_pick(peer.hello_interval, base.hello_interval),
+            receive_window=_pick(peer.receive_window, base.receive_window),
+        )
+
+    def policies(self) -> PolicyTable:
+        """The per-peer policy table the endpoint matches SCCRQs against."""
+        from kl2tp.policy import DEFAULT_POLICY, Match, Policy, PolicyTable
+
+        return PolicyTable(
+            Policy(DEFAULT_POLICY, self.tunnel_config()),
+            tuple(
+                Policy(
+                    p.name,
+                    self.peer_tunnel_config(p),
+                    max_tunnels=p.max_tunnels,
+                    max_sessions=p.max_sessions,
+                    match=Match(p.match_address, p.match_hostname),
+                )
+                for p in self.peer
+            ),
+            refuse_unmatched=self.l2tp.default_peer == "refuse",
+        )
+
+    @property
+    def backends(self) -> frozenset[str]:
+        """Every AAA back end a session may use: ``[aaa] backend`` and the ``[[peer]]`` ones."""
+        return frozenset({self.aaa.backend, *(p.aaa for p in self.peer if p.aaa is not None)})
+
+    @property
+    def auth_methods(self) -> frozenset[str]:
+        """Every PPP authentication method some policy demands (the back ends accept these;
+        each session's link demands its own policy's)."""
+        methods = set(self.ppp.auth)
+        for p in self.peer:
+            methods.update(p.auth if p.auth is not None else ())
+        return frozenset(methods)
+
     def endpoint_limits(self) -> Limits:
         """The endpoint-wide bounds on peer-created state from ``[l2tp]``."""
         from kl2tp.l2tp.endpoint import Limits  # the core loads only when a daemon needs it
@@ -912,6 +1072,10 @@ class Config:
             max_lingering=l2tp.max_lingering,
             sccrq_rate=l2tp.sccrq_rate,
             sccrq_burst=l2tp.sccrq_burst,
+            sccrq_total_rate=l2tp.sccrq_total_rate,
+            sccrq_total_burst=l2tp.sccrq_total_burst,
+            max_negotiating_sessions=l2tp.max_negotiating_sessions,
+            max_sessions_per_tunnel=l2tp.max_sessions_per_tunnel,
         )
 
     def peer_identity(self, peer: LnsPeer) -> tuple[str, Secret | None]:
@@ -920,6 +1084,10 @@ class Config:
             peer.hostname if peer.hostname is not None else self.l2tp.hostname,
             peer.secret if peer.secret is not None else self.l2tp.secret,
         )
+
+
+def _pick(value: T | None, default: T) -> T:
+    return default if value is None else value
 
 
 # -- the table walker -------------------------------------------------------------------------
@@ -971,11 +1139,12 @@ def _check_consistency(config: Config) -> None:
                 "holds only local_address: no address left for subscribers", subkey="[ppp] pool"
             )
         _check_pools(config)
+        _check_peers(config)
         if config.radius.coa_client and config.radius.coa_listen is None:
             raise _Invalid(
                 "has no effect without [radius] coa_listen", subkey="[[radius.coa_client]]"
             )
-        if config.aaa.backend == "radius" and not config.radius.server:
+        if "radius" in config.backends and not config.radius.server:
             raise _Invalid(
                 'must list at least one server for [aaa] backend = "radius"',
                 subkey="[[radius.server]]",
@@ -998,18 +1167,42 @@ def _check_consistency(config: Config) -> None:
             )
 
 
+def _check_unique_names(names: Sequence[str], label: str) -> None:
+    """The ``name`` of each ``[[label]]`` differs from the ones before it."""
+    seen: dict[str, int] = {}
+    for index, name in enumerate(names):
+        if name in seen:
+            raise _Invalid(
+                f"{name!r} is already the name of [[{label}]] #{seen[name]}",
+                subkey=f"[[{label}]] #{index + 1} name",
+            )
+        seen[name] = index + 1
+
+
+def _check_peers(config: Config) -> None:
+    """``[[peer]]``: unique names, something to match, a pool that exists, a secret to hide
+    AVPs with."""
+    _check_unique_names([p.name for p in config.peer], "peer")
+    pools = {p.name for p in config.pool}
+    for index, peer in enumerate(config.peer):
+        where = f"[[peer]] #{index + 1}"
+        if not peer.match_address and not peer.match_hostname:
+            raise _Invalid("needs match_address or match_hostname (or both)", subkey=where)
+        if peer.pool is not None and peer.pool not in pools:
+            raise _Invalid(f"{_show(peer.pool)} is no [[pool]] name", subkey=f"{where} pool")
+        secret = peer.secret if peer.secret is not None else config.l2tp.secret
+        if _pick(peer.hide_avps, config.l2tp.hide_avps) and secret is None:
+            raise _Invalid(
+                "needs a secret (hiding uses the tunnel secret)", subkey=f"{where} hide_avps"
+            )
+
+
 def _check_pools(config: Config) -> None:
     """Named pools: unique names, no overlap with each other or with ``[ppp] pool``."""
-    seen: dict[str, int] = {}
+    _check_unique_names([p.name for p in config.pool], "pool")
     ranges = [("[ppp] pool", config.ppp.pool)]
     for index, pool in enumerate(config.pool):
         where = f"[[pool]] #{index + 1}"
-        if pool.name in seen:
-            raise _Invalid(
-                f"{pool.name!r} is already the name of [[pool]] #{seen[pool.name]}",
-                subkey=f"{where} name",
-            )
-        seen[pool.name] = index + 1
         for other, r in ranges:
             if int(pool.range.first) <= int(r.last) and int(r.first) <= int(pool.range.last):
                 raise _Invalid(f"overlaps {other} ({r.text})", subkey=f"{where} range")
@@ -1046,13 +1239,13 @@ def parse_config(
     sections: dict[str, object] = {}
     try:
         for name, table in data.items():
-            if name == "pool":
+            if name in _ARRAYS:
                 if role != "lns":
-                    raise _Invalid("only valid for kl2tp-lns", subkey="[[pool]]")
+                    raise _Invalid("only valid for kl2tp-lns", subkey=f"[[{name}]]")
                 try:
-                    sections["pool"] = _named_pools(table)
+                    sections[name] = _ARRAYS[name](table)
                 except _Invalid as exc:
-                    raise _Invalid(exc.problem, subkey=exc.subkey or "[[pool]]") from None
+                    raise _Invalid(exc.problem, subkey=exc.subkey or f"[[{name}]]") from None
                 continue
             if name not in _SECTIONS and not isinstance(table, dict):
                 homes = [
@@ -1126,6 +1319,14 @@ def check_config(path: str | Path, role: Role) -> list[ConfigError]:
     errors: list[ConfigError] = []
     for section, table in data.items():
         entry = _SECTIONS.get(section)
+        if section in _ARRAYS and role == "lns":
+            # Each table on its own; rules across sections ([[peer]] pool names a [[pool]])
+            # run once every key is good.
+            try:
+                _ARRAYS[section](table)
+            except _Invalid as exc:
+                errors.append(ConfigError(name, exc.subkey or f"[[{section}]]", exc.problem))
+            continue
         if entry is None or not isinstance(table, dict) or role not in entry[1]:
             try:
                 parse_config({section: table}, name, role)
@@ -1180,4 +1381,5 @@ def known_keys(role: Role | None = None) -> list[str]:
     for name, (cls, roles) in _SECTIONS.items():
         keys.extend(walk(cls, name, roles))
     keys.extend(walk(NamedPool, "pool", LNS_ONLY))
+    keys.extend(walk(PeerConfig, "peer", LNS_ONLY))
     return keys

@@ -30,6 +30,7 @@ import trio.lowlevel
 from kl2tp.daemon import oplog
 from kl2tp.daemon.handle import Address, SessionHandler, SessionInfo
 from kl2tp.daemon.sessions import DataPlaneSessions
+from kl2tp.daemon.stats import SessionStats, failure_reason
 from kl2tp.dataplane.base import DataPlane, DataPlaneError, TunnelSpec
 from kl2tp.l2tp import events as ev
 from kl2tp.l2tp.constants import CdnResult, ErrorCode, StopCcnResult
@@ -45,6 +46,7 @@ from kl2tp.l2tp.endpoint import (
 from kl2tp.l2tp.events import CallParams, ConnectInfo
 from kl2tp.l2tp.session import SessionState
 from kl2tp.l2tp.tunnel import Tunnel, TunnelConfig, TunnelState
+from kl2tp.policy import PolicyTable
 
 log = logging.getLogger("kl2tp.daemon")
 
@@ -178,6 +180,10 @@ class TunnelRunner:
         self._sessions: dict[int, SessionInfo] = {}
         self._setting_up: set[int] = set()
         """Sessions admitted and not established yet (the endpoint core counts them)."""
+        self._negotiating: set[int] = set()
+        """Sessions admitted and not up yet (``session_up``; the endpoint core counts them)."""
+        # Tunnels and sessions by state, per policy, counted by the core from now on.
+        self.core.attach(endpoint.stats.tally(entry.policy))
         self.closed = trio.Event()
         self.established = trio.Event()
         self.close_event: ev.TunnelClosed | None = None
@@ -213,6 +219,11 @@ class TunnelRunner:
         return self.core.peer_hostname
 
     @property
+    def policy(self) -> str:
+        """The name of the tunnel's policy (``[[peer]] name``; ``"default"``: top level)."""
+        return self.entry.policy
+
+    @property
     def sessions(self) -> Mapping[int, SessionInfo]:
         """The daemon's record of each live session."""
         return self._sessions
@@ -243,6 +254,10 @@ class TunnelRunner:
         if sid in self.core.sessions:
             self.core.connect_call(sid, trio.current_time(), connect)
             self.kick()
+
+    def connect_pending(self, sid: int) -> bool:
+        """True while our ICCN for ``sid`` waits for the peer's window."""
+        return self.core.connect_pending(sid)
 
     def data_ready(self, sid: int) -> None:
         """The session's channel is open: the core hands over the data it kept for it."""
@@ -285,6 +300,17 @@ class TunnelRunner:
     def count(self, key: str) -> None:
         """Add one to an endpoint-wide counter."""
         self.endpoint.counters[key] += 1
+
+    def session_up(self, sid: int, info: SessionInfo | None) -> None:
+        """The session is up (PPP's network phase, or the bare L2TP call connected): it no
+        longer counts as negotiating, its setup time is recorded (the first time only) and
+        the "session up" line is logged."""
+        if sid in self._negotiating:
+            self._negotiating.discard(sid)
+            self.endpoint.core.session_up(self.entry)
+            if info is not None:
+                self.endpoint.stats.success(self.policy, trio.current_time() - info.created)
+        oplog.session_up(self, sid, info)
 
     # -- waking the task ---------------------------------------------------------------------
 
@@ -423,7 +449,7 @@ class TunnelRunner:
             if not handler.defers_established:
                 info.established = trio.current_time()
                 info.done.set()
-                oplog.session_up(self, event.sid, info)
+                self.session_up(event.sid, info)
             handler.call_established(self, event)
         elif isinstance(event, ev.CallClosed):
             if log.isEnabledFor(logging.DEBUG):
@@ -443,7 +469,18 @@ class TunnelRunner:
                 self._log_closed(closed_info, event)
                 setting_up = event.sid in self._setting_up
                 self._setting_up.discard(event.sid)
-                self.endpoint.core.release_session(self.entry, established=not setting_up)
+                negotiating = event.sid in self._negotiating
+                if negotiating:
+                    self._negotiating.discard(event.sid)
+                    self.endpoint.stats.failure(
+                        self.policy,
+                        failure_reason(
+                            closed_info.extra.get("failure"), event.result, event.by_peer
+                        ),
+                    )
+                self.endpoint.core.release_session(
+                    self.entry, established=not setting_up, up=not negotiating
+                )
                 closed_info.closed = event
                 closed_info.done.set()
         elif isinstance(event, ev.TunnelClosed):
@@ -455,31 +492,43 @@ class TunnelRunner:
         info = SessionInfo(sid, now)
         self._sessions[sid] = info
         self._setting_up.add(sid)
+        self._negotiating.add(sid)
+        self.endpoint.stats.attempt(self.policy)
         self.endpoint.core.admit_session(self.entry, limit=False)
         return info
 
     def _incoming_call(self, event: ev.IncomingCall) -> None:
         now = trio.current_time()
+        stats = self.endpoint.stats
+        stats.attempt(self.policy)
         if self.endpoint.draining:
+            self.endpoint.counters["calls_refused_draining"] += 1
+            stats.failure(self.policy, "draining")
             oplog.refused(self, event.sid, "session", "draining")
             self.core.hangup(
                 event.sid, now, CdnResult.NO_FACILITIES_TEMPORARY, ErrorCode.NO_ERROR, "draining"
             )
             return
         ep_core = self.endpoint.core
-        if not ep_core.admit_session(self.entry):
+        refusal = ep_core.try_admit(self.entry)
+        if refusal is not None:
+            stats.failure(self.policy, refusal)
+            # Result 4 either way (temporary: the LAC may try another LNS); the text says
+            # whether the LAC's own [[peer]] max_sessions or a daemon-wide limit refused it.
+            why = (
+                "peer session limit reached"
+                if refusal == "peer_max_sessions"
+                else "session limit reached"
+            )
             # One info line with the peer and ids, rate-limited like every peer-caused line.
-            oplog.refused(self, event.sid, "session", "session limit reached")
+            oplog.refused(self, event.sid, "session", why, limit=refusal)
             self.core.hangup(
-                event.sid,
-                now,
-                CdnResult.NO_FACILITIES_TEMPORARY,
-                ErrorCode.NO_ERROR,
-                "session limit reached",
+                event.sid, now, CdnResult.NO_FACILITIES_TEMPORARY, ErrorCode.NO_ERROR, why
             )
             return
         self._sessions[event.sid] = SessionInfo(event.sid, now)
         self._setting_up.add(event.sid)
+        self._negotiating.add(event.sid)
         # A LAC answering an outgoing call connects at once, in the core (OCRP then OCCN).
         self.core.answer_call(
             event.sid, now, None if self.endpoint.lns else self.endpoint.connect_info()
@@ -533,6 +582,7 @@ class TunnelRunner:
         try:
             handle = await dp.open_tunnel(spec)
         except DataPlaneError as exc:
+            self.endpoint.counters["dataplane_errors_open_tunnel"] += 1
             log.error("Tnl %d: data plane refused the tunnel: %s", self.local_tunnel_id, exc)
             self.core.close(
                 trio.current_time(),
@@ -563,6 +613,7 @@ class TunnelRunner:
         self._torn_down = True
         endpoint = self.endpoint
         endpoint.tunnels.pop(self.local_tunnel_id, None)
+        self.core.detach()
         if self._reader_scope is not None:
             self._reader_scope.cancel()
         handler = endpoint.handler
@@ -579,13 +630,17 @@ class TunnelRunner:
                 info.done.set()
                 handler.call_closed(self, info.closed)
                 self._log_closed(info, info.closed)
+                if sid in self._negotiating:
+                    endpoint.stats.failure(self.policy, "tunnel-closed")
             self._sessions.clear()
             self._setting_up.clear()
+            self._negotiating.clear()
             self._log_tunnel_down()
             if self._kernel_tunnel:
                 try:
                     await endpoint.dataplane.close_tunnel(self.local_tunnel_id)
                 except DataPlaneError as exc:
+                    endpoint.counters["dataplane_errors_close_tunnel"] += 1
                     log.error(
                         "Tnl %d: could not remove the kernel tunnel: %s", self.local_tunnel_id, exc
                     )
@@ -635,6 +690,7 @@ class TunnelRunner:
             "peer_id": self.core.peer_tunnel_id,
             "peer_address": f"{addr[0]}:{addr[1]}",
             "peer_hostname": self.core.peer_hostname,
+            "policy": self.entry.policy,
             "state": self.core.state,
             "sessions": len(self.core.sessions),
             "uptime": round(now - self.created, 3),
@@ -665,6 +721,7 @@ class Endpoint:
         connect_info: Callable[[], ConnectInfo] | None = None,
         accept_incoming: bool = False,
         transport: DatagramTransport | None = None,
+        policies: PolicyTable | None = None,
     ) -> None:
         self.lns = role == "lns"
         self.dataplane = dataplane
@@ -686,6 +743,7 @@ class Endpoint:
             ),
             tunnel_config,
             rng=self.rng,
+            policies=policies,
         )
         """The sans-IO endpoint: tunnel table, routing, policy, drop counters."""
         self._connect_info = connect_info
@@ -693,6 +751,8 @@ class Endpoint:
         """``kl2tpctl drain``: refuse new sessions (CDN) and tunnels; keep the existing."""
         self.tunnels: dict[int, TunnelRunner] = {}
         """Live tunnels (their tasks) by our tunnel id."""
+        self.stats = SessionStats()
+        """Call setups and the tunnels and sessions by state, by policy (O(1) to read)."""
         self.transport: DatagramTransport = transport  # type: ignore[assignment]
         """Where datagrams come from and go to; a UDP socket bound by ``serve`` unless given."""
         self.sock: trio.socket.SocketType | None = None
@@ -710,6 +770,12 @@ class Endpoint:
     @tunnel_config.setter
     def tunnel_config(self, value: TunnelConfig) -> None:
         self.core.tunnel_config = value
+
+    @property
+    def policies(self) -> PolicyTable:
+        """The per-peer policies new tunnels are matched against (``[[peer]]``; a reload
+        replaces the core's)."""
+        return self.core.policies
 
     @property
     def counters(self) -> Counter[str]:

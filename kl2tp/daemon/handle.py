@@ -68,6 +68,11 @@ class TunnelHandle(Protocol):
         """The peer's Host Name AVP ("" until the peer sent it)."""
 
     @property
+    def policy(self) -> str:
+        """The name of the tunnel's per-peer policy (``[[peer]] name``; ``"default"``: the
+        top-level settings); session code takes its PPP values from it."""
+
+    @property
     def sessions(self) -> Mapping[int, SessionInfo]:
         """The daemon's record of each live session, by our session id."""
 
@@ -90,6 +95,11 @@ class TunnelHandle(Protocol):
     def connect_call(self, sid: int, connect: ConnectInfo | None = None) -> None:
         """Send the ICCN of a deferred call; ``connect`` None keeps ``place_call``'s values.
         A call already gone is ignored."""
+
+    def connect_pending(self, sid: int) -> bool:
+        """True while our ICCN for call ``sid`` waits for the peer's send window (LAC):
+        frames that do not go through :meth:`send_data` (the kernel data plane) must wait
+        too."""
 
     def data_ready(self, sid: int) -> None:
         """The session's data channel is open: the core hands over the data messages it kept
@@ -120,6 +130,10 @@ class TunnelHandle(Protocol):
 
     def count(self, key: str) -> None:
         """Add one to the endpoint-wide counter ``key`` (``kl2tpctl show summary``)."""
+
+    def session_up(self, sid: int, info: SessionInfo | None) -> None:
+        """The session is up (PPP's network phase reached): it stops counting against
+        ``max_negotiating_sessions``, its setup time is recorded and "session up" logged."""
 
 
 class SessionHandler(Protocol):

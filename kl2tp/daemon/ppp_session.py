@@ -15,7 +15,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -33,7 +33,7 @@ from kl2tp.aaa.radius import (
     ATTR_INTERIM_INTERVAL,
     ATTR_SESSION_TIMEOUT,
 )
-from kl2tp.config import Config
+from kl2tp.config import Config, PeerConfig
 from kl2tp.daemon import oplog
 from kl2tp.daemon.handle import SessionInfo, TunnelHandle
 from kl2tp.daemon.sessions import DataPlaneSessions, SessionRecord
@@ -217,11 +217,21 @@ def _lcp_config(cfg: Config) -> LcpConfig:
     )
 
 
-def lns_link_config(cfg: Config) -> LinkConfig:
-    """The LNS side: demand ``[ppp] auth``, assign addresses, offer DNS."""
+def lns_link_config(cfg: Config, peer: PeerConfig | None = None) -> LinkConfig:
+    """The LNS side: demand ``[ppp] auth``, assign addresses, offer DNS (with the overrides
+    of one ``[[peer]]`` when given)."""
     p = cfg.ppp
+    if peer is not None:
+        p = attrs.evolve(
+            p,
+            **{
+                key: getattr(peer, key)
+                for key in ("auth", "dns", "mru", "proxy_lcp", "proxy_auth")
+                if getattr(peer, key) is not None
+            },
+        )
     return LinkConfig(
-        lcp=_lcp_config(cfg),
+        lcp=_lcp_config(attrs.evolve(cfg, ppp=p)),
         auth=tuple(AuthMethod(m) for m in p.auth),
         hostname=cfg.l2tp.hostname,
         ipcp=IpcpConfig(local_address=p.local_address, assign_peer_address=True, dns=p.dns),
@@ -232,6 +242,43 @@ def lns_link_config(cfg: Config) -> LinkConfig:
         setup_timeout=p.setup_timeout,
         max_restarts=p.max_restarts,
     )
+
+
+@attrs.frozen
+class SessionPolicy:
+    """What one ``[[peer]]`` gives the sessions of its tunnels (LNS); sessions of tunnels
+    of the default policy use the handler's own values."""
+
+    link: LinkConfig
+    """The PPP offer: authentication, DNS, MRU, proxy LCP and authentication."""
+    pool: str | None = None
+    """The ``[[pool]]`` addresses come from unless AAA names one; None: ``[ppp] pool``."""
+    session_timeout: float = 0.0
+    """Used when AAA gives no Session-Timeout; 0: none."""
+    idle_timeout: float = 0.0
+    """Used when AAA gives no Idle-Timeout; 0: none."""
+    aaa: str = "local"
+    """The AAA back end (a key of ``PppSessions.authenticators``)."""
+    interface_template: str | None = None
+    """The kernel interface name template; None: the data plane's."""
+
+
+def session_policies(cfg: Config) -> dict[str, SessionPolicy]:
+    """Every ``[[peer]]``'s session values by policy name."""
+    p = cfg.ppp
+    return {
+        peer.name: SessionPolicy(
+            link=lns_link_config(cfg, peer),
+            pool=peer.pool,
+            session_timeout=p.session_timeout
+            if peer.session_timeout is None
+            else peer.session_timeout,
+            idle_timeout=p.idle_timeout if peer.idle_timeout is None else peer.idle_timeout,
+            aaa=peer.aaa or cfg.aaa.backend,
+            interface_template=peer.interface_template,
+        )
+        for peer in cfg.peer
+    }
 
 
 CHALLENGE_METHODS = (AuthMethod.CHAP, AuthMethod.MSCHAPV2)
@@ -274,6 +321,11 @@ LNS_FIRST_WAIT = 1.0
 before it starts LCP itself (``make_handler``)."""
 
 
+_CONNECT_POLL = 0.05
+"""Seconds between looks at whether our ICCN has left, for a subscriber that has nothing
+to wait for but that."""
+
+
 _PREDECESSOR_WAIT = 10.0
 """Seconds a replacing session waits for the replaced one's data-plane removal."""
 
@@ -301,8 +353,15 @@ class PppSessions(DataPlaneSessions):
         session_timeout: float = 0.0,
         idle_timeout: float = 0.0,
         interim_interval: float = 0.0,
+        policies: Mapping[str, SessionPolicy] | None = None,
+        authenticators: Mapping[str, aaa.Authenticator] | None = None,
     ) -> None:
         super().__init__(dataplane, lns=lns, data_sequencing=data_sequencing)
+        self.policies: Mapping[str, SessionPolicy] = policies or {}
+        """LNS: the ``[[peer]]`` policies' session values by name (a reload replaces them);
+        a session of a tunnel whose policy is not here uses the values below."""
+        self.authenticators: Mapping[str, aaa.Authenticator] = authenticators or {}
+        """LNS: every AAA back end a policy may name, by ``[aaa] backend`` value."""
         self.session_timeout = session_timeout
         """``[ppp] session_timeout``: used when AAA gives no Session-Timeout; 0: none."""
         self.idle_timeout = idle_timeout
@@ -344,6 +403,8 @@ class PppSessions(DataPlaneSessions):
         """Links ended because re-authentication named another user."""
         self.restart_limits = 0
         """Links ended for restarting LCP more than ``[ppp] max_restarts`` times."""
+        self.echo_timeouts = 0
+        """Links ended for unanswered LCP Echo-Requests (``[ppp] lcp_echo_failure``)."""
         self._gone: dict[tuple[int, int], trio.Event] = {}
         """Set once a session's task has ended, data plane included (``replace`` waits)."""
         # CHAP and MS-CHAPv2 challenges come from here and must not be predictable from the
@@ -436,6 +497,11 @@ class PppSessions(DataPlaneSessions):
         out["setup_timeouts"] = dict(self.setup_timeouts)
         out["identity_changes"] = self.identity_changes
         out["restart_limits"] = self.restart_limits
+        out["echo_timeouts"] = self.echo_timeouts
+        out["pools"] = {
+            name or "default": {"size": pool.size, "in_use": pool.in_use}
+            for name, pool in self.addresses.pools.items()
+        }
         out["timeouts"] = dict(self.timeouts)
         if self.coa is not None:
             out["coa"] = dict(self.coa.counters)
@@ -457,6 +523,14 @@ class PppSessions(DataPlaneSessions):
             if gone is not None:
                 gone.set()
 
+    def policy_of(self, tunnel: TunnelHandle) -> SessionPolicy | None:
+        """The session values of ``tunnel``'s policy; None: the handler's own (default)."""
+        return self.policies.get(tunnel.policy) if self.policies else None
+
+    def interface_template(self, tunnel: TunnelHandle) -> str | None:
+        policy = self.policy_of(tunnel)
+        return policy.interface_template if policy is not None else None
+
     def channel_opened(self, rec: SessionRecord) -> None:
         """Make the session's PPP state before the core hands over the first frame; over a
         data plane that carries frames in userspace they go straight to its link."""
@@ -465,14 +539,15 @@ class PppSessions(DataPlaneSessions):
         link = self.prepared.pop(n, None)
         opened = link is not None
         key = (rec.tunnel.local_tunnel_id, rec.sid)
+        policy = self.policy_of(rec.tunnel)
         if link is None:
             link = Link(
-                self.link_config(n),
+                policy.link if policy is not None else self.link_config(n),
                 rng=self.rng,
                 name=f"Tnl/Cl {key[0]}/{key[1]}",
                 drops=self.drops,
             )
-        state = _SessionState(self, rec, link, info, opened=opened)
+        state = _SessionState(self, rec, link, info, opened=opened, policy=policy)
         inline = as_inline(rec.channel) if rec.channel is not None else None
         if inline is not None:
             state.inline = inline
@@ -502,9 +577,18 @@ class _SessionState:
         info: SessionInfo | None,
         *,
         opened: bool,
+        policy: SessionPolicy | None = None,
     ) -> None:
         self.opened = opened
         self.owner = owner
+        self.policy = policy
+        """The session values of the tunnel's ``[[peer]]`` (None: the owner's)."""
+        self.authenticator = (
+            owner.authenticators.get(policy.aaa, owner.authenticator)
+            if policy is not None
+            else owner.authenticator
+        )
+        """The AAA back end of the session's policy."""
         self.rec = rec
         self.link = link
         self.info = info
@@ -602,6 +686,13 @@ class _SessionState:
         first: bytes | None = None
         if not self.opened and self.owner.silent_start > 0:
             with trio.move_on_after(self.owner.silent_start):
+                first = await self._first_frame(channel)
+        tunnel, sid = self.rec.tunnel, self.rec.sid
+        while first is None and not self.owner.lns and tunnel.connect_pending(sid):
+            # The LNS has not spoken and our ICCN still waits for its window: nothing of
+            # ours may reach it first (over the null data plane the core holds our frames
+            # behind the ICCN anyway; the kernel's bypass it). Rare: look again shortly.
+            with trio.move_on_after(_CONNECT_POLL):
                 first = await self._first_frame(channel)
         now = trio.current_time()
         if not self.opened:
@@ -757,15 +848,20 @@ class _SessionState:
         return False
 
     async def _authenticate(self, event: pev.AuthRequest) -> None:
-        backend = self.owner.authenticator
+        backend = self.authenticator
         now = trio.current_time
         if backend is None:
             self.link.auth_result(now(), False, message="no AAA back end")
             self._poke()
             return
         request = aaa.AuthRequest(event.username, event.credentials, self.context)
+        policy = self.policy
         try:
-            result = await backend.authenticate(request)
+            if policy is not None and request.method not in policy.link.auth:
+                # The back ends accept every policy's methods; this tunnel's policy decides.
+                result = aaa.AuthResult(False, "Authentication failed", reason="method-not-allowed")
+            else:
+                result = await backend.authenticate(request)
         except Exception as exc:  # a back-end failure refuses the subscriber, never the daemon
             log.error(
                 '%s: AAA failed for "%s": %s', self.link.name, escape(event.username), escape(exc)
@@ -794,9 +890,17 @@ class _SessionState:
             message=result.message,
             authenticator_response=result.authenticator_response,
             address=None,
-            dns=result.dns,
+            dns=self._dns(result.dns, backend),
         )
         self._poke()
+
+    def _dns(self, dns: tuple[ipaddress.IPv4Address, ...], backend: Any) -> tuple[Any, ...]:
+        """The DNS servers to offer: the back end's answer, unless it is only the back end's
+        default (``[ppp] dns``) and the session has a policy (then the policy's, configured
+        in its link)."""
+        if self.policy is not None and dns == tuple(getattr(backend, "dns", ())):
+            return ()
+        return dns
 
     def _claim_static(
         self, username: str, address: ipaddress.IPv4Address | None
@@ -863,6 +967,8 @@ class _SessionState:
             # No static address: the pool AAA named (Framed-Pool) or the default, preferring
             # the address the peer asked for if no live session holds it.
             pool = self.reply.get(ATTR_FRAMED_POOL)
+            if pool is None and self.policy is not None:
+                pool = self.policy.pool
             if pool is not None and str(pool) not in book.pools:
                 log.warning(
                     '%s: Framed-Pool "%s" is no [[pool]] of ours', self.link.name, escape(pool)
@@ -885,6 +991,7 @@ class _SessionState:
                 self.rec.tunnel.local_tunnel_id, self.rec.sid, event.mru
             )
         except DataPlaneError as exc:
+            self.rec.tunnel.count("dataplane_errors_set_mru")
             log.error("%s: could not set the MRU: %s", self.link.name, exc)
 
     async def _configure(self, net: NetworkSpec) -> bool:
@@ -893,6 +1000,7 @@ class _SessionState:
         try:
             ifname = await self.owner.dataplane.session_up(rec.tunnel.local_tunnel_id, rec.sid, net)
         except DataPlaneError as exc:
+            rec.tunnel.count("dataplane_errors_session_up")
             log.error("%s: could not configure the interface: %s", self.link.name, exc)
             self.end_cause = self.end_cause or "nas-error"
             self.link.close(trio.current_time(), pev.DownReason.ADMIN, "data plane error")
@@ -939,9 +1047,9 @@ class _SessionState:
             self._extra(address=str(event.peer_address))
             # IPCP reopens after every LCP restart; the session (same identity, same
             # address) goes on, and so does its accounting: one Start per session.
-            if self.owner.authenticator is not None and not self.accounting:
+            if self.authenticator is not None and not self.accounting:
                 self.accounting = True
-                await self.owner.authenticator.account(
+                await self.authenticator.account(
                     aaa.AccountingRecord(
                         aaa.AccountingKind.START,
                         self.username,
@@ -958,7 +1066,7 @@ class _SessionState:
         if self.info is not None:
             self.info.established = self.up_at
             self.info.done.set()
-        oplog.session_up(self.rec.tunnel, self.rec.sid, self.info)
+        self.rec.tunnel.session_up(self.rec.sid, self.info)
 
     def _link_down(self, event: pev.LinkDown) -> None:
         rec = self.rec
@@ -976,6 +1084,8 @@ class _SessionState:
             owner.identity_changes += 1
         elif event.reason is pev.DownReason.TOO_MANY_RESTARTS:
             owner.restart_limits += 1
+        elif event.reason is pev.DownReason.ECHO_TIMEOUT:
+            owner.echo_timeouts += 1
         result, message = CDN_FOR_REASON[event.reason]
         log.info(
             "%s: PPP down (%s%s); clearing the session",
@@ -1074,7 +1184,7 @@ class _SessionState:
 
     def _interim(self) -> float:
         interim = self._limit(ATTR_INTERIM_INTERVAL, self.owner.interim_interval)
-        if self.owner.authenticator is None or not self.accounting or interim <= 0:
+        if self.authenticator is None or not self.accounting or interim <= 0:
             return 0.0
         return max(interim, 1.0)  # never a busy loop, whatever the server says
 
@@ -1104,13 +1214,12 @@ class _SessionState:
     def _start_timers(self) -> None:
         """Start `_session_timers` once the network is up, when a limit or Interim-Updates
         apply: a session without any has no task waiting for them (most of them)."""
-        owner = self.owner
         if self._timers or self.dead:
             return
         if (
             self._interim()
-            or self._limit(ATTR_SESSION_TIMEOUT, owner.session_timeout)
-            or self._limit(ATTR_IDLE_TIMEOUT, owner.idle_timeout)
+            or self._limit(ATTR_SESSION_TIMEOUT, self._session_timeout)
+            or self._limit(ATTR_IDLE_TIMEOUT, self._idle_timeout)
         ):
             self._timers = True
             self.nursery.start_soon(self._session_timers)
@@ -1119,13 +1228,12 @@ class _SessionState:
         """LNS, once the network is up: Interim-Updates, Session-Timeout and Idle-Timeout
         (AAA's values, else the configured defaults; `set_limits` changes them). Sleeps
         until the nearest deadline or a change of limits."""
-        owner = self.owner
         start = self.up_at if self.up_at is not None else trio.current_time()
         interim = self._interim()
         next_interim = start + interim if interim else math.inf
         # The kernel's counters only where an Idle-Timeout applies: a session without one
         # asks nothing of netlink when it comes up (a CoA that sets one reads them then).
-        idle = self._limit(ATTR_IDLE_TIMEOUT, owner.idle_timeout)
+        idle = self._limit(ATTR_IDLE_TIMEOUT, self._idle_timeout)
         activity = await self._activity() if idle else 0
         active_at = start
         while True:
@@ -1138,8 +1246,8 @@ class _SessionState:
                 next_interim = trio.current_time() + interim if interim else math.inf
             # No await from here to the wait: a change cannot slip in between.
             self.limits_changed = trio.Event()
-            session_limit = self._limit(ATTR_SESSION_TIMEOUT, owner.session_timeout)
-            idle_limit = self._limit(ATTR_IDLE_TIMEOUT, owner.idle_timeout)
+            session_limit = self._limit(ATTR_SESSION_TIMEOUT, self._session_timeout)
+            idle_limit = self._limit(ATTR_IDLE_TIMEOUT, self._idle_timeout)
             session_end = start + session_limit if session_limit else math.inf
             idle_end = active_at + idle_limit if idle_limit else math.inf
             with trio.move_on_at(min(next_interim, session_end, idle_end)):
@@ -1155,14 +1263,24 @@ class _SessionState:
                     self._expire("idle-timeout", idle_limit)
                     return
                 activity, active_at = seen, now
-            if now >= next_interim and owner.authenticator is not None:
+            if now >= next_interim and self.authenticator is not None:
                 next_interim = now + interim
                 try:
-                    await owner.authenticator.account(
-                        await self._record(aaa.AccountingKind.INTERIM)
-                    )
+                    await self.authenticator.account(await self._record(aaa.AccountingKind.INTERIM))
                 except Exception as exc:
                     log.error("%s: accounting interim failed: %s", self.link.name, exc)
+
+    @property
+    def _session_timeout(self) -> float:
+        """The configured Session-Timeout: the policy's, else ``[ppp]``'s (read at every
+        wake-up: a reload changes it for sessions of the default policy)."""
+        policy = self.policy
+        return policy.session_timeout if policy is not None else self.owner.session_timeout
+
+    @property
+    def _idle_timeout(self) -> float:
+        policy = self.policy
+        return policy.idle_timeout if policy is not None else self.owner.idle_timeout
 
     async def _activity(self) -> int:
         """A number that grows with traffic from the subscriber."""
@@ -1205,11 +1323,11 @@ class _SessionState:
         if self.owner.coa_index is not None:
             self.owner.coa_index.remove(self)
         self.link.lower_down(trio.current_time())
-        if self.accounting and self.owner.authenticator is not None:
+        if self.accounting and self.authenticator is not None:
             cause = "admin-reset" if self.replaced else (self.end_cause or "nas-request")
             try:
                 record = await self._record(aaa.AccountingKind.STOP, cause)
-                await self.owner.authenticator.account(record)
+                await self.authenticator.account(record)
             except Exception as exc:
                 log.error("%s: accounting stop failed: %s", self.link.name, exc)
         self.owner.addresses.release(self)
@@ -1261,12 +1379,14 @@ def make_handler(
     authenticator: aaa.Authenticator | None,
     *,
     subscribers: bool,
+    authenticators: Mapping[str, aaa.Authenticator] | None = None,
 ) -> DataPlaneSessions:
     """The session handler of a daemon.
 
-    The LNS terminates PPP on every session. The LAC runs a subscriber on each call when
-    ``subscribers`` (``--simulate``, and ``[lac] mode = "client"``, where the one subscriber
-    is this host); otherwise it only carries sessions.
+    The LNS terminates PPP on every session, with the values of its tunnel's ``[[peer]]``
+    policy (``authenticators``: every back end a policy names). The LAC runs a subscriber on
+    each call when ``subscribers`` (``--simulate``, and ``[lac] mode = "client"``, where the
+    one subscriber is this host); otherwise it only carries sessions.
     """
     seq = cfg.dataplane.data_sequencing
     if role == "lns":
@@ -1282,6 +1402,8 @@ def make_handler(
             session_timeout=cfg.ppp.session_timeout,
             idle_timeout=cfg.ppp.idle_timeout,
             interim_interval=cfg.radius.interim_interval,
+            policies=session_policies(cfg),
+            authenticators=authenticators,
         )
     if not subscribers:
         return DataPlaneSessions(dataplane, lns=False, data_sequencing=seq)

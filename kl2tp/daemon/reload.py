@@ -56,9 +56,17 @@ POLICY_KEYS = frozenset(
         "l2tp.max_lingering",
         "l2tp.sccrq_rate",
         "l2tp.sccrq_burst",
+        "l2tp.sccrq_total_rate",
+        "l2tp.sccrq_total_burst",
+        "l2tp.max_negotiating_sessions",
+        "l2tp.max_sessions_per_tunnel",
     }
 )
 """Endpoint policy and limits, in force at once."""
+PEER_KEYS = frozenset({"peer", "l2tp.default_peer"})
+"""Per-peer policy (``[[peer]]``): new tunnels are matched against the new tables and take
+their values; live tunnels keep theirs, their policy's limits follow the new values; new
+sessions take their tunnel's policy's new PPP values."""
 PPP_KEYS = frozenset(
     {
         "ppp.auth",
@@ -88,7 +96,9 @@ LOG_KEYS = frozenset({"log.level", "log.categories", "log.format", "log.syslog",
 POOL_KEYS = frozenset({"ppp.pool", "pool"})
 """``[ppp] pool`` and ``[[pool]]``: applied when every pool kept its addresses (grown or
 added); a pool that shrank, moved or went away needs a restart."""
-RUNTIME_KEYS = TUNNEL_KEYS | POLICY_KEYS | PPP_KEYS | LOG_KEYS | POOL_KEYS | {"aaa.users_file"}
+RUNTIME_KEYS = (
+    TUNNEL_KEYS | POLICY_KEYS | PEER_KEYS | PPP_KEYS | LOG_KEYS | POOL_KEYS | {"aaa.users_file"}
+)
 """Every key a reload applies."""
 
 
@@ -137,6 +147,9 @@ class Reloader:
         self.endpoint: Endpoint | None = None
         """Set once the daemon runs."""
         self.authenticator: Any = None
+        self.authenticators: dict[str, Any] = {}
+        """Every AAA back end the daemon started with, by ``[aaa] backend`` value (a
+        ``[[peer]]`` may name only these without a restart)."""
         self.handler: Any = None
         self.link_config: Callable[[cfgmod.Config], Any] | None = None
         """Makes the PPP link config of new sessions from a configuration (LNS)."""
@@ -177,6 +190,14 @@ class Reloader:
             runtime = RUNTIME_KEYS - TUNNEL_KEYS
         restart = [k for k in changed if k not in runtime]
         applied = [k for k in changed if k in runtime]
+        if (
+            "peer" in changed
+            and self.authenticators
+            and not new.backends <= set(self.authenticators)
+        ):
+            # A [[peer]] names a back end the daemon did not start: the tables wait.
+            applied.remove("peer")
+            restart.append("peer")
         pools = [k for k in changed if k in POOL_KEYS]
         if pools and not self._apply_pools(old, new):
             for key in pools:
@@ -194,8 +215,9 @@ class Reloader:
             else:
                 kept = attrs.evolve(kept, **{section: getattr(old, section)})
         self._apply(kept, changed)
-        if users is not None and self.authenticator is not None:
-            self.authenticator.reload(users)
+        local = self.authenticators.get("local", self.authenticator)
+        if users is not None and local is not None:
+            local.reload(users)
         self.cfg = kept
         if applied or restart:
             log.info(
@@ -212,7 +234,8 @@ class Reloader:
 
         endpoint = self.endpoint
         if endpoint is not None:
-            endpoint.tunnel_config = cfg.tunnel_config()
+            # The default policy's tunnel values are [l2tp]'s; live tunnels keep their own.
+            endpoint.core.policies = cfg.policies()
             l2 = cfg.l2tp
             apply_policy(
                 endpoint,
@@ -223,7 +246,11 @@ class Reloader:
                 limits=cfg.endpoint_limits(),
             )
         handler = self.handler
-        if any(k in PPP_KEYS for k in changed):
+        if handler is not None and hasattr(handler, "policies") and cfg.role == "lns":
+            from kl2tp.daemon.ppp_session import session_policies
+
+            handler.policies = session_policies(cfg)
+        if any(k in PPP_KEYS or k == "peer" for k in changed):
             if handler is not None and self.link_config is not None:
                 link = self.link_config(cfg)
                 handler.link_config = lambda _n: link
@@ -235,11 +262,15 @@ class Reloader:
             ):
                 if handler is not None and hasattr(handler, attr):
                     setattr(handler, attr, value)
-            if self.authenticator is not None:
-                if hasattr(self.authenticator, "methods"):
-                    self.authenticator.methods = frozenset(cfg.ppp.auth)
-                if hasattr(self.authenticator, "dns"):
-                    self.authenticator.dns = tuple(cfg.ppp.dns)
+            for backend in {
+                id(b): b for b in (self.authenticator, *self.authenticators.values())
+            }.values():
+                if backend is None:
+                    continue
+                if hasattr(backend, "methods"):
+                    backend.methods = cfg.auth_methods
+                if hasattr(backend, "dns"):
+                    backend.dns = tuple(cfg.ppp.dns)
         lg = cfg.log
         if "log.format" in changed or "log.syslog" in changed:
             kl2tp_log.configure(

@@ -28,14 +28,16 @@ from kl2tp.daemon.client import Backoff, subscriber_call
 from kl2tp.daemon.control import ControlError, serve_control
 from kl2tp.daemon.endpoint import Endpoint, TunnelRunner, TunnelSetupError
 from kl2tp.daemon.handle import Address, SessionHandler, SessionInfo, TunnelHandle
+from kl2tp.daemon.metrics import MetricsServer, Source, kernel_totals
 from kl2tp.daemon.notify import Notifier
-from kl2tp.dataplane.base import Counters, DataPlane
+from kl2tp.dataplane.base import DataPlane
 from kl2tp.l2tp.constants import CdnResult, StopCcnResult
 from kl2tp.l2tp.endpoint import Limits
 from kl2tp.l2tp.events import CallParams, ConnectInfo
 from kl2tp.l2tp.session import CommandError
 from kl2tp.l2tp.tunnel import TunnelConfig
 from kl2tp.lac.tunnels import NoTunnel, TunnelPicker
+from kl2tp.policy import PolicyTable
 
 log = logging.getLogger("kl2tp.daemon")
 
@@ -64,10 +66,14 @@ class Settings:
     """Per-tunnel receive queue depth."""
     limits: Limits = attrs.field(factory=Limits)
     """Endpoint-wide bounds on peer-created state (``[l2tp]``)."""
+    policies: PolicyTable | None = None
+    """LNS: per-peer policy (``[[peer]]``); None: every LAC gets ``tunnel``."""
     shutdown_grace: float = 5.0
     """Seconds to wait for CDN/StopCCN acks on SIGTERM."""
     history: int = oplog.HISTORY_SIZE
     """Ended and failed sessions ``show history`` keeps."""
+    metrics_listen: Address | None = None
+    """Where the Prometheus endpoint listens (``[metrics] listen``); None: nowhere."""
 
 
 def make_endpoint(
@@ -89,6 +95,7 @@ def make_endpoint(
         queue_depth=settings.queue_depth,
         limits=settings.limits,
         rng=rng,
+        policies=settings.policies,
     )
 
 
@@ -417,18 +424,29 @@ class ControlApi:
             "ppp": self._handler_summary(),
             "events": dict(self.events.counts),
             "reloads": self.reloads,
+            "setup": self.endpoint.stats.summary(),
+            "policies": self._policy_summary(),
         }
         # Kernel totals: a tunnel's counters include all its sessions' traffic, so one
         # netlink query per tunnel (not per session) sums the whole daemon.
-        total: Counter[str] = Counter(Counters().as_dict())
-        kernel = self.dataplane.kernel_counters
-        for runner in list(self.endpoint.tunnels.values()):
-            counters = await self.dataplane.tunnel_counters(runner.local_tunnel_id)
-            if counters is not None:
-                kernel = True
-                total.update(counters.as_dict())
-        if kernel:
-            out["kernel"] = dict(total)
+        kernel = await kernel_totals(self.endpoint)
+        if kernel is not None:
+            out["kernel"] = kernel
+        return out
+
+    def _policy_summary(self) -> dict[str, dict[str, int]]:
+        """Tunnels and sessions now, and refusals so far, per ``[[peer]]`` policy (the
+        endpoint core keeps them: O(policies))."""
+        core = self.endpoint.core
+        names = [core.policies.default.name, *(p.name for p in core.policies.rules)]
+        out: dict[str, dict[str, int]] = {}
+        for name in dict.fromkeys([*names, *core.policy_tunnels, *core.policy_sessions]):
+            out[name] = {
+                "tunnels": core.policy_tunnels[name],
+                "sessions": core.policy_sessions[name],
+                "refused_max_tunnels": core.policy_refusals[(name, "max_tunnels")],
+                "refused_max_sessions": core.policy_refusals[(name, "max_sessions")],
+            }
         return out
 
     def _handler_summary(self) -> dict[str, object]:
@@ -576,6 +594,16 @@ async def run_daemon(
                         await nursery.start(serve_control, settings.control_socket, api)
                     except (OSError, ControlError) as exc:
                         raise StartupError(f"control socket: {_one_line(exc)}") from None
+                if settings.metrics_listen is not None:
+                    server = MetricsServer(Source(endpoint, events))
+                    try:
+                        await nursery.start(server.serve, settings.metrics_listen)
+                    except OSError as exc:
+                        host, port = settings.metrics_listen
+                        raise StartupError(
+                            f"cannot serve metrics on {_hostport(host, port)}: "
+                            f"{exc.strerror or exc}"
+                        ) from None
                 log.info(
                     "%s listening on %s (data plane: %s)",
                     settings.role.upper(),

@@ -133,6 +133,7 @@ class DataPlaneSessions:
                     peer_session_id=rec.peer_sid,
                     lns_mode=self.lns,
                     data_sequencing=self.data_sequencing or rec.info.sequencing_required,
+                    ifname_template=self.interface_template(tunnel),
                 )
 
                 def sink(frame: bytes, _tunnel: TunnelHandle = tunnel, _sid: int = rec.sid) -> None:
@@ -141,6 +142,7 @@ class DataPlaneSessions:
                 try:
                     rec.channel = await self.dataplane.open_session(spec, sink)
                 except DataPlaneError as exc:
+                    tunnel.count("dataplane_errors_open_session")
                     log.error(
                         "Tnl/Cl %d/%d: data plane refused the session (%s); clearing it",
                         *key,
@@ -184,6 +186,7 @@ class DataPlaneSessions:
                     try:
                         await self.dataplane.close_session(*key)
                     except DataPlaneError as exc:
+                        tunnel.count("dataplane_errors_close_session")
                         log.error("Tnl/Cl %d/%d: could not remove the session: %s", *key, exc)
             if rec.log_down is not None:
                 rec.log_down(counters=counters)
@@ -202,6 +205,10 @@ class DataPlaneSessions:
         if self.crashed:
             out["crashed"] = self.crashed
         return out
+
+    def interface_template(self, tunnel: TunnelHandle) -> str | None:
+        """The interface name template of ``tunnel``'s sessions; None: the data plane's."""
+        return None
 
     def session_info(self, rec: SessionRecord) -> SessionInfo | None:
         """The endpoint's record of the session (for show fields)."""

@@ -53,6 +53,9 @@ class SessionSpec:
     """Send Ns/Nr on data messages."""
     ifname: str | None = None
     """Interface name for the pppN netdev; None lets the back end pick from its template."""
+    ifname_template: str | None = None
+    """That template for this session (a ``[[peer]]``'s ``interface_template``); None: the
+    back end's own."""
     mru: int = 1500
     """MRU for the PPP unit before LCP has negotiated one."""
 

@@ -447,7 +447,8 @@ class KernelMechanics:
                 ppp_device=self.ppp_device,
             )
             ifindex = socket.if_nametoindex(ppp.kernel_ifname)
-            ifname = spec.ifname or self.ifname_template.replace("%d", str(ppp.unit))
+            template = spec.ifname_template or self.ifname_template
+            ifname = spec.ifname or template.replace("%d", str(ppp.unit))
             if len(ifname) >= IFNAMSIZ:
                 raise DataPlaneError(f"interface name {ifname!r} is longer than 15 characters")
             self.journal.add_link(LinkRecord(ifindex, ifname))

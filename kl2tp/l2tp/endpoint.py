@@ -29,15 +29,16 @@ import logging
 import random
 from array import array
 from collections import Counter, OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from functools import partial
 
 import attrs
 
-from kl2tp.l2tp.constants import AvpType, MessageType
+from kl2tp.l2tp.constants import AvpType, ErrorCode, MessageType, StopCcnResult
 from kl2tp.l2tp.errors import DecodeError, ProtocolError, UnsupportedVersion
-from kl2tp.l2tp.message import ControlMessage, decode, peek
-from kl2tp.l2tp.tunnel import Tunnel, TunnelConfig, TunnelState, tie_breaker_loses
+from kl2tp.l2tp.message import ControlMessage, decode, inspect, peek
+from kl2tp.l2tp.tunnel import Stop, Tunnel, TunnelConfig, TunnelState, tie_breaker_loses
+from kl2tp.policy import DEFAULT_POLICY, Policy, PolicyTable, address_in
 from kl2tp.ratelimit import WarnLimiter, suppressed_note
 
 log = logging.getLogger("kl2tp.l2tp")
@@ -46,6 +47,15 @@ Address = tuple[str, int]
 """A UDP peer: (host, port)."""
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+REFUSE_UNMATCHED = Stop(
+    StopCcnResult.NOT_AUTHORIZED, ErrorCode.NO_ERROR, "no [[peer]] matches this LAC"
+)
+"""The StopCCN of a LAC no ``[[peer]]`` matches under ``default_peer = "refuse"``."""
+REFUSE_PEER_TUNNELS = Stop(
+    StopCcnResult.GENERAL_ERROR, ErrorCode.INSUFFICIENT_RESOURCES, "peer tunnel limit reached"
+)
+"""The StopCCN of an SCCRQ over its policy's ``max_tunnels``."""
 
 MAX_TUNNEL_ID = 0xFFFF
 
@@ -72,9 +82,33 @@ ROLLED_UP = (
     "setup_timeouts",
     "session_setup_timeouts",
     "calls_refused_setup_limit",
+    "retransmits",
+    "retries_exhausted",
 )
 """Tunnel-core counters the endpoint also reports endpoint-wide (see ``totals``): what peers
 send that a tunnel drops or refuses shows in ``kl2tpctl show summary``."""
+
+
+REFUSAL_COUNTERS = {
+    "max_sessions": "calls_refused_overload",
+    "max_sessions_per_tunnel": "calls_refused_tunnel_session_limit",
+    "max_setup_sessions": "calls_refused_setup_limit",
+    "peer_max_sessions": "calls_refused_peer_limit",
+    "max_negotiating_sessions": "calls_refused_negotiating_limit",
+}
+"""The endpoint's session caps (``[l2tp]`` key names; ``peer_max_sessions``: the tunnel's
+``[[peer]]`` ``max_sessions``) and the counter each refusal goes to
+(``kl2tpctl show summary``); every one is answered with CDN result 4."""
+
+
+def add_live_totals(out: dict[str, int], entries: Iterable[TunnelEntry]) -> None:
+    """Add the ``ROLLED_UP`` counters of ``entries`` (live tunnels) to ``out``."""
+    for entry in entries:
+        counters = entry.tunnel.counters
+        for key in ROLLED_UP:
+            value = counters.get(key, 0)
+            if value:
+                out[key] = out.get(key, 0) + value
 
 
 class TunnelIdsExhausted(Exception):
@@ -149,6 +183,22 @@ class Limits:
     max_sources: int = 4096
     """Source hosts whose SCCRQ rate is tracked at once (least recently seen forgotten
     first: memory stays bounded under spoofed floods)."""
+    sccrq_total_rate: float = 0.0
+    """SCCRQs per second all sources together may open tunnels with (one token bucket,
+    checked after the per-source one); beyond it they are dropped, ``drop_sccrq_total_rate``
+    (0: no limit)."""
+    sccrq_total_burst: int = 100
+    """SCCRQs all sources together may send back to back before ``sccrq_total_rate``
+    applies."""
+    max_negotiating_sessions: int = 0
+    """Most sessions admitted and not up yet (L2TP setup plus PPP negotiation: LCP,
+    authentication, IPCP) over all tunnels; further calls are refused with CDN result 4 and
+    counted ``calls_refused_negotiating_limit`` (0: no limit). Bounds the work (AAA
+    requests, PPP timers) a burst of calls puts in flight, so calls beyond what the LNS
+    completes in time are refused at once instead of all timing out together."""
+    max_sessions_per_tunnel: int = 0
+    """Most sessions in one tunnel; further calls in it are refused with CDN result 4 and
+    counted ``calls_refused_tunnel_session_limit`` (0: no limit)."""
 
 
 @attrs.frozen
@@ -190,11 +240,14 @@ class TunnelEntry:
         "counters",
         "dialing",
         "half_open",
+        "in_policy",
         "inbox",
         "lingering",
+        "negotiating",
         "peer_addr",
         "peer_key",
         "pinned",
+        "policy",
         "ready",
         "released",
         "sessions",
@@ -229,11 +282,18 @@ class TunnelEntry:
         """Sessions admitted in this tunnel (``admit_session`` minus ``release_session``)."""
         self.setting_up = 0
         """Of those, the ones not established yet (``session_established``)."""
+        self.negotiating = 0
+        """Of those admitted, the ones not up yet (``session_up``)."""
         self.half_open = False
         """A peer opened it and it is not established yet (counted in ``half_open``): the
         endpoint core feeds it and runs its timers itself; it has no task until it is up."""
         self.timer_at: float | None = None
         """Half-open: the deadline it is filed under in the endpoint's timer heap."""
+        self.policy = DEFAULT_POLICY
+        """The name of the tunnel's policy (``[[peer]] name``, ``"default"`` for the top
+        level), chosen from its SCCRQ; ``""`` for an SCCRQ the policy refused."""
+        self.in_policy = False
+        """Counted in the endpoint's ``policy_tunnels`` (until it is unlinked)."""
 
     @property
     def tunnel_id(self) -> int:
@@ -247,15 +307,30 @@ class EndpointCore:
     Args:
         config: endpoint-wide policy.
         tunnel_config: the values for tunnels peers open (and the secret SCCRQs are decoded
-            with).
+            with) when no ``policies`` are given.
         rng: source of tunnel ids (and of every tunnel core's randomness).
+        policies: per-peer policy (``[[peer]]``); None: everyone gets ``tunnel_config``.
     """
 
     def __init__(
-        self, config: EndpointConfig, tunnel_config: TunnelConfig, *, rng: random.Random
+        self,
+        config: EndpointConfig,
+        tunnel_config: TunnelConfig,
+        *,
+        rng: random.Random,
+        policies: PolicyTable | None = None,
     ) -> None:
         self.config = config
-        self.tunnel_config = tunnel_config
+        self.policies = policies if policies is not None else PolicyTable.single(tunnel_config)
+        """The per-peer policies SCCRQs are matched against (replaced whole on reload: live
+        tunnels keep their values, their limits follow the policy of the same name)."""
+        self.policy_tunnels: Counter[str] = Counter()
+        """Live tunnels (those being set up included) by policy name."""
+        self.policy_sessions: Counter[str] = Counter()
+        """Sessions by the policy name of their tunnel."""
+        self.policy_refusals: Counter[tuple[str, str]] = Counter()
+        """Tunnels and calls refused by a policy's limit, by (policy name, ``max_tunnels``
+        or ``max_sessions``)."""
         self.rng = rng
         self.tunnels: dict[int, TunnelEntry] = {}
         """Live tunnels by our tunnel id."""
@@ -267,6 +342,9 @@ class EndpointCore:
         """Sessions admitted over all tunnels."""
         self.setup_count = 0
         """Of those, the ones not established yet."""
+        self.negotiating = 0
+        """Of those admitted, the ones not up yet (:meth:`session_up`): L2TP setup and PPP
+        negotiation."""
         self.half_open = 0
         """Tunnels opened by peers and not yet established."""
         self.ids = TunnelIds(rng)
@@ -286,6 +364,18 @@ class EndpointCore:
         self._tie = itertools.count()
         self._sources: OrderedDict[str, tuple[float, float]] = OrderedDict()
         """Per source host: (SCCRQ tokens, when last updated); least recently seen first."""
+        self._total_bucket: tuple[float, float] | None = None
+        """All sources' SCCRQ tokens and when last updated (None: full)."""
+
+    @property
+    def tunnel_config(self) -> TunnelConfig:
+        """The default policy's tunnel values (a LAC dials with them unless told others)."""
+        return self.policies.default.tunnel
+
+    @tunnel_config.setter
+    def tunnel_config(self, value: TunnelConfig) -> None:
+        policies = self.policies
+        self.policies = attrs.evolve(policies, default=attrs.evolve(policies.default, tunnel=value))
 
     # --- aioquic surface ----------------------------------------------------------------
 
@@ -484,6 +574,8 @@ class EndpointCore:
         tunnel = Tunnel(config or self.tunnel_config, tid, initiator=True, rng=self.rng, now=now)
         entry = TunnelEntry(tunnel, addr, pinned=False)
         self.tunnels[tid] = entry
+        entry.in_policy = True
+        self.policy_tunnels[entry.policy] += 1
         entry.dialing = True
         self._dialing.setdefault(addr[0], {})[tid] = entry
         tunnel.connect(now)
@@ -534,17 +626,20 @@ class EndpointCore:
     def totals(self) -> dict[str, int]:
         """The endpoint's counters plus the tunnel cores' ``ROLLED_UP`` ones (closed tunnels'
         are folded in when they close; live ones are summed here, O(tunnels): for show)."""
+        out = self.base_totals()
+        add_live_totals(out, self.tunnels.values())
+        return out
+
+    def base_totals(self) -> dict[str, int]:
+        """The endpoint's own counters and gauges, without the live tunnels' (O(1)): add
+        those with :func:`add_live_totals` over ``tunnels`` as listed at the same moment
+        (a tunnel that closes meanwhile is still counted once: from its own counters)."""
         out = dict(self.counters)
         # How full the bounds on peer-created state are now (gauges, not counters).
         out["half_open_tunnels"] = self.half_open
         out["sessions_in_setup"] = self.setup_count
+        out["sessions_negotiating"] = self.negotiating
         out["lingering_tunnels"] = len(self.lingering)
-        for key in ROLLED_UP:
-            total = out.get(key, 0)
-            for entry in self.tunnels.values():
-                total += entry.tunnel.counters.get(key, 0)
-            if total:
-                out[key] = total
         return out
 
     def warn(self, reason: str, now: float, fmt: str, *args: object, exc: bool = False) -> None:
@@ -558,25 +653,67 @@ class EndpointCore:
     # --- sessions -----------------------------------------------------------------------
 
     def admit_session(self, entry: TunnelEntry, *, limit: bool = True) -> bool:
-        """Count a new session of ``entry`` (in setup until :meth:`session_established`);
-        False (nothing counted) when ``limit`` and the endpoint already holds
-        ``max_sessions`` sessions (``calls_refused_overload``) or ``max_setup_sessions``
-        sessions in setup (``calls_refused_setup_limit``)."""
-        config = self.config
+        """Count a new session of ``entry`` (in setup until :meth:`session_established`,
+        negotiating until :meth:`session_up`); False (nothing counted) when ``limit`` and a
+        cap is reached (:meth:`try_admit` says which)."""
         if limit:
-            cap = config.max_sessions
-            if cap and self.session_count >= cap:
-                self.counters["calls_refused_overload"] += 1
-                return False
-            cap = config.limits.max_setup_sessions
-            if cap and self.setup_count >= cap:
-                self.counters["calls_refused_setup_limit"] += 1
-                return False
+            return self.try_admit(entry) is None
+        self._admit(entry)
+        return True
+
+    def try_admit(self, entry: TunnelEntry) -> str | None:
+        """Admit a new session of ``entry`` as :meth:`admit_session` does; None when it is
+        admitted, else the cap that refuses it (see :meth:`refusal`), counted."""
+        reason = self.refusal(entry)
+        if reason is not None:
+            self.counters[REFUSAL_COUNTERS[reason]] += 1
+            if reason == "peer_max_sessions":
+                self.policy_refusals[(entry.policy, "max_sessions")] += 1
+            return reason
+        self._admit(entry)
+        return None
+
+    def _admit(self, entry: TunnelEntry) -> None:
+        self.policy_sessions[entry.policy] += 1
         entry.sessions += 1
         entry.setting_up += 1
+        entry.negotiating += 1
         self.session_count += 1
         self.setup_count += 1
-        return True
+        self.negotiating += 1
+
+    def refusal(self, entry: TunnelEntry) -> str | None:
+        """The limit (a ``REFUSAL_COUNTERS`` key) a new call in ``entry`` would exceed, or
+        None: ``max_sessions`` over all tunnels, ``max_sessions_per_tunnel``,
+        ``max_setup_sessions`` in L2TP setup, the tunnel's ``[[peer]]`` ``max_sessions``
+        (``peer_max_sessions``), ``max_negotiating_sessions`` not up yet. O(1)."""
+        limits = self.config.limits
+        for limit, cap, count in (
+            ("max_sessions", self.config.max_sessions, self.session_count),
+            ("max_sessions_per_tunnel", limits.max_sessions_per_tunnel, entry.sessions),
+            ("max_setup_sessions", limits.max_setup_sessions, self.setup_count),
+        ):
+            if cap and count >= cap:
+                return limit
+        if self.over_peer_session_limit(entry):
+            return "peer_max_sessions"
+        cap = limits.max_negotiating_sessions
+        if cap and self.negotiating >= cap:
+            return "max_negotiating_sessions"
+        return None
+
+    def session_up(self, entry: TunnelEntry) -> None:
+        """A session counted by :meth:`admit_session` is up (PPP's network phase, or the
+        bare L2TP call connected): no longer negotiating. Once per session."""
+        if entry.negotiating:
+            entry.negotiating -= 1
+            self.negotiating -= 1
+
+    def over_peer_session_limit(self, entry: TunnelEntry) -> bool:
+        """The policy of ``entry`` holds its ``max_sessions`` already (O(1))."""
+        policy = self.policies.get(entry.policy)
+        cap = policy.max_sessions if policy is not None else 0
+        return bool(cap) and self.policy_sessions[entry.policy] >= cap
 
     def session_established(self, entry: TunnelEntry) -> None:
         """A session counted by :meth:`admit_session` is established: no longer in setup."""
@@ -584,26 +721,36 @@ class EndpointCore:
             entry.setting_up -= 1
             self.setup_count -= 1
 
-    def release_session(self, entry: TunnelEntry, *, established: bool = True) -> None:
+    def release_session(
+        self, entry: TunnelEntry, *, established: bool = True, up: bool = True
+    ) -> None:
         """A session counted by :meth:`admit_session` is gone (``established``: after
-        :meth:`session_established`)."""
+        :meth:`session_established`; ``up``: after :meth:`session_up`)."""
         if entry.sessions:
             entry.sessions -= 1
             self.session_count -= 1
+            self._uncount(self.policy_sessions, entry.policy)
         if not established:
             self.session_established(entry)
+        if not up:
+            self.session_up(entry)
 
     # --- internals ----------------------------------------------------------------------
 
     def _tunnel_zero(self, data: bytes, addr: Address, now: float) -> None:
         """A datagram for tunnel 0: an SCCRQ (or junk)."""
         counters = self.counters
+        policies = self.policies
+        secret = policies.default.tunnel.secret
         try:
             # With the secret: an SCCRQ may carry hidden AVPs (RFC 2661 4.3).
-            msg = decode(data, self.tunnel_config.secret)
+            msg = decode(data, secret)
         except DecodeError:
-            counters["drop_malformed"] += 1
-            return
+            found = self._decode_with_peer_secret(data, addr)
+            if found is None:
+                counters["drop_malformed"] += 1
+                return
+            msg, secret = found
         except ProtocolError:  # e.g. an unknown mandatory AVP: no tunnel to answer it in
             counters["drop_bad_sccrq"] += 1
             return
@@ -649,6 +796,12 @@ class EndpointCore:
             counters["drop_sccrq_rate"] += 1
             self.warn("sccrq_rate", now, "SCCRQs from %s over the rate limit; dropped", addr[0])
             return
+        if config.limits.sccrq_total_rate and not self._total_allowed(now):
+            counters["drop_sccrq_total_rate"] += 1
+            self.warn(
+                "sccrq_total_rate", now, "SCCRQ from %s over the total rate; dropped", addr[0]
+            )
+            return
         if not self._tie_breaker(msg, addr, now):
             counters["drop_tie_breaker"] += 1
             return
@@ -665,15 +818,31 @@ class EndpointCore:
                 addr[0],
             )
             return
+        policy, refuse = self._policy_for(msg, addr, now)
+        if policy.tunnel.secret != secret and any(a.hidden for a in msg.avps):
+            try:
+                msg = decode(data, policy.tunnel.secret)
+            except DecodeError:
+                counters["drop_malformed"] += 1
+                return
+            except ProtocolError:
+                counters["drop_bad_sccrq"] += 1
+                return
         try:
             tid = self.ids.allocate()
         except TunnelIdsExhausted:
             counters["drop_tunnel_ids_exhausted"] += 1
             self.warn("tunnel_ids", now, "SCCRQ from %s refused: no free tunnel id", addr[0])
             return
-        tunnel = Tunnel(self.tunnel_config, tid, initiator=False, rng=self.rng, now=now)
+        tunnel = Tunnel(policy.tunnel, tid, initiator=False, rng=self.rng, now=now, refuse=refuse)
         entry = TunnelEntry(tunnel, addr, pinned=True)  # RFC 2661 8.1: pinned at the SCCRQ
         entry.peer_key = key
+        if refuse is None:
+            entry.policy = policy.name
+            entry.in_policy = True
+            self.policy_tunnels[policy.name] += 1
+        else:
+            entry.policy = ""
         entry.half_open = True
         self.half_open += 1
         self.tunnels[tid] = entry
@@ -682,6 +851,69 @@ class EndpointCore:
         # table entry and a timer); TunnelOpened follows when it is up.
         if self._half_open_input(entry, now, lambda: tunnel.receive_message(msg, now)):
             self._half_open_after(entry, now)
+
+    def _decode_with_peer_secret(
+        self, data: bytes, addr: Address
+    ) -> tuple[ControlMessage, bytes | None] | None:
+        """An SCCRQ the default secret cannot decode may hide AVPs under its ``[[peer]]``'s
+        secret: read it leniently for the Host Name (never hidden), match, and decode it with
+        that policy's secret (one more decode, only for such SCCRQs). None: still no good."""
+        policies = self.policies
+        if len(policies.secrets) < 2:
+            return None
+        try:
+            seen = inspect(data, None).message
+        except DecodeError:
+            return None
+        hostname = seen.get(AvpType.HOST_NAME) if isinstance(seen, ControlMessage) else None
+        policy = policies.match(addr[0], hostname if isinstance(hostname, str) else "")
+        secret = (policy or policies.default).tunnel.secret
+        if secret == policies.default.tunnel.secret:
+            return None
+        try:
+            msg = decode(data, secret)
+        except (DecodeError, ProtocolError):
+            return None
+        return (msg, secret) if isinstance(msg, ControlMessage) else None
+
+    def _policy_for(
+        self, msg: ControlMessage, addr: Address, now: float
+    ) -> tuple[Policy, Stop | None]:
+        """The policy of an SCCRQ, and the StopCCN that refuses it (None: accepted).
+
+        A refused SCCRQ still gets a tunnel core (with the default policy's values when no
+        rule matched): it answers with the StopCCN, retransmits it until acked, then lingers
+        like any closed tunnel; it counts against no policy and is bounded like every
+        half-open tunnel (``max_setup_tunnels``, ``sccrq_rate``)."""
+        policies = self.policies
+        hostname = msg.get(AvpType.HOST_NAME)
+        hostname = hostname if isinstance(hostname, str) else ""
+        policy = policies.match(addr[0], hostname)
+        if policy is None:
+            self.counters["tunnels_refused_unmatched"] += 1
+            self.warn(
+                "peer_unmatched",
+                now,
+                "SCCRQ from %s (host name %r) refused: no [[peer]] matches and "
+                'default_peer = "refuse"',
+                addr[0],
+                hostname,
+            )
+            return policies.default, REFUSE_UNMATCHED
+        cap = policy.max_tunnels
+        if cap and self.policy_tunnels[policy.name] >= cap:
+            self.counters["tunnels_refused_peer_limit"] += 1
+            self.policy_refusals[(policy.name, "max_tunnels")] += 1
+            self.warn(
+                "peer_tunnel_limit",
+                now,
+                "SCCRQ from %s refused: [[peer]] %s has max_tunnels (%d) tunnels",
+                addr[0],
+                policy.name,
+                cap,
+            )
+            return policy, REFUSE_PEER_TUNNELS
+        return policy, None
 
     def _tie_breaker(self, msg: ControlMessage, addr: Address, now: float) -> bool:
         """RFC 2661 4.4.3, an SCCRQ from a peer we have our own SCCRQ outstanding to: the lower
@@ -728,30 +960,23 @@ class EndpointCore:
         config = self.config.limits
         sources = self._sources
         state = sources.pop(host, None)
-        burst = float(config.sccrq_burst)
         if state is None:
-            tokens = burst
             while len(sources) >= config.max_sources:
                 sources.popitem(last=False)
-        else:
-            tokens, then = state
-            if now > then:
-                tokens = min(burst, tokens + (now - then) * config.sccrq_rate)
-        allowed = tokens >= 1.0
-        if allowed:
-            tokens -= 1.0
-        sources[host] = (tokens, now)
+        allowed, sources[host] = _take_token(state, now, config.sccrq_rate, config.sccrq_burst)
+        return allowed
+
+    def _total_allowed(self, now: float) -> bool:
+        """Take one token of the all-sources SCCRQ bucket."""
+        config = self.config.limits
+        allowed, self._total_bucket = _take_token(
+            self._total_bucket, now, config.sccrq_total_rate, config.sccrq_total_burst
+        )
         return allowed
 
     def _peer_allowed(self, host: str) -> bool:
         allowed = self.config.allowed_peers
-        if not allowed:
-            return True
-        try:
-            ip = ipaddress.ip_address(host)
-        except ValueError:
-            return False
-        return any(ip in net for net in allowed)
+        return not allowed or address_in(host, allowed)
 
     def _pin(self, entry: TunnelEntry, addr: Address) -> None:
         entry.peer_addr = addr
@@ -777,12 +1002,30 @@ class EndpointCore:
             del self._by_peer[key]
         entry.peer_key = None
         self.session_count -= entry.sessions
+        self._uncount(self.policy_sessions, entry.policy, entry.sessions)
         entry.sessions = 0
+        if entry.in_policy:
+            entry.in_policy = False
+            self._uncount(self.policy_tunnels, entry.policy)
         self.setup_count -= entry.setting_up
         entry.setting_up = 0
+        self.negotiating -= entry.negotiating
+        entry.negotiating = 0
         if entry.half_open:
             entry.half_open = False
             self.half_open -= 1
+
+    @staticmethod
+    def _uncount(counts: Counter[str], name: str, n: int = 1) -> None:
+        """Take ``n`` from a per-policy count; a count that reaches 0 goes (no zero rows
+        left behind by policies a reload removed)."""
+        if not n:
+            return
+        left = counts[name] - n
+        if left > 0:
+            counts[name] = left
+        else:
+            counts.pop(name, None)
 
     def _roll_up(self, entry: TunnelEntry) -> None:
         counters = entry.tunnel.counters
@@ -893,6 +1136,22 @@ class EndpointCore:
         self._collect(entry, now)
         if tunnel.done:
             self._release(entry)
+
+
+def _take_token(
+    state: tuple[float, float] | None, now: float, rate: float, burst: int
+) -> tuple[bool, tuple[float, float]]:
+    """One token bucket step: (allowed, new (tokens, time)); ``state`` None is a full bucket."""
+    if state is None:
+        tokens = float(burst)
+    else:
+        tokens, then = state
+        if now > then:
+            tokens = min(float(burst), tokens + (now - then) * rate)
+    allowed = tokens >= 1.0
+    if allowed:
+        tokens -= 1.0
+    return allowed, (tokens, now)
 
 
 def _stale(row: tuple[float, int, TunnelEntry]) -> bool:

@@ -174,8 +174,7 @@ class Transport(Generic[M]):
             False when message ``ns`` is not waiting (it has been transmitted, or was never
             sent): the caller sends ``data`` as usual.
         """
-        pending = self._pending
-        if not pending or seq_lt(ns, pending[0].ns) or not seq_lt(ns, self.next_ns):
+        if not self.waiting(ns):
             return False
         held = self._after.setdefault(ns, [])
         if len(held) < HELD_PER_MESSAGE:
@@ -184,6 +183,12 @@ class Transport(Generic[M]):
         else:
             self.counters["data_held_overflow"] = self.counters.get("data_held_overflow", 0) + 1
         return True
+
+    def waiting(self, ns: int) -> bool:
+        """True while sequenced message ``ns`` waits for the send window (queued, never
+        transmitted)."""
+        pending = self._pending
+        return bool(pending) and not seq_lt(ns, pending[0].ns) and seq_lt(ns, self.next_ns)
 
     def set_send_window(self, size: int, now: float) -> None:
         """The peer's Receive Window Size AVP arrived (RFC: 1..65535, absent = 4)."""

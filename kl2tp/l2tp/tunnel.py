@@ -262,6 +262,24 @@ _HIDE_ALL = frozenset(t for t, spec in AVP_TABLE.items() if spec.may_hide)
 _REQUESTS = {MT.ICRQ: CallKind.LNS_INCOMING, MT.OCRQ: CallKind.LAC_OUTGOING}
 
 
+class StateTally:
+    """Tunnels and sessions by state over every tunnel core attached to it
+    (:meth:`Tunnel.attach`), kept up to date at each state change: a driver reads how many
+    of each there are in O(1), however many sessions there are (the metrics scrape)."""
+
+    __slots__ = ("sessions", "tunnels")
+
+    def __init__(self) -> None:
+        self.tunnels: dict[str, int] = {}
+        """Attached tunnels by state (IOS names)."""
+        self.sessions: dict[str, int] = {}
+        """Their sessions by state (``idle`` ones are gone)."""
+
+    @staticmethod
+    def _add(counts: dict[str, int], state: str, n: int) -> None:
+        counts[state] = counts.get(state, 0) + n
+
+
 class Tunnel:
     """One L2TP control connection and its sessions.
 
@@ -273,6 +291,8 @@ class Tunnel:
         now: the driver's clock.
         lac: the role for ``place_call`` (ICRQ as LAC, OCRQ as LNS); defaults to
             ``initiator``.
+        refuse: responder: answer the SCCRQ with a StopCCN carrying this instead of an SCCRP
+            (the endpoint's per-peer policy refused the peer before any challenge is answered).
     """
 
     def __init__(
@@ -284,8 +304,11 @@ class Tunnel:
         rng: random.Random,
         now: float,
         lac: bool | None = None,
+        refuse: Stop | None = None,
     ) -> None:
         self.config = config
+        self.refuse = refuse
+        """Set: the SCCRQ gets this StopCCN (and no SCCRP); see ``refuse`` above."""
         self.local_tunnel_id = local_tunnel_id
         self.initiator = initiator
         self.lac = initiator if lac is None else lac
@@ -300,6 +323,8 @@ class Tunnel:
         """The peer's Receive Window Size (our send window)."""
         self.sessions: dict[int, Session] = {}
         """Live sessions by our session id."""
+        self.tally: StateTally | None = None
+        """Where this tunnel and its sessions are counted by state (:meth:`attach`)."""
         self.counters: dict[str, int] = {
             "retransmits": 0,
             "duplicates": 0,
@@ -638,6 +663,17 @@ class Tunnel:
             session.connect_ns = None
         self.transport.send_unsequenced(packet)
 
+    def connect_pending(self, sid: int) -> bool:
+        """True while the ICCN/OCCN we sent for call ``sid`` waits for the peer's window:
+        a data path that bypasses ``send_data`` (the kernel's) must not send yet."""
+        session = self.sessions.get(sid)
+        if session is None or session.connect_ns is None:
+            return False
+        if self.transport.waiting(session.connect_ns):
+            return True
+        session.connect_ns = None
+        return False
+
     def data_ready(self, sid: int, now: float) -> None:
         """The upper layer (the session's data-plane channel) can take the session's data.
 
@@ -684,6 +720,12 @@ class Tunnel:
         if _log.isEnabledFor(_DEBUG):
             prefix = trace.session_prefix(self.local_tunnel_id, session.local_sid)
             trace.state_change(prefix, "Session", old, new)
+        tally = self.tally
+        if tally is not None:
+            if old is not SessionState.IDLE:
+                tally._add(tally.sessions, old, -1)
+            if new is not SessionState.IDLE:
+                tally._add(tally.sessions, new, 1)
         if session.setup_deadline is not None and (
             new is SessionState.ESTABLISHED or new is SessionState.IDLE
         ):
@@ -778,7 +820,8 @@ class Tunnel:
         """Turn a ProtocolError into a CDN (session scope) or a StopCCN (tunnel scope)."""
         if _log.isEnabledFor(_DEBUG):
             trace.line(self._prefix, f"Protocol error: {exc.message or exc}")
-        self._count("protocol_errors")
+        if self.refuse is None:  # a policy's refusal is no error of the peer's
+            self._count("protocol_errors")
         if self.state in _CLOSING:
             return
         msg_type = exc.msg_type if exc.msg_type is not None else (msg and msg.msg_type)
@@ -861,9 +904,33 @@ class Tunnel:
         if self.state is old and new is not old:
             self._set_state(new, now)
 
+    def attach(self, tally: StateTally) -> None:
+        """Count this tunnel and its sessions in ``tally`` from now on (O(its sessions))."""
+        self.detach()
+        self.tally = tally
+        tally._add(tally.tunnels, self.state, 1)
+        for session in self.sessions.values():
+            if session.state is not SessionState.IDLE:
+                tally._add(tally.sessions, session.state, 1)
+
+    def detach(self) -> None:
+        """Stop counting this tunnel and its sessions in its tally (O(its sessions))."""
+        tally = self.tally
+        if tally is None:
+            return
+        self.tally = None
+        tally._add(tally.tunnels, self.state, -1)
+        for session in self.sessions.values():
+            if session.state is not SessionState.IDLE:
+                tally._add(tally.sessions, session.state, -1)
+
     def _set_state(self, new: TunnelState, now: float) -> None:
         old = self.state
         self.state = new
+        tally = self.tally
+        if tally is not None:
+            tally._add(tally.tunnels, old, -1)
+            tally._add(tally.tunnels, new, 1)
         if _log.isEnabledFor(_DEBUG):
             trace.state_change(self._prefix, "Tunnel", old, new)
             if new is TS.NO_SESSIONS_LEFT and self.config.idle_timeout > 0:
@@ -908,6 +975,11 @@ class Tunnel:
         self.peer_tie_breaker = msg.get(A.TIE_BREAKER)
         if _log.isEnabledFor(_DEBUG):
             trace.line(self._prefix, f"I SCCRQ from {self.peer_hostname} tnl {self.peer_tunnel_id}")
+        refuse = self.refuse
+        if refuse is not None:
+            # Refused by policy: the receive path answers with a StopCCN (the peer's tunnel
+            # id is known now) and its challenge, if any, is never answered.
+            raise ProtocolError(refuse.result, refuse.error, refuse.message)
         avps = self._start_avps()
         avps.extend(self._answer_challenge(msg, MT.SCCRP))
         self._send(MT.SCCRP, avps, now)
@@ -936,6 +1008,13 @@ class Tunnel:
         result, error, text = 0, 0, ""
         if isinstance(rc, ResultCode):
             result, error, text = rc.result, rc.error or 0, rc.message or ""
+        if not self.peer_tunnel_id:
+            # Our SCCRQ was refused: the StopCCN's Assigned Tunnel ID is where the ack goes
+            # (sent to tunnel 0 it would be dropped, and the peer would retransmit).
+            assigned = msg.get(A.ASSIGNED_TUNNEL_ID)
+            if isinstance(assigned, int) and assigned:
+                self.peer_tunnel_id = assigned
+                self.transport.peer_tunnel_id = assigned
         if _log.isEnabledFor(_DEBUG):
             trace.line(
                 self._prefix, f"I StopCCN from {self.peer_hostname} tnl {self.peer_tunnel_id}"
@@ -984,6 +1063,7 @@ class Tunnel:
 
     def _act_retries_exhausted(self, msg: Msg, arg: Stop | None, now: float) -> None:
         n = self.config.max_retries
+        self._count("retries_exhausted")
         if _log.isEnabledFor(_DEBUG):
             trace.line(self._prefix, f"No response after {n} retransmissions, shutdown tunnel")
         reason = self.close_reason or TunnelClosed(

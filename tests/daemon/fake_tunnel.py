@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 import attrs
 import trio
 
+from kl2tp.daemon import oplog
 from kl2tp.daemon.handle import Address, SessionInfo, TunnelHandle
 from kl2tp.l2tp.constants import CdnResult, ErrorCode, StopCcnResult
 from kl2tp.l2tp.events import CallParams, ConnectInfo
@@ -22,6 +23,7 @@ class FakeTunnel:
     peer_tunnel_id: int = 20
     peer_addr: Address = ("192.0.2.1", 1701)
     peer_hostname: str = "peer"
+    policy: str = "default"
     sessions: dict[int, SessionInfo] = attrs.field(factory=dict)
     closed: trio.Event = attrs.field(factory=trio.Event)
     commands: list[tuple[object, ...]] = attrs.field(factory=list)
@@ -39,6 +41,9 @@ class FakeTunnel:
 
     def connect_call(self, sid: int, connect: ConnectInfo | None = None) -> None:
         self.commands.append(("connect_call", sid))
+
+    def connect_pending(self, sid: int) -> bool:
+        return False
 
     def data_ready(self, sid: int) -> None:
         self.commands.append(("data_ready", sid))
@@ -68,6 +73,9 @@ class FakeTunnel:
 
     def count(self, key: str) -> None:
         self.counters[key] += 1
+
+    def session_up(self, sid: int, info: SessionInfo | None) -> None:
+        oplog.session_up(self, sid, info)
 
     def hangups(self) -> list[tuple[object, ...]]:
         """The hangup commands, without their name."""

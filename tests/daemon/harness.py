@@ -54,6 +54,25 @@ def simulate(lac_cfg: Path, calls: int) -> subprocess.CompletedProcess[str]:
     )
 
 
+def holding_lac(lac_cfg: Path, calls: int, log: Path) -> Daemon:
+    """``kl2tp-lac --simulate CALLS`` placing every call at once and holding it (600 s)."""
+    return Daemon(
+        [
+            str(BIN / "kl2tp-lac"),
+            "-c",
+            str(lac_cfg),
+            "--simulate",
+            str(calls),
+            "--rate",
+            "0",
+            "--hold",
+            "600",
+            "--json",
+        ],
+        log,
+    )
+
+
 class Daemon:
     def __init__(self, argv: list[str], log: Path) -> None:
         self.log = log

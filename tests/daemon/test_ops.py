@@ -16,7 +16,15 @@ from typing import Any
 import attrs
 import pytest
 
-from tests.daemon.harness import BIN, BOUND, Daemon, ctl, wait_for, write_configs
+from tests.daemon.harness import (
+    BIN,
+    BOUND,
+    Daemon,
+    ctl,
+    holding_lac,
+    wait_for,
+    write_configs,
+)
 
 N = 100
 SECRET = "ops-tunnel-secret-0xC0FFEE"
@@ -85,21 +93,7 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
     lac: Daemon | None = None
     try:
         wait_for(lns_sock.exists, "the LNS control socket")
-        lac = Daemon(
-            [
-                str(BIN / "kl2tp-lac"),
-                "-c",
-                str(lac_cfg),
-                "--simulate",
-                str(N),
-                "--rate",
-                "0",
-                "--hold",
-                "600",
-                "--json",
-            ],
-            tmp / "lac.log",
-        )
+        lac = holding_lac(lac_cfg, N, tmp / "lac.log")
         p = Pair(
             tmp, lns_cfg, lac_cfg, lns_sock, lac_sock, tmp / "users", lns, lac, lns_cfg.read_text()
         )

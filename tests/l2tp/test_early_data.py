@@ -135,7 +135,12 @@ def _lac_speaks_at_once(tunnel: Tunnel, event: ev.Event, now: float) -> None:
     (the ICCN may still wait for the window), and an LNS that answers every call."""
     answer_calls(tunnel, event, now)
     if isinstance(event, ev.CallEstablished) and tunnel.lac:
+        PENDING_AT_CONNECT.append(tunnel.connect_pending(event.sid))
         tunnel.send_data(event.sid, _frame(event.sid & 0xFF))
+
+
+PENDING_AT_CONNECT: list[bool] = []
+"""``connect_pending`` of each LAC call when it counted as established."""
 
 
 def test_lac_data_never_overtakes_its_iccn_waiting_for_the_window() -> None:
@@ -144,6 +149,7 @@ def test_lac_data_never_overtakes_its_iccn_waiting_for_the_window() -> None:
     pair = Pair(
         lns_config=TunnelConfig(hostname="l2tp-gw", receive_window=1), policy=_lac_speaks_at_once
     )
+    PENDING_AT_CONNECT.clear()
     pair.establish()
     calls = 12
     for n in range(calls):
@@ -163,6 +169,8 @@ def test_lac_data_never_overtakes_its_iccn_waiting_for_the_window() -> None:
             data_after_iccn += 1
     assert data_after_iccn == calls
     assert pair.lac.counters.get("data_held", 0) > 0  # the window did hold some
+    assert any(PENDING_AT_CONNECT)  # ICCNs queued behind the window
+    assert not any(pair.lac.connect_pending(sid) for sid in pair.lac.sessions)  # all left
     received = pair.of_type("lns", ev.DataReceived)
     assert len(received) == calls
 

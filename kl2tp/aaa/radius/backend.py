@@ -219,7 +219,10 @@ class RadiusAuthenticator:
 
     def summary(self) -> dict[str, object]:
         """RADIUS client and accounting queue counters for ``kl2tpctl show summary``."""
-        out: dict[str, object] = {"client": attrs.asdict(self.client.counters)}
+        out: dict[str, object] = {
+            "client": attrs.asdict(self.client.counters),
+            "servers": self.client.server_summary(),
+        }
         if self.accounting is not None:
             out["accounting"] = dict(self.accounting.summary())
         return out

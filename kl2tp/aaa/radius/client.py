@@ -45,6 +45,7 @@ from pyrad import packet as rp
 from pyrad.dictionary import Dictionary
 
 from kl2tp.aaa.radius.dictionary import load_dictionary
+from kl2tp.histogram import AAA_BUCKETS, Histogram
 from kl2tp.l2tp.avp import md5_chain
 from kl2tp.values import Secret
 
@@ -120,6 +121,24 @@ class _Port:
         self.sockets: list[_Socket] = []
         self.dead_until = -math.inf
         self.probing = False
+        self.requests = 0
+        """Requests sent to this port (each with its retransmissions)."""
+        self.replies = 0
+        """Of those, the ones it answered."""
+        self.timeouts = 0
+        """Of those, the ones it did not answer after every retransmission."""
+        self.latency = Histogram(AAA_BUCKETS)
+        """Seconds from a request's first transmission to its reply."""
+
+    def summary(self) -> dict[str, object]:
+        """This port's figures for ``kl2tpctl show summary``."""
+        return {
+            "kind": self.kind,
+            "requests": self.requests,
+            "replies": self.replies,
+            "timeouts": self.timeouts,
+            "latency": self.latency.summary(),
+        }
 
     def __str__(self) -> str:
         return f"{self.server}:{self.sockaddr[1]}"
@@ -295,6 +314,10 @@ class RadiusClient:
 
     # -- the exchange ---------------------------------------------------------------------------
 
+    def server_summary(self) -> dict[str, dict[str, object]]:
+        """Per server port (``ADDR:PORT``): requests, replies, timeouts, reply latency."""
+        return {str(p): p.summary() for p in (*self._auth, *self._acct)}
+
     def _candidates(self, ports: Sequence[_Port], now: float) -> list[_Port]:
         alive = [p for p in ports if p.dead_until <= now and not p.probing]
         return alive or list(ports)
@@ -342,6 +365,8 @@ class RadiusClient:
         sock, ident = await self._allocate(port)
         pending = _Pending(packet)
         sock.pending[ident] = pending
+        port.requests += 1
+        started = trio.current_time()
         try:
             data = self._encode(packet, port.server, ident)
             for attempt in range(self.retries + 1):
@@ -358,9 +383,12 @@ class RadiusClient:
                 if pending.reply is None and sock.sock.fileno() >= 0:
                     self._read_now(port, sock)
                 if pending.reply is not None:
+                    port.replies += 1
+                    port.latency.observe(trio.current_time() - started)
                     return pending.reply
                 if sock.sock.fileno() < 0:  # the client stopped
                     return None
+            port.timeouts += 1
             return None
         finally:
             del sock.pending[ident]
