@@ -66,7 +66,9 @@ CDN_FOR_REASON: dict[pev.DownReason, tuple[CdnResult, str]] = {
     pev.DownReason.ADMIN: (CdnResult.ADMINISTRATIVE, "PPP closed by administrator"),
     pev.DownReason.LOWER_LAYER_DOWN: (CdnResult.LOSS_OF_CARRIER, "L2TP session down"),
     pev.DownReason.PEER_TERMINATED: (CdnResult.ADMINISTRATIVE, "PPP terminated by peer"),
-    pev.DownReason.LCP_TIMEOUT: (CdnResult.TIMEOUT, "PPP LCP timeout"),
+    # Not 10 ("not established within time allotted by LAC": the LAC's own timer): the call
+    # was connected and no PPP framing we could agree on came (docs/INTEROP.md).
+    pev.DownReason.LCP_TIMEOUT: (CdnResult.NO_FRAMING, "PPP LCP timeout"),
     pev.DownReason.LCP_FAILED: (CdnResult.GENERAL_ERROR, "PPP LCP negotiation failed"),
     pev.DownReason.LOOPBACK: (CdnResult.GENERAL_ERROR, "PPP loopback detected"),
     pev.DownReason.AUTH_FAILED: (CdnResult.GENERAL_ERROR, "PPP authentication failed"),
@@ -170,6 +172,7 @@ _NAME = FAILURE_NAME
 _R = pev.DownReason
 FAILURE_AT_CDN: dict[tuple[Stage, CdnResult], str] = {
     (Stage.LCP, CdnResult.TIMEOUT): _NAME[_R.LCP_TIMEOUT],
+    (Stage.LCP, CdnResult.NO_FRAMING): _NAME[_R.LCP_TIMEOUT],
     (Stage.LCP, CdnResult.GENERAL_ERROR): _NAME[_R.LCP_FAILED],
     (Stage.AUTH, CdnResult.TIMEOUT): _NAME[_R.AUTH_TIMEOUT],
     (Stage.AUTH, CdnResult.GENERAL_ERROR): _NAME[_R.AUTH_FAILED],
