@@ -217,6 +217,20 @@ def test_hidden_avps_went_both_ways(lab: Lab) -> None:
     assert "(M,H)" not in hidden  # xl2tpd hid nothing
 
 
+def test_lns_trace_has_the_ios_lines(lab: Lab) -> None:
+    """kl2tp-lns's own debug log of the calls above, as IOS would word it."""
+    for case in CASES:
+        sess = lab.wait_session(case)
+        log = lab.lns[case.hidden].output()
+        assert f"New tunnel created for remote xl2tpd-lac, address {case.address}" in log
+        tid, sid, ifname = sess["tunnel_id"], sess["local_id"], sess["interface"]
+        assert f"Tnl/Cl {tid}/{sid} VPDN: Virtual interface {ifname} created" in log
+        assert f"%LINK-3-UPDOWN: Interface {ifname}, changed state to up" in log
+        assert f"Tnl/Cl {tid}/{sid} IPCP: Install route to {sess['address']}" in log
+    # The SCCRQ is traced from its bytes: the header line with flags and length.
+    assert "L2TP: I SCCRQ, flg TLS, ver 2, len " in lab.lns[False].output()
+
+
 def test_hangup_from_either_end_leaves_nothing_behind(lab: Lab) -> None:
     """Half the calls hang up from the LAC (xl2tpd ``d NAME``: pppd is sent SIGTERM, xl2tpd
     sends CDN and StopCCN), half from kl2tp-lns (``kl2tpctl clear session``: CDN), all at once
@@ -249,6 +263,10 @@ def test_hangup_from_either_end_leaves_nothing_behind(lab: Lab) -> None:
         wait_for(lambda: not left(), "every call to leave both sides", bound=60)
     except pytest.fail.Exception as exc:
         pytest.fail(f"{exc}: {left()}\n{lab.logs()}")
+    for case, sess in calls.items():
+        log = lab.lns[case.hidden].output()
+        assert f"Interface {sess['interface']}, changed state to down" in log
+        assert f"IPCP: Remove route to {sess['address']}" in log
 
 
 def test_no_call_left_then_tunnels_close_and_stop_leaves_nothing(lab: Lab) -> None:

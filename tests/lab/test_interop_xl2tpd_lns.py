@@ -209,6 +209,18 @@ def test_hidden_avps_went_both_ways(lab: Lab) -> None:
         assert min(icrq_lengths(hidden)) > max(icrq_lengths(plain)) + 22
 
 
+def test_client_trace_shows_what_the_lns_sent(lab: Lab) -> None:
+    """kl2tp-lac's debug log shows the Challenge and Success (or PAP Ack) it received."""
+    for case in CASES:
+        lab.wait_session(case)
+        log = lab.clients[case].output()
+        if case.method == "pap":
+            assert re.search(r"PAP: I AUTH-ACK id \d+ len \d+", log), log
+        else:
+            assert re.search(r'CHAP: I CHALLENGE id \d+ len \d+ from "xl2tpd-lns"', log), log
+            assert re.search(r"CHAP: I SUCCESS id \d+ len \d+", log), log
+
+
 def test_hangup_from_either_end_leaves_nothing_behind(lab: Lab) -> None:
     """Even cases hang up from the client (SIGTERM), odd ones from xl2tpd's side (its pppd
     for that call is killed), all at once. Each old call must leave both sides completely;
