@@ -96,17 +96,6 @@ IOS_ERROR: dict[int, str] = {
 """General Error Codes in IOS's words; code 0 is the reference trace's."""
 
 
-def ios_result_text(msg_type: int | None, result: int) -> str:
-    """A Result Code as IOS words it (StopCCN or CDN table), else the RFC's words."""
-    table = IOS_STOPCCN_RESULT if msg_type == MessageType.STOPCCN else IOS_CDN_RESULT
-    return table.get(result) or result_text(msg_type, result)
-
-
-def ios_error_text(error: int) -> str:
-    """An Error Code as IOS words it, else the RFC's words."""
-    return IOS_ERROR.get(error) or error_text(error)
-
-
 def _redacted(size: int) -> str:
     return f"({size} octets, not shown)"
 
@@ -210,11 +199,13 @@ def avp_lines(
     if avp.vendor == 0 and avp.type == AvpType.MESSAGE_TYPE and isinstance(value, int):
         lines.append(f"Parse {message_name(value)}")
     elif isinstance(value, ResultCode):
-        text = ios_result_text(msg_type, value.result)
+        # IOS's words where it has them, else the RFC's; IOS prints the error line for a
+        # Result Code without an error field too (code 0).
+        ios = IOS_STOPCCN_RESULT if msg_type == MessageType.STOPCCN else IOS_CDN_RESULT
+        text = ios.get(value.result) or result_text(msg_type, value.result)
         lines.append(f"Result code({value.result}): {value.result}: {text}")
-        # IOS prints the error line for a Result Code without an error field too (code 0).
         error = value.error or 0
-        lines.append(f"Error code({error}): {ios_error_text(error)}")
+        lines.append(f"Error code({error}): {IOS_ERROR.get(error) or error_text(error)}")
         if value.message:
             lines.append(f"Error message: {escape(value.message)}")
     else:

@@ -208,8 +208,8 @@ def start_lns(tmp: pathlib.Path, config: pathlib.Path, name: str = "lns") -> Dae
     return daemon
 
 
-def kernel_objects(ns: str) -> dict[str, Any]:
-    """What the kernel of ``ns`` holds that a kl2tp could have made."""
+def _kernel_state(ns: str) -> tuple[list[int], list[int], list[Any], list[Any]]:
+    """Kernel L2TP tunnel and session ids, links and routes of ``ns``."""
     tunnels = run("ip", "-n", ns, "l2tp", "show", "tunnel").stdout
     sessions = run("ip", "-n", ns, "l2tp", "show", "session").stdout
     links = json.loads(run("ip", "-n", ns, "-j", "link", "show").stdout)
@@ -218,9 +218,15 @@ def kernel_objects(ns: str) -> dict[str, Any]:
     def ids(text: str, word: str) -> list[int]:
         return [int(w.split()[1].rstrip(",")) for w in text.splitlines() if w.startswith(word)]
 
+    return ids(tunnels, "Tunnel "), ids(sessions, "Session "), links, routes
+
+
+def kernel_objects(ns: str) -> dict[str, Any]:
+    """What the kernel of ``ns`` holds that a kl2tp could have made."""
+    tunnels, sessions, links, routes = _kernel_state(ns)
     return {
-        "tunnels": ids(tunnels, "Tunnel "),
-        "sessions": ids(sessions, "Session "),
+        "tunnels": tunnels,
+        "sessions": sessions,
         "ppp": {x["ifname"]: x["ifindex"] for x in links if x.get("link_type") == "ppp"},
         "ppp_routes": [r["dst"] for r in routes if r.get("dev", "").startswith(("sub", "lns"))],
     }
@@ -329,18 +335,11 @@ def ppp_secrets(entries: dict[str, str]) -> None:
 def leftovers(ns: str) -> dict[str, Any]:
     """Everything of a call that could outlive it in ``ns``: kernel L2TP tunnels and
     sessions, PPP interfaces, routes through them, pppd processes."""
-    tunnels = run("ip", "-n", ns, "l2tp", "show", "tunnel").stdout
-    sessions = run("ip", "-n", ns, "l2tp", "show", "session").stdout
-    links = json.loads(run("ip", "-n", ns, "-j", "link", "show").stdout)
+    tunnels, sessions, links, routes = _kernel_state(ns)
     ppp = {x["ifname"] for x in links if x.get("link_type") == "ppp"}
-    routes = json.loads(run("ip", "-n", ns, "-j", "route", "show").stdout)
-
-    def ids(text: str, word: str) -> list[int]:
-        return [int(w.split()[1].rstrip(",")) for w in text.splitlines() if w.startswith(word)]
-
     return {
-        "tunnels": ids(tunnels, "Tunnel "),
-        "sessions": ids(sessions, "Session "),
+        "tunnels": tunnels,
+        "sessions": sessions,
         "ppp": sorted(ppp),
         "routes": [r["dst"] for r in routes if r.get("dev") in ppp],
         "pppd": sorted(
@@ -351,3 +350,43 @@ def leftovers(ns: str) -> dict[str, Any]:
 
 NOTHING = {"tunnels": [], "sessions": [], "ppp": [], "routes": [], "pppd": []}
 """``leftovers`` of a namespace no call ever touched."""
+
+
+METHODS = ("chap", "pap", "mschapv2")
+"""The PPP authentication methods the interop matrix runs."""
+
+
+@attrs.frozen
+class Case:
+    """One call of the interop matrix (tests/lab/test_interop_*): a method, plain or hidden."""
+
+    method: str
+    """``chap``, ``pap`` or ``mschapv2``."""
+    hidden: bool
+    """Both ends hide AVPs (kl2tp's ``hide_avps``, xl2tpd's ``hidden bit``)."""
+
+    def __str__(self) -> str:
+        return self.method + ("-hidden" if self.hidden else "")
+
+    @property
+    def index(self) -> int:
+        return CASES.index(self)
+
+    @property
+    def name(self) -> str:
+        """User name, xl2tpd section, interface prefix: ``pch``, ``hms``."""
+        return ("h" if self.hidden else "p") + self.method[:2]
+
+    @property
+    def password(self) -> str:
+        return f"{self.name}-secret"
+
+    @property
+    def address(self) -> str:
+        """The subscriber namespace's address this call's LAC (xl2tpd or kl2tp-lac) uses:
+        one per call, since each tunnel needs its own address pair (docs/INTEROP.md)."""
+        return f"10.31.0.{3 + self.index}"
+
+
+CASES = [Case(m, h) for h in (False, True) for m in METHODS]
+"""The six calls: each method plain, then each hidden."""

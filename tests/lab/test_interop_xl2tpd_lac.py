@@ -25,11 +25,13 @@ import attrs
 import pytest
 from labdaemons import (
     BIN,
+    CASES,
     LNS,
     LNS_ADDR,
     NOTHING,
     SECRET,
     SUB,
+    Case,
     Daemon,
     Xl2tpd,
     leftovers,
@@ -44,7 +46,6 @@ from labutil import run
 pytestmark = pytest.mark.lab
 
 HIDDEN_LNS_ADDR = "10.32.0.3"
-METHODS = ("chap", "pap", "mschapv2")
 REFUSE = {
     "chap": "refuse-pap\nrefuse-mschap\nrefuse-mschap-v2\nrefuse-eap\n",
     "pap": "refuse-chap\nrefuse-mschap\nrefuse-mschap-v2\nrefuse-eap\n",
@@ -53,42 +54,17 @@ REFUSE = {
 """What each LAC-side pppd refuses: everything but its own method."""
 
 
-@attrs.frozen
-class Case:
-    method: str
-    hidden: bool
-
-    def __str__(self) -> str:
-        return self.method + ("-hidden" if self.hidden else "")
-
-    @property
-    def name(self) -> str:
-        """xl2tpd section, user name and (with an x) pppd's interface: ``pch``, ``hms``."""
-        return ("h" if self.hidden else "p") + self.method[:2]
-
-    @property
-    def password(self) -> str:
-        return f"{self.name}-secret"
-
-    @property
-    def ifname(self) -> str:
-        return f"x-{self.name}"
-
-    @property
-    def address(self) -> str:
-        """The subscriber namespace's address this call's xl2tpd listens on."""
-        return f"10.31.0.{3 + CASES.index(self)}"
-
-
-CASES = [Case(m, h) for h in (False, True) for m in METHODS]
-
-
 @attrs.define
 class Lab:
     tmp: pathlib.Path
     lns: dict[bool, Daemon]
     """hidden -> the kl2tp-lns serving those sections."""
     xl2tpd: dict[Case, Xl2tpd]
+
+    @staticmethod
+    def ifname(case: Case) -> str:
+        """pppd's interface for the call (pppd's ``ifname``)."""
+        return f"x-{case.name}"
 
     def sock(self, hidden: bool) -> pathlib.Path:
         return self.tmp / ("lns-hidden.sock" if hidden else "lns.sock")
@@ -160,7 +136,7 @@ def xl2tpd_lac(tmp: pathlib.Path, case: Case) -> Xl2tpd:
     options = {
         case.name: (
             f"name {case.name}\nuser {case.name}\nnoauth\n{REFUSE[case.method]}"
-            f"ifname {case.ifname}\nlcp-echo-interval 0\nnodefaultroute\nnoipdefault\n"
+            f"ifname {Lab.ifname(case)}\nlcp-echo-interval 0\nnodefaultroute\nnoipdefault\n"
             f"debug\nlogfile @DIR@/{case.name}.pppd.log\n"
         )
     }
@@ -208,13 +184,13 @@ def test_call_up_authenticated_and_pings_through_both_kernels(lab: Lab, case: Ca
     address = sess["address"]
     local = f"10.{42 if case.hidden else 41}.0.1"
     assert ppp_addresses(LNS)[sess["interface"]] == (local, address)
-    assert wait_for(lambda: ppp_addresses(SUB).get(case.ifname), "pppd's interface") == (
+    assert wait_for(lambda: ppp_addresses(SUB).get(Lab.ifname(case)), "pppd's interface") == (
         address,
         local,
     )
     before = sess["kernel"]
     out = run("ip", "netns", "exec", SUB, "ping", "-n", "-q", "-c", "3", "-i", "0.2", "-W", "5",
-              "-I", case.ifname, local, check=False).stdout  # fmt: skip
+              "-I", Lab.ifname(case), local, check=False).stdout  # fmt: skip
     assert "3 packets transmitted, 3 received" in out, out
     after = lab.session(case)
     assert after is not None
@@ -241,6 +217,20 @@ def test_hidden_avps_went_both_ways(lab: Lab) -> None:
     assert "(M,H)" not in hidden  # xl2tpd hid nothing
 
 
+def test_lns_trace_has_the_ios_lines(lab: Lab) -> None:
+    """kl2tp-lns's own debug log of the calls above, as IOS would word it."""
+    for case in CASES:
+        sess = lab.wait_session(case)
+        log = lab.lns[case.hidden].output()
+        assert f"New tunnel created for remote xl2tpd-lac, address {case.address}" in log
+        tid, sid, ifname = sess["tunnel_id"], sess["local_id"], sess["interface"]
+        assert f"Tnl/Cl {tid}/{sid} VPDN: Virtual interface {ifname} created" in log
+        assert f"%LINK-3-UPDOWN: Interface {ifname}, changed state to up" in log
+        assert f"Tnl/Cl {tid}/{sid} IPCP: Install route to {sess['address']}" in log
+    # The SCCRQ is traced from its bytes: the header line with flags and length.
+    assert "L2TP: I SCCRQ, flg TLS, ver 2, len " in lab.lns[False].output()
+
+
 def test_hangup_from_either_end_leaves_nothing_behind(lab: Lab) -> None:
     """Half the calls hang up from the LAC (xl2tpd ``d NAME``: pppd is sent SIGTERM, xl2tpd
     sends CDN and StopCCN), half from kl2tp-lns (``kl2tpctl clear session``: CDN), all at once
@@ -263,7 +253,7 @@ def test_hangup_from_either_end_leaves_nothing_behind(lab: Lab) -> None:
                 out.append(f"{case.name}: kl2tp-lns kernel session")
             if sess["interface"] in lns_now["ppp"] or sess["address"] in lns_now["routes"]:
                 out.append(f"{case.name}: kl2tp-lns interface or route")
-            if case.ifname in sub_now["ppp"] or sess["peer_id"] in sub_now["sessions"]:
+            if Lab.ifname(case) in sub_now["ppp"] or sess["peer_id"] in sub_now["sessions"]:
                 out.append(f"{case.name}: xl2tpd's kernel session or pppd's interface")
             if lab.session(case) is not None:
                 out.append(f"{case.name}: kl2tp-lns still shows the call")
@@ -273,6 +263,10 @@ def test_hangup_from_either_end_leaves_nothing_behind(lab: Lab) -> None:
         wait_for(lambda: not left(), "every call to leave both sides", bound=60)
     except pytest.fail.Exception as exc:
         pytest.fail(f"{exc}: {left()}\n{lab.logs()}")
+    for case, sess in calls.items():
+        log = lab.lns[case.hidden].output()
+        assert f"Interface {sess['interface']}, changed state to down" in log
+        assert f"IPCP: Remove route to {sess['address']}" in log
 
 
 def test_no_call_left_then_tunnels_close_and_stop_leaves_nothing(lab: Lab) -> None:

@@ -28,11 +28,13 @@ import attrs
 import pytest
 from labdaemons import (
     BIN,
+    CASES,
     LNS,
     LNS_ADDR,
     NOTHING,
     SECRET,
     SUB,
+    Case,
     Daemon,
     Xl2tpd,
     leftovers,
@@ -47,46 +49,15 @@ from labutil import run
 
 pytestmark = pytest.mark.lab
 
-METHODS = ("chap", "pap", "mschapv2")
 REQUIRE = {"chap": "require-chap", "pap": "require-pap", "mschapv2": "require-mschap-v2"}
 """What xl2tpd's pppd demands of each client."""
 LCP_AUTH = {"chap": "<auth chap MD5>", "pap": "<auth pap>", "mschapv2": "<auth chap MS-v2>"}
 """How pppd's debug log shows the Auth-Protocol it agreed on."""
 
 
-@attrs.frozen
-class Case:
-    method: str
-    hidden: bool
-
-    def __str__(self) -> str:
-        return self.method + ("-hidden" if self.hidden else "")
-
-    @property
-    def index(self) -> int:
-        return CASES.index(self)
-
-    @property
-    def name(self) -> str:
-        """User name, xl2tpd section, kl2tp-lac's interface prefix: ``pch``, ``hms``."""
-        return ("h" if self.hidden else "p") + self.method[:2]
-
-    @property
-    def password(self) -> str:
-        return f"{self.name}-secret"
-
-    @property
-    def address(self) -> str:
-        """The client's own address (its tunnel's source)."""
-        return f"10.31.0.{3 + self.index}"
-
-    @property
-    def lns_local(self) -> str:
-        """xl2tpd's PPP address for this client's section."""
-        return f"10.50.{self.index}.1"
-
-
-CASES = [Case(m, h) for h in (False, True) for m in METHODS]
+def lns_local(case: Case) -> str:
+    """xl2tpd's PPP address in this call's section."""
+    return f"10.50.{case.index}.1"
 
 
 @attrs.define
@@ -158,7 +129,7 @@ def xl2tpd_lns(tmp: pathlib.Path) -> Xl2tpd:
     for c in CASES:
         sections += (
             f"[lns {c.name}]\nlac = {c.address}\nip range = 10.50.{c.index}.2-10.50.{c.index}.9\n"
-            f"local ip = {c.lns_local}\nchallenge = yes\n"
+            f"local ip = {lns_local(c)}\nchallenge = yes\n"
             f"hidden bit = {'yes' if c.hidden else 'no'}\nlength bit = yes\n"
             f"hostname = xl2tpd-lns\nname = xl2tpd-lns\nrequire authentication = yes\n"
             f"pppoptfile = @DIR@/{c.name}.options\n"
@@ -203,8 +174,8 @@ def test_client_call_up_authenticated_and_pings_through_both_kernels(lab: Lab, c
     address, ifname = sess["address"], sess["interface"]
     assert address.startswith(f"10.50.{case.index}.")
     assert ifname.startswith(case.name)
-    assert ppp_addresses(SUB)[ifname] == (address, case.lns_local)
-    assert (case.lns_local, address) in ppp_addresses(LNS).values()
+    assert ppp_addresses(SUB)[ifname] == (address, lns_local(case))
+    assert (lns_local(case), address) in ppp_addresses(LNS).values()
     # xl2tpd's pppd asked for this client's method, and the client answered it.
     # pppd passes IP once it logs the addresses (after IPCP, which the client saw open first).
     log = wait_for(lambda: "remote IP address" in (t := lab.pppd_log(case)) and t, "pppd's IPCP")
@@ -212,7 +183,7 @@ def test_client_call_up_authenticated_and_pings_through_both_kernels(lab: Lab, c
     assert re.search(rf"rcvd \[(CHAP Response|PAP AuthReq) .*{case.name}", log), log
     before = sess["kernel"]
     out = run("ip", "netns", "exec", SUB, "ping", "-n", "-q", "-c", "3", "-i", "0.2", "-W", "5",
-              "-I", ifname, case.lns_local, check=False).stdout  # fmt: skip
+              "-I", ifname, lns_local(case), check=False).stdout  # fmt: skip
     assert "3 packets transmitted, 3 received" in out, out
     after = lab.session(case)
     assert after is not None
@@ -236,6 +207,18 @@ def test_hidden_avps_went_both_ways(lab: Lab) -> None:
 
     for plain, hidden in zip(CASES[:3], CASES[3:], strict=True):
         assert min(icrq_lengths(hidden)) > max(icrq_lengths(plain)) + 22
+
+
+def test_client_trace_shows_what_the_lns_sent(lab: Lab) -> None:
+    """kl2tp-lac's debug log shows the Challenge and Success (or PAP Ack) it received."""
+    for case in CASES:
+        lab.wait_session(case)
+        log = lab.clients[case].output()
+        if case.method == "pap":
+            assert re.search(r"PAP: I AUTH-ACK id \d+ len \d+", log), log
+        else:
+            assert re.search(r'CHAP: I CHALLENGE id \d+ len \d+ from "xl2tpd-lns"', log), log
+            assert re.search(r"CHAP: I SUCCESS id \d+ len \d+", log), log
 
 
 def test_hangup_from_either_end_leaves_nothing_behind(lab: Lab) -> None:
