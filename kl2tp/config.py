@@ -924,6 +924,13 @@ class SubscriberConfig:
     """Calls per second; 0: as fast as possible."""
     hold: float = attrs.field(default=1.0, metadata=_meta(_number(0)))
     """Seconds each call is held before it is cleared."""
+    ppp: bool = attrs.field(default=True, metadata=_meta(_boolean))
+    """Run PPP on each call; false: a call is up once its L2TP session is (ICRQ/ICRP/ICCN)."""
+    tunnels: int = attrs.field(default=0, metadata=_meta(_integer(0, 65535)))
+    """Tunnels ``--simulate`` spreads its calls over, round the ``[[lac.lns]]`` entries;
+    0: one per entry."""
+    max_outstanding: int = attrs.field(default=0, metadata=_meta(_integer(0)))
+    """Most calls in setup at once (placed, not yet up or failed); 0: unlimited."""
 
     def credentials(self, n: int) -> tuple[str, str]:
         """User name and password of subscriber ``n``."""

@@ -1,8 +1,10 @@
 """`kl2tpctl decode [--secret S] [--json] HEX...`: decode one L2TP packet given as hex.
 
 The hex may be spread over several arguments and lines, as copied from an IOS debug dump
-("C8 02 00 2A D7 E6 ..."). A dump that ends in `...` was cut by the router: everything up to
-the cut (the header and every complete AVP) is decoded and the output says it is truncated.
+("C8 02 00 2A D7 E6 ...") or from kl2tp's own trace at the avp level (its dump lines, log
+prefix and all: the text up to " L2TP: " is skipped). A dump that ends in `...` was cut by the
+router: everything up to the cut (the header and every complete AVP) is decoded and the output
+says it is truncated.
 With no HEX arguments the hex is read from standard input.
 
 Exit status: 0 decoded, 2 bad input (one line on stderr saying what and at which byte).
@@ -46,6 +48,11 @@ def parse_hex(text: str) -> tuple[bytes, bool]:
     Raises:
         InputError: a non-hex character, an odd number of digits, or `...` not at the end.
     """
+    # kl2tp's own trace: each dump line carries its log prefix ("Dec 01 2026 22:54:07.057:
+    # Tnl 23076 L2TP:          C8 02 ..."); the hex is what follows "L2TP:".
+    text = "\n".join(
+        line.split(" L2TP: ", 1)[1] if " L2TP: " in line else line for line in text.splitlines()
+    )
     tokens = text.split()
     out = bytearray()
     truncated = False

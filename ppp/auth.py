@@ -242,6 +242,9 @@ class PapPeer:
             return None
         self.deadline = None
         ok = code == PapCode.ACK
+        if self.services.tracing:
+            verdict = "AUTH-ACK" if ok else "AUTH-NAK"
+            self.services.trace("PAP", f"I {verdict} id {ident} len {4 + len(data)}")
         self.phase = _Phase.DONE if ok else _Phase.FAILED
         return AuthDone(ok, _pap_message(data))
 
@@ -466,6 +469,10 @@ class ChapPeer:
     def receive(self, code: int, ident: int, data: bytes, now: float) -> AuthDone | None:
         """Challenge, Success or Failure."""
         if code == ChapCode.CHALLENGE:
+            if self.services.tracing:
+                fields = decode_chap(data)
+                sender = f' from "{fields[1]}"' if fields is not None else ""
+                self.services.trace("CHAP", f"I CHALLENGE id {ident} len {4 + len(data)}{sender}")
             self._answer(ident, data, now)
             return None
         if code not in (ChapCode.SUCCESS, ChapCode.FAILURE) or self.phase is not _Phase.WAITING:
@@ -473,6 +480,9 @@ class ChapPeer:
         answer = self.answers.get(ident)
         if answer is None:
             return None  # not the verdict on any Response of ours in this authentication
+        if self.services.tracing:
+            verdict = "SUCCESS" if code == ChapCode.SUCCESS else "FAILURE"
+            self.services.trace("CHAP", f"I {verdict} id {ident} len {4 + len(data)}")
         self.deadline = None
         if code == ChapCode.FAILURE:
             self.phase = _Phase.FAILED

@@ -424,7 +424,7 @@ class Link:
         self.address_pending = False
         pending, self.pending_ipcp_request = self.pending_ipcp_request, None
         if pending is not None and self.phase is Phase.NETWORK:
-            self._receive_control(Proto.IPCP, pending, now)  # now we can answer it
+            self._receive_control(Proto.IPCP, pending, now, replay=True)  # now we can answer it
 
     # -- state for show commands ---------------------------------------------------------------
 
@@ -766,7 +766,9 @@ class Link:
             self.ipv6cp.fsm.up(now)
             self.ipv6cp.fsm.open(now)
 
-    def _receive_control(self, protocol: int, information: bytes, now: float) -> None:
+    def _receive_control(
+        self, protocol: int, information: bytes, now: float, *, replay: bool = False
+    ) -> None:
         try:
             code, ident, data = decode_packet(information)
         except PppDecodeError:
@@ -779,7 +781,7 @@ class Link:
         )
         assert handler is not None
         fsm = handler.fsm
-        if self.tracing:
+        if self.tracing and not replay:  # a held request was traced when it arrived
             self._trace_packet("I", protocol, fsm.state, code, ident, data)
         if (
             code == Code.CONFREQ

@@ -122,8 +122,8 @@ def test_listing_is_ios_like(capsys: pytest.CaptureFixture[str]) -> None:
         "  Parse  AVP 14, len 8, flag 0x8000 (M)",
         "      Assigned Call ID 7",
         "  Parse  AVP 1, len 10, flag 0x8000 (M)",
-        "      Result code(1): 1: Call disconnected due to loss of carrier",
-        "      Error code(0): No general error",
+        "      Result code(1): 1: Loss of carrier",
+        "      Error code(0): No error",
     ]
 
 

@@ -45,7 +45,6 @@ from kl2tp.access.pppoe import (
 )
 from kl2tp.config import Config
 from kl2tp.daemon.handle import SessionInfo, TunnelHandle
-from kl2tp.daemon.service import _either
 from kl2tp.daemon.sessions import DataPlaneSessions, SessionRecord
 from kl2tp.dataplane.base import DataPlane, PppChannel
 from kl2tp.l2tp.constants import BearerCapability, CdnResult, FramingCapability
@@ -488,3 +487,15 @@ def access_from_config(
     return PppoeAccess(
         server, port, tunnel_for, settings, defer_connect=defer_connect, rng=random.Random()
     )
+
+
+async def _either(a: trio.Event, b: trio.Event) -> None:
+    """Return once ``a`` or ``b`` is set."""
+    async with trio.open_nursery() as nursery:
+
+        async def wait(event: trio.Event) -> None:
+            await event.wait()
+            nursery.cancel_scope.cancel()
+
+        nursery.start_soon(wait, a)
+        nursery.start_soon(wait, b)

@@ -161,6 +161,7 @@ class DataPlaneSessions:
                     )
                     return
                 programmed = True
+                self.channel_opened(rec)
                 # The channel takes frames now: the core hands over what it kept.
                 tunnel.data_ready(rec.sid)
                 try:
@@ -194,6 +195,10 @@ class DataPlaneSessions:
                         log.error("Tnl/Cl %d/%d: could not remove the session: %s", *key, exc)
             if rec.log_down is not None:
                 rec.log_down(counters=counters)
+
+    def channel_opened(self, rec: SessionRecord) -> None:
+        """The data plane has the session and its channel (``rec.channel``), and no frame
+        has reached the channel yet (e.g. to attach a receiver to an `InlineChannel`)."""
 
     async def run_session(self, rec: SessionRecord) -> None:
         """The session's life above L2TP; the bare handler just waits to be cancelled."""

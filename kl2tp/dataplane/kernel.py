@@ -266,6 +266,12 @@ def _pppol2tp_address(
     )
 
 
+def _routed(net: NetworkSpec, session: KernelSession) -> list[str]:
+    """What the interface routes, for the trace: the peer's host route, framed routes."""
+    out = [str(net.peer_ip)] if net.local_ip is not None and net.peer_ip is not None else []
+    return out + sorted(str(route.network) for route in session.routes)
+
+
 class KernelMechanics:
     """Synchronous kernel programming for one kl2tp instance (not thread-safe: one caller).
 
@@ -481,6 +487,7 @@ class KernelMechanics:
         self._journal_changed()
         if log.isEnabledFor(logging.DEBUG):
             log.debug("Se %d/%d: kernel session on %s", *key, ifname)
+            log.debug("Tnl/Cl %d/%d VPDN: Virtual interface %s created", *key, ifname)
         return session
 
     def _relayed_session(self, spec: SessionSpec, tunnel: KernelTunnel) -> KernelSession:
@@ -524,6 +531,11 @@ class KernelMechanics:
                 self.rt.add_host_route(index, peer_ll)
             set_npmode(session.ppp.unit_fd, PPP_IPV6, NpMode.PASS)
         session.net = net
+        if log.isEnabledFor(logging.DEBUG):
+            # IOS's words for the interface and the host route it installs once IPCP is open.
+            log.debug("%%LINK-3-UPDOWN: Interface %s, changed state to up", session.ifname)
+            for address in _routed(net, session):
+                log.debug("Tnl/Cl %d/%d IPCP: Install route to %s", tunnel_id, session_id, address)
         return session.ifname
 
     def _add_routes(self, session: KernelSession, routes: tuple[FramedRoute, ...]) -> None:
@@ -580,7 +592,14 @@ class KernelMechanics:
             if session.ifindex:  # a relayed session has no interface in the journal
                 self.journal.remove_link(session.ifindex)
                 self._journal_changed()
-        log.debug("Se %d/%d: kernel session removed", tunnel_id, session_id)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("Se %d/%d: kernel session removed", tunnel_id, session_id)
+            if session.net is not None:
+                log.debug("%%LINK-3-UPDOWN: Interface %s, changed state to down", session.ifname)
+                for address in _routed(session.net, session):
+                    log.debug(
+                        "Tnl/Cl %d/%d IPCP: Remove route to %s", tunnel_id, session_id, address
+                    )
 
     # -- counters ----------------------------------------------------------------------------
 

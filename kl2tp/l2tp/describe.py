@@ -44,6 +44,7 @@ from kl2tp.l2tp.constants import (
     MESSAGE_TYPES,
     VENDOR_NAMES,
     AvpType,
+    MessageType,
     error_text,
     result_text,
 )
@@ -54,6 +55,45 @@ _FLAG_LETTERS = ((FLAG_T, "T"), (FLAG_L, "L"), (FLAG_S, "S"), (FLAG_O, "O"), (FL
 _HEX_INTS = frozenset({AvpType.FRAMING_CAPABILITIES, AvpType.BEARER_CAPABILITIES, 6})
 REDACTED_AVPS = frozenset({AvpType.CHALLENGE_RESPONSE, AvpType.PROXY_AUTHEN_RESPONSE})
 """AVPs (vendor 0) whose value is never shown: see the module docstring."""
+
+
+IOS_STOPCCN_RESULT: dict[int, str] = {
+    1: "Request to clear control connection",
+    2: "General error",
+    3: "Control channel already exists",
+    4: "Requester not authorized",
+    5: "Protocol version not supported",
+    6: "Requester is being shut down",
+    7: "Finite state machine error",
+}
+"""StopCCN Result Codes in IOS's words (``L2X: Result code(1): 1: ...``). Code 1 is the
+reference trace's; the others are IOS's style of shortening RFC 2661 4.4.2."""
+IOS_CDN_RESULT: dict[int, str] = {
+    1: "Loss of carrier",
+    2: "Error - see error code",
+    3: "Administrative disconnect",
+    4: "Temporary lack of resources",
+    5: "Permanent lack of resources",
+    6: "Invalid destination",
+    7: "No carrier",
+    8: "Busy",
+    9: "No dial tone",
+    10: "Timeout",
+    11: "No appropriate framing",
+}
+"""CDN Result Codes in IOS's words; code 1 is the reference trace's."""
+IOS_ERROR: dict[int, str] = {
+    0: "No error",
+    1: "No control connection",
+    2: "Length is wrong",
+    3: "Value out of range",
+    4: "Insufficient resources",
+    5: "Invalid session ID",
+    6: "Vendor specific error",
+    7: "Try another LNS",
+    8: "Unknown mandatory AVP",
+}
+"""General Error Codes in IOS's words; code 0 is the reference trace's."""
 
 
 def _redacted(size: int) -> str:
@@ -159,11 +199,13 @@ def avp_lines(
     if avp.vendor == 0 and avp.type == AvpType.MESSAGE_TYPE and isinstance(value, int):
         lines.append(f"Parse {message_name(value)}")
     elif isinstance(value, ResultCode):
-        lines.append(
-            f"Result code({value.result}): {value.result}: {result_text(msg_type, value.result)}"
-        )
-        if value.error is not None:
-            lines.append(f"Error code({value.error}): {error_text(value.error)}")
+        # IOS's words where it has them, else the RFC's; IOS prints the error line for a
+        # Result Code without an error field too (code 0).
+        ios = IOS_STOPCCN_RESULT if msg_type == MessageType.STOPCCN else IOS_CDN_RESULT
+        text = ios.get(value.result) or result_text(msg_type, value.result)
+        lines.append(f"Result code({value.result}): {value.result}: {text}")
+        error = value.error or 0
+        lines.append(f"Error code({error}): {IOS_ERROR.get(error) or error_text(error)}")
         if value.message:
             lines.append(f"Error message: {escape(value.message)}")
     else:

@@ -836,6 +836,7 @@ class EndpointCore:
             self.warn("tunnel_ids", now, "SCCRQ from %s refused: no free tunnel id", addr[0])
             return
         tunnel = Tunnel(policy.tunnel, tid, initiator=False, rng=self.rng, now=now, refuse=refuse)
+        tunnel.peer_address = addr[0]
         entry = TunnelEntry(tunnel, addr, pinned=True)  # RFC 2661 8.1: pinned at the SCCRQ
         entry.peer_key = key
         if refuse is None:
@@ -850,7 +851,7 @@ class EndpointCore:
         self._by_peer[key] = entry
         # Until it is established the endpoint serves it (no task: a spoofed SCCRQ costs a
         # table entry and a timer); TunnelOpened follows when it is up.
-        if self._half_open_input(entry, now, lambda: tunnel.receive_message(msg, now)):
+        if self._half_open_input(entry, now, lambda: tunnel.receive_message(msg, now, data)):
             self._half_open_after(entry, now)
 
     def _decode_with_peer_secret(

@@ -10,12 +10,13 @@ knows that output reads ours at once::
     Tnl/Cl 17688/7 L2TP: Session state change from wait-reply to established
     Tnl 55270 L2TP: O ZLB ctrl ack, flg TLS, ver 2, len 12, tnl 17688, cl 0, ns 1, nr 2
 
-Per-AVP parse lines (``Parse  AVP 7, len 13, flag 0x8000 (M)`` / ``Hostname l2tp-gw``) go to
-the child logger ``kl2tp.l2tp.avp`` at level ``AVP_LEVEL`` (5, below DEBUG): the most verbose
-setting. Callers guard every call with ``isEnabledFor`` so nothing is formatted at 100,000
-sessions unless someone asked for it. The AVP wording is `describe`'s, which shows secrets and
-what could test guesses at them (proxy and tunnel responses, hidden ciphertext) by their length
-only and escapes every peer-supplied string.
+Per-AVP parse lines (``Parse  AVP 7, len 13, flag 0x8000 (M)`` / ``Hostname l2tp-gw``) and
+the hex dump under each packet line go to the child logger ``kl2tp.l2tp.avp`` at level
+``AVP_LEVEL`` (5, below DEBUG): the most verbose setting. Callers guard every call with
+``isEnabledFor`` so nothing is formatted at 100,000 sessions unless someone asked for it. The
+AVP wording is `describe`'s, which shows secrets and what could test guesses at them (proxy
+and tunnel responses, hidden ciphertext) by their length only and escapes every peer-supplied
+string; the hex dump zeroes those values (`masked`).
 """
 
 from __future__ import annotations
@@ -92,6 +93,48 @@ def packet(tid: int, direction: str, data: bytes, *, retransmit: bool = False) -
     name = "ZLB ctrl ack" if msg_type is None else message_name(msg_type)
     again = " (retransmit)" if retransmit else ""
     log.debug("Tnl %d L2TP: %s %s%s, %s", tid, direction, name, again, header_text(data))
+    if avp_log.isEnabledFor(AVP_LEVEL):
+        hex_dump(tid, data)
+
+
+DUMP_INDENT = " " * 9
+"""IOS indents the hex lines under a packet line by nine spaces."""
+_MASKED_AVPS = frozenset({13, 33})
+"""Challenge Response and Proxy Authen Response: their values never reach a log."""
+
+
+def masked(data: bytes) -> bytes:
+    """``data`` with the values of AVPs 13 and 33 and of every hidden AVP zeroed.
+
+    Those are what `describe` shows by length only (a tunnel or CHAP response beside its
+    challenge, a PAP password, MD5 keystream over known plaintext): each checks guesses at a
+    secret offline. Lengths and flags stay, so the dump still decodes.
+    """
+    if len(data) < 12 or not data[0] & 0x80:
+        return data
+    out = bytearray(data)
+    pos = 12
+    end = min(len(out), (out[2] << 8) | out[3])
+    while pos + 6 <= end:
+        length = ((out[pos] << 8) | out[pos + 1]) & 0x3FF
+        if length < 6 or pos + length > end:
+            break
+        vendor = (out[pos + 2] << 8) | out[pos + 3]
+        attr = (out[pos + 4] << 8) | out[pos + 5]
+        if out[pos] & 0x40 or (vendor == 0 and attr in _MASKED_AVPS):
+            out[pos + 6 : pos + length] = bytes(length - 6)
+        pos += length
+    return bytes(out)
+
+
+def hex_dump(tid: int, data: bytes) -> None:
+    """The packet's bytes under its line, 16 to a line as IOS prints them, at ``AVP_LEVEL``
+    (``kl2tpctl decode`` reads these lines as they are, log prefixes and all), with the
+    values a log must not hold zeroed (:func:`masked`)."""
+    shown = masked(data)
+    for i in range(0, len(shown), 16):
+        row = " ".join(f"{b:02X}" for b in shown[i : i + 16])
+        avp_log.log(AVP_LEVEL, "Tnl %d L2TP: %s%s", tid, DUMP_INDENT, row)
 
 
 def state_change(prefix: str, what: str, old: str, new: str) -> None:

@@ -259,6 +259,11 @@ _MESSAGE_INPUT: dict[MessageType, TunnelInput] = {
 _IN_KEYS = {mt: f"in_{mt.abbrev}" for mt in MessageType}
 _OUT_KEYS = {mt: f"out_{mt.abbrev}" for mt in MessageType}
 _HIDE_ALL = frozenset(t for t, spec in AVP_TABLE.items() if spec.may_hide)
+_SENT_PLAIN = frozenset({MT.SCCRQ, MT.SCCRP})
+"""Messages whose AVPs are never hidden, even with ``hide_avps``: a peer may choose the secret
+by our Host Name, which these carry, and so read their AVPs before it knows the secret.
+xl2tpd 1.3.18 does (it looks its secret up after parsing the message) and fails the tunnel
+with "Invalid Hidden AVP"; hiding is a MAY (RFC 2661 4.3), so these go in clear."""
 _REQUESTS = {MT.ICRQ: CallKind.LNS_INCOMING, MT.OCRQ: CallKind.LAC_OUTGOING}
 
 
@@ -379,6 +384,8 @@ class Tunnel:
         self._last_heard = now
         self._dropping = False
         self._prefix = trace.tunnel_prefix(local_tunnel_id)
+        self.peer_address = ""
+        """The peer's IP address, for trace lines (the endpoint sets it)."""
 
     def __repr__(self) -> str:
         return f"<Tunnel {self.local_tunnel_id}/{self.peer_tunnel_id} {self.state}>"
@@ -412,21 +419,31 @@ class Tunnel:
                 trace.line(self._prefix, f"Dropped malformed packet: {exc}")
             return
         if isinstance(msg, ControlMessage):
-            if _log.isEnabledFor(_DEBUG):
-                trace.packet(self.local_tunnel_id, "I", data)
-            if msg.msg_type is not None and _avp_log.isEnabledFor(trace.AVP_LEVEL):
-                self._trace_avps(data, msg)
+            self._trace_in(data, msg)
         self._receive(msg, now)
 
-    def receive_message(self, msg: ControlMessage | DataMessage, now: float) -> None:
-        """Feed an already decoded message (the driver decoded an SCCRQ to demux it)."""
-        if isinstance(msg, ControlMessage) and _log.isEnabledFor(_DEBUG):
-            trace.line(
-                self._prefix,
-                f"I {trace.message_name(msg.msg_type)}, tnl {msg.tunnel_id}, "
-                f"cl {msg.session_id}, ns {msg.ns}, nr {msg.nr}",
-            )
+    def receive_message(
+        self, msg: ControlMessage | DataMessage, now: float, data: bytes | None = None
+    ) -> None:
+        """Feed an already decoded message (the driver decoded an SCCRQ to demux it);
+        ``data``, its bytes, for the trace (header line, AVP lines and hex dump)."""
+        if isinstance(msg, ControlMessage):
+            if data is not None:
+                self._trace_in(data, msg)
+            elif _log.isEnabledFor(_DEBUG):
+                trace.line(
+                    self._prefix,
+                    f"I {trace.message_name(msg.msg_type)}, tnl {msg.tunnel_id}, "
+                    f"cl {msg.session_id}, ns {msg.ns}, nr {msg.nr}",
+                )
         self._receive(msg, now)
+
+    def _trace_in(self, data: bytes, msg: ControlMessage) -> None:
+        """IOS order: the parse lines, then ``I SCCRQ, flg TLS, ...`` and its hex dump."""
+        if msg.msg_type is not None and _avp_log.isEnabledFor(trace.AVP_LEVEL):
+            self._trace_avps(data, msg)
+        if _log.isEnabledFor(_DEBUG):
+            trace.packet(self.local_tunnel_id, "I", data)
 
     def datagrams_to_send(self, now: float) -> list[bytes]:
         """Datagrams to send to the peer now, in order."""
@@ -982,6 +999,9 @@ class Tunnel:
             raise ProtocolError(refuse.result, refuse.error, refuse.message)
         avps = self._start_avps()
         avps.extend(self._answer_challenge(msg, MT.SCCRP))
+        if _log.isEnabledFor(_DEBUG):
+            where = f", address {self.peer_address}" if self.peer_address else ""
+            trace.line(self._prefix, f"New tunnel created for remote {self.peer_hostname}{where}")
         self._send(MT.SCCRP, avps, now)
 
     def _act_sccrp(self, msg: Msg, arg: Stop | None, now: float) -> None:
@@ -1236,7 +1256,8 @@ class Tunnel:
     ) -> int:
         """Encode and sequence one control message; returns its Ns."""
         msg = ControlMessage(msg_type, self.peer_tunnel_id, session_id, 0, 0, tuple(avps))
-        data = encode_control(msg, self.config.secret, self._hide, self.rng)
+        hide = self._hide if msg_type not in _SENT_PLAIN else frozenset()
+        data = encode_control(msg, self.config.secret, hide, self.rng)
         key = _OUT_KEYS[msg_type]
         self.counters[key] = self.counters.get(key, 0) + 1
         if not quiet and _log.isEnabledFor(_DEBUG):

@@ -122,7 +122,7 @@ class HostileChannel(NullChannel):
         self.received: list[bytes] = []
         self.impostor: trio.MemorySendChannel[bytes] | None = None
 
-    async def send(self, frame: bytes) -> None:
+    def send_nowait(self, frame: bytes) -> None:
         for out in self.rewrite(frame):
             self.sink(out)
 
@@ -924,3 +924,20 @@ def test_reload_applies_the_new_bounds_and_grows_the_pool_through_the_book() -> 
     assert handler.addresses.pools[""] is handler.pool and handler.pool.size == 8
     got = {handler.addresses.assign(n) for n in range(7)}
     assert held not in got and None not in got
+
+
+async def test_an_lcp_timeout_is_cleared_with_cdn_11_no_appropriate_framing() -> None:
+    """The subscriber's LCP frames never arrive: the LNS's LCP gives up and clears the call
+    with Result Code 11 ("connected but no appropriate framing was detected"), not 10, whose
+    RFC 2661 wording is about the LAC's own timer (docs/INTEROP.md)."""
+    link = lns_link(lcp=fsm(0.2, 3), setup_timeout=30.0)
+    async with lab(link) as the:
+
+        def no_lcp(frame: bytes) -> list[bytes]:
+            return [] if proto(frame) == Proto.LCP else [frame]
+
+        deaf = await the.call(subscriber("user1"), no_lcp)
+        await until(lambda: deaf.info.closed is not None)
+        assert deaf.info.closed is not None
+        assert deaf.info.closed.result == CdnResult.NO_FRAMING
+        assert deaf.info.closed.message == "PPP LCP timeout"

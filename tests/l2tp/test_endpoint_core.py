@@ -11,6 +11,7 @@ import random
 import pytest
 
 from kl2tp.l2tp import events as ev
+from kl2tp.l2tp.constants import AvpType
 from kl2tp.l2tp.endpoint import (
     MAX_TUNNEL_ID,
     EndpointConfig,
@@ -21,7 +22,7 @@ from kl2tp.l2tp.endpoint import (
     TunnelOpened,
 )
 from kl2tp.l2tp.errors import DecodeError
-from kl2tp.l2tp.message import ControlMessage, decode, encode_data
+from kl2tp.l2tp.message import ControlMessage, decode, encode_control, encode_data
 from kl2tp.l2tp.tunnel import Tunnel, TunnelConfig
 
 PEER = ("192.0.2.9", 1701)
@@ -200,7 +201,11 @@ def test_full_inbox_drops_and_counts() -> None:
 
 
 def test_sccrq_with_hidden_avps_is_accepted_with_the_secret() -> None:
-    data = sccrq(hide_avps=True)
+    # kl2tp sends its own SCCRQ in clear (see tunnel._SENT_PLAIN); other peers may hide.
+    plain = decode(sccrq(), SECRET)
+    assert isinstance(plain, ControlMessage)
+    hide = frozenset({AvpType.ASSIGNED_TUNNEL_ID, AvpType.CHALLENGE, AvpType.HOST_NAME})
+    data = encode_control(plain, SECRET, hide, random.Random(3))
     with pytest.raises(DecodeError):
         decode(data)  # really hidden: nothing can read it without the secret
     core = lns()

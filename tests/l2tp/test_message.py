@@ -344,8 +344,8 @@ def test_avp_lines_like_ios() -> None:
     ]
     assert describe_avp(Avp(AvpType.RESULT_CODE, ResultCode(1, 0)), msg_type=14).splitlines() == [
         "Parse  AVP 1, len 10, flag 0x8000 (M)",
-        "Result code(1): 1: Call disconnected due to loss of carrier",
-        "Error code(0): No general error",
+        "Result code(1): 1: Loss of carrier",
+        "Error code(0): No error",
     ]
     assert avp_lines(Avp(0, MessageType.SCCRP))[1] == "Parse SCCRP"
     assert avp_lines(Avp(13, bytes.fromhex("7c358f7a")))[1] == "Chlng Resp (4 octets, not shown)"

@@ -9,6 +9,7 @@ in the file system, so any namespace reaches them).
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 import signal
 import subprocess
@@ -88,6 +89,17 @@ def wait_for(predicate: Callable[[], Any], what: str, bound: float = BOUND) -> A
         time.sleep(0.1)
 
 
+def query(sock: pathlib.Path, *args: str) -> Any:
+    """What ``kl2tpctl ARGS --json`` prints, without starting a Python process per call
+    (that costs a second or two in the guest): kl2tpctl's own parser and request."""
+    from kl2tp.cli import _ctl_parser, _ctl_request
+    from kl2tp.daemon.control import request
+
+    req = _ctl_request(_ctl_parser().parse_args(["--socket", str(sock), *args]))
+    assert req is not None
+    return request(str(sock), req, timeout=BOUND)
+
+
 def ctl(sock: pathlib.Path, *args: str) -> Any:
     """kl2tpctl ARGS --json against one daemon."""
     proc = run(str(BIN / "kl2tpctl"), "--socket", str(sock), *args, "--json", timeout=BOUND)
@@ -97,9 +109,12 @@ def ctl(sock: pathlib.Path, *args: str) -> Any:
 class Daemon:
     """A kl2tp daemon in a namespace, its output in a file."""
 
-    def __init__(self, ns: str, argv: list[str], log: pathlib.Path) -> None:
+    def __init__(
+        self, ns: str, argv: list[str], log: pathlib.Path, *, private: bool = False
+    ) -> None:
         self.log = log
         self._logf = log.open("w")
+        argv = private_run(argv) if private else argv
         self.proc = subprocess.Popen(
             ["ip", "netns", "exec", ns, *argv], stdout=self._logf, stderr=subprocess.STDOUT
         )
@@ -193,8 +208,8 @@ def start_lns(tmp: pathlib.Path, config: pathlib.Path, name: str = "lns") -> Dae
     return daemon
 
 
-def kernel_objects(ns: str) -> dict[str, Any]:
-    """What the kernel of ``ns`` holds that a kl2tp could have made."""
+def _kernel_state(ns: str) -> tuple[list[int], list[int], list[Any], list[Any]]:
+    """Kernel L2TP tunnel and session ids, links and routes of ``ns``."""
     tunnels = run("ip", "-n", ns, "l2tp", "show", "tunnel").stdout
     sessions = run("ip", "-n", ns, "l2tp", "show", "session").stdout
     links = json.loads(run("ip", "-n", ns, "-j", "link", "show").stdout)
@@ -203,9 +218,15 @@ def kernel_objects(ns: str) -> dict[str, Any]:
     def ids(text: str, word: str) -> list[int]:
         return [int(w.split()[1].rstrip(",")) for w in text.splitlines() if w.startswith(word)]
 
+    return ids(tunnels, "Tunnel "), ids(sessions, "Session "), links, routes
+
+
+def kernel_objects(ns: str) -> dict[str, Any]:
+    """What the kernel of ``ns`` holds that a kl2tp could have made."""
+    tunnels, sessions, links, routes = _kernel_state(ns)
     return {
-        "tunnels": ids(tunnels, "Tunnel "),
-        "sessions": ids(sessions, "Session "),
+        "tunnels": tunnels,
+        "sessions": sessions,
         "ppp": {x["ifname"]: x["ifindex"] for x in links if x.get("link_type") == "ppp"},
         "ppp_routes": [r["dst"] for r in routes if r.get("dev", "").startswith(("sub", "lns"))],
     }
@@ -219,3 +240,153 @@ def ppp_addresses(ns: str) -> dict[str, tuple[str, str]]:
             if "address" in a and a["address"] != a["local"]:
                 out[link["ifname"]] = (a["local"], a["address"])
     return out
+
+
+def private_run(argv: list[str]) -> list[str]:
+    """``argv`` in a mount namespace of its own with a fresh tmpfs on /run/kl2tp.
+
+    A kl2tp daemon keeps its journal of kernel objects in /run/kl2tp/<role>.journal and locks
+    it, so two kl2tp-lns (or kl2tp-lac) on one box need state directories of their own:
+    several in one guest (the interop matrix runs six clients at once) each get a private one.
+    """
+    pathlib.Path("/run/kl2tp").mkdir(parents=True, exist_ok=True)
+    script = 'mount -t tmpfs kl2tp-state /run/kl2tp && exec "$@"'
+    return ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", *argv]
+
+
+def netns_pids(ns: str) -> dict[int, str]:
+    """pid -> command line of every process in namespace ``ns``."""
+    out: dict[int, str] = {}
+    for word in run("ip", "netns", "pids", ns, check=False).stdout.split():
+        try:
+            cmdline = pathlib.Path(f"/proc/{word}/cmdline").read_bytes()
+        except OSError:
+            continue  # gone meanwhile
+        out[int(word)] = cmdline.replace(b"\0", b" ").decode(errors="replace").strip()
+    return out
+
+
+class Xl2tpd:
+    """Debian's xl2tpd in the foreground inside a namespace, its files in one directory.
+
+    ``sections`` is the text after ``[global]``; ``@DIR@`` in it (and in the pppd option
+    files given as ``options``, name -> text, written to ``DIR/NAME.options``) is that
+    directory. pppd reads its CHAP/PAP secrets from /etc/ppp, which in the guest is the
+    overlay: the caller writes them there (see ``ppp_secrets``).
+    """
+
+    def __init__(
+        self, ns: str, d: pathlib.Path, listen: str, sections: str, options: dict[str, str]
+    ) -> None:
+        d.mkdir(parents=True, exist_ok=True)
+        self.dir = d
+        self.control = d / "control"
+        for name, text in options.items():
+            (d / f"{name}.options").write_text(text.replace("@DIR@", str(d)))
+        (d / "l2tp-secrets").write_text(f"* * {SECRET}\n")
+        (d / "l2tp-secrets").chmod(0o600)
+        conf = (
+            f"[global]\nlisten-addr = {listen}\nport = 1701\n"
+            f"auth file = {d / 'l2tp-secrets'}\n{sections}"
+        ).replace("@DIR@", str(d))
+        (d / "xl2tpd.conf").write_text(conf)
+        self.log = d / "log"
+        with self.log.open("wb") as logf:
+            self.proc = subprocess.Popen(
+                ["ip", "netns", "exec", ns, "xl2tpd", "-D", "-c", str(d / "xl2tpd.conf"),
+                 "-p", str(d / "pid"), "-C", str(self.control)],
+                stdout=logf, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+
+    def command(self, text: str) -> None:
+        """One line to xl2tpd's control pipe (``d NAME`` hangs up a LAC section's call)."""
+        wait_for(self.control.exists, "xl2tpd's control pipe")
+        fd = os.open(self.control, os.O_WRONLY | os.O_NONBLOCK)
+        try:
+            os.write(fd, text.encode() + b"\n")
+        finally:
+            os.close(fd)
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        try:
+            return self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
+
+
+def ppp_secrets(entries: dict[str, str]) -> None:
+    """/etc/ppp/chap-secrets and pap-secrets with ``user * password *`` lines (guest only:
+    /etc there is the guest's overlay, not the host's)."""
+    if not os.environ.get("KL2TP_LAB"):
+        pytest.fail("refusing to write /etc/ppp outside the lab guest")
+    text = "".join(f'"{user}" * "{password}" *\n' for user, password in entries.items())
+    for name in ("chap-secrets", "pap-secrets"):
+        path = pathlib.Path("/etc/ppp") / name
+        path.write_text(text)
+        path.chmod(0o600)
+
+
+def leftovers(ns: str) -> dict[str, Any]:
+    """Everything of a call that could outlive it in ``ns``: kernel L2TP tunnels and
+    sessions, PPP interfaces, routes through them, pppd processes."""
+    tunnels, sessions, links, routes = _kernel_state(ns)
+    ppp = {x["ifname"] for x in links if x.get("link_type") == "ppp"}
+    return {
+        "tunnels": tunnels,
+        "sessions": sessions,
+        "ppp": sorted(ppp),
+        "routes": [r["dst"] for r in routes if r.get("dev") in ppp],
+        "pppd": sorted(
+            pid for pid, cmd in netns_pids(ns).items() if cmd.split(" ")[0].endswith("pppd")
+        ),
+    }
+
+
+NOTHING = {"tunnels": [], "sessions": [], "ppp": [], "routes": [], "pppd": []}
+"""``leftovers`` of a namespace no call ever touched."""
+
+
+METHODS = ("chap", "pap", "mschapv2")
+"""The PPP authentication methods the interop matrix runs."""
+
+
+@attrs.frozen
+class Case:
+    """One call of the interop matrix (tests/lab/test_interop_*): a method, plain or hidden."""
+
+    method: str
+    """``chap``, ``pap`` or ``mschapv2``."""
+    hidden: bool
+    """Both ends hide AVPs (kl2tp's ``hide_avps``, xl2tpd's ``hidden bit``)."""
+
+    def __str__(self) -> str:
+        return self.method + ("-hidden" if self.hidden else "")
+
+    @property
+    def index(self) -> int:
+        return CASES.index(self)
+
+    @property
+    def name(self) -> str:
+        """User name, xl2tpd section, interface prefix: ``pch``, ``hms``."""
+        return ("h" if self.hidden else "p") + self.method[:2]
+
+    @property
+    def password(self) -> str:
+        return f"{self.name}-secret"
+
+    @property
+    def address(self) -> str:
+        """The subscriber namespace's address this call's LAC (xl2tpd or kl2tp-lac) uses:
+        one per call, since each tunnel needs its own address pair (docs/INTEROP.md)."""
+        return f"10.31.0.{3 + self.index}"
+
+
+CASES = [Case(m, h) for h in (False, True) for m in METHODS]
+"""The six calls: each method plain, then each hidden."""
