@@ -242,8 +242,11 @@ def test_hangup_from_either_end_leaves_nothing_behind(lab: Lab) -> None:
         if n % 2 == 0:
             lab.xl2tpd[case].command(f"d {case.name}")
         else:
-            query(lab.sock(case.hidden), "clear", "session", str(sess["tunnel_id"]),
-                  str(sess["local_id"]))  # fmt: skip
+            try:
+                query(lab.sock(case.hidden), "clear", "session", str(sess["tunnel_id"]),
+                      str(sess["local_id"]))  # fmt: skip
+            except OSError as exc:
+                pytest.fail(f"clear {case.name}: {exc}\n{lab.logs()}")
 
     def left() -> list[str]:
         lns_now, sub_now = leftovers(LNS), leftovers(SUB)
