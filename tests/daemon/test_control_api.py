@@ -79,6 +79,7 @@ async def test_summary_always_shows_the_data_counters() -> None:
         # How full the bounds on peer-created state are (issue 8).
         "half_open_tunnels": 0,
         "sessions_in_setup": 0,
+        "sessions_negotiating": 0,
         "lingering_tunnels": 0,
     }
     assert "kernel" not in summary  # the null data plane has no kernel counters
