@@ -79,7 +79,6 @@ async def test_summary_always_shows_the_data_counters() -> None:
         # How full the bounds on peer-created state are (issue 8).
         "half_open_tunnels": 0,
         "sessions_in_setup": 0,
-        "sessions_negotiating": 0,
         "lingering_tunnels": 0,
         # Calls admitted and not up yet (max_negotiating_sessions, issue 12).
         "sessions_negotiating": 0,
