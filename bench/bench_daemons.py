@@ -75,7 +75,7 @@ local_address = "10.0.0.1"
 """
     )
     lac = tmp / "lac.toml"
-    peers = "".join(f'\n[[lac.lns]]\naddress = "127.0.0.1:{port}"\n' for _ in range(tunnels))
+    peers = f'\n[[lac.lns]]\naddress = "127.0.0.1:{port}"\n'
     lac.write_text(
         f"""
 [l2tp]
@@ -88,6 +88,9 @@ kind = "null"
 socket = "{tmp / "lac.sock"}"
 [subscriber]
 auth = "chap"
+[log]
+# The load generator's two info lines per call cost it ~10% of its CPU.
+level = "warning"
 {peers}
 """
     )
@@ -98,6 +101,14 @@ def command(role: str, args: list[str], profile: Path | None) -> list[str]:
     if profile is None:
         return [str(BIN / f"kl2tp-{role}"), *args]
     return [sys.executable, str(PROFILED), str(profile / f"{role}.prof"), role, *args]
+
+
+def source_env(src: Path | None) -> dict[str, str] | None:
+    """The environment that makes a daemon import kl2tp/ and ppp/ from ``src`` (an older
+    tree from ``git archive``), or None to use this checkout."""
+    if src is None:
+        return None
+    return {**os.environ, "PYTHONPATH": str(src)}
 
 
 def wait_listening(port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
@@ -176,6 +187,9 @@ def run_once(
     profile: Path | None,
     keep: Path | None,
     queue_depth: int | None = None,
+    max_outstanding: int = 0,
+    pyspy: Path | None = None,
+    lns_src: Path | None = None,
 ) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="kl2tp-bench-"))
     try:
@@ -195,6 +209,7 @@ def run_once(
                 stdout=logf,
                 stderr=subprocess.STDOUT,
                 cwd=REPO,
+                env=source_env(lns_src),
             )
             try:
                 wait_listening(port, lns, lns_log)
@@ -211,8 +226,20 @@ def run_once(
                     str(rate),
                     "--hold",
                     str(hold),
+                    "--tunnels",
+                    str(tunnels),
+                    "--max-outstanding",
+                    str(max_outstanding),
                     "--json",
                 ]
+                spy = None
+                if pyspy is not None:
+                    spy = subprocess.Popen(
+                        [str(BIN / "py-spy"), "record", "--pid", str(lns.pid), "--format", "raw",
+                         "--rate", "200", "--nonblocking", "--output", str(pyspy)],
+                        stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL,
+                    )  # fmt: skip
                 t0 = time.monotonic()
                 ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
                 lac = subprocess.run(
@@ -225,6 +252,9 @@ def run_once(
                 wall = time.monotonic() - t0
                 ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
                 lns_cpu = cpu_of(lns.pid) - lns_cpu0
+                if spy is not None:
+                    spy.send_signal(signal.SIGINT)  # py-spy writes its file and exits
+                    spy.wait(timeout=60)
                 sampler.stop.set()
                 sampler.join()
             finally:
@@ -255,7 +285,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument(
         "--queue-depth", type=int, help="[l2tp] queue_depth for both daemons (default 256)"
     )
+    p.add_argument(
+        "--max-outstanding", type=int, default=0, help="LAC: most calls in setup at once (0: any)"
+    )
     p.add_argument("--profile", type=Path, metavar="DIR", help="cProfile both daemons")
+    p.add_argument(
+        "--lns-src",
+        type=Path,
+        metavar="DIR",
+        help="run the LNS from the kl2tp/ and ppp/ in DIR (e.g. an older tree); the LAC "
+        "stays this checkout's",
+    )
+    p.add_argument(
+        "--py-spy",
+        type=Path,
+        metavar="FILE",
+        help="sample the LNS with py-spy (raw format) during the run; read it with "
+        "bench/pyspy_top.py",
+    )
     p.add_argument("--keep", type=Path, metavar="DIR", help="keep configs and logs here")
     p.add_argument("--verbose", action="store_true", help="print each JSON summary")
     args = p.parse_args(argv)
@@ -264,8 +311,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"# daemons on loopback, null data plane  ({machine()})")
     print(
         f"# tunnels {args.tunnels}, rate {args.rate or 'unlimited'}, hold {args.hold}s, "
-        f"secret {'yes' if args.secret else 'no'}, queue_depth {args.queue_depth or 256}"
-        + (", PROFILED" if args.profile else "")
+        f"secret {'yes' if args.secret else 'no'}, queue_depth {args.queue_depth or 256}, "
+        f"max outstanding {args.max_outstanding or 'any'}" + (", PROFILED" if args.profile else "")
     )
     rows = []
     for n in (int(s) for s in args.n.split(",") if s):
@@ -278,6 +325,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             profile=args.profile,
             keep=args.keep,
             queue_depth=args.queue_depth,
+            max_outstanding=args.max_outstanding,
+            pyspy=args.py_spy,
+            lns_src=args.lns_src,
         )
         if args.verbose:
             print(json.dumps(s))
@@ -293,6 +343,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 s["cps"],
                 s["lac_cpu_s"],
                 s["lns_cpu_s"],
+                s["lns_cpu_s"] * 1000 / max(s["established"], 1),
                 s["wall_s"],
                 s["lns_rss_peak_kb"] / 1024,
                 (s["lns_rss_peak_kb"] - s["lns_rss_start_kb"]) / max(s["established"], 1),
@@ -302,7 +353,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         table(
             ("N", "up", "failed", "p50 ms", "p99 ms", "calls/s", "LAC cpu s", "LNS cpu s",
-             "wall s", "LNS RSS MB", "KB/call", "LAC drops"),
+             "LNS ms/call", "wall s", "LNS RSS MB", "KB/call", "LAC drops"),
             rows,
         )
     )  # fmt: skip

@@ -16,7 +16,7 @@ import math
 import signal
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 import attrs
@@ -247,6 +247,18 @@ def lac_main(argv: Sequence[str] | None = None) -> int:
     p.add_argument(
         "--hold", type=float, default=None, metavar="SECONDS", help="hold time once all are up"
     )
+    p.add_argument(
+        "--tunnels",
+        type=int,
+        metavar="K",
+        help="spread the calls over K tunnels (default: [subscriber] tunnels; one per LNS)",
+    )
+    p.add_argument(
+        "--max-outstanding",
+        type=int,
+        metavar="M",
+        help="at most M calls in setup at once (default: [subscriber] max_outstanding; 0: any)",
+    )
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     args = p.parse_args(argv)
     if args.check_config:
@@ -255,6 +267,10 @@ def lac_main(argv: Sequence[str] | None = None) -> int:
         p.error("--simulate needs N >= 1")
     if args.rate is not None and (args.rate < 0 or not math.isfinite(args.rate)):
         p.error("--rate needs R >= 0")
+    if args.tunnels is not None and not 0 < args.tunnels <= 65535:
+        p.error("--tunnels needs 1 <= K <= 65535")
+    if args.max_outstanding is not None and args.max_outstanding < 0:
+        p.error("--max-outstanding needs M >= 0")
     cfg = _load(args, "lac")
     _setup_from(cfg, args, "kl2tp-lac")
     if args.simulate is None:
@@ -317,6 +333,8 @@ def _run(cfg: cfgmod.Config, role: str, path: str | None = None) -> int:
             role, cfg, dataplane, authenticator, subscribers=client, authenticators=authenticators
         )
         dialer = None
+        if role == "lac" and cfg.lac.mode == "pppoe":
+            handler, dialer = _pppoe_access(cfg, dataplane, lambda: services)
         if client:
             from kl2tp.daemon.client import client_call, keep_call
 
@@ -427,7 +445,7 @@ def _simulate(cfg: cfgmod.Config, args: argparse.Namespace) -> int:
             removed = await dataplane.cleanup_stale()
             if removed:
                 log.warning("removed %d stale kernel objects left by an earlier kl2tp", removed)
-            handler = make_handler("lac", cfg, dataplane, None, subscribers=True)
+            handler = make_handler("lac", cfg, dataplane, None, subscribers=cfg.subscriber.ppp)
             endpoint = make_endpoint(settings, dataplane, handler)
             stop = trio.Event()
             async with trio.open_nursery() as nursery:
@@ -443,9 +461,13 @@ def _simulate(cfg: cfgmod.Config, args: argparse.Namespace) -> int:
                 nursery.start_soon(_stop_on_signal, stop)
                 picker = await _tunnel_picker(cfg, endpoint, nursery)
                 rate = args.rate if args.rate is not None else (cfg.subscriber.rate or None)
+                tunnels = args.tunnels or cfg.subscriber.tunnels or len(settings.lns_peers)
+                peers = [settings.lns_peers[k % len(settings.lns_peers)] for k in range(tunnels)]
+                outstanding = args.max_outstanding
+                cpu0 = time.process_time()
                 result = await simulate(
                     endpoint,
-                    settings.lns_peers,
+                    peers,
                     args.simulate,
                     rate=rate or None,
                     hold=hold,
@@ -458,7 +480,11 @@ def _simulate(cfg: cfgmod.Config, args: argparse.Namespace) -> int:
                     stop=stop,
                     picker=picker,
                     username_of=lambda n: cfg.subscriber.credentials(n)[0],
+                    max_outstanding=(
+                        outstanding if outstanding is not None else cfg.subscriber.max_outstanding
+                    ),
                 )
+                result.cpu_s = time.process_time() - cpu0
                 summary.update(result.summary())
                 summary["counters"] = dict(endpoint.counters)
                 if picker is not None:
@@ -481,9 +507,42 @@ def _simulate(cfg: cfgmod.Config, args: argparse.Namespace) -> int:
     return 0 if summary.get("established") == summary.get("requested") else 1
 
 
-async def _tunnel_picker(cfg: cfgmod.Config, endpoint: Endpoint, nursery: trio.Nursery) -> Any:
-    """LAC tunnel selection (``[[lac.route]]``, ``[lac] lookup``), None when it is off."""
-    if not cfg.lac.selects:
+def _pppoe_access(
+    cfg: cfgmod.Config, dataplane: DataPlane, services: Callable[[], trio.Nursery]
+) -> tuple[Any, Callable[[Endpoint], Awaitable[None]]]:
+    """``[lac] mode = "pppoe"``: the relaying session handler and the access side, run as
+    the daemon's dialer (subscribers dial in; every call asks tunnel selection)."""
+    from kl2tp.access.lac import RelaySessions, access_from_config
+    from kl2tp.access.port import PacketPort, PortError
+    from kl2tp.daemon.service import StartupError
+
+    handler = RelaySessions(dataplane)
+
+    async def serve(endpoint: Endpoint) -> None:
+        try:
+            port = PacketPort.open(cfg.pppoe.interface)
+        except PortError as exc:
+            raise StartupError(str(exc)) from None
+        try:
+            picker = await _tunnel_picker(cfg, endpoint, services(), always=True)
+            access = access_from_config(
+                cfg, port, picker.tunnel_for, defer_connect=endpoint.defers_connect
+            )
+            handler.access = access
+            log.info("PPPoE on %s (AC-Name %s)", port.name, access.server.config.ac_name)
+            await access.serve()
+        finally:
+            port.close()
+
+    return handler, serve
+
+
+async def _tunnel_picker(
+    cfg: cfgmod.Config, endpoint: Endpoint, nursery: trio.Nursery, *, always: bool = False
+) -> Any:
+    """LAC tunnel selection (``[[lac.route]]``, ``[lac] lookup``), None when it is off
+    (unless ``always``: then ``[[lac.lns]]`` serves whoever no rule routes)."""
+    if not cfg.lac.selects and not always:
         return None
     from kl2tp.lac.tunnels import TunnelPicker
 
@@ -518,8 +577,12 @@ def _format_summary(s: dict[str, Any]) -> str:
     for reason, n in sorted(s["failed"].items()):
         lines.append(f"  {reason}: {n}")
     lines.append(f"setup p50    {s['setup_ms']['p50']} ms")
+    lines.append(f"setup p95    {s['setup_ms']['p95']} ms")
     lines.append(f"setup p99    {s['setup_ms']['p99']} ms")
     lines.append(f"calls/s      {s['cps']}")
+    lines.append(f"tunnels      {s['tunnels']}")
+    if s.get("cpu_ms_per_call") is not None:
+        lines.append(f"own CPU      {s['cpu_ms_per_call']} ms per call")
     return "\n".join(lines)
 
 

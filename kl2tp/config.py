@@ -872,8 +872,11 @@ def _lac_routes(value: object) -> tuple[LacRoute, ...]:
 class LacConfig:
     """``[lac]``: what the LAC does (LAC)."""
 
-    mode: str = attrs.field(default="simulate", metadata=_meta(_choice("simulate", "client")))
-    """``simulate`` (subscribers in userspace) or ``client`` (one kernel pppN)."""
+    mode: str = attrs.field(
+        default="simulate", metadata=_meta(_choice("simulate", "client", "pppoe"))
+    )
+    """``simulate`` (subscribers in userspace), ``client`` (one kernel pppN) or ``pppoe``
+    (subscribers dial in over PPPoE, ``[pppoe]``)."""
     lns: tuple[LnsPeer, ...] = attrs.field(default=(LnsPeer(),), metadata=_meta(_lns_peers))
     """The LNSs to dial, in order."""
     route: tuple[LacRoute, ...] = attrs.field(default=(), metadata=_meta(_lac_routes))
@@ -921,10 +924,37 @@ class SubscriberConfig:
     """Calls per second; 0: as fast as possible."""
     hold: float = attrs.field(default=1.0, metadata=_meta(_number(0)))
     """Seconds each call is held before it is cleared."""
+    ppp: bool = attrs.field(default=True, metadata=_meta(_boolean))
+    """Run PPP on each call; false: a call is up once its L2TP session is (ICRQ/ICRP/ICCN)."""
+    tunnels: int = attrs.field(default=0, metadata=_meta(_integer(0, 65535)))
+    """Tunnels ``--simulate`` spreads its calls over, round the ``[[lac.lns]]`` entries;
+    0: one per entry."""
+    max_outstanding: int = attrs.field(default=0, metadata=_meta(_integer(0)))
+    """Most calls in setup at once (placed, not yet up or failed); 0: unlimited."""
 
     def credentials(self, n: int) -> tuple[str, str]:
         """User name and password of subscriber ``n``."""
         return self.username.format(n=n), self.password.format(n=n)
+
+
+@attrs.frozen
+class PppoeConfig:
+    """``[pppoe]``: the access side where subscribers dial in (LAC, ``[lac] mode = "pppoe"``)."""
+
+    interface: str = attrs.field(default="", metadata=_meta(_string(max_len=15, nonempty=False)))
+    """The Ethernet interface subscribers are on; required with ``mode = "pppoe"``."""
+    ac_name: str = attrs.field(default="", metadata=_meta(_string(nonempty=False)))
+    """AC-Name in the PADO; empty: ``[l2tp] hostname``."""
+    service_names: tuple[str, ...] = attrs.field(
+        default=(), metadata=_meta(_list_of(_string(), unique=True))
+    )
+    """Service-Names offered; empty: any."""
+    max_sessions: int = attrs.field(default=4096, metadata=_meta(_integer(1, 65534)))
+    """PPPoE sessions at once."""
+    auth: str = attrs.field(default="chap", metadata=_meta(_choice("chap", "pap")))
+    """How the LAC authenticates subscribers before it proxies to the LNS."""
+    setup_timeout: float = attrs.field(default=30.0, metadata=_meta(_number(0, above=True)))
+    """Seconds from a subscriber's PADS until its L2TP call is established."""
 
 
 @attrs.frozen
@@ -945,6 +975,7 @@ _SECTIONS: dict[str, tuple[type[Any], frozenset[Role]]] = {
     "radius": (RadiusConfig, BOTH),
     "lac": (LacConfig, LAC_ONLY),
     "subscriber": (SubscriberConfig, LAC_ONLY),
+    "pppoe": (PppoeConfig, LAC_ONLY),
     "metrics": (MetricsConfig, BOTH),
 }
 _ROLE_NAMES = {"lns": "kl2tp-lns", "lac": "kl2tp-lac"}
@@ -976,6 +1007,8 @@ class Config:
     """``[lac]`` and ``[[lac.lns]]`` (LAC)."""
     subscriber: SubscriberConfig = attrs.field(factory=SubscriberConfig)
     """``[subscriber]`` (LAC)."""
+    pppoe: PppoeConfig = attrs.field(factory=PppoeConfig)
+    """``[pppoe]`` (LAC)."""
     radius: RadiusConfig = attrs.field(factory=RadiusConfig)
     """``[radius]`` and ``[[radius.server]]``."""
     pool: tuple[NamedPool, ...] = ()
@@ -1153,6 +1186,8 @@ def _check_consistency(config: Config) -> None:
                 'must list at least one server for [lac] lookup = "radius"',
                 subkey="[[radius.server]]",
             )
+        if config.lac.mode == "pppoe" and not config.pppoe.interface:
+            raise _Invalid('is required with [lac] mode = "pppoe"', subkey="[pppoe] interface")
         if config.subscriber.proxy and config.subscriber.auth == "mschapv2":
             raise _Invalid(
                 'proxy authentication carries PAP or CHAP only, not "mschapv2"',

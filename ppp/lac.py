@@ -23,7 +23,13 @@ from ppp.frame import Code, PppDecodeError, Proto, decode_frame, decode_packet
 from ppp.link import Link
 from ppp.proxy import ProxyAuth, ProxyAuthType, ProxyLcp
 
-__all__ = ["ProxyNegotiation", "ProxyNegotiationError", "pre_negotiate"]
+__all__ = [
+    "LacNegotiation",
+    "ProxyNegotiation",
+    "ProxyNegotiationError",
+    "pre_negotiate",
+    "proxy_method",
+]
 
 MAX_ROUNDS = 32
 """Exchanges before giving up (a sane LCP converges in a handful)."""
@@ -90,12 +96,7 @@ def pre_negotiate(
     Raises:
         ProxyNegotiationError: the two could not agree, or ``method`` cannot be proxied.
     """
-    if method is AuthMethod.CHAP:
-        proxy_type = ProxyAuthType.CHAP
-    elif method is AuthMethod.PAP:
-        proxy_type = ProxyAuthType.PAP
-    else:
-        raise ProxyNegotiationError(f"{method.value} cannot be proxied (RFC 2661 has no type)")
+    proxy_type = proxy_method(method)
     lac = Link(
         LinkConfig(
             lcp=subscriber_config.lcp,
@@ -125,6 +126,82 @@ def pre_negotiate(
     raise ProxyNegotiationError("the subscriber never authenticated")
 
 
+def proxy_method(method: AuthMethod) -> ProxyAuthType:
+    """The Proxy Authen Type of ``method``.
+
+    Raises:
+        ProxyNegotiationError: RFC 2661 has no type for it (MS-CHAPv2).
+    """
+    if method is AuthMethod.CHAP:
+        return ProxyAuthType.CHAP
+    if method is AuthMethod.PAP:
+        return ProxyAuthType.PAP
+    raise ProxyNegotiationError(f"{method.value} cannot be proxied (RFC 2661 has no type)")
+
+
+class LacNegotiation:
+    """The LAC's LCP and the start of authentication with a real subscriber, sans-IO.
+
+    A LAC whose subscribers dial in (PPPoE) runs this against each of them: a LAC-side
+    :class:`Link` (``config``: the authenticator role with ``method``, no NCP) answers the
+    subscriber's LCP, sends the Challenge (or takes the PAP request) and, once the
+    subscriber's response is in, :attr:`result` holds what goes into the ICCN and the user
+    name that picks the tunnel. From then on the driver relays the subscriber's frames to the
+    LNS, which answers the response itself (RFC 2661 4.4.5). Driver loop as for any link:
+    ``receive_frame`` / ``frames_to_send`` / ``get_timer`` / ``handle_timer``.
+    """
+
+    __slots__ = ("_from_lac", "_from_subscriber", "down", "link", "proxy_type", "result")
+
+    def __init__(
+        self, config: LinkConfig, now: float, *, rng: random.Random, name: str = ""
+    ) -> None:
+        """Raises ProxyNegotiationError when ``config.auth[0]`` cannot be proxied."""
+        if not config.auth:
+            raise ProxyNegotiationError("the LAC must authenticate the subscriber")
+        self.proxy_type = proxy_method(config.auth[0])
+        self.link = Link(config, rng=rng, name=name)
+        self._from_lac, self._from_subscriber = _Recorder(), _Recorder()
+        self.result: tuple[str, ProxyLcp, ProxyAuth] | None = None
+        """User name, proxy LCP and proxy authentication, once the subscriber answered."""
+        self.down: LinkDown | None = None
+        """Why the link with the subscriber ended before that."""
+        self.link.open(now)
+        self._events()
+
+    def receive_frame(self, frame: bytes, now: float) -> None:
+        """A PPP frame from the subscriber."""
+        self._from_subscriber.see(frame)
+        self.link.receive_frame(frame, now)
+        self._events()
+
+    def frames_to_send(self) -> list[bytes]:
+        """PPP frames for the subscriber."""
+        frames = self.link.frames_to_send()
+        for frame in frames:
+            self._from_lac.see(frame)
+        return frames
+
+    def get_timer(self) -> float | None:
+        """When :meth:`handle_timer` must run (the link's restart and phase timers)."""
+        return self.link.get_timer()
+
+    def handle_timer(self, now: float) -> None:
+        """Run the link's timers."""
+        self.link.handle_timer(now)
+        self._events()
+
+    def _events(self) -> None:
+        while (event := self.link.next_event()) is not None:
+            if isinstance(event, LinkDown) and self.result is None:
+                self.down = event
+            elif isinstance(event, AuthRequest) and self.result is None and self.down is None:
+                lcp, auth = _proxy_values(
+                    self._from_lac, self._from_subscriber, event, self.proxy_type
+                )
+                self.result = (event.username, lcp, auth)
+
+
 def _result(
     subscriber: Link,
     from_lac: _Recorder,
@@ -132,6 +209,16 @@ def _result(
     request: AuthRequest,
     proxy_type: ProxyAuthType,
 ) -> ProxyNegotiation:
+    lcp, auth = _proxy_values(from_lac, from_subscriber, request, proxy_type)
+    return ProxyNegotiation(subscriber, lcp, auth)
+
+
+def _proxy_values(
+    from_lac: _Recorder,
+    from_subscriber: _Recorder,
+    request: AuthRequest,
+    proxy_type: ProxyAuthType,
+) -> tuple[ProxyLcp, ProxyAuth]:
     if from_lac.last is None or from_subscriber.last is None:
         raise ProxyNegotiationError("no Configure-Request seen")
     lcp = ProxyLcp(
@@ -152,4 +239,4 @@ def _result(
         auth = ProxyAuth(type=proxy_type, name=request.username, response=creds.password)
     else:
         raise ProxyNegotiationError("unexpected credentials")
-    return ProxyNegotiation(subscriber, lcp, auth)
+    return lcp, auth

@@ -9,6 +9,8 @@
 #   flex bison bc build-essential  what `make ARCH=um linux` needs (no libelf: no modules)
 #   iproute2 iputils-ping       ip/ping inside the guest (it runs the host's userland)
 #   xl2tpd ppp                  third-party L2TP/PPP peers the lab tests interoperate with
+#   pppoe                       rp-pppoe's userspace client: pppd's subscriber over PPPoE
+#                               (pty "pppoe -I ..."; the guest kernel has no PPPoE module)
 #   freeradius freeradius-utils RADIUS server and radclient for the AAA lab tests
 #   l2tpns                      another vendor's LNS (C, TUN data path): host interop test
 #                               (tests/interop/) and the side-by-side bench
@@ -18,7 +20,7 @@
 set -eu
 
 packages="linux-source-6.1 flex bison bc build-essential xz-utils iproute2 iputils-ping
-xl2tpd ppp freeradius freeradius-utils busybox-static l2tpns tshark"
+xl2tpd ppp pppoe freeradius freeradius-utils busybox-static l2tpns tshark"
 case "${1:-}" in
     --qemu) packages="$packages qemu-system-x86 cpio" ;;
     "") ;;

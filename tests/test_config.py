@@ -387,9 +387,25 @@ def test_both_example_roles_exist() -> None:
 
 def test_manpage_examples_parse() -> None:
     blocks = re.findall(r"```toml\n(.*?)```", MANPAGE.read_text(), re.S)
-    assert len(blocks) == 2
+    assert len(blocks) == 3
     assert parse(blocks[0], "lns").l2tp.secret == Secret(b"hello")
     assert len(parse(blocks[1], "lac").lac.lns) == 2
+    pppoe = parse(blocks[2], "lac")
+    assert (pppoe.lac.mode, pppoe.pppoe.interface) == ("pppoe", "eth1")
+
+
+def test_pppoe_mode_needs_an_interface() -> None:
+    with pytest.raises(ConfigError) as err:
+        parse('[lac]\nmode = "pppoe"\n', "lac")
+    assert err.value.key == "[pppoe] interface"
+    with pytest.raises(ConfigError) as err:
+        parse('[pppoe]\ninterface = "eth1"\nmax_sessions = 65535\n', "lac")
+    assert err.value.key == "[pppoe] max_sessions"
+    with pytest.raises(ConfigError) as err:
+        parse('[pppoe]\ninterface = "eth1"\n', "lns")
+    assert "pppoe" in str(err.value)
+    cfg = parse('[lac]\nmode = "pppoe"\n[pppoe]\ninterface = "eth1"\nauth = "pap"\n', "lac")
+    assert cfg.pppoe.auth == "pap" and cfg.pppoe.ac_name == "" and cfg.pppoe.max_sessions == 4096
 
 
 # -- mapping onto the tunnel core -------------------------------------------------------------

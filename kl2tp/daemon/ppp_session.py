@@ -37,7 +37,15 @@ from kl2tp.config import Config, PeerConfig
 from kl2tp.daemon import oplog
 from kl2tp.daemon.handle import SessionInfo, TunnelHandle
 from kl2tp.daemon.sessions import DataPlaneSessions, SessionRecord
-from kl2tp.dataplane.base import Counters, DataPlane, DataPlaneError, NetworkSpec, PppChannel
+from kl2tp.dataplane.base import (
+    Counters,
+    DataPlane,
+    DataPlaneError,
+    InlineChannel,
+    NetworkSpec,
+    PppChannel,
+    as_inline,
+)
 from kl2tp.l2tp.constants import CdnResult, ErrorCode
 from kl2tp.l2tp.events import CallClosed, ConnectInfo
 from kl2tp.log import escape
@@ -525,6 +533,7 @@ class PppSessions(DataPlaneSessions):
         try:
             await super()._session_task(rec)
         finally:
+            self.running.pop(key, None)
             gone = self._gone.pop(key, None)
             if gone is not None:
                 gone.set()
@@ -537,7 +546,9 @@ class PppSessions(DataPlaneSessions):
         policy = self.policy_of(tunnel)
         return policy.interface_template if policy is not None else None
 
-    async def run_session(self, rec: SessionRecord) -> None:
+    def channel_opened(self, rec: SessionRecord) -> None:
+        """Make the session's PPP state before the core hands over the first frame; over a
+        data plane that carries frames in userspace they go straight to its link."""
         info = self.session_info(rec)
         n = int(info.extra.get("n", 0)) if info is not None else 0
         link = self.prepared.pop(n, None)
@@ -552,8 +563,16 @@ class PppSessions(DataPlaneSessions):
                 drops=self.drops,
             )
         state = _SessionState(self, rec, link, info, opened=opened, policy=policy)
+        inline = as_inline(rec.channel) if rec.channel is not None else None
+        if inline is not None:
+            state.inline = inline
+            inline.receiver = state.frame_in
         self.running[key] = state
         self._gone[key] = state.gone
+
+    async def run_session(self, rec: SessionRecord) -> None:
+        key = (rec.tunnel.local_tunnel_id, rec.sid)
+        state = self.running[key]
         try:
             await state.run()
         finally:
@@ -589,6 +608,18 @@ class _SessionState:
         self.link = link
         self.info = info
         self.wake = trio.Event()
+        """Wakes the session's task: a timer moved earlier, the link died, or (frames from
+        a channel) there is work."""
+        self.inline: InlineChannel | None = None
+        """Set: frames from the peer come from the tunnel task (`frame_in`) and are
+        answered there through this channel, without waking the session's task (the null
+        data plane); else the task reads them from the session's channel."""
+        self._early: list[bytes] | None = []
+        """Inline frames that arrived before the link started (None once it has)."""
+        self._armed = math.inf
+        """When the session's task wakes next for the link's timer."""
+        self.dead = False
+        """The link is dead: the task ends and cleans up."""
         self.address: ipaddress.IPv4Address | None = None
         self.username = ""
         self.up_at: float | None = None
@@ -670,14 +701,14 @@ class _SessionState:
         first: bytes | None = None
         if not self.opened and self.owner.silent_start > 0:
             with trio.move_on_after(self.owner.silent_start):
-                first = await channel.receive()
+                first = await self._first_frame(channel)
         tunnel, sid = self.rec.tunnel, self.rec.sid
         while first is None and not self.owner.lns and tunnel.connect_pending(sid):
             # The LNS has not spoken and our ICCN still waits for its window: nothing of
             # ours may reach it first (over the null data plane the core holds our frames
             # behind the ICCN anyway; the kernel's bypass it). Rare: look again shortly.
             with trio.move_on_after(_CONNECT_POLL):
-                first = await channel.receive()
+                first = await self._first_frame(channel)
         now = trio.current_time()
         if not self.opened:
             lns = self.owner.lns
@@ -685,24 +716,96 @@ class _SessionState:
             self.link.open(now, proxy_lcp=proxy_lcp, proxy_auth=proxy_auth)
         if first is not None:
             self.link.receive_frame(first, now)
+        for frame in self._early or ():
+            self.link.receive_frame(frame, now)
         self._note_phase()
-        async with trio.open_nursery() as nursery:
-            self.nursery = nursery
-            nursery.start_soon(self._reader)
-            while True:
-                if await self._flush(channel, nursery):
-                    nursery.cancel_scope.cancel()
-                    return
+        try:
+            async with trio.open_nursery() as nursery:
+                self.nursery = nursery
+                if self.inline:
+                    self._early = None  # from now on frame_in feeds the link
+                else:
+                    nursery.start_soon(self._reader)
+                await self._loop(channel, nursery)
+                nursery.cancel_scope.cancel()
+        finally:
+            self.dead = True  # however it ended: frame_in and _poke leave the link alone
+
+    async def _loop(self, channel: PppChannel, nursery: trio.Nursery) -> None:
+        """Flush, sleep until the link's timer or a wake-up, run the timer; until the link
+        is dead."""
+        link = self.link
+        while True:
+            if self.inline:
+                self._pump()
+            elif await self._flush(channel, nursery):
+                self.dead = True
+            if self.dead:
+                return
+            self._note_phase()
+            timer = link.get_timer()
+            self._armed = math.inf if timer is None else timer
+            with trio.move_on_at(self._armed):
+                await self.wake.wait()
+            self.wake = trio.Event()
+            now = trio.current_time()
+            timer = link.get_timer()
+            if timer is not None and timer <= now:
+                link.handle_timer(now)
                 self._note_phase()
-                timer = self.link.get_timer()
-                with trio.move_on_at(math.inf if timer is None else timer):
-                    await self.wake.wait()
-                self.wake = trio.Event()
-                now = trio.current_time()
-                timer = self.link.get_timer()
-                if timer is not None and timer <= now:
-                    self.link.handle_timer(now)
-                    self._note_phase()
+
+    async def _first_frame(self, channel: PppChannel) -> bytes:
+        """The peer's first frame (``silent_start``), from the channel or `frame_in`."""
+        if not self.inline:
+            return await channel.receive()
+        while not self._early:
+            await self.wake.wait()
+            self.wake = trio.Event()
+        return self._early.pop(0)
+
+    def frame_in(self, frame: bytes) -> None:
+        """A frame from the peer, in the tunnel task (``inline``): the link answers it at
+        once; the session's task wakes only when its timer moved earlier or the link died."""
+        if self._early is not None:  # the link has not started yet
+            self._early.append(frame)
+            self.wake.set()
+            return
+        if self.dead:
+            return
+        self.link.receive_frame(frame, trio.current_time())
+        self._note_phase()
+        self._poke()
+
+    def _poke(self) -> None:
+        """The link changed outside the session's task: inline, send and act on what it
+        wants now; wake the task when it must (frames from a channel: always)."""
+        if not self.inline or self._early is not None:
+            self.wake.set()
+            return
+        self._pump()
+        timer = self.link.get_timer()
+        if self.dead or (timer is not None and timer < self._armed):
+            self.wake.set()
+
+    def _pump(self) -> None:
+        """Inline: send every pending frame through the tunnel and act on every event,
+        until neither is left; ``dead`` once the link is."""
+        link = self.link
+        channel = self.inline
+        assert channel is not None
+        while not self.dead:
+            frames = link.frames_to_send()
+            for frame in frames:
+                channel.send_nowait(frame)
+            event = link.next_event()
+            if event is None:
+                if not frames:
+                    return
+                continue
+            if self._handle(event, self.nursery):
+                self.dead = True
+                for frame in link.frames_to_send():  # e.g. the last Terminate-Ack
+                    channel.send_nowait(frame)
 
     async def _flush(self, channel: PppChannel, nursery: trio.Nursery) -> bool:
         """Send every pending frame and act on every event, until neither is left (acting
@@ -763,7 +866,7 @@ class _SessionState:
         now = trio.current_time
         if backend is None:
             self.link.auth_result(now(), False, message="no AAA back end")
-            self.wake.set()
+            self._poke()
             return
         request = aaa.AuthRequest(event.username, event.credentials, self.context)
         policy = self.policy
@@ -803,7 +906,7 @@ class _SessionState:
             address=None,
             dns=self._dns(result.dns, backend),
         )
-        self.wake.set()
+        self._poke()
 
     def _dns(self, dns: tuple[ipaddress.IPv4Address, ...], backend: Any) -> tuple[Any, ...]:
         """The DNS servers to offer: the back end's answer, unless it is only the back end's
@@ -915,7 +1018,7 @@ class _SessionState:
             log.error("%s: could not configure the interface: %s", self.link.name, exc)
             self.end_cause = self.end_cause or "nas-error"
             self.link.close(trio.current_time(), pev.DownReason.ADMIN, "data plane error")
-            self.wake.set()
+            self._poke()
             return False
         if ifname:
             self.interface = ifname
@@ -969,9 +1072,7 @@ class _SessionState:
                         classes=self._classes(),
                     )
                 )
-            if not self._timers:
-                self._timers = True
-                self.nursery.start_soon(self._session_timers)
+            self._start_timers()
             if self.owner.coa_index is not None:
                 self.owner.coa_index.add(self)
         else:
@@ -1121,12 +1222,27 @@ class _SessionState:
         if idle_timeout is not None:
             self._idle_reset = True
         self.limits_changed.set()
+        if self.up_at is not None:
+            self._start_timers()
+
+    def _start_timers(self) -> None:
+        """Start `_session_timers` once the network is up, when a limit or Interim-Updates
+        apply: a session without any has no task waiting for them (most of them)."""
+        if self._timers or self.dead:
+            return
+        if (
+            self._interim()
+            or self._limit(ATTR_SESSION_TIMEOUT, self._session_timeout)
+            or self._limit(ATTR_IDLE_TIMEOUT, self._idle_timeout)
+        ):
+            self._timers = True
+            self.nursery.start_soon(self._session_timers)
 
     async def _session_timers(self) -> None:
         """LNS, once the network is up: Interim-Updates, Session-Timeout and Idle-Timeout
         (AAA's values, else the configured defaults; `set_limits` changes them). Sleeps
         until the nearest deadline or a change of limits."""
-        start = trio.current_time()
+        start = self.up_at if self.up_at is not None else trio.current_time()
         interim = self._interim()
         next_interim = start + interim if interim else math.inf
         # The kernel's counters only where an Idle-Timeout applies: a session without one
@@ -1190,7 +1306,7 @@ class _SessionState:
         self.end_cause = self.end_cause or cause
         log.info("%s: %s (%gs); clearing the session", self.link.name, cause, limit)
         self.link.close(trio.current_time(), pev.DownReason.ADMIN, cause)
-        self.wake.set()
+        self._poke()
 
     # -- what the CoA server sees (kl2tp.aaa.radius.coa.CoaSession) ---------------------------
 
@@ -1210,7 +1326,7 @@ class _SessionState:
         self.end_cause = self.end_cause or "admin-reset"
         log.info("%s: RADIUS Disconnect-Request; clearing the session", self.link.name)
         self.link.close(trio.current_time(), pev.DownReason.ADMIN, "RADIUS Disconnect-Request")
-        self.wake.set()
+        self._poke()
 
     def set_timeouts(self, session_timeout: float | None, idle_timeout: float | None) -> None:
         """RADIUS CoA-Request: new limits (None: keep; 0: none) for the session's timers."""

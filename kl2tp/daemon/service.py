@@ -716,9 +716,17 @@ class SimulationResult:
     """trio time the first call was placed."""
     last_established: float | None = None
     """trio time the last call came up."""
+    cleared_by_peer: int = 0
+    """Calls that came up and that the LNS cleared before the end of the hold."""
+    tunnels: int = 0
+    """Tunnels the calls were spread over."""
+    cpu_s: float | None = None
+    """The load generator's own CPU time (user + system) over the run, when measured."""
 
     def summary(self) -> dict[str, Any]:
-        """The summary as one JSON-friendly object."""
+        """The summary as one JSON-friendly object. ``report`` has the figures under the
+        names BNG Blaster's JSON report gives them (``setup-time`` from the first call
+        placed to the last one up, in ms; ``setup-rate`` = established / that time)."""
         times = sorted(self.setup_ms)
         span = None
         if self.first_started is not None and self.last_established is not None:
@@ -728,13 +736,32 @@ class SimulationResult:
             if span
             else (float(self.established) if self.established else 0.0)
         )
-        return {
+        pcts = {f"p{p}": _percentile(times, p) for p in (50, 95, 99)}
+        out: dict[str, Any] = {
             "requested": self.requested,
             "established": self.established,
             "failed": dict(self.failed),
-            "setup_ms": {"p50": _percentile(times, 50), "p99": _percentile(times, 99)},
+            "setup_ms": pcts,
             "cps": round(cps, 1),
+            "tunnels": self.tunnels,
         }
+        report: dict[str, Any] = {
+            "sessions": self.requested,
+            "sessions-established": self.established,
+            "sessions-failed": sum(self.failed.values()),
+            "sessions-flapped": self.cleared_by_peer,
+            "setup-time": round(span * 1000.0) if span is not None else None,
+            "setup-rate": round(cps, 2),
+            **{f"setup-time-{k}": v for k, v in pcts.items()},
+            "failures": dict(self.failed),
+        }
+        if self.cpu_s is not None:
+            per_call = self.cpu_s * 1000.0 / self.established if self.established else None
+            out["cpu_s"] = round(self.cpu_s, 3)
+            out["cpu_ms_per_call"] = round(per_call, 3) if per_call is not None else None
+            report["cpu-ms-per-session"] = out["cpu_ms_per_call"]
+        out["report"] = report
+        return out
 
 
 def _percentile(sorted_values: Sequence[float], pct: float) -> float | None:
@@ -757,8 +784,14 @@ async def simulate(
     stop: trio.Event | None = None,
     picker: TunnelPicker | None = None,
     username_of: Callable[[int], str] | None = None,
+    max_outstanding: int = 0,
 ) -> SimulationResult:
     """Place ``count`` calls across tunnels to ``peers``, hold them, clear them.
+
+    One tunnel per entry of ``peers`` (repeat an entry for more tunnels to one LNS); call
+    ``n`` goes into tunnel ``n`` modulo their number. At most ``max_outstanding`` calls
+    (0: no limit) are in setup at once; a call waiting for its turn is not yet placed, and
+    its setup time counts from its placing.
 
     A call counts as established when its session handler says so (``SessionInfo.done``
     with ``established`` set): the bare L2TP session without PPP, the IPCP-open subscriber
@@ -780,16 +813,22 @@ async def simulate(
     if not runners and picker is None:
         result.failed["tunnel setup failed"] = count
         return result
+    result.tunnels = len(runners)
     make_call = call_factory or subscriber_call
     all_up = trio.Event()
     pending = [count]
+    turns = trio.Semaphore(max_outstanding) if max_outstanding > 0 else None
 
     def finished_setup() -> None:
+        if turns is not None:
+            turns.release()
         pending[0] -= 1
         if pending[0] == 0:
             all_up.set()
 
     async def one_call(n: int) -> None:
+        if turns is not None:
+            await turns.acquire()
         call = make_call(n)
         runner: TunnelHandle
         if picker is not None:
@@ -834,12 +873,15 @@ async def simulate(
         # Hold until every call is up (so they are all up at once) and then ``hold`` more;
         # a call the LNS clears meanwhile (CDN) ends its hold and no longer counts as up.
         await all_up.wait()
-        if info.closed is None:
+        if info.closed is None and not stop.is_set():
             info.done = trio.Event()  # the endpoint sets it again when the call closes
+            held[n] = info
             with trio.move_on_after(hold):
-                await _either(stop, info.done)
+                await info.done.wait()  # or `end_holds` sets it
+            held.pop(n, None)
         if info.closed is not None and info.closed.by_peer:
             result.established -= 1
+            result.cleared_by_peer += 1
             # Named by the Result Code, never the peer's free text (DESIGN: failure names).
             result.failed[f"cleared by peer (cdn result {info.closed.result})"] += 1
             return
@@ -849,16 +891,28 @@ async def simulate(
             with trio.move_on_after(setup_timeout):
                 await info.done.wait()
 
-    async with trio.open_nursery() as nursery:
-        interval = 1.0 / rate if rate else 0.0
-        next_at = trio.current_time()
-        for n in range(1, count + 1):
-            nursery.start_soon(one_call, n)
-            if interval:
-                next_at += interval
-                await trio.sleep_until(next_at)
-            elif n % 64 == 0:
-                await trio.lowlevel.checkpoint()
+    # The calls in their hold, by number: ``stop`` ends all their holds at once (one task,
+    # not one per call).
+    held: dict[int, SessionInfo] = {}
+
+    async def end_holds() -> None:
+        await stop.wait()
+        for info in held.values():
+            info.done.set()
+
+    async with trio.open_nursery() as outer:
+        outer.start_soon(end_holds)
+        async with trio.open_nursery() as nursery:
+            interval = 1.0 / rate if rate else 0.0
+            next_at = trio.current_time()
+            for n in range(1, count + 1):
+                nursery.start_soon(one_call, n)
+                if interval:
+                    next_at += interval
+                    await trio.sleep_until(next_at)
+                elif n % 64 == 0:
+                    await trio.lowlevel.checkpoint()
+        outer.cancel_scope.cancel()
     if picker is not None:
         runners = list(picker.live_tunnels())
     for runner in runners:
@@ -868,18 +922,6 @@ async def simulate(
         for runner in runners:
             await runner.closed.wait()
     return result
-
-
-async def _either(a: trio.Event, b: trio.Event) -> None:
-    """Return once ``a`` or ``b`` is set."""
-    async with trio.open_nursery() as nursery:
-
-        async def wait(event: trio.Event) -> None:
-            await event.wait()
-            nursery.cancel_scope.cancel()
-
-        nursery.start_soon(wait, a)
-        nursery.start_soon(wait, b)
 
 
 def _failure_reason(info: SessionInfo) -> str:

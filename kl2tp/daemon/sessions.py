@@ -67,6 +67,10 @@ class DataPlaneSessions:
     defers_established = False
     """The L2TP session counts as established by itself (PPP handlers set this True)."""
 
+    ppp_unit = True
+    """Sessions get a PPP unit (pppN); a relaying handler (the LAC's PPPoE access side)
+    sets False and carries the frames itself (``SessionSpec.ppp_unit``)."""
+
     def __init__(self, dataplane: DataPlane, *, lns: bool, data_sequencing: bool = False) -> None:
         self.dataplane = dataplane
         self.lns = lns
@@ -134,6 +138,7 @@ class DataPlaneSessions:
                     lns_mode=self.lns,
                     data_sequencing=self.data_sequencing or rec.info.sequencing_required,
                     ifname_template=self.interface_template(tunnel),
+                    ppp_unit=self.ppp_unit,
                 )
 
                 def sink(frame: bytes, _tunnel: TunnelHandle = tunnel, _sid: int = rec.sid) -> None:
@@ -156,6 +161,7 @@ class DataPlaneSessions:
                     )
                     return
                 programmed = True
+                self.channel_opened(rec)
                 # The channel takes frames now: the core hands over what it kept.
                 tunnel.data_ready(rec.sid)
                 try:
@@ -189,6 +195,10 @@ class DataPlaneSessions:
                         log.error("Tnl/Cl %d/%d: could not remove the session: %s", *key, exc)
             if rec.log_down is not None:
                 rec.log_down(counters=counters)
+
+    def channel_opened(self, rec: SessionRecord) -> None:
+        """The data plane has the session and its channel (``rec.channel``), and no frame
+        has reached the channel yet (e.g. to attach a receiver to an `InlineChannel`)."""
 
     async def run_session(self, rec: SessionRecord) -> None:
         """The session's life above L2TP; the bare handler just waits to be cancelled."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import attrs
 
@@ -58,6 +58,10 @@ class SessionSpec:
     back end's own."""
     mru: int = 1500
     """MRU for the PPP unit before LCP has negotiated one."""
+    ppp_unit: bool = True
+    """Attach the session to a PPP channel and unit (pppN) for PPP run here. False: a LAC
+    relaying the session's frames to its access side (PPPoE) reads and writes them on the
+    session's own PPPoL2TP socket, and no interface is made (``session_up`` is not called)."""
 
 
 @attrs.frozen(slots=True)
@@ -129,6 +133,31 @@ class PppChannel(Protocol):
 
     async def aclose(self) -> None:
         """Close the channel's file descriptors."""
+
+
+@runtime_checkable
+class InlineChannel(PppChannel, Protocol):
+    """A channel whose frames travel in userspace and that can hand them over without a
+    task in between (the null data plane): the session's PPP runs in the tunnel task."""
+
+    receiver: Callable[[bytes], None] | None
+    """Set: every frame `deliver` gets goes to it at once, none is queued for `receive`."""
+
+    def send_nowait(self, frame: bytes) -> None:
+        """Send one PPP frame to the peer, without waiting (`send` without the await)."""
+
+
+_INLINE_TYPES: dict[type, bool] = {}
+
+
+def as_inline(channel: PppChannel) -> InlineChannel | None:
+    """``channel`` when it is an `InlineChannel`, else None (checked once per class: a
+    protocol check costs ~10 us, more than the rest of a frame's handling)."""
+    kind = type(channel)
+    inline = _INLINE_TYPES.get(kind)
+    if inline is None:
+        inline = _INLINE_TYPES[kind] = isinstance(channel, InlineChannel)
+    return channel if inline else None  # type: ignore[return-value]
 
 
 class TunnelHandle(Protocol):

@@ -60,6 +60,7 @@ from kl2tp.dataplane.pppox import (
     PPP_IPV6,
     NpMode,
     PppoL2tpChannel,
+    connect_pppol2tp,
     fd_for_protocol,
     open_session_channel,
     set_mru,
@@ -251,6 +252,20 @@ class KernelSession:
     """Framed routes installed on the interface (they go with it)."""
 
 
+def _pppol2tp_address(
+    tunnel: KernelTunnel, spec: SessionSpec
+) -> tuple[int, tuple[str, int], int, int, int, int]:
+    """What a PPPoL2TP socket is connected to: the tunnel's socket and peer, both ids pairs."""
+    return (
+        tunnel.sock.fileno(),
+        tunnel.record.peer,
+        spec.local_tunnel_id,
+        spec.local_session_id,
+        spec.peer_tunnel_id,
+        spec.peer_session_id,
+    )
+
+
 def _routed(net: NetworkSpec, session: KernelSession) -> list[str]:
     """What the interface routes, for the trace: the peer's host route, framed routes."""
     out = [str(net.peer_ip)] if net.local_ip is not None and net.peer_ip is not None else []
@@ -439,15 +454,12 @@ class KernelMechanics:
             send_seq=spec.data_sequencing,
             recv_seq=spec.data_sequencing,
         )
+        if not spec.ppp_unit:
+            return self._relayed_session(spec, tunnel)
         ppp: PppoL2tpChannel | None = None
         try:
             ppp = open_session_channel(
-                tunnel.sock.fileno(),
-                tunnel.record.peer,
-                spec.local_tunnel_id,
-                spec.local_session_id,
-                spec.peer_tunnel_id,
-                spec.peer_session_id,
+                *_pppol2tp_address(tunnel, spec),
                 mru=spec.mru,
                 npmode=NpMode.DROP,
                 ppp_device=self.ppp_device,
@@ -476,6 +488,24 @@ class KernelMechanics:
         if log.isEnabledFor(logging.DEBUG):
             log.debug("Se %d/%d: kernel session on %s", *key, ifname)
             log.debug("Tnl/Cl %d/%d VPDN: Virtual interface %s created", *key, ifname)
+        return session
+
+    def _relayed_session(self, spec: SessionSpec, tunnel: KernelTunnel) -> KernelSession:
+        """A session whose frames userspace relays: its PPPoL2TP socket, never bound to a PPP
+        channel (no PPPIOCGCHAN), so l2tp_ppp queues received frames on the socket (ff 03
+        stripped) and sends what is written to it (ff 03 added). No unit, no interface."""
+        key = (spec.local_tunnel_id, spec.local_session_id)
+        try:
+            sock = connect_pppol2tp(*_pppol2tp_address(tunnel, spec))
+            sock.setblocking(False)
+        except BaseException:
+            self.l2tp.delete_session(*key)
+            raise
+        session = KernelSession(spec, PppoL2tpChannel(sock, -1, -1, -1, -1), "", 0)
+        self.sessions[key] = session
+        tunnel.sessions.add(spec.local_session_id)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("Se %d/%d: kernel session relayed on its PPPoL2TP socket", *key)
         return session
 
     def session_up(self, tunnel_id: int, session_id: int, net: NetworkSpec) -> str:
@@ -559,8 +589,9 @@ class KernelMechanics:
             # Closing the PPPoL2TP socket normally deletes the session already.
             self.l2tp.delete_session(tunnel_id, session_id)
         finally:
-            self.journal.remove_link(session.ifindex)
-            self._journal_changed()
+            if session.ifindex:  # a relayed session has no interface in the journal
+                self.journal.remove_link(session.ifindex)
+                self._journal_changed()
         if log.isEnabledFor(logging.DEBUG):
             log.debug("Se %d/%d: kernel session removed", tunnel_id, session_id)
             if session.net is not None:
@@ -631,7 +662,7 @@ class KernelPppChannel:
         self.dropped = 0
 
     @property
-    def fds(self) -> tuple[int, int]:
+    def fds(self) -> tuple[int, ...]:
         """(channel fd, unit fd)."""
         return self._ppp.channel_fd, self._ppp.unit_fd
 
@@ -641,13 +672,16 @@ class KernelPppChannel:
             raise trio.ClosedResourceError("PPP channel closed")
         if len(frame) < 2:
             raise ValueError("a PPP frame starts with a 2-byte protocol field")
-        fd = fd_for_protocol(self._ppp, (frame[0] << 8) | frame[1])
+        fd = self._fd_for(frame)
         while True:
             try:
                 os.write(fd, frame)
                 return
             except BlockingIOError:
                 await trio.lowlevel.wait_writable(fd)
+
+    def _fd_for(self, frame: bytes) -> int:
+        return fd_for_protocol(self._ppp, (frame[0] << 8) | frame[1])
 
     def _try_read(self) -> bytes | None:
         for fd in self.fds:
@@ -711,6 +745,22 @@ class KernelPppChannel:
     async def aclose(self) -> None:
         """Stop using the fds; the data plane closes them with the session."""
         self.detach()
+
+
+class SocketPppChannel(KernelPppChannel):
+    """A relayed session's frames on its bare PPPoL2TP socket (``SessionSpec.ppp_unit``
+    False): every PPP frame, whatever its protocol, protocol field first."""
+
+    __slots__ = ()
+
+    @property
+    def fds(self) -> tuple[int, ...]:
+        """The PPPoL2TP socket."""
+        return (self._ppp.sock.fileno(),)
+
+    def _fd_for(self, frame: bytes) -> int:
+        """Every frame goes out on the socket (the kernel adds ff 03)."""
+        return self._ppp.sock.fileno()
 
 
 @attrs.define(slots=True)
@@ -805,7 +855,7 @@ class KernelDataPlane:
 
     async def open_session(self, spec: SessionSpec, sink: FrameSink) -> KernelPppChannel:
         session = await self._run(self.mechanics.open_session, spec)
-        channel = KernelPppChannel(session.ppp)
+        channel = KernelPppChannel(session.ppp) if spec.ppp_unit else SocketPppChannel(session.ppp)
         self._channels.setdefault(spec.local_tunnel_id, {})[spec.local_session_id] = channel
         return channel
 

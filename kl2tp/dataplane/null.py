@@ -7,7 +7,7 @@ tests to assert the order and the parameters of every call the kernel back end w
 from __future__ import annotations
 
 import collections
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import attrs
 import trio
@@ -38,27 +38,51 @@ class NullTunnelHandle:
 
 
 class NullChannel:
-    """PPP frames to and from the tunnel task, in memory."""
+    """PPP frames to and from the tunnel task, in memory. An `InlineChannel`: with a
+    ``receiver`` set, frames go to it as they arrive, and the queue a reader task would
+    wait on is never made (it costs ~1.5 KB per session)."""
 
-    __slots__ = ("_recv", "_send", "_sink", "dropped")
+    __slots__ = ("_closed", "_depth", "_recv", "_send", "_sink", "dropped", "receiver")
 
     def __init__(self, sink: FrameSink, depth: int) -> None:
         self._sink = sink
-        self._send, self._recv = trio.open_memory_channel[bytes](depth)
+        self._depth = depth
+        self._send: trio.MemorySendChannel[bytes] | None = None
+        self._recv: trio.MemoryReceiveChannel[bytes] | None = None
+        self._closed = False
+        self.receiver: Callable[[bytes], None] | None = None
         self.dropped = 0
 
-    async def send(self, frame: bytes) -> None:
+    def _queue(self) -> tuple[trio.MemorySendChannel[bytes], trio.MemoryReceiveChannel[bytes]]:
+        if self._send is None or self._recv is None:
+            self._send, self._recv = trio.open_memory_channel[bytes](self._depth)
+        return self._send, self._recv
+
+    def send_nowait(self, frame: bytes) -> None:
         """Send a frame: the tunnel task wraps it into a data message."""
         self._sink(frame)
 
+    async def send(self, frame: bytes) -> None:
+        """Send a frame (`send_nowait`)."""
+        self.send_nowait(frame)
+
     async def receive(self) -> bytes:
         """Next frame that arrived as a data message."""
-        return await self._recv.receive()
+        if self._closed:
+            raise trio.EndOfChannel
+        return await self._queue()[1].receive()
 
     def deliver(self, frame: bytes) -> bool:
-        """Queue a frame from the tunnel task; drop and count when full or closed."""
+        """A frame from the tunnel task: to the receiver, else queued; dropped and counted
+        when the queue is full or the channel closed."""
+        if self._closed:
+            self.dropped += 1
+            return False
+        if self.receiver is not None:
+            self.receiver(frame)
+            return True
         try:
-            self._send.send_nowait(frame)
+            self._queue()[0].send_nowait(frame)
         except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
             self.dropped += 1
             return False
@@ -66,8 +90,11 @@ class NullChannel:
 
     async def aclose(self) -> None:
         """Close both ends; a pending receive() ends with EndOfChannel."""
-        self._send.close()
-        self._recv.close()
+        self._closed = True
+        self.receiver = None
+        if self._send is not None and self._recv is not None:
+            self._send.close()
+            self._recv.close()
 
 
 @attrs.define

@@ -127,10 +127,11 @@ class TunnelIds:
 
     __slots__ = ("_ids", "_rng", "free")
 
-    def __init__(self, rng: random.Random) -> None:
+    def __init__(self, rng: random.Random, top: int = MAX_TUNNEL_ID) -> None:
+        """``top``: the largest id (another 16-bit id space, e.g. PPPoE's 1..65534)."""
         self._rng = rng
-        self._ids = array("H", range(1, MAX_TUNNEL_ID + 1))
-        self.free = MAX_TUNNEL_ID
+        self._ids = array("H", range(1, top + 1))
+        self.free = top
         """How many ids are free."""
 
     def allocate(self) -> int:

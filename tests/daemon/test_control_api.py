@@ -80,6 +80,8 @@ async def test_summary_always_shows_the_data_counters() -> None:
         "half_open_tunnels": 0,
         "sessions_in_setup": 0,
         "lingering_tunnels": 0,
+        # Calls admitted and not up yet (max_negotiating_sessions, issue 12).
+        "sessions_negotiating": 0,
     }
     assert "kernel" not in summary  # the null data plane has no kernel counters
 

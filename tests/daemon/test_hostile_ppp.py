@@ -122,7 +122,7 @@ class HostileChannel(NullChannel):
         self.received: list[bytes] = []
         self.impostor: trio.MemorySendChannel[bytes] | None = None
 
-    async def send(self, frame: bytes) -> None:
+    def send_nowait(self, frame: bytes) -> None:
         for out in self.rewrite(frame):
             self.sink(out)
 

@@ -306,6 +306,17 @@ def test_unit_verifies_and_is_enabled(applied: Applied, role: str) -> None:
     assert f"ExecStart=/opt/kl2tp/bin/kl2tp-{role} " in dropin.read_text()
 
 
+def test_pppoe_lac_configuration_and_capabilities(applied: Applied) -> None:
+    text = (applied.root / "etc/kl2tp/lac.toml").read_text()
+    assert 'mode = "pppoe"' in text
+    assert '[pppoe]\ninterface = "eth1"' in text
+    assert 'service_names = ["614629"]' in text
+    dropin = applied.root / "etc/systemd/system/kl2tp-lac.service.d"
+    override = "".join(p.read_text() for p in sorted(dropin.glob("*.conf")))
+    assert "CapabilityBoundingSet=CAP_NET_RAW" in override
+    assert "RestrictAddressFamilies=AF_PACKET" in override
+
+
 def test_modules_and_forwarding_at_boot(applied: Applied) -> None:
     modules = (applied.root / "etc/modules-load.d/kl2tp.conf").read_text().split()
     assert {"l2tp_netlink", "l2tp_ppp", "ppp_generic"} <= set(modules)

@@ -1,0 +1,1 @@
+"""The LAC's access side: subscribers reach kl2tp-lac over PPPoE (RFC 2516)."""
