@@ -142,6 +142,18 @@ def cause_of_cdn(event: CallClosed) -> str:
     return "admin-reset"
 
 
+async def _send_frames(channel: PppChannel, frames: list[bytes]) -> None:
+    """Send ``frames``; none once the channel is closed. The tunnel can go (the peer's
+    StopCCN) while PPP still answers the peer's last frame (its Terminate-Request): seen
+    against xl2tpd hanging up, where the Terminate-Ack's send raised and took the whole
+    daemon down. The session is ending anyway; the frame has nowhere to go."""
+    for frame in frames:
+        try:
+            await channel.send(frame)
+        except trio.ClosedResourceError:
+            return
+
+
 class Stage(enum.Enum):
     """How far a subscriber's PPP got, as the LAC names failures by it."""
 
@@ -800,16 +812,15 @@ class _SessionState:
         on an event may produce frames and events). True when the link is dead."""
         while True:
             frames = self.link.frames_to_send()
-            for frame in frames:
-                await channel.send(frame)
+            await _send_frames(channel, frames)
             event = self.link.next_event()
             if event is None:
                 if not frames:
                     return False
                 continue
             if self._handle(event, nursery):
-                for frame in self.link.frames_to_send():  # e.g. the last Terminate-Ack
-                    await channel.send(frame)
+                # e.g. the last Terminate-Ack
+                await _send_frames(channel, self.link.frames_to_send())
                 return True
 
     async def _reader(self) -> None:

@@ -82,6 +82,14 @@ class Lab:
         except pytest.fail.Exception as exc:
             pytest.fail(f"{exc}\n{self.logs()}")
 
+    def tails(self, lines: int = 120) -> str:
+        """How each kl2tp-lns is (exit status) and the end of its log."""
+        return "\n".join(
+            f"--- kl2tp-lns hidden={h} rc={d.proc.poll()}\n"
+            + "\n".join(d.output().splitlines()[-lines:])
+            for h, d in self.lns.items()
+        )
+
     def logs(self) -> str:
         parts = [f"--- kl2tp-lns hidden={h}\n{d.output()}" for h, d in self.lns.items()]
         for c, x in self.xl2tpd.items():
@@ -246,7 +254,7 @@ def test_hangup_from_either_end_leaves_nothing_behind(lab: Lab) -> None:
                 query(lab.sock(case.hidden), "clear", "session", str(sess["tunnel_id"]),
                       str(sess["local_id"]))  # fmt: skip
             except OSError as exc:
-                pytest.fail(f"clear {case.name}: {exc}\n{lab.logs()}")
+                pytest.fail(f"clear {case.name}: {exc}\n{lab.tails()}")
 
     def left() -> list[str]:
         lns_now, sub_now = leftovers(LNS), leftovers(SUB)
@@ -264,8 +272,8 @@ def test_hangup_from_either_end_leaves_nothing_behind(lab: Lab) -> None:
 
     try:
         wait_for(lambda: not left(), "every call to leave both sides", bound=60)
-    except pytest.fail.Exception as exc:
-        pytest.fail(f"{exc}: {left()}\n{lab.logs()}")
+    except (pytest.fail.Exception, OSError) as exc:
+        pytest.fail(f"{exc}\n{lab.tails()}")
     for case, sess in calls.items():
         log = lab.lns[case.hidden].output()
         assert f"Interface {sess['interface']}, changed state to down" in log
