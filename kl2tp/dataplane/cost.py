@@ -1,14 +1,16 @@
 """What programming the kernel costs the daemon, and the file-descriptor limit it needs.
 
 :class:`KernelCost` counts, per data-plane operation (open a tunnel, open a session, bring it
-up, close it, close a tunnel), how many ran and the time spent in them, split by the kind of
-kernel call: L2TP generic netlink (``genl``), rtnetlink (``rtnl``: rename, MTU and up,
-addresses, routes) and the PPP side (``ppp``: the PPPoL2TP socket and its connect, the two
-``/dev/ppp`` opens and their ioctls, and closing them, which unregisters the pppN). Each
-figure is wall-clock time around the system call in the data plane's worker thread, i.e. what
-the kernel did for us plus the Python call around it; the rest of an operation's time
-(``other``) is the data plane's own Python. Two ``perf_counter_ns`` reads and an addition per
-kernel call: cheap enough to stay on. ``kl2tpctl show summary`` shows them as ``kernel_cost``.
+up, close it, close a tunnel), how many ran and what they cost, split by the kind of kernel
+call: L2TP generic netlink (``genl``), rtnetlink (``rtnl``: rename, MTU and up, addresses,
+routes) and the PPP side (``ppp``: the PPPoL2TP socket and its connect, the two ``/dev/ppp``
+opens and their ioctls, and closing them, which unregisters the pppN). The kinds are CPU time
+of the data plane's worker thread around those calls (``CLOCK_THREAD_CPUTIME_ID``: the
+kernel's work in the system call, counted as our system time, plus the Python wrapper; not
+the time waiting for the GIL or sleeping in the kernel, e.g. in an RCU grace period). Each
+operation also has its whole CPU time (``cpu``) and wall time (``total``). One clock read
+and an addition per kernel call: cheap enough to stay on. ``kl2tpctl show summary`` shows
+them as ``kernel_cost``.
 
 :func:`raise_nofile_limit`: a kernel session holds three descriptors (the PPPoL2TP socket and
 the /dev/ppp channel and unit fds) and a tunnel one (its UDP socket), so the usual soft limit
@@ -104,42 +106,48 @@ class OpCost:
     count: int = 0
     """How many times it ran."""
     ns: int = 0
-    """Its whole time in the worker thread."""
+    """Its whole wall-clock time in the worker thread."""
+    cpu: int = 0
+    """Its whole CPU time (the worker thread's)."""
     genl: int = 0
-    """In L2TP generic netlink requests."""
+    """CPU in L2TP generic netlink requests."""
     rtnl: int = 0
-    """In rtnetlink requests."""
+    """CPU in rtnetlink requests."""
     ppp: int = 0
-    """In PPPoL2TP socket calls, /dev/ppp opens, ioctls and closes."""
+    """CPU in PPPoL2TP socket calls, /dev/ppp opens, ioctls and closes."""
+    _wall0: int = 0
 
     def begin(self) -> int:
-        """Count a run; returns the clock to pass to the first lap."""
+        """Count a run; returns the CPU clock to pass to the first lap and to :meth:`end`."""
         self.count += 1
-        return time.perf_counter_ns()
+        self._wall0 = time.perf_counter_ns()
+        return time.thread_time_ns()
 
     def lap_genl(self, t: int) -> int:
-        now = time.perf_counter_ns()
+        now = time.thread_time_ns()
         self.genl += now - t
         return now
 
     def lap_rtnl(self, t: int) -> int:
-        now = time.perf_counter_ns()
+        now = time.thread_time_ns()
         self.rtnl += now - t
         return now
 
     def lap_ppp(self, t: int) -> int:
-        now = time.perf_counter_ns()
+        now = time.thread_time_ns()
         self.ppp += now - t
         return now
 
     def end(self, t0: int) -> None:
-        """Add the whole operation's time (``t0`` from :meth:`begin`)."""
-        self.ns += time.perf_counter_ns() - t0
+        """Add the whole operation's CPU and wall time (``t0`` from :meth:`begin`; one
+        operation at a time: the data plane runs them in one worker thread)."""
+        self.cpu += time.thread_time_ns() - t0
+        self.ns += time.perf_counter_ns() - self._wall0
 
     def as_dict(self) -> dict[str, float | int]:
         """Totals in microseconds, and the same per run."""
         out: dict[str, float | int] = {"count": self.count}
-        for name in ("ns", "genl", "rtnl", "ppp"):
+        for name in ("ns", "cpu", "genl", "rtnl", "ppp"):
             total = getattr(self, name)
             key = "total" if name == "ns" else name
             out[f"{key}_us"] = round(total / 1000)

@@ -406,7 +406,7 @@ class KernelMechanics:
             # Journal first: if we die between the two steps the record matches nothing.
             self.journal.add_tunnel(record)
             try:
-                t = time.perf_counter_ns()
+                t = time.thread_time_ns()
                 self.l2tp.create_tunnel(
                     sock.fileno(),
                     spec.local_tunnel_id,
@@ -509,7 +509,7 @@ class KernelMechanics:
             self.journal.add_link(LinkRecord(ifindex, ifname))
             if ifname != ppp.kernel_ifname:
                 try:
-                    t = time.perf_counter_ns()
+                    t = time.thread_time_ns()
                     self.rt.set_link(ifindex, name=ifname)
                     cost.lap_rtnl(t)
                 except BaseException:
