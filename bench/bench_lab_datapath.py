@@ -8,6 +8,9 @@ same iperf3 server in the LNS's namespace either
 - **ppp**: to the LNS's PPP address through the subscriber's pppN: PPP -> L2TP -> UDP in the
   subscriber's kernel, routed by the middle namespace, decapsulated into the LNS's pppN; or
 - **veth**: to the LNS's veth address: the same namespaces and router, no tunnel;
+- **veth-nogso**: the same with TSO, GSO and GRO off on the four veth ends (``ethtool -K``):
+  bare veth moves TCP as 64 KB super-packets, a pppN (no GSO in ppp_generic or l2tp) one
+  MTU-sized packet at a time, so this path shows the per-packet cost without tunnelling;
 
 alternating, ``--repeat`` times each: a bulk TCP transfer (``-t``) and a small-packet UDP
 stream (``-u -l 64 -b 0``: as fast as the sender can). Prints throughput (TCP bits/s, UDP
@@ -38,6 +41,7 @@ sys.path.insert(0, str(HERE.parent / "tests" / "lab"))
 from labdaemons import (  # noqa: E402
     LNS,
     LNS_ADDR,
+    MID,
     PPP_LOCAL,
     SUB,
     Call,
@@ -79,20 +83,33 @@ def mtu(ns: str, dev: str) -> int:
     return int(out[0]["mtu"])
 
 
+VETHS = ((SUB, "v-sub"), (MID, "v-mid-sub"), (MID, "v-mid-lns"), (LNS, "v-lns"))
+PATHS = ("veth", "ppp", "veth-nogso")
+
+
+def offloads(on: bool) -> None:
+    """TSO, GSO and GRO on or off on every veth end of the topology."""
+    state = "on" if on else "off"
+    for ns, dev in VETHS:
+        run_cmd("ip", "netns", "exec", ns, "ethtool", "-K", dev,
+                "tso", state, "gso", state, "gro", state)  # fmt: skip
+
+
 def measure(args: argparse.Namespace, call: Call, tmp: pathlib.Path) -> dict[str, Any]:
-    dst = {"ppp": PPP_LOCAL, "veth": LNS_ADDR}
-    tcp: dict[str, list[float]] = {"ppp": [], "veth": []}
-    udp: dict[str, list[float]] = {"ppp": [], "veth": []}
-    loss: dict[str, list[float]] = {"ppp": [], "veth": []}
+    dst = {"ppp": PPP_LOCAL, "veth": LNS_ADDR, "veth-nogso": LNS_ADDR}
+    tcp: dict[str, list[float]] = {p: [] for p in PATHS}
+    udp: dict[str, list[float]] = {p: [] for p in PATHS}
+    loss: dict[str, list[float]] = {p: [] for p in PATHS}
     cpu = {"lns": 0.0, "lac": 0.0}
     ppp_seconds = 0.0
     before_k = {"lns": session_kernel(call.lns_sock), "lac": session_kernel(call.lac_sock)}
     before_d = {"lns": data_counters(call.lns_sock), "lac": data_counters(call.lac_sock)}
     with iperf3_server(LNS, tmp / "iperf3.log"):
         for rep in range(args.repeat):
-            order = ("veth", "ppp") if rep % 2 == 0 else ("ppp", "veth")
+            order = PATHS if rep % 2 == 0 else PATHS[::-1]
             for kind in ("tcp", "udp"):
                 for path in order:
+                    offloads(path != "veth-nogso")
                     c0 = {"lns": cpu_seconds(call.lns.proc.pid),
                           "lac": cpu_seconds(call.lac.proc.pid)}  # fmt: skip
                     if kind == "tcp":
@@ -126,7 +143,9 @@ def measure(args: argparse.Namespace, call: Call, tmp: pathlib.Path) -> dict[str
         "udp_pps": {p: [round(v) for v in udp[p]] for p in udp},
         "udp_loss": {p: [round(v, 3) for v in loss[p]] for p in loss},
         "tcp_ratio_ppp_to_veth": round(med(tcp["ppp"]) / med(tcp["veth"]), 3),
+        "tcp_ratio_ppp_to_veth_nogso": round(med(tcp["ppp"]) / med(tcp["veth-nogso"]), 3),
         "udp_ratio_ppp_to_veth": round(med(udp["ppp"]) / med(udp["veth"]), 3),
+        "udp_ratio_ppp_to_veth_nogso": round(med(udp["ppp"]) / med(udp["veth-nogso"]), 3),
         "daemon_cpu_s_during_ppp": {k: round(v, 2) for k, v in cpu.items()},
         "daemon_cpu_share_during_ppp": {k: round(v / ppp_seconds, 4) for k, v in cpu.items()},
         "data_counters_moved": {
@@ -154,7 +173,8 @@ def main() -> int:
         out = measure(args, call, tmp)
     print(json.dumps(out, sort_keys=True))
     print(
-        f"TCP ppp/veth {out['tcp_ratio_ppp_to_veth']}, UDP {UDP_LEN} B ppp/veth "
+        f"TCP ppp/veth {out['tcp_ratio_ppp_to_veth']} (/veth without GSO "
+        f"{out['tcp_ratio_ppp_to_veth_nogso']}), UDP {UDP_LEN} B ppp/veth "
         f"{out['udp_ratio_ppp_to_veth']}; daemons' CPU during the ppp runs "
         f"{out['daemon_cpu_share_during_ppp']}; PPP frames through Python "
         f"{out['data_counters_moved']}"
