@@ -183,6 +183,10 @@ def run(args: argparse.Namespace, tmp: pathlib.Path) -> dict[str, Any]:
             cost = summary.get("kernel_cost", {})
             out[f"{name}_kernel_cost_setup_us_per_session"] = per_session(cost, setup_ops, n)
             out[f"{name}_data_rx"] = summary["counters"].get("data_rx", 0)
+            out[f"{name}_counters"] = {
+                k: v for k, v in summary["counters"].items() if v and not k.startswith("rx_")
+            }
+            out[f"{name}_events"] = summary.get("events", {})
         out["lns_kernel_share_of_cpu"] = round(
             out["lns_kernel_cost_setup_us_per_session"]["kernel"]
             / 1000
