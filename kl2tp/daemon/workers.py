@@ -377,9 +377,14 @@ def merge_summary(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+SAME_IN_EVERY_WORKER = frozenset({"kl2tp_info", "kl2tp_draining"})
+"""Metric families every worker reports alike (merged by max, not summed)."""
+
+
 def merge_metrics(texts: Sequence[str]) -> str:
-    """Prometheus text of N workers as one: every sample summed by name and labels (all of
-    kl2tp's families are counts, levels of counts, or histograms: sums of sums)."""
+    """Prometheus text of N workers as one: every sample summed by name and labels (kl2tp's
+    families are counts, levels of counts, or histograms: sums of sums), except
+    :data:`SAME_IN_EVERY_WORKER`."""
     order: list[str] = []
     values: dict[str, float] = {}
     meta: dict[str, list[str]] = {}
@@ -403,7 +408,10 @@ def merge_metrics(texts: Sequence[str]) -> str:
                 values[key] = 0.0
                 meta.setdefault(family, [])
                 meta[family].append("\0" + key)
-            values[key] += float(value)
+            if family in SAME_IN_EVERY_WORKER:
+                values[key] = max(values[key], float(value))
+            else:
+                values[key] += float(value)
     out: list[str] = []
     for name in order:
         for entry in meta[name]:
@@ -607,7 +615,12 @@ class Supervisor:
         answers = [a for a, e in results if e is None]
         errors = [e for _a, e in results if e is not None]
         if key in LISTS:
-            return [row for a in answers for row in a]
+            rows = []
+            for k, (answer, _error) in enumerate(results):
+                for row in answer or ():
+                    row["worker"] = k
+                    rows.append(row)
+            return rows
         if key == ("show", "history"):
             count = req.get("count", 50)
             rows = [row for a in answers for row in a]
