@@ -287,6 +287,10 @@ def _supervise(cfg: cfgmod.Config, args: argparse.Namespace, count: int) -> int:
     from kl2tp.daemon.workers import Supervisor, worker_argv
 
     settings = settings_from_config(cfg, "lns")
+    # What a worker would refuse to start with, refused here once, with its exit code:
+    # a users file that does not load (2), a kernel data plane that is missing (1).
+    _authenticators(cfg, "lns")
+    resolve_dataplane(cfg.dataplane.kind)
     base = [
         *(["--config", args.config] if args.config else []),
         *(["--debug", args.debug] if args.debug else []),

@@ -74,7 +74,10 @@ def test_two_workers_are_one_lns(tmp_path: Path) -> None:
         # No address handed out twice, each from its worker's share of the pool.
         addresses = [s["address"] for s in sessions]
         assert len(set(addresses)) == CALLS
-        assert all(int(a.split(".")[-1]) % 2 == s["worker"] for a, s in zip(addresses, sessions))
+        assert all(
+            int(a.split(".")[-1]) % 2 == s["worker"]
+            for a, s in zip(addresses, sessions, strict=True)
+        )
         whole = summary(lns_sock)
         assert whole["ppp"]["pool"] == {"size": 253, "in_use": CALLS, "free": 253 - CALLS}
         assert whole["tunnels"]["total"] == TUNNELS
@@ -93,9 +96,7 @@ def test_two_workers_are_one_lns(tmp_path: Path) -> None:
         survivors = {(s["tunnel_id"], s["local_id"]) for s in sessions if s["worker"] == 1}
         os.kill(pids[0], signal.SIGKILL)
         restarted = wait_for(
-            lambda: [
-                w for w in summary(lns_sock)["workers"] if w["restarts"] == 1 and w["up"]
-            ],
+            lambda: [w for w in summary(lns_sock)["workers"] if w["restarts"] == 1 and w["up"]],
             "worker 0 restarted",
         )
         assert restarted[0]["index"] == 0 and restarted[0]["pid"] != pids[0]

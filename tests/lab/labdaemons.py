@@ -151,6 +151,7 @@ def lns_config(tmp: pathlib.Path, *, users: dict[str, str], extra: str = "") -> 
 [l2tp]
 listen = "{LNS_ADDR}:1701"
 hostname = "lab-lns"
+workers = 1
 secret = "{SECRET}"
 idle_timeout = 1
 [dataplane]
