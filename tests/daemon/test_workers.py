@@ -87,6 +87,13 @@ def test_two_workers_are_one_lns(tmp_path: Path) -> None:
         detail = ctl(lns_sock, "show", "tunnel", str(one["local_id"]))
         assert detail["local_id"] == one["local_id"]
 
+        # Reload and drain reach every worker.
+        reloaded = ctl(lns_sock, "reload")
+        assert reloaded["ok"] and [w["index"] for w in reloaded["workers"]] == [0, 1]
+        assert ctl(lns_sock, "drain")["draining"] is True
+        assert summary(lns_sock)["draining"] is True
+        ctl(lns_sock, "undrain")
+
         # The merged scrape says what the merged summary says.
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=BOUND) as r:
             text = r.read().decode()
