@@ -338,12 +338,13 @@ LISTS = {("show", "tunnels"), ("show", "sessions")}
 """Requests whose answers are lists: concatenated in worker order."""
 CLEARS = {("clear", "user"), ("clear", "address"), ("clear", "peer"), ("clear", "all")}
 """Clears that may hit several workers: merged, an error only when every worker erred."""
-TAKE_FIRST_KEYS = frozenset({"role", "dataplane", "draining", "policies_default"})
+TAKE_FIRST_KEYS = frozenset({"role", "dataplane", "draining"})
 """Summary fields that are the same in every worker (not summed)."""
 
 
 def merge_values(values: Sequence[Any]) -> Any:
-    """Sum numbers, merge dicts key by key, keep the first of anything else."""
+    """Sum numbers, merge dicts key by key, concatenate lists, keep the first of anything
+    else (strings, booleans: what every worker says alike)."""
     if not values:
         return None
     first = values[0]
@@ -357,24 +358,12 @@ def merge_values(values: Sequence[Any]) -> Any:
             present = [v[key] for v in values if isinstance(v, dict) and key in v]
             out[key] = present[0] if key in TAKE_FIRST_KEYS else merge_values(present)
         return out
+    if isinstance(first, list):
+        return [item for v in values if isinstance(v, list) for item in v]
     if isinstance(first, bool) or not isinstance(first, int | float):
         return first
     numbers = [v for v in values if isinstance(v, int | float) and not isinstance(v, bool)]
     return sum(numbers)
-
-
-def merge_summary(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """``show summary`` of N workers as one LNS: counts summed; the setup-time percentiles
-    (not summable) are each worker's, under ``workers``."""
-    out: dict[str, Any] = merge_values(parts)
-    setups = [p.get("setup") for p in parts]
-    if isinstance(out.get("setup"), dict):
-        for key in ("p50_ms", "p95_ms", "p99_ms", "max_ms", "mean_ms"):
-            values = [s[key] for s in setups if isinstance(s, dict) and s.get(key) is not None]
-            if key in out["setup"]:
-                # The worst worker's figure: an upper bound, never an invented average.
-                out["setup"][key] = max(values) if values else None
-    return out
 
 
 SAME_IN_EVERY_WORKER = frozenset({"kl2tp_info", "kl2tp_draining"})
@@ -629,7 +618,7 @@ class Supervisor:
         if key == ("show", "summary"):
             if not answers:
                 raise errors[0]
-            out = merge_summary(answers)
+            out = merge_values(answers)  # counts and histogram buckets: sums
             out["workers"] = [w.row() for w in self.workers]
             out["reloads"] = self.reloads
             return out

@@ -146,6 +146,8 @@ def test_pool_shares_are_disjoint_and_cover_the_pool() -> None:
 
 
 def test_merge_sums_counts_and_keeps_labels_apart() -> None:
+    cleared = [{"cleared": {"sessions": [[2, 5]]}}, {"cleared": {"sessions": [[3, 7]]}}]
+    assert merge_values(cleared) == {"cleared": {"sessions": [[2, 5], [3, 7]]}}
     assert merge_values(
         [{"a": 1, "b": {"c": 2}, "role": "lns"}, {"a": 2, "b": {"c": 3, "d": 1}}]
     ) == {
