@@ -23,6 +23,7 @@ Usage: python bench/bench_scale.py [--sessions 100000] [--tunnels 32] [--process
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shutil
 import signal
@@ -160,10 +161,8 @@ def lac_cpu(proc: subprocess.Popen[str]) -> float:
     except OSError:
         return 0.0
     for pid in pids:
-        try:
+        with contextlib.suppress(OSError):
             total += cpu_of(pid)
-        except OSError:
-            pass
     return total
 
 
