@@ -151,16 +151,26 @@ def figures(s: dict[str, Any]) -> dict[str, int]:
     }
 
 
+def part_pids(proc: subprocess.Popen[str]) -> list[int]:
+    """The generator's part processes (none once it has exited)."""
+    try:
+        children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+    except OSError:
+        return []
+    return [int(c) for c in children]
+
+
+def udp_rcvbuf_errors() -> int:
+    """The machine's UDP RcvbufErrors (every process's: a datagram lost to a full socket)."""
+    lines = [line.split() for line in Path("/proc/net/snmp").read_text().splitlines()]
+    udp = [line for line in lines if line and line[0] == "Udp:"]
+    return int(udp[1][udp[0].index("RcvbufErrors")])
+
+
 def lac_cpu(proc: subprocess.Popen[str]) -> float:
     """CPU seconds of the generator and its parts (live processes, from /proc)."""
     total = 0.0
-    pids = [proc.pid]
-    try:
-        children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
-        pids += [int(c) for c in children]
-    except OSError:
-        return 0.0
-    for pid in pids:
+    for pid in [proc.pid, *part_pids(proc)]:
         with contextlib.suppress(OSError):
             total += cpu_of(pid)
     return total
@@ -274,6 +284,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             time.sleep(args.settle / 2)
             idle_pct = 100 * (lns.cpu() - i_cpu) / (time.monotonic() - i_wall)
             rss0, cpu0 = lns.rss_kb(), lns.cpu()
+            rcvbuf0 = udp_rcvbuf_errors()
             t0 = time.monotonic()
             lac, lac_out = start_lac(
                 lac_cfg,
@@ -289,10 +300,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 t_up = time.monotonic()
                 setup_cpu = lns.cpu() - cpu0
                 rss_up = lns.rss_kb()
-                lac_rss = sum(
-                    rss_kb(int(c))
-                    for c in Path(f"/proc/{lac.pid}/task/{lac.pid}/children").read_text().split()
-                )
+                lac_rss = sum(rss_kb(pid) for pid in part_pids(lac))
                 # The steady window: the hold minus a settle time at each end; no request to
                 # the LNS inside it.
                 settle = min(args.settle, args.hold / 4)
@@ -310,6 +318,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     lac.send_signal(signal.SIGTERM)
                     lac.wait(timeout=600)
             total_cpu = lns.cpu() - cpu0
+            rcvbuf = udp_rcvbuf_errors() - rcvbuf0
             rss_end = lns.rss_kb()
         finally:
             lns.stop()
@@ -340,6 +349,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "end": down,
             "lns_rss_end_mb": rss_end / 1024,
             "lns_total_cpu_s": total_cpu,
+            "udp_rcvbuf_errors": rcvbuf,
         }
     finally:
         if args.keep is not None:
@@ -403,6 +413,10 @@ def main(argv: Sequence[str] | None = None) -> int:
               rep["sessions-flapped"], r["lns_rss_end_mb"])],
         )
     )  # fmt: skip
+    print(f"# UDP RcvbufErrors during the run (whole machine): {r['udp_rcvbuf_errors']:,}")
+    drops = {k: v for k, v in r["lac"].get("counters", {}).items() if v and "drop" in k}
+    if drops:
+        print("# generator drops: " + ", ".join(f"{k}={v}" for k, v in sorted(drops.items())))
     failures = rep.get("failures") or {}
     if failures:
         print("# failures: " + ", ".join(f"{k}={v}" for k, v in sorted(failures.items())))
