@@ -296,7 +296,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 max_outstanding=args.max_outstanding,
             )
             try:
-                up = wait_setup_done(lns, lac, args.sessions)
+                up = wait_setup_done(
+                    lns, lac, args.sessions, every=5.0 if args.sessions <= 20_000 else 15.0
+                )
                 t_up = time.monotonic()
                 setup_cpu = lns.cpu() - cpu0
                 rss_up = lns.rss_kb()
