@@ -13,6 +13,7 @@ import importlib.metadata
 import json
 import logging
 import math
+import os
 import signal
 import sys
 import time
@@ -21,6 +22,7 @@ from typing import Any
 
 import attrs
 import trio
+import trio.lowlevel
 
 from kl2tp import config as cfgmod
 from kl2tp import log as kl2tp_log
@@ -383,6 +385,14 @@ def lac_main(argv: Sequence[str] | None = None) -> int:
         metavar="M",
         help="at most M calls in setup at once (default: [subscriber] max_outstanding; 0: any)",
     )
+    p.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        metavar="P",
+        help="spread the calls and tunnels over P generator processes (one merged summary)",
+    )
+    p.add_argument("--part", help=argparse.SUPPRESS)  # I/P: one of --processes' children
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     args = p.parse_args(argv)
     if args.check_config:
@@ -395,12 +405,25 @@ def lac_main(argv: Sequence[str] | None = None) -> int:
         p.error("--tunnels needs 1 <= K <= 65535")
     if args.max_outstanding is not None and args.max_outstanding < 0:
         p.error("--max-outstanding needs M >= 0")
+    if args.processes < 1:
+        p.error("--processes needs P >= 1")
+    if args.part is not None:
+        from kl2tp.lac.processes import parse_part
+
+        try:
+            args.part = parse_part(args.part)
+        except ValueError as exc:
+            p.error(str(exc))
     cfg = _load(args, "lac")
     _setup_from(cfg, args, "kl2tp-lac")
     if args.simulate is None:
         return _run(cfg, "lac", args.config)
     if args.simulate == 0:
         args.simulate = cfg.subscriber.count
+    if args.processes > 1 and args.part is None:
+        if args.processes > args.simulate:
+            p.error("--processes needs P <= N calls")
+        return _simulate_parts(cfg, args, list(sys.argv[1:] if argv is None else argv))
     return _simulate(cfg, args)
 
 
@@ -554,6 +577,50 @@ def _warn_limiter() -> Any:
     return WarnLimiter(per_reason_burst=5, interval=60.0)
 
 
+def _simulate_plan(cfg: cfgmod.Config, args: argparse.Namespace, index: int, of: int) -> Any:
+    """Part ``index`` of ``of`` of the ``--simulate`` run ``args`` asks for."""
+    from kl2tp.lac.processes import part_of
+
+    settings = settings_from_config(cfg, "lac")
+    rate = args.rate if args.rate is not None else cfg.subscriber.rate
+    outstanding = args.max_outstanding
+    return part_of(
+        index,
+        of,
+        calls=args.simulate,
+        tunnels=args.tunnels or cfg.subscriber.tunnels or len(settings.lns_peers),
+        rate=rate or 0.0,
+        max_outstanding=outstanding if outstanding is not None else cfg.subscriber.max_outstanding,
+    )
+
+
+def _simulate_parts(cfg: cfgmod.Config, args: argparse.Namespace, argv: list[str]) -> int:
+    """``--processes P``: P children each run their part; one merged summary."""
+    from kl2tp.lac.processes import run_parts
+
+    parts = [_simulate_plan(cfg, args, i, args.processes) for i in range(args.processes)]
+    summary = run_parts(argv, parts)
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(_format_summary(summary))
+    return 0 if summary.get("established") == summary.get("requested") else 1
+
+
+async def _part_barrier(index: int) -> None:
+    """A ``--processes`` part: tell the parent this part's calls are up, wait for its go
+    (a line on stdin, or stdin's end) before holding."""
+    print(json.dumps({"part": index, "up": True}), flush=True)
+    stream = trio.lowlevel.FdStream(os.dup(0))
+    try:
+        while True:
+            chunk = await stream.receive_some(64)
+            if not chunk or b"\n" in chunk:
+                return
+    finally:
+        await stream.aclose()
+
+
 def _simulate(cfg: cfgmod.Config, args: argparse.Namespace) -> int:
     from kl2tp.daemon.client import subscriber_call
     from kl2tp.daemon.control import serve_control
@@ -563,6 +630,11 @@ def _simulate(cfg: cfgmod.Config, args: argparse.Namespace) -> int:
     settings = settings_from_config(cfg, "lac")
     hold = args.hold if args.hold is not None else cfg.subscriber.hold
     summary: dict[str, Any] = {}
+    index, of = args.part if args.part is not None else (0, 1)
+    plan = _simulate_plan(cfg, args, index, of)
+    if args.part is not None:
+        # Each part binds its own port and serves no control socket (they would collide).
+        settings = attrs.evolve(settings, listen=(settings.listen[0], 0), control_socket=None)
 
     # Simulated subscribers stay in userspace unless the config asks for the kernel by name
     # ("auto" means null here): then every one gets its own kernel session and pppN.
@@ -593,16 +665,15 @@ def _simulate(cfg: cfgmod.Config, args: argparse.Namespace) -> int:
                     )
                 nursery.start_soon(_stop_on_signal, stop)
                 picker = await _tunnel_picker(cfg, endpoint, nursery)
-                rate = args.rate if args.rate is not None else (cfg.subscriber.rate or None)
-                tunnels = args.tunnels or cfg.subscriber.tunnels or len(settings.lns_peers)
-                peers = [settings.lns_peers[k % len(settings.lns_peers)] for k in range(tunnels)]
-                outstanding = args.max_outstanding
+                lns = settings.lns_peers
+                first = plan.first_tunnel
+                peers = [lns[k % len(lns)] for k in range(first, first + plan.tunnels)]
                 cpu0 = time.process_time()
                 result = await simulate(
                     endpoint,
                     peers,
-                    args.simulate,
-                    rate=rate or None,
+                    plan.count,
+                    rate=plan.rate or None,
                     hold=hold,
                     call_factory=functools.partial(
                         subscriber_call,
@@ -613,12 +684,16 @@ def _simulate(cfg: cfgmod.Config, args: argparse.Namespace) -> int:
                     stop=stop,
                     picker=picker,
                     username_of=lambda n: cfg.subscriber.credentials(n)[0],
-                    max_outstanding=(
-                        outstanding if outstanding is not None else cfg.subscriber.max_outstanding
+                    max_outstanding=plan.max_outstanding,
+                    first=plan.first,
+                    barrier=(
+                        functools.partial(_part_barrier, index) if args.part is not None else None
                     ),
                 )
                 result.cpu_s = time.process_time() - cpu0
                 summary.update(result.summary())
+                if args.part is not None:
+                    summary["raw"] = result.raw(time.monotonic() - trio.current_time())
                 summary["counters"] = dict(endpoint.counters)
                 if picker is not None:
                     summary["selection"] = attrs.asdict(picker.counters)
@@ -714,6 +789,8 @@ def _format_summary(s: dict[str, Any]) -> str:
     lines.append(f"setup p99    {s['setup_ms']['p99']} ms")
     lines.append(f"calls/s      {s['cps']}")
     lines.append(f"tunnels      {s['tunnels']}")
+    if s.get("processes"):
+        lines.append(f"processes    {s['processes']}")
     if s.get("cpu_ms_per_call") is not None:
         lines.append(f"own CPU      {s['cpu_ms_per_call']} ms per call")
     return "\n".join(lines)

@@ -17,7 +17,7 @@ import re
 import signal
 import socket as stdlib_socket
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 import attrs
@@ -822,6 +822,47 @@ class SimulationResult:
         out["report"] = report
         return out
 
+    def raw(self, clock_offset: float) -> dict[str, Any]:
+        """What :meth:`merged` needs from one ``--processes`` part: the counts, every setup
+        time and the first/last instants moved onto the machine's monotonic clock
+        (``clock_offset`` = ``time.monotonic() - trio.current_time()``: trio's clock has a
+        random offset of its own per process)."""
+
+        def mono(t: float | None) -> float | None:
+            return None if t is None else t + clock_offset
+
+        return {
+            "requested": self.requested,
+            "established": self.established,
+            "failed": dict(self.failed),
+            "setup_ms": self.setup_ms,
+            "first_started": mono(self.first_started),
+            "last_established": mono(self.last_established),
+            "cleared_by_peer": self.cleared_by_peer,
+            "tunnels": self.tunnels,
+            "cpu_s": self.cpu_s,
+        }
+
+    @classmethod
+    def merged(cls, parts: Iterable[dict[str, Any]]) -> SimulationResult:
+        """One result from the :meth:`raw` of every part (percentiles over all calls, the
+        setup span from the earliest start to the latest establishment, CPU summed)."""
+        out = cls(requested=0, cpu_s=0.0)
+        for part in parts:
+            out.requested += part["requested"]
+            out.established += part["established"]
+            out.failed.update(part["failed"])
+            out.setup_ms.extend(part["setup_ms"])
+            out.cleared_by_peer += part["cleared_by_peer"]
+            out.tunnels += part["tunnels"]
+            out.cpu_s = (out.cpu_s or 0.0) + (part["cpu_s"] or 0.0)
+            first, last = part["first_started"], part["last_established"]
+            if first is not None and (out.first_started is None or first < out.first_started):
+                out.first_started = first
+            if last is not None and (out.last_established is None or last > out.last_established):
+                out.last_established = last
+        return out
+
 
 def _percentile(sorted_values: Sequence[float], pct: float) -> float | None:
     if not sorted_values:
@@ -844,6 +885,8 @@ async def simulate(
     picker: TunnelPicker | None = None,
     username_of: Callable[[int], str] | None = None,
     max_outstanding: int = 0,
+    first: int = 1,
+    barrier: Callable[[], Awaitable[None]] | None = None,
 ) -> SimulationResult:
     """Place ``count`` calls across tunnels to ``peers``, hold them, clear them.
 
@@ -860,6 +903,11 @@ async def simulate(
     ``n`` (``username_of(n)`` and the call's called number) instead of going round the
     tunnels to ``peers``; a call it finds none for fails as ``no tunnel`` / ``no LNS
     answered``.
+
+    The calls are numbered ``first`` .. ``first + count - 1`` (a ``--processes`` part
+    places its own slice of the numbers, so subscriber names stay unique). ``barrier``, when
+    given, is awaited once every call of this process is up (or failed) and before the hold
+    begins: ``--processes`` parts start their holds together through it.
     """
     stop = stop if stop is not None else trio.Event()
     result = SimulationResult(requested=count)
@@ -875,6 +923,7 @@ async def simulate(
     result.tunnels = len(runners)
     make_call = call_factory or subscriber_call
     all_up = trio.Event()
+    holding = trio.Event()  # all up, and the barrier (if any) passed
     pending = [count]
     turns = trio.Semaphore(max_outstanding) if max_outstanding > 0 else None
 
@@ -931,7 +980,7 @@ async def simulate(
         finished_setup()
         # Hold until every call is up (so they are all up at once) and then ``hold`` more;
         # a call the LNS clears meanwhile (CDN) ends its hold and no longer counts as up.
-        await all_up.wait()
+        await holding.wait()
         if info.closed is None and not stop.is_set():
             info.done = trio.Event()  # the endpoint sets it again when the call closes
             held[n] = info
@@ -959,12 +1008,29 @@ async def simulate(
         for info in held.values():
             info.done.set()
 
+    async def release_holds() -> None:
+        await all_up.wait()
+        if barrier is not None:
+            async with trio.open_nursery() as waiting:
+
+                async def on_stop() -> None:
+                    await stop.wait()
+                    waiting.cancel_scope.cancel()
+
+                waiting.start_soon(on_stop)
+                await barrier()
+                waiting.cancel_scope.cancel()
+        holding.set()
+
+    if count == 0:
+        all_up.set()
     async with trio.open_nursery() as outer:
         outer.start_soon(end_holds)
+        outer.start_soon(release_holds)
         async with trio.open_nursery() as nursery:
             interval = 1.0 / rate if rate else 0.0
             next_at = trio.current_time()
-            for n in range(1, count + 1):
+            for n in range(first, first + count):
                 nursery.start_soon(one_call, n)
                 if interval:
                     next_at += interval
