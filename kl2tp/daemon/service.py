@@ -442,6 +442,9 @@ class ControlApi:
         kernel = await kernel_totals(self.endpoint)
         if kernel is not None:
             out["kernel"] = kernel
+        cost = getattr(self.dataplane, "kernel_cost", None)
+        if cost is not None:  # the kernel data plane's setup cost counters
+            out["kernel_cost"] = cost()
         return out
 
     def _policy_summary(self) -> dict[str, dict[str, int]]:

@@ -12,6 +12,8 @@ import json
 import os
 import pathlib
 import signal
+import socket
+import struct
 import subprocess
 import sys
 import time
@@ -21,7 +23,7 @@ from typing import Any
 
 import attrs
 import pytest
-from labutil import run
+from labutil import netns, run
 
 BIN = pathlib.Path(sys.executable).parent
 BOUND = 120.0
@@ -142,7 +144,9 @@ class Daemon:
         return self.log.read_text()
 
 
-def lns_config(tmp: pathlib.Path, *, users: dict[str, str], extra: str = "") -> pathlib.Path:
+def lns_config(
+    tmp: pathlib.Path, *, users: dict[str, str], extra: str = "", pool: str = "10.40.0.0/23"
+) -> pathlib.Path:
     users_file = tmp / "users"
     users_file.write_text("".join(f"{u} {p}\n" for u, p in users.items()))
     path = tmp / "lns.toml"
@@ -164,7 +168,7 @@ users_file = "{users_file}"
 [ppp]
 auth = ["chap"]
 local_address = "{PPP_LOCAL}"
-pool = "10.40.0.0/23"
+pool = "{pool}"
 lcp_echo_interval = 0
 {extra}
 """
@@ -391,3 +395,51 @@ class Case:
 
 CASES = [Case(m, h) for h in (False, True) for m in METHODS]
 """The six calls: each method plain, then each hidden."""
+
+
+IP_PKTINFO = 8
+"""linux/in.h (the socket module does not export it)."""
+
+
+def echo_request(ident: int, seq: int) -> bytes:
+    """An ICMP echo request with ping's default 56 bytes of data."""
+    body = struct.pack("!BBHHH", 8, 0, 0, ident, seq) + bytes(range(56))
+    total = sum(struct.unpack(f"!{len(body) // 2}H", body))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return body[:2] + struct.pack("!H", ~total & 0xFFFF) + body[4:]
+
+
+def ping_every_interface(
+    ns: str, dst: str, interfaces: dict[str, tuple[str, str]], wait: float = 30.0
+) -> set[str]:
+    """One echo request out of each interface, from its own address (IP_PKTINFO picks both,
+    as ``ping -I`` would); returns the interfaces whose reply came back."""
+    ident = os.getpid() & 0xFFFF
+    names = sorted(interfaces)
+    with netns(ns):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+        indexes = [socket.if_nametoindex(name) for name in names]
+    answered: set[str] = set()
+    with sock:
+        for seq, (name, index) in enumerate(zip(names, indexes, strict=True)):
+            local = socket.inet_aton(interfaces[name][0])
+            pktinfo = struct.pack("@i4s4s", index, local, bytes(4))
+            sock.sendmsg(
+                [echo_request(ident, seq)],
+                [(socket.IPPROTO_IP, IP_PKTINFO, pktinfo)],
+                0,
+                (dst, 0),
+            )
+        deadline = time.monotonic() + wait
+        while len(answered) < len(names) and time.monotonic() < deadline:
+            sock.settimeout(max(deadline - time.monotonic(), 0.01))
+            try:
+                packet = sock.recv(2048)
+            except TimeoutError:
+                break
+            icmp = packet[(packet[0] & 0x0F) * 4 :]
+            kind, _, _, got_ident, seq = struct.unpack("!BBHHH", icmp[:8])
+            if kind == 0 and got_ident == ident and seq < len(names):
+                answered.add(names[seq])
+    return answered

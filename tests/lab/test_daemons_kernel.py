@@ -21,11 +21,8 @@ address, i.e. through both kernels' L2TP sessions, and never through Python.
 from __future__ import annotations
 
 import json
-import os
 import pathlib
 import signal
-import socket
-import struct
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -42,12 +39,13 @@ from labdaemons import (
     kernel_objects,
     lac_config,
     lns_config,
+    ping_every_interface,
     ppp_addresses,
     start_lns,
     three_namespaces,
     wait_for,
 )
-from labutil import netns, run
+from labutil import run
 
 pytestmark = pytest.mark.lab
 
@@ -204,54 +202,6 @@ def test_client_dials_pings_through_both_kernels_and_hangs_up(
         rc = lns.stop()
     assert rc == 0, lns.output()
     assert not pathlib.Path("/run/kl2tp/kl2tp-lns.journal").exists()
-
-
-IP_PKTINFO = 8
-"""linux/in.h (the socket module does not export it)."""
-
-
-def echo_request(ident: int, seq: int) -> bytes:
-    """An ICMP echo request with ping's default 56 bytes of data."""
-    body = struct.pack("!BBHHH", 8, 0, 0, ident, seq) + bytes(range(56))
-    total = sum(struct.unpack(f"!{len(body) // 2}H", body))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return body[:2] + struct.pack("!H", ~total & 0xFFFF) + body[4:]
-
-
-def ping_every_interface(
-    ns: str, dst: str, interfaces: dict[str, tuple[str, str]], wait: float = 30.0
-) -> set[str]:
-    """One echo request out of each interface, from its own address (IP_PKTINFO picks both,
-    as ``ping -I`` would); returns the interfaces whose reply came back."""
-    ident = os.getpid() & 0xFFFF
-    names = sorted(interfaces)
-    with netns(ns):
-        sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
-        indexes = [socket.if_nametoindex(name) for name in names]
-    answered: set[str] = set()
-    with sock:
-        for seq, (name, index) in enumerate(zip(names, indexes, strict=True)):
-            local = socket.inet_aton(interfaces[name][0])
-            pktinfo = struct.pack("@i4s4s", index, local, bytes(4))
-            sock.sendmsg(
-                [echo_request(ident, seq)],
-                [(socket.IPPROTO_IP, IP_PKTINFO, pktinfo)],
-                0,
-                (dst, 0),
-            )
-        deadline = time.monotonic() + wait
-        while len(answered) < len(names) and time.monotonic() < deadline:
-            sock.settimeout(max(deadline - time.monotonic(), 0.01))
-            try:
-                packet = sock.recv(2048)
-            except TimeoutError:
-                break
-            icmp = packet[(packet[0] & 0x0F) * 4 :]
-            kind, _, _, got_ident, seq = struct.unpack("!BBHHH", icmp[:8])
-            if kind == 0 and got_ident == ident and seq < len(names):
-                answered.add(names[seq])
-    return answered
 
 
 SESSIONS = 200
