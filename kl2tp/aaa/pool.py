@@ -24,7 +24,7 @@ from kl2tp.values import PoolRange, parse_pool
 if TYPE_CHECKING:
     from kl2tp.config import PppConfig
 
-__all__ = ["AddressPool", "set_worker_share"]
+__all__ = ["AddressPool", "set_worker_share", "worker_share"]
 
 _SHARE: tuple[int, int] = (0, 1)
 
@@ -39,6 +39,12 @@ def set_worker_share(index: int, count: int) -> None:
     if not 0 <= index < count:
         raise ValueError(f"worker {index} outside 0..{count - 1}")
     _SHARE = (index, count)
+
+
+def worker_share() -> tuple[int, int]:
+    """This process's ``(index, count)`` (``(0, 1)`` outside a worker): what else must be
+    unique across workers (NAS-Port, Acct-Session-Id) is numbered in the same classes."""
+    return _SHARE
 
 
 class AddressPool:

@@ -78,6 +78,13 @@ def test_two_workers_are_one_lns(tmp_path: Path) -> None:
             int(a.split(".")[-1]) % 2 == s["worker"]
             for a, s in zip(addresses, sessions, strict=True)
         )
+        # NAS-Port (and the Acct-Session-Id made from it) numbered in the worker's class.
+        for w in {s["worker"] for s in sessions}:
+            row = next(s for s in sessions if s["worker"] == w)
+            one_session = ctl(
+                lns_sock, "show", "session", str(row["tunnel_id"]), str(row["local_id"])
+            )
+            assert (one_session["ppp"]["nas_port"] - 1) % 2 == w
         whole = summary(lns_sock)
         assert whole["ppp"]["pool"] == {"size": 253, "in_use": CALLS, "free": 253 - CALLS}
         assert whole["tunnels"]["total"] == TUNNELS

@@ -77,7 +77,14 @@ def test_two_workers_each_program_their_tunnels(topo: Topology, tmp_path: pathli
             lac_cfg = lac_config(
                 home, mode="client", subscriber=f'username = "{user}"\npassword = "{password}"'
             )
-            lacs.append(Daemon(SUB, [str(BIN / "kl2tp-lac"), "-c", str(lac_cfg)], home / "lac.log"))
+            lacs.append(
+                Daemon(  # its own /run/kl2tp: one kernel journal per kl2tp-lac
+                    SUB,
+                    [str(BIN / "kl2tp-lac"), "-c", str(lac_cfg)],
+                    home / "lac.log",
+                    private=True,
+                )
+            )
             rows = wait_for(lambda n=n: sessions_up(lns_sock, n + 1), f"{n + 1} calls up")
             workers_used = {r["worker"] for r in rows}
         assert workers_used == {0, 1}
