@@ -43,11 +43,14 @@ ECHO_INTERVAL = 30.0
 """``[ppp] lcp_echo_interval``'s default, on both sides."""
 
 
-def write_configs(tmp: Path, *, port: int, users: int, lns_extra: str = "") -> tuple[Path, Path]:
+def write_configs(
+    tmp: Path, *, port: int, users: int, echo_interval: float | None = None
+) -> tuple[Path, Path]:
     """An LNS (null data plane, local users, CHAP + IPCP, a pool far bigger than the run,
     Hello and LCP echo at their defaults) and a LAC that dials it."""
     users_file = tmp / "users"
     users_file.write_text("".join(f"user{n} pass{n}\n" for n in range(1, users + 1)))
+    echo = "" if echo_interval is None else f"lcp_echo_interval = {echo_interval}"
     lns = tmp / "lns.toml"
     lns.write_text(
         f"""
@@ -65,7 +68,7 @@ users_file = "{users_file}"
 auth = ["chap"]
 pool = "10.64.0.0/10"
 local_address = "10.0.0.1"
-{lns_extra}
+{echo}
 """
     )
     lac = tmp / "lac.toml"
@@ -81,6 +84,8 @@ kind = "null"
 auth = "chap"
 [log]
 level = "warning"
+[ppp]
+{echo}
 [[lac.lns]]
 address = "127.0.0.1:{port}"
 """
@@ -227,10 +232,15 @@ def lac_result(out: Path) -> dict[str, Any]:
 
 
 def wait_setup_done(
-    lns: Lns, lac: subprocess.Popen[str], target: int, *, every: float = 5.0
+    lns: Lns,
+    lac: subprocess.Popen[str],
+    target: int,
+    *,
+    every: float = 5.0,
+    limit: float = float("inf"),
 ) -> dict[str, int]:
     """Poll the LNS until no call is in setup and the session count stops moving (or reaches
-    ``target``); prints progress."""
+    ``target``), or ``limit`` seconds have passed; prints progress."""
     t0 = time.monotonic()
     last = -1
     still = 0
@@ -249,7 +259,7 @@ def wait_setup_done(
         else:
             still = 0
         last = f["sessions"]
-        if lac.poll() is not None:
+        if lac.poll() is not None or time.monotonic() - t0 > limit:
             return f
 
 
@@ -276,7 +286,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="kl2tp-scale-"))
     try:
         port = free_udp_port()
-        lns_cfg, lac_cfg = write_configs(tmp, port=port, users=args.sessions)
+        lns_cfg, lac_cfg = write_configs(
+            tmp, port=port, users=args.sessions, echo_interval=args.lcp_echo_interval
+        )
         lns = Lns(lns_cfg, port, tmp / "lns.sock", tmp / "lns.log")
         try:
             # The idle LNS's own cost (its timers, no tunnel), for the steady figure below.
@@ -297,7 +309,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             )
             try:
                 up = wait_setup_done(
-                    lns, lac, args.sessions, every=5.0 if args.sessions <= 20_000 else 15.0
+                    lns,
+                    lac,
+                    args.sessions,
+                    every=5.0 if args.sessions <= 20_000 else 15.0,
+                    limit=args.setup_limit,
                 )
                 t_up = time.monotonic()
                 setup_cpu = lns.cpu() - cpu0
@@ -308,9 +324,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 settle = min(args.settle, args.hold / 4)
                 time.sleep(settle)
                 before = figures(lns.summary())
+                spy = None
+                if args.py_spy is not None:
+                    spy = subprocess.Popen(
+                        [str(BIN / "py-spy"), "record", "--pid", str(lns.proc.pid), "--format",
+                         "raw", "--rate", "100", "--nonblocking", "--output", str(args.py_spy)],
+                        stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL,
+                    )  # fmt: skip
                 a_cpu, a_lac, a_wall = lns.cpu(), lac_cpu(lac), time.monotonic()
                 time.sleep(max(1.0, args.hold - 3 * settle))
                 b_cpu, b_lac, b_wall = lns.cpu(), lac_cpu(lac), time.monotonic()
+                if spy is not None:
+                    spy.send_signal(signal.SIGINT)  # py-spy writes its file and exits
+                    spy.wait(timeout=120)
                 after = figures(lns.summary())
                 window = b_wall - a_wall
                 down, teardown_s = wait_torn_down(lns, after["sessions"], timeout=3 * settle + 900)
@@ -326,7 +353,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             lns.stop()
         result = lac_result(lac_out)
         held = up["sessions"]
-        expected_rx = 2 * held * window / ECHO_INTERVAL
+        interval = args.lcp_echo_interval if args.lcp_echo_interval is not None else ECHO_INTERVAL
+        expected_rx = 2 * held * window / interval if interval else 0.0
         return {
             "sessions": args.sessions,
             "up": held,
@@ -370,14 +398,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--hold", type=float, default=300.0, help="seconds held once all are up")
     p.add_argument("--settle", type=float, default=15.0, help="seconds left out at each end")
     p.add_argument("--max-outstanding", type=int, default=800, help="calls in setup at once")
+    p.add_argument(
+        "--setup-limit", type=float, default=float("inf"), help="seconds to wait for setup"
+    )
+    p.add_argument(
+        "--lcp-echo-interval",
+        type=float,
+        help="[ppp] lcp_echo_interval on both sides (default: the default, 30 s)",
+    )
     p.add_argument("--keep", type=Path, metavar="DIR", help="keep configs, logs, summaries")
+    p.add_argument(
+        "--py-spy",
+        type=Path,
+        metavar="FILE",
+        help="sample the LNS with py-spy (raw) over the steady window; read with pyspy_top.py",
+    )
     p.add_argument("--verbose", action="store_true", help="print the whole result as JSON")
     args = p.parse_args(argv)
     print(f"# scale: one kl2tp-lns, null data plane  ({machine()})")
     print(
         f"# {args.sessions:,} sessions, {args.tunnels} tunnels, {args.processes} generator "
-        f"processes, at most {args.max_outstanding} in setup, hold {args.hold:g} s, "
-        f"Hello and LCP echo at their defaults",
+        f"processes, at most {args.max_outstanding} in setup, hold {args.hold:g} s, Hello "
+        + (
+            "and LCP echo at their defaults"
+            if args.lcp_echo_interval is None
+            else f"at its default, LCP echo every {args.lcp_echo_interval:g} s"
+        ),
         flush=True,
     )
     r = run(args)
