@@ -443,3 +443,87 @@ def ping_every_interface(
             if kind == 0 and got_ident == ident and seq < len(names):
                 answered.add(names[seq])
     return answered
+
+
+def one_session(sock: pathlib.Path) -> dict[str, Any] | None:
+    """The daemon's only session once it has an address and an interface."""
+    sessions = ctl(sock, "show", "sessions")
+    if len(sessions) == 1 and "address" in sessions[0] and "interface" in sessions[0]:
+        return dict(sessions[0])
+    return None
+
+
+@attrs.frozen
+class Call:
+    """One subscriber's call up through both kernels (``client_call``)."""
+
+    lns: Daemon
+    """kl2tp-lns in the LNS namespace."""
+    lac: Daemon
+    """kl2tp-lac in client mode in the subscriber's namespace."""
+    lns_sock: pathlib.Path
+    lac_sock: pathlib.Path
+    address: str
+    """The subscriber's address (IPCP); the LNS end is PPP_LOCAL."""
+    lns_if: str
+    """The call's pppN on the LNS."""
+    sub_if: str
+    """The call's pppN in the subscriber's namespace."""
+
+
+@contextmanager
+def client_call(tmp: pathlib.Path) -> Iterator[Call]:
+    """kl2tp-lac (client mode, kernel data plane) dials kl2tp-lns (kernel data plane) in
+    ``three_namespaces``; yields once the call is up on both sides, stops both after."""
+    lns = start_lns(tmp, lns_config(tmp, users={"alice": "wonderland"}))
+    lac_cfg = lac_config(
+        tmp, mode="client", subscriber='username = "alice"\npassword = "wonderland"'
+    )
+    lns_sock, lac_sock = tmp / "lns.sock", tmp / "lac.sock"
+    lac = Daemon(SUB, [str(BIN / "kl2tp-lac"), "-c", str(lac_cfg)], tmp / "lac.log")
+    try:
+        lns_sess = wait_for(lambda: one_session(lns_sock), "the call up on the LNS")
+        lac_sess = wait_for(
+            lambda: lac_sock.exists() and one_session(lac_sock), "the call up on the LAC"
+        )
+        yield Call(
+            lns, lac, lns_sock, lac_sock, str(lns_sess["address"]),
+            str(lns_sess["interface"]), str(lac_sess["interface"]),
+        )  # fmt: skip
+    finally:
+        lac.kill()
+        lns.stop()
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process, all its threads (the netlink worker thread too)."""
+    fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@contextmanager
+def iperf3_server(ns: str, log: pathlib.Path) -> Iterator[None]:
+    """``iperf3 -s`` in ``ns`` (port 5201) for the block."""
+    with log.open("w") as logf:
+        proc = subprocess.Popen(
+            ["ip", "netns", "exec", ns, "iperf3", "-s", "--forceflush"],
+            stdout=logf, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        wait_for(lambda: "listening" in log.read_text() or proc.poll() is not None,
+                 "iperf3 -s listening")  # fmt: skip
+        if proc.poll() is not None:
+            pytest.fail(f"iperf3 -s exited {proc.returncode}: {log.read_text()}")
+        yield
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def iperf3(ns: str, dst: str, *args: str, bound: float = BOUND) -> dict[str, Any]:
+    """``iperf3 -c DST ARGS -J`` from ``ns``: its JSON report."""
+    proc = run("ip", "netns", "exec", ns, "iperf3", "-c", dst, "-J", *args, timeout=bound)
+    report: dict[str, Any] = json.loads(proc.stdout)
+    if "error" in report:
+        pytest.fail(f"iperf3 -c {dst} {' '.join(args)}: {report['error']}")
+    return report

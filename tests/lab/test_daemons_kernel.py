@@ -25,7 +25,6 @@ import pathlib
 import signal
 import time
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 from labdaemons import (
@@ -39,6 +38,7 @@ from labdaemons import (
     kernel_objects,
     lac_config,
     lns_config,
+    one_session,
     ping_every_interface,
     ppp_addresses,
     start_lns,
@@ -58,14 +58,6 @@ PING_WIRE_BYTES = 6 + 2 + 2 + 84
 def topo() -> Iterator[Topology]:
     with three_namespaces() as t:
         yield t
-
-
-def one_session(sock: pathlib.Path) -> dict[str, Any] | None:
-    """The daemon's only session once it has an address and an interface."""
-    sessions = ctl(sock, "show", "sessions")
-    if len(sessions) == 1 and "address" in sessions[0] and "interface" in sessions[0]:
-        return dict(sessions[0])
-    return None
 
 
 def ping(ns: str, dst: str, count: int) -> str:
