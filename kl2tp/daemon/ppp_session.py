@@ -23,7 +23,7 @@ import trio
 
 from kl2tp.aaa import base as aaa
 from kl2tp.aaa.addresses import AddressBook
-from kl2tp.aaa.pool import AddressPool
+from kl2tp.aaa.pool import AddressPool, worker_share
 from kl2tp.aaa.radius import (
     ATTR_CLASS,
     ATTR_FRAMED_NETMASK,
@@ -36,7 +36,7 @@ from kl2tp.aaa.radius import (
 from kl2tp.config import Config, PeerConfig
 from kl2tp.daemon import oplog
 from kl2tp.daemon.handle import SessionInfo, TunnelHandle
-from kl2tp.daemon.sessions import DataPlaneSessions, SessionRecord
+from kl2tp.daemon.sessions import DataPlaneSessions, SessionRecord, at_once
 from kl2tp.dataplane.base import (
     Counters,
     DataPlane,
@@ -431,7 +431,10 @@ class PppSessions(DataPlaneSessions):
         """Subscriber links the LAC already took through LCP and auth (proxy), by call number."""
         self.running: dict[tuple[int, int], _SessionState] = {}
         """Every session whose PPP runs, by (tunnel id, session id)."""
-        self._nas_port = 0
+        # Worker k of N ([l2tp] workers) numbers its ports k+1, k+1+N, ...: NAS-Port and
+        # Acct-Session-Id stay unique across the workers of one LNS.
+        self._nas_index, self._nas_step = worker_share()
+        self._nas_port = self._nas_index - self._nas_step + 1
         self.coa_index: SessionIndex | None = None
         """LNS with a CoA server (RFC 5176): sessions whose network is up, by Acct-Session-Id,
         user and address; set by the daemon."""
@@ -637,7 +640,7 @@ class _SessionState:
         """How far the subscriber got before its link began to terminate."""
         self._phase: Phase | None = None
         """The phase last shown (``_note_phase``)."""
-        owner._nas_port += 1
+        owner._nas_port += owner._nas_step
         self.nas_port = owner._nas_port
         self.acct_session_id = f"{owner.boot_id}{self.nas_port:08X}"
         """RADIUS Acct-Session-Id: the same in the Access-Request and every record."""
@@ -840,7 +843,7 @@ class _SessionState:
         if isinstance(event, pev.AuthRequest):
             self.username = event.username
             self._extra(username=event.username)
-            nursery.start_soon(self._authenticate, event)
+            self._on_auth_request(event, nursery)
         elif isinstance(event, pev.Authenticated):
             self.username = event.username or self.username
             self._extra(
@@ -850,37 +853,64 @@ class _SessionState:
         elif isinstance(event, pev.AddressRequest):
             self._assign_address(event)
         elif isinstance(event, pev.LinkUp):
-            nursery.start_soon(self._link_up, event)
+            self._on_link_up(event, nursery)
         elif isinstance(event, pev.NetworkUp):
-            nursery.start_soon(self._network_up, event)
+            self._on_network_up(event, nursery)
         elif isinstance(event, pev.Ipv6Up):
             self._extra(ipv6_interface_id=f"{event.peer_interface_id:016x}")
-            nursery.start_soon(self._ipv6_up, event)
+            self._on_ipv6_up(event, nursery)
         elif isinstance(event, pev.LinkDown):
             self._link_down(event)
             return True
         return False
 
-    async def _authenticate(self, event: pev.AuthRequest) -> None:
+    # Each link event that needs the AAA back end or the data plane is acted on at once when
+    # the back end can answer without waiting (`at_once`: local users, the null data plane),
+    # in the task that handed the event over; otherwise by a short task of the session. The
+    # synchronous path does not `_poke`: the loop that handed the event over goes on to send
+    # and act on what the link then wants.
+
+    def _on_auth_request(self, event: pev.AuthRequest, nursery: trio.Nursery) -> None:
         backend = self.authenticator
-        now = trio.current_time
         if backend is None:
-            self.link.auth_result(now(), False, message="no AAA back end")
-            self._poke()
+            self.link.auth_result(trio.current_time(), False, message="no AAA back end")
             return
         request = aaa.AuthRequest(event.username, event.credentials, self.context)
         policy = self.policy
+        if policy is not None and request.method not in policy.link.auth:
+            # The back ends accept every policy's methods; this tunnel's policy decides.
+            result = aaa.AuthResult(False, "Authentication failed", reason="method-not-allowed")
+            self._auth_decided(event, request, result)
+            return
+        decide = at_once(backend, "authenticate")
+        if decide is None:
+            nursery.start_soon(self._authenticate, event, request)
+            return
         try:
-            if policy is not None and request.method not in policy.link.auth:
-                # The back ends accept every policy's methods; this tunnel's policy decides.
-                result = aaa.AuthResult(False, "Authentication failed", reason="method-not-allowed")
-            else:
-                result = await backend.authenticate(request)
+            result = decide(request)
         except Exception as exc:  # a back-end failure refuses the subscriber, never the daemon
-            log.error(
-                '%s: AAA failed for "%s": %s', self.link.name, escape(event.username), escape(exc)
-            )
-            result = aaa.AuthResult(False, "Authentication failed", reason="aaa-error")
+            result = self._aaa_failed(event, exc)
+        self._auth_decided(event, request, result)
+
+    async def _authenticate(self, event: pev.AuthRequest, request: aaa.AuthRequest) -> None:
+        assert self.authenticator is not None
+        try:
+            result = await self.authenticator.authenticate(request)
+        except Exception as exc:  # a back-end failure refuses the subscriber, never the daemon
+            result = self._aaa_failed(event, exc)
+        self._auth_decided(event, request, result)
+        self._poke()
+
+    def _aaa_failed(self, event: pev.AuthRequest, exc: Exception) -> aaa.AuthResult:
+        name = escape(event.username)
+        log.error('%s: AAA failed for "%s": %s', self.link.name, name, escape(exc))
+        return aaa.AuthResult(False, "Authentication failed", reason="aaa-error")
+
+    def _auth_decided(
+        self, event: pev.AuthRequest, request: aaa.AuthRequest, result: aaa.AuthResult
+    ) -> None:
+        """Claim a static address, note a refusal, tell the link."""
+        backend = self.authenticator
         if result.accepted:
             refusal = self._claim_static(event.username, result.framed_address)
             if refusal is not None:
@@ -899,14 +929,13 @@ class _SessionState:
                 result.reason or "rejected",
             )
         self.link.auth_result(
-            now(),
+            trio.current_time(),
             result.accepted,
             message=result.message,
             authenticator_response=result.authenticator_response,
             address=None,
             dns=self._dns(result.dns, backend),
         )
-        self._poke()
 
     def _dns(self, dns: tuple[ipaddress.IPv4Address, ...], backend: Any) -> tuple[Any, ...]:
         """The DNS servers to offer: the back end's answer, unless it is only the back end's
@@ -998,43 +1027,103 @@ class _SessionState:
         self.address = address
         self.link.address_result(now, address)
 
-    async def _link_up(self, event: pev.LinkUp) -> None:
+    def _on_link_up(self, event: pev.LinkUp, nursery: trio.Nursery) -> None:
         """LCP is open: the unit accepts frames up to the MRU we negotiated (pppd does too)."""
+        set_mru = at_once(self.owner.dataplane, "set_mru")
+        if set_mru is None:
+            nursery.start_soon(self._link_up, event)
+            return
+        try:
+            set_mru(self.rec.tunnel.local_tunnel_id, self.rec.sid, event.mru)
+        except DataPlaneError as exc:
+            self._mru_failed(exc)
+
+    async def _link_up(self, event: pev.LinkUp) -> None:
         try:
             await self.owner.dataplane.set_mru(
                 self.rec.tunnel.local_tunnel_id, self.rec.sid, event.mru
             )
         except DataPlaneError as exc:
-            self.rec.tunnel.count("dataplane_errors_set_mru")
-            log.error("%s: could not set the MRU: %s", self.link.name, exc)
+            self._mru_failed(exc)
+
+    def _mru_failed(self, exc: DataPlaneError) -> None:
+        self.rec.tunnel.count("dataplane_errors_set_mru")
+        log.error("%s: could not set the MRU: %s", self.link.name, exc)
 
     async def _configure(self, net: NetworkSpec) -> bool:
         """Configure the session's interface for one NCP; False (link closing) on failure."""
         rec = self.rec
         try:
-            ifname = await self.owner.dataplane.session_up(rec.tunnel.local_tunnel_id, rec.sid, net)
+            outcome: str | DataPlaneError | None = await self.owner.dataplane.session_up(
+                rec.tunnel.local_tunnel_id, rec.sid, net
+            )
         except DataPlaneError as exc:
-            rec.tunnel.count("dataplane_errors_session_up")
-            log.error("%s: could not configure the interface: %s", self.link.name, exc)
+            outcome = exc
+        if self._configured(outcome):
+            return True
+        self._poke()
+        return False
+
+    def _configure_at_once(self, net: NetworkSpec) -> bool | None:
+        """`_configure` when the data plane answers at once (without `_poke`); None when it
+        must be awaited (nothing done)."""
+        session_up = at_once(self.owner.dataplane, "session_up")
+        if session_up is None:
+            return None
+        rec = self.rec
+        try:
+            outcome: str | DataPlaneError | None = session_up(
+                rec.tunnel.local_tunnel_id, rec.sid, net
+            )
+        except DataPlaneError as exc:
+            outcome = exc
+        return self._configured(outcome)
+
+    def _configured(self, outcome: str | DataPlaneError | None) -> bool:
+        """The data plane's answer to ``session_up``: the interface's name (None: it has
+        none), or its error, which closes the link (False)."""
+        if isinstance(outcome, DataPlaneError):
+            self.rec.tunnel.count("dataplane_errors_session_up")
+            log.error("%s: could not configure the interface: %s", self.link.name, outcome)
             self.end_cause = self.end_cause or "nas-error"
             self.link.close(trio.current_time(), pev.DownReason.ADMIN, "data plane error")
-            self._poke()
             return False
-        if ifname:
-            self.interface = ifname
-            self._extra(interface=ifname)
+        if outcome:
+            self.interface = outcome
+            self._extra(interface=outcome)
         return True
 
-    async def _ipv6_up(self, event: pev.Ipv6Up) -> None:
-        await self._configure(
-            NetworkSpec(
-                local_ip=None,
-                peer_ip=None,
-                mtu=self.link.lcp.peer_mru,
-                local_ifid=event.interface_id.to_bytes(8, "big"),
-                peer_ifid=event.peer_interface_id.to_bytes(8, "big"),
-            )
+    def _on_ipv6_up(self, event: pev.Ipv6Up, nursery: trio.Nursery) -> None:
+        net = NetworkSpec(
+            local_ip=None,
+            peer_ip=None,
+            mtu=self.link.lcp.peer_mru,
+            local_ifid=event.interface_id.to_bytes(8, "big"),
+            peer_ifid=event.peer_interface_id.to_bytes(8, "big"),
         )
+        if self._configure_at_once(net) is None:
+            nursery.start_soon(self._configure, net)
+
+    def _on_network_up(self, event: pev.NetworkUp, nursery: trio.Nursery) -> None:
+        """IPCP is open: configure the interface, start accounting, the session is up. At
+        once when nothing must be waited for (no replaced session's removal, a data plane
+        and an accounting back end that answer at once)."""
+        account = None
+        if self._needs_start():
+            assert self.authenticator is not None
+            account = at_once(self.authenticator, "account")
+            if account is None:
+                nursery.start_soon(self._network_up, event)
+                return
+        if self.predecessor is not None or at_once(self.owner.dataplane, "session_up") is None:
+            nursery.start_soon(self._network_up, event)
+            return
+        if not self._configure_at_once(self._network_spec(event)):
+            return
+        start = self._network_configured(event)
+        if start is not None and account is not None:
+            account(start)
+        self._network_ready()
 
     async def _network_up(self, event: pev.NetworkUp) -> None:
         if self.predecessor is not None:
@@ -1043,40 +1132,59 @@ class _SessionState:
             with trio.move_on_after(_PREDECESSOR_WAIT):
                 await self.predecessor.wait()
             self.predecessor = None
+        if not await self._configure(self._network_spec(event)):
+            return
+        start = self._network_configured(event)
+        if start is not None and self.authenticator is not None:
+            await self.authenticator.account(start)
+        self._network_ready()
+
+    def _network_spec(self, event: pev.NetworkUp) -> NetworkSpec:
+        """The session's interface once IPCP is open (the session counts as up from now).
+
+        Both ends configure their interface: our address, the peer's, a host route to it
+        and the MTU the peer's MRU allows (the LNS: the subscriber's address; the LAC
+        client: the address the LNS gave it, with the LNS's address as the peer)."""
         self.up_at = trio.current_time()
-        # Both ends configure their interface: our address, the peer's, a host route to it
-        # and the MTU the peer's MRU allows (the LNS: the subscriber's address; the LAC
-        # client: the address the LNS gave it, with the LNS's address as the peer).
         if self.owner.lns:
             self.routes = self._routes_for(event.peer_address)
-        net = NetworkSpec(
+        return NetworkSpec(
             local_ip=event.local_address,
             peer_ip=event.peer_address,
             mtu=self.link.lcp.peer_mru,
             routes=self.routes,
         )
-        if not await self._configure(net):
-            return
+
+    def _needs_start(self) -> bool:
+        """An accounting Start is due when the network comes up: IPCP reopens after every
+        LCP restart; the session (same identity, same address) goes on, and so does its
+        accounting: one Start per session."""
+        return self.owner.lns and self.authenticator is not None and not self.accounting
+
+    def _network_configured(self, event: pev.NetworkUp) -> aaa.AccountingRecord | None:
+        """The interface is configured: show the address; the accounting Start to send,
+        if one is due."""
+        if not self.owner.lns:
+            self._extra(address=str(event.local_address))
+            return None
+        self._extra(address=str(event.peer_address))
+        if not self._needs_start():
+            return None
+        self.accounting = True
+        return aaa.AccountingRecord(
+            aaa.AccountingKind.START,
+            self.username,
+            self.context,
+            address=event.peer_address,
+            classes=self._classes(),
+        )
+
+    def _network_ready(self) -> None:
+        """The session is up: its timers, the CoA index, the "session up" line."""
         if self.owner.lns:
-            self._extra(address=str(event.peer_address))
-            # IPCP reopens after every LCP restart; the session (same identity, same
-            # address) goes on, and so does its accounting: one Start per session.
-            if self.authenticator is not None and not self.accounting:
-                self.accounting = True
-                await self.authenticator.account(
-                    aaa.AccountingRecord(
-                        aaa.AccountingKind.START,
-                        self.username,
-                        self.context,
-                        address=event.peer_address,
-                        classes=self._classes(),
-                    )
-                )
             self._start_timers()
             if self.owner.coa_index is not None:
                 self.owner.coa_index.add(self)
-        else:
-            self._extra(address=str(event.local_address))
         if self.info is not None:
             self.info.established = self.up_at
             self.info.done.set()

@@ -11,11 +11,13 @@ import ipaddress
 import json
 import logging
 import math
+import os
 import random
 import re
 import signal
+import socket as stdlib_socket
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 import attrs
@@ -26,10 +28,11 @@ from kl2tp import log as kl2tp_log
 from kl2tp.daemon import oplog
 from kl2tp.daemon.client import Backoff, subscriber_call
 from kl2tp.daemon.control import ControlError, serve_control
-from kl2tp.daemon.endpoint import Endpoint, TunnelRunner, TunnelSetupError
+from kl2tp.daemon.endpoint import Endpoint, TunnelRunner, TunnelSetupError, UdpTransport
 from kl2tp.daemon.handle import Address, SessionHandler, SessionInfo, TunnelHandle
 from kl2tp.daemon.metrics import MetricsServer, Source, kernel_totals
 from kl2tp.daemon.notify import Notifier
+from kl2tp.daemon.workers import Channel, WorkerFailed, WorkerSlot
 from kl2tp.dataplane.base import DataPlane
 from kl2tp.l2tp.constants import CdnResult, StopCcnResult
 from kl2tp.l2tp.endpoint import Limits
@@ -74,6 +77,10 @@ class Settings:
     """Ended and failed sessions ``show history`` keeps."""
     metrics_listen: Address | None = None
     """Where the Prometheus endpoint listens (``[metrics] listen``); None: nowhere."""
+    worker: WorkerSlot | None = None
+    """This daemon is one worker of a supervisor (``[l2tp] workers``): its socket, its
+    tunnel id class and its channel to the supervisor (which serves the control socket and
+    the metrics); None: a daemon of its own."""
 
 
 def make_endpoint(
@@ -96,6 +103,9 @@ def make_endpoint(
         limits=settings.limits,
         rng=rng,
         policies=settings.policies,
+        tunnel_id_class=(
+            (settings.worker.index, settings.worker.count) if settings.worker else (0, 1)
+        ),
     )
 
 
@@ -581,8 +591,19 @@ async def run_daemon(
     events = oplog.EventLog(size=settings.history)
     oplog.EVENTS.set(events)
     api = ControlApi(endpoint, dataplane, reload=reload, events=events)
+    worker = settings.worker
+    handled: tuple[signal.Signals, ...] = HANDLED_SIGNALS
+    if worker is not None:
+        endpoint.transport = transport = UdpTransport.from_socket(
+            stdlib_socket.socket(fileno=worker.udp_fd)
+        )
+        endpoint.sock = transport.sock
+        # The supervisor gets the terminal's ^C and the operator's SIGHUP and tells us.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        handled = (signal.SIGTERM, signal.SIGUSR1)
     try:
-        with trio.open_signal_receiver(*HANDLED_SIGNALS) as signals:
+        with trio.open_signal_receiver(*handled) as signals:
             async with trio.open_nursery() as nursery:
                 try:
                     addr = await nursery.start(endpoint.serve)
@@ -597,7 +618,10 @@ async def run_daemon(
                         await nursery.start(serve_control, settings.control_socket, api)
                     except (OSError, ControlError) as exc:
                         raise StartupError(f"control socket: {_one_line(exc)}") from None
-                if settings.metrics_listen is not None:
+                waiting = trio.CancelScope()
+                if worker is not None:
+                    await nursery.start(_serve_supervisor, worker, api, endpoint, events, waiting)
+                if settings.metrics_listen is not None and worker is None:
                     server = MetricsServer(Source(endpoint, events))
                     try:
                         await nursery.start(server.serve, settings.metrics_listen)
@@ -629,20 +653,22 @@ async def run_daemon(
                     nursery.start_soon(dial)
                 notifier.ready(f"{settings.role.upper()} serving")
                 task_status.started(endpoint)
-                async for signum in signals:
-                    if signum == signal.SIGHUP:
-                        log.info("SIGHUP: reloading the configuration")
-                        try:
-                            await api.reload({})
-                        except ControlError as exc:
-                            log.warning("SIGHUP: %s", exc)
-                        continue
-                    if signum == signal.SIGUSR1:
-                        summary = await api.summary()
-                        log.info("summary: %s", json.dumps(summary, sort_keys=True))
-                        continue
-                    log.info("%s: clearing sessions and tunnels", signal.Signals(signum).name)
-                    break
+                with waiting:
+                    async for signum in signals:
+                        if signum == signal.SIGHUP:
+                            log.info("SIGHUP: reloading the configuration")
+                            try:
+                                await api.reload({})
+                            except ControlError as exc:
+                                log.warning("SIGHUP: %s", exc)
+                            continue
+                        if signum == signal.SIGUSR1:
+                            summary = await api.summary()
+                            log.info("summary: %s", json.dumps(summary, sort_keys=True))
+                            continue
+                        name = signal.Signals(signum).name
+                        log.info("%s: clearing sessions and tunnels", name)
+                        break
                 notifier.stopping()
                 dialers.cancel()
                 await endpoint.shutdown(settings.shutdown_grace)
@@ -653,12 +679,45 @@ async def run_daemon(
             await dataplane.aclose()
 
 
+async def _serve_supervisor(
+    worker: WorkerSlot,
+    api: ControlApi,
+    endpoint: Endpoint,
+    events: oplog.EventLog,
+    waiting: trio.CancelScope,
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """A worker's side of the socketpair: answer the supervisor's requests (control socket
+    requests, metrics scrapes) with this worker's state, say we are ready, and shut down
+    (cancel ``waiting``) when the supervisor goes away."""
+    metrics = MetricsServer(Source(endpoint, events))
+
+    async def handle(req: Request) -> Any:
+        if req.get("cmd") == "metrics":
+            return (await metrics.render()).decode()
+        return await api(req)
+
+    channel = Channel.from_fd(worker.channel_fd, handle)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(channel.run)
+        await channel.call({"cmd": "ready", "pid": os.getpid()})
+        task_status.started()
+        await channel.closed.wait()
+    log.info("worker %d: the supervisor went away: clearing sessions and tunnels", worker.index)
+    waiting.cancel()
+
+
 def _in_use(exc: OSError) -> bool:
     return exc.errno == errno.EADDRINUSE
 
 
 def _hostport(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+hostport = _hostport
+"""``host:port``, ``[v6]:port``."""
 
 
 def _one_line(exc: BaseException) -> str:
@@ -671,7 +730,7 @@ def startup_failure(exc: BaseException) -> str | None:
     daemon could not start; None for anything else (a bug: let it show its traceback)."""
     while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
         exc = exc.exceptions[0]
-    if isinstance(exc, StartupError):
+    if isinstance(exc, StartupError | WorkerFailed):
         return str(exc)
     if isinstance(exc, OSError | ControlError):
         return _one_line(exc)
@@ -766,6 +825,47 @@ class SimulationResult:
         out["report"] = report
         return out
 
+    def raw(self, clock_offset: float) -> dict[str, Any]:
+        """What :meth:`merged` needs from one ``--processes`` part: the counts, every setup
+        time and the first/last instants moved onto the machine's monotonic clock
+        (``clock_offset`` = ``time.monotonic() - trio.current_time()``: trio's clock has a
+        random offset of its own per process)."""
+
+        def mono(t: float | None) -> float | None:
+            return None if t is None else t + clock_offset
+
+        return {
+            "requested": self.requested,
+            "established": self.established,
+            "failed": dict(self.failed),
+            "setup_ms": self.setup_ms,
+            "first_started": mono(self.first_started),
+            "last_established": mono(self.last_established),
+            "cleared_by_peer": self.cleared_by_peer,
+            "tunnels": self.tunnels,
+            "cpu_s": self.cpu_s,
+        }
+
+    @classmethod
+    def merged(cls, parts: Iterable[dict[str, Any]]) -> SimulationResult:
+        """One result from the :meth:`raw` of every part (percentiles over all calls, the
+        setup span from the earliest start to the latest establishment, CPU summed)."""
+        out = cls(requested=0, cpu_s=0.0)
+        for part in parts:
+            out.requested += part["requested"]
+            out.established += part["established"]
+            out.failed.update(part["failed"])
+            out.setup_ms.extend(part["setup_ms"])
+            out.cleared_by_peer += part["cleared_by_peer"]
+            out.tunnels += part["tunnels"]
+            out.cpu_s = (out.cpu_s or 0.0) + (part["cpu_s"] or 0.0)
+            first, last = part["first_started"], part["last_established"]
+            if first is not None and (out.first_started is None or first < out.first_started):
+                out.first_started = first
+            if last is not None and (out.last_established is None or last > out.last_established):
+                out.last_established = last
+        return out
+
 
 def _percentile(sorted_values: Sequence[float], pct: float) -> float | None:
     if not sorted_values:
@@ -788,6 +888,8 @@ async def simulate(
     picker: TunnelPicker | None = None,
     username_of: Callable[[int], str] | None = None,
     max_outstanding: int = 0,
+    first: int = 1,
+    barrier: Callable[[], Awaitable[None]] | None = None,
 ) -> SimulationResult:
     """Place ``count`` calls across tunnels to ``peers``, hold them, clear them.
 
@@ -804,6 +906,11 @@ async def simulate(
     ``n`` (``username_of(n)`` and the call's called number) instead of going round the
     tunnels to ``peers``; a call it finds none for fails as ``no tunnel`` / ``no LNS
     answered``.
+
+    The calls are numbered ``first`` .. ``first + count - 1`` (a ``--processes`` part
+    places its own slice of the numbers, so subscriber names stay unique). ``barrier``, when
+    given, is awaited once every call of this process is up (or failed) and before the hold
+    begins: ``--processes`` parts start their holds together through it.
     """
     stop = stop if stop is not None else trio.Event()
     result = SimulationResult(requested=count)
@@ -819,6 +926,7 @@ async def simulate(
     result.tunnels = len(runners)
     make_call = call_factory or subscriber_call
     all_up = trio.Event()
+    holding = trio.Event()  # all up, and the barrier (if any) passed
     pending = [count]
     turns = trio.Semaphore(max_outstanding) if max_outstanding > 0 else None
 
@@ -875,7 +983,7 @@ async def simulate(
         finished_setup()
         # Hold until every call is up (so they are all up at once) and then ``hold`` more;
         # a call the LNS clears meanwhile (CDN) ends its hold and no longer counts as up.
-        await all_up.wait()
+        await holding.wait()
         if info.closed is None and not stop.is_set():
             info.done = trio.Event()  # the endpoint sets it again when the call closes
             held[n] = info
@@ -903,12 +1011,29 @@ async def simulate(
         for info in held.values():
             info.done.set()
 
+    async def release_holds() -> None:
+        await all_up.wait()
+        if barrier is not None:
+            async with trio.open_nursery() as waiting:
+
+                async def on_stop() -> None:
+                    await stop.wait()
+                    waiting.cancel_scope.cancel()
+
+                waiting.start_soon(on_stop)
+                await barrier()
+                waiting.cancel_scope.cancel()
+        holding.set()
+
+    if count == 0:
+        all_up.set()
     async with trio.open_nursery() as outer:
         outer.start_soon(end_holds)
+        outer.start_soon(release_holds)
         async with trio.open_nursery() as nursery:
             interval = 1.0 / rate if rate else 0.0
             next_at = trio.current_time()
-            for n in range(1, count + 1):
+            for n in range(first, first + count):
                 nursery.start_soon(one_call, n)
                 if interval:
                     next_at += interval

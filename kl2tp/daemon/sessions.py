@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Callable
+from typing import Any
 
 import attrs
 import trio
@@ -30,6 +31,27 @@ from kl2tp.l2tp import events as ev
 from kl2tp.l2tp.constants import CdnResult, ErrorCode
 
 log = logging.getLogger("kl2tp.daemon")
+
+_AT_ONCE: dict[tuple[type, str], bool] = {}
+
+
+def at_once(obj: object, name: str) -> Callable[..., Any] | None:
+    """The synchronous form ``obj.<name>_now`` of the coroutine method ``obj.<name>``, or None
+    when the caller must await the coroutine.
+
+    A back end that answers without waiting (the null data plane, the users file) offers
+    one beside the coroutine, which only calls it; session code then does the work in the
+    tunnel task instead of starting a task for it. Only when the coroutine is the one defined
+    beside the ``_now`` form: a subclass that overrides the coroutine (to wait, to fail, to
+    record) gets its coroutine awaited. Looked up once per class.
+    """
+    cls = type(obj)
+    key = (cls, name)
+    found = _AT_ONCE.get(key)
+    if found is None:
+        owner = next((k for k in cls.__mro__ if name in vars(k)), None)
+        found = _AT_ONCE[key] = owner is not None and f"{name}_now" in vars(owner)
+    return getattr(obj, f"{name}_now") if found else None
 
 
 @attrs.define(slots=True, eq=False)

@@ -155,6 +155,7 @@ def lns_config(
 [l2tp]
 listen = "{LNS_ADDR}:1701"
 hostname = "lab-lns"
+workers = 1
 secret = "{SECRET}"
 idle_timeout = 1
 [dataplane]
