@@ -139,24 +139,37 @@ def run(args: argparse.Namespace, tmp: pathlib.Path) -> dict[str, Any]:
     )  # fmt: skip
     out: dict[str, Any] = {"sessions": n, "tunnels": args.tunnels}
     try:
-        last = [-1.0, 0]
+        last = [-1.0, 0, time.monotonic()]  # last print, last count, when it last grew
 
-        def all_up() -> bool:
+        def settled() -> bool:
             # One summary (O(tunnels) in the daemon) every 2 s: polling `show sessions`
             # would cost the LNS O(N) per poll and slow the run it measures.
             time.sleep(2)
             summary = ctl(lns_sock, "show", "summary")
             up = summary["sessions"]["by_state"].get("established", 0)
-            if time.monotonic() - last[0] >= 30:
-                last[0] = time.monotonic()
-                print(f"  {time.monotonic() - t0:6.0f} s: {up} established on the LNS", flush=True)
-            last[1] = up
-            return bool(up >= n)
+            now = time.monotonic()
+            if now - last[0] >= 30:
+                last[0] = now
+                print(f"  {now - t0:6.0f} s: {up} established on the LNS", flush=True)
+            if up != last[1]:
+                last[1], last[2] = up, now
+            # All up, or no progress for --stall s (calls the generator gave up on under
+            # load are not redialled: the run goes on with those that are up).
+            return bool(up >= n or now - last[2] > args.stall)
 
-        wait_for(all_up, f"{n} sessions established on the LNS", bound=args.bound)
-        wait_for(slowly(lambda: ppp_count(SUB) >= n), f"{n} pppN on the LAC side",
+        wait_for(settled, f"{n} sessions established on the LNS", bound=args.bound)
+        setup = last[2] - t0
+        up = int(last[1])
+        out["established"] = up
+        if up < n:
+            out["lac_summary_when_settled"] = {
+                k: v
+                for k, v in ctl(lac_sock, "show", "summary").items()
+                if k in ("sessions", "tunnels", "counters", "events")
+            }
+        wait_for(slowly(lambda: ppp_count(SUB) >= up), f"{up} pppN on the LAC side",
                  bound=args.bound)  # fmt: skip
-        setup = time.monotonic() - t0
+        n = up
         lns_cpu = cpu_seconds(lns.proc.pid) - lns_cpu0
         lac_cpu = cpu_seconds(lac.proc.pid)
         mem1 = mem_available_kb()
@@ -256,6 +269,12 @@ def main() -> int:
     parser.add_argument("--ping", type=int, default=200, help="sessions pinged through")
     parser.add_argument("--bound", type=float, default=2400, help="seconds any wait may take")
     parser.add_argument("--nofile", type=int, default=1 << 20, help="hard RLIMIT_NOFILE")
+    parser.add_argument(
+        "--stall",
+        type=float,
+        default=120,
+        help="stop waiting once the LNS's count has not grown for this long",
+    )
     parser.add_argument("--keep", type=pathlib.Path, help="keep the daemons' logs here")
     args = parser.parse_args()
     if not os.environ.get("KL2TP_LAB"):
