@@ -50,9 +50,10 @@ from labdaemons import (  # noqa: E402
     Call,
     client_call,
     cpu_seconds,
-    ctl,
+    data_counters,
     iperf3,
     iperf3_server,
+    session_kernel,
     three_namespaces,
 )
 from labutil import run as run_cmd  # noqa: E402
@@ -69,16 +70,6 @@ def udp_pps(report: dict[str, Any]) -> tuple[float, float]:
     s = report["end"]["sum"]
     got = s["packets"] - s["lost_packets"]
     return got / s["seconds"], s["lost_packets"] / max(s["packets"], 1)
-
-
-def session_kernel(sock: pathlib.Path) -> dict[str, int]:
-    [session] = ctl(sock, "show", "sessions")
-    return dict(session["kernel"])
-
-
-def data_counters(sock: pathlib.Path) -> dict[str, int]:
-    counters = ctl(sock, "show", "summary")["counters"]
-    return {k: counters.get(k, 0) for k in ("data_rx", "data_early")}
 
 
 def mtu(ns: str, dev: str) -> int:

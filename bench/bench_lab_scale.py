@@ -49,10 +49,12 @@ from labdaemons import (  # noqa: E402
     PPP_LOCAL,
     SUB,
     Daemon,
+    cpu_seconds,
     ctl,
     kernel_objects,
     lac_config,
     lns_config,
+    nofile,
     ping_every_interface,
     ppp_addresses,
     start_lns,
@@ -61,32 +63,17 @@ from labdaemons import (  # noqa: E402
 )
 from labutil import run as run_cmd  # noqa: E402
 
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process (its threads included: the netlink worker thread)."""
-    fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
 
 def open_fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
-def nofile_limit(pid: int) -> str:
-    for line in pathlib.Path(f"/proc/{pid}/limits").read_text().splitlines():
-        if line.startswith("Max open files"):
-            soft, hard = line.split()[3:5]
-            return f"{soft}/{hard}"
-    return "?"
-
-
-def mem_available_kb() -> int:
+def meminfo_kb(key: str) -> int:
+    """A /proc/meminfo figure (MemAvailable, MemTotal) in kB."""
     for line in pathlib.Path("/proc/meminfo").read_text().splitlines():
-        if line.startswith("MemAvailable:"):
+        if line.startswith(key + ":"):
             return int(line.split()[1])
-    raise RuntimeError("no MemAvailable in /proc/meminfo")
+    raise RuntimeError(f"no {key} in /proc/meminfo")
 
 
 def ppp_count(ns: str) -> int:
@@ -127,7 +114,7 @@ def run(args: argparse.Namespace, tmp: pathlib.Path) -> dict[str, Any]:
     lns = start_lns(tmp, lns_config(tmp, users=users, pool="10.64.0.0/16"))
     lns_sock, lac_sock = tmp / "lns.sock", tmp / "lac.sock"
     lac_cfg = lac_config(tmp, mode="simulate", subscriber="rate = 0")
-    mem0 = mem_available_kb()
+    mem0 = meminfo_kb("MemAvailable")
     lns_cpu0 = cpu_seconds(lns.proc.pid)
     t0 = time.monotonic()
     lac = Daemon(
@@ -172,7 +159,7 @@ def run(args: argparse.Namespace, tmp: pathlib.Path) -> dict[str, Any]:
         n = up
         lns_cpu = cpu_seconds(lns.proc.pid) - lns_cpu0
         lac_cpu = cpu_seconds(lac.proc.pid)
-        mem1 = mem_available_kb()
+        mem1 = meminfo_kb("MemAvailable")
         lns_summary = ctl(lns_sock, "show", "summary")
         lac_summary = ctl(lac_sock, "show", "summary")
         lns_k, sub_k = kernel_objects(LNS), kernel_objects(SUB)
@@ -186,10 +173,8 @@ def run(args: argparse.Namespace, tmp: pathlib.Path) -> dict[str, Any]:
         }
         out["guest_kb_per_session_both_sides"] = round((mem0 - mem1) / n, 1)
         out["lns_fds"], out["lac_fds"] = open_fds(lns.proc.pid), open_fds(lac.proc.pid)
-        out["lns_nofile"], out["lac_nofile"] = (
-            nofile_limit(lns.proc.pid),
-            nofile_limit(lac.proc.pid),
-        )
+        out["lns_nofile"] = "{}/{}".format(*nofile(lns.proc.pid))
+        out["lac_nofile"] = "{}/{}".format(*nofile(lac.proc.pid))
         out["lns_rss_kb"] = _rss_kb(lns.proc.pid)
         setup_ops = ("open_session", "session_up")
         for name, summary in (("lns", lns_summary), ("lac", lac_summary)):
@@ -282,7 +267,7 @@ def main() -> int:
         return 2
     # The operator's part (LimitNOFILE=): the daemons inherit this hard limit.
     resource.setrlimit(resource.RLIMIT_NOFILE, (1024, args.nofile))
-    print(f"guest: {os.cpu_count()} cpu, MemTotal {_meminfo('MemTotal')} kB, "
+    print(f"guest: {os.cpu_count()} cpu, MemTotal {meminfo_kb('MemTotal')} kB, "
           f"kernel {os.uname().release}", flush=True)  # fmt: skip
     tmp = pathlib.Path(tempfile.mkdtemp(prefix="kl2tp-scale-", dir=args.keep))
     with three_namespaces():
@@ -295,13 +280,6 @@ def main() -> int:
         f"per session, of which kernel calls {lns_c.get('kernel', 0) / 1000:.2f} ms "
         f"(genl {lns_c.get('genl')} us, rtnl {lns_c.get('rtnl')} us, ppp {lns_c.get('ppp')} us)"
     )
-    return 0
-
-
-def _meminfo(key: str) -> int:
-    for line in pathlib.Path("/proc/meminfo").read_text().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1])
     return 0
 
 
