@@ -230,6 +230,15 @@ def run(args: argparse.Namespace, tmp: pathlib.Path) -> dict[str, Any]:
             for line in lns.output().splitlines()
             if "open files" in line
         ]
+    except BaseException:
+        # Whatever was measured so far, and why the daemons stopped: the guest's files go
+        # with it, so their logs' ends go to the output.
+        print(json.dumps(out, sort_keys=True, default=str))
+        for name, daemon in (("kl2tp-lns", lns), ("kl2tp-lac", lac)):
+            rc = daemon.proc.poll()
+            tail = "\n".join(daemon.output().splitlines()[-40:])
+            print(f"--- {name} (exit status {rc}), last lines of its log:\n{tail}", flush=True)
+        raise
     finally:
         try:
             out["lac_exit"] = lac.stop()
