@@ -1170,6 +1170,12 @@ def _format_summary_show(result: Any) -> str:
     if len(policies) > 1:  # [[peer]] tables: one line each (the default alone says nothing new)
         for name, counts in policies.items():
             lines.append(f"policy   {name} " + _pairs(counts.items()))
+    for worker in result.get("workers") or ():  # [l2tp] workers: one line each
+        state = "up" if worker.get("up") else "restarting"
+        lines.append(
+            f"worker   {worker.get('index')} pid={worker.get('pid')} {state} "
+            f"restarts={worker.get('restarts')}"
+        )
     return "\n".join(lines)
 
 
