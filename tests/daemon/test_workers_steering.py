@@ -158,3 +158,23 @@ def test_merge_sums_counts_and_keeps_labels_apart() -> None:
     one = '# HELP x X\n# TYPE x gauge\nx{s="up"} 2.0\nx{s="down"} 1.0\n'
     two = '# HELP x X\n# TYPE x gauge\nx{s="up"} 3.0\n'
     assert merge_metrics([one, two]) == '# HELP x X\n# TYPE x gauge\nx{s="up"} 5\nx{s="down"} 1\n'
+
+
+def test_show_summary_prints_a_line_per_worker() -> None:
+    from kl2tp.cli import _format_summary_show
+
+    result = {
+        "role": "lns",
+        "dataplane": "null",
+        "tunnels": {"total": 0, "by_state": {}},
+        "sessions": {"total": 0, "by_state": {}},
+        "workers": [
+            {"index": 0, "pid": 11, "up": True, "restarts": 0},
+            {"index": 1, "pid": None, "up": False, "restarts": 3},
+        ],
+    }
+    lines = _format_summary_show(result).splitlines()
+    assert lines[-2:] == [
+        "worker   0 pid=11 up restarts=0",
+        "worker   1 pid=None restarting restarts=3",
+    ]
