@@ -178,3 +178,15 @@ def test_show_summary_prints_a_line_per_worker() -> None:
         "worker   0 pid=11 up restarts=0",
         "worker   1 pid=None restarting restarts=3",
     ]
+
+
+def test_each_worker_gets_its_part_of_the_limits() -> None:
+    from kl2tp.daemon.workers import share_limits
+    from kl2tp.l2tp.endpoint import Limits
+
+    limits = Limits(max_setup_tunnels=5, max_negotiating_sessions=0, sccrq_total_rate=10.0)
+    tunnels, sessions, part = share_limits(2, 7, 0, limits)
+    assert (tunnels, sessions) == (4, 0)  # rounded up; 0 stays "no limit"
+    assert part.max_setup_tunnels == 3 and part.max_negotiating_sessions == 0
+    assert part.sccrq_total_rate == 5.0
+    assert share_limits(1, 7, 3, limits) == (7, 3, limits)
