@@ -257,26 +257,19 @@ def lns_workers(cfg: cfgmod.Config) -> int:
 def worker_settings(settings: Settings, slot: WorkerSlot) -> Settings:
     """A worker's share of the daemon's settings: its slot, no control socket or metrics of
     its own (the supervisor's), the endpoint-wide limits divided between the workers."""
-    n = slot.count
+    from kl2tp.daemon.workers import share_limits
 
-    def part(value: int) -> int:
-        return -(-value // n) if value else 0
-
-    limits = settings.limits
+    max_tunnels, max_sessions, limits = share_limits(
+        slot.count, settings.max_tunnels, settings.max_sessions, settings.limits
+    )
     return attrs.evolve(
         settings,
         worker=slot,
         control_socket=None,
         metrics_listen=None,
-        max_tunnels=part(settings.max_tunnels),
-        max_sessions=part(settings.max_sessions),
-        limits=attrs.evolve(
-            limits,
-            max_setup_tunnels=part(limits.max_setup_tunnels),
-            max_setup_sessions=part(limits.max_setup_sessions),
-            max_negotiating_sessions=part(limits.max_negotiating_sessions),
-            sccrq_total_rate=limits.sccrq_total_rate / n,
-        ),
+        max_tunnels=max_tunnels,
+        max_sessions=max_sessions,
+        limits=limits,
     )
 
 
@@ -1170,6 +1163,12 @@ def _format_summary_show(result: Any) -> str:
     if len(policies) > 1:  # [[peer]] tables: one line each (the default alone says nothing new)
         for name, counts in policies.items():
             lines.append(f"policy   {name} " + _pairs(counts.items()))
+    for worker in result.get("workers") or ():  # [l2tp] workers: one line each
+        state = "up" if worker.get("up") else "restarting"
+        lines.append(
+            f"worker   {worker.get('index')} pid={worker.get('pid')} {state} "
+            f"restarts={worker.get('restarts')}"
+        )
     return "\n".join(lines)
 
 
