@@ -500,6 +500,9 @@ def _simulate(cfg: cfgmod.Config, args: argparse.Namespace) -> int:
     index, of = args.part if args.part is not None else (0, 1)
     plan = _simulate_plan(cfg, args, index, of)
     if args.part is not None:
+        from kl2tp.lac.processes import end_with_parent
+
+        end_with_parent()
         # Each part binds its own port and serves no control socket (they would collide).
         settings = attrs.evolve(settings, listen=(settings.listen[0], 0), control_socket=None)
 

@@ -848,7 +848,9 @@ async def simulate(
     The calls are numbered ``first`` .. ``first + count - 1`` (a ``--processes`` part
     places its own slice of the numbers, so subscriber names stay unique). ``barrier``, when
     given, is awaited once every call of this process is up (or failed) and before the hold
-    begins: ``--processes`` parts start their holds together through it.
+    begins: ``--processes`` parts start their holds together through it. Once ``stop`` is
+    set no further call is placed (those count as ``not placed (stopped)``); the calls in
+    setup finish it and are cleared.
     """
     stop = stop if stop is not None else trio.Event()
     result = SimulationResult(requested=count)
@@ -878,6 +880,10 @@ async def simulate(
     async def one_call(n: int) -> None:
         if turns is not None:
             await turns.acquire()
+        if stop.is_set():  # stopped before its turn: not placed at all
+            result.failed["not placed (stopped)"] += 1
+            finished_setup()
+            return
         call = make_call(n)
         runner: TunnelHandle
         if picker is not None:
@@ -973,7 +979,7 @@ async def simulate(
             next_at = trio.current_time()
             for n in range(first, first + count):
                 nursery.start_soon(one_call, n)
-                if interval:
+                if interval and not stop.is_set():  # stopped: the rest go at once, unplaced
                     next_at += interval
                     await trio.sleep_until(next_at)
                 elif n % 64 == 0:

@@ -13,7 +13,7 @@ import pytest
 
 from kl2tp.daemon.service import SimulationResult
 from kl2tp.lac.processes import merge, parse_part, part_of, split
-from tests.daemon.harness import BOUND, ctl
+from tests.daemon.harness import BOUND, ctl, wait_for
 from tests.daemon.test_subscribers import Lab, subscribers_up
 
 
@@ -62,6 +62,31 @@ def test_two_processes_share_the_calls_and_merge_one_summary(lab: Lab) -> None:
     assert 0 < report["setup-time-p50"] <= report["setup-time-p99"]
     assert report["setup-time"] > 0
     assert "raw" not in result
+    assert ctl(lab.lns_sock, "show", "sessions") == []
+
+
+def test_sigterm_during_setup_stops_placing_calls(lab: Lab) -> None:
+    """A generator stopped while it is still placing calls places no more: the rest count
+    as ``not placed (stopped)``, the calls up are cleared, the summary comes at once."""
+    with subprocess.Popen(
+        [*lab.lac_argv(400), "--processes", "2", "--rate", "4", "--hold", "600", "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as proc:
+        try:
+            wait_for(lambda: len(ctl(lab.lns_sock, "show", "sessions")) >= 2, "2 calls placed")
+            proc.send_signal(signal.SIGTERM)
+            out, err = proc.communicate(timeout=BOUND * 3)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    result = json.loads(out)
+    assert proc.returncode == 1, err
+    unplaced = result["failed"].pop("not placed (stopped)")
+    assert result["failed"] == {}
+    assert result["established"] >= 2 and result["established"] + unplaced == 400
+    assert unplaced > 300
     assert ctl(lab.lns_sock, "show", "sessions") == []
 
 
