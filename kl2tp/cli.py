@@ -268,6 +268,12 @@ def lac_main(argv: Sequence[str] | None = None) -> int:
         metavar="P",
         help="spread the calls and tunnels over P generator processes (one merged summary)",
     )
+    p.add_argument(
+        "--redial",
+        type=float,
+        metavar="SECONDS",
+        help="a call that fails setup is placed again after ~SECONDS (jittered) until up",
+    )
     p.add_argument("--part", help=argparse.SUPPRESS)  # I/P: one of --processes' children
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     args = p.parse_args(argv)
@@ -281,6 +287,8 @@ def lac_main(argv: Sequence[str] | None = None) -> int:
         p.error("--tunnels needs 1 <= K <= 65535")
     if args.max_outstanding is not None and args.max_outstanding < 0:
         p.error("--max-outstanding needs M >= 0")
+    if args.redial is not None and not (args.redial > 0 and math.isfinite(args.redial)):
+        p.error("--redial needs SECONDS > 0")
     if args.processes < 1:
         p.error("--processes needs P >= 1")
     if args.part is not None:
@@ -556,6 +564,7 @@ def _simulate(cfg: cfgmod.Config, args: argparse.Namespace) -> int:
                     username_of=lambda n: cfg.subscriber.credentials(n)[0],
                     max_outstanding=plan.max_outstanding,
                     first=plan.first,
+                    redial=args.redial,
                     barrier=(
                         functools.partial(_part_barrier, index) if args.part is not None else None
                     ),
