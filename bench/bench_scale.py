@@ -44,7 +44,12 @@ ECHO_INTERVAL = 30.0
 
 
 def write_configs(
-    tmp: Path, *, port: int, users: int, echo_interval: float | None = None
+    tmp: Path,
+    *,
+    port: int,
+    users: int,
+    echo_interval: float | None = None,
+    max_negotiating: int = 0,
 ) -> tuple[Path, Path]:
     """An LNS (null data plane, local users, CHAP + IPCP, a pool far bigger than the run,
     Hello and LCP echo at their defaults) and a LAC that dials it."""
@@ -58,6 +63,7 @@ def write_configs(
 listen = "127.0.0.1:{port}"
 hostname = "scale-lns"
 secret = "bench"
+max_negotiating_sessions = {max_negotiating}
 [dataplane]
 kind = "null"
 [control]
@@ -192,6 +198,7 @@ def start_lac(
     max_outstanding: int,
     rate: float = 0.0,
     name: str = "lac",
+    extra: Sequence[str] = (),
 ) -> tuple[subprocess.Popen[str], Path]:
     """``kl2tp-lac --simulate``; its JSON summary goes to ``tmp/NAME.json``."""
     out = tmp / f"{name}.json"
@@ -214,6 +221,7 @@ def start_lac(
                 "--max-outstanding",
                 str(max_outstanding),
                 "--json",
+                *extra,
             ],
             stdout=stdout,
             stderr=stderr,
