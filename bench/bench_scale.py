@@ -44,7 +44,12 @@ ECHO_INTERVAL = 30.0
 
 
 def write_configs(
-    tmp: Path, *, port: int, users: int, echo_interval: float | None = None
+    tmp: Path,
+    *,
+    port: int,
+    users: int,
+    echo_interval: float | None = None,
+    max_negotiating: int = 0,
 ) -> tuple[Path, Path]:
     """An LNS (null data plane, local users, CHAP + IPCP, a pool far bigger than the run,
     Hello and LCP echo at their defaults) and a LAC that dials it."""
@@ -58,6 +63,7 @@ def write_configs(
 listen = "127.0.0.1:{port}"
 hostname = "scale-lns"
 secret = "bench"
+max_negotiating_sessions = {max_negotiating}
 [dataplane]
 kind = "null"
 [control]
@@ -192,6 +198,7 @@ def start_lac(
     max_outstanding: int,
     rate: float = 0.0,
     name: str = "lac",
+    extra: Sequence[str] = (),
 ) -> tuple[subprocess.Popen[str], Path]:
     """``kl2tp-lac --simulate``; its JSON summary goes to ``tmp/NAME.json``."""
     out = tmp / f"{name}.json"
@@ -214,6 +221,7 @@ def start_lac(
                 "--max-outstanding",
                 str(max_outstanding),
                 "--json",
+                *extra,
             ],
             stdout=stdout,
             stderr=stderr,
@@ -244,9 +252,12 @@ def wait_setup_done(
     t0 = time.monotonic()
     last = -1
     still = 0
+    peak = 0
     while True:
         time.sleep(every)
         f = figures(lns.summary())
+        peak = max(peak, f["sessions"])
+        f["peak"] = peak
         print(
             f"#   {time.monotonic() - t0:6.0f} s  sessions {f['sessions']:,}  "
             f"in setup {f['in_setup']:,}  LNS RSS {lns.rss_kb() / 1024:,.0f} MB",
@@ -260,6 +271,10 @@ def wait_setup_done(
             still = 0
         last = f["sessions"]
         if lac.poll() is not None or time.monotonic() - t0 > limit:
+            return f
+        if peak >= 1000 and f["sessions"] < 0.9 * peak:
+            print(f"# collapse: {f['sessions']:,} sessions after a peak of {peak:,}", flush=True)
+            f["collapsed"] = 1
             return f
 
 
@@ -316,6 +331,23 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     limit=args.setup_limit,
                 )
                 t_up = time.monotonic()
+                if up.get("collapsed") or up["sessions"] < args.sessions:
+                    # Not all up: stop placing calls, clear what is up, measure the teardown.
+                    lac.send_signal(signal.SIGTERM)
+                    down, teardown_s = wait_torn_down(lns, up["sessions"], timeout=1800)
+                    lac.wait(timeout=900)
+                    return {
+                        "sessions": args.sessions,
+                        "up": up["sessions"],
+                        "peak": up["peak"],
+                        "setup_wall_s": t_up - t0,
+                        "lns_rss_up_mb": lns.rss_kb() / 1024,
+                        "lac": lac_result(lac_out),
+                        "teardown_s": teardown_s,
+                        "end": down,
+                        "lns_kb_per_session": 0.0,
+                        "collapsed": True,
+                    }
                 setup_cpu = lns.cpu() - cpu0
                 rss_up = lns.rss_kb()
                 lac_rss = sum(rss_kb(pid) for pid in part_pids(lac))
@@ -430,6 +462,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.verbose:
         print(json.dumps(r))
     rep = r["lac"]["report"]
+    if r.get("collapsed"):
+        end = r["end"]
+        print(
+            f"# NOT ALL UP: peak {r['peak']:,} sessions, {r['up']:,} at the stop after "
+            f"{r['setup_wall_s']:.0f} s; teardown {r['teardown_s']} s, at the end tunnels "
+            f"{end['tunnels']}, sessions {end['sessions']}, pool in use {end['pool_in_use']}"
+        )
+        print("# failures: " + ", ".join(f"{k}={v}" for k, v in sorted(rep["failures"].items())))
+        print(f"# generator counters: {json.dumps(r['lac'].get('counters', {}))}")
+        return 1
     print(
         table(
             ("up", "failed", "setup s", "calls/s", "p50 ms", "p99 ms", "LNS ms/call",

@@ -385,6 +385,12 @@ def lac_main(argv: Sequence[str] | None = None) -> int:
         metavar="P",
         help="spread the calls and tunnels over P generator processes (one merged summary)",
     )
+    p.add_argument(
+        "--redial",
+        type=float,
+        metavar="SECONDS",
+        help="a call that fails setup is placed again after ~SECONDS (jittered) until up",
+    )
     p.add_argument("--part", help=argparse.SUPPRESS)  # I/P: one of --processes' children
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     args = p.parse_args(argv)
@@ -398,6 +404,8 @@ def lac_main(argv: Sequence[str] | None = None) -> int:
         p.error("--tunnels needs 1 <= K <= 65535")
     if args.max_outstanding is not None and args.max_outstanding < 0:
         p.error("--max-outstanding needs M >= 0")
+    if args.redial is not None and not (args.redial > 0 and math.isfinite(args.redial)):
+        p.error("--redial needs SECONDS > 0")
     if args.processes < 1:
         p.error("--processes needs P >= 1")
     if args.part is not None:
@@ -626,6 +634,9 @@ def _simulate(cfg: cfgmod.Config, args: argparse.Namespace) -> int:
     index, of = args.part if args.part is not None else (0, 1)
     plan = _simulate_plan(cfg, args, index, of)
     if args.part is not None:
+        from kl2tp.lac.processes import end_with_parent
+
+        end_with_parent()
         # Each part binds its own port and serves no control socket (they would collide).
         settings = attrs.evolve(settings, listen=(settings.listen[0], 0), control_socket=None)
 
@@ -679,6 +690,7 @@ def _simulate(cfg: cfgmod.Config, args: argparse.Namespace) -> int:
                     username_of=lambda n: cfg.subscriber.credentials(n)[0],
                     max_outstanding=plan.max_outstanding,
                     first=plan.first,
+                    redial=args.redial,
                     barrier=(
                         functools.partial(_part_barrier, index) if args.part is not None else None
                     ),
