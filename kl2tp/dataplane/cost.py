@@ -144,15 +144,13 @@ class OpCost:
         self.cpu += time.thread_time_ns() - t0
         self.ns += time.perf_counter_ns() - self._wall0
 
-    def as_dict(self) -> dict[str, float | int]:
-        """Totals in microseconds, and the same per run."""
-        out: dict[str, float | int] = {"count": self.count}
+    def as_dict(self) -> dict[str, int]:
+        """Count and totals in microseconds: sums only, so that the supervisor of several
+        workers can add them up (divide by ``count`` for the cost of one run)."""
+        out = {"count": self.count}
         for name in ("ns", "cpu", "genl", "rtnl", "ppp"):
-            total = getattr(self, name)
             key = "total" if name == "ns" else name
-            out[f"{key}_us"] = round(total / 1000)
-            if self.count:
-                out[f"{key}_us_each"] = round(total / 1000 / self.count, 1)
+            out[f"{key}_us"] = round(getattr(self, name) / 1000)
         return out
 
 
@@ -174,5 +172,5 @@ class KernelCost:
     close_session: OpCost = attrs.field(factory=OpCost)
     """Closing unit, channel and socket (the pppN goes) and genl SESSION_DELETE."""
 
-    def as_dict(self) -> dict[str, dict[str, float | int]]:
+    def as_dict(self) -> dict[str, dict[str, int]]:
         return {name: getattr(self, name).as_dict() for name in OPS}

@@ -951,7 +951,7 @@ class KernelDataPlane:
     async def cleanup_stale(self) -> int:
         return await self._run(self.mechanics.cleanup_stale)
 
-    def kernel_cost(self) -> dict[str, dict[str, float | int]]:
+    def kernel_cost(self) -> dict[str, dict[str, int]]:
         """Time spent programming the kernel, per operation and kind of call
         (``show summary``'s ``kernel_cost``; :mod:`kl2tp.dataplane.cost`)."""
         return self.mechanics.cost.as_dict()

@@ -399,6 +399,8 @@ CASES = [Case(m, h) for h in (False, True) for m in METHODS]
 
 IP_PKTINFO = 8
 """linux/in.h (the socket module does not export it)."""
+SO_RCVBUFFORCE = 33
+"""asm-generic/socket.h (the socket module does not export it either)."""
 
 
 def echo_request(ident: int, seq: int) -> bytes:
@@ -419,6 +421,9 @@ def ping_every_interface(
     names = sorted(interfaces)
     with netns(ns):
         sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+        # Every reply may arrive before the first is read: the default receive buffer holds
+        # ~270 of them (bench_lab_scale pings 500); root may force a larger one.
+        sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 1024 * len(interfaces) + (1 << 20))
         indexes = [socket.if_nametoindex(name) for name in names]
     answered: set[str] = set()
     with sock:

@@ -21,6 +21,7 @@ address, i.e. through both kernels' L2TP sessions, and never through Python.
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 import signal
 import time
@@ -254,6 +255,21 @@ def test_200_sessions_over_one_tunnel_all_pass_traffic_and_leave_nothing(
         counters = ctl(lns_sock, "show", "summary")["counters"]
         assert counters.get("data_rx", 0) == 0, counters
 
+        # The kernel's share of the setup was counted, once per session and operation.
+        cost = ctl(lns_sock, "show", "summary")["kernel_cost"]
+        assert cost["open_session"]["count"] == cost["session_up"]["count"] == SESSIONS
+        assert cost["open_tunnel"]["count"] == 1
+        assert cost["close_session"]["count"] == 0
+        for op in ("open_session", "session_up"):
+            parts = sum(cost[op][f"{kind}_us"] for kind in ("genl", "rtnl", "ppp"))
+            assert 0 < parts <= cost[op]["cpu_us"] + 3, cost[op]
+        # Three descriptors per session; the daemon raised its soft limit to the hard one.
+        fds = len(os.listdir(f"/proc/{lns.proc.pid}/fd"))
+        assert 3 * SESSIONS < fds < 3 * SESSIONS + 100
+        soft, hard = nofile(lns.proc.pid)
+        assert soft == hard
+        assert "open files" in lns.output()
+
         t1 = time.monotonic()
         assert lac.stop() == 0, lac.output()
         result = json.loads(lac.output().strip().splitlines()[-1])
@@ -271,10 +287,25 @@ def test_200_sessions_over_one_tunnel_all_pass_traffic_and_leave_nothing(
             )
         print(f"{SESSIONS} kernel sessions: up in {setup:.1f} s, down in "
               f"{time.monotonic() - t1:.1f} s")  # fmt: skip
+        # The LNS's tables are empty, its pool whole, and each session's removal counted.
+        summary = ctl(lns_sock, "show", "summary")
+        assert summary["tunnels"]["total"] == summary["sessions"]["total"] == 0
+        assert summary["ppp"]["pools"]["default"]["in_use"] == 0
+        assert summary["kernel_cost"]["close_session"]["count"] == SESSIONS
+        assert summary["kernel_cost"]["close_tunnel"]["count"] == 1
     finally:
         lac.kill()
         rc = lns.stop()
     assert rc == 0, lns.output()
+
+
+def nofile(pid: int) -> tuple[int, int]:
+    """(soft, hard) RLIMIT_NOFILE of a process."""
+    for line in pathlib.Path(f"/proc/{pid}/limits").read_text().splitlines():
+        if line.startswith("Max open files"):
+            soft, hard = line.split()[3:5]
+            return int(soft), int(hard)
+    raise AssertionError(f"no open-files limit for {pid}")
 
 
 def test_lns_killed_with_a_call_up_restarts_clean_and_takes_new_calls(
