@@ -1375,6 +1375,11 @@ class _SessionState:
 
     def _network_ready(self) -> None:
         """The session is up: its timers, the CoA index, the "session up" line."""
+        scope = self.rec.scope
+        if self.dead or (scope is not None and scope.cancel_called):
+            # Its CDN came while a back end was answering: it was logged as failed, and an
+            # up now would have no down.
+            return
         if self.owner.lns:
             self._start_timers()
             if self.owner.coa_index is not None:
