@@ -13,6 +13,7 @@ import importlib.metadata
 import json
 import logging
 import math
+import os
 import signal
 import sys
 import time
@@ -21,12 +22,14 @@ from typing import Any
 
 import attrs
 import trio
+import trio.lowlevel
 
 from kl2tp import config as cfgmod
 from kl2tp import log as kl2tp_log
 from kl2tp.daemon.endpoint import Endpoint
 from kl2tp.daemon.handle import Address
 from kl2tp.daemon.service import Settings
+from kl2tp.daemon.workers import WorkerSlot
 from kl2tp.dataplane.base import DataPlane, DataPlaneError
 from kl2tp.l2tp.tunnel import TunnelConfig
 
@@ -120,13 +123,17 @@ def resolve_dataplane(kind: str) -> str:
     return "null"
 
 
-async def open_dataplane(kind: str, cfg: cfgmod.Config, role: str) -> DataPlane:
-    """Open the back end ``resolve_dataplane`` chose."""
+async def open_dataplane(
+    kind: str, cfg: cfgmod.Config, role: str, *, instance: str | None = None
+) -> DataPlane:
+    """Open the back end ``resolve_dataplane`` chose (``instance`` names its kernel journal;
+    default ``kl2tp-ROLE``)."""
     if kind == "kernel":
         from kl2tp.dataplane.kernel import KernelDataPlane
 
         return await KernelDataPlane.open(
-            instance=f"kl2tp-{role}", ifname_template=cfg.dataplane.interface_template
+            instance=instance or f"kl2tp-{role}",
+            ifname_template=cfg.dataplane.interface_template,
         )
     from kl2tp.dataplane.null import NullDataPlane
 
@@ -219,12 +226,124 @@ def check_config(args: argparse.Namespace, role: cfgmod.Role) -> int:
 
 def lns_main(argv: Sequence[str] | None = None) -> int:
     """kl2tp-lns."""
-    args = _daemon_parser("kl2tp-lns").parse_args(argv)
+    from kl2tp.daemon.workers import WorkerSlot
+
+    p = _daemon_parser("kl2tp-lns")
+    # A worker of a supervisor (``[l2tp] workers``): INDEX/COUNT:UDP_FD:CHANNEL_FD.
+    p.add_argument("--worker", type=WorkerSlot.parse, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
     if args.check_config:
         return check_config(args, "lns")
     cfg = _load(args, "lns")
     _setup_from(cfg, args, "kl2tp-lns")
+    if args.worker is not None:
+        return _run(cfg, "lns", args.config, worker=args.worker)
+    count = lns_workers(cfg)
+    if count > 1:
+        return _supervise(cfg, args, count)
     return _run(cfg, "lns", args.config)
+
+
+def lns_workers(cfg: cfgmod.Config) -> int:
+    """The worker processes ``[l2tp] workers`` asks for (0: one per core, or one when a CoA
+    server needs the one process)."""
+    from kl2tp.daemon.workers import default_workers
+
+    if cfg.l2tp.workers:
+        return cfg.l2tp.workers
+    return 1 if cfg.radius.coa_listen is not None else default_workers()
+
+
+def worker_settings(settings: Settings, slot: WorkerSlot) -> Settings:
+    """A worker's share of the daemon's settings: its slot, no control socket or metrics of
+    its own (the supervisor's), the endpoint-wide limits divided between the workers."""
+    from kl2tp.daemon.workers import share_limits
+
+    max_tunnels, max_sessions, limits = share_limits(
+        slot.count, settings.max_tunnels, settings.max_sessions, settings.limits
+    )
+    return attrs.evolve(
+        settings,
+        worker=slot,
+        control_socket=None,
+        metrics_listen=None,
+        max_tunnels=max_tunnels,
+        max_sessions=max_sessions,
+        limits=limits,
+    )
+
+
+def _supervise(cfg: cfgmod.Config, args: argparse.Namespace, count: int) -> int:
+    """kl2tp-lns with ``count`` workers: the supervisor (see kl2tp.daemon.workers)."""
+    from kl2tp.daemon.control import serve_control
+    from kl2tp.daemon.metrics import MetricsServer
+    from kl2tp.daemon.notify import Notifier
+    from kl2tp.daemon.service import StartupError, hostport
+    from kl2tp.daemon.workers import Supervisor, worker_argv
+
+    settings = settings_from_config(cfg, "lns")
+    # What a worker would refuse to start with, refused here once, with its exit code:
+    # a users file that does not load (2), a kernel data plane that is missing (1).
+    _authenticators(cfg, "lns")
+    resolve_dataplane(cfg.dataplane.kind)
+    base = [
+        *(["--config", args.config] if args.config else []),
+        *(["--debug", args.debug] if args.debug else []),
+    ]
+    notifier = Notifier.from_env()
+
+    async def main() -> None:
+        try:
+            sup = Supervisor(settings.listen, count, worker_argv(base))
+        except OSError as exc:
+            raise StartupError(
+                f"cannot listen on {hostport(*settings.listen)}: {exc.strerror or exc}"
+            ) from None
+        try:
+            with trio.open_signal_receiver(
+                signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1
+            ) as signals:
+                async with trio.open_nursery() as nursery:
+                    await nursery.start(sup.run)
+                    if settings.control_socket:
+                        await nursery.start(serve_control, settings.control_socket, sup)
+                    if settings.metrics_listen is not None:
+                        await nursery.start(
+                            MetricsServer(render=sup.metrics).serve, settings.metrics_listen
+                        )
+                    log.info(
+                        "LNS listening on %s with %d workers", hostport(*sup.local_addr), count
+                    )
+                    nursery.start_soon(notifier.watchdog)
+                    notifier.ready(f"LNS serving, {count} workers")
+                    async for signum in signals:
+                        if signum == signal.SIGHUP:
+                            log.info("SIGHUP: reloading the configuration in every worker")
+                            notifier.reloading()
+                            result = await sup({"cmd": "reload", "what": "config"})
+                            notifier.ready("reloaded")
+                            log.info("reload: %s", "ok" if result.get("ok") else result)
+                            continue
+                        if signum == signal.SIGUSR1:
+                            summary = await sup({"cmd": "show", "what": "summary"})
+                            log.info("summary: %s", json.dumps(summary, sort_keys=True))
+                            continue
+                        log.info("%s: stopping the workers", signal.Signals(signum).name)
+                        break
+                    notifier.stopping()
+                    await sup.stop(settings.shutdown_grace)
+                    nursery.cancel_scope.cancel()
+        finally:
+            notifier.close()
+            sup.close()
+
+    try:
+        trio.run(main)
+    except (OSError, BaseExceptionGroup) as exc:
+        return _fail("lns", exc)
+    except Exception as exc:
+        return _fail("lns", exc)
+    return 0
 
 
 def lac_main(argv: Sequence[str] | None = None) -> int:
@@ -259,6 +378,20 @@ def lac_main(argv: Sequence[str] | None = None) -> int:
         metavar="M",
         help="at most M calls in setup at once (default: [subscriber] max_outstanding; 0: any)",
     )
+    p.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        metavar="P",
+        help="spread the calls and tunnels over P generator processes (one merged summary)",
+    )
+    p.add_argument(
+        "--redial",
+        type=float,
+        metavar="SECONDS",
+        help="a call that fails setup is placed again after ~SECONDS (jittered) until up",
+    )
+    p.add_argument("--part", help=argparse.SUPPRESS)  # I/P: one of --processes' children
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     args = p.parse_args(argv)
     if args.check_config:
@@ -271,12 +404,27 @@ def lac_main(argv: Sequence[str] | None = None) -> int:
         p.error("--tunnels needs 1 <= K <= 65535")
     if args.max_outstanding is not None and args.max_outstanding < 0:
         p.error("--max-outstanding needs M >= 0")
+    if args.redial is not None and not (args.redial > 0 and math.isfinite(args.redial)):
+        p.error("--redial needs SECONDS > 0")
+    if args.processes < 1:
+        p.error("--processes needs P >= 1")
+    if args.part is not None:
+        from kl2tp.lac.processes import parse_part
+
+        try:
+            args.part = parse_part(args.part)
+        except ValueError as exc:
+            p.error(str(exc))
     cfg = _load(args, "lac")
     _setup_from(cfg, args, "kl2tp-lac")
     if args.simulate is None:
         return _run(cfg, "lac", args.config)
     if args.simulate == 0:
         args.simulate = cfg.subscriber.count
+    if args.processes > 1 and args.part is None:
+        if args.processes > args.simulate:
+            p.error("--processes needs P <= N calls")
+        return _simulate_parts(cfg, args, list(sys.argv[1:] if argv is None else argv))
     return _simulate(cfg, args)
 
 
@@ -291,17 +439,26 @@ def _fail(role: str, exc: BaseException) -> int:
     return 1
 
 
-def _run(cfg: cfgmod.Config, role: str, path: str | None = None) -> int:
+def _run(
+    cfg: cfgmod.Config, role: str, path: str | None = None, *, worker: WorkerSlot | None = None
+) -> int:
+    from kl2tp.aaa.pool import set_worker_share
     from kl2tp.daemon.notify import Notifier
     from kl2tp.daemon.ppp_session import lns_link_config, make_handler
     from kl2tp.daemon.reload import Reloader
     from kl2tp.daemon.service import run_daemon
 
     settings = settings_from_config(cfg, role)
+    instance = f"kl2tp-{role}"
+    if worker is not None:
+        settings = worker_settings(settings, worker)
+        set_worker_share(worker.index, worker.count)  # before any pool is built
+        instance = f"kl2tp-{role}-w{worker.index}"  # its own kernel journal
     authenticators = _authenticators(cfg, role)
     authenticator = authenticators.get(cfg.aaa.backend)
     kind = resolve_dataplane(cfg.dataplane.kind)
-    notifier = Notifier.from_env()
+    # A worker leaves systemd to the supervisor (it inherited NOTIFY_SOCKET).
+    notifier = Notifier(None) if worker is not None else Notifier.from_env()
     reloader: Reloader | None = None
     if path is not None:
         load_users = None
@@ -321,7 +478,7 @@ def _run(cfg: cfgmod.Config, role: str, path: str | None = None) -> int:
 
     async def main() -> None:
         try:
-            dataplane = await open_dataplane(kind, cfg, role)
+            dataplane = await open_dataplane(kind, cfg, role, instance=instance)
         except DataPlaneError as exc:
             print(f"kl2tp-{role}: {exc}", file=sys.stderr)
             raise SystemExit(1) from None
@@ -421,6 +578,50 @@ def _warn_limiter() -> Any:
     return WarnLimiter(per_reason_burst=5, interval=60.0)
 
 
+def _simulate_plan(cfg: cfgmod.Config, args: argparse.Namespace, index: int, of: int) -> Any:
+    """Part ``index`` of ``of`` of the ``--simulate`` run ``args`` asks for."""
+    from kl2tp.lac.processes import part_of
+
+    settings = settings_from_config(cfg, "lac")
+    rate = args.rate if args.rate is not None else cfg.subscriber.rate
+    outstanding = args.max_outstanding
+    return part_of(
+        index,
+        of,
+        calls=args.simulate,
+        tunnels=args.tunnels or cfg.subscriber.tunnels or len(settings.lns_peers),
+        rate=rate or 0.0,
+        max_outstanding=outstanding if outstanding is not None else cfg.subscriber.max_outstanding,
+    )
+
+
+def _simulate_parts(cfg: cfgmod.Config, args: argparse.Namespace, argv: list[str]) -> int:
+    """``--processes P``: P children each run their part; one merged summary."""
+    from kl2tp.lac.processes import run_parts
+
+    parts = [_simulate_plan(cfg, args, i, args.processes) for i in range(args.processes)]
+    summary = run_parts(argv, parts)
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(_format_summary(summary))
+    return 0 if summary.get("established") == summary.get("requested") else 1
+
+
+async def _part_barrier(index: int) -> None:
+    """A ``--processes`` part: tell the parent this part's calls are up, wait for its go
+    (a line on stdin, or stdin's end) before holding."""
+    print(json.dumps({"part": index, "up": True}), flush=True)
+    stream = trio.lowlevel.FdStream(os.dup(0))
+    try:
+        while True:
+            chunk = await stream.receive_some(64)
+            if not chunk or b"\n" in chunk:
+                return
+    finally:
+        await stream.aclose()
+
+
 def _simulate(cfg: cfgmod.Config, args: argparse.Namespace) -> int:
     from kl2tp.daemon.client import subscriber_call
     from kl2tp.daemon.control import serve_control
@@ -430,6 +631,14 @@ def _simulate(cfg: cfgmod.Config, args: argparse.Namespace) -> int:
     settings = settings_from_config(cfg, "lac")
     hold = args.hold if args.hold is not None else cfg.subscriber.hold
     summary: dict[str, Any] = {}
+    index, of = args.part if args.part is not None else (0, 1)
+    plan = _simulate_plan(cfg, args, index, of)
+    if args.part is not None:
+        from kl2tp.lac.processes import end_with_parent
+
+        end_with_parent()
+        # Each part binds its own port and serves no control socket (they would collide).
+        settings = attrs.evolve(settings, listen=(settings.listen[0], 0), control_socket=None)
 
     # Simulated subscribers stay in userspace unless the config asks for the kernel by name
     # ("auto" means null here): then every one gets its own kernel session and pppN.
@@ -460,16 +669,15 @@ def _simulate(cfg: cfgmod.Config, args: argparse.Namespace) -> int:
                     )
                 nursery.start_soon(_stop_on_signal, stop)
                 picker = await _tunnel_picker(cfg, endpoint, nursery)
-                rate = args.rate if args.rate is not None else (cfg.subscriber.rate or None)
-                tunnels = args.tunnels or cfg.subscriber.tunnels or len(settings.lns_peers)
-                peers = [settings.lns_peers[k % len(settings.lns_peers)] for k in range(tunnels)]
-                outstanding = args.max_outstanding
+                lns = settings.lns_peers
+                first = plan.first_tunnel
+                peers = [lns[k % len(lns)] for k in range(first, first + plan.tunnels)]
                 cpu0 = time.process_time()
                 result = await simulate(
                     endpoint,
                     peers,
-                    args.simulate,
-                    rate=rate or None,
+                    plan.count,
+                    rate=plan.rate or None,
                     hold=hold,
                     call_factory=functools.partial(
                         subscriber_call,
@@ -480,12 +688,17 @@ def _simulate(cfg: cfgmod.Config, args: argparse.Namespace) -> int:
                     stop=stop,
                     picker=picker,
                     username_of=lambda n: cfg.subscriber.credentials(n)[0],
-                    max_outstanding=(
-                        outstanding if outstanding is not None else cfg.subscriber.max_outstanding
+                    max_outstanding=plan.max_outstanding,
+                    first=plan.first,
+                    redial=args.redial,
+                    barrier=(
+                        functools.partial(_part_barrier, index) if args.part is not None else None
                     ),
                 )
                 result.cpu_s = time.process_time() - cpu0
                 summary.update(result.summary())
+                if args.part is not None:
+                    summary["raw"] = result.raw(time.monotonic() - trio.current_time())
                 summary["counters"] = dict(endpoint.counters)
                 if picker is not None:
                     summary["selection"] = attrs.asdict(picker.counters)
@@ -581,6 +794,8 @@ def _format_summary(s: dict[str, Any]) -> str:
     lines.append(f"setup p99    {s['setup_ms']['p99']} ms")
     lines.append(f"calls/s      {s['cps']}")
     lines.append(f"tunnels      {s['tunnels']}")
+    if s.get("processes"):
+        lines.append(f"processes    {s['processes']}")
     if s.get("cpu_ms_per_call") is not None:
         lines.append(f"own CPU      {s['cpu_ms_per_call']} ms per call")
     return "\n".join(lines)
@@ -960,6 +1175,12 @@ def _format_summary_show(result: Any) -> str:
     if len(policies) > 1:  # [[peer]] tables: one line each (the default alone says nothing new)
         for name, counts in policies.items():
             lines.append(f"policy   {name} " + _pairs(counts.items()))
+    for worker in result.get("workers") or ():  # [l2tp] workers: one line each
+        state = "up" if worker.get("up") else "restarting"
+        lines.append(
+            f"worker   {worker.get('index')} pid={worker.get('pid')} {state} "
+            f"restarts={worker.get('restarts')}"
+        )
     return "\n".join(lines)
 
 

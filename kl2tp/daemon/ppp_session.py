@@ -23,7 +23,7 @@ import trio
 
 from kl2tp.aaa import base as aaa
 from kl2tp.aaa.addresses import AddressBook
-from kl2tp.aaa.pool import AddressPool
+from kl2tp.aaa.pool import AddressPool, worker_share
 from kl2tp.aaa.radius import (
     ATTR_CLASS,
     ATTR_FRAMED_NETMASK,
@@ -436,7 +436,10 @@ class PppSessions(DataPlaneSessions):
         """Subscriber links the LAC already took through LCP and auth (proxy), by call number."""
         self.running: dict[tuple[int, int], _SessionState] = {}
         """Every session whose PPP runs, by (tunnel id, session id)."""
-        self._nas_port = 0
+        # Worker k of N ([l2tp] workers) numbers its ports k+1, k+1+N, ...: NAS-Port and
+        # Acct-Session-Id stay unique across the workers of one LNS.
+        self._nas_index, self._nas_step = worker_share()
+        self._nas_port = self._nas_index - self._nas_step + 1
         self.coa_index: SessionIndex | None = None
         """LNS with a CoA server (RFC 5176): sessions whose network is up, by Acct-Session-Id,
         user and address; set by the daemon."""
@@ -714,7 +717,7 @@ class _SessionState:
         """How far the subscriber got before its link began to terminate."""
         self._phase: Phase | None = None
         """The phase last shown (``_note_phase``)."""
-        owner._nas_port += 1
+        owner._nas_port += owner._nas_step
         self.nas_port = owner._nas_port
         self.acct_session_id = f"{owner.boot_id}{self.nas_port:08X}"
         """RADIUS Acct-Session-Id: the same in the Access-Request and every record."""

@@ -11,11 +11,13 @@ import ipaddress
 import json
 import logging
 import math
+import os
 import random
 import re
 import signal
+import socket as stdlib_socket
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 import attrs
@@ -26,10 +28,11 @@ from kl2tp import log as kl2tp_log
 from kl2tp.daemon import oplog
 from kl2tp.daemon.client import Backoff, subscriber_call
 from kl2tp.daemon.control import ControlError, serve_control
-from kl2tp.daemon.endpoint import Endpoint, TunnelRunner, TunnelSetupError
+from kl2tp.daemon.endpoint import Endpoint, TunnelRunner, TunnelSetupError, UdpTransport
 from kl2tp.daemon.handle import Address, SessionHandler, SessionInfo, TunnelHandle
 from kl2tp.daemon.metrics import MetricsServer, Source, kernel_totals
 from kl2tp.daemon.notify import Notifier
+from kl2tp.daemon.workers import Channel, WorkerFailed, WorkerSlot
 from kl2tp.dataplane.base import DataPlane
 from kl2tp.l2tp.constants import CdnResult, StopCcnResult
 from kl2tp.l2tp.endpoint import Limits
@@ -40,6 +43,9 @@ from kl2tp.lac.tunnels import NoTunnel, TunnelPicker
 from kl2tp.policy import PolicyTable
 
 log = logging.getLogger("kl2tp.daemon")
+
+_jitter = random.Random()
+"""Spreads ``--simulate``'s redials (not a secret: any generator will do)."""
 
 
 @attrs.frozen
@@ -74,6 +80,10 @@ class Settings:
     """Ended and failed sessions ``show history`` keeps."""
     metrics_listen: Address | None = None
     """Where the Prometheus endpoint listens (``[metrics] listen``); None: nowhere."""
+    worker: WorkerSlot | None = None
+    """This daemon is one worker of a supervisor (``[l2tp] workers``): its socket, its
+    tunnel id class and its channel to the supervisor (which serves the control socket and
+    the metrics); None: a daemon of its own."""
 
 
 def make_endpoint(
@@ -96,6 +106,9 @@ def make_endpoint(
         limits=settings.limits,
         rng=rng,
         policies=settings.policies,
+        tunnel_id_class=(
+            (settings.worker.index, settings.worker.count) if settings.worker else (0, 1)
+        ),
     )
 
 
@@ -432,6 +445,9 @@ class ControlApi:
         kernel = await kernel_totals(self.endpoint)
         if kernel is not None:
             out["kernel"] = kernel
+        cost = getattr(self.dataplane, "kernel_cost", None)
+        if cost is not None:  # the kernel data plane's setup cost counters
+            out["kernel_cost"] = cost()
         return out
 
     def _policy_summary(self) -> dict[str, dict[str, int]]:
@@ -578,8 +594,19 @@ async def run_daemon(
     events = oplog.EventLog(size=settings.history)
     oplog.EVENTS.set(events)
     api = ControlApi(endpoint, dataplane, reload=reload, events=events)
+    worker = settings.worker
+    handled: tuple[signal.Signals, ...] = HANDLED_SIGNALS
+    if worker is not None:
+        endpoint.transport = transport = UdpTransport.from_socket(
+            stdlib_socket.socket(fileno=worker.udp_fd)
+        )
+        endpoint.sock = transport.sock
+        # The supervisor gets the terminal's ^C and the operator's SIGHUP and tells us.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        handled = (signal.SIGTERM, signal.SIGUSR1)
     try:
-        with trio.open_signal_receiver(*HANDLED_SIGNALS) as signals:
+        with trio.open_signal_receiver(*handled) as signals:
             async with trio.open_nursery() as nursery:
                 try:
                     addr = await nursery.start(endpoint.serve)
@@ -594,7 +621,10 @@ async def run_daemon(
                         await nursery.start(serve_control, settings.control_socket, api)
                     except (OSError, ControlError) as exc:
                         raise StartupError(f"control socket: {_one_line(exc)}") from None
-                if settings.metrics_listen is not None:
+                waiting = trio.CancelScope()
+                if worker is not None:
+                    await nursery.start(_serve_supervisor, worker, api, endpoint, events, waiting)
+                if settings.metrics_listen is not None and worker is None:
                     server = MetricsServer(Source(endpoint, events))
                     try:
                         await nursery.start(server.serve, settings.metrics_listen)
@@ -626,20 +656,22 @@ async def run_daemon(
                     nursery.start_soon(dial)
                 notifier.ready(f"{settings.role.upper()} serving")
                 task_status.started(endpoint)
-                async for signum in signals:
-                    if signum == signal.SIGHUP:
-                        log.info("SIGHUP: reloading the configuration")
-                        try:
-                            await api.reload({})
-                        except ControlError as exc:
-                            log.warning("SIGHUP: %s", exc)
-                        continue
-                    if signum == signal.SIGUSR1:
-                        summary = await api.summary()
-                        log.info("summary: %s", json.dumps(summary, sort_keys=True))
-                        continue
-                    log.info("%s: clearing sessions and tunnels", signal.Signals(signum).name)
-                    break
+                with waiting:
+                    async for signum in signals:
+                        if signum == signal.SIGHUP:
+                            log.info("SIGHUP: reloading the configuration")
+                            try:
+                                await api.reload({})
+                            except ControlError as exc:
+                                log.warning("SIGHUP: %s", exc)
+                            continue
+                        if signum == signal.SIGUSR1:
+                            summary = await api.summary()
+                            log.info("summary: %s", json.dumps(summary, sort_keys=True))
+                            continue
+                        name = signal.Signals(signum).name
+                        log.info("%s: clearing sessions and tunnels", name)
+                        break
                 notifier.stopping()
                 dialers.cancel()
                 await endpoint.shutdown(settings.shutdown_grace)
@@ -650,12 +682,45 @@ async def run_daemon(
             await dataplane.aclose()
 
 
+async def _serve_supervisor(
+    worker: WorkerSlot,
+    api: ControlApi,
+    endpoint: Endpoint,
+    events: oplog.EventLog,
+    waiting: trio.CancelScope,
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """A worker's side of the socketpair: answer the supervisor's requests (control socket
+    requests, metrics scrapes) with this worker's state, say we are ready, and shut down
+    (cancel ``waiting``) when the supervisor goes away."""
+    metrics = MetricsServer(Source(endpoint, events))
+
+    async def handle(req: Request) -> Any:
+        if req.get("cmd") == "metrics":
+            return (await metrics.render()).decode()
+        return await api(req)
+
+    channel = Channel.from_fd(worker.channel_fd, handle)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(channel.run)
+        await channel.call({"cmd": "ready", "pid": os.getpid()})
+        task_status.started()
+        await channel.closed.wait()
+    log.info("worker %d: the supervisor went away: clearing sessions and tunnels", worker.index)
+    waiting.cancel()
+
+
 def _in_use(exc: OSError) -> bool:
     return exc.errno == errno.EADDRINUSE
 
 
 def _hostport(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+hostport = _hostport
+"""``host:port``, ``[v6]:port``."""
 
 
 def _one_line(exc: BaseException) -> str:
@@ -668,7 +733,7 @@ def startup_failure(exc: BaseException) -> str | None:
     daemon could not start; None for anything else (a bug: let it show its traceback)."""
     while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
         exc = exc.exceptions[0]
-    if isinstance(exc, StartupError):
+    if isinstance(exc, StartupError | WorkerFailed):
         return str(exc)
     if isinstance(exc, OSError | ControlError):
         return _one_line(exc)
@@ -722,6 +787,8 @@ class SimulationResult:
     """Tunnels the calls were spread over."""
     cpu_s: float | None = None
     """The load generator's own CPU time (user + system) over the run, when measured."""
+    redials: Counter[str] = attrs.field(factory=Counter)
+    """Failed attempts of calls that were placed again (``redial``), by reason."""
 
     def summary(self) -> dict[str, Any]:
         """The summary as one JSON-friendly object. ``report`` has the figures under the
@@ -755,12 +822,59 @@ class SimulationResult:
             **{f"setup-time-{k}": v for k, v in pcts.items()},
             "failures": dict(self.failed),
         }
+        if self.redials:
+            out["redials"] = dict(self.redials)
+            report["setup-retries"] = sum(self.redials.values())
+            report["retry-reasons"] = dict(self.redials)
         if self.cpu_s is not None:
             per_call = self.cpu_s * 1000.0 / self.established if self.established else None
             out["cpu_s"] = round(self.cpu_s, 3)
             out["cpu_ms_per_call"] = round(per_call, 3) if per_call is not None else None
             report["cpu-ms-per-session"] = out["cpu_ms_per_call"]
         out["report"] = report
+        return out
+
+    def raw(self, clock_offset: float) -> dict[str, Any]:
+        """What :meth:`merged` needs from one ``--processes`` part: the counts, every setup
+        time and the first/last instants moved onto the machine's monotonic clock
+        (``clock_offset`` = ``time.monotonic() - trio.current_time()``: trio's clock has a
+        random offset of its own per process)."""
+
+        def mono(t: float | None) -> float | None:
+            return None if t is None else t + clock_offset
+
+        return {
+            "requested": self.requested,
+            "established": self.established,
+            "failed": dict(self.failed),
+            "setup_ms": self.setup_ms,
+            "first_started": mono(self.first_started),
+            "last_established": mono(self.last_established),
+            "cleared_by_peer": self.cleared_by_peer,
+            "tunnels": self.tunnels,
+            "cpu_s": self.cpu_s,
+            "redials": dict(self.redials),
+        }
+
+    @classmethod
+    def merged(cls, parts: Iterable[dict[str, Any]]) -> SimulationResult:
+        """One result from the :meth:`raw` of every part (percentiles over all calls, the
+        setup span from the earliest start to the latest establishment, CPU summed)."""
+        out = cls(requested=0, cpu_s=0.0)
+        for part in parts:
+            out.requested += part["requested"]
+            out.established += part["established"]
+            out.failed.update(part["failed"])
+            out.redials.update(part.get("redials", {}))
+            out.setup_ms.extend(part["setup_ms"])
+            out.cleared_by_peer += part["cleared_by_peer"]
+            out.tunnels += part["tunnels"]
+            out.cpu_s = (out.cpu_s or 0.0) + (part["cpu_s"] or 0.0)
+            first, last = part["first_started"], part["last_established"]
+            if first is not None and (out.first_started is None or first < out.first_started):
+                out.first_started = first
+            if last is not None and (out.last_established is None or last > out.last_established):
+                out.last_established = last
         return out
 
 
@@ -785,6 +899,9 @@ async def simulate(
     picker: TunnelPicker | None = None,
     username_of: Callable[[int], str] | None = None,
     max_outstanding: int = 0,
+    first: int = 1,
+    barrier: Callable[[], Awaitable[None]] | None = None,
+    redial: float | None = None,
 ) -> SimulationResult:
     """Place ``count`` calls across tunnels to ``peers``, hold them, clear them.
 
@@ -801,6 +918,18 @@ async def simulate(
     ``n`` (``username_of(n)`` and the call's called number) instead of going round the
     tunnels to ``peers``; a call it finds none for fails as ``no tunnel`` / ``no LNS
     answered``.
+
+    The calls are numbered ``first`` .. ``first + count - 1`` (a ``--processes`` part
+    places its own slice of the numbers, so subscriber names stay unique). ``barrier``, when
+    given, is awaited once every call of this process is up (or failed) and before the hold
+    begins: ``--processes`` parts start their holds together through it. Once ``stop`` is
+    set no further call is placed (those count as ``not placed (stopped)``); the calls in
+    setup finish it and are cleared.
+
+    With ``redial`` (seconds) a call that fails setup is placed again after 0.5-1.5 times
+    that, as a subscriber redials, until it is up or ``stop`` is set: ``redials`` counts the
+    failed attempts by reason, ``failed`` only the calls that never came up, and a call's
+    setup time counts from its first placing (the time its subscriber waited).
     """
     stop = stop if stop is not None else trio.Event()
     result = SimulationResult(requested=count)
@@ -816,6 +945,7 @@ async def simulate(
     result.tunnels = len(runners)
     make_call = call_factory or subscriber_call
     all_up = trio.Event()
+    holding = trio.Event()  # all up, and the barrier (if any) passed
     pending = [count]
     turns = trio.Semaphore(max_outstanding) if max_outstanding > 0 else None
 
@@ -826,45 +956,67 @@ async def simulate(
         if pending[0] == 0:
             all_up.set()
 
-    async def one_call(n: int) -> None:
-        if turns is not None:
-            await turns.acquire()
+    async def place(n: int, placed: list[float]) -> tuple[TunnelHandle, SessionInfo] | str:
+        """One attempt at call ``n`` (its placing time appended to ``placed``): its tunnel
+        and info once it is up, or the name of why it failed."""
         call = make_call(n)
         runner: TunnelHandle
         if picker is not None:
             try:
                 runner = await picker.tunnel_for(username_of(n) if username_of else "", call)
             except NoTunnel as exc:
-                result.failed[str(exc)] += 1
-                finished_setup()
-                return
+                return str(exc)
         else:
             runner = runners[n % len(runners)]
         if runner.closed.is_set():
-            result.failed["tunnel closed"] += 1
-            finished_setup()
-            return
+            return "tunnel closed"
         start = trio.current_time()
         if result.first_started is None:
             result.first_started = start
+        placed.append(start)
         connect = connect_factory(n) if connect_factory is not None else None
         try:
             info = runner.place_call(call, connect, defer_connect=endpoint.defers_connect)
         except CommandError:  # the tunnel began to close since it was picked
-            result.failed["tunnel closed"] += 1
-            finished_setup()
-            return
+            return "tunnel closed"
         info.extra["n"] = n
         with trio.move_on_after(setup_timeout):
             await info.done.wait()
         if info.established is None:
-            reason = _failure_reason(info)
-            result.failed[reason] += 1
-            finished_setup()
             if info.closed is None:
                 runner.hangup(info.local_sid, CdnResult.ADMINISTRATIVE, message="setup timed out")
-            return
+            return _failure_reason(info)
+        return runner, info
+
+    async def one_call(n: int) -> None:
+        placed: list[float] = []  # every attempt's placing time; setup counts from the first
+        reason = "not placed (stopped)"
+        while True:
+            if turns is not None:
+                await turns.acquire()
+            if stop.is_set():  # stopped before its (next) turn: not placed again
+                result.failed[reason] += 1
+                finished_setup()
+                return
+            outcome = await place(n, placed)
+            if not isinstance(outcome, str):
+                break
+            reason = outcome
+            if redial is None or stop.is_set():
+                result.failed[reason] += 1
+                finished_setup()
+                return
+            # A subscriber that failed dials again after a while (jittered, so a refused
+            # crowd does not come back in step), out of the setup cap meanwhile.
+            result.redials[reason] += 1
+            if turns is not None:
+                turns.release()
+            with trio.move_on_after(redial * (0.5 + _jitter.random())):
+                await stop.wait()
+        runner, info = outcome
+        start = placed[0]
         up = info.established
+        assert up is not None
         result.established += 1
         result.setup_ms.append((up - start) * 1000.0)
         if result.last_established is None or up > result.last_established:
@@ -872,7 +1024,7 @@ async def simulate(
         finished_setup()
         # Hold until every call is up (so they are all up at once) and then ``hold`` more;
         # a call the LNS clears meanwhile (CDN) ends its hold and no longer counts as up.
-        await all_up.wait()
+        await holding.wait()
         if info.closed is None and not stop.is_set():
             info.done = trio.Event()  # the endpoint sets it again when the call closes
             held[n] = info
@@ -900,14 +1052,31 @@ async def simulate(
         for info in held.values():
             info.done.set()
 
+    async def release_holds() -> None:
+        await all_up.wait()
+        if barrier is not None:
+            async with trio.open_nursery() as waiting:
+
+                async def on_stop() -> None:
+                    await stop.wait()
+                    waiting.cancel_scope.cancel()
+
+                waiting.start_soon(on_stop)
+                await barrier()
+                waiting.cancel_scope.cancel()
+        holding.set()
+
+    if count == 0:
+        all_up.set()
     async with trio.open_nursery() as outer:
         outer.start_soon(end_holds)
+        outer.start_soon(release_holds)
         async with trio.open_nursery() as nursery:
             interval = 1.0 / rate if rate else 0.0
             next_at = trio.current_time()
-            for n in range(1, count + 1):
+            for n in range(first, first + count):
                 nursery.start_soon(one_call, n)
-                if interval:
+                if interval and not stop.is_set():  # stopped: the rest go at once, unplaced
                     next_at += interval
                     await trio.sleep_until(next_at)
                 elif n % 64 == 0:

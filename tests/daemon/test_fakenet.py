@@ -15,7 +15,8 @@ import itertools
 import math
 import random
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -177,6 +178,21 @@ async def until(condition: Callable[[], bool]) -> None:
         if condition():
             return
         await trio.sleep(0.5)
+
+
+@asynccontextmanager
+async def running(
+    network: FakeNetwork, *endpoints: Endpoint, limit: float = 600
+) -> AsyncIterator[trio.Nursery]:
+    """``network`` and ``endpoints`` serving in a nursery under a deadline of ``limit``
+    (virtual) seconds; everything is cancelled when the block ends."""
+    with trio.fail_after(limit):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(network.run)
+            for endpoint in endpoints:
+                await nursery.start(endpoint.serve)
+            yield nursery
+            nursery.cancel_scope.cancel()
 
 
 # --- the daemons --------------------------------------------------------------------------------
@@ -357,17 +373,12 @@ async def test_a_thousand_calls_over_a_terrible_network(
     d = Daemons(tmp_path, network, users=n, tunnels=10)
     pool = d.lns_handler.pool
     assert pool is not None
-    with trio.fail_after(3600):
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(network.run)
-            await nursery.start(d.lns.serve)
-            await nursery.start(d.lac.serve)
-            result = await simulate(
-                d.lac, d.lac_settings.lns_peers, n, rate=50.0, hold=1.0, setup_timeout=1800.0
-            )
-            # The LNS sees the StopCCNs, and every closed tunnel's hold runs out.
-            await until(lambda: not (d.lns.tunnels or d.lns.lingering or d.lac.lingering))
-            nursery.cancel_scope.cancel()
+    async with running(network, d.lns, d.lac, limit=3600):
+        result = await simulate(
+            d.lac, d.lac_settings.lns_peers, n, rate=50.0, hold=1.0, setup_timeout=1800.0
+        )
+        # The LNS sees the StopCCNs, and every closed tunnel's hold runs out.
+        await until(lambda: not (d.lns.tunnels or d.lns.lingering or d.lac.lingering))
 
     summary = result.summary()
     assert (summary["requested"], summary["established"], summary["failed"]) == (n, n, {}), summary
@@ -425,15 +436,11 @@ async def test_sccrq_retransmitted_at_the_configured_times(
     config = TunnelConfig(
         hostname="lac", retransmit_initial=initial, retransmit_cap=cap, max_retries=retries
     )
-    with trio.fail_after(600):
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(network.run)
-            await nursery.start(lac.serve)
-            start = trio.current_time()
-            with pytest.raises(Exception, match="no acknowledgement"):
-                await lac.dial(LNS_ADDR, config)  # nobody is there
-            end = trio.current_time()
-            nursery.cancel_scope.cancel()
+    async with running(network, lac):
+        start = trio.current_time()
+        with pytest.raises(Exception, match="no acknowledgement"):
+            await lac.dial(LNS_ADDR, config)  # nobody is there
+        end = trio.current_time()
     sends = control_sends(network, LAC_ADDR)
     ((copies),) = sends.values()
     assert [k for _, k in copies] == [MessageType.SCCRQ] * (retries + 1)
@@ -481,37 +488,32 @@ async def test_a_tunnel_task_that_crashes_clears_its_tunnel_and_the_daemon_lives
 ) -> None:
     network = FakeNetwork()
     lns, lac = pair(network)
-    with trio.fail_after(600):
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(network.run)
-            await nursery.start(lns.serve)
-            await nursery.start(lac.serve)
-            doomed = await lac.dial(LNS_ADDR)
-            other = await lac.dial(LNS_ADDR)
-            info = doomed.place_call(_call(1))
-            await info.done.wait()
-            assert len(lns.tunnels) == 2
+    async with running(network, lns, lac):
+        doomed = await lac.dial(LNS_ADDR)
+        other = await lac.dial(LNS_ADDR)
+        info = doomed.place_call(_call(1))
+        await info.done.wait()
+        assert len(lns.tunnels) == 2
 
-            def explode(now: float) -> None:
-                raise RuntimeError("a bug in the tunnel core")
+        def explode(now: float) -> None:
+            raise RuntimeError("a bug in the tunnel core")
 
-            doomed.core.handle_timer = explode  # type: ignore[method-assign]
-            doomed.core.get_timer = lambda: trio.current_time()  # type: ignore[method-assign]
-            doomed.kick()
-            await doomed.closed.wait()
-            # The session above it was closed; the tunnel is gone from every table at once.
-            assert info.closed is not None and info.closed.message == "tunnel closed"
-            assert lac.counters["tunnel_task_failed"] == 1
-            assert doomed.local_tunnel_id not in lac.tunnels
-            assert doomed.local_tunnel_id not in lac.core.tunnels
-            assert doomed.local_tunnel_id not in lac.core.lingering
-            # The peer heard a StopCCN (general error) and cleared its side.
-            await until(lambda: len(lns.tunnels) == 1)
-            # The other tunnel and the daemon carry on.
-            call = other.place_call(_call(2))
-            await call.done.wait()
-            assert call.established is not None
-            nursery.cancel_scope.cancel()
+        doomed.core.handle_timer = explode  # type: ignore[method-assign]
+        doomed.core.get_timer = lambda: trio.current_time()  # type: ignore[method-assign]
+        doomed.kick()
+        await doomed.closed.wait()
+        # The session above it was closed; the tunnel is gone from every table at once.
+        assert info.closed is not None and info.closed.message == "tunnel closed"
+        assert lac.counters["tunnel_task_failed"] == 1
+        assert doomed.local_tunnel_id not in lac.tunnels
+        assert doomed.local_tunnel_id not in lac.core.tunnels
+        assert doomed.local_tunnel_id not in lac.core.lingering
+        # The peer heard a StopCCN (general error) and cleared its side.
+        await until(lambda: len(lns.tunnels) == 1)
+        # The other tunnel and the daemon carry on.
+        call = other.place_call(_call(2))
+        await call.done.wait()
+        assert call.established is not None
 
 
 async def test_a_send_that_would_block_waits_and_then_goes(
@@ -521,26 +523,21 @@ async def test_a_send_that_would_block_waits_and_then_goes(
     lns, lac = pair(network)
     transport = lac.transport
     assert isinstance(transport, FakeTransport)
-    with trio.fail_after(600):
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(network.run)
-            await nursery.start(lns.serve)
-            await nursery.start(lac.serve)
-            runner = await lac.dial(LNS_ADDR)
-            transport.blocked = trio.Event()
-            info = runner.place_call(_call(1))
-            await trio.testing.wait_all_tasks_blocked()
-            # The ICRQ waits on the awaitable path; nothing went out, nothing was lost.
-            assert transport.waited == 1
-            assert runner.counters["send_waits"] == 1
-            assert not info.done.is_set()
-            sent = len(network.log)
-            transport.blocked.set()
-            await info.done.wait()
-            assert info.established is not None
-            assert len(network.log) > sent
-            assert runner.core.counters["retransmits"] == 0
-            nursery.cancel_scope.cancel()
+    async with running(network, lns, lac):
+        runner = await lac.dial(LNS_ADDR)
+        transport.blocked = trio.Event()
+        info = runner.place_call(_call(1))
+        await trio.testing.wait_all_tasks_blocked()
+        # The ICRQ waits on the awaitable path; nothing went out, nothing was lost.
+        assert transport.waited == 1
+        assert runner.counters["send_waits"] == 1
+        assert not info.done.is_set()
+        sent = len(network.log)
+        transport.blocked.set()
+        await info.done.wait()
+        assert info.established is not None
+        assert len(network.log) > sent
+        assert runner.core.counters["retransmits"] == 0
 
 
 async def test_lingering_tunnel_reacks_a_late_stopccn_then_is_forgotten(
@@ -548,29 +545,24 @@ async def test_lingering_tunnel_reacks_a_late_stopccn_then_is_forgotten(
 ) -> None:
     network = FakeNetwork()
     lns, lac = pair(network)
-    with trio.fail_after(600):
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(network.run)
-            await nursery.start(lns.serve)
-            await nursery.start(lac.serve)
-            runner = await lac.dial(LNS_ADDR)
-            await until(lambda: bool(lns.tunnels))
-            (lns_runner,) = lns.tunnels.values()
-            tid = lns_runner.local_tunnel_id
-            # Every ack from the LNS is lost: the LAC retransmits its StopCCN.
-            network.silenced.add(LNS_ADDR)
-            runner.close()
-            await lns_runner.closed.wait()
-            assert tid not in lns.tunnels and tid in lns.lingering
-            network.silenced.clear()
-            await runner.closed.wait()  # a retransmitted StopCCN reached the lingering core
-            assert lns.lingering[tid].tunnel.counters["duplicates"] >= 1
-            hold = lns.lingering[tid].tunnel.hold_until
-            assert hold is not None
-            await trio.sleep_until(hold + 0.01)
-            assert tid not in lns.lingering
-            assert lns.core.ids.free == 0xFFFF
-            nursery.cancel_scope.cancel()
+    async with running(network, lns, lac):
+        runner = await lac.dial(LNS_ADDR)
+        await until(lambda: bool(lns.tunnels))
+        (lns_runner,) = lns.tunnels.values()
+        tid = lns_runner.local_tunnel_id
+        # Every ack from the LNS is lost: the LAC retransmits its StopCCN.
+        network.silenced.add(LNS_ADDR)
+        runner.close()
+        await lns_runner.closed.wait()
+        assert tid not in lns.tunnels and tid in lns.lingering
+        network.silenced.clear()
+        await runner.closed.wait()  # a retransmitted StopCCN reached the lingering core
+        assert lns.lingering[tid].tunnel.counters["duplicates"] >= 1
+        hold = lns.lingering[tid].tunnel.hold_until
+        assert hold is not None
+        await trio.sleep_until(hold + 0.01)
+        assert tid not in lns.lingering
+        assert lns.core.ids.free == 0xFFFF
 
 
 def _call(serial: int) -> CallParams:
@@ -585,21 +577,16 @@ async def test_peer_going_silent_tears_down_the_tunnel_and_its_calls(
 ) -> None:
     network = FakeNetwork()
     lns, lac = pair(network)
-    with trio.fail_after(600):
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(network.run)
-            await nursery.start(lns.serve)
-            await nursery.start(lac.serve)
-            runner = await lac.dial(LNS_ADDR)
-            first = runner.place_call(_call(1))
-            await first.done.wait()
-            network.silenced.add(LNS_ADDR)  # the LNS's replies are all lost from now on
-            runner.hangup(first.local_sid)  # the CDN goes unanswered
-            second = runner.place_call(_call(2))
-            start = trio.current_time()
-            await runner.closed.wait()
-            gone = trio.current_time() - start
-            nursery.cancel_scope.cancel()
+    async with running(network, lns, lac):
+        runner = await lac.dial(LNS_ADDR)
+        first = runner.place_call(_call(1))
+        await first.done.wait()
+        network.silenced.add(LNS_ADDR)  # the LNS's replies are all lost from now on
+        runner.hangup(first.local_sid)  # the CDN goes unanswered
+        second = runner.place_call(_call(2))
+        start = trio.current_time()
+        await runner.closed.wait()
+        gone = trio.current_time() - start
     # Given up after the CDN's retransmissions (1 + 2 + 4 + 8 + 8, then one more backoff).
     assert gone == pytest.approx(31.0)
     assert runner.close_event is not None and runner.close_event.result == 2
@@ -614,18 +601,13 @@ async def test_hello_detects_a_dead_peer(autojump_clock: trio.testing.MockClock)
     cfg = TunnelConfig(hostname="x", hello_interval=60, idle_timeout=0)
     lns, lac = pair(network)
     lac.tunnel_config = cfg
-    with trio.fail_after(600):
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(network.run)
-            await nursery.start(lns.serve)
-            await nursery.start(lac.serve)
-            runner = await lac.dial(LNS_ADDR)
-            await until(lambda: runner.core.transport.unacked == 0)  # SCCCN acked
-            up = trio.current_time()
-            network.silenced.add(LNS_ADDR)
-            await runner.closed.wait()
-            gone = trio.current_time() - up
-            nursery.cancel_scope.cancel()
+    async with running(network, lns, lac):
+        runner = await lac.dial(LNS_ADDR)
+        await until(lambda: runner.core.transport.unacked == 0)  # SCCCN acked
+        up = trio.current_time()
+        network.silenced.add(LNS_ADDR)
+        await runner.closed.wait()
+        gone = trio.current_time() - up
     hellos = [
         t for t, sent in control_sends(network, LAC_ADDR).items() if sent[0][1] is MessageType.HELLO
     ]

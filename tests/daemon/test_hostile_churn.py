@@ -17,7 +17,7 @@ from kl2tp.daemon.endpoint import Endpoint
 from kl2tp.l2tp.endpoint import Limits
 from kl2tp.l2tp.events import CallParams
 from kl2tp.l2tp.tunnel import retransmission_cycle
-from tests.daemon.test_fakenet import LNS_ADDR, FakeNetwork, pair, until
+from tests.daemon.test_fakenet import LNS_ADDR, FakeNetwork, pair, running, until
 
 CYCLES = 10_000
 WARM_UP = 1_000
@@ -71,61 +71,56 @@ async def test_ten_thousand_setup_teardown_cycles_stay_flat(
     def sample() -> tuple[int, int, dict[str, int], dict[str, int]]:
         return tracemalloc.get_traced_memory()[0], tasks(), tables(lns), tables(lac)
 
-    with trio.fail_after(CYCLES * 10):
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(network.run)
-            await nursery.start(lns.serve)
-            await nursery.start(lac.serve)
+    async with running(network, lns, lac, limit=CYCLES * 10):
 
-            async def cycle(n: int) -> None:
-                runner = await lac.dial(LNS_ADDR)
-                info = runner.place_call(CallParams(serial=n))
-                await info.done.wait()
-                assert info.established is not None
-                info.done = trio.Event()
-                runner.hangup(info.local_sid)
-                await info.done.wait()
-                runner.close()
-                await runner.closed.wait()
-                done[0] += 1
+        async def cycle(n: int) -> None:
+            runner = await lac.dial(LNS_ADDR)
+            info = runner.place_call(CallParams(serial=n))
+            await info.done.wait()
+            assert info.established is not None
+            info.done = trio.Event()
+            runner.hangup(info.local_sid)
+            await info.done.wait()
+            runner.close()
+            await runner.closed.wait()
+            done[0] += 1
 
-            async def worker(first: int, count: int) -> None:
-                for n in range(first, first + count):
-                    await cycle(n)
+        async def worker(first: int, count: int) -> None:
+            for n in range(first, first + count):
+                await cycle(n)
 
-            async def batch(first: int, count: int) -> None:
-                per = count // WORKERS
-                async with trio.open_nursery() as workers:
-                    for w in range(WORKERS):
-                        workers.start_soon(worker, first + w * per, per)
+        async def batch(first: int, count: int) -> None:
+            per = count // WORKERS
+            async with trio.open_nursery() as workers:
+                for w in range(WORKERS):
+                    workers.start_soon(worker, first + w * per, per)
 
-            async def settle() -> None:
-                # Every lingering core's hold runs out; the network goes quiet. What only a
-                # test keeps (the fake network's log, the null data plane's call record) goes.
-                await trio.sleep(hold + 5)
-                await until(lambda: not lns.tunnels and not lac.tunnels)
+        async def settle() -> None:
+            # Every lingering core's hold runs out; the network goes quiet. What only a
+            # test keeps (the fake network's log, the null data plane's call record) goes.
+            await trio.sleep(hold + 5)
+            await until(lambda: not lns.tunnels and not lac.tunnels)
+            network.log.clear()
+            for ep in (lns, lac):
+                ep.dataplane.calls.clear()  # type: ignore[attr-defined]
+            gc.collect()
+
+        # Traced from the start: a bounded ring that turns over (``show history``) then
+        # counts as flat, its old entries' frees being seen too.
+        tracemalloc.start()
+        try:
+            await batch(0, WARM_UP)
+            await settle()
+            samples["warm"] = sample()
+            snapshot = tracemalloc.take_snapshot()
+            for first in range(WARM_UP, CYCLES, 1000):
+                await batch(first, min(1000, CYCLES - first))
                 network.log.clear()
-                for ep in (lns, lac):
-                    ep.dataplane.calls.clear()  # type: ignore[attr-defined]
-                gc.collect()
-
-            # Traced from the start: a bounded ring that turns over (``show history``) then
-            # counts as flat, its old entries' frees being seen too.
-            tracemalloc.start()
-            try:
-                await batch(0, WARM_UP)
-                await settle()
-                samples["warm"] = sample()
-                snapshot = tracemalloc.take_snapshot()
-                for first in range(WARM_UP, CYCLES, 1000):
-                    await batch(first, min(1000, CYCLES - first))
-                    network.log.clear()
-                await settle()
-                samples["end"] = sample()
-                growth = tracemalloc.take_snapshot().compare_to(snapshot, "lineno")[:5]
-            finally:
-                tracemalloc.stop()
-            nursery.cancel_scope.cancel()
+            await settle()
+            samples["end"] = sample()
+            growth = tracemalloc.take_snapshot().compare_to(snapshot, "lineno")[:5]
+        finally:
+            tracemalloc.stop()
     mem0, tasks0, lns0, lac0 = samples["warm"]
     mem1, tasks1, lns1, lac1 = samples["end"]
     print(

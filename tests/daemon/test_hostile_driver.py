@@ -17,7 +17,7 @@ from kl2tp.l2tp.events import CallParams
 from kl2tp.l2tp.message import ControlMessage, decode, peek
 from kl2tp.l2tp.tunnel import TunnelConfig
 from tests.daemon.harness import BIN, Daemon, simulate, wait_for, write_configs
-from tests.daemon.test_fakenet import LAC_ADDR, LNS_ADDR, FakeNetwork, pair
+from tests.daemon.test_fakenet import LAC_ADDR, LNS_ADDR, FakeNetwork, pair, running
 
 SECRET = b"hide and seek"
 
@@ -31,16 +31,11 @@ async def test_a_lac_hiding_its_avps_reaches_the_lns(
         TunnelConfig(hostname="lns", secret=SECRET),
         TunnelConfig(hostname="lac", secret=SECRET, hide_avps=True),
     )
-    with trio.fail_after(60):
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(network.run)
-            await nursery.start(lns.serve)
-            await nursery.start(lac.serve)
-            runner = await lac.dial(LNS_ADDR)
-            info = runner.place_call(CallParams(serial=1, called_number="5551234"))
-            await info.done.wait()
-            assert info.established is not None
-            nursery.cancel_scope.cancel()
+    async with running(network, lns, lac, limit=60):
+        runner = await lac.dial(LNS_ADDR)
+        info = runner.place_call(CallParams(serial=1, called_number="5551234"))
+        await info.done.wait()
+        assert info.established is not None
     # The SCCRQ goes in clear (a peer may pick its secret by our Host Name in it), the ICRQ
     # hides its AVPs: unreadable without the secret, Random Vector first.
     sent = [data for _, src, _, data in network.log if src == LAC_ADDR and peek(data)[0]]
