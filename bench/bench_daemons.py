@@ -60,6 +60,7 @@ def write_configs(
 [l2tp]
 listen = "127.0.0.1:{port}"
 hostname = "bench-lns"
+workers = 1
 {secret_line}
 idle_timeout = 5
 [dataplane]

@@ -29,6 +29,7 @@ from kl2tp import log as kl2tp_log
 from kl2tp.daemon.endpoint import Endpoint
 from kl2tp.daemon.handle import Address
 from kl2tp.daemon.service import Settings
+from kl2tp.daemon.workers import WorkerSlot
 from kl2tp.dataplane.base import DataPlane, DataPlaneError
 from kl2tp.l2tp.tunnel import TunnelConfig
 
@@ -122,13 +123,17 @@ def resolve_dataplane(kind: str) -> str:
     return "null"
 
 
-async def open_dataplane(kind: str, cfg: cfgmod.Config, role: str) -> DataPlane:
-    """Open the back end ``resolve_dataplane`` chose."""
+async def open_dataplane(
+    kind: str, cfg: cfgmod.Config, role: str, *, instance: str | None = None
+) -> DataPlane:
+    """Open the back end ``resolve_dataplane`` chose (``instance`` names its kernel journal;
+    default ``kl2tp-ROLE``)."""
     if kind == "kernel":
         from kl2tp.dataplane.kernel import KernelDataPlane
 
         return await KernelDataPlane.open(
-            instance=f"kl2tp-{role}", ifname_template=cfg.dataplane.interface_template
+            instance=instance or f"kl2tp-{role}",
+            ifname_template=cfg.dataplane.interface_template,
         )
     from kl2tp.dataplane.null import NullDataPlane
 
@@ -221,12 +226,124 @@ def check_config(args: argparse.Namespace, role: cfgmod.Role) -> int:
 
 def lns_main(argv: Sequence[str] | None = None) -> int:
     """kl2tp-lns."""
-    args = _daemon_parser("kl2tp-lns").parse_args(argv)
+    from kl2tp.daemon.workers import WorkerSlot
+
+    p = _daemon_parser("kl2tp-lns")
+    # A worker of a supervisor (``[l2tp] workers``): INDEX/COUNT:UDP_FD:CHANNEL_FD.
+    p.add_argument("--worker", type=WorkerSlot.parse, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
     if args.check_config:
         return check_config(args, "lns")
     cfg = _load(args, "lns")
     _setup_from(cfg, args, "kl2tp-lns")
+    if args.worker is not None:
+        return _run(cfg, "lns", args.config, worker=args.worker)
+    count = lns_workers(cfg)
+    if count > 1:
+        return _supervise(cfg, args, count)
     return _run(cfg, "lns", args.config)
+
+
+def lns_workers(cfg: cfgmod.Config) -> int:
+    """The worker processes ``[l2tp] workers`` asks for (0: one per core, or one when a CoA
+    server needs the one process)."""
+    from kl2tp.daemon.workers import default_workers
+
+    if cfg.l2tp.workers:
+        return cfg.l2tp.workers
+    return 1 if cfg.radius.coa_listen is not None else default_workers()
+
+
+def worker_settings(settings: Settings, slot: WorkerSlot) -> Settings:
+    """A worker's share of the daemon's settings: its slot, no control socket or metrics of
+    its own (the supervisor's), the endpoint-wide limits divided between the workers."""
+    from kl2tp.daemon.workers import share_limits
+
+    max_tunnels, max_sessions, limits = share_limits(
+        slot.count, settings.max_tunnels, settings.max_sessions, settings.limits
+    )
+    return attrs.evolve(
+        settings,
+        worker=slot,
+        control_socket=None,
+        metrics_listen=None,
+        max_tunnels=max_tunnels,
+        max_sessions=max_sessions,
+        limits=limits,
+    )
+
+
+def _supervise(cfg: cfgmod.Config, args: argparse.Namespace, count: int) -> int:
+    """kl2tp-lns with ``count`` workers: the supervisor (see kl2tp.daemon.workers)."""
+    from kl2tp.daemon.control import serve_control
+    from kl2tp.daemon.metrics import MetricsServer
+    from kl2tp.daemon.notify import Notifier
+    from kl2tp.daemon.service import StartupError, hostport
+    from kl2tp.daemon.workers import Supervisor, worker_argv
+
+    settings = settings_from_config(cfg, "lns")
+    # What a worker would refuse to start with, refused here once, with its exit code:
+    # a users file that does not load (2), a kernel data plane that is missing (1).
+    _authenticators(cfg, "lns")
+    resolve_dataplane(cfg.dataplane.kind)
+    base = [
+        *(["--config", args.config] if args.config else []),
+        *(["--debug", args.debug] if args.debug else []),
+    ]
+    notifier = Notifier.from_env()
+
+    async def main() -> None:
+        try:
+            sup = Supervisor(settings.listen, count, worker_argv(base))
+        except OSError as exc:
+            raise StartupError(
+                f"cannot listen on {hostport(*settings.listen)}: {exc.strerror or exc}"
+            ) from None
+        try:
+            with trio.open_signal_receiver(
+                signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1
+            ) as signals:
+                async with trio.open_nursery() as nursery:
+                    await nursery.start(sup.run)
+                    if settings.control_socket:
+                        await nursery.start(serve_control, settings.control_socket, sup)
+                    if settings.metrics_listen is not None:
+                        await nursery.start(
+                            MetricsServer(render=sup.metrics).serve, settings.metrics_listen
+                        )
+                    log.info(
+                        "LNS listening on %s with %d workers", hostport(*sup.local_addr), count
+                    )
+                    nursery.start_soon(notifier.watchdog)
+                    notifier.ready(f"LNS serving, {count} workers")
+                    async for signum in signals:
+                        if signum == signal.SIGHUP:
+                            log.info("SIGHUP: reloading the configuration in every worker")
+                            notifier.reloading()
+                            result = await sup({"cmd": "reload", "what": "config"})
+                            notifier.ready("reloaded")
+                            log.info("reload: %s", "ok" if result.get("ok") else result)
+                            continue
+                        if signum == signal.SIGUSR1:
+                            summary = await sup({"cmd": "show", "what": "summary"})
+                            log.info("summary: %s", json.dumps(summary, sort_keys=True))
+                            continue
+                        log.info("%s: stopping the workers", signal.Signals(signum).name)
+                        break
+                    notifier.stopping()
+                    await sup.stop(settings.shutdown_grace)
+                    nursery.cancel_scope.cancel()
+        finally:
+            notifier.close()
+            sup.close()
+
+    try:
+        trio.run(main)
+    except (OSError, BaseExceptionGroup) as exc:
+        return _fail("lns", exc)
+    except Exception as exc:
+        return _fail("lns", exc)
+    return 0
 
 
 def lac_main(argv: Sequence[str] | None = None) -> int:
@@ -322,17 +439,26 @@ def _fail(role: str, exc: BaseException) -> int:
     return 1
 
 
-def _run(cfg: cfgmod.Config, role: str, path: str | None = None) -> int:
+def _run(
+    cfg: cfgmod.Config, role: str, path: str | None = None, *, worker: WorkerSlot | None = None
+) -> int:
+    from kl2tp.aaa.pool import set_worker_share
     from kl2tp.daemon.notify import Notifier
     from kl2tp.daemon.ppp_session import lns_link_config, make_handler
     from kl2tp.daemon.reload import Reloader
     from kl2tp.daemon.service import run_daemon
 
     settings = settings_from_config(cfg, role)
+    instance = f"kl2tp-{role}"
+    if worker is not None:
+        settings = worker_settings(settings, worker)
+        set_worker_share(worker.index, worker.count)  # before any pool is built
+        instance = f"kl2tp-{role}-w{worker.index}"  # its own kernel journal
     authenticators = _authenticators(cfg, role)
     authenticator = authenticators.get(cfg.aaa.backend)
     kind = resolve_dataplane(cfg.dataplane.kind)
-    notifier = Notifier.from_env()
+    # A worker leaves systemd to the supervisor (it inherited NOTIFY_SOCKET).
+    notifier = Notifier(None) if worker is not None else Notifier.from_env()
     reloader: Reloader | None = None
     if path is not None:
         load_users = None
@@ -352,7 +478,7 @@ def _run(cfg: cfgmod.Config, role: str, path: str | None = None) -> int:
 
     async def main() -> None:
         try:
-            dataplane = await open_dataplane(kind, cfg, role)
+            dataplane = await open_dataplane(kind, cfg, role, instance=instance)
         except DataPlaneError as exc:
             print(f"kl2tp-{role}: {exc}", file=sys.stderr)
             raise SystemExit(1) from None
@@ -1049,6 +1175,12 @@ def _format_summary_show(result: Any) -> str:
     if len(policies) > 1:  # [[peer]] tables: one line each (the default alone says nothing new)
         for name, counts in policies.items():
             lines.append(f"policy   {name} " + _pairs(counts.items()))
+    for worker in result.get("workers") or ():  # [l2tp] workers: one line each
+        state = "up" if worker.get("up") else "restarting"
+        lines.append(
+            f"worker   {worker.get('index')} pid={worker.get('pid')} {state} "
+            f"restarts={worker.get('restarts')}"
+        )
     return "\n".join(lines)
 
 

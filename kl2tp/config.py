@@ -459,6 +459,8 @@ class L2tpConfig:
     """Most sessions admitted and not up yet (L2TP setup and PPP); 0: unlimited."""
     max_sessions_per_tunnel: int = attrs.field(default=0, metadata=_meta(_integer(0)))
     """Most sessions in one tunnel; 0: unlimited."""
+    workers: int = attrs.field(default=0, metadata=_meta(_integer(0, 256), roles=LNS_ONLY))
+    """LNS worker processes sharing ``listen``; 0: one per core; 1: one process."""
     default_peer: str = attrs.field(
         default="accept", metadata=_meta(_choice("accept", "refuse"), roles=LNS_ONLY)
     )
@@ -1166,6 +1168,11 @@ def _check_consistency(config: Config) -> None:
             )
         _check_pools(config)
         _check_peers(config)
+        if l2tp.workers > 1 and config.radius.coa_listen is not None:
+            raise _Invalid(
+                "needs [l2tp] workers = 1 or 0 (one CoA port cannot reach every worker's sessions)",
+                subkey="[radius] coa_listen",
+            )
         if config.radius.coa_client and config.radius.coa_listen is None:
             raise _Invalid(
                 "has no effect without [radius] coa_listen", subkey="[[radius.coa_client]]"

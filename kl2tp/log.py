@@ -294,13 +294,19 @@ def _fields(record: logging.LogRecord) -> Mapping[str, Any]:
     return fields if isinstance(fields, Mapping) else {}
 
 
+_NEEDS_QUOTES = re.compile(r'[ ="]')
+
+
 def _logfmt_value(value: Any, *, escaped: bool = False) -> str:
-    if isinstance(value, bool):
+    if value.__class__ is str:  # the common case first: user names, addresses
+        text = value if escaped else escape(value)
+    elif isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, int | float):
+    elif isinstance(value, int | float):
         return str(value)
-    text = str(value) if escaped else escape(value)
-    if text == "" or any(c in text for c in ' ="'):
+    else:
+        text = str(value) if escaped else escape(value)
+    if text == "" or _NEEDS_QUOTES.search(text) is not None:
         return '"' + text.replace('"', '\\"') + '"'
     return text
 
@@ -323,16 +329,26 @@ class TextFormatter(logging.Formatter):
     def __init__(self, *, timestamps: bool = True) -> None:
         super().__init__()
         self.timestamps = timestamps
+        self._second = -1
+        self._stamp = ""
+        """The timestamp up to the seconds of the last line's second: a busy LNS logs
+        hundreds of lines a second, and formatting a date is most of a line's cost."""
+
+    def _when(self, created: float, msecs: float) -> str:
+        second = int(created)
+        if second != self._second:
+            when = datetime.datetime.fromtimestamp(second)
+            self._second, self._stamp = second, f"{when:%b %d %Y %H:%M:%S}"
+        return f"{self._stamp}.{int(msecs):03d}: "
 
     def format(self, record: logging.LogRecord) -> str:
         msg = sanitize(record.getMessage())
         fields = _fields(record)
         if fields:
-            msg += " " + " ".join(f"{k}={_logfmt_value(v)}" for k, v in fields.items())
+            msg += " " + " ".join([f"{k}={_logfmt_value(v)}" for k, v in fields.items()])
         line = _ids_prefix(record, msg) + msg
         if self.timestamps:
-            when = datetime.datetime.fromtimestamp(record.created)
-            line = f"{when:%b %d %Y %H:%M:%S}.{int(record.msecs):03d}: {line}"
+            line = self._when(record.created, record.msecs) + line
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
         return line

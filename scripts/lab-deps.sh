@@ -15,12 +15,15 @@
 #   l2tpns                      another vendor's LNS (C, TUN data path): host interop test
 #                               (tests/interop/) and the side-by-side bench
 #   tshark                      Wireshark's dissector reads a whole test run (tests/interop/)
+#   iperf3                      bulk TCP and small-packet UDP through the kernel data path vs
+#                               bare veth (tests/lab/test_datapath.py, bench/bench_lab_datapath.py)
+#   ethtool                     that bench's third path: veth with segmentation offloads off
 #   busybox-static              the qemu route's initramfs; handy `poweroff -f` in the guest
 #   qemu-system-x86 cpio        the qemu route only (--qemu): the VM and its initramfs
 set -eu
 
 packages="linux-source-6.1 flex bison bc build-essential xz-utils iproute2 iputils-ping
-xl2tpd ppp pppoe freeradius freeradius-utils busybox-static l2tpns tshark"
+xl2tpd ppp pppoe freeradius freeradius-utils busybox-static l2tpns tshark iperf3 ethtool"
 case "${1:-}" in
     --qemu) packages="$packages qemu-system-x86 cpio" ;;
     "") ;;

@@ -65,7 +65,7 @@ def _lns_config(tmp_path: Path, port: int, sock: Path, name: str = "lns.toml") -
     users.write_text("user1 pass1\n")
     cfg = tmp_path / name
     cfg.write_text(
-        f'[l2tp]\nlisten = "127.0.0.1:{port}"\n[dataplane]\nkind = "null"\n'
+        f'[l2tp]\nlisten = "127.0.0.1:{port}"\nworkers = 1\n[dataplane]\nkind = "null"\n'
         f'[control]\nsocket = "{sock}"\n[aaa]\nusers_file = "{users}"\n'
     )
     return cfg

@@ -257,8 +257,16 @@ class LocalAuthenticator:
         """Replace the users (e.g. on SIGHUP); sessions already up are not touched."""
         self.users = dict(users)
 
+    # Both calls complete at once: their ``*_now`` forms let a session decide without a
+    # task (``kl2tp.daemon.sessions.at_once``); a subclass overriding the coroutine gets it
+    # awaited instead.
+
     async def authenticate(self, request: AuthRequest) -> AuthResult:
         """Check ``request`` against the users file."""
+        return self.authenticate_now(request)
+
+    def authenticate_now(self, request: AuthRequest) -> AuthResult:
+        """`authenticate`, at once."""
         result = self._decide(request)
         self.counters.count_result(request, result)
         log_decision(logger, "", request, result)
@@ -296,6 +304,10 @@ class LocalAuthenticator:
 
     async def account(self, record: AccountingRecord) -> None:
         """Local accounting only counts (and logs at debug level)."""
+        self.account_now(record)
+
+    def account_now(self, record: AccountingRecord) -> None:
+        """`account`, at once."""
         self.counters.count_accounting(record)
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug(

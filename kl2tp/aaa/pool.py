@@ -24,7 +24,27 @@ from kl2tp.values import PoolRange, parse_pool
 if TYPE_CHECKING:
     from kl2tp.config import PppConfig
 
-__all__ = ["AddressPool"]
+__all__ = ["AddressPool", "set_worker_share", "worker_share"]
+
+_SHARE: tuple[int, int] = (0, 1)
+
+
+def set_worker_share(index: int, count: int) -> None:
+    """Make every pool built from now on in this process hand out only the addresses ``a``
+    with ``int(a) % count == index``: worker ``index`` of ``count`` (``[l2tp] workers``),
+    so the workers' pools together are the configured pool and no address is handed out by
+    two of them. Set once, at a worker's start, before any pool is built (reloads build
+    pools again and get the same share)."""
+    global _SHARE
+    if not 0 <= index < count:
+        raise ValueError(f"worker {index} outside 0..{count - 1}")
+    _SHARE = (index, count)
+
+
+def worker_share() -> tuple[int, int]:
+    """This process's ``(index, count)`` (``(0, 1)`` outside a worker): what else must be
+    unique across workers (NAS-Port, Acct-Session-Id) is numbered in the same classes."""
+    return _SHARE
 
 
 class AddressPool:
@@ -48,6 +68,12 @@ class AddressPool:
         self._released: deque[int] = deque()  # FIFO of released addresses (may hold stale ones)
         self._free_released: set[int] = set()  # the released addresses that really are free
         self._in_use: set[int] = set()
+        self._share = _SHARE
+        index, count = self._share
+        # Addresses of other workers' shares are never handed out here (claim() still takes
+        # one: a static address from AAA is whoever's session it is).
+        mine = range(self._first + (index - self._first) % count, self._last + 1, count)
+        self._size = len(mine) - sum(1 for v in self._excluded if v % count == index)
 
     @classmethod
     def from_config(cls, ppp: PppConfig) -> AddressPool:
@@ -59,7 +85,7 @@ class AddressPool:
     @property
     def size(self) -> int:
         """Number of addresses the pool can hand out."""
-        return self.range.count - len(self._excluded)
+        return self._size
 
     @property
     def in_use(self) -> int:
@@ -69,7 +95,7 @@ class AddressPool:
     @property
     def free(self) -> int:
         """Number of addresses that can still be handed out."""
-        return self.size - len(self._in_use)
+        return max(0, self.size - len(self._in_use))
 
     def __contains__(self, address: object) -> bool:
         """True if ``address`` belongs to this pool's range (free or not, excluded or not)."""
@@ -87,14 +113,19 @@ class AddressPool:
         Returns:
             The address, now in use, or None if the pool is exhausted.
         """
-        if preferred is not None and self.claim(preferred):
+        if (
+            preferred is not None
+            and int(preferred) % self._share[1] == self._share[0]
+            and self.claim(preferred)
+        ):
             return preferred
         # Never-used addresses first, so a released one rests as long as possible.
         while self._cursor <= self._last:
             value = self._cursor
             self._cursor += 1
             if (
-                value in self._excluded
+                value % self._share[1] != self._share[0]
+                or value in self._excluded
                 or value in self._in_use
                 or value in self._free_released  # claimed then released before the cursor came
             ):
@@ -138,6 +169,8 @@ class AddressPool:
         if value not in self._in_use:
             return False
         self._in_use.discard(value)
+        if value % self._share[1] != self._share[0]:
+            return True  # another worker's to hand out
         self._free_released.add(value)
         self._released.append(value)
         return True

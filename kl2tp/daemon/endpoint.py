@@ -127,6 +127,12 @@ class UdpTransport:
             raise
         return cls(sock, raw)
 
+    @classmethod
+    def from_socket(cls, raw: stdlib_socket.socket) -> UdpTransport:
+        """Wrap a socket bound elsewhere: a worker's, inherited from the supervisor that
+        bound it in its reuseport group (``[l2tp] workers``)."""
+        return cls(trio.socket.from_stdlib_socket(raw), raw)
+
     async def receive_batch(self) -> list[tuple[bytes, Any]]:
         if self._full:
             await trio.lowlevel.checkpoint()  # the last batch was full: let the tunnels run
@@ -722,6 +728,7 @@ class Endpoint:
         accept_incoming: bool = False,
         transport: DatagramTransport | None = None,
         policies: PolicyTable | None = None,
+        tunnel_id_class: tuple[int, int] = (0, 1),
     ) -> None:
         self.lns = role == "lns"
         self.dataplane = dataplane
@@ -740,6 +747,7 @@ class Endpoint:
                 max_sessions=max_sessions,
                 queue_depth=queue_depth,
                 limits=limits,
+                tunnel_id_class=tunnel_id_class,
             ),
             tunnel_config,
             rng=self.rng,

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING
 
 import trio
@@ -407,9 +407,17 @@ class MetricsServer:
     """Serves ``GET /metrics`` on one TCP address with trio (HTTP/1.0-style: one request per
     connection). Each scrape first awaits :meth:`Source.refresh`, then renders every family."""
 
-    def __init__(self, source: Source) -> None:
+    def __init__(
+        self,
+        source: Source | None = None,
+        *,
+        render: Callable[[], Awaitable[bytes]] | None = None,
+    ) -> None:
+        """Serve ``source``'s figures, or what ``render`` returns (the supervisor of
+        ``[l2tp] workers``: every worker's figures merged)."""
         self.source = source
-        self.registry = registry(source)
+        self.registry = registry(source) if source is not None else None
+        self._render = render
         self.scrapes = 0
         self._clients = trio.CapacityLimiter(MAX_CLIENTS)
 
@@ -432,8 +440,11 @@ class MetricsServer:
 
     async def render(self) -> bytes:
         """One scrape's body."""
-        await self.source.refresh()
         self.scrapes += 1
+        if self._render is not None:
+            return await self._render()
+        assert self.source is not None and self.registry is not None
+        await self.source.refresh()
         return generate_latest(self.registry)
 
     async def _client(self, stream: trio.SocketStream) -> None:

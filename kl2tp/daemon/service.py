@@ -11,9 +11,11 @@ import ipaddress
 import json
 import logging
 import math
+import os
 import random
 import re
 import signal
+import socket as stdlib_socket
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
@@ -26,10 +28,11 @@ from kl2tp import log as kl2tp_log
 from kl2tp.daemon import oplog
 from kl2tp.daemon.client import Backoff, subscriber_call
 from kl2tp.daemon.control import ControlError, serve_control
-from kl2tp.daemon.endpoint import Endpoint, TunnelRunner, TunnelSetupError
+from kl2tp.daemon.endpoint import Endpoint, TunnelRunner, TunnelSetupError, UdpTransport
 from kl2tp.daemon.handle import Address, SessionHandler, SessionInfo, TunnelHandle
 from kl2tp.daemon.metrics import MetricsServer, Source, kernel_totals
 from kl2tp.daemon.notify import Notifier
+from kl2tp.daemon.workers import Channel, WorkerFailed, WorkerSlot
 from kl2tp.dataplane.base import DataPlane
 from kl2tp.l2tp.constants import CdnResult, StopCcnResult
 from kl2tp.l2tp.endpoint import Limits
@@ -77,6 +80,10 @@ class Settings:
     """Ended and failed sessions ``show history`` keeps."""
     metrics_listen: Address | None = None
     """Where the Prometheus endpoint listens (``[metrics] listen``); None: nowhere."""
+    worker: WorkerSlot | None = None
+    """This daemon is one worker of a supervisor (``[l2tp] workers``): its socket, its
+    tunnel id class and its channel to the supervisor (which serves the control socket and
+    the metrics); None: a daemon of its own."""
 
 
 def make_endpoint(
@@ -99,6 +106,9 @@ def make_endpoint(
         limits=settings.limits,
         rng=rng,
         policies=settings.policies,
+        tunnel_id_class=(
+            (settings.worker.index, settings.worker.count) if settings.worker else (0, 1)
+        ),
     )
 
 
@@ -435,6 +445,9 @@ class ControlApi:
         kernel = await kernel_totals(self.endpoint)
         if kernel is not None:
             out["kernel"] = kernel
+        cost = getattr(self.dataplane, "kernel_cost", None)
+        if cost is not None:  # the kernel data plane's setup cost counters
+            out["kernel_cost"] = cost()
         return out
 
     def _policy_summary(self) -> dict[str, dict[str, int]]:
@@ -581,8 +594,19 @@ async def run_daemon(
     events = oplog.EventLog(size=settings.history)
     oplog.EVENTS.set(events)
     api = ControlApi(endpoint, dataplane, reload=reload, events=events)
+    worker = settings.worker
+    handled: tuple[signal.Signals, ...] = HANDLED_SIGNALS
+    if worker is not None:
+        endpoint.transport = transport = UdpTransport.from_socket(
+            stdlib_socket.socket(fileno=worker.udp_fd)
+        )
+        endpoint.sock = transport.sock
+        # The supervisor gets the terminal's ^C and the operator's SIGHUP and tells us.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        handled = (signal.SIGTERM, signal.SIGUSR1)
     try:
-        with trio.open_signal_receiver(*HANDLED_SIGNALS) as signals:
+        with trio.open_signal_receiver(*handled) as signals:
             async with trio.open_nursery() as nursery:
                 try:
                     addr = await nursery.start(endpoint.serve)
@@ -597,7 +621,10 @@ async def run_daemon(
                         await nursery.start(serve_control, settings.control_socket, api)
                     except (OSError, ControlError) as exc:
                         raise StartupError(f"control socket: {_one_line(exc)}") from None
-                if settings.metrics_listen is not None:
+                waiting = trio.CancelScope()
+                if worker is not None:
+                    await nursery.start(_serve_supervisor, worker, api, endpoint, events, waiting)
+                if settings.metrics_listen is not None and worker is None:
                     server = MetricsServer(Source(endpoint, events))
                     try:
                         await nursery.start(server.serve, settings.metrics_listen)
@@ -629,20 +656,22 @@ async def run_daemon(
                     nursery.start_soon(dial)
                 notifier.ready(f"{settings.role.upper()} serving")
                 task_status.started(endpoint)
-                async for signum in signals:
-                    if signum == signal.SIGHUP:
-                        log.info("SIGHUP: reloading the configuration")
-                        try:
-                            await api.reload({})
-                        except ControlError as exc:
-                            log.warning("SIGHUP: %s", exc)
-                        continue
-                    if signum == signal.SIGUSR1:
-                        summary = await api.summary()
-                        log.info("summary: %s", json.dumps(summary, sort_keys=True))
-                        continue
-                    log.info("%s: clearing sessions and tunnels", signal.Signals(signum).name)
-                    break
+                with waiting:
+                    async for signum in signals:
+                        if signum == signal.SIGHUP:
+                            log.info("SIGHUP: reloading the configuration")
+                            try:
+                                await api.reload({})
+                            except ControlError as exc:
+                                log.warning("SIGHUP: %s", exc)
+                            continue
+                        if signum == signal.SIGUSR1:
+                            summary = await api.summary()
+                            log.info("summary: %s", json.dumps(summary, sort_keys=True))
+                            continue
+                        name = signal.Signals(signum).name
+                        log.info("%s: clearing sessions and tunnels", name)
+                        break
                 notifier.stopping()
                 dialers.cancel()
                 await endpoint.shutdown(settings.shutdown_grace)
@@ -653,12 +682,45 @@ async def run_daemon(
             await dataplane.aclose()
 
 
+async def _serve_supervisor(
+    worker: WorkerSlot,
+    api: ControlApi,
+    endpoint: Endpoint,
+    events: oplog.EventLog,
+    waiting: trio.CancelScope,
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """A worker's side of the socketpair: answer the supervisor's requests (control socket
+    requests, metrics scrapes) with this worker's state, say we are ready, and shut down
+    (cancel ``waiting``) when the supervisor goes away."""
+    metrics = MetricsServer(Source(endpoint, events))
+
+    async def handle(req: Request) -> Any:
+        if req.get("cmd") == "metrics":
+            return (await metrics.render()).decode()
+        return await api(req)
+
+    channel = Channel.from_fd(worker.channel_fd, handle)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(channel.run)
+        await channel.call({"cmd": "ready", "pid": os.getpid()})
+        task_status.started()
+        await channel.closed.wait()
+    log.info("worker %d: the supervisor went away: clearing sessions and tunnels", worker.index)
+    waiting.cancel()
+
+
 def _in_use(exc: OSError) -> bool:
     return exc.errno == errno.EADDRINUSE
 
 
 def _hostport(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+hostport = _hostport
+"""``host:port``, ``[v6]:port``."""
 
 
 def _one_line(exc: BaseException) -> str:
@@ -671,7 +733,7 @@ def startup_failure(exc: BaseException) -> str | None:
     daemon could not start; None for anything else (a bug: let it show its traceback)."""
     while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
         exc = exc.exceptions[0]
-    if isinstance(exc, StartupError):
+    if isinstance(exc, StartupError | WorkerFailed):
         return str(exc)
     if isinstance(exc, OSError | ControlError):
         return _one_line(exc)

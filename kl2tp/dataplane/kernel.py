@@ -38,6 +38,7 @@ import json
 import logging
 import os
 import socket
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -53,6 +54,7 @@ from kl2tp.dataplane.base import (
     SessionSpec,
     TunnelSpec,
 )
+from kl2tp.dataplane.cost import KernelCost, emfile_hint, raise_nofile_limit
 from kl2tp.dataplane.netlink import L2tpNetlink, L2tpStats, NetlinkError, RtNetlink
 from kl2tp.dataplane.pppox import (
     PPP_DEVICE,
@@ -316,6 +318,9 @@ class KernelMechanics:
         self.journal.rewrite(list(self._stale[0].values()), list(self._stale[1].values()))
         self.tunnels: dict[int, KernelTunnel] = {}
         self.sessions: dict[tuple[int, int], KernelSession] = {}
+        self.cost = KernelCost()
+        """Time spent programming the kernel, per operation (``show summary``)."""
+        self._emfile_told = False
 
     # -- stale objects -----------------------------------------------------------------------
 
@@ -373,6 +378,15 @@ class KernelMechanics:
         """
         if spec.local_tunnel_id in self.tunnels:
             raise DataPlaneError(f"tunnel {spec.local_tunnel_id} is already programmed")
+        cost = self.cost.open_tunnel
+        t0 = cost.begin()
+        try:
+            return self._open_tunnel(spec, t0)
+        finally:
+            cost.end(t0)
+
+    def _open_tunnel(self, spec: TunnelSpec, t: int) -> socket.socket:
+        cost = self.cost.open_tunnel
         family = socket.AF_INET6 if ":" in spec.peer_addr[0] else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_DGRAM)
         try:
@@ -392,12 +406,14 @@ class KernelMechanics:
             # Journal first: if we die between the two steps the record matches nothing.
             self.journal.add_tunnel(record)
             try:
+                t = time.thread_time_ns()
                 self.l2tp.create_tunnel(
                     sock.fileno(),
                     spec.local_tunnel_id,
                     spec.peer_tunnel_id,
                     udp_csum=self.udp_checksums,
                 )
+                cost.lap_genl(t)
             except BaseException:
                 self.journal.remove_tunnel(spec.local_tunnel_id)
                 raise
@@ -423,13 +439,17 @@ class KernelMechanics:
             return
         for sid in list(tunnel.sessions):
             self.close_session(tunnel_id, sid)
+        cost = self.cost.close_tunnel
+        t0 = t = cost.begin()
         try:
             self.l2tp.delete_tunnel(tunnel_id)
         finally:
+            t = cost.lap_genl(t)
             del self.tunnels[tunnel_id]
             tunnel.sock.close()
             self.journal.remove_tunnel(tunnel_id)
             self._journal_changed()
+            cost.end(t0)
         log.debug("Tnl %d: kernel tunnel removed", tunnel_id)
 
     # -- sessions ----------------------------------------------------------------------------
@@ -446,6 +466,21 @@ class KernelMechanics:
             raise DataPlaneError(f"session {key}: tunnel {spec.local_tunnel_id} not programmed")
         if key in self.sessions:
             raise DataPlaneError(f"session {key} is already programmed")
+        cost = self.cost.open_session
+        t0 = cost.begin()
+        try:
+            return self._open_session(spec, tunnel, t0)
+        except OSError as exc:
+            if exc.errno in (errno.EMFILE, errno.ENFILE) and not self._emfile_told:
+                self._emfile_told = True
+                log.warning("Se %d/%d: %s", *key, emfile_hint())
+            raise
+        finally:
+            cost.end(t0)
+
+    def _open_session(self, spec: SessionSpec, tunnel: KernelTunnel, t: int) -> KernelSession:
+        key = (spec.local_tunnel_id, spec.local_session_id)
+        cost = self.cost.open_session
         self.l2tp.create_session(
             spec.local_tunnel_id,
             spec.local_session_id,
@@ -454,6 +489,7 @@ class KernelMechanics:
             send_seq=spec.data_sequencing,
             recv_seq=spec.data_sequencing,
         )
+        t = cost.lap_genl(t)
         if not spec.ppp_unit:
             return self._relayed_session(spec, tunnel)
         ppp: PppoL2tpChannel | None = None
@@ -465,6 +501,7 @@ class KernelMechanics:
                 ppp_device=self.ppp_device,
             )
             ifindex = socket.if_nametoindex(ppp.kernel_ifname)
+            t = cost.lap_ppp(t)
             template = spec.ifname_template or self.ifname_template
             ifname = spec.ifname or template.replace("%d", str(ppp.unit))
             if len(ifname) >= IFNAMSIZ:
@@ -472,7 +509,9 @@ class KernelMechanics:
             self.journal.add_link(LinkRecord(ifindex, ifname))
             if ifname != ppp.kernel_ifname:
                 try:
+                    t = time.thread_time_ns()
                     self.rt.set_link(ifindex, name=ifname)
+                    cost.lap_rtnl(t)
                 except BaseException:
                     self.journal.remove_link(ifindex)
                     raise
@@ -516,20 +555,12 @@ class KernelMechanics:
         session = self.sessions.get((tunnel_id, session_id))
         if session is None:
             raise DataPlaneError(f"session {tunnel_id}/{session_id} is not programmed")
-        index = session.ifindex
-        self.rt.set_link(index, mtu=net.mtu, up=True)
-        if net.local_ip is not None:
-            self.rt.add_address(index, net.local_ip, net.peer_ip)
-            if net.peer_ip is not None:
-                self.rt.add_host_route(index, net.peer_ip)
-            self._add_routes(session, net.routes)
-            set_npmode(session.ppp.unit_fd, PPP_IP, NpMode.PASS)
-        if net.local_ifid is not None:
-            peer_ll = _link_local(net.peer_ifid) if net.peer_ifid is not None else None
-            self.rt.add_address(index, _link_local(net.local_ifid), peer_ll)
-            if peer_ll is not None:
-                self.rt.add_host_route(index, peer_ll)
-            set_npmode(session.ppp.unit_fd, PPP_IPV6, NpMode.PASS)
+        cost = self.cost.session_up
+        t0 = cost.begin()
+        try:
+            self._session_up(session, net, t0)
+        finally:
+            cost.end(t0)
         session.net = net
         if log.isEnabledFor(logging.DEBUG):
             # IOS's words for the interface and the host route it installs once IPCP is open.
@@ -537,6 +568,29 @@ class KernelMechanics:
             for address in _routed(net, session):
                 log.debug("Tnl/Cl %d/%d IPCP: Install route to %s", tunnel_id, session_id, address)
         return session.ifname
+
+    def _session_up(self, session: KernelSession, net: NetworkSpec, t: int) -> None:
+        cost = self.cost.session_up
+        index = session.ifindex
+        self.rt.set_link(index, mtu=net.mtu, up=True)
+        if net.local_ip is not None:
+            self.rt.add_address(index, net.local_ip, net.peer_ip)
+            if net.peer_ip is not None:
+                self.rt.add_host_route(index, net.peer_ip)
+            self._add_routes(session, net.routes)
+            t = cost.lap_rtnl(t)
+            set_npmode(session.ppp.unit_fd, PPP_IP, NpMode.PASS)
+            t = cost.lap_ppp(t)
+        if net.local_ifid is not None:
+            peer_ll = _link_local(net.peer_ifid) if net.peer_ifid is not None else None
+            self.rt.add_address(index, _link_local(net.local_ifid), peer_ll)
+            if peer_ll is not None:
+                self.rt.add_host_route(index, peer_ll)
+            t = cost.lap_rtnl(t)
+            set_npmode(session.ppp.unit_fd, PPP_IPV6, NpMode.PASS)
+            t = cost.lap_ppp(t)
+        if net.local_ip is None and net.local_ifid is None:
+            cost.lap_rtnl(t)
 
     def _add_routes(self, session: KernelSession, routes: tuple[FramedRoute, ...]) -> None:
         """Install the framed routes not installed yet (IPCP reopens after an LCP restart).
@@ -584,14 +638,19 @@ class KernelMechanics:
         tunnel = self.tunnels.get(tunnel_id)
         if tunnel is not None:
             tunnel.sessions.discard(session_id)
+        cost = self.cost.close_session
+        t0 = t = cost.begin()
         try:
             session.ppp.close()
+            t = cost.lap_ppp(t)
             # Closing the PPPoL2TP socket normally deletes the session already.
             self.l2tp.delete_session(tunnel_id, session_id)
+            cost.lap_genl(t)
         finally:
             if session.ifindex:  # a relayed session has no interface in the journal
                 self.journal.remove_link(session.ifindex)
                 self._journal_changed()
+            cost.end(t0)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("Se %d/%d: kernel session removed", tunnel_id, session_id)
             if session.net is not None:
@@ -814,6 +873,8 @@ class KernelDataPlane:
         Raises:
             DataPlaneError: another instance holds the journal, or the kernel lacks L2TP.
         """
+        # Three descriptors per kernel session: take the whole hard limit (see .cost).
+        raise_nofile_limit()
         make = functools.partial(
             KernelMechanics,
             instance=instance,
@@ -889,6 +950,11 @@ class KernelDataPlane:
 
     async def cleanup_stale(self) -> int:
         return await self._run(self.mechanics.cleanup_stale)
+
+    def kernel_cost(self) -> dict[str, dict[str, int]]:
+        """Time spent programming the kernel, per operation and kind of call
+        (``show summary``'s ``kernel_cost``; :mod:`kl2tp.dataplane.cost`)."""
+        return self.mechanics.cost.as_dict()
 
     async def aclose(self) -> None:
         for channels in self._channels.values():

@@ -90,6 +90,10 @@ class NullChannel:
 
     async def aclose(self) -> None:
         """Close both ends; a pending receive() ends with EndOfChannel."""
+        self.close()
+
+    def close(self) -> None:
+        """`aclose`, at once."""
         self._closed = True
         self.receiver = None
         if self._send is not None and self._recv is not None:
@@ -135,7 +139,15 @@ class NullDataPlane:
         for key in [k for k in self.sessions if k[0] == local_tunnel_id]:
             await self.close_session(*key)
 
+    # Every call below completes at once: each has a synchronous ``*_now`` form the session
+    # handlers call without a task (``kl2tp.daemon.sessions.at_once``); the coroutine is what
+    # a subclass overrides to wait or fail (tests), and the handlers then await it.
+
     async def open_session(self, spec: SessionSpec, sink: FrameSink) -> NullChannel:
+        return self.open_session_now(spec, sink)
+
+    def open_session_now(self, spec: SessionSpec, sink: FrameSink) -> NullChannel:
+        """`open_session`, at once."""
         key = (spec.local_tunnel_id, spec.local_session_id)
         self.sessions[key] = spec
         self.calls.append(("open_session", key))
@@ -144,18 +156,32 @@ class NullDataPlane:
         return channel
 
     async def set_mru(self, local_tunnel_id: int, local_session_id: int, mru: int) -> None:
+        self.set_mru_now(local_tunnel_id, local_session_id, mru)
+
+    def set_mru_now(self, local_tunnel_id: int, local_session_id: int, mru: int) -> None:
+        """`set_mru`, at once."""
         self.mrus[(local_tunnel_id, local_session_id)] = mru
         self.calls.append(("set_mru", (local_tunnel_id, local_session_id, mru)))
 
     async def session_up(
         self, local_tunnel_id: int, local_session_id: int, net: NetworkSpec
     ) -> str | None:
+        return self.session_up_now(local_tunnel_id, local_session_id, net)
+
+    def session_up_now(
+        self, local_tunnel_id: int, local_session_id: int, net: NetworkSpec
+    ) -> str | None:
+        """`session_up`, at once."""
         key = (local_tunnel_id, local_session_id)
         self.networks[key] = net
         self.calls.append(("session_up", key))
         return None
 
     async def close_session(self, local_tunnel_id: int, local_session_id: int) -> None:
+        self.close_session_now(local_tunnel_id, local_session_id)
+
+    def close_session_now(self, local_tunnel_id: int, local_session_id: int) -> None:
+        """`close_session`, at once."""
         key = (local_tunnel_id, local_session_id)
         self.calls.append(("close_session", key))
         self.sessions.pop(key, None)
@@ -163,7 +189,7 @@ class NullDataPlane:
         self.mrus.pop(key, None)
         channel = self._channels.pop(key, None)
         if channel is not None:
-            await channel.aclose()
+            channel.close()
 
     async def tunnel_counters(self, local_tunnel_id: int) -> Counters | None:
         return None

@@ -127,11 +127,16 @@ class TunnelIds:
 
     __slots__ = ("_ids", "_rng", "free")
 
-    def __init__(self, rng: random.Random, top: int = MAX_TUNNEL_ID) -> None:
-        """``top``: the largest id (another 16-bit id space, e.g. PPPoE's 1..65534)."""
+    def __init__(
+        self, rng: random.Random, top: int = MAX_TUNNEL_ID, id_class: tuple[int, int] = (0, 1)
+    ) -> None:
+        """``top``: the largest id (another 16-bit id space, e.g. PPPoE's 1..65534).
+        ``id_class`` ``(index, count)``: only ids with ``id % count == index`` (a worker's
+        class, ``[l2tp] workers``: the steering program sends their datagrams to it)."""
         self._rng = rng
-        self._ids = array("H", range(1, top + 1))
-        self.free = top
+        index, count = id_class
+        self._ids = array("H", (i for i in range(1, top + 1) if i % count == index))
+        self.free = len(self._ids)
         """How many ids are free."""
 
     def allocate(self) -> int:
@@ -224,6 +229,9 @@ class EndpointConfig:
     """Peer-caused warnings of one reason logged back to back (then rate-limited)."""
     warn_interval: float = 60.0
     """Seconds per further peer-caused warning of one reason once the burst is spent."""
+    tunnel_id_class: tuple[int, int] = (0, 1)
+    """``(index, count)``: allocate only tunnel ids with ``id % count == index`` (worker
+    ``index`` of ``count``, ``[l2tp] workers``); ``(0, 1)``: any id."""
 
 
 @attrs.frozen
@@ -348,7 +356,7 @@ class EndpointCore:
         negotiation."""
         self.half_open = 0
         """Tunnels opened by peers and not yet established."""
-        self.ids = TunnelIds(rng)
+        self.ids = TunnelIds(rng, id_class=config.tunnel_id_class)
         self.warnings = WarnLimiter(config.warn_burst, config.warn_interval)
         """Rate limit of the warnings peers cause (finding: 2,000 spoofed SCCRQs, 2,000
         lines); the driver logs through it too (:meth:`warn`)."""

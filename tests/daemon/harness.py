@@ -107,6 +107,7 @@ def write_configs(
     pool: str = "10.20.0.0/24",
     users: int = 200,
     idle_timeout: float = 1,
+    workers: int = 1,
 ) -> tuple[Path, Path, Path, Path]:
     """LNS and LAC configs on a random port; ``*_extra`` is appended TOML. The LNS clears a
     tunnel ``idle_timeout`` seconds after its last session, or after it came up if it never
@@ -123,6 +124,7 @@ listen = "127.0.0.1:{port}"
 hostname = "test-lns"
 secret = "{secret}"
 idle_timeout = {idle_timeout}
+workers = {workers}
 [dataplane]
 kind = "null"
 [control]

@@ -374,6 +374,7 @@ def lns_config(
         "secret": f'"{SECRET}"',
         "hello_interval": "0",
         "idle_timeout": DEFAULT_IDLE,
+        "workers": "1",
         **(l2tp or {}),
     }
     section = "".join(f"{k} = {v}\n" for k, v in keys.items())

@@ -48,7 +48,7 @@ def test_kl2tp_lns_with_kind_kernel_refuses_to_start_here(tmp_path: pathlib.Path
     """The daemon, not just the function: exit 1, one line on stderr, no traceback."""
     config = tmp_path / "lns.toml"
     config.write_text(
-        f'[l2tp]\nlisten = "127.0.0.1:0"\n[dataplane]\nkind = "kernel"\n'
+        f'[l2tp]\nlisten = "127.0.0.1:0"\nworkers = 1\n[dataplane]\nkind = "kernel"\n'
         f'[control]\nsocket = "{tmp_path / "lns.sock"}"\n'
         f'[aaa]\nusers_file = "{tmp_path / "users"}"\n'
     )

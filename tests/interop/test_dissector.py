@@ -31,6 +31,7 @@ def kl2tp_configs(tmp: Path, port: int) -> tuple[Path, str]:
 [l2tp]
 listen = "127.0.0.1:{port}"
 hostname = "kl2tp-lns"
+workers = 1
 secret = "{TUNNEL_SECRET}"
 hide_avps = true
 hello_interval = 1

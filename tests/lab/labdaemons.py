@@ -12,6 +12,8 @@ import json
 import os
 import pathlib
 import signal
+import socket
+import struct
 import subprocess
 import sys
 import time
@@ -21,7 +23,7 @@ from typing import Any
 
 import attrs
 import pytest
-from labutil import run
+from labutil import netns, run
 
 BIN = pathlib.Path(sys.executable).parent
 BOUND = 120.0
@@ -142,7 +144,9 @@ class Daemon:
         return self.log.read_text()
 
 
-def lns_config(tmp: pathlib.Path, *, users: dict[str, str], extra: str = "") -> pathlib.Path:
+def lns_config(
+    tmp: pathlib.Path, *, users: dict[str, str], extra: str = "", pool: str = "10.40.0.0/23"
+) -> pathlib.Path:
     users_file = tmp / "users"
     users_file.write_text("".join(f"{u} {p}\n" for u, p in users.items()))
     path = tmp / "lns.toml"
@@ -151,6 +155,7 @@ def lns_config(tmp: pathlib.Path, *, users: dict[str, str], extra: str = "") -> 
 [l2tp]
 listen = "{LNS_ADDR}:1701"
 hostname = "lab-lns"
+workers = 1
 secret = "{SECRET}"
 idle_timeout = 1
 [dataplane]
@@ -163,7 +168,7 @@ users_file = "{users_file}"
 [ppp]
 auth = ["chap"]
 local_address = "{PPP_LOCAL}"
-pool = "10.40.0.0/23"
+pool = "{pool}"
 lcp_echo_interval = 0
 {extra}
 """
@@ -390,3 +395,140 @@ class Case:
 
 CASES = [Case(m, h) for h in (False, True) for m in METHODS]
 """The six calls: each method plain, then each hidden."""
+
+
+IP_PKTINFO = 8
+"""linux/in.h (the socket module does not export it)."""
+SO_RCVBUFFORCE = 33
+"""asm-generic/socket.h (the socket module does not export it either)."""
+
+
+def echo_request(ident: int, seq: int) -> bytes:
+    """An ICMP echo request with ping's default 56 bytes of data."""
+    body = struct.pack("!BBHHH", 8, 0, 0, ident, seq) + bytes(range(56))
+    total = sum(struct.unpack(f"!{len(body) // 2}H", body))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return body[:2] + struct.pack("!H", ~total & 0xFFFF) + body[4:]
+
+
+def ping_every_interface(
+    ns: str, dst: str, interfaces: dict[str, tuple[str, str]], wait: float = 30.0
+) -> set[str]:
+    """One echo request out of each interface, from its own address (IP_PKTINFO picks both,
+    as ``ping -I`` would); returns the interfaces whose reply came back."""
+    ident = os.getpid() & 0xFFFF
+    names = sorted(interfaces)
+    with netns(ns):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+        # Every reply may arrive before the first is read: the default receive buffer holds
+        # ~270 of them (bench_lab_scale pings 500); root may force a larger one.
+        sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 1024 * len(interfaces) + (1 << 20))
+        indexes = [socket.if_nametoindex(name) for name in names]
+    answered: set[str] = set()
+    with sock:
+        for seq, (name, index) in enumerate(zip(names, indexes, strict=True)):
+            local = socket.inet_aton(interfaces[name][0])
+            pktinfo = struct.pack("@i4s4s", index, local, bytes(4))
+            sock.sendmsg(
+                [echo_request(ident, seq)],
+                [(socket.IPPROTO_IP, IP_PKTINFO, pktinfo)],
+                0,
+                (dst, 0),
+            )
+        deadline = time.monotonic() + wait
+        while len(answered) < len(names) and time.monotonic() < deadline:
+            sock.settimeout(max(deadline - time.monotonic(), 0.01))
+            try:
+                packet = sock.recv(2048)
+            except TimeoutError:
+                break
+            icmp = packet[(packet[0] & 0x0F) * 4 :]
+            kind, _, _, got_ident, seq = struct.unpack("!BBHHH", icmp[:8])
+            if kind == 0 and got_ident == ident and seq < len(names):
+                answered.add(names[seq])
+    return answered
+
+
+def one_session(sock: pathlib.Path) -> dict[str, Any] | None:
+    """The daemon's only session once it has an address and an interface."""
+    sessions = ctl(sock, "show", "sessions")
+    if len(sessions) == 1 and "address" in sessions[0] and "interface" in sessions[0]:
+        return dict(sessions[0])
+    return None
+
+
+@attrs.frozen
+class Call:
+    """One subscriber's call up through both kernels (``client_call``)."""
+
+    lns: Daemon
+    """kl2tp-lns in the LNS namespace."""
+    lac: Daemon
+    """kl2tp-lac in client mode in the subscriber's namespace."""
+    lns_sock: pathlib.Path
+    lac_sock: pathlib.Path
+    address: str
+    """The subscriber's address (IPCP); the LNS end is PPP_LOCAL."""
+    lns_if: str
+    """The call's pppN on the LNS."""
+    sub_if: str
+    """The call's pppN in the subscriber's namespace."""
+
+
+@contextmanager
+def client_call(tmp: pathlib.Path) -> Iterator[Call]:
+    """kl2tp-lac (client mode, kernel data plane) dials kl2tp-lns (kernel data plane) in
+    ``three_namespaces``; yields once the call is up on both sides, stops both after."""
+    lns = start_lns(tmp, lns_config(tmp, users={"alice": "wonderland"}))
+    lac_cfg = lac_config(
+        tmp, mode="client", subscriber='username = "alice"\npassword = "wonderland"'
+    )
+    lns_sock, lac_sock = tmp / "lns.sock", tmp / "lac.sock"
+    lac = Daemon(SUB, [str(BIN / "kl2tp-lac"), "-c", str(lac_cfg)], tmp / "lac.log")
+    try:
+        lns_sess = wait_for(lambda: one_session(lns_sock), "the call up on the LNS")
+        lac_sess = wait_for(
+            lambda: lac_sock.exists() and one_session(lac_sock), "the call up on the LAC"
+        )
+        yield Call(
+            lns, lac, lns_sock, lac_sock, str(lns_sess["address"]),
+            str(lns_sess["interface"]), str(lac_sess["interface"]),
+        )  # fmt: skip
+    finally:
+        lac.kill()
+        lns.stop()
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process, all its threads (the netlink worker thread too)."""
+    fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@contextmanager
+def iperf3_server(ns: str, log: pathlib.Path) -> Iterator[None]:
+    """``iperf3 -s`` in ``ns`` (port 5201) for the block."""
+    with log.open("w") as logf:
+        proc = subprocess.Popen(
+            ["ip", "netns", "exec", ns, "iperf3", "-s", "--forceflush"],
+            stdout=logf, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        wait_for(lambda: "listening" in log.read_text() or proc.poll() is not None,
+                 "iperf3 -s listening")  # fmt: skip
+        if proc.poll() is not None:
+            pytest.fail(f"iperf3 -s exited {proc.returncode}: {log.read_text()}")
+        yield
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def iperf3(ns: str, dst: str, *args: str, bound: float = BOUND) -> dict[str, Any]:
+    """``iperf3 -c DST ARGS -J`` from ``ns``: its JSON report."""
+    proc = run("ip", "netns", "exec", ns, "iperf3", "-c", dst, "-J", *args, timeout=bound)
+    report: dict[str, Any] = json.loads(proc.stdout)
+    if "error" in report:
+        pytest.fail(f"iperf3 -c {dst} {' '.join(args)}: {report['error']}")
+    return report

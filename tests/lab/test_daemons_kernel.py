@@ -24,11 +24,8 @@ import json
 import os
 import pathlib
 import signal
-import socket
-import struct
 import time
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 from labdaemons import (
@@ -42,12 +39,14 @@ from labdaemons import (
     kernel_objects,
     lac_config,
     lns_config,
+    one_session,
+    ping_every_interface,
     ppp_addresses,
     start_lns,
     three_namespaces,
     wait_for,
 )
-from labutil import netns, run
+from labutil import run
 
 pytestmark = pytest.mark.lab
 
@@ -60,14 +59,6 @@ PING_WIRE_BYTES = 6 + 2 + 2 + 84
 def topo() -> Iterator[Topology]:
     with three_namespaces() as t:
         yield t
-
-
-def one_session(sock: pathlib.Path) -> dict[str, Any] | None:
-    """The daemon's only session once it has an address and an interface."""
-    sessions = ctl(sock, "show", "sessions")
-    if len(sessions) == 1 and "address" in sessions[0] and "interface" in sessions[0]:
-        return dict(sessions[0])
-    return None
 
 
 def ping(ns: str, dst: str, count: int) -> str:
@@ -206,54 +197,6 @@ def test_client_dials_pings_through_both_kernels_and_hangs_up(
     assert not pathlib.Path("/run/kl2tp/kl2tp-lns.journal").exists()
 
 
-IP_PKTINFO = 8
-"""linux/in.h (the socket module does not export it)."""
-
-
-def echo_request(ident: int, seq: int) -> bytes:
-    """An ICMP echo request with ping's default 56 bytes of data."""
-    body = struct.pack("!BBHHH", 8, 0, 0, ident, seq) + bytes(range(56))
-    total = sum(struct.unpack(f"!{len(body) // 2}H", body))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return body[:2] + struct.pack("!H", ~total & 0xFFFF) + body[4:]
-
-
-def ping_every_interface(
-    ns: str, dst: str, interfaces: dict[str, tuple[str, str]], wait: float = 30.0
-) -> set[str]:
-    """One echo request out of each interface, from its own address (IP_PKTINFO picks both,
-    as ``ping -I`` would); returns the interfaces whose reply came back."""
-    ident = os.getpid() & 0xFFFF
-    names = sorted(interfaces)
-    with netns(ns):
-        sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
-        indexes = [socket.if_nametoindex(name) for name in names]
-    answered: set[str] = set()
-    with sock:
-        for seq, (name, index) in enumerate(zip(names, indexes, strict=True)):
-            local = socket.inet_aton(interfaces[name][0])
-            pktinfo = struct.pack("@i4s4s", index, local, bytes(4))
-            sock.sendmsg(
-                [echo_request(ident, seq)],
-                [(socket.IPPROTO_IP, IP_PKTINFO, pktinfo)],
-                0,
-                (dst, 0),
-            )
-        deadline = time.monotonic() + wait
-        while len(answered) < len(names) and time.monotonic() < deadline:
-            sock.settimeout(max(deadline - time.monotonic(), 0.01))
-            try:
-                packet = sock.recv(2048)
-            except TimeoutError:
-                break
-            icmp = packet[(packet[0] & 0x0F) * 4 :]
-            kind, _, _, got_ident, seq = struct.unpack("!BBHHH", icmp[:8])
-            if kind == 0 and got_ident == ident and seq < len(names):
-                answered.add(names[seq])
-    return answered
-
-
 SESSIONS = 200
 
 
@@ -312,6 +255,21 @@ def test_200_sessions_over_one_tunnel_all_pass_traffic_and_leave_nothing(
         counters = ctl(lns_sock, "show", "summary")["counters"]
         assert counters.get("data_rx", 0) == 0, counters
 
+        # The kernel's share of the setup was counted, once per session and operation.
+        cost = ctl(lns_sock, "show", "summary")["kernel_cost"]
+        assert cost["open_session"]["count"] == cost["session_up"]["count"] == SESSIONS
+        assert cost["open_tunnel"]["count"] == 1
+        assert cost["close_session"]["count"] == 0
+        for op in ("open_session", "session_up"):
+            parts = sum(cost[op][f"{kind}_us"] for kind in ("genl", "rtnl", "ppp"))
+            assert 0 < parts <= cost[op]["cpu_us"] + 3, cost[op]
+        # Three descriptors per session; the daemon raised its soft limit to the hard one.
+        fds = len(os.listdir(f"/proc/{lns.proc.pid}/fd"))
+        assert 3 * SESSIONS < fds < 3 * SESSIONS + 100
+        soft, hard = nofile(lns.proc.pid)
+        assert soft == hard
+        assert "open files" in lns.output()
+
         t1 = time.monotonic()
         assert lac.stop() == 0, lac.output()
         result = json.loads(lac.output().strip().splitlines()[-1])
@@ -329,10 +287,25 @@ def test_200_sessions_over_one_tunnel_all_pass_traffic_and_leave_nothing(
             )
         print(f"{SESSIONS} kernel sessions: up in {setup:.1f} s, down in "
               f"{time.monotonic() - t1:.1f} s")  # fmt: skip
+        # The LNS's tables are empty, its pool whole, and each session's removal counted.
+        summary = ctl(lns_sock, "show", "summary")
+        assert summary["tunnels"]["total"] == summary["sessions"]["total"] == 0
+        assert summary["ppp"]["pools"]["default"]["in_use"] == 0
+        assert summary["kernel_cost"]["close_session"]["count"] == SESSIONS
+        assert summary["kernel_cost"]["close_tunnel"]["count"] == 1
     finally:
         lac.kill()
         rc = lns.stop()
     assert rc == 0, lns.output()
+
+
+def nofile(pid: int) -> tuple[int, int]:
+    """(soft, hard) RLIMIT_NOFILE of a process."""
+    for line in pathlib.Path(f"/proc/{pid}/limits").read_text().splitlines():
+        if line.startswith("Max open files"):
+            soft, hard = line.split()[3:5]
+            return int(soft), int(hard)
+    raise AssertionError(f"no open-files limit for {pid}")
 
 
 def test_lns_killed_with_a_call_up_restarts_clean_and_takes_new_calls(

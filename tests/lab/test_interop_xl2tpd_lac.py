@@ -109,6 +109,7 @@ def lns_toml(tmp: pathlib.Path, *, hidden: bool) -> pathlib.Path:
 [l2tp]
 listen = "{HIDDEN_LNS_ADDR if hidden else LNS_ADDR}:1701"
 hostname = "kl2tp-lns{tag}"
+workers = 1
 secret = "{SECRET}"
 hide_avps = {str(hidden).lower()}
 idle_timeout = 1

@@ -53,6 +53,7 @@ class Lns:
 [l2tp]
 listen = "127.0.0.1:{self.port}"
 hostname = "radius-lns"
+workers = 1
 idle_timeout = 1
 [dataplane]
 kind = "null"
