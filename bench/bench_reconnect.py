@@ -172,9 +172,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         if args.keep is not None:
             args.keep.mkdir(parents=True, exist_ok=True)
-            for f in tmp.iterdir():
-                if f.is_file() and f.name != "users":
-                    shutil.copy(f, args.keep / f.name)
+            for kept in tmp.iterdir():
+                if kept.is_file() and kept.name != "users":
+                    shutil.copy(kept, args.keep / kept.name)
         shutil.rmtree(tmp, ignore_errors=True)
 
 
