@@ -428,12 +428,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "udp_rcvbuf_errors": rcvbuf,
         }
     finally:
-        if args.keep is not None:
-            args.keep.mkdir(parents=True, exist_ok=True)
-            for f in tmp.iterdir():
-                if f.is_file() and f.name != "users":
-                    shutil.copy(f, args.keep / f.name)
-        shutil.rmtree(tmp, ignore_errors=True)
+        keep_and_remove(tmp, args.keep)
+
+
+def keep_and_remove(tmp: Path, keep: Path | None) -> None:
+    """Copy a run's configs, logs and summaries (not the users file) to ``keep``, if given,
+    and remove the run's directory."""
+    if keep is not None:
+        keep.mkdir(parents=True, exist_ok=True)
+        for kept in tmp.iterdir():
+            if kept.is_file() and kept.name != "users":
+                shutil.copy(kept, keep / kept.name)
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
