@@ -328,6 +328,10 @@ _PEER_CHOOSES = ipaddress.IPv4Address("255.255.255.255")
 what the peer asks for if no live session holds it."""
 
 
+_NO_REPLY: dict[str, object] = {}
+"""The `_SessionState.reply` of sessions whose back end sent no attributes (local users):
+never written to (`set_limits` makes a session its own)."""
+
 _NO_COUNTERS = Counters()
 """The counts of a session whose data plane keeps none (or could not say)."""
 
@@ -611,6 +615,46 @@ class PppSessions(DataPlaneSessions):
 class _SessionState:
     """One session's PPP driver (the glue loop plus what must be undone)."""
 
+    # One per live session: slots keep it at a third of its size with a __dict__.
+    __slots__ = (
+        "_early",
+        "_gone",
+        "_idle_reset",
+        "_phase",
+        "_removed",
+        "_scopes",
+        "_started",
+        "_timers",
+        "accounting",
+        "acct_session_id",
+        "address",
+        "armed",
+        "authenticator",
+        "dead",
+        "end_cause",
+        "framed_routes",
+        "info",
+        "inline",
+        "interface",
+        "limits_changed",
+        "link",
+        "nas_port",
+        "nursery",
+        "opened",
+        "owner",
+        "peer_chooses",
+        "policy",
+        "predecessor",
+        "rec",
+        "replaced",
+        "reply",
+        "routes",
+        "stage",
+        "up_at",
+        "username",
+        "wake",
+    )
+
     def __init__(
         self,
         owner: PppSessions,
@@ -679,8 +723,9 @@ class _SessionState:
         """RADIUS Acct-Session-Id: the same in the Access-Request and every record."""
         self.end_cause = ""
         """Acct-Terminate-Cause (lower case) once the session's end is known; first wins."""
-        self.reply: dict[str, object] = {}
-        """The accepted login's back-end attributes (`AuthResult.attributes`)."""
+        self.reply: dict[str, object] = _NO_REPLY
+        """The accepted login's back-end attributes (`AuthResult.attributes`); a CoA's
+        limits (`set_limits`) are added. Shared and empty until there are any."""
         self.framed_routes: tuple[FramedRoute, ...] = ()
         """The accepted login's Framed-Routes that parse (`_parse_routes`)."""
         self.routes: tuple[FramedRoute, ...] = ()
@@ -1068,7 +1113,7 @@ class _SessionState:
             if refusal is not None:
                 result = aaa.AuthResult(False, refusal[1], reason=refusal[0])
         if result.accepted:
-            self.reply = dict(result.attributes)
+            self.reply = dict(result.attributes) if result.attributes else _NO_REPLY
             self.framed_routes = self._parse_routes()
             self.peer_chooses = result.framed_address == _PEER_CHOOSES
         if not result.accepted:
@@ -1333,13 +1378,18 @@ class _SessionState:
 
     def _network_ready(self) -> None:
         """The session is up: its timers, the CoA index, the "session up" line."""
+        scope = self.rec.scope
+        if self.dead or (scope is not None and scope.cancel_called):
+            # Its CDN came while a back end was answering: it was logged as failed, and an
+            # up now would have no down.
+            return
         if self.owner.lns:
             self._start_timers()
             if self.owner.coa_index is not None:
                 self.owner.coa_index.add(self)
         if self.info is not None:
             self.info.established = self.up_at
-            self.info.done.set()
+            self.info.set_done()
         self.rec.tunnel.session_up(self.rec.sid, self.info)
 
     def _link_down(self, event: pev.LinkDown) -> None:
@@ -1474,6 +1524,8 @@ class _SessionState:
         """Change the session's limits while it runs (RFC 5176 CoA-Request): Session-Timeout
         counts from the session's start (as in an Access-Accept), a new Idle-Timeout from
         now; 0 removes a limit, None leaves it as it is."""
+        if self.reply is _NO_REPLY:
+            self.reply = {}
         for key, value in (
             (ATTR_SESSION_TIMEOUT, session_timeout),
             (ATTR_IDLE_TIMEOUT, idle_timeout),
