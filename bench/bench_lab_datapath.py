@@ -12,8 +12,11 @@ same iperf3 server in the LNS's namespace either
   bare veth moves TCP as 64 KB super-packets, a pppN (no GSO in ppp_generic or l2tp) one
   MTU-sized packet at a time, so this path shows the per-packet cost without tunnelling;
 
-alternating, ``--repeat`` times each: a bulk TCP transfer (``-t``) and a small-packet UDP
-stream (``-u -l 64 -b 0``: as fast as the sender can). Prints throughput (TCP bits/s, UDP
+alternating, ``--repeat`` times each: a bulk TCP transfer upstream (``-t``) and downstream
+(``-R``: the LNS sends, as to a subscriber downloading) and a small-packet UDP stream
+(``-u -l 64 -b 0``: as fast as the sender can). ``--txqueuelen N`` sets both pppN's transmit
+queue (ppp_generic's default is 3 packets) before the runs; the qdisc drops on both pppN are
+printed either way. Prints throughput (TCP bits/s, UDP
 datagrams/s received) per path, the ppp/veth ratio of the medians, the daemons' CPU time
 during the ppp transfers, their data-packet counters (PPP frames that reached Python: 0 is
 the point) and the kernel session counters that moved.
@@ -47,9 +50,10 @@ from labdaemons import (  # noqa: E402
     Call,
     client_call,
     cpu_seconds,
-    ctl,
+    data_counters,
     iperf3,
     iperf3_server,
+    session_kernel,
     three_namespaces,
 )
 from labutil import run as run_cmd  # noqa: E402
@@ -66,16 +70,6 @@ def udp_pps(report: dict[str, Any]) -> tuple[float, float]:
     s = report["end"]["sum"]
     got = s["packets"] - s["lost_packets"]
     return got / s["seconds"], s["lost_packets"] / max(s["packets"], 1)
-
-
-def session_kernel(sock: pathlib.Path) -> dict[str, int]:
-    [session] = ctl(sock, "show", "sessions")
-    return dict(session["kernel"])
-
-
-def data_counters(sock: pathlib.Path) -> dict[str, int]:
-    counters = ctl(sock, "show", "summary")["counters"]
-    return {k: counters.get(k, 0) for k in ("data_rx", "data_early")}
 
 
 def mtu(ns: str, dev: str) -> int:
@@ -95,19 +89,29 @@ def offloads(on: bool) -> None:
                 "tso", state, "gso", state, "gro", state)  # fmt: skip
 
 
+def qdisc(ns: str, dev: str) -> str:
+    """The interface's qdisc line and its sent/dropped figures."""
+    out = run_cmd("ip", "netns", "exec", ns, "tc", "-s", "qdisc", "show", "dev", dev).stdout
+    return " | ".join(line.strip() for line in out.splitlines()[:2])
+
+
 def measure(args: argparse.Namespace, call: Call, tmp: pathlib.Path) -> dict[str, Any]:
     dst = {"ppp": PPP_LOCAL, "veth": LNS_ADDR, "veth-nogso": LNS_ADDR}
     tcp: dict[str, list[float]] = {p: [] for p in PATHS}
+    down: dict[str, list[float]] = {p: [] for p in PATHS}
     udp: dict[str, list[float]] = {p: [] for p in PATHS}
     loss: dict[str, list[float]] = {p: [] for p in PATHS}
     cpu = {"lns": 0.0, "lac": 0.0}
     ppp_seconds = 0.0
     before_k = {"lns": session_kernel(call.lns_sock), "lac": session_kernel(call.lac_sock)}
     before_d = {"lns": data_counters(call.lns_sock), "lac": data_counters(call.lac_sock)}
+    if args.txqueuelen:
+        for ns, dev in ((SUB, call.sub_if), (LNS, call.lns_if)):
+            run_cmd("ip", "-n", ns, "link", "set", "dev", dev, "txqueuelen", str(args.txqueuelen))
     with iperf3_server(LNS, tmp / "iperf3.log"):
         for rep in range(args.repeat):
             order = PATHS if rep % 2 == 0 else PATHS[::-1]
-            for kind in ("tcp", "udp"):
+            for kind in ("tcp", "tcp-down", "udp"):
                 for path in order:
                     offloads(path != "veth-nogso")
                     c0 = {"lns": cpu_seconds(call.lns.proc.pid),
@@ -115,6 +119,9 @@ def measure(args: argparse.Namespace, call: Call, tmp: pathlib.Path) -> dict[str
                     if kind == "tcp":
                         r = iperf3(SUB, dst[path], "-t", str(args.time))
                         tcp[path].append(tcp_bps(r))
+                    elif kind == "tcp-down":
+                        r = iperf3(SUB, dst[path], "-R", "-t", str(args.time))
+                        down[path].append(tcp_bps(r))
                     else:
                         r = iperf3(SUB, dst[path], "-u", "-l", str(UDP_LEN), "-b", "0",
                                    "-t", str(args.time))  # fmt: skip
@@ -125,9 +132,12 @@ def measure(args: argparse.Namespace, call: Call, tmp: pathlib.Path) -> dict[str
                         cpu["lns"] += cpu_seconds(call.lns.proc.pid) - c0["lns"]
                         cpu["lac"] += cpu_seconds(call.lac.proc.pid) - c0["lac"]
                         ppp_seconds += args.time
-                    print(f"  {kind} {path}: {tcp[path][-1] / 1e6:.1f} Mbit/s" if kind == "tcp"
-                          else f"  {kind} {path}: {udp[path][-1]:.0f} datagrams/s received, "
-                          f"loss {loss[path][-1]:.1%}", flush=True)  # fmt: skip
+                    if kind == "udp":
+                        print(f"  {kind} {path}: {udp[path][-1]:.0f} datagrams/s received, "
+                              f"loss {loss[path][-1]:.1%}", flush=True)  # fmt: skip
+                    else:
+                        got = (tcp if kind == "tcp" else down)[path][-1]
+                        print(f"  {kind} {path}: {got / 1e6:.1f} Mbit/s", flush=True)
     after_k = {"lns": session_kernel(call.lns_sock), "lac": session_kernel(call.lac_sock)}
     after_d = {"lns": data_counters(call.lns_sock), "lac": data_counters(call.lac_sock)}
     med = statistics.median
@@ -139,7 +149,12 @@ def measure(args: argparse.Namespace, call: Call, tmp: pathlib.Path) -> dict[str
             "lns_ppp": mtu(LNS, call.lns_if),
             "veth": mtu(SUB, "v-sub"),
         },
+        "txqueuelen": args.txqueuelen,
+        "ppp_qdisc": {ns: qdisc(ns, dev) for ns, dev in ((SUB, call.sub_if), (LNS, call.lns_if))},
         "tcp_mbit_s": {p: [round(v / 1e6, 1) for v in tcp[p]] for p in tcp},
+        "tcp_down_mbit_s": {p: [round(v / 1e6, 1) for v in down[p]] for p in down},
+        "tcp_down_ratio_ppp_to_veth": round(med(down["ppp"]) / med(down["veth"]), 3),
+        "tcp_down_ratio_ppp_to_veth_nogso": round(med(down["ppp"]) / med(down["veth-nogso"]), 3),
         "udp_pps": {p: [round(v) for v in udp[p]] for p in udp},
         "udp_loss": {p: [round(v, 3) for v in loss[p]] for p in loss},
         "tcp_ratio_ppp_to_veth": round(med(tcp["ppp"]) / med(tcp["veth"]), 3),
@@ -162,6 +177,7 @@ def measure(args: argparse.Namespace, call: Call, tmp: pathlib.Path) -> dict[str
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--txqueuelen", type=int, default=0, help="set on both pppN first")
     parser.add_argument("-t", "--time", type=int, default=5, help="seconds per iperf3 run")
     args = parser.parse_args()
     if not os.environ.get("KL2TP_LAB"):
@@ -173,8 +189,9 @@ def main() -> int:
         out = measure(args, call, tmp)
     print(json.dumps(out, sort_keys=True))
     print(
-        f"TCP ppp/veth {out['tcp_ratio_ppp_to_veth']} (/veth without GSO "
-        f"{out['tcp_ratio_ppp_to_veth_nogso']}), UDP {UDP_LEN} B ppp/veth "
+        f"TCP up ppp/veth {out['tcp_ratio_ppp_to_veth']} (/veth without GSO "
+        f"{out['tcp_ratio_ppp_to_veth_nogso']}), down {out['tcp_down_ratio_ppp_to_veth']} "
+        f"({out['tcp_down_ratio_ppp_to_veth_nogso']}), UDP {UDP_LEN} B ppp/veth "
         f"{out['udp_ratio_ppp_to_veth']}; daemons' CPU during the ppp runs "
         f"{out['daemon_cpu_share_during_ppp']}; PPP frames through Python "
         f"{out['data_counters_moved']}"

@@ -49,10 +49,12 @@ from labdaemons import (  # noqa: E402
     PPP_LOCAL,
     SUB,
     Daemon,
+    cpu_seconds,
     ctl,
     kernel_objects,
     lac_config,
     lns_config,
+    nofile,
     ping_every_interface,
     ppp_addresses,
     start_lns,
@@ -61,32 +63,17 @@ from labdaemons import (  # noqa: E402
 )
 from labutil import run as run_cmd  # noqa: E402
 
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process (its threads included: the netlink worker thread)."""
-    fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
 
 def open_fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
-def nofile_limit(pid: int) -> str:
-    for line in pathlib.Path(f"/proc/{pid}/limits").read_text().splitlines():
-        if line.startswith("Max open files"):
-            soft, hard = line.split()[3:5]
-            return f"{soft}/{hard}"
-    return "?"
-
-
-def mem_available_kb() -> int:
+def meminfo_kb(key: str) -> int:
+    """A /proc/meminfo figure (MemAvailable, MemTotal) in kB."""
     for line in pathlib.Path("/proc/meminfo").read_text().splitlines():
-        if line.startswith("MemAvailable:"):
+        if line.startswith(key + ":"):
             return int(line.split()[1])
-    raise RuntimeError("no MemAvailable in /proc/meminfo")
+    raise RuntimeError(f"no {key} in /proc/meminfo")
 
 
 def ppp_count(ns: str) -> int:
@@ -127,7 +114,7 @@ def run(args: argparse.Namespace, tmp: pathlib.Path) -> dict[str, Any]:
     lns = start_lns(tmp, lns_config(tmp, users=users, pool="10.64.0.0/16"))
     lns_sock, lac_sock = tmp / "lns.sock", tmp / "lac.sock"
     lac_cfg = lac_config(tmp, mode="simulate", subscriber="rate = 0")
-    mem0 = mem_available_kb()
+    mem0 = meminfo_kb("MemAvailable")
     lns_cpu0 = cpu_seconds(lns.proc.pid)
     t0 = time.monotonic()
     lac = Daemon(
@@ -139,27 +126,40 @@ def run(args: argparse.Namespace, tmp: pathlib.Path) -> dict[str, Any]:
     )  # fmt: skip
     out: dict[str, Any] = {"sessions": n, "tunnels": args.tunnels}
     try:
-        last = [-1.0, 0]
+        last = [-1.0, 0, time.monotonic()]  # last print, last count, when it last grew
 
-        def all_up() -> bool:
+        def settled() -> bool:
             # One summary (O(tunnels) in the daemon) every 2 s: polling `show sessions`
             # would cost the LNS O(N) per poll and slow the run it measures.
             time.sleep(2)
             summary = ctl(lns_sock, "show", "summary")
             up = summary["sessions"]["by_state"].get("established", 0)
-            if time.monotonic() - last[0] >= 30:
-                last[0] = time.monotonic()
-                print(f"  {time.monotonic() - t0:6.0f} s: {up} established on the LNS", flush=True)
-            last[1] = up
-            return bool(up >= n)
+            now = time.monotonic()
+            if now - last[0] >= 30:
+                last[0] = now
+                print(f"  {now - t0:6.0f} s: {up} established on the LNS", flush=True)
+            if up != last[1]:
+                last[1], last[2] = up, now
+            # All up, or no progress for --stall s (calls the generator gave up on under
+            # load are not redialled: the run goes on with those that are up).
+            return bool(up >= n or now - last[2] > args.stall)
 
-        wait_for(all_up, f"{n} sessions established on the LNS", bound=args.bound)
-        wait_for(slowly(lambda: ppp_count(SUB) >= n), f"{n} pppN on the LAC side",
+        wait_for(settled, f"{n} sessions established on the LNS", bound=args.bound)
+        setup = last[2] - t0
+        up = int(last[1])
+        out["established"] = up
+        if up < n:
+            out["lac_summary_when_settled"] = {
+                k: v
+                for k, v in ctl(lac_sock, "show", "summary").items()
+                if k in ("sessions", "tunnels", "counters", "events")
+            }
+        wait_for(slowly(lambda: ppp_count(SUB) >= up), f"{up} pppN on the LAC side",
                  bound=args.bound)  # fmt: skip
-        setup = time.monotonic() - t0
+        n = up
         lns_cpu = cpu_seconds(lns.proc.pid) - lns_cpu0
         lac_cpu = cpu_seconds(lac.proc.pid)
-        mem1 = mem_available_kb()
+        mem1 = meminfo_kb("MemAvailable")
         lns_summary = ctl(lns_sock, "show", "summary")
         lac_summary = ctl(lac_sock, "show", "summary")
         lns_k, sub_k = kernel_objects(LNS), kernel_objects(SUB)
@@ -173,10 +173,8 @@ def run(args: argparse.Namespace, tmp: pathlib.Path) -> dict[str, Any]:
         }
         out["guest_kb_per_session_both_sides"] = round((mem0 - mem1) / n, 1)
         out["lns_fds"], out["lac_fds"] = open_fds(lns.proc.pid), open_fds(lac.proc.pid)
-        out["lns_nofile"], out["lac_nofile"] = (
-            nofile_limit(lns.proc.pid),
-            nofile_limit(lac.proc.pid),
-        )
+        out["lns_nofile"] = "{}/{}".format(*nofile(lns.proc.pid))
+        out["lac_nofile"] = "{}/{}".format(*nofile(lac.proc.pid))
         out["lns_rss_kb"] = _rss_kb(lns.proc.pid)
         setup_ops = ("open_session", "session_up")
         for name, summary in (("lns", lns_summary), ("lac", lac_summary)):
@@ -256,6 +254,12 @@ def main() -> int:
     parser.add_argument("--ping", type=int, default=200, help="sessions pinged through")
     parser.add_argument("--bound", type=float, default=2400, help="seconds any wait may take")
     parser.add_argument("--nofile", type=int, default=1 << 20, help="hard RLIMIT_NOFILE")
+    parser.add_argument(
+        "--stall",
+        type=float,
+        default=120,
+        help="stop waiting once the LNS's count has not grown for this long",
+    )
     parser.add_argument("--keep", type=pathlib.Path, help="keep the daemons' logs here")
     args = parser.parse_args()
     if not os.environ.get("KL2TP_LAB"):
@@ -263,7 +267,7 @@ def main() -> int:
         return 2
     # The operator's part (LimitNOFILE=): the daemons inherit this hard limit.
     resource.setrlimit(resource.RLIMIT_NOFILE, (1024, args.nofile))
-    print(f"guest: {os.cpu_count()} cpu, MemTotal {_meminfo('MemTotal')} kB, "
+    print(f"guest: {os.cpu_count()} cpu, MemTotal {meminfo_kb('MemTotal')} kB, "
           f"kernel {os.uname().release}", flush=True)  # fmt: skip
     tmp = pathlib.Path(tempfile.mkdtemp(prefix="kl2tp-scale-", dir=args.keep))
     with three_namespaces():
@@ -276,13 +280,6 @@ def main() -> int:
         f"per session, of which kernel calls {lns_c.get('kernel', 0) / 1000:.2f} ms "
         f"(genl {lns_c.get('genl')} us, rtnl {lns_c.get('rtnl')} us, ppp {lns_c.get('ppp')} us)"
     )
-    return 0
-
-
-def _meminfo(key: str) -> int:
-    for line in pathlib.Path("/proc/meminfo").read_text().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1])
     return 0
 
 

@@ -28,7 +28,6 @@ import argparse
 import contextlib
 import json
 import os
-import shutil
 import signal
 import subprocess
 import tempfile
@@ -43,6 +42,7 @@ from bench_scale import (
     BIN,
     Lns,
     figures,
+    keep_and_remove,
     lac_result,
     part_pids,
     start_lac,
@@ -170,12 +170,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "udp_rcvbuf_errors": udp_rcvbuf_errors() - rcvbuf0,
         }
     finally:
-        if args.keep is not None:
-            args.keep.mkdir(parents=True, exist_ok=True)
-            for f in tmp.iterdir():
-                if f.is_file() and f.name != "users":
-                    shutil.copy(f, args.keep / f.name)
-        shutil.rmtree(tmp, ignore_errors=True)
+        keep_and_remove(tmp, args.keep)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

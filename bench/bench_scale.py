@@ -50,6 +50,7 @@ def write_configs(
     users: int,
     echo_interval: float | None = None,
     max_negotiating: int = 0,
+    workers: int = 1,
 ) -> tuple[Path, Path]:
     """An LNS (null data plane, local users, CHAP + IPCP, a pool far bigger than the run,
     Hello and LCP echo at their defaults) and a LAC that dials it."""
@@ -64,6 +65,7 @@ listen = "127.0.0.1:{port}"
 hostname = "scale-lns"
 secret = "bench"
 max_negotiating_sessions = {max_negotiating}
+workers = {workers}
 [dataplane]
 kind = "null"
 [control]
@@ -129,11 +131,19 @@ class Lns:
         result: dict[str, Any] = json.loads(out.stdout)
         return result
 
+    def pids(self) -> list[int]:
+        """The daemon's processes: the supervisor and its workers (``[l2tp] workers``)."""
+        return [self.proc.pid, *part_pids(self.proc)]
+
     def cpu(self) -> float:
-        return cpu_of(self.proc.pid)
+        total = 0.0
+        for pid in self.pids():
+            with contextlib.suppress(OSError):
+                total += cpu_of(pid)
+        return total
 
     def rss_kb(self) -> int:
-        return rss_kb(self.proc.pid)
+        return sum(rss_kb(pid) for pid in self.pids())
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -162,8 +172,8 @@ def figures(s: dict[str, Any]) -> dict[str, int]:
     }
 
 
-def part_pids(proc: subprocess.Popen[str]) -> list[int]:
-    """The generator's part processes (none once it has exited)."""
+def part_pids(proc: subprocess.Popen[Any]) -> list[int]:
+    """A process's children: the generator's parts, the LNS's workers (none once gone)."""
     try:
         children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
     except OSError:
@@ -302,7 +312,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     try:
         port = free_udp_port()
         lns_cfg, lac_cfg = write_configs(
-            tmp, port=port, users=args.sessions, echo_interval=args.lcp_echo_interval
+            tmp,
+            port=port,
+            users=args.sessions,
+            echo_interval=args.lcp_echo_interval,
+            workers=args.workers,
         )
         lns = Lns(lns_cfg, port, tmp / "lns.sock", tmp / "lns.log")
         try:
@@ -414,12 +428,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "udp_rcvbuf_errors": rcvbuf,
         }
     finally:
-        if args.keep is not None:
-            args.keep.mkdir(parents=True, exist_ok=True)
-            for f in tmp.iterdir():
-                if f.is_file() and f.name != "users":
-                    shutil.copy(f, args.keep / f.name)
-        shutil.rmtree(tmp, ignore_errors=True)
+        keep_and_remove(tmp, args.keep)
+
+
+def keep_and_remove(tmp: Path, keep: Path | None) -> None:
+    """Copy a run's configs, logs and summaries (not the users file) to ``keep``, if given,
+    and remove the run's directory."""
+    if keep is not None:
+        keep.mkdir(parents=True, exist_ok=True)
+        for kept in tmp.iterdir():
+            if kept.is_file() and kept.name != "users":
+                shutil.copy(kept, keep / kept.name)
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -427,6 +447,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--sessions", type=int, default=100_000, help="calls to bring up and hold")
     p.add_argument("--tunnels", type=int, default=32, help="tunnels (at most ~60,000 calls each)")
     p.add_argument("--processes", type=int, default=2, help="generator processes")
+    p.add_argument(
+        "--workers", type=int, default=1, help="the LNS's [l2tp] workers (CPU and RSS summed)"
+    )
     p.add_argument("--hold", type=float, default=300.0, help="seconds held once all are up")
     p.add_argument("--settle", type=float, default=15.0, help="seconds left out at each end")
     p.add_argument("--max-outstanding", type=int, default=800, help="calls in setup at once")
@@ -449,7 +472,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     print(f"# scale: one kl2tp-lns, null data plane  ({machine()})")
     print(
-        f"# {args.sessions:,} sessions, {args.tunnels} tunnels, {args.processes} generator "
+        f"# {args.sessions:,} sessions, {args.tunnels} tunnels, LNS workers {args.workers}, "
+        f"{args.processes} generator "
         f"processes, at most {args.max_outstanding} in setup, hold {args.hold:g} s, Hello "
         + (
             "and LCP echo at their defaults"

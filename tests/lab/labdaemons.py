@@ -532,3 +532,24 @@ def iperf3(ns: str, dst: str, *args: str, bound: float = BOUND) -> dict[str, Any
     if "error" in report:
         pytest.fail(f"iperf3 -c {dst} {' '.join(args)}: {report['error']}")
     return report
+
+
+def session_kernel(sock: pathlib.Path) -> dict[str, int]:
+    """The kernel counters of the daemon's only session."""
+    [session] = ctl(sock, "show", "sessions")
+    return dict(session["kernel"])
+
+
+def data_counters(sock: pathlib.Path) -> dict[str, int]:
+    """The daemon's ``data_rx`` and ``data_early``: PPP frames that reached its Python."""
+    counters = ctl(sock, "show", "summary")["counters"]
+    return {k: counters.get(k, 0) for k in ("data_rx", "data_early")}
+
+
+def nofile(pid: int) -> tuple[int, int]:
+    """(soft, hard) RLIMIT_NOFILE of a process."""
+    for line in pathlib.Path(f"/proc/{pid}/limits").read_text().splitlines():
+        if line.startswith("Max open files"):
+            soft, hard = line.split()[3:5]
+            return int(soft), int(hard)
+    raise ValueError(f"no open-files limit in /proc/{pid}/limits")

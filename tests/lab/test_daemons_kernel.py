@@ -39,6 +39,7 @@ from labdaemons import (
     kernel_objects,
     lac_config,
     lns_config,
+    nofile,
     one_session,
     ping_every_interface,
     ppp_addresses,
@@ -297,15 +298,6 @@ def test_200_sessions_over_one_tunnel_all_pass_traffic_and_leave_nothing(
         lac.kill()
         rc = lns.stop()
     assert rc == 0, lns.output()
-
-
-def nofile(pid: int) -> tuple[int, int]:
-    """(soft, hard) RLIMIT_NOFILE of a process."""
-    for line in pathlib.Path(f"/proc/{pid}/limits").read_text().splitlines():
-        if line.startswith("Max open files"):
-            soft, hard = line.split()[3:5]
-            return int(soft), int(hard)
-    raise AssertionError(f"no open-files limit for {pid}")
 
 
 def test_lns_killed_with_a_call_up_restarts_clean_and_takes_new_calls(

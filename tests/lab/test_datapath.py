@@ -11,7 +11,6 @@ from __future__ import annotations
 import pathlib
 import shutil
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 from labdaemons import (
@@ -20,9 +19,10 @@ from labdaemons import (
     SUB,
     Call,
     client_call,
-    ctl,
+    data_counters,
     iperf3,
     iperf3_server,
+    session_kernel,
     three_namespaces,
 )
 
@@ -40,16 +40,6 @@ def call(tmp_path: pathlib.Path) -> Iterator[Call]:
         missing("iperf3 is not installed (scripts/lab-deps.sh installs it)")
     with three_namespaces(), client_call(tmp_path) as c:
         yield c
-
-
-def session_kernel(sock: pathlib.Path) -> dict[str, int]:
-    [session] = ctl(sock, "show", "sessions")
-    return dict(session["kernel"])
-
-
-def data_counters(sock: pathlib.Path) -> dict[str, Any]:
-    counters = ctl(sock, "show", "summary")["counters"]
-    return {k: counters.get(k, 0) for k in ("data_rx", "data_early")}
 
 
 def test_bulk_tcp_and_small_udp_move_kernel_counters_not_the_daemons(
