@@ -1107,6 +1107,11 @@ class _SessionState:
         self, event: pev.AuthRequest, request: aaa.AuthRequest, result: aaa.AuthResult
     ) -> None:
         """Claim a static address, note a refusal, tell the link."""
+        if self.dead:
+            # The session ended while its back end answered (its short task had its answer
+            # before `stop` cancelled it): its cleanup has run, an address claimed now would
+            # never be given back.
+            return
         backend = self.authenticator
         if result.accepted:
             refusal = self._claim_static(event.username, result.framed_address)
@@ -1195,6 +1200,8 @@ class _SessionState:
         )
 
     def _assign_address(self, event: pev.AddressRequest) -> None:
+        if self.dead:
+            return  # as in `_auth_decided`: nothing may be taken after the cleanup
         now = trio.current_time()
         address = self.address
         book = self.owner.addresses
