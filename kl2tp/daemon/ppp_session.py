@@ -224,6 +224,7 @@ def _lcp_config(cfg: Config) -> LcpConfig:
         mru=p.mru,
         echo_interval=p.lcp_echo_interval,
         echo_failure=p.lcp_echo_failure,
+        echo_adaptive=p.lcp_echo_adaptive,
         fsm=FsmConfig(
             restart_timer=p.restart_timer,
             max_configure=p.max_configure,
