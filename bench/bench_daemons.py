@@ -48,7 +48,10 @@ def write_configs(
     secret: str | None,
     port: int,
     queue_depth: int | None = None,
+    workers: bool = True,
 ) -> tuple[Path, Path]:
+    """The LNS's and the LAC's configs; ``workers`` False leaves out ``[l2tp] workers`` (an
+    older LNS tree, ``--lns-src``, does not know the key)."""
     users_file = tmp / "users"
     users_file.write_text("".join(f"user{n} pass{n}\n" for n in range(1, users + 1)))
     secret_line = f'secret = "{secret}"' if secret else ""
@@ -60,7 +63,7 @@ def write_configs(
 [l2tp]
 listen = "127.0.0.1:{port}"
 hostname = "bench-lns"
-workers = 1
+{"workers = 1" if workers else ""}
 {secret_line}
 idle_timeout = 5
 [dataplane]
@@ -202,6 +205,7 @@ def run_once(
             secret=secret,
             port=port,
             queue_depth=queue_depth,
+            workers=lns_src is None or (lns_src / "kl2tp/daemon/workers.py").exists(),
         )
         lns_log = tmp / "lns.log"
         with lns_log.open("w") as logf:

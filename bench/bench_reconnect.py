@@ -13,11 +13,13 @@ script kills it and its parts, starts the same command again and measures, on th
   or LCP echo times out, at their defaults), the peak of sessions and pool leases while both
   generations are present, and that the LNS is empty once all is cleared.
 
-The restart places every call at once; ``--max-outstanding`` is the generator's cap on
-calls in setup (a LAC's call admission, BNG Blaster's ``max-outstanding``), 0 for none.
+After the restart every subscriber dials at once (``--max-outstanding 0``); the LNS admits
+``--max-negotiating`` calls at a time (``[l2tp] max_negotiating_sessions``) and refuses the
+rest with a CDN (result 4), and a refused subscriber redials after ~``--redial`` seconds
+(jittered) until it is up: the refusals by reason are the generator's ``redials``.
 
 Usage: python bench/bench_reconnect.py [--sessions 20000] [--tunnels 16] [--processes 2]
-       [--max-outstanding 800] [--keep DIR]
+       [--max-outstanding 0] [--max-negotiating 200] [--redial 2] [--keep DIR]
 """
 
 from __future__ import annotations
@@ -26,7 +28,6 @@ import argparse
 import contextlib
 import json
 import os
-import shutil
 import signal
 import subprocess
 import tempfile
@@ -41,6 +42,7 @@ from bench_scale import (
     BIN,
     Lns,
     figures,
+    keep_and_remove,
     lac_result,
     part_pids,
     start_lac,
@@ -79,15 +81,21 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="kl2tp-reconnect-"))
     try:
         port = free_udp_port()
-        lns_cfg, lac_cfg = write_configs(tmp, port=port, users=args.sessions)
+        lns_cfg, lac_cfg = write_configs(
+            tmp, port=port, users=args.sessions, max_negotiating=args.max_negotiating
+        )
         lns = Lns(lns_cfg, port, tmp / "lns.sock", tmp / "lns.log")
-        common = {
-            "tunnels": args.tunnels,
-            "processes": args.processes,
-            "max_outstanding": args.max_outstanding,
-        }
+        common = {"tunnels": args.tunnels, "processes": args.processes}
         try:
-            first, _ = start_lac(lac_cfg, tmp, args.sessions, hold=3600, name="lac1", **common)
+            first, _ = start_lac(
+                lac_cfg,
+                tmp,
+                args.sessions,
+                hold=3600,
+                name="lac1",
+                max_outstanding=args.first_outstanding,
+                **common,
+            )
             try:
                 up = wait_setup_done(lns, first, args.sessions)
                 print(f"# {up['sessions']:,} up; killing the generator", flush=True)
@@ -98,7 +106,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             before = ctl_json(lns, "show", "summary")
             t_restart = time.monotonic()
             second, second_out = start_lac(
-                lac_cfg, tmp, args.sessions, hold=args.hold, name="lac2", **common
+                lac_cfg,
+                tmp,
+                args.sessions,
+                hold=args.hold,
+                name="lac2",
+                max_outstanding=args.max_outstanding,
+                extra=["--redial", str(args.redial)],
+                **common,
             )
             all_up: float | None = None
             old_gone: float | None = None
@@ -155,12 +170,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "udp_rcvbuf_errors": udp_rcvbuf_errors() - rcvbuf0,
         }
     finally:
-        if args.keep is not None:
-            args.keep.mkdir(parents=True, exist_ok=True)
-            for f in tmp.iterdir():
-                if f.is_file() and f.name != "users":
-                    shutil.copy(f, args.keep / f.name)
-        shutil.rmtree(tmp, ignore_errors=True)
+        keep_and_remove(tmp, args.keep)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -168,7 +178,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--sessions", type=int, default=20_000, help="calls up before the restart")
     p.add_argument("--tunnels", type=int, default=16, help="tunnels per generator run")
     p.add_argument("--processes", type=int, default=2, help="generator processes")
-    p.add_argument("--max-outstanding", type=int, default=800, help="calls in setup at once")
+    p.add_argument(
+        "--first-outstanding", type=int, default=100, help="calls in setup while filling up"
+    )
+    p.add_argument(
+        "--max-outstanding",
+        type=int,
+        default=0,
+        help="calls in setup at once after the restart (0: all at once)",
+    )
+    p.add_argument("--redial", type=float, default=2.0, help="a refused call redials after ~S")
+    p.add_argument(
+        "--max-negotiating",
+        type=int,
+        default=200,
+        help="the LNS's [l2tp] max_negotiating_sessions (its admission control; 0: none)",
+    )
     p.add_argument("--hold", type=float, default=3600.0, help="(the restarted run is stopped)")
     p.add_argument("--keep", type=Path, metavar="DIR", help="keep configs, logs, summaries")
     p.add_argument("--verbose", action="store_true", help="print the whole result as JSON")
@@ -176,8 +201,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"# mass reconnect: one kl2tp-lns, null data plane  ({machine()})")
     print(
         f"# {args.sessions:,} sessions, {args.tunnels} tunnels, {args.processes} generator "
-        f"processes, at most {args.max_outstanding or 'any'} in setup; LAC SIGKILLed and "
-        "restarted; Hello and LCP echo at their defaults",
+        f"processes; after the restart at most {args.max_outstanding or 'any'} in setup at the "
+        f"generator, {args.max_negotiating or 'any'} negotiating at the LNS, refused calls "
+        f"redial after ~{args.redial:g} s; LAC SIGKILLed and restarted; Hello and LCP echo at "
+        "their defaults",
         flush=True,
     )
     r = run(args)
@@ -194,6 +221,9 @@ def main(argv: Sequence[str] | None = None) -> int:
               r["peak_sessions"], r["peak_pool"], r["echo_timeouts"])],
         )
     )  # fmt: skip
+    retries = rep.get("retry-reasons") or {}
+    print("# refused/failed attempts that redialled: "
+          + (", ".join(f"{k}={v}" for k, v in retries.items()) or "-"))  # fmt: skip
     failures = rep.get("failures") or {}
     print("# failures by reason: " + (", ".join(f"{k}={v}" for k, v in failures.items()) or "-"))
     refused = {k: v for k, v in r["lns_refused"].items() if v}

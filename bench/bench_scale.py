@@ -44,7 +44,13 @@ ECHO_INTERVAL = 30.0
 
 
 def write_configs(
-    tmp: Path, *, port: int, users: int, echo_interval: float | None = None
+    tmp: Path,
+    *,
+    port: int,
+    users: int,
+    echo_interval: float | None = None,
+    max_negotiating: int = 0,
+    workers: int = 1,
 ) -> tuple[Path, Path]:
     """An LNS (null data plane, local users, CHAP + IPCP, a pool far bigger than the run,
     Hello and LCP echo at their defaults) and a LAC that dials it."""
@@ -58,6 +64,8 @@ def write_configs(
 listen = "127.0.0.1:{port}"
 hostname = "scale-lns"
 secret = "bench"
+max_negotiating_sessions = {max_negotiating}
+workers = {workers}
 [dataplane]
 kind = "null"
 [control]
@@ -123,11 +131,19 @@ class Lns:
         result: dict[str, Any] = json.loads(out.stdout)
         return result
 
+    def pids(self) -> list[int]:
+        """The daemon's processes: the supervisor and its workers (``[l2tp] workers``)."""
+        return [self.proc.pid, *part_pids(self.proc)]
+
     def cpu(self) -> float:
-        return cpu_of(self.proc.pid)
+        total = 0.0
+        for pid in self.pids():
+            with contextlib.suppress(OSError):
+                total += cpu_of(pid)
+        return total
 
     def rss_kb(self) -> int:
-        return rss_kb(self.proc.pid)
+        return sum(rss_kb(pid) for pid in self.pids())
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -156,8 +172,8 @@ def figures(s: dict[str, Any]) -> dict[str, int]:
     }
 
 
-def part_pids(proc: subprocess.Popen[str]) -> list[int]:
-    """The generator's part processes (none once it has exited)."""
+def part_pids(proc: subprocess.Popen[Any]) -> list[int]:
+    """A process's children: the generator's parts, the LNS's workers (none once gone)."""
     try:
         children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
     except OSError:
@@ -192,6 +208,7 @@ def start_lac(
     max_outstanding: int,
     rate: float = 0.0,
     name: str = "lac",
+    extra: Sequence[str] = (),
 ) -> tuple[subprocess.Popen[str], Path]:
     """``kl2tp-lac --simulate``; its JSON summary goes to ``tmp/NAME.json``."""
     out = tmp / f"{name}.json"
@@ -214,6 +231,7 @@ def start_lac(
                 "--max-outstanding",
                 str(max_outstanding),
                 "--json",
+                *extra,
             ],
             stdout=stdout,
             stderr=stderr,
@@ -244,9 +262,12 @@ def wait_setup_done(
     t0 = time.monotonic()
     last = -1
     still = 0
+    peak = 0
     while True:
         time.sleep(every)
         f = figures(lns.summary())
+        peak = max(peak, f["sessions"])
+        f["peak"] = peak
         print(
             f"#   {time.monotonic() - t0:6.0f} s  sessions {f['sessions']:,}  "
             f"in setup {f['in_setup']:,}  LNS RSS {lns.rss_kb() / 1024:,.0f} MB",
@@ -260,6 +281,10 @@ def wait_setup_done(
             still = 0
         last = f["sessions"]
         if lac.poll() is not None or time.monotonic() - t0 > limit:
+            return f
+        if peak >= 1000 and f["sessions"] < 0.9 * peak:
+            print(f"# collapse: {f['sessions']:,} sessions after a peak of {peak:,}", flush=True)
+            f["collapsed"] = 1
             return f
 
 
@@ -287,7 +312,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     try:
         port = free_udp_port()
         lns_cfg, lac_cfg = write_configs(
-            tmp, port=port, users=args.sessions, echo_interval=args.lcp_echo_interval
+            tmp,
+            port=port,
+            users=args.sessions,
+            echo_interval=args.lcp_echo_interval,
+            workers=args.workers,
         )
         lns = Lns(lns_cfg, port, tmp / "lns.sock", tmp / "lns.log")
         try:
@@ -316,6 +345,23 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     limit=args.setup_limit,
                 )
                 t_up = time.monotonic()
+                if up.get("collapsed") or up["sessions"] < args.sessions:
+                    # Not all up: stop placing calls, clear what is up, measure the teardown.
+                    lac.send_signal(signal.SIGTERM)
+                    down, teardown_s = wait_torn_down(lns, up["sessions"], timeout=1800)
+                    lac.wait(timeout=900)
+                    return {
+                        "sessions": args.sessions,
+                        "up": up["sessions"],
+                        "peak": up["peak"],
+                        "setup_wall_s": t_up - t0,
+                        "lns_rss_up_mb": lns.rss_kb() / 1024,
+                        "lac": lac_result(lac_out),
+                        "teardown_s": teardown_s,
+                        "end": down,
+                        "lns_kb_per_session": 0.0,
+                        "collapsed": True,
+                    }
                 setup_cpu = lns.cpu() - cpu0
                 rss_up = lns.rss_kb()
                 lac_rss = sum(rss_kb(pid) for pid in part_pids(lac))
@@ -382,12 +428,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "udp_rcvbuf_errors": rcvbuf,
         }
     finally:
-        if args.keep is not None:
-            args.keep.mkdir(parents=True, exist_ok=True)
-            for f in tmp.iterdir():
-                if f.is_file() and f.name != "users":
-                    shutil.copy(f, args.keep / f.name)
-        shutil.rmtree(tmp, ignore_errors=True)
+        keep_and_remove(tmp, args.keep)
+
+
+def keep_and_remove(tmp: Path, keep: Path | None) -> None:
+    """Copy a run's configs, logs and summaries (not the users file) to ``keep``, if given,
+    and remove the run's directory."""
+    if keep is not None:
+        keep.mkdir(parents=True, exist_ok=True)
+        for kept in tmp.iterdir():
+            if kept.is_file() and kept.name != "users":
+                shutil.copy(kept, keep / kept.name)
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -395,6 +447,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--sessions", type=int, default=100_000, help="calls to bring up and hold")
     p.add_argument("--tunnels", type=int, default=32, help="tunnels (at most ~60,000 calls each)")
     p.add_argument("--processes", type=int, default=2, help="generator processes")
+    p.add_argument(
+        "--workers", type=int, default=1, help="the LNS's [l2tp] workers (CPU and RSS summed)"
+    )
     p.add_argument("--hold", type=float, default=300.0, help="seconds held once all are up")
     p.add_argument("--settle", type=float, default=15.0, help="seconds left out at each end")
     p.add_argument("--max-outstanding", type=int, default=800, help="calls in setup at once")
@@ -417,7 +472,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     print(f"# scale: one kl2tp-lns, null data plane  ({machine()})")
     print(
-        f"# {args.sessions:,} sessions, {args.tunnels} tunnels, {args.processes} generator "
+        f"# {args.sessions:,} sessions, {args.tunnels} tunnels, LNS workers {args.workers}, "
+        f"{args.processes} generator "
         f"processes, at most {args.max_outstanding} in setup, hold {args.hold:g} s, Hello "
         + (
             "and LCP echo at their defaults"
@@ -430,6 +486,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.verbose:
         print(json.dumps(r))
     rep = r["lac"]["report"]
+    if r.get("collapsed"):
+        end = r["end"]
+        print(
+            f"# NOT ALL UP: peak {r['peak']:,} sessions, {r['up']:,} at the stop after "
+            f"{r['setup_wall_s']:.0f} s; teardown {r['teardown_s']} s, at the end tunnels "
+            f"{end['tunnels']}, sessions {end['sessions']}, pool in use {end['pool_in_use']}"
+        )
+        print("# failures: " + ", ".join(f"{k}={v}" for k, v in sorted(rep["failures"].items())))
+        print(f"# generator counters: {json.dumps(r['lac'].get('counters', {}))}")
+        return 1
     print(
         table(
             ("up", "failed", "setup s", "calls/s", "p50 ms", "p99 ms", "LNS ms/call",

@@ -366,6 +366,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 title = f"{mode}, {tunnels} tunnel{'s' if tunnels > 1 else ''}" + (
                     f", {args.rate:g} calls/s offered" if rate else ""
                 )
+                # The machine may be shared: the ratios hold within a case, not across.
+                title += f"; load average {os.getloadavg()[0]:.1f} at its end"
                 print_case(title, runs)
                 sys.stdout.flush()
     if args.json is not None:

@@ -257,26 +257,19 @@ def lns_workers(cfg: cfgmod.Config) -> int:
 def worker_settings(settings: Settings, slot: WorkerSlot) -> Settings:
     """A worker's share of the daemon's settings: its slot, no control socket or metrics of
     its own (the supervisor's), the endpoint-wide limits divided between the workers."""
-    n = slot.count
+    from kl2tp.daemon.workers import share_limits
 
-    def part(value: int) -> int:
-        return -(-value // n) if value else 0
-
-    limits = settings.limits
+    max_tunnels, max_sessions, limits = share_limits(
+        slot.count, settings.max_tunnels, settings.max_sessions, settings.limits
+    )
     return attrs.evolve(
         settings,
         worker=slot,
         control_socket=None,
         metrics_listen=None,
-        max_tunnels=part(settings.max_tunnels),
-        max_sessions=part(settings.max_sessions),
-        limits=attrs.evolve(
-            limits,
-            max_setup_tunnels=part(limits.max_setup_tunnels),
-            max_setup_sessions=part(limits.max_setup_sessions),
-            max_negotiating_sessions=part(limits.max_negotiating_sessions),
-            sccrq_total_rate=limits.sccrq_total_rate / n,
-        ),
+        max_tunnels=max_tunnels,
+        max_sessions=max_sessions,
+        limits=limits,
     )
 
 
@@ -392,6 +385,12 @@ def lac_main(argv: Sequence[str] | None = None) -> int:
         metavar="P",
         help="spread the calls and tunnels over P generator processes (one merged summary)",
     )
+    p.add_argument(
+        "--redial",
+        type=float,
+        metavar="SECONDS",
+        help="a call that fails setup is placed again after ~SECONDS (jittered) until up",
+    )
     p.add_argument("--part", help=argparse.SUPPRESS)  # I/P: one of --processes' children
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     args = p.parse_args(argv)
@@ -405,6 +404,8 @@ def lac_main(argv: Sequence[str] | None = None) -> int:
         p.error("--tunnels needs 1 <= K <= 65535")
     if args.max_outstanding is not None and args.max_outstanding < 0:
         p.error("--max-outstanding needs M >= 0")
+    if args.redial is not None and not (args.redial > 0 and math.isfinite(args.redial)):
+        p.error("--redial needs SECONDS > 0")
     if args.processes < 1:
         p.error("--processes needs P >= 1")
     if args.part is not None:
@@ -633,6 +634,9 @@ def _simulate(cfg: cfgmod.Config, args: argparse.Namespace) -> int:
     index, of = args.part if args.part is not None else (0, 1)
     plan = _simulate_plan(cfg, args, index, of)
     if args.part is not None:
+        from kl2tp.lac.processes import end_with_parent
+
+        end_with_parent()
         # Each part binds its own port and serves no control socket (they would collide).
         settings = attrs.evolve(settings, listen=(settings.listen[0], 0), control_socket=None)
 
@@ -686,6 +690,7 @@ def _simulate(cfg: cfgmod.Config, args: argparse.Namespace) -> int:
                     username_of=lambda n: cfg.subscriber.credentials(n)[0],
                     max_outstanding=plan.max_outstanding,
                     first=plan.first,
+                    redial=args.redial,
                     barrier=(
                         functools.partial(_part_barrier, index) if args.part is not None else None
                     ),
@@ -1170,6 +1175,12 @@ def _format_summary_show(result: Any) -> str:
     if len(policies) > 1:  # [[peer]] tables: one line each (the default alone says nothing new)
         for name, counts in policies.items():
             lines.append(f"policy   {name} " + _pairs(counts.items()))
+    for worker in result.get("workers") or ():  # [l2tp] workers: one line each
+        state = "up" if worker.get("up") else "restarting"
+        lines.append(
+            f"worker   {worker.get('index')} pid={worker.get('pid')} {state} "
+            f"restarts={worker.get('restarts')}"
+        )
     return "\n".join(lines)
 
 

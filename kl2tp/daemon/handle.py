@@ -38,10 +38,31 @@ class SessionInfo:
     """trio time the session reached established."""
     extra: dict[str, Any] = attrs.field(factory=dict)
     """Fields upper layers add (username, address, interface, auth, phase)."""
-    done: trio.Event = attrs.field(factory=trio.Event)
-    """Set when the session is established or closed."""
     closed: ev.CallClosed | None = None
     """Why the session closed, once it has."""
+    _done: trio.Event | None = attrs.field(default=None, init=False)
+    _finished: bool = attrs.field(default=False, init=False)
+
+    @property
+    def done(self) -> trio.Event:
+        """Set when the session is established or closed. Made when first asked for: an
+        LNS holding 100,000 sessions has nobody waiting on theirs (`set_done`)."""
+        if self._done is None:
+            self._done = trio.Event()
+            if self._finished:
+                self._done.set()
+        return self._done
+
+    @done.setter
+    def done(self, event: trio.Event) -> None:
+        """A new event to wait on (the next `set_done` sets it)."""
+        self._done = event
+
+    def set_done(self) -> None:
+        """The session is established or closed: set `done` (now, or when it is made)."""
+        self._finished = True
+        if self._done is not None:
+            self._done.set()
 
 
 class TunnelHandle(Protocol):

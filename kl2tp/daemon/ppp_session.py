@@ -15,7 +15,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -37,6 +37,7 @@ from kl2tp.config import Config, PeerConfig
 from kl2tp.daemon import oplog
 from kl2tp.daemon.handle import SessionInfo, TunnelHandle
 from kl2tp.daemon.sessions import DataPlaneSessions, SessionRecord, at_once
+from kl2tp.daemon.timerheap import TimerHeap
 from kl2tp.dataplane.base import (
     Counters,
     DataPlane,
@@ -223,6 +224,7 @@ def _lcp_config(cfg: Config) -> LcpConfig:
         mru=p.mru,
         echo_interval=p.lcp_echo_interval,
         echo_failure=p.lcp_echo_failure,
+        echo_adaptive=p.lcp_echo_adaptive,
         fsm=FsmConfig(
             restart_timer=p.restart_timer,
             max_configure=p.max_configure,
@@ -327,6 +329,10 @@ _PEER_CHOOSES = ipaddress.IPv4Address("255.255.255.255")
 what the peer asks for if no live session holds it."""
 
 
+_NO_REPLY: dict[str, object] = {}
+"""The `_SessionState.reply` of sessions whose back end sent no attributes (local users):
+never written to (`set_limits` makes a session its own)."""
+
 _NO_COUNTERS = Counters()
 """The counts of a session whose data plane keeps none (or could not say)."""
 
@@ -420,8 +426,8 @@ class PppSessions(DataPlaneSessions):
         """Links ended for restarting LCP more than ``[ppp] max_restarts`` times."""
         self.echo_timeouts = 0
         """Links ended for unanswered LCP Echo-Requests (``[ppp] lcp_echo_failure``)."""
-        self._gone: dict[tuple[int, int], trio.Event] = {}
-        """Set once a session's task has ended, data plane included (``replace`` waits)."""
+        self.timers = TimerHeap()
+        """The link timers of every session run without a task (`_SessionState.fire`)."""
         # CHAP and MS-CHAPv2 challenges come from here and must not be predictable from the
         # magic numbers and challenges a subscriber sees: the OS generator, not a seeded one.
         self.rng = rng or random.SystemRandom()
@@ -531,16 +537,6 @@ class PppSessions(DataPlaneSessions):
             out["aaa"] = attrs.asdict(counters)
         return out
 
-    async def _session_task(self, rec: SessionRecord) -> None:
-        key = (rec.tunnel.local_tunnel_id, rec.sid)
-        try:
-            await super()._session_task(rec)
-        finally:
-            self.running.pop(key, None)
-            gone = self._gone.pop(key, None)
-            if gone is not None:
-                gone.set()
-
     def policy_of(self, tunnel: TunnelHandle) -> SessionPolicy | None:
         """The session values of ``tunnel``'s policy; None: the handler's own (default)."""
         return self.policies.get(tunnel.policy) if self.policies else None
@@ -566,12 +562,40 @@ class PppSessions(DataPlaneSessions):
                 drops=self.drops,
             )
         state = _SessionState(self, rec, link, info, opened=opened, policy=policy)
+        rec.upper = state
         inline = as_inline(rec.channel) if rec.channel is not None else None
         if inline is not None:
             state.inline = inline
             inline.receiver = state.frame_in
         self.running[key] = state
-        self._gone[key] = state.gone
+
+    # A session over a channel that takes frames inline (the null data plane) runs without a
+    # task: its frames come in the tunnel's task, its link's timer is `timers`', AAA and the
+    # data plane are called at once when they answer at once, else from short tasks. One
+    # over a channel it must read (the kernel's) has a task (`run_session`).
+
+    runs_inline = True
+
+    def start_inline(self, rec: SessionRecord) -> bool:
+        state = self.running[(rec.tunnel.local_tunnel_id, rec.sid)]
+        if state.inline is None:
+            return False
+        state.start(trio.current_time())
+        return True
+
+    def end_inline(self, rec: SessionRecord) -> None:
+        key = (rec.tunnel.local_tunnel_id, rec.sid)
+        state = self.running.pop(key, None)
+        if state is None or state.stop():
+            self.remove_inline(rec)
+        else:
+            rec.tunnel.start_soon(self._end, rec, state)
+
+    async def _end(self, rec: SessionRecord, state: _SessionState) -> None:
+        """A session without a task whose cleanup waits (accounting, kernel counters)."""
+        with trio.CancelScope(shield=True):
+            await state.cleanup()
+        self.remove_inline(rec)
 
     async def run_session(self, rec: SessionRecord) -> None:
         key = (rec.tunnel.local_tunnel_id, rec.sid)
@@ -583,9 +607,54 @@ class PppSessions(DataPlaneSessions):
             with trio.CancelScope(shield=True):
                 await state.cleanup()
 
+    def session_removed(self, rec: SessionRecord) -> None:
+        state = rec.upper
+        if isinstance(state, _SessionState):
+            state.removed()
+
 
 class _SessionState:
     """One session's PPP driver (the glue loop plus what must be undone)."""
+
+    # One per live session: slots keep it at a third of its size with a __dict__.
+    __slots__ = (
+        "_early",
+        "_gone",
+        "_idle_reset",
+        "_phase",
+        "_removed",
+        "_scopes",
+        "_started",
+        "_timers",
+        "accounting",
+        "acct_session_id",
+        "address",
+        "armed",
+        "authenticator",
+        "dead",
+        "end_cause",
+        "framed_routes",
+        "info",
+        "inline",
+        "interface",
+        "limits_changed",
+        "link",
+        "nas_port",
+        "nursery",
+        "opened",
+        "owner",
+        "peer_chooses",
+        "policy",
+        "predecessor",
+        "rec",
+        "replaced",
+        "reply",
+        "routes",
+        "stage",
+        "up_at",
+        "username",
+        "wake",
+    )
 
     def __init__(
         self,
@@ -610,17 +679,24 @@ class _SessionState:
         self.rec = rec
         self.link = link
         self.info = info
-        self.wake = trio.Event()
-        """Wakes the session's task: a timer moved earlier, the link died, or (frames from
-        a channel) there is work."""
+        self.nursery: trio.Nursery | None = None
+        """The session's task's nursery; None for a session without a task (`start`)."""
+        self.wake: trio.Event | None = None
+        """Wakes the session's task (`run`): a timer moved earlier, the link died, or
+        (frames from a channel) there is work."""
         self.inline: InlineChannel | None = None
         """Set: frames from the peer come from the tunnel task (`frame_in`) and are
-        answered there through this channel, without waking the session's task (the null
-        data plane); else the task reads them from the session's channel."""
+        answered there through this channel (the null data plane); else the session's task
+        reads them from its channel."""
         self._early: list[bytes] | None = []
         """Inline frames that arrived before the link started (None once it has)."""
-        self._armed = math.inf
-        """When the session's task wakes next for the link's timer."""
+        self.armed = math.inf
+        """When the link's timer runs next: the session's task wakes then, or (without a
+        task) the owner's `TimerHeap` calls `fire`."""
+        self._started = False
+        """`start` ran: the session has no task."""
+        self._scopes: set[trio.CancelScope] | None = None
+        """The short tasks of a session without a task (`_spawn`), cancelled by `stop`."""
         self.dead = False
         """The link is dead: the task ends and cleans up."""
         self.address: ipaddress.IPv4Address | None = None
@@ -631,8 +707,10 @@ class _SessionState:
         """The session's network interface once the data plane named one."""
         self.replaced = False
         """A new login of the same user took this session's place."""
-        self.gone = trio.Event()
-        """Set when the session's task has ended, its data-plane session removed."""
+        self._gone: trio.Event | None = None
+        """Made when a replacing session waits for this one (`gone`)."""
+        self._removed = False
+        """The session is out of the data plane (`removed`)."""
         self.predecessor: trio.Event | None = None
         """The ``gone`` of the session this one replaced: its interface (same peer address,
         same host route) must be removed before this one's is configured."""
@@ -646,8 +724,9 @@ class _SessionState:
         """RADIUS Acct-Session-Id: the same in the Access-Request and every record."""
         self.end_cause = ""
         """Acct-Terminate-Cause (lower case) once the session's end is known; first wins."""
-        self.reply: dict[str, object] = {}
-        """The accepted login's back-end attributes (`AuthResult.attributes`)."""
+        self.reply: dict[str, object] = _NO_REPLY
+        """The accepted login's back-end attributes (`AuthResult.attributes`); a CoA's
+        limits (`set_limits`) are added. Shared and empty until there are any."""
         self.framed_routes: tuple[FramedRoute, ...] = ()
         """The accepted login's Framed-Routes that parse (`_parse_routes`)."""
         self.routes: tuple[FramedRoute, ...] = ()
@@ -655,7 +734,7 @@ class _SessionState:
         self.peer_chooses = False
         """AAA said 255.255.255.255: the subscriber's own address, if nobody holds it."""
         self._timers = False
-        self.limits_changed = trio.Event()
+        self.limits_changed: trio.Event | None = None
         """Set when `set_limits` (a CoA-Request) changed a limit: the timers re-read them."""
         self._idle_reset = False
         """A new Idle-Timeout counts from now (`set_limits`)."""
@@ -698,9 +777,114 @@ class _SessionState:
         if self.info is not None:
             self.info.extra.update(values)
 
+    # -- without a task (an inline channel opened at once) -----------------------------------
+
+    def start(self, now: float) -> None:
+        """Run the session without a task: its frames come through `frame_in`, its link's
+        timer from the owner's `TimerHeap` (`fire`). Waits ``silent_start`` for the peer's
+        first frame (a subscriber), as `run` does."""
+        self._started = True
+        if self.opened or self._early or self.owner.silent_start <= 0:
+            self._begin_unless_pending(now, heard=bool(self._early))
+        else:
+            self._arm(now + self.owner.silent_start)
+
+    def _begin_unless_pending(self, now: float, *, heard: bool) -> None:
+        if not heard and not self.owner.lns and self.rec.tunnel.connect_pending(self.rec.sid):
+            # As in `run`: our ICCN still waits for the LNS's window; look again shortly.
+            self._arm(now + _CONNECT_POLL)
+            return
+        early, self._early = (
+            self._early or [],
+            None,
+        )  # from now on frame_in feeds the link
+        self._open_link(now, early)
+        self._poke()
+
+    def _arm(self, when: float | None) -> None:
+        self.owner.timers.arm(self, when, self.rec.tunnel.start_soon)
+
+    def fire(self, now: float) -> None:
+        """`TimerHeap`: the link's timer (or the wait for the first frame) is due."""
+        try:
+            if self._early is not None:
+                self._begin_unless_pending(now, heard=False)
+                return
+            link = self.link
+            timer = link.get_timer()
+            if timer is not None and timer <= now:
+                link.handle_timer(now)
+                self._note_phase()
+            self._poke()
+        except Exception as exc:
+            self.owner._crashed(self.rec, exc)
+
+    def stop(self) -> bool:
+        """The session is gone (its CDN, or its tunnel's end): the link stops, short tasks
+        are cancelled; then what the session got is given back, at once if nothing must be
+        waited for (True), else the caller awaits `cleanup` (False)."""
+        self.dead = True
+        self.owner.timers.disarm(self)
+        for scope in self._scopes or ():
+            scope.cancel()
+        return self._cleanup_at_once()
+
+    def _spawn(self, fn: Callable[..., Awaitable[object]], *args: object) -> None:
+        """Run ``fn(*args)`` beside the link: in the session's task's nursery, or (without
+        a task) as a short task that `stop` cancels."""
+        if self.nursery is not None:
+            self.nursery.start_soon(fn, *args)
+        else:
+            self.rec.tunnel.start_soon(self._short, fn, args)
+
+    async def _short(self, fn: Callable[..., Awaitable[object]], args: tuple[object, ...]) -> None:
+        if self.dead:
+            return
+        scope = trio.CancelScope()
+        if self._scopes is None:
+            self._scopes = set()
+        self._scopes.add(scope)
+        try:
+            with scope:
+                await fn(*args)
+        except Exception as exc:
+            self.owner._crashed(self.rec, exc)
+        finally:
+            self._scopes.discard(scope)
+            if not self._scopes:
+                self._scopes = None
+
+    def gone(self) -> trio.Event:
+        """Set once the session is out of the data plane (a replacing session waits)."""
+        if self._gone is None:
+            self._gone = trio.Event()
+            if self._removed:
+                self._gone.set()
+        return self._gone
+
+    def removed(self) -> None:
+        """The session is out of the data plane."""
+        self._removed = True
+        if self._gone is not None:
+            self._gone.set()
+
+    # -- with a task (a channel to read, or one a data plane opened later) -------------------
+
+    def _open_link(self, now: float, early: list[bytes]) -> None:
+        """Open the link (unless the LAC took it through LCP already) and give it the frames
+        that came before."""
+        if not self.opened:
+            lns = self.owner.lns
+            proxy_lcp, proxy_auth = _proxy_values(self.rec.info) if lns else (None, None)
+            self.link.open(now, proxy_lcp=proxy_lcp, proxy_auth=proxy_auth)
+        for frame in early:
+            self.link.receive_frame(frame, now)
+        self._note_phase()
+
     async def run(self) -> None:
         channel = self.rec.channel
         assert channel is not None
+        self.wake = trio.Event()
         first: bytes | None = None
         if not self.opened and self.owner.silent_start > 0:
             with trio.move_on_after(self.owner.silent_start):
@@ -712,16 +896,10 @@ class _SessionState:
             # behind the ICCN anyway; the kernel's bypass it). Rare: look again shortly.
             with trio.move_on_after(_CONNECT_POLL):
                 first = await self._first_frame(channel)
-        now = trio.current_time()
-        if not self.opened:
-            lns = self.owner.lns
-            proxy_lcp, proxy_auth = _proxy_values(self.rec.info) if lns else (None, None)
-            self.link.open(now, proxy_lcp=proxy_lcp, proxy_auth=proxy_auth)
-        if first is not None:
-            self.link.receive_frame(first, now)
-        for frame in self._early or ():
-            self.link.receive_frame(frame, now)
-        self._note_phase()
+        self._open_link(
+            trio.current_time(),
+            [*([first] if first is not None else []), *(self._early or ())],
+        )
         try:
             async with trio.open_nursery() as nursery:
                 self.nursery = nursery
@@ -729,27 +907,27 @@ class _SessionState:
                     self._early = None  # from now on frame_in feeds the link
                 else:
                     nursery.start_soon(self._reader)
-                await self._loop(channel, nursery)
+                await self._loop(channel)
                 nursery.cancel_scope.cancel()
         finally:
             self.dead = True  # however it ended: frame_in and _poke leave the link alone
 
-    async def _loop(self, channel: PppChannel, nursery: trio.Nursery) -> None:
+    async def _loop(self, channel: PppChannel) -> None:
         """Flush, sleep until the link's timer or a wake-up, run the timer; until the link
         is dead."""
         link = self.link
         while True:
             if self.inline:
                 self._pump()
-            elif await self._flush(channel, nursery):
+            elif await self._flush(channel):
                 self.dead = True
             if self.dead:
                 return
             self._note_phase()
             timer = link.get_timer()
-            self._armed = math.inf if timer is None else timer
-            with trio.move_on_at(self._armed):
-                await self.wake.wait()
+            self.armed = math.inf if timer is None else timer
+            with trio.move_on_at(self.armed):
+                await self._wake().wait()
             self.wake = trio.Event()
             now = trio.current_time()
             timer = link.get_timer()
@@ -757,21 +935,30 @@ class _SessionState:
                 link.handle_timer(now)
                 self._note_phase()
 
+    def _wake(self) -> trio.Event:
+        assert self.wake is not None
+        return self.wake
+
     async def _first_frame(self, channel: PppChannel) -> bytes:
         """The peer's first frame (``silent_start``), from the channel or `frame_in`."""
         if not self.inline:
             return await channel.receive()
         while not self._early:
-            await self.wake.wait()
+            await self._wake().wait()
             self.wake = trio.Event()
         return self._early.pop(0)
 
+    # -- both --------------------------------------------------------------------------------
+
     def frame_in(self, frame: bytes) -> None:
         """A frame from the peer, in the tunnel task (``inline``): the link answers it at
-        once; the session's task wakes only when its timer moved earlier or the link died."""
+        once; a session's task wakes only when its timer moved earlier or the link died."""
         if self._early is not None:  # the link has not started yet
             self._early.append(frame)
-            self.wake.set()
+            if self._started:
+                self._begin_unless_pending(trio.current_time(), heard=True)
+            elif self.wake is not None:
+                self.wake.set()
             return
         if self.dead:
             return
@@ -780,14 +967,25 @@ class _SessionState:
         self._poke()
 
     def _poke(self) -> None:
-        """The link changed outside the session's task: inline, send and act on what it
-        wants now; wake the task when it must (frames from a channel: always)."""
+        """The link changed: inline, send and act on what it wants now, then arm its timer
+        (without a task) or wake the task when the timer moved earlier or the link died;
+        frames from a channel: wake the task."""
+        if self._started:
+            if self._early is None:
+                self._pump()
+                if self.dead:
+                    self.owner.timers.disarm(self)
+                else:
+                    self._arm(self.link.get_timer())
+            return
+        if self.wake is None:
+            return  # the task has not started yet: it looks at the link first thing
         if not self.inline or self._early is not None:
             self.wake.set()
             return
         self._pump()
         timer = self.link.get_timer()
-        if self.dead or (timer is not None and timer < self._armed):
+        if self.dead or (timer is not None and timer < self.armed):
             self.wake.set()
 
     def _pump(self) -> None:
@@ -805,12 +1003,12 @@ class _SessionState:
                 if not frames:
                     return
                 continue
-            if self._handle(event, self.nursery):
+            if self._handle(event):
                 self.dead = True
                 for frame in link.frames_to_send():  # e.g. the last Terminate-Ack
                     channel.send_nowait(frame)
 
-    async def _flush(self, channel: PppChannel, nursery: trio.Nursery) -> bool:
+    async def _flush(self, channel: PppChannel) -> bool:
         """Send every pending frame and act on every event, until neither is left (acting
         on an event may produce frames and events). True when the link is dead."""
         while True:
@@ -821,7 +1019,7 @@ class _SessionState:
                 if not frames:
                     return False
                 continue
-            if self._handle(event, nursery):
+            if self._handle(event):
                 # e.g. the last Terminate-Ack
                 await _send_frames(channel, self.link.frames_to_send())
                 return True
@@ -836,14 +1034,14 @@ class _SessionState:
                 return
             self.link.receive_frame(frame, trio.current_time())
             self._note_phase()
-            self.wake.set()
+            self._wake().set()
 
-    def _handle(self, event: pev.PppEvent, nursery: trio.Nursery) -> bool:
+    def _handle(self, event: pev.PppEvent) -> bool:
         """Act on one link event; True when the link is dead."""
         if isinstance(event, pev.AuthRequest):
             self.username = event.username
             self._extra(username=event.username)
-            self._on_auth_request(event, nursery)
+            self._on_auth_request(event)
         elif isinstance(event, pev.Authenticated):
             self.username = event.username or self.username
             self._extra(
@@ -853,12 +1051,12 @@ class _SessionState:
         elif isinstance(event, pev.AddressRequest):
             self._assign_address(event)
         elif isinstance(event, pev.LinkUp):
-            self._on_link_up(event, nursery)
+            self._on_link_up(event)
         elif isinstance(event, pev.NetworkUp):
-            self._on_network_up(event, nursery)
+            self._on_network_up(event)
         elif isinstance(event, pev.Ipv6Up):
             self._extra(ipv6_interface_id=f"{event.peer_interface_id:016x}")
-            self._on_ipv6_up(event, nursery)
+            self._on_ipv6_up(event)
         elif isinstance(event, pev.LinkDown):
             self._link_down(event)
             return True
@@ -870,7 +1068,7 @@ class _SessionState:
     # synchronous path does not `_poke`: the loop that handed the event over goes on to send
     # and act on what the link then wants.
 
-    def _on_auth_request(self, event: pev.AuthRequest, nursery: trio.Nursery) -> None:
+    def _on_auth_request(self, event: pev.AuthRequest) -> None:
         backend = self.authenticator
         if backend is None:
             self.link.auth_result(trio.current_time(), False, message="no AAA back end")
@@ -884,7 +1082,7 @@ class _SessionState:
             return
         decide = at_once(backend, "authenticate")
         if decide is None:
-            nursery.start_soon(self._authenticate, event, request)
+            self._spawn(self._authenticate, event, request)
             return
         try:
             result = decide(request)
@@ -910,13 +1108,18 @@ class _SessionState:
         self, event: pev.AuthRequest, request: aaa.AuthRequest, result: aaa.AuthResult
     ) -> None:
         """Claim a static address, note a refusal, tell the link."""
+        if self.dead:
+            # The session ended while its back end answered (its short task had its answer
+            # before `stop` cancelled it): its cleanup has run, an address claimed now would
+            # never be given back.
+            return
         backend = self.authenticator
         if result.accepted:
             refusal = self._claim_static(event.username, result.framed_address)
             if refusal is not None:
                 result = aaa.AuthResult(False, refusal[1], reason=refusal[0])
         if result.accepted:
-            self.reply = dict(result.attributes)
+            self.reply = dict(result.attributes) if result.attributes else _NO_REPLY
             self.framed_routes = self._parse_routes()
             self.peer_chooses = result.framed_address == _PEER_CHOOSES
         if not result.accepted:
@@ -986,7 +1189,7 @@ class _SessionState:
         """``duplicate_session = "replace"``: a new login of our user takes our address; the
         session ends now (CDN; the cleanup sends the accounting Stop)."""
         self.replaced = True
-        other.predecessor = self.gone
+        other.predecessor = self.gone()
         log.info("%s: replaced by a new login on %s", self.link.name, other.link.name)
         rec = self.rec
         self._extra(failure="replaced")
@@ -998,6 +1201,8 @@ class _SessionState:
         )
 
     def _assign_address(self, event: pev.AddressRequest) -> None:
+        if self.dead:
+            return  # as in `_auth_decided`: nothing may be taken after the cleanup
         now = trio.current_time()
         address = self.address
         book = self.owner.addresses
@@ -1027,11 +1232,11 @@ class _SessionState:
         self.address = address
         self.link.address_result(now, address)
 
-    def _on_link_up(self, event: pev.LinkUp, nursery: trio.Nursery) -> None:
+    def _on_link_up(self, event: pev.LinkUp) -> None:
         """LCP is open: the unit accepts frames up to the MRU we negotiated (pppd does too)."""
         set_mru = at_once(self.owner.dataplane, "set_mru")
         if set_mru is None:
-            nursery.start_soon(self._link_up, event)
+            self._spawn(self._link_up, event)
             return
         try:
             set_mru(self.rec.tunnel.local_tunnel_id, self.rec.sid, event.mru)
@@ -1093,7 +1298,7 @@ class _SessionState:
             self._extra(interface=outcome)
         return True
 
-    def _on_ipv6_up(self, event: pev.Ipv6Up, nursery: trio.Nursery) -> None:
+    def _on_ipv6_up(self, event: pev.Ipv6Up) -> None:
         net = NetworkSpec(
             local_ip=None,
             peer_ip=None,
@@ -1102,9 +1307,9 @@ class _SessionState:
             peer_ifid=event.peer_interface_id.to_bytes(8, "big"),
         )
         if self._configure_at_once(net) is None:
-            nursery.start_soon(self._configure, net)
+            self._spawn(self._configure, net)
 
-    def _on_network_up(self, event: pev.NetworkUp, nursery: trio.Nursery) -> None:
+    def _on_network_up(self, event: pev.NetworkUp) -> None:
         """IPCP is open: configure the interface, start accounting, the session is up. At
         once when nothing must be waited for (no replaced session's removal, a data plane
         and an accounting back end that answer at once)."""
@@ -1113,10 +1318,10 @@ class _SessionState:
             assert self.authenticator is not None
             account = at_once(self.authenticator, "account")
             if account is None:
-                nursery.start_soon(self._network_up, event)
+                self._spawn(self._network_up, event)
                 return
         if self.predecessor is not None or at_once(self.owner.dataplane, "session_up") is None:
-            nursery.start_soon(self._network_up, event)
+            self._spawn(self._network_up, event)
             return
         if not self._configure_at_once(self._network_spec(event)):
             return
@@ -1181,13 +1386,18 @@ class _SessionState:
 
     def _network_ready(self) -> None:
         """The session is up: its timers, the CoA index, the "session up" line."""
+        scope = self.rec.scope
+        if self.dead or (scope is not None and scope.cancel_called):
+            # Its CDN came while a back end was answering: it was logged as failed, and an
+            # up now would have no down.
+            return
         if self.owner.lns:
             self._start_timers()
             if self.owner.coa_index is not None:
                 self.owner.coa_index.add(self)
         if self.info is not None:
             self.info.established = self.up_at
-            self.info.done.set()
+            self.info.set_done()
         self.rec.tunnel.session_up(self.rec.sid, self.info)
 
     def _link_down(self, event: pev.LinkDown) -> None:
@@ -1286,8 +1496,10 @@ class _SessionState:
         return _NO_COUNTERS if c is None else c
 
     async def _record(self, kind: aaa.AccountingKind, cause: str = "") -> aaa.AccountingRecord:
+        return self._record_of(kind, cause, await self._counters())
+
+    def _record_of(self, kind: aaa.AccountingKind, cause: str, c: Counters) -> aaa.AccountingRecord:
         now = trio.current_time()
-        c = await self._counters()
         if kind is aaa.AccountingKind.STOP and c is not _NO_COUNTERS:
             self.rec.final_counters = c  # for the "session down" line (sessions.py)
         return aaa.AccountingRecord(
@@ -1320,6 +1532,8 @@ class _SessionState:
         """Change the session's limits while it runs (RFC 5176 CoA-Request): Session-Timeout
         counts from the session's start (as in an Access-Accept), a new Idle-Timeout from
         now; 0 removes a limit, None leaves it as it is."""
+        if self.reply is _NO_REPLY:
+            self.reply = {}
         for key, value in (
             (ATTR_SESSION_TIMEOUT, session_timeout),
             (ATTR_IDLE_TIMEOUT, idle_timeout),
@@ -1329,7 +1543,8 @@ class _SessionState:
                 self.reply[key] = value
         if idle_timeout is not None:
             self._idle_reset = True
-        self.limits_changed.set()
+        if self.limits_changed is not None:
+            self.limits_changed.set()
         if self.up_at is not None:
             self._start_timers()
 
@@ -1344,7 +1559,7 @@ class _SessionState:
             or self._limit(ATTR_IDLE_TIMEOUT, self._idle_timeout)
         ):
             self._timers = True
-            self.nursery.start_soon(self._session_timers)
+            self._spawn(self._session_timers)
 
     async def _session_timers(self) -> None:
         """LNS, once the network is up: Interim-Updates, Session-Timeout and Idle-Timeout
@@ -1446,13 +1661,34 @@ class _SessionState:
             self.owner.coa_index.remove(self)
         self.link.lower_down(trio.current_time())
         if self.accounting and self.authenticator is not None:
-            cause = "admin-reset" if self.replaced else (self.end_cause or "nas-request")
             try:
-                record = await self._record(aaa.AccountingKind.STOP, cause)
+                record = await self._record(aaa.AccountingKind.STOP, self._stop_cause())
                 await self.authenticator.account(record)
             except Exception as exc:
                 log.error("%s: accounting stop failed: %s", self.link.name, exc)
         self.owner.addresses.release(self)
+
+    def _cleanup_at_once(self) -> bool:
+        """`cleanup` when nothing must be waited for (no accounting Stop, or one the back
+        end takes at once without the kernel's counters); False: nothing done."""
+        account = None
+        if self.accounting and self.authenticator is not None:
+            account = at_once(self.authenticator, "account")
+            if account is None or self.owner.dataplane.kernel_counters:
+                return False
+        if self.owner.coa_index is not None:
+            self.owner.coa_index.remove(self)
+        self.link.lower_down(trio.current_time())
+        if account is not None:
+            try:
+                account(self._record_of(aaa.AccountingKind.STOP, self._stop_cause(), _NO_COUNTERS))
+            except Exception as exc:
+                log.error("%s: accounting stop failed: %s", self.link.name, exc)
+        self.owner.addresses.release(self)
+        return True
+
+    def _stop_cause(self) -> str:
+        return "admin-reset" if self.replaced else (self.end_cause or "nas-request")
 
 
 def _proxy_values(info: Any) -> tuple[ProxyLcp | None, ProxyAuth | None]:

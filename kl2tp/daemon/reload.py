@@ -75,6 +75,7 @@ PPP_KEYS = frozenset(
         "ppp.mru",
         "ppp.lcp_echo_interval",
         "ppp.lcp_echo_failure",
+        "ppp.lcp_echo_adaptive",
         "ppp.restart_timer",
         "ppp.max_configure",
         "ppp.max_terminate",
@@ -230,20 +231,26 @@ class Reloader:
         return {"ok": True, "changed": changed, "applied": applied, "restart_needed": restart}
 
     def _apply(self, cfg: cfgmod.Config, changed: list[str]) -> None:
+        from kl2tp.aaa.pool import worker_share
         from kl2tp.daemon.service import apply_policy
+        from kl2tp.daemon.workers import share_limits
 
         endpoint = self.endpoint
         if endpoint is not None:
             # The default policy's tunnel values are [l2tp]'s; live tunnels keep their own.
             endpoint.core.policies = cfg.policies()
             l2 = cfg.l2tp
+            # A worker ([l2tp] workers) keeps its share of the endpoint-wide limits.
+            max_tunnels, max_sessions, limits = share_limits(
+                worker_share()[1], l2.max_tunnels, l2.max_sessions, cfg.endpoint_limits()
+            )
             apply_policy(
                 endpoint,
                 allowed_peers=tuple(l2.allowed_peers),
-                max_tunnels=l2.max_tunnels,
-                max_sessions=l2.max_sessions,
+                max_tunnels=max_tunnels,
+                max_sessions=max_sessions,
                 queue_depth=l2.queue_depth,
-                limits=cfg.endpoint_limits(),
+                limits=limits,
             )
         handler = self.handler
         if handler is not None and hasattr(handler, "policies") and cfg.role == "lns":

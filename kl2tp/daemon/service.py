@@ -44,6 +44,9 @@ from kl2tp.policy import PolicyTable
 
 log = logging.getLogger("kl2tp.daemon")
 
+_jitter = random.Random()
+"""Spreads ``--simulate``'s redials (not a secret: any generator will do)."""
+
 
 @attrs.frozen
 class Settings:
@@ -784,6 +787,8 @@ class SimulationResult:
     """Tunnels the calls were spread over."""
     cpu_s: float | None = None
     """The load generator's own CPU time (user + system) over the run, when measured."""
+    redials: Counter[str] = attrs.field(factory=Counter)
+    """Failed attempts of calls that were placed again (``redial``), by reason."""
 
     def summary(self) -> dict[str, Any]:
         """The summary as one JSON-friendly object. ``report`` has the figures under the
@@ -817,6 +822,10 @@ class SimulationResult:
             **{f"setup-time-{k}": v for k, v in pcts.items()},
             "failures": dict(self.failed),
         }
+        if self.redials:
+            out["redials"] = dict(self.redials)
+            report["setup-retries"] = sum(self.redials.values())
+            report["retry-reasons"] = dict(self.redials)
         if self.cpu_s is not None:
             per_call = self.cpu_s * 1000.0 / self.established if self.established else None
             out["cpu_s"] = round(self.cpu_s, 3)
@@ -844,6 +853,7 @@ class SimulationResult:
             "cleared_by_peer": self.cleared_by_peer,
             "tunnels": self.tunnels,
             "cpu_s": self.cpu_s,
+            "redials": dict(self.redials),
         }
 
     @classmethod
@@ -855,6 +865,7 @@ class SimulationResult:
             out.requested += part["requested"]
             out.established += part["established"]
             out.failed.update(part["failed"])
+            out.redials.update(part.get("redials", {}))
             out.setup_ms.extend(part["setup_ms"])
             out.cleared_by_peer += part["cleared_by_peer"]
             out.tunnels += part["tunnels"]
@@ -890,6 +901,7 @@ async def simulate(
     max_outstanding: int = 0,
     first: int = 1,
     barrier: Callable[[], Awaitable[None]] | None = None,
+    redial: float | None = None,
 ) -> SimulationResult:
     """Place ``count`` calls across tunnels to ``peers``, hold them, clear them.
 
@@ -910,7 +922,14 @@ async def simulate(
     The calls are numbered ``first`` .. ``first + count - 1`` (a ``--processes`` part
     places its own slice of the numbers, so subscriber names stay unique). ``barrier``, when
     given, is awaited once every call of this process is up (or failed) and before the hold
-    begins: ``--processes`` parts start their holds together through it.
+    begins: ``--processes`` parts start their holds together through it. Once ``stop`` is
+    set no further call is placed (those count as ``not placed (stopped)``); the calls in
+    setup finish it and are cleared.
+
+    With ``redial`` (seconds) a call that fails setup is placed again after 0.5-1.5 times
+    that, as a subscriber redials, until it is up or ``stop`` is set: ``redials`` counts the
+    failed attempts by reason, ``failed`` only the calls that never came up, and a call's
+    setup time counts from its first placing (the time its subscriber waited).
     """
     stop = stop if stop is not None else trio.Event()
     result = SimulationResult(requested=count)
@@ -937,45 +956,67 @@ async def simulate(
         if pending[0] == 0:
             all_up.set()
 
-    async def one_call(n: int) -> None:
-        if turns is not None:
-            await turns.acquire()
+    async def place(n: int, placed: list[float]) -> tuple[TunnelHandle, SessionInfo] | str:
+        """One attempt at call ``n`` (its placing time appended to ``placed``): its tunnel
+        and info once it is up, or the name of why it failed."""
         call = make_call(n)
         runner: TunnelHandle
         if picker is not None:
             try:
                 runner = await picker.tunnel_for(username_of(n) if username_of else "", call)
             except NoTunnel as exc:
-                result.failed[str(exc)] += 1
-                finished_setup()
-                return
+                return str(exc)
         else:
             runner = runners[n % len(runners)]
         if runner.closed.is_set():
-            result.failed["tunnel closed"] += 1
-            finished_setup()
-            return
+            return "tunnel closed"
         start = trio.current_time()
         if result.first_started is None:
             result.first_started = start
+        placed.append(start)
         connect = connect_factory(n) if connect_factory is not None else None
         try:
             info = runner.place_call(call, connect, defer_connect=endpoint.defers_connect)
         except CommandError:  # the tunnel began to close since it was picked
-            result.failed["tunnel closed"] += 1
-            finished_setup()
-            return
+            return "tunnel closed"
         info.extra["n"] = n
         with trio.move_on_after(setup_timeout):
             await info.done.wait()
         if info.established is None:
-            reason = _failure_reason(info)
-            result.failed[reason] += 1
-            finished_setup()
             if info.closed is None:
                 runner.hangup(info.local_sid, CdnResult.ADMINISTRATIVE, message="setup timed out")
-            return
+            return _failure_reason(info)
+        return runner, info
+
+    async def one_call(n: int) -> None:
+        placed: list[float] = []  # every attempt's placing time; setup counts from the first
+        reason = "not placed (stopped)"
+        while True:
+            if turns is not None:
+                await turns.acquire()
+            if stop.is_set():  # stopped before its (next) turn: not placed again
+                result.failed[reason] += 1
+                finished_setup()
+                return
+            outcome = await place(n, placed)
+            if not isinstance(outcome, str):
+                break
+            reason = outcome
+            if redial is None or stop.is_set():
+                result.failed[reason] += 1
+                finished_setup()
+                return
+            # A subscriber that failed dials again after a while (jittered, so a refused
+            # crowd does not come back in step), out of the setup cap meanwhile.
+            result.redials[reason] += 1
+            if turns is not None:
+                turns.release()
+            with trio.move_on_after(redial * (0.5 + _jitter.random())):
+                await stop.wait()
+        runner, info = outcome
+        start = placed[0]
         up = info.established
+        assert up is not None
         result.established += 1
         result.setup_ms.append((up - start) * 1000.0)
         if result.last_established is None or up > result.last_established:
@@ -1035,7 +1076,7 @@ async def simulate(
             next_at = trio.current_time()
             for n in range(first, first + count):
                 nursery.start_soon(one_call, n)
-                if interval:
+                if interval and not stop.is_set():  # stopped: the rest go at once, unplaced
                     next_at += interval
                     await trio.sleep_until(next_at)
                 elif n % 64 == 0:

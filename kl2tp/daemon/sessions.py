@@ -68,8 +68,9 @@ class SessionRecord:
     """The ICCN/OCCN values (proxy LCP/auth)."""
     call: ev.CallParams = attrs.field(factory=ev.CallParams)
     """The call's parameters (calling and called number), once the call is established."""
-    scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
-    """Cancels the session's task."""
+    scope: trio.CancelScope | None = None
+    """Cancels the session's task; None for a session without one (run in its tunnel's
+    task, `DataPlaneSessions.start_inline`)."""
     channel: PppChannel | None = None
     """The session's PPP channel once the data plane has it."""
     connect: bool = False
@@ -81,6 +82,13 @@ class SessionRecord:
     final_counters: Counters | None = None
     """The kernel's counts already read for the session's end (its accounting Stop): the
     "session down" line uses them instead of asking the kernel a second time."""
+    upper: object = None
+    """What the handler runs above the session (PPP: its `_SessionState`)."""
+
+    def send_frame(self, frame: bytes) -> None:
+        """The session's frame sink: a PPP frame out as an L2TP data message (a bound method
+        is a third of the size of a closure, and there is one per session)."""
+        self.tunnel.send_data(self.sid, b"\xff\x03" + frame)
 
 
 class DataPlaneSessions:
@@ -126,13 +134,39 @@ class DataPlaneSessions:
         self._start(SessionRecord(tunnel, event.sid, event.peer_sid, event.info, event.call))
 
     def _start(self, rec: SessionRecord) -> None:
+        """Program the session and run what is above it: without a task when the data plane
+        opens the session at once and the handler can run it in the tunnel's task
+        (`start_inline`), else in a task of its own."""
         self.records[(rec.tunnel.local_tunnel_id, rec.sid)] = rec
+        open_now = at_once(self.dataplane, "open_session") if self.runs_inline else None
+        if open_now is None:
+            self._start_task(rec)
+            return
+        try:
+            rec.channel = open_now(self._spec(rec), self._sink(rec))
+        except DataPlaneError as exc:
+            self.records.pop((rec.tunnel.local_tunnel_id, rec.sid), None)
+            self._open_failed(rec, exc)
+            return
+        try:
+            self._opened(rec)
+            if not self.start_inline(rec):
+                self._start_task(rec)  # what is left waits in a task (frames from a channel)
+        except Exception as exc:
+            self._crashed(rec, exc)  # its CallClosed ends it (`end_inline`)
+
+    def _start_task(self, rec: SessionRecord) -> None:
+        rec.scope = trio.CancelScope()
         rec.tunnel.start_soon(self._session_task, rec)
 
     def call_closed(self, tunnel: TunnelHandle, event: ev.CallClosed) -> None:
         rec = self.records.get((tunnel.local_tunnel_id, event.sid))
-        if rec is not None:
+        if rec is None:
+            return
+        if rec.scope is not None:
             rec.scope.cancel()
+        else:
+            self.end_inline(rec)
 
     def data_received(self, tunnel: TunnelHandle, event: ev.DataReceived) -> None:
         """A frame for a session whose channel is open (the core keeps earlier ones until
@@ -143,80 +177,166 @@ class DataPlaneSessions:
         elif not rec.channel.deliver(_strip_ff03(event.payload)):
             tunnel.count("drop_data_channel_full")
 
-    # -- per-session task -------------------------------------------------------------------
+    # -- programming the session ------------------------------------------------------------
+
+    def _spec(self, rec: SessionRecord) -> SessionSpec:
+        tunnel = rec.tunnel
+        return SessionSpec(
+            local_tunnel_id=tunnel.local_tunnel_id,
+            peer_tunnel_id=tunnel.peer_tunnel_id,
+            local_session_id=rec.sid,
+            peer_session_id=rec.peer_sid,
+            lns_mode=self.lns,
+            data_sequencing=self.data_sequencing or rec.info.sequencing_required,
+            ifname_template=self.interface_template(tunnel),
+            ppp_unit=self.ppp_unit,
+        )
+
+    @staticmethod
+    def _sink(rec: SessionRecord) -> Callable[[bytes], None]:
+        return rec.send_frame
+
+    def _open_failed(self, rec: SessionRecord, exc: DataPlaneError) -> None:
+        rec.tunnel.count("dataplane_errors_open_session")
+        log.error(
+            "Tnl/Cl %d/%d: data plane refused the session (%s); clearing it",
+            rec.tunnel.local_tunnel_id,
+            rec.sid,
+            exc,
+        )
+        rec.tunnel.hangup(
+            rec.sid,
+            CdnResult.GENERAL_ERROR,
+            ErrorCode.INSUFFICIENT_RESOURCES,
+            "data plane error",
+        )
+
+    def _opened(self, rec: SessionRecord) -> None:
+        """The data plane has the session: attach what runs above it, take the frames the
+        core kept, and (LAC, deferred call) let the ICCN go."""
+        self.channel_opened(rec)
+        # The channel takes frames now: the core hands over what it kept.
+        rec.tunnel.data_ready(rec.sid)
+        if rec.connect:
+            # The session exists: now the LNS may have our ICCN and speak.
+            rec.tunnel.connect_call(rec.sid)
+
+    def _crashed(self, rec: SessionRecord, exc: Exception) -> None:
+        """A bug in one session must not take the daemon down: clear that call."""
+        key = (rec.tunnel.local_tunnel_id, rec.sid)
+        if _only_closed_channel(exc):
+            log.debug("Tnl/Cl %d/%d: channel closed under the session", *key)
+            return
+        log.error("Tnl/Cl %d/%d: session task failed; clearing the call", *key, exc_info=exc)
+        self.crashed += 1
+        rec.tunnel.hangup(rec.sid, CdnResult.GENERAL_ERROR, message="internal error")
+
+    # -- a session with a task --------------------------------------------------------------
 
     async def _session_task(self, rec: SessionRecord) -> None:
         tunnel = rec.tunnel
         key = (tunnel.local_tunnel_id, rec.sid)
         oplog.enter_session(tunnel, rec.sid, self.session_info(rec))
-        programmed = False
+        programmed = rec.channel is not None
+        assert rec.scope is not None
         try:
             with rec.scope:
-                spec = SessionSpec(
-                    local_tunnel_id=tunnel.local_tunnel_id,
-                    peer_tunnel_id=tunnel.peer_tunnel_id,
-                    local_session_id=rec.sid,
-                    peer_session_id=rec.peer_sid,
-                    lns_mode=self.lns,
-                    data_sequencing=self.data_sequencing or rec.info.sequencing_required,
-                    ifname_template=self.interface_template(tunnel),
-                    ppp_unit=self.ppp_unit,
-                )
-
-                def sink(frame: bytes, _tunnel: TunnelHandle = tunnel, _sid: int = rec.sid) -> None:
-                    _tunnel.send_data(_sid, b"\xff\x03" + frame)
-
+                if rec.channel is None:
+                    try:
+                        rec.channel = await self.dataplane.open_session(
+                            self._spec(rec), self._sink(rec)
+                        )
+                    except DataPlaneError as exc:
+                        self._open_failed(rec, exc)
+                        return
+                    programmed = True
+                    try:
+                        self._opened(rec)
+                    except Exception as exc:
+                        self._crashed(rec, exc)
+                        return
                 try:
-                    rec.channel = await self.dataplane.open_session(spec, sink)
-                except DataPlaneError as exc:
-                    tunnel.count("dataplane_errors_open_session")
-                    log.error(
-                        "Tnl/Cl %d/%d: data plane refused the session (%s); clearing it",
-                        *key,
-                        exc,
-                    )
-                    tunnel.hangup(
-                        rec.sid,
-                        CdnResult.GENERAL_ERROR,
-                        ErrorCode.INSUFFICIENT_RESOURCES,
-                        "data plane error",
-                    )
-                    return
-                programmed = True
-                self.channel_opened(rec)
-                # The channel takes frames now: the core hands over what it kept.
-                tunnel.data_ready(rec.sid)
-                try:
-                    if rec.connect:
-                        # The session exists: now the LNS may have our ICCN and speak.
-                        tunnel.connect_call(rec.sid)
                     await self.run_session(rec)
                 except Exception as exc:
-                    # A bug in one session must not take the daemon down: clear that call.
-                    if _only_closed_channel(exc):
-                        log.debug("Tnl/Cl %d/%d: channel closed under the session", *key)
-                    else:
-                        log.exception("Tnl/Cl %d/%d: session task failed; clearing the call", *key)
-                        self.crashed += 1
-                        tunnel.hangup(rec.sid, CdnResult.GENERAL_ERROR, message="internal error")
+                    self._crashed(rec, exc)
         finally:
             self.records.pop(key, None)
-            counters: dict[str, int] | None = None
             if programmed:
                 with trio.CancelScope(shield=True):
-                    if rec.log_down is not None:
-                        got = rec.final_counters
-                        if got is None:
-                            with contextlib.suppress(DataPlaneError):
-                                got = await self.dataplane.session_counters(*key)
-                        counters = got.as_dict() if got is not None else None
-                    try:
-                        await self.dataplane.close_session(*key)
-                    except DataPlaneError as exc:
-                        tunnel.count("dataplane_errors_close_session")
-                        log.error("Tnl/Cl %d/%d: could not remove the session: %s", *key, exc)
-            if rec.log_down is not None:
-                rec.log_down(counters=counters)
+                    await self._remove(rec)
+            elif rec.log_down is not None:
+                rec.log_down(counters=None)
+
+    async def _remove(self, rec: SessionRecord) -> None:
+        """Take the session out of the data plane; log its "session down" line if left to
+        us (with the kernel's counts); then `session_removed`."""
+        key = (rec.tunnel.local_tunnel_id, rec.sid)
+        counters: dict[str, int] | None = None
+        if rec.log_down is not None:
+            got = rec.final_counters
+            if got is None:
+                with contextlib.suppress(DataPlaneError):
+                    got = await self.dataplane.session_counters(*key)
+            counters = got.as_dict() if got is not None else None
+        try:
+            await self.dataplane.close_session(*key)
+        except DataPlaneError as exc:
+            self._close_failed(rec, exc)
+        if rec.log_down is not None:
+            rec.log_down(counters=counters)
+        self.session_removed(rec)
+
+    def _close_failed(self, rec: SessionRecord, exc: DataPlaneError) -> None:
+        rec.tunnel.count("dataplane_errors_close_session")
+        log.error(
+            "Tnl/Cl %d/%d: could not remove the session: %s",
+            rec.tunnel.local_tunnel_id,
+            rec.sid,
+            exc,
+        )
+
+    # -- a session without a task -------------------------------------------------------------
+
+    runs_inline = False
+    """Whether `start_inline` may run sessions without a task (the bare handler waits in
+    `run_session`)."""
+
+    def start_inline(self, rec: SessionRecord) -> bool:
+        """Run what is above the session without a task (called in the tunnel's task once
+        the data plane opened it at once); False: it needs a task (`run_session`)."""
+        return False
+
+    def end_inline(self, rec: SessionRecord) -> None:
+        """A session run without a task is gone: `remove_inline` it."""
+        self.remove_inline(rec)
+
+    def remove_inline(self, rec: SessionRecord) -> None:
+        """Take a session run without a task out of the data plane: at once when it answers
+        at once (and keeps no counters a "session down" line would wait for), else in a
+        short task."""
+        close = at_once(self.dataplane, "close_session")
+        if close is None or self.dataplane.kernel_counters:
+            rec.tunnel.start_soon(self._remove_task, rec)
+            return
+        self.records.pop((rec.tunnel.local_tunnel_id, rec.sid), None)
+        try:
+            close(rec.tunnel.local_tunnel_id, rec.sid)
+        except DataPlaneError as exc:
+            self._close_failed(rec, exc)
+        if rec.log_down is not None:
+            rec.log_down(counters=None)
+        self.session_removed(rec)
+
+    async def _remove_task(self, rec: SessionRecord) -> None:
+        self.records.pop((rec.tunnel.local_tunnel_id, rec.sid), None)
+        with trio.CancelScope(shield=True):
+            await self._remove(rec)
+
+    # -- hooks ------------------------------------------------------------------------------
+
+    def session_removed(self, rec: SessionRecord) -> None:
+        """The session is out of the data plane (or never got in): the last thing that
+        happens to it."""
 
     def channel_opened(self, rec: SessionRecord) -> None:
         """The data plane has the session and its channel (``rec.channel``), and no frame

@@ -43,6 +43,7 @@ import attrs
 import trio
 
 from kl2tp.daemon.control import ControlError
+from kl2tp.l2tp.endpoint import Limits
 
 log = logging.getLogger("kl2tp.daemon")
 
@@ -703,6 +704,29 @@ class WorkerSlot:
         if not 0 <= slot.index < slot.count:
             raise ValueError(f"worker index {slot.index} outside 0..{slot.count - 1}")
         return slot
+
+
+def share_limits(
+    count: int, max_tunnels: int, max_sessions: int, limits: Limits
+) -> tuple[int, int, Limits]:
+    """One worker's part of the endpoint-wide limits (``max_tunnels``, ``max_sessions``,
+    the setup and negotiating caps: ceil(x / count), 0 staying "no limit";
+    ``sccrq_total_rate``: / count), at start and at every reload."""
+
+    def part(value: int) -> int:
+        return -(-value // count) if value else 0
+
+    return (
+        part(max_tunnels),
+        part(max_sessions),
+        attrs.evolve(
+            limits,
+            max_setup_tunnels=part(limits.max_setup_tunnels),
+            max_setup_sessions=part(limits.max_setup_sessions),
+            max_negotiating_sessions=part(limits.max_negotiating_sessions),
+            sccrq_total_rate=limits.sccrq_total_rate / count,
+        ),
+    )
 
 
 def default_workers() -> int:

@@ -23,8 +23,10 @@ reported, as with one process).
 
 from __future__ import annotations
 
+import ctypes
 import json
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -40,6 +42,9 @@ log = logging.getLogger("kl2tp.daemon")
 
 UP_KEY = "up"
 """The key of a part's "my calls are up" line."""
+
+PR_SET_PDEATHSIG = 1
+"""prctl(2) option: the signal a process gets when its parent dies."""
 
 _CHILD = "import sys; from kl2tp.cli import lac_main; sys.exit(lac_main())"
 
@@ -95,6 +100,17 @@ def parse_part(text: str) -> tuple[int, int]:
     if not 0 <= index < of:
         raise ValueError(f"part {text!r}: needs 0 <= I < P")
     return index, of
+
+
+def end_with_parent() -> None:
+    """A part: get SIGTERM when the parent dies (Linux ``PR_SET_PDEATHSIG``), so a parent
+    killed with SIGKILL leaves no part placing calls; SIGTERM clears them as usual."""
+    if not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() == 1:  # the parent died before the prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def merge(parts: Sequence[dict[str, Any] | None], requested: Sequence[int]) -> dict[str, Any]:

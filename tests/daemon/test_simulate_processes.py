@@ -13,7 +13,7 @@ import pytest
 
 from kl2tp.daemon.service import SimulationResult
 from kl2tp.lac.processes import merge, parse_part, part_of, split
-from tests.daemon.harness import BOUND, ctl
+from tests.daemon.harness import BIN, BOUND, Daemon, ctl, wait_for, write_configs
 from tests.daemon.test_subscribers import Lab, subscribers_up
 
 
@@ -63,6 +63,60 @@ def test_two_processes_share_the_calls_and_merge_one_summary(lab: Lab) -> None:
     assert report["setup-time"] > 0
     assert "raw" not in result
     assert ctl(lab.lns_sock, "show", "sessions") == []
+
+
+def test_sigterm_during_setup_stops_placing_calls(lab: Lab) -> None:
+    """A generator stopped while it is still placing calls places no more: the rest count
+    as ``not placed (stopped)``, the calls up are cleared, the summary comes at once."""
+    with subprocess.Popen(
+        [*lab.lac_argv(400), "--processes", "2", "--rate", "4", "--hold", "600", "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as proc:
+        try:
+            wait_for(lambda: len(ctl(lab.lns_sock, "show", "sessions")) >= 2, "2 calls placed")
+            proc.send_signal(signal.SIGTERM)
+            out, err = proc.communicate(timeout=BOUND * 3)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    result = json.loads(out)
+    assert proc.returncode == 1, err
+    unplaced = result["failed"].pop("not placed (stopped)")
+    assert result["failed"] == {}
+    assert result["established"] >= 2 and result["established"] + unplaced == 400
+    assert unplaced > 300
+    assert ctl(lab.lns_sock, "show", "sessions") == []
+
+
+def test_refused_calls_redial_until_up(tmp_path: Path) -> None:
+    """``--redial``: calls the LNS refuses (here: at most 2 negotiating at once, CDN result
+    4) are placed again until every one is up; the refusals are counted as redials, not as
+    failures, and the report's setup time counts from each call's first placing."""
+    lns_cfg, lac_cfg, lns_sock, _ = write_configs(tmp_path, "s3cret", users=20)
+    text = lns_cfg.read_text()
+    lns_cfg.write_text(text.replace("[l2tp]\n", "[l2tp]\nmax_negotiating_sessions = 2\n", 1))
+    lns = Daemon([str(BIN / "kl2tp-lns"), "--config", str(lns_cfg)], tmp_path / "lns.log")
+    try:
+        wait_for(lns_sock.exists, "the LNS control socket")
+        options = ["--processes", "2", "--rate", "0", "--redial", "0.2", "--hold", "0", "--json"]
+        out = subprocess.run(
+            [str(BIN / "kl2tp-lac"), "--config", str(lac_cfg), "--simulate", "12", *options],
+            capture_output=True,
+            text=True,
+            timeout=BOUND * 3,
+        )
+        summary = ctl(lns_sock, "show", "summary")
+    finally:
+        lns.kill()
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert (result["established"], result["failed"]) == (12, {})
+    refused = summary["counters"]["calls_refused_negotiating_limit"]
+    assert refused > 0
+    assert result["redials"] == {"cdn result 4: session limit reached": refused}
+    assert result["report"]["setup-retries"] == refused
 
 
 def test_split_covers_everything_once() -> None:

@@ -12,6 +12,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.daemon.harness import BIN, BOUND, Daemon, ctl, holding_lac, wait_for, write_configs
 from tests.daemon.metrics_scrape import parse
 from tests.daemon.test_metrics import check_against_summary
@@ -101,10 +103,17 @@ def test_two_workers_are_one_lns(tmp_path: Path) -> None:
         assert summary(lns_sock)["draining"] is True
         ctl(lns_sock, "undrain")
 
-        # The merged scrape says what the merged summary says.
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=BOUND) as r:
-            text = r.read().decode()
-        check_against_summary(parse(text), summary(lns_sock))
+        # The merged scrape says what the merged summary says, at a quiet moment (the same
+        # summary before and after the scrape: Hellos and echoes move the counters).
+        for _ in range(20):
+            before = summary(lns_sock)
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=BOUND) as r:
+                text = r.read().decode()
+            if summary(lns_sock) == before:
+                break
+        else:
+            pytest.fail("the workers' counters never held still around a scrape")
+        check_against_summary(parse(text), before)
 
         # SIGKILL worker 0: it is restarted; worker 1's sessions stay up.
         survivors = {(s["tunnel_id"], s["local_id"]) for s in sessions if s["worker"] == 1}

@@ -158,3 +158,35 @@ def test_merge_sums_counts_and_keeps_labels_apart() -> None:
     one = '# HELP x X\n# TYPE x gauge\nx{s="up"} 2.0\nx{s="down"} 1.0\n'
     two = '# HELP x X\n# TYPE x gauge\nx{s="up"} 3.0\n'
     assert merge_metrics([one, two]) == '# HELP x X\n# TYPE x gauge\nx{s="up"} 5\nx{s="down"} 1\n'
+
+
+def test_show_summary_prints_a_line_per_worker() -> None:
+    from kl2tp.cli import _format_summary_show
+
+    result = {
+        "role": "lns",
+        "dataplane": "null",
+        "tunnels": {"total": 0, "by_state": {}},
+        "sessions": {"total": 0, "by_state": {}},
+        "workers": [
+            {"index": 0, "pid": 11, "up": True, "restarts": 0},
+            {"index": 1, "pid": None, "up": False, "restarts": 3},
+        ],
+    }
+    lines = _format_summary_show(result).splitlines()
+    assert lines[-2:] == [
+        "worker   0 pid=11 up restarts=0",
+        "worker   1 pid=None restarting restarts=3",
+    ]
+
+
+def test_each_worker_gets_its_part_of_the_limits() -> None:
+    from kl2tp.daemon.workers import share_limits
+    from kl2tp.l2tp.endpoint import Limits
+
+    limits = Limits(max_setup_tunnels=5, max_negotiating_sessions=0, sccrq_total_rate=10.0)
+    tunnels, sessions, part = share_limits(2, 7, 0, limits)
+    assert (tunnels, sessions) == (4, 0)  # rounded up; 0 stays "no limit"
+    assert part.max_setup_tunnels == 3 and part.max_negotiating_sessions == 0
+    assert part.sccrq_total_rate == 5.0
+    assert share_limits(1, 7, 3, limits) == (7, 3, limits)

@@ -1,0 +1,66 @@
+"""One task runs every session's link timer (`kl2tp.daemon.timerheap`)."""
+
+from __future__ import annotations
+
+import math
+
+import trio
+import trio.testing
+
+from kl2tp.daemon.timerheap import TimerHeap
+
+
+class Target:
+    def __init__(self, heap: TimerHeap, nursery: trio.Nursery, again: float = 0.0) -> None:
+        self.armed = math.inf
+        self.fired: list[float] = []
+        self.heap = heap
+        self.nursery = nursery
+        self.again = again
+
+    def fire(self, now: float) -> None:
+        self.fired.append(now)
+        if self.again:
+            self.heap.arm(self, now + self.again, self.nursery.start_soon)
+
+
+async def test_deadlines_run_in_order_and_a_later_one_waits_for_the_earlier(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    heap = TimerHeap()
+    async with trio.open_nursery() as nursery:
+        a, b, c = Target(heap, nursery), Target(heap, nursery), Target(heap, nursery)
+        t0 = trio.current_time()
+        heap.arm(a, t0 + 3, nursery.start_soon)
+        heap.arm(b, t0 + 1, nursery.start_soon)
+        heap.arm(c, t0 + 2, nursery.start_soon)
+        heap.arm(c, t0 + 5, nursery.start_soon)  # later: ignored, c fires at 2
+        heap.arm(a, t0 + 0.5, nursery.start_soon)  # earlier: moves a
+        assert len(heap) == 3
+        with trio.fail_after(10):
+            await trio.testing.wait_all_tasks_blocked()
+            await trio.sleep(4)
+    assert [f - t0 for f in b.fired] == [1]
+    assert [f - t0 for f in c.fired] == [2]
+    assert [f - t0 for f in a.fired] == [0.5]  # its stale entry at 3 ran nothing
+    assert len(heap) == 0
+
+
+async def test_disarmed_targets_do_not_fire_and_the_task_ends_with_the_last(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    heap = TimerHeap()
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            a = Target(heap, nursery)
+            b = Target(heap, nursery, again=0.01)
+            heap.arm(a, trio.current_time() + 3600, nursery.start_soon)
+            heap.arm(b, trio.current_time() + 0.01, nursery.start_soon)
+            await trio.sleep(0.035)  # b fires at 0.01, 0.02, 0.03 (mock clock)
+            heap.disarm(b)
+            heap.disarm(a)
+            heap.disarm(a)  # twice: nothing more
+        # The nursery closed: the heap's task ended without waiting for a's hour.
+    assert a.fired == []
+    assert len(b.fired) == 3
+    assert len(heap) == 0
