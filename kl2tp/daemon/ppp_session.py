@@ -22,7 +22,7 @@ import attrs
 import trio
 
 from kl2tp.aaa import base as aaa
-from kl2tp.aaa.addresses import AddressBook
+from kl2tp.aaa.addresses import AddressBook, SharedStatics, owner_token
 from kl2tp.aaa.pool import AddressPool, worker_share
 from kl2tp.aaa.radius import (
     ATTR_CLASS,
@@ -1080,7 +1080,7 @@ class _SessionState:
             self._auth_decided(event, request, result)
             return
         decide = at_once(backend, "authenticate")
-        if decide is None:
+        if decide is None or self.owner.addresses.shared is not None:  # workers: may wait
             self._spawn(self._authenticate, event, request)
             return
         try:
@@ -1095,8 +1095,43 @@ class _SessionState:
             result = await self.authenticator.authenticate(request)
         except Exception as exc:  # a back-end failure refuses the subscriber, never the daemon
             result = self._aaa_failed(event, exc)
-        self._auth_decided(event, request, result)
+        shared = self.owner.addresses.shared
+        static = result.framed_address if result.accepted and self.address is None else None
+        if shared is None or static is None or static == _PEER_CHOOSES:
+            self._auth_decided(event, request, result)
+        else:
+            await self._decide_shared(shared, static, event, request, result)
         self._poke()
+
+    async def _decide_shared(
+        self,
+        shared: SharedStatics,
+        static: ipaddress.IPv4Address,
+        event: pev.AuthRequest,
+        request: aaa.AuthRequest,
+        result: aaa.AuthResult,
+    ) -> None:
+        """``[l2tp] workers = N``: the supervisor gives the static address to this worker
+        first (another worker's session may hold it: refused whatever
+        ``duplicate_session`` says, the holder is not ours to end); the claim is given back
+        unless the session took the address."""
+        token = owner_token(self)
+        try:
+            granted = await shared.claim(static, token)
+        except trio.Cancelled:  # the session ended while we asked: the answer may be yes
+            shared.release(static, token)
+            raise
+        if self.dead:
+            shared.release(static, token)
+            return
+        if not granted:
+            result = aaa.AuthResult(False, "Address unavailable", reason="address-in-use")
+            self._refuse("address-in-use-by-worker", "Address unavailable")
+            self._auth_decided(event, request, result)
+            return
+        self._auth_decided(event, request, result)
+        if self.address != static:
+            shared.release(static, token)
 
     def _aaa_failed(self, event: pev.AuthRequest, exc: Exception) -> aaa.AuthResult:
         name = escape(event.username)

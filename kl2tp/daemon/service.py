@@ -25,6 +25,7 @@ import trio
 import trio.lowlevel
 
 from kl2tp import log as kl2tp_log
+from kl2tp.aaa.addresses import AddressBook
 from kl2tp.daemon import oplog
 from kl2tp.daemon.client import Backoff, subscriber_call
 from kl2tp.daemon.control import ControlError, serve_control
@@ -32,7 +33,7 @@ from kl2tp.daemon.endpoint import Endpoint, TunnelRunner, TunnelSetupError, UdpT
 from kl2tp.daemon.handle import Address, SessionHandler, SessionInfo, TunnelHandle
 from kl2tp.daemon.metrics import MetricsServer, Source, kernel_totals
 from kl2tp.daemon.notify import Notifier
-from kl2tp.daemon.workers import Channel, WorkerFailed, WorkerSlot
+from kl2tp.daemon.workers import Channel, WorkerFailed, WorkerSlot, WorkerStatics
 from kl2tp.dataplane.base import DataPlane
 from kl2tp.l2tp.constants import CdnResult, StopCcnResult
 from kl2tp.l2tp.endpoint import Limits
@@ -702,8 +703,13 @@ async def _serve_supervisor(
         return await api(req)
 
     channel = Channel.from_fd(worker.channel_fd, handle)
+    statics = WorkerStatics(channel)
+    book = getattr(endpoint.handler, "addresses", None)
+    if isinstance(book, AddressBook):
+        book.shared = statics  # static addresses: one view across the workers
     async with trio.open_nursery() as nursery:
         nursery.start_soon(channel.run)
+        nursery.start_soon(statics.run)
         await channel.call({"cmd": "ready", "pid": os.getpid()})
         task_status.started()
         await channel.closed.wait()

@@ -16,7 +16,11 @@ which would re-deal the indices), its datagrams wait in that socket's buffer, an
 restarted in its place inherits the same socket. The supervisor owns the control socket and
 the metrics endpoint and answers both by asking every worker over its socketpair and merging
 (:class:`Merger`), and it owns the address pools: workers take their addresses from
-:class:`kl2tp.aaa.pool.AddressPool` slices (``share``) so no address is handed out twice.
+:class:`kl2tp.aaa.pool.AddressPool` slices (``share``) so no address is handed out twice,
+and a static address (users file, RADIUS Framed-IP-Address) is claimed from the
+supervisor's :class:`kl2tp.aaa.addresses.StaticClaims` before a worker's session takes it
+(:class:`WorkerStatics`), so two workers never give one to two sessions; a dead worker's
+claims are dropped with it.
 
 The socketpair speaks JSON lines both ways (:class:`Channel`): ``{"id": n, "req": {...}}``
 and ``{"id": n, "ok": true, "result": ...}``.
@@ -27,9 +31,11 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import functools
+import ipaddress
 import itertools
 import json
 import logging
+import math
 import os
 import signal
 import socket as stdlib_socket
@@ -42,6 +48,7 @@ from typing import Any
 import attrs
 import trio
 
+from kl2tp.aaa.addresses import StaticClaims
 from kl2tp.daemon.control import ControlError
 from kl2tp.l2tp.endpoint import Limits
 
@@ -169,8 +176,6 @@ def steering_program(workers: int) -> list[Insn]:
 def flow_hash(peer_tunnel_id: int, source: Address, workers: int) -> int:
     """The worker an SCCRQ goes to (what :func:`steering_program` computes for tunnel 0):
     for tests, and for an operator wondering where a LAC's tunnel went."""
-    import ipaddress
-
     addr = ipaddress.ip_address(source[0])
     word = int(addr) & 0xFFFFFFFF
     value = (word ^ source[1] ^ peer_tunnel_id) * _GOLDEN & 0xFFFFFFFF
@@ -321,6 +326,32 @@ class Channel:
 
     async def aclose(self) -> None:
         await self.stream.aclose()
+
+
+class WorkerStatics:
+    """A worker's :class:`kl2tp.aaa.addresses.SharedStatics`: claims go to the supervisor
+    and are awaited; releases are queued and sent in order by :meth:`run`."""
+
+    def __init__(self, channel: Channel) -> None:
+        self.channel = channel
+        self._send, self._releases = trio.open_memory_channel[tuple[str, int]](math.inf)
+
+    async def claim(self, address: ipaddress.IPv4Address, token: int) -> bool:
+        """The supervisor's answer; False too when it cannot be asked (we are going away)."""
+        req = {"cmd": "claim-static", "address": str(address), "token": token}
+        try:
+            return bool(await self.channel.call(req))
+        except ControlError:
+            return False
+
+    def release(self, address: ipaddress.IPv4Address, token: int) -> None:
+        self._send.send_nowait((str(address), token))
+
+    async def run(self) -> None:
+        async for address, token in self._releases:
+            with contextlib.suppress(ControlError):
+                req = {"cmd": "release-static", "address": address, "token": token}
+                await self.channel.call(req)
 
 
 # --- merging the workers' answers -------------------------------------------------------------
@@ -475,6 +506,8 @@ class Supervisor:
         self._restart_initial = restart_initial
         self.stopping = False
         self.reloads = 0
+        self.statics = StaticClaims()
+        """The static addresses every worker's sessions hold."""
 
     def close(self) -> None:
         for sock in self.socks:
@@ -521,6 +554,8 @@ class Supervisor:
                         await channel.aclose()
                 nursery.cancel_scope.cancel()
             worker.channel = None
+            # Its sessions died with it: their static addresses are free for the others.
+            self.statics.drop_worker(worker.index)
             if self.stopping:
                 return
             if not worker.ready.is_set() and worker.restarts == 0:
@@ -546,9 +581,22 @@ class Supervisor:
             log.info("worker %d ready (pid %s)", worker.index, req.get("pid"))
             worker.ready.set()
             return None
+        if req.get("cmd") in ("claim-static", "release-static"):
+            return self._static(worker, req)
         if self._handler is not None:
             return await self._handler(req)
         raise ControlError(f"unknown request {req.get('cmd')!r}")
+
+    def _static(self, worker: Worker, req: Request) -> bool:
+        try:
+            address = ipaddress.IPv4Address(req["address"])
+            token = int(req["token"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ControlError(f"bad static address request: {exc}") from None
+        if req["cmd"] == "release-static":
+            self.statics.release(worker.index, address, token)
+            return True
+        return self.statics.claim(worker.index, address, token)
 
     async def stop(self, grace: float) -> None:
         """SIGTERM every worker (each clears its sessions and tunnels), wait up to ``grace``
