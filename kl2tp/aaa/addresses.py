@@ -272,6 +272,12 @@ class AddressBook(Generic[Owner]):
         """Put ``pool`` in the place of pool ``name`` (a reload that grew it): every address
         the book holds inside the new range is taken out of it first, so it hands out none
         of them. O(addresses held): an operator's reload, not a per-session operation."""
+        old = self.pools.get(name)
+        if old is not None and old.leasing:  # a worker: the blocks lent go with the pool
+            pool.lender = old.lender
+            for block in old.held_blocks():
+                if not pool.add_block(block) and pool.lender is not None:
+                    pool.lender.give_back(block)
         for value, holding in self._by_address.items():
             if holding.pool == name or IPv4Address(value) in pool:
                 pool.claim(holding.address)

@@ -33,7 +33,13 @@ from kl2tp.daemon.endpoint import Endpoint, TunnelRunner, TunnelSetupError, UdpT
 from kl2tp.daemon.handle import Address, SessionHandler, SessionInfo, TunnelHandle
 from kl2tp.daemon.metrics import MetricsServer, Source, kernel_totals
 from kl2tp.daemon.notify import Notifier
-from kl2tp.daemon.workers import Channel, WorkerFailed, WorkerSlot, WorkerStatics
+from kl2tp.daemon.workers import (
+    Channel,
+    WorkerBlocks,
+    WorkerFailed,
+    WorkerSlot,
+    WorkerStatics,
+)
 from kl2tp.dataplane.base import DataPlane
 from kl2tp.l2tp.constants import CdnResult, StopCcnResult
 from kl2tp.l2tp.endpoint import Limits
@@ -705,11 +711,16 @@ async def _serve_supervisor(
     channel = Channel.from_fd(worker.channel_fd, handle)
     statics = WorkerStatics(channel)
     book = getattr(endpoint.handler, "addresses", None)
-    if isinstance(book, AddressBook):
-        book.shared = statics  # static addresses: one view across the workers
     async with trio.open_nursery() as nursery:
         nursery.start_soon(channel.run)
-        nursery.start_soon(statics.run)
+        if isinstance(book, AddressBook):  # one pool and one view of static addresses
+            book.shared = statics
+            nursery.start_soon(statics.run)
+            blocks = WorkerBlocks(channel, book)
+            blocks.attach()
+            for name in list(book.pools):
+                await blocks.lease(name)  # a first block of each pool before the first call
+            nursery.start_soon(blocks.run)
         await channel.call({"cmd": "ready", "pid": os.getpid()})
         task_status.started()
         await channel.closed.wait()

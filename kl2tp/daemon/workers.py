@@ -48,7 +48,8 @@ from typing import Any
 import attrs
 import trio
 
-from kl2tp.aaa.addresses import StaticClaims
+from kl2tp.aaa.addresses import AddressBook, StaticClaims
+from kl2tp.aaa.pool import AddressPool, BlockLeases
 from kl2tp.daemon.control import ControlError
 from kl2tp.l2tp.endpoint import Limits
 
@@ -354,6 +355,65 @@ class WorkerStatics:
                 await self.channel.call(req)
 
 
+class WorkerBlocks:
+    """A worker's :class:`kl2tp.aaa.pool.Lender`: block leases and returns go to the
+    supervisor in order (:meth:`run`); a lent block goes to the pool of that name now in
+    ``book`` (a reload may have replaced the one that asked)."""
+
+    def __init__(self, channel: Channel, book: AddressBook[Any]) -> None:
+        self.channel = channel
+        self.book = book
+        # A pool's name: lease it a block; a number: give that block back.
+        self._send, self._queue = trio.open_memory_channel[str | int](math.inf)
+
+    def attach(self) -> None:
+        for pool in self.book.pools.values():
+            if pool.leasing:
+                pool.lender = self
+
+    def _name(self, pool: AddressPool) -> str | None:
+        for name, candidate in self.book.pools.items():
+            if candidate is pool:
+                return name
+        return None
+
+    def want(self, pool: AddressPool) -> None:
+        name = self._name(pool)
+        if name is not None:
+            self._send.send_nowait(name)
+
+    def give_back(self, block: int) -> None:
+        self._send.send_nowait(block)
+
+    async def lease(self, name: str) -> None:
+        """Lease pool ``name`` one block and hand it over (awaited: a worker's first block
+        of each pool, before it says it is ready)."""
+        pool = self.book.pools.get(name)
+        if pool is None:
+            return
+        try:
+            block = await self.channel.call(
+                {"cmd": "lease-block", "first": int(pool.range.first), "last": int(pool.range.last)}
+            )
+        except ControlError:
+            block = None
+        pool = self.book.pools.get(name)
+        if block is None:
+            if pool is not None:
+                pool.no_block()
+            return
+        if pool is None or not pool.add_block(int(block)):
+            self.give_back(int(block))
+
+    async def run(self) -> None:
+        async for item in self._queue:
+            if isinstance(item, str):
+                await self.lease(item)
+                continue
+            with contextlib.suppress(ControlError):
+                await self.channel.call({"cmd": "return-block", "block": item})
+
+
 # --- merging the workers' answers -------------------------------------------------------------
 
 ROUTED = {("show", "tunnel"), ("show", "session"), ("clear", "tunnel"), ("clear", "session")}
@@ -508,6 +568,8 @@ class Supervisor:
         self.reloads = 0
         self.statics = StaticClaims()
         """The static addresses every worker's sessions hold."""
+        self.blocks = BlockLeases()
+        """The pools' address blocks lent to the workers."""
 
     def close(self) -> None:
         for sock in self.socks:
@@ -556,6 +618,7 @@ class Supervisor:
             worker.channel = None
             # Its sessions died with it: their static addresses are free for the others.
             self.statics.drop_worker(worker.index)
+            self.blocks.drop_worker(worker.index)
             if self.stopping:
                 return
             if not worker.ready.is_set() and worker.restarts == 0:
@@ -583,6 +646,8 @@ class Supervisor:
             return None
         if req.get("cmd") in ("claim-static", "release-static"):
             return self._static(worker, req)
+        if req.get("cmd") in ("lease-block", "return-block"):
+            return self._block(worker, req)
         if self._handler is not None:
             return await self._handler(req)
         raise ControlError(f"unknown request {req.get('cmd')!r}")
@@ -597,6 +662,15 @@ class Supervisor:
             self.statics.release(worker.index, address, token)
             return True
         return self.statics.claim(worker.index, address, token)
+
+    def _block(self, worker: Worker, req: Request) -> int | None:
+        try:
+            if req["cmd"] == "return-block":
+                self.blocks.give_back(worker.index, int(req["block"]))
+                return None
+            return self.blocks.lease(worker.index, int(req["first"]), int(req["last"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ControlError(f"bad block request: {exc}") from None
 
     async def stop(self, grace: float) -> None:
         """SIGTERM every worker (each clears its sessions and tunnels), wait up to ``grace``

@@ -71,3 +71,43 @@ def test_a_static_address_is_held_once_across_workers(tmp_path: Path) -> None:
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+
+
+LEASED_CALLS = 150
+
+
+def test_one_tunnels_worker_uses_more_than_its_part_of_the_pool(tmp_path: Path) -> None:
+    """One LAC, one tunnel, so one worker: it leases the pool's blocks as it needs them and
+    holds more than half of a /24 (253 addresses) with two workers."""
+    lns_cfg, lac_cfg, lns_sock, _ = write_configs(
+        tmp_path,
+        "s3cret",
+        workers=2,
+        lac_extra="[subscriber]\ntunnels = 1\n",
+        idle_timeout=30,
+    )
+    lns = Daemon([str(BIN / "kl2tp-lns"), "-c", str(lns_cfg)], tmp_path / "lns.log")
+    lac: Daemon | None = None
+    pids: list[int] = []
+    try:
+        wait_for(lns_sock.exists, "the LNS control socket")
+        wait_for(lambda: all(w["up"] for w in summary(lns_sock)["workers"]), "two workers up")
+        pids = [w["pid"] for w in summary(lns_sock)["workers"]]
+        lac = holding_lac(lac_cfg, LEASED_CALLS, tmp_path / "lac.log")
+        wait_for(
+            lambda: summary(lns_sock)["ppp"]["active"] == LEASED_CALLS,
+            f"{LEASED_CALLS} sessions up",
+        )
+        sessions = ctl(lns_sock, "show", "sessions")
+        assert len({s["worker"] for s in sessions}) == 1
+        addresses = {s["address"] for s in sessions}
+        assert len(addresses) == LEASED_CALLS > 253 // 2
+        pool = summary(lns_sock)["ppp"]["pool"]
+        assert pool == {"size": 253, "in_use": LEASED_CALLS, "free": 253 - LEASED_CALLS}
+    finally:
+        if lac is not None:
+            lac.kill()
+        lns.kill()
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
