@@ -16,9 +16,11 @@ which would re-deal the indices), its datagrams wait in that socket's buffer, an
 restarted in its place inherits the same socket. The supervisor owns the control socket and
 the metrics endpoint and answers both by asking every worker over its socketpair and merging
 (:class:`Merger`), and it owns the address pools: workers take their addresses from
-:class:`kl2tp.aaa.pool.AddressPool` slices (``share``) so no address is handed out twice,
-and a static address (users file, RADIUS Framed-IP-Address) is claimed from the
-supervisor's :class:`kl2tp.aaa.addresses.StaticClaims` before a worker's session takes it
+:class:`kl2tp.aaa.pool.AddressPool` blocks the supervisor lends them
+(:class:`kl2tp.aaa.pool.BlockLeases`, :class:`WorkerBlocks`) so no address is handed out
+twice and one worker may use the whole pool, and a static address (users file, RADIUS
+Framed-IP-Address) is claimed from the supervisor's
+:class:`kl2tp.aaa.addresses.StaticClaims` before a worker's session takes it
 (:class:`WorkerStatics`), so two workers never give one to two sessions; a dead worker's
 claims are dropped with it.
 
