@@ -273,15 +273,17 @@ class AddressBook(Generic[Owner]):
         the book holds inside the new range is taken out of it first, so it hands out none
         of them. O(addresses held): an operator's reload, not a per-session operation."""
         old = self.pools.get(name)
-        if old is not None and old.leasing:  # a worker: the blocks lent go with the pool
-            pool.lender = old.lender
-            for block in old.held_blocks():
+        if pool.leasing:  # a worker: the blocks lent go with the pool, a new one asks
+            lenders = (p.lender for p in self.pools.values() if p.lender is not None)
+            pool.lender = next(lenders, None)
+            for block in old.held_blocks() if old is not None else ():
                 if not pool.add_block(block) and pool.lender is not None:
                     pool.lender.give_back(block)
         for value, holding in self._by_address.items():
             if holding.pool == name or IPv4Address(value) in pool:
                 pool.claim(holding.address)
         self.pools[name] = pool
+        pool.ask_if_low()
         self._overlaps = _overlaps(self.pools)
 
     def release(self, owner: Owner) -> IPv4Address | None:

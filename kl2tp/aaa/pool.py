@@ -262,6 +262,11 @@ class AddressPool:
         """The blocks this pool holds (a reload hands them to the pool replacing it)."""
         return list(self._blocks)
 
+    def ask_if_low(self) -> None:
+        """A leasing pool with fewer than :data:`LOW_WATER` free asks its lender for a
+        block (once at a time)."""
+        self._low_water()
+
     def _low_water(self) -> None:
         if (
             self.leasing

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ipaddress import IPv4Address
 
 from kl2tp.aaa.addresses import AddressBook, StaticClaims, owner_token
-from kl2tp.aaa.pool import AddressPool
+from kl2tp.aaa.pool import AddressPool, BlockLeases, set_worker_share
 
 A = IPv4Address
 
@@ -183,3 +183,40 @@ def test_the_book_gives_a_static_address_back_to_the_workers_when_its_session_en
     assert shared.released == []  # pool addresses stay with the worker's share
     book.release("s1")
     assert shared.released == [(a, owner_token("s1"))]
+
+
+def test_a_reload_hands_a_workers_blocks_to_the_grown_pool_and_a_new_pool_asks() -> None:
+    leases = BlockLeases()
+    asked: list[AddressPool] = []
+
+    class Lender:
+        def want(self, pool: AddressPool) -> None:
+            asked.append(pool)
+            block = leases.lease(0, int(pool.range.first), int(pool.range.last))
+            if block is None:
+                pool.no_block()
+            else:
+                assert pool.add_block(block)
+
+        def give_back(self, block: int) -> None:
+            leases.give_back(0, block)
+
+    set_worker_share(0, 2)
+    try:
+        small = AddressPool("10.20.0.0/26")
+        small.lender = Lender()
+        book: AddressBook[str] = AddressBook({"": small})
+        small.ask_if_low()  # the worker's first block, before it serves
+        held = book.assign("s1")
+        assert held is not None and small.blocks == 1
+        grown = AddressPool("10.20.0.0/24")
+        lent = small.held_blocks()
+        book.replace_pool("", grown)
+        assert set(lent) <= set(grown.held_blocks()) and grown.is_allocated(held)
+        assert leases.held(0) == grown.blocks  # and it asked for more: 61 free < a block
+        extra = AddressPool("10.21.0.0/24")
+        book.replace_pool("extra", extra)
+        assert asked[-1] is extra and extra.blocks == 1
+        assert book.assign("s2", pool="extra") in extra
+    finally:
+        set_worker_share(0, 1)
