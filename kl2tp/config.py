@@ -542,6 +542,8 @@ class PppConfig:
     """Seconds between LCP Echo-Requests; 0 disables."""
     lcp_echo_failure: int = attrs.field(default=3, metadata=_meta(_integer(1, 1000)))
     """Unanswered Echo-Requests before the link is declared dead."""
+    lcp_echo_adaptive: bool = attrs.field(default=True, metadata=_meta(_boolean))
+    """Echo only a peer that was silent for the interval (pppd's lcp-echo-adaptive)."""
     restart_timer: float = attrs.field(default=3.0, metadata=_meta(_number(0, above=True)))
     """RFC 1661 restart timer, seconds."""
     max_configure: int = attrs.field(default=10, metadata=_meta(_integer(1, 255)))

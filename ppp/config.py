@@ -62,6 +62,11 @@ class LcpConfig:
     """Seconds between LCP Echo-Requests once Opened; 0 disables keepalive."""
     echo_failure: int = 3
     """Unanswered Echo-Requests before the link is declared dead."""
+    echo_adaptive: bool = False
+    """Send an Echo-Request only if nothing came from the peer since the last interval
+    (pppd's ``lcp-echo-adaptive``): a frame from the peer proves the link as well as a reply
+    would. A silent peer is still declared dead after ``echo_failure`` misses, at most one
+    interval later than without it."""
     max_loops: int = 10
     """Magic-Number collisions in a row before the line is declared looped back."""
     fsm: FsmConfig = attrs.field(factory=FsmConfig)

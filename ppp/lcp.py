@@ -104,6 +104,7 @@ class Lcp:
         "echo_id",
         "echo_pending",
         "fsm",
+        "heard",
         "loops",
         "peer_accm",
         "peer_acfc",
@@ -128,6 +129,9 @@ class Lcp:
         self.echo_deadline: float | None = None
         self.echo_pending = 0
         self.echo_id = 0
+        self.heard = False
+        """A frame came from the peer since the last echo interval (``echo_adaptive``); the
+        link sets it for every frame it receives."""
         self.auth_tried = 0
         self.auth_naked: AuthMethod | None = None
         """The fallback method the peer asked for and we Nak'd in this negotiation: asked
@@ -333,6 +337,7 @@ class Lcp:
         """This-Layer-Up: start keepalive, tell the link."""
         self.loops = 0
         self.echo_pending = 0
+        self.heard = False
         if self.config.echo_interval > 0:
             self.echo_deadline = now + self.config.echo_interval
         self.services.signal(LayerUp(Proto.LCP), now)
@@ -382,14 +387,20 @@ class Lcp:
     # -- keepalive -----------------------------------------------------------------------------
 
     def handle_echo_timer(self, now: float) -> EchoTimeout | None:
-        """Send the next Echo-Request; after ``echo_failure`` misses, report the timeout."""
+        """Send the next Echo-Request (with ``echo_adaptive``, only if the peer was silent
+        for the interval); after ``echo_failure`` misses, report the timeout."""
         if self.echo_deadline is None or now < self.echo_deadline:
+            return None
+        self.echo_deadline = now + self.config.echo_interval
+        if self.heard and self.config.echo_adaptive:
+            self.heard = False  # the peer spoke this interval: no Echo-Request needed
+            self.echo_pending = 0
             return None
         if self.echo_pending >= self.config.echo_failure:
             self.echo_deadline = None
             return EchoTimeout(self.echo_pending)
+        self.heard = False
         self.echo_pending += 1
-        self.echo_deadline = now + self.config.echo_interval
         self.echo_id = (self.echo_id + 1) & 0xFF
         self.send(Code.ECHOREQ, self.echo_id, (self.want_magic or 0).to_bytes(4, "big"))
         return None

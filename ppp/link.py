@@ -293,6 +293,7 @@ class Link:
             if self.tracing:
                 self.trace("PPP", f"bad frame: {exc.message}")
             return
+        self.lcp.heard = True
         if protocol != Proto.LCP:
             self.frames_in += 1
         if protocol == Proto.LCP:

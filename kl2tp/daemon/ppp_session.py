@@ -224,6 +224,7 @@ def _lcp_config(cfg: Config) -> LcpConfig:
         mru=p.mru,
         echo_interval=p.lcp_echo_interval,
         echo_failure=p.lcp_echo_failure,
+        echo_adaptive=p.lcp_echo_adaptive,
         fsm=FsmConfig(
             restart_timer=p.restart_timer,
             max_configure=p.max_configure,
@@ -1142,6 +1143,11 @@ class _SessionState:
         self, event: pev.AuthRequest, request: aaa.AuthRequest, result: aaa.AuthResult
     ) -> None:
         """Claim a static address, note a refusal, tell the link."""
+        if self.dead:
+            # The session ended while its back end answered (its short task had its answer
+            # before `stop` cancelled it): its cleanup has run, an address claimed now would
+            # never be given back.
+            return
         backend = self.authenticator
         if result.accepted:
             refusal = self._claim_static(event.username, result.framed_address)
@@ -1230,6 +1236,8 @@ class _SessionState:
         )
 
     def _assign_address(self, event: pev.AddressRequest) -> None:
+        if self.dead:
+            return  # as in `_auth_decided`: nothing may be taken after the cleanup
         now = trio.current_time()
         address = self.address
         book = self.owner.addresses

@@ -75,6 +75,7 @@ PPP_KEYS = frozenset(
         "ppp.mru",
         "ppp.lcp_echo_interval",
         "ppp.lcp_echo_failure",
+        "ppp.lcp_echo_adaptive",
         "ppp.restart_timer",
         "ppp.max_configure",
         "ppp.max_terminate",

@@ -309,8 +309,12 @@ def test_peer_auth_demand(
 # -- codes beyond Configure: Protocol-Reject, Echo, Code-Reject -------------------------------
 
 
-def opened(echo_interval: float = 30.0, echo_failure: int = 3) -> tuple[FakeServices, Lcp]:
-    services, handler = start(echo_interval=echo_interval, echo_failure=echo_failure)
+def opened(
+    echo_interval: float = 30.0, echo_failure: int = 3, echo_adaptive: bool = False
+) -> tuple[FakeServices, Lcp]:
+    services, handler = start(
+        echo_interval=echo_interval, echo_failure=echo_failure, echo_adaptive=echo_adaptive
+    )
     peer_request(handler, services, magic(0x0A0B0C0D))
     ours = last_request(services)
     handler.fsm.receive(Code.CONFACK, ours.ident, ours.data, b"", 1.0)
@@ -358,6 +362,39 @@ def test_echo_timeout_is_returned_for_the_link_to_act_on() -> None:
     assert handler.handle_echo_timer(16.0) == EchoTimeout(2)
     assert handler.echo_deadline is None
     assert services.take() == []
+
+
+def test_adaptive_echo_skips_an_interval_in_which_the_peer_spoke() -> None:
+    services, handler = opened(echo_interval=5.0, echo_failure=2, echo_adaptive=True)
+    handler.heard = True  # the link saw a frame from the peer (its own Echo-Request, say)
+    assert handler.handle_echo_timer(6.0) is None
+    assert services.take() == [] and handler.echo_deadline == 11.0
+    # Silent for the next interval: now it asks, and a reply counts as hearing the peer.
+    assert handler.handle_echo_timer(11.0) is None
+    (echo,) = services.take()
+    assert echo.code == Code.ECHOREQ and handler.echo_pending == 1
+    handler.fsm.receive(Code.ECHOREP, echo.ident, bytes.fromhex("0a0b0c0d"), b"", 12.0)
+    handler.heard = True
+    assert handler.echo_pending == 0
+    assert handler.handle_echo_timer(16.0) is None and services.take() == []
+
+
+def test_adaptive_echo_still_finds_a_silent_peer() -> None:
+    services, handler = opened(echo_interval=5.0, echo_failure=2, echo_adaptive=True)
+    handler.heard = True
+    assert handler.handle_echo_timer(6.0) is None  # the peer spoke: skipped
+    assert handler.handle_echo_timer(11.0) is None
+    assert handler.handle_echo_timer(16.0) is None
+    assert [s.code for s in services.take()] == [Code.ECHOREQ, Code.ECHOREQ]
+    assert handler.handle_echo_timer(21.0) == EchoTimeout(2)
+    assert handler.echo_deadline is None
+
+
+def test_without_adaptive_echo_a_talking_peer_is_still_asked() -> None:
+    services, handler = opened(echo_interval=5.0)
+    handler.heard = True
+    assert handler.handle_echo_timer(6.0) is None
+    assert [s.code for s in services.take()] == [Code.ECHOREQ]
 
 
 def test_code_reject_of_echo_request_stops_keepalive_only() -> None:

@@ -269,6 +269,27 @@ def test_echo_keepalive_answers_and_failure() -> None:
     assert len(echoes) - sent_before == 3
 
 
+def test_adaptive_echo_lets_the_talking_side_carry_the_keepalive() -> None:
+    # The subscriber echoes every 10 s as pppd does; the adaptive LNS then sends none of its
+    # own: each of the subscriber's requests proves the link. Alone, it asks again.
+    lcp = LcpConfig(echo_interval=10.0, echo_failure=3, echo_adaptive=True)
+    server = lns_config(AuthMethod.CHAP, lcp=lcp)
+    pair = Pair(server, subscriber_config(lcp=LcpConfig(echo_interval=10.0)))
+    pair.open()
+    pair.advance(100.0)
+    asked = [p for p in packets(pair.to_client, Proto.LCP) if p[0] == Code.ECHOREQ]
+    answered = [p for p in packets(pair.to_client, Proto.LCP) if p[0] == Code.ECHOREP]
+    assert asked == [] and len(answered) >= 9
+    assert not events_of(pair.server_events, LinkDown)
+
+    pair.drop_to_server = lambda frame: True  # the subscriber vanishes
+    pair.advance(200.0)
+    (down,) = events_of(pair.server_events, LinkDown)
+    assert isinstance(down, LinkDown) and down.reason is DownReason.ECHO_TIMEOUT
+    asked = [p for p in packets(pair.to_client, Proto.LCP) if p[0] == Code.ECHOREQ]
+    assert len(asked) == 3
+
+
 def test_echo_reply_carries_our_magic() -> None:
     pair = Pair(lns_config(AuthMethod.PAP), subscriber_config())
     pair.open()
