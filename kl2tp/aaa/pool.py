@@ -102,9 +102,12 @@ class AddressPool:
             self._cursor = self._last + 1  # nothing is handed out but from held blocks
             # Reported size: the addresses of the blocks b % N == index, so the workers'
             # sizes add up to the pool's whatever blocks each holds.
+            span = self._block_span()
+            mine = range(span.start + (index - span.start) % count, span.stop, count)
             self._size = sum(
-                len(self._block_values(b)) for b in self._block_span() if b % count == index
-            )
+                min(self._last, b * BLOCK + BLOCK - 1) - max(self._first, b * BLOCK) + 1
+                for b in mine
+            ) - sum(1 for v in self._excluded if v // BLOCK % count == index)
         else:
             self._size = self._last - self._first + 1 - len(self._excluded)
 
