@@ -22,7 +22,7 @@ import attrs
 import trio
 
 from kl2tp.aaa import base as aaa
-from kl2tp.aaa.addresses import AddressBook, SharedStatics, owner_token
+from kl2tp.aaa.addresses import AddressBook, owner_token
 from kl2tp.aaa.pool import AddressPool, worker_share
 from kl2tp.aaa.radius import (
     ATTR_CLASS,
@@ -1081,13 +1081,16 @@ class _SessionState:
             self._auth_decided(event, request, result)
             return
         decide = at_once(backend, "authenticate")
-        if decide is None or self.owner.addresses.shared is not None:  # workers: may wait
+        if decide is None:
             self._spawn(self._authenticate, event, request)
             return
         try:
             result = decide(request)
         except Exception as exc:  # a back-end failure refuses the subscriber, never the daemon
             result = self._aaa_failed(event, exc)
+        if self._shared_static(result) is not None:  # workers: the claim must be awaited
+            self._spawn(self._decide_shared, event, request, result)
+            return
         self._auth_decided(event, request, result)
 
     async def _authenticate(self, event: pev.AuthRequest, request: aaa.AuthRequest) -> None:
@@ -1096,26 +1099,35 @@ class _SessionState:
             result = await self.authenticator.authenticate(request)
         except Exception as exc:  # a back-end failure refuses the subscriber, never the daemon
             result = self._aaa_failed(event, exc)
-        shared = self.owner.addresses.shared
-        static = result.framed_address if result.accepted and self.address is None else None
-        if shared is None or static is None or static == _PEER_CHOOSES:
-            self._auth_decided(event, request, result)
-        else:
-            await self._decide_shared(shared, static, event, request, result)
+        if self._shared_static(result) is not None:
+            await self._decide_shared(event, request, result)
+            return
+        self._auth_decided(event, request, result)
         self._poke()
 
+    def _shared_static(self, result: aaa.AuthResult) -> ipaddress.IPv4Address | None:
+        """``[l2tp] workers = N``: the static address an accepted login must first claim
+        from the supervisor (None: no worker, no static address, or a re-authentication)."""
+        static = result.framed_address
+        if (
+            self.owner.addresses.shared is None
+            or not result.accepted
+            or self.address is not None
+            or static is None
+            or static == _PEER_CHOOSES
+        ):
+            return None
+        return static
+
     async def _decide_shared(
-        self,
-        shared: SharedStatics,
-        static: ipaddress.IPv4Address,
-        event: pev.AuthRequest,
-        request: aaa.AuthRequest,
-        result: aaa.AuthResult,
+        self, event: pev.AuthRequest, request: aaa.AuthRequest, result: aaa.AuthResult
     ) -> None:
-        """``[l2tp] workers = N``: the supervisor gives the static address to this worker
-        first (another worker's session may hold it: refused whatever
-        ``duplicate_session`` says, the holder is not ours to end); the claim is given back
-        unless the session took the address."""
+        """The supervisor gives the static address to this worker first (another worker's
+        session may hold it: refused whatever ``duplicate_session`` says, the holder is not
+        ours to end); the claim is given back unless the session took the address."""
+        shared = self.owner.addresses.shared
+        static = self._shared_static(result)
+        assert shared is not None and static is not None
         token = owner_token(self)
         try:
             granted = await shared.claim(static, token)
@@ -1128,11 +1140,10 @@ class _SessionState:
         if not granted:
             result = aaa.AuthResult(False, "Address unavailable", reason="address-in-use")
             self._refuse("address-in-use-by-worker", "Address unavailable")
-            self._auth_decided(event, request, result)
-            return
         self._auth_decided(event, request, result)
-        if self.address != static:
+        if granted and self.address != static:
             shared.release(static, token)
+        self._poke()
 
     def _aaa_failed(self, event: pev.AuthRequest, exc: Exception) -> aaa.AuthResult:
         name = escape(event.username)
