@@ -19,13 +19,13 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Iterable, Mapping
 from ipaddress import IPv4Address
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 import attrs
 
 from kl2tp.aaa.pool import AddressPool
 
-__all__ = ["AddressBook", "Holding"]
+__all__ = ["AddressBook", "Holding", "SharedStatics", "StaticClaims", "owner_token"]
 
 Owner = TypeVar("Owner", bound=Hashable)
 
@@ -45,6 +45,80 @@ class Holding(Generic[Owner]):
     pool: str | None
     """Name of the pool it came from (or, for a static address, the first pool whose range
     holds it); None: outside every pool."""
+
+
+class SharedStatics(Protocol):
+    """What a worker of ``[l2tp] workers = N`` shares with the others: the static addresses
+    its sessions hold, claimed from the supervisor's :class:`StaticClaims` (the daemon's
+    ``kl2tp.daemon.workers.SupervisorStatics``). ``token`` names the holding session."""
+
+    async def claim(self, address: IPv4Address, token: int) -> bool:
+        """True: the address is this worker's to give (free in every other worker)."""
+
+    def release(self, address: IPv4Address, token: int) -> None:
+        """The session ``token`` no longer holds ``address`` (sent in the background)."""
+
+
+def owner_token(owner: Hashable) -> int:
+    """The number a holding session is known by in :class:`StaticClaims`: unique among the
+    live sessions of one process (its object's id: it lives as long as its holding)."""
+    return id(owner)
+
+
+class StaticClaims:
+    """The supervisor's registry of the static addresses the workers' sessions hold: an
+    address belongs to at most one worker at a time (inside that worker its
+    :class:`AddressBook` decides between sessions, ``[aaa] duplicate_session``). Every
+    operation is O(1) but :meth:`drop_worker` (O(that worker's claims), once per crash)."""
+
+    def __init__(self) -> None:
+        self._held: dict[int, tuple[int, set[int]]] = {}  # address -> (worker, its tokens)
+        self._by_worker: dict[int, set[int]] = {}
+        self.refused = 0
+        """Claims refused: the address was another worker's."""
+
+    def claim(self, worker: int, address: IPv4Address, token: int) -> bool:
+        """Give ``address`` to session ``token`` of ``worker``; False if another worker
+        holds it."""
+        value = int(address)
+        held = self._held.get(value)
+        if held is None:
+            self._held[value] = (worker, {token})
+            self._by_worker.setdefault(worker, set()).add(value)
+            return True
+        if held[0] != worker:
+            self.refused += 1
+            return False
+        held[1].add(token)
+        return True
+
+    def release(self, worker: int, address: IPv4Address, token: int) -> None:
+        """Session ``token`` of ``worker`` gave ``address`` back; the address is free once
+        no session of that worker holds it. Anything else does nothing."""
+        value = int(address)
+        held = self._held.get(value)
+        if held is None or held[0] != worker:
+            return
+        held[1].discard(token)
+        if not held[1]:
+            del self._held[value]
+            self._by_worker[worker].discard(value)
+
+    def drop_worker(self, worker: int) -> int:
+        """``worker`` died (its sessions with it): everything it held is free. Returns how
+        many addresses."""
+        values = self._by_worker.pop(worker, set())
+        for value in values:
+            del self._held[value]
+        return len(values)
+
+    def holder(self, address: IPv4Address) -> int | None:
+        """The worker holding ``address``, or None."""
+        held = self._held.get(int(address))
+        return held[0] if held is not None else None
+
+    def __len__(self) -> int:
+        return len(self._held)
 
 
 def _overlaps(pools: Mapping[str, AddressPool]) -> dict[str, tuple[AddressPool, ...]]:
@@ -86,6 +160,9 @@ class AddressBook(Generic[Owner]):
         # Pools whose ranges overlap each pool: an address taken from one is taken out of
         # the others too, so no pool can hand out an address the book says is held.
         self._overlaps = _overlaps(self.pools)
+        self.shared: SharedStatics | None = None
+        """A worker of ``[l2tp] workers = N``: the static addresses shared with the other
+        workers (claimed by the session before :meth:`assign`, released here)."""
         self.refused: dict[str, int] = {}
         """Assignments refused, by reason (``held``, ``reserved``, ``exhausted``,
         ``unknown-pool``, ``owner-holds``)."""
@@ -195,10 +272,18 @@ class AddressBook(Generic[Owner]):
         """Put ``pool`` in the place of pool ``name`` (a reload that grew it): every address
         the book holds inside the new range is taken out of it first, so it hands out none
         of them. O(addresses held): an operator's reload, not a per-session operation."""
+        old = self.pools.get(name)
+        if pool.leasing:  # a worker: the blocks lent go with the pool, a new one asks
+            lenders = (p.lender for p in self.pools.values() if p.lender is not None)
+            pool.lender = next(lenders, None)
+            for block in old.held_blocks() if old is not None else ():
+                if not pool.add_block(block) and pool.lender is not None:
+                    pool.lender.give_back(block)
         for value, holding in self._by_address.items():
             if holding.pool == name or IPv4Address(value) in pool:
                 pool.claim(holding.address)
         self.pools[name] = pool
+        pool.ask_if_low()
         self._overlaps = _overlaps(self.pools)
 
     def release(self, owner: Owner) -> IPv4Address | None:
@@ -214,6 +299,8 @@ class AddressBook(Generic[Owner]):
         del self._by_address[int(address)]
         if holding.static:
             self._static_count -= 1
+            if self.shared is not None:
+                self.shared.release(address, owner_token(owner))
         for source in self.pools.values() if holding.static else self._sources(holding.pool):
             source.release(address)
         return address

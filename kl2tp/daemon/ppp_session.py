@@ -22,7 +22,7 @@ import attrs
 import trio
 
 from kl2tp.aaa import base as aaa
-from kl2tp.aaa.addresses import AddressBook
+from kl2tp.aaa.addresses import AddressBook, owner_token
 from kl2tp.aaa.pool import AddressPool, worker_share
 from kl2tp.aaa.radius import (
     ATTR_CLASS,
@@ -1088,6 +1088,9 @@ class _SessionState:
             result = decide(request)
         except Exception as exc:  # a back-end failure refuses the subscriber, never the daemon
             result = self._aaa_failed(event, exc)
+        if self._shared_static(result) is not None:  # workers: the claim must be awaited
+            self._spawn(self._decide_shared, event, request, result)
+            return
         self._auth_decided(event, request, result)
 
     async def _authenticate(self, event: pev.AuthRequest, request: aaa.AuthRequest) -> None:
@@ -1096,7 +1099,50 @@ class _SessionState:
             result = await self.authenticator.authenticate(request)
         except Exception as exc:  # a back-end failure refuses the subscriber, never the daemon
             result = self._aaa_failed(event, exc)
+        if self._shared_static(result) is not None:
+            await self._decide_shared(event, request, result)
+            return
         self._auth_decided(event, request, result)
+        self._poke()
+
+    def _shared_static(self, result: aaa.AuthResult) -> ipaddress.IPv4Address | None:
+        """``[l2tp] workers = N``: the static address an accepted login must first claim
+        from the supervisor (None: no worker, no static address, or a re-authentication)."""
+        static = result.framed_address
+        if (
+            self.owner.addresses.shared is None
+            or not result.accepted
+            or self.address is not None
+            or static is None
+            or static == _PEER_CHOOSES
+        ):
+            return None
+        return static
+
+    async def _decide_shared(
+        self, event: pev.AuthRequest, request: aaa.AuthRequest, result: aaa.AuthResult
+    ) -> None:
+        """The supervisor gives the static address to this worker first (another worker's
+        session may hold it: refused whatever ``duplicate_session`` says, the holder is not
+        ours to end); the claim is given back unless the session took the address."""
+        shared = self.owner.addresses.shared
+        static = self._shared_static(result)
+        assert shared is not None and static is not None
+        token = owner_token(self)
+        try:
+            granted = await shared.claim(static, token)
+        except trio.Cancelled:  # the session ended while we asked: the answer may be yes
+            shared.release(static, token)
+            raise
+        if self.dead:
+            shared.release(static, token)
+            return
+        if not granted:
+            result = aaa.AuthResult(False, "Address unavailable", reason="address-in-use")
+            self._refuse("address-in-use-by-worker", "Address unavailable")
+        self._auth_decided(event, request, result)
+        if granted and self.address != static:
+            shared.release(static, token)
         self._poke()
 
     def _aaa_failed(self, event: pev.AuthRequest, exc: Exception) -> aaa.AuthResult:

@@ -25,6 +25,7 @@ import trio
 import trio.lowlevel
 
 from kl2tp import log as kl2tp_log
+from kl2tp.aaa.addresses import AddressBook
 from kl2tp.daemon import oplog
 from kl2tp.daemon.client import Backoff, subscriber_call
 from kl2tp.daemon.control import ControlError, serve_control
@@ -32,7 +33,13 @@ from kl2tp.daemon.endpoint import Endpoint, TunnelRunner, TunnelSetupError, UdpT
 from kl2tp.daemon.handle import Address, SessionHandler, SessionInfo, TunnelHandle
 from kl2tp.daemon.metrics import MetricsServer, Source, kernel_totals
 from kl2tp.daemon.notify import Notifier
-from kl2tp.daemon.workers import Channel, WorkerFailed, WorkerSlot
+from kl2tp.daemon.workers import (
+    Channel,
+    WorkerBlocks,
+    WorkerFailed,
+    WorkerSlot,
+    WorkerStatics,
+)
 from kl2tp.dataplane.base import DataPlane
 from kl2tp.l2tp.constants import CdnResult, StopCcnResult
 from kl2tp.l2tp.endpoint import Limits
@@ -702,8 +709,18 @@ async def _serve_supervisor(
         return await api(req)
 
     channel = Channel.from_fd(worker.channel_fd, handle)
+    statics = WorkerStatics(channel)
+    book = getattr(endpoint.handler, "addresses", None)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(channel.run)
+        if isinstance(book, AddressBook):  # one pool and one view of static addresses
+            book.shared = statics
+            nursery.start_soon(statics.run)
+            blocks = WorkerBlocks(channel, book)
+            blocks.attach()
+            for name in list(book.pools):
+                await blocks.lease(name)  # a first block of each pool before the first call
+            nursery.start_soon(blocks.run)
         await channel.call({"cmd": "ready", "pid": os.getpid()})
         task_status.started()
         await channel.closed.wait()

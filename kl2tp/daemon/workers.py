@@ -16,7 +16,13 @@ which would re-deal the indices), its datagrams wait in that socket's buffer, an
 restarted in its place inherits the same socket. The supervisor owns the control socket and
 the metrics endpoint and answers both by asking every worker over its socketpair and merging
 (:class:`Merger`), and it owns the address pools: workers take their addresses from
-:class:`kl2tp.aaa.pool.AddressPool` slices (``share``) so no address is handed out twice.
+:class:`kl2tp.aaa.pool.AddressPool` blocks the supervisor lends them
+(:class:`kl2tp.aaa.pool.BlockLeases`, :class:`WorkerBlocks`) so no address is handed out
+twice and one worker may use the whole pool, and a static address (users file, RADIUS
+Framed-IP-Address) is claimed from the supervisor's
+:class:`kl2tp.aaa.addresses.StaticClaims` before a worker's session takes it
+(:class:`WorkerStatics`), so two workers never give one to two sessions; a dead worker's
+claims are dropped with it.
 
 The socketpair speaks JSON lines both ways (:class:`Channel`): ``{"id": n, "req": {...}}``
 and ``{"id": n, "ok": true, "result": ...}``.
@@ -27,9 +33,11 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import functools
+import ipaddress
 import itertools
 import json
 import logging
+import math
 import os
 import signal
 import socket as stdlib_socket
@@ -42,6 +50,8 @@ from typing import Any
 import attrs
 import trio
 
+from kl2tp.aaa.addresses import AddressBook, StaticClaims
+from kl2tp.aaa.pool import AddressPool, BlockLeases
 from kl2tp.daemon.control import ControlError
 from kl2tp.l2tp.endpoint import Limits
 
@@ -169,8 +179,6 @@ def steering_program(workers: int) -> list[Insn]:
 def flow_hash(peer_tunnel_id: int, source: Address, workers: int) -> int:
     """The worker an SCCRQ goes to (what :func:`steering_program` computes for tunnel 0):
     for tests, and for an operator wondering where a LAC's tunnel went."""
-    import ipaddress
-
     addr = ipaddress.ip_address(source[0])
     word = int(addr) & 0xFFFFFFFF
     value = (word ^ source[1] ^ peer_tunnel_id) * _GOLDEN & 0xFFFFFFFF
@@ -321,6 +329,91 @@ class Channel:
 
     async def aclose(self) -> None:
         await self.stream.aclose()
+
+
+class WorkerStatics:
+    """A worker's :class:`kl2tp.aaa.addresses.SharedStatics`: claims go to the supervisor
+    and are awaited; releases are queued and sent in order by :meth:`run`."""
+
+    def __init__(self, channel: Channel) -> None:
+        self.channel = channel
+        self._send, self._releases = trio.open_memory_channel[tuple[str, int]](math.inf)
+
+    async def claim(self, address: ipaddress.IPv4Address, token: int) -> bool:
+        """The supervisor's answer; False too when it cannot be asked (we are going away)."""
+        req = {"cmd": "claim-static", "address": str(address), "token": token}
+        try:
+            return bool(await self.channel.call(req))
+        except ControlError:
+            return False
+
+    def release(self, address: ipaddress.IPv4Address, token: int) -> None:
+        self._send.send_nowait((str(address), token))
+
+    async def run(self) -> None:
+        async for address, token in self._releases:
+            with contextlib.suppress(ControlError):
+                req = {"cmd": "release-static", "address": address, "token": token}
+                await self.channel.call(req)
+
+
+class WorkerBlocks:
+    """A worker's :class:`kl2tp.aaa.pool.Lender`: block leases and returns go to the
+    supervisor in order (:meth:`run`); a lent block goes to the pool of that name now in
+    ``book`` (a reload may have replaced the one that asked)."""
+
+    def __init__(self, channel: Channel, book: AddressBook[Any]) -> None:
+        self.channel = channel
+        self.book = book
+        # A pool's name: lease it a block; a number: give that block back.
+        self._send, self._queue = trio.open_memory_channel[str | int](math.inf)
+
+    def attach(self) -> None:
+        for pool in self.book.pools.values():
+            if pool.leasing:
+                pool.lender = self
+
+    def _name(self, pool: AddressPool) -> str | None:
+        for name, candidate in self.book.pools.items():
+            if candidate is pool:
+                return name
+        return None
+
+    def want(self, pool: AddressPool) -> None:
+        name = self._name(pool)
+        if name is not None:
+            self._send.send_nowait(name)
+
+    def give_back(self, block: int) -> None:
+        self._send.send_nowait(block)
+
+    async def lease(self, name: str) -> None:
+        """Lease pool ``name`` one block and hand it over (awaited: a worker's first block
+        of each pool, before it says it is ready)."""
+        pool = self.book.pools.get(name)
+        if pool is None:
+            return
+        try:
+            block = await self.channel.call(
+                {"cmd": "lease-block", "first": int(pool.range.first), "last": int(pool.range.last)}
+            )
+        except ControlError:
+            block = None
+        pool = self.book.pools.get(name)
+        if block is None:
+            if pool is not None:
+                pool.no_block()
+            return
+        if pool is None or not pool.add_block(int(block)):
+            self.give_back(int(block))
+
+    async def run(self) -> None:
+        async for item in self._queue:
+            if isinstance(item, str):
+                await self.lease(item)
+                continue
+            with contextlib.suppress(ControlError):
+                await self.channel.call({"cmd": "return-block", "block": item})
 
 
 # --- merging the workers' answers -------------------------------------------------------------
@@ -475,6 +568,10 @@ class Supervisor:
         self._restart_initial = restart_initial
         self.stopping = False
         self.reloads = 0
+        self.statics = StaticClaims()
+        """The static addresses every worker's sessions hold."""
+        self.blocks = BlockLeases()
+        """The pools' address blocks lent to the workers."""
 
     def close(self) -> None:
         for sock in self.socks:
@@ -521,6 +618,9 @@ class Supervisor:
                         await channel.aclose()
                 nursery.cancel_scope.cancel()
             worker.channel = None
+            # Its sessions died with it: their static addresses are free for the others.
+            self.statics.drop_worker(worker.index)
+            self.blocks.drop_worker(worker.index)
             if self.stopping:
                 return
             if not worker.ready.is_set() and worker.restarts == 0:
@@ -546,9 +646,33 @@ class Supervisor:
             log.info("worker %d ready (pid %s)", worker.index, req.get("pid"))
             worker.ready.set()
             return None
+        if req.get("cmd") in ("claim-static", "release-static"):
+            return self._static(worker, req)
+        if req.get("cmd") in ("lease-block", "return-block"):
+            return self._block(worker, req)
         if self._handler is not None:
             return await self._handler(req)
         raise ControlError(f"unknown request {req.get('cmd')!r}")
+
+    def _static(self, worker: Worker, req: Request) -> bool:
+        try:
+            address = ipaddress.IPv4Address(req["address"])
+            token = int(req["token"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ControlError(f"bad static address request: {exc}") from None
+        if req["cmd"] == "release-static":
+            self.statics.release(worker.index, address, token)
+            return True
+        return self.statics.claim(worker.index, address, token)
+
+    def _block(self, worker: Worker, req: Request) -> int | None:
+        try:
+            if req["cmd"] == "return-block":
+                self.blocks.give_back(worker.index, int(req["block"]))
+                return None
+            return self.blocks.lease(worker.index, int(req["first"]), int(req["last"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ControlError(f"bad block request: {exc}") from None
 
     async def stop(self, grace: float) -> None:
         """SIGTERM every worker (each clears its sessions and tunnels), wait up to ``grace``

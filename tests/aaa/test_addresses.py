@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from ipaddress import IPv4Address
 
-from kl2tp.aaa.addresses import AddressBook
-from kl2tp.aaa.pool import AddressPool
+from kl2tp.aaa.addresses import AddressBook, StaticClaims, owner_token
+from kl2tp.aaa.pool import AddressPool, BlockLeases, set_worker_share
 
 A = IPv4Address
 
@@ -125,3 +125,98 @@ def test_a_grown_pool_replaces_the_old_one_with_every_held_address_taken() -> No
     assert b.assign("late") is None  # 8 addresses: a, s and the six
     b.release("a")
     assert b.pools[""].free == 1
+
+
+# -- StaticClaims: the supervisor's registry across workers ([l2tp] workers = N) ---------------
+
+
+def test_a_static_address_belongs_to_one_worker_at_a_time() -> None:
+    claims = StaticClaims()
+    a = IPv4Address("10.30.0.5")
+    assert claims.claim(0, a, 1)
+    assert not claims.claim(1, a, 2)  # another worker's session holds it
+    assert claims.refused == 1 and claims.holder(a) == 0
+    # Within the holding worker its book decides (duplicate_session): the claim is granted.
+    assert claims.claim(0, a, 3)
+    claims.release(0, a, 1)
+    assert not claims.claim(1, a, 2)  # session 3 of worker 0 still holds it
+    claims.release(1, a, 2)  # not worker 1's: nothing happens
+    assert claims.holder(a) == 0
+    claims.release(0, a, 3)
+    assert claims.holder(a) is None and len(claims) == 0
+    assert claims.claim(1, a, 2)
+
+
+def test_a_dead_workers_static_addresses_are_free_again() -> None:
+    claims = StaticClaims()
+    mine = [IPv4Address(f"10.30.0.{n}") for n in range(2, 6)]
+    for n, a in enumerate(mine):
+        assert claims.claim(0, a, n)
+    other = IPv4Address("10.30.1.1")
+    assert claims.claim(1, other, 9)
+    assert claims.drop_worker(0) == len(mine)
+    assert all(claims.claim(1, a, 10) for a in mine)
+    assert claims.drop_worker(0) == 0
+    assert claims.holder(other) == 1
+
+
+class _Shared:
+    def __init__(self) -> None:
+        self.released: list[tuple[IPv4Address, int]] = []
+
+    async def claim(self, address: IPv4Address, token: int) -> bool:
+        return True
+
+    def release(self, address: IPv4Address, token: int) -> None:
+        self.released.append((address, token))
+
+
+def test_the_book_gives_a_static_address_back_to_the_workers_when_its_session_ends() -> None:
+    book: AddressBook[str] = AddressBook({"": AddressPool("10.20.0.0/24")})
+    shared = _Shared()
+    book.shared = shared
+    a = IPv4Address("10.30.0.5")
+    assert book.assign("s1", static=a, user="u") == a
+    pooled = book.assign("s2", user="v")
+    assert pooled is not None
+    book.release("s2")
+    assert shared.released == []  # pool addresses stay with the worker's share
+    book.release("s1")
+    assert shared.released == [(a, owner_token("s1"))]
+
+
+def test_a_reload_hands_a_workers_blocks_to_the_grown_pool_and_a_new_pool_asks() -> None:
+    leases = BlockLeases()
+    asked: list[AddressPool] = []
+
+    class Lender:
+        def want(self, pool: AddressPool) -> None:
+            asked.append(pool)
+            block = leases.lease(0, int(pool.range.first), int(pool.range.last))
+            if block is None:
+                pool.no_block()
+            else:
+                assert pool.add_block(block)
+
+        def give_back(self, block: int) -> None:
+            leases.give_back(0, block)
+
+    set_worker_share(0, 2)
+    try:
+        small = AddressPool("10.20.0.0/26")
+        small.lender = Lender()
+        book: AddressBook[str] = AddressBook({"": small})
+        small.ask_if_low()  # the worker's first block, before it serves
+        held = book.assign("s1")
+        assert held is not None and small.blocks == 1
+        grown = AddressPool("10.20.0.0/24")
+        lent = small.held_blocks()
+        book.replace_pool("", grown)
+        assert set(lent) <= set(grown.held_blocks()) and grown.is_allocated(held)
+        assert leases.held(0) == grown.blocks  # and it asked for more: 61 free < a block
+        extra = AddressPool("10.21.0.0/24")
+        book.replace_pool("extra", extra)
+        assert asked[-1] is extra and extra.blocks == 1
+        assert book.assign("s2", pool="extra") in extra
+    finally:
+        set_worker_share(0, 1)

@@ -73,13 +73,9 @@ def test_two_workers_are_one_lns(tmp_path: Path) -> None:
         assert all(t["local_id"] % 2 == t["worker"] for t in tunnels), tunnels
         sessions = ctl(lns_sock, "show", "sessions")
         assert len(sessions) == CALLS
-        # No address handed out twice, each from its worker's share of the pool.
+        # No address handed out twice (each worker from the blocks it leased).
         addresses = [s["address"] for s in sessions]
         assert len(set(addresses)) == CALLS
-        assert all(
-            int(a.split(".")[-1]) % 2 == s["worker"]
-            for a, s in zip(addresses, sessions, strict=True)
-        )
         # NAS-Port (and the Acct-Session-Id made from it) numbered in the worker's class.
         for w in {s["worker"] for s in sessions}:
             row = next(s for s in sessions if s["worker"] == w)

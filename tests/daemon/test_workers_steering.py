@@ -12,7 +12,7 @@ from ipaddress import IPv4Address
 
 import pytest
 
-from kl2tp.aaa.pool import AddressPool, set_worker_share
+from kl2tp.aaa.pool import BLOCK, AddressPool, BlockLeases, set_worker_share
 from kl2tp.daemon.workers import (
     flow_hash,
     merge_metrics,
@@ -120,29 +120,83 @@ def test_tunnel_id_classes_are_disjoint_and_cover_every_id() -> None:
     assert set().union(*ids) == set(range(1, 65536))
 
 
-def test_pool_shares_are_disjoint_and_cover_the_pool() -> None:
-    handed: list[set[int]] = []
+class _Lender:
+    """The supervisor's side without processes: blocks from one BlockLeases."""
+
+    def __init__(self, leases: BlockLeases, worker: int) -> None:
+        self.leases, self.worker = leases, worker
+        self.wanted = 0
+        self.returned: list[int] = []
+
+    def want(self, pool: AddressPool) -> None:
+        self.wanted += 1
+        block = self.leases.lease(self.worker, int(pool.range.first), int(pool.range.last))
+        if block is None:
+            pool.no_block()
+        else:
+            assert pool.add_block(block)
+
+    def give_back(self, block: int) -> None:
+        self.returned.append(block)
+        self.leases.give_back(self.worker, block)
+
+
+def test_workers_lease_blocks_of_one_pool_and_never_hand_out_an_address_twice() -> None:
+    leases = BlockLeases()
+    pools: list[AddressPool] = []
+    lenders: list[_Lender] = []
     try:
         for k in range(2):
             set_worker_share(k, 2)
-            pool = AddressPool("10.1.0.0/28", exclude=[])
-            got = set()
-            # The peer asks for an address of the other share: it gets one of its own.
-            first = pool.allocate(preferred=IPv4Address("10.1.0.3"))
-            assert first is not None
-            got.add(int(first))
-            while (address := pool.allocate()) is not None:
-                got.add(int(address))
-            assert pool.free == 0
-            released = next(iter(got))
-            assert pool.release(IPv4Address(released))
-            assert pool.allocate() == IPv4Address(released)
-            assert all(a % 2 == k for a in got)
-            handed.append(got)
+            pool = AddressPool("10.1.0.0/24", exclude=[IPv4Address("10.1.0.1")])
+            lender = _Lender(leases, k)
+            pool.lender = lender
+            pools.append(pool)
+            lenders.append(lender)
     finally:
         set_worker_share(0, 1)
-    assert not handed[0] & handed[1]
-    assert len(handed[0] | handed[1]) == 14  # a /28 without network and broadcast
+    assert sum(p.size for p in pools) == 253  # the sizes add up to the pool's
+    assert pools[0].allocate() is None  # no block yet: it asks for one
+    assert lenders[0].wanted == 1 and pools[0].blocks == 1
+    # Worker 0 alone takes three quarters of the pool (one block stays with worker 1).
+    pools[1].allocate()
+    got0: set[int] = set()
+    while (address := pools[0].allocate()) is not None:
+        got0.add(int(address))
+    got1 = {int(a) for a in iter(pools[1].allocate, None)} | {int(a) for a in pools[1]._in_use}
+    assert not got0 & got1
+    assert len(got0) + len(got1) == 253 and len(got0) > 253 // 2
+    assert pools[0].free < 0  # it holds more than its part of the sum
+    # A peer asking for the other worker's address gets one of ours.
+    theirs = next(iter(got1))
+    pools[0].release(IPv4Address(next(iter(got0))))
+    assert pools[0].allocate(preferred=IPv4Address(theirs)) != IPv4Address(theirs)
+    # Wholly free blocks go back once enough others stay free; the other worker takes them.
+    for value in sorted(got0):
+        pools[0].release(IPv4Address(value))
+    assert lenders[0].returned and pools[0].blocks >= 1
+    assert leases.held(0) == pools[0].blocks
+    for value in sorted(got1):
+        pools[1].release(IPv4Address(value))
+    assert leases.drop_worker(1) == pools[1].blocks
+
+
+def test_block_leases_lend_each_block_once() -> None:
+    leases = BlockLeases()
+    first, last = int(IPv4Address("10.2.0.0")), int(IPv4Address("10.2.0.255"))
+    blocks = [leases.lease(k % 2, first, last) for k in range(4)]
+    assert sorted(b for b in blocks if b is not None) == list(
+        range(first // BLOCK, last // BLOCK + 1)
+    )
+    assert leases.lease(0, first, last) is None
+    # An overlapping range (a reload grew the pool) never gets a block that is lent.
+    assert leases.lease(1, first, last + 256) == (last + 1) // BLOCK
+    leases.give_back(1, blocks[0] or 0)  # not worker 1's: nothing happens
+    assert leases.holder(blocks[0] or 0) == 0
+    leases.give_back(0, blocks[0] or 0)
+    assert leases.lease(1, first, last) == blocks[0]
+    assert leases.drop_worker(0) == 1  # blocks[2]
+    assert leases.lease(1, first, last) == blocks[2]
 
 
 def test_merge_sums_counts_and_keeps_labels_apart() -> None:
