@@ -31,6 +31,7 @@ from kl2tp.daemon import oplog
 from kl2tp.daemon.handle import Address, SessionHandler, SessionInfo
 from kl2tp.daemon.sessions import DataPlaneSessions
 from kl2tp.daemon.stats import SessionStats, failure_reason
+from kl2tp.daemon.timerheap import TimerHeap
 from kl2tp.dataplane.base import DataPlane, DataPlaneError, TunnelSpec
 from kl2tp.l2tp import events as ev
 from kl2tp.l2tp.constants import CdnResult, ErrorCode, StopCcnResult
@@ -196,6 +197,8 @@ class TunnelRunner:
         self._lot = trio.lowlevel.ParkingLot()
         self._parked = False
         self._dirty = False
+        self.armed = math.inf
+        """The core's timer as the endpoint's `TimerHeap` holds it (it wakes the task)."""
         self._socket: Any = None
         self._reader_scope: trio.CancelScope | None = None
         self._kernel_tunnel = False
@@ -335,6 +338,10 @@ class TunnelRunner:
             self._parked = False
             self._lot.unpark()
 
+    def fire(self, now: float) -> None:
+        """The endpoint's `TimerHeap`: the core's timer is due (or was, before it moved)."""
+        self.wake()
+
     # -- the task ----------------------------------------------------------------------------
 
     async def run(self) -> None:
@@ -371,19 +378,20 @@ class TunnelRunner:
         entry = self.entry
         inbox = entry.inbox
         ep_core = self.endpoint.core
+        timers = self.endpoint.timers
+        start_soon = self.endpoint.nursery.start_soon
         await self._flush()
         while self.close_event is None:
             if inbox or self._dirty:
-                # Work already waiting: one plain checkpoint, no cancel scope to build.
+                # Work already waiting: one plain checkpoint.
                 await trio.lowlevel.checkpoint()
             else:
-                timer = core.get_timer()
+                # The core's timer is the endpoint heap's to watch: no cancel scope and no
+                # trio deadline per wake-up (a held tunnel wakes for every echo its
+                # sessions send). A deadline that moved later fires early and is re-armed.
+                timers.arm(self, core.get_timer(), start_soon)
                 self._parked = True
-                if timer is None:
-                    await self._lot.park()
-                else:
-                    with trio.move_on_at(timer):
-                        await self._lot.park()
+                await self._lot.park()
                 self._parked = False
             now = trio.current_time()
             # The flush below covers every command so far; a later one must kick again.
@@ -618,6 +626,7 @@ class TunnelRunner:
         """Release everything above the core, whatever path ended the tunnel."""
         self._torn_down = True
         endpoint = self.endpoint
+        endpoint.timers.disarm(self)
         endpoint.tunnels.pop(self.local_tunnel_id, None)
         self.core.detach()
         if self._reader_scope is not None:
@@ -767,6 +776,9 @@ class Endpoint:
         """The UDP transport's trio socket (None with an injected transport)."""
         self.local_addr: Address = listen
         self.nursery: trio.Nursery = None  # type: ignore[assignment]
+        self.timers = TimerHeap()
+        """The tunnel cores' timers (Hello, retransmission, ack delay): one task for all
+        (on time: a few dozen tunnels need no coalescing, and retransmission is exact)."""
         self._poked = trio.Event()
         self._armed: float | None = None
 

@@ -37,7 +37,7 @@ from kl2tp.config import Config, PeerConfig
 from kl2tp.daemon import oplog
 from kl2tp.daemon.handle import SessionInfo, TunnelHandle
 from kl2tp.daemon.sessions import DataPlaneSessions, SessionRecord, at_once
-from kl2tp.daemon.timerheap import TimerHeap
+from kl2tp.daemon.timerheap import TIMER_SLACK, TimerHeap
 from kl2tp.dataplane.base import (
     Counters,
     DataPlane,
@@ -426,7 +426,7 @@ class PppSessions(DataPlaneSessions):
         """Links ended for restarting LCP more than ``[ppp] max_restarts`` times."""
         self.echo_timeouts = 0
         """Links ended for unanswered LCP Echo-Requests (``[ppp] lcp_echo_failure``)."""
-        self.timers = TimerHeap()
+        self.timers = TimerHeap(TIMER_SLACK)
         """The link timers of every session run without a task (`_SessionState.fire`)."""
         # CHAP and MS-CHAPv2 challenges come from here and must not be predictable from the
         # magic numbers and challenges a subscriber sees: the OS generator, not a seeded one.

@@ -10,6 +10,11 @@ Entries are never removed: a target that moves its deadline pushes a new entry (
 it is earlier than the one pending: a later deadline is found when the earlier one comes
 up), and an entry whose deadline is not its target's ``armed`` any more is skipped when it
 reaches the top. The task ends when no target is armed, so it never outlives the sessions.
+
+``slack`` lets a deadline run up to that late, so the deadlines of many targets that come due
+close together (100,000 LCP echo timers spread over 30 s: one every 0.3 ms) run in one pass:
+the task wakes once per ``slack``, not once per deadline, and what they send leaves in one
+flush per tunnel. Protocol timers are seconds long; 20 ms late is within their tolerance.
 """
 
 from __future__ import annotations
@@ -33,6 +38,9 @@ class Timed(Protocol):
         """The deadline came (disarmed first: `fire` arms again if it must). Must not raise."""
 
 
+TIMER_SLACK = 0.02
+"""The daemon's heaps' ``slack`` (seconds): see the module's text."""
+
 StartSoon = Callable[..., None]
 """How to start the heap's task (a nursery's or a tunnel handle's ``start_soon``)."""
 
@@ -40,9 +48,13 @@ StartSoon = Callable[..., None]
 class TimerHeap:
     """Deadlines of many `Timed` targets, run by one task."""
 
-    __slots__ = ("_heap", "_live", "_lot", "_running", "_seq", "fired")
+    __slots__ = ("_heap", "_live", "_lot", "_running", "_seq", "_wake_at", "fired", "slack")
 
-    def __init__(self) -> None:
+    def __init__(self, slack: float = 0.0) -> None:
+        self.slack = slack
+        """Seconds a deadline may run late so that nearby ones run together."""
+        self._wake_at = -math.inf
+        """When the task, asleep, wakes next (-inf: awake, or not running)."""
         self._heap: list[tuple[float, int, Timed]] = []
         self._seq = itertools.count()
         self._live = 0
@@ -73,8 +85,8 @@ class TimerHeap:
         if not self._running:
             self._running = True
             start_soon(self._run)
-        elif heap[0][2] is target:
-            self._lot.unpark_all()  # a new earliest deadline
+        elif when + self.slack < self._wake_at:
+            self._lot.unpark_all()  # due before the task would wake
 
     def disarm(self, target: Timed) -> None:
         """Forget ``target``'s deadline (its entry is skipped when it comes up)."""
@@ -95,8 +107,10 @@ class TimerHeap:
                     continue
                 now = trio.current_time()
                 if when > now:
-                    with trio.move_on_at(when):
+                    self._wake_at = when + self.slack
+                    with trio.move_on_at(self._wake_at):
                         await self._lot.park()
+                    self._wake_at = -math.inf
                     continue
                 heapq.heappop(heap)
                 target.armed = math.inf
@@ -108,3 +122,4 @@ class TimerHeap:
                     await trio.lowlevel.checkpoint()
         finally:
             self._running = False
+            self._wake_at = -math.inf

@@ -9,6 +9,7 @@ import trio
 import trio.testing
 
 from kl2tp.daemon.handle import SessionInfo
+from kl2tp.daemon.timerheap import TIMER_SLACK
 from kl2tp.dataplane.null import NullDataPlane
 from kl2tp.l2tp.constants import CdnResult
 from kl2tp.l2tp.events import CallClosed, CallEstablished, ConnectInfo
@@ -39,7 +40,7 @@ async def test_session_without_task_timer_in_the_heap_and_nothing_left_after_its
         assert len(nursery.child_tasks) == 1
         # The restart timer runs from the heap: the Configure-Request goes out again.
         sent = len(tunnel.sent)
-        await trio.sleep(state.armed - trio.current_time() + 0.01)
+        await trio.sleep(state.armed - trio.current_time() + TIMER_SLACK + 0.01)
         assert len(tunnel.sent) == sent + 1
 
         handler.call_closed(

@@ -64,3 +64,25 @@ async def test_disarmed_targets_do_not_fire_and_the_task_ends_with_the_last(
     assert a.fired == []
     assert len(b.fired) == 3
     assert len(heap) == 0
+
+
+async def test_deadlines_within_the_slack_run_in_one_pass_and_an_earlier_one_wakes_the_task(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    heap = TimerHeap(slack=0.1)
+    async with trio.open_nursery() as nursery:
+        a, b, c, d, e = (Target(heap, nursery) for _ in range(5))
+        t0 = trio.current_time()
+        heap.arm(a, t0 + 1, nursery.start_soon)
+        heap.arm(b, t0 + 1.05, nursery.start_soon)
+        heap.arm(c, t0 + 1.2, nursery.start_soon)
+        heap.arm(d, t0 + 5, nursery.start_soon)
+        await trio.sleep(2)  # the task now sleeps until d's 5 + 0.1
+        heap.arm(e, t0 + 3, nursery.start_soon)  # before that: it must wake for e
+        await trio.sleep(4)
+    assert [round(f - t0, 6) for f in a.fired] == [1.1]
+    assert b.fired == a.fired  # b came due within a's slack: the same pass
+    assert [round(f - t0, 6) for f in c.fired] == [1.3]
+    assert [round(f - t0, 6) for f in e.fired] == [3.1]
+    assert [round(f - t0, 6) for f in d.fired] == [5.1]
+    assert heap.fired == 5
