@@ -19,7 +19,8 @@ rest with a CDN (result 4), and a refused subscriber redials after ~``--redial``
 (jittered) until it is up: the refusals by reason are the generator's ``redials``.
 
 Usage: python bench/bench_reconnect.py [--sessions 20000] [--tunnels 16] [--processes 2]
-       [--max-outstanding 0] [--max-negotiating 200] [--redial 2] [--keep DIR]
+       [--max-outstanding 0] [--max-negotiating 200] [--redial 2] [--redial-max S]
+       [--keep DIR]
 """
 
 from __future__ import annotations
@@ -112,7 +113,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 hold=args.hold,
                 name="lac2",
                 max_outstanding=args.max_outstanding,
-                extra=["--redial", str(args.redial)],
+                extra=["--redial", str(args.redial)]
+                + ([] if args.redial_max is None else ["--redial-max", str(args.redial_max)]),
                 **common,
             )
             all_up: float | None = None
@@ -189,6 +191,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     p.add_argument("--redial", type=float, default=2.0, help="a refused call redials after ~S")
     p.add_argument(
+        "--redial-max",
+        type=float,
+        help="each refusal of a call doubles its redial pause up to ~S (default: fixed)",
+    )
+    p.add_argument(
         "--max-negotiating",
         type=int,
         default=200,
@@ -203,7 +210,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"# {args.sessions:,} sessions, {args.tunnels} tunnels, {args.processes} generator "
         f"processes; after the restart at most {args.max_outstanding or 'any'} in setup at the "
         f"generator, {args.max_negotiating or 'any'} negotiating at the LNS, refused calls "
-        f"redial after ~{args.redial:g} s; LAC SIGKILLed and restarted; Hello and LCP echo at "
+        f"redial after ~{args.redial:g} s"
+        + ("" if args.redial_max is None else f" doubling up to ~{args.redial_max:g} s")
+        + "; LAC SIGKILLed and restarted; Hello and LCP echo at "
         "their defaults",
         flush=True,
     )

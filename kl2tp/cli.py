@@ -391,6 +391,13 @@ def lac_main(argv: Sequence[str] | None = None) -> int:
         metavar="SECONDS",
         help="a call that fails setup is placed again after ~SECONDS (jittered) until up",
     )
+    p.add_argument(
+        "--redial-max",
+        type=float,
+        metavar="SECONDS",
+        help="with --redial: each failed attempt of a call doubles its pause, up to ~SECONDS "
+        "(a subscriber that backs off; default: no doubling)",
+    )
     p.add_argument("--part", help=argparse.SUPPRESS)  # I/P: one of --processes' children
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     args = p.parse_args(argv)
@@ -406,6 +413,10 @@ def lac_main(argv: Sequence[str] | None = None) -> int:
         p.error("--max-outstanding needs M >= 0")
     if args.redial is not None and not (args.redial > 0 and math.isfinite(args.redial)):
         p.error("--redial needs SECONDS > 0")
+    if args.redial_max is not None and not (
+        args.redial is not None and args.redial <= args.redial_max < math.inf
+    ):
+        p.error("--redial-max needs --redial and SECONDS >= the --redial value")
     if args.processes < 1:
         p.error("--processes needs P >= 1")
     if args.part is not None:
@@ -691,6 +702,7 @@ def _simulate(cfg: cfgmod.Config, args: argparse.Namespace) -> int:
                     max_outstanding=plan.max_outstanding,
                     first=plan.first,
                     redial=args.redial,
+                    redial_max=args.redial_max,
                     barrier=(
                         functools.partial(_part_barrier, index) if args.part is not None else None
                     ),

@@ -130,6 +130,8 @@ _DESCRIBE: dict[int, Callable[[int, bytes], str]] = {
 }
 _LIVE = frozenset({State.REQ_SENT, State.ACK_RCVD, State.ACK_SENT, State.OPENED})
 _AUTH_PROTOCOLS = frozenset({Proto.PAP, Proto.CHAP})
+_ECHO_CODES = (bytes((Code.ECHOREQ,)), bytes((Code.ECHOREP,)))
+"""First octets of the LCP packets `Link._receive_echo` takes (a held link's keepalive)."""
 _NOT_STARTED = frozenset({State.INITIAL, State.STARTING})
 
 
@@ -293,10 +295,18 @@ class Link:
             if self.tracing:
                 self.trace("PPP", f"bad frame: {exc.message}")
             return
-        self.lcp.heard = True
+        lcp = self.lcp
+        lcp.heard = True
         if protocol != Proto.LCP:
             self.frames_in += 1
         if protocol == Proto.LCP:
+            if (
+                information[:1] in _ECHO_CODES
+                and lcp.fsm.state is State.OPENED
+                and not self.tracing
+            ):
+                self._receive_echo(information, now)
+                return
             self._receive_control(protocol, information, now)
             if self.lcp.loops >= self.config.lcp.max_loops:
                 self.close(now, DownReason.LOOPBACK, "magic number keeps coming back")
@@ -800,6 +810,19 @@ class Link:
         if protocol == Proto.LCP and code == Code.TERMREQ and fsm.state is not State.CLOSING:
             self._set_reason(DownReason.PEER_TERMINATED, "peer sent Terminate-Request")
         fsm.receive(code, ident, data, information, now)
+
+    def _receive_echo(self, information: bytes, now: float) -> None:
+        """An Echo-Request or -Reply on an opened link, the keepalive of every held session:
+        what the automaton would do (RXR in Opened: the ``ser`` action, no state change),
+        without its general dispatch."""
+        try:
+            code, ident, data = decode_packet(information)
+        except PppDecodeError:
+            self.drop("bad-packet")
+            return
+        lcp = self.lcp
+        if lcp.extended_code(code, ident, data, now) is Event.RXR and code == Code.ECHOREQ:
+            self.control_send(Proto.LCP, State.OPENED, Code.ECHOREP, ident, lcp.echo_reply(data))
 
     def _receive_auth(self, protocol: int, information: bytes, now: float) -> None:
         try:

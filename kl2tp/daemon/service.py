@@ -919,6 +919,7 @@ async def simulate(
     first: int = 1,
     barrier: Callable[[], Awaitable[None]] | None = None,
     redial: float | None = None,
+    redial_max: float | None = None,
 ) -> SimulationResult:
     """Place ``count`` calls across tunnels to ``peers``, hold them, clear them.
 
@@ -946,7 +947,9 @@ async def simulate(
     With ``redial`` (seconds) a call that fails setup is placed again after 0.5-1.5 times
     that, as a subscriber redials, until it is up or ``stop`` is set: ``redials`` counts the
     failed attempts by reason, ``failed`` only the calls that never came up, and a call's
-    setup time counts from its first placing (the time its subscriber waited).
+    setup time counts from its first placing (the time its subscriber waited). With
+    ``redial_max`` too, each failed attempt of a call doubles its pause, up to that (a
+    subscriber that backs off, as most CPE do).
     """
     stop = stop if stop is not None else trio.Event()
     result = SimulationResult(requested=count)
@@ -1008,6 +1011,7 @@ async def simulate(
     async def one_call(n: int) -> None:
         placed: list[float] = []  # every attempt's placing time; setup counts from the first
         reason = "not placed (stopped)"
+        pause = redial or 0.0
         while True:
             if turns is not None:
                 await turns.acquire()
@@ -1028,8 +1032,10 @@ async def simulate(
             result.redials[reason] += 1
             if turns is not None:
                 turns.release()
-            with trio.move_on_after(redial * (0.5 + _jitter.random())):
+            with trio.move_on_after(pause * (0.5 + _jitter.random())):
                 await stop.wait()
+            if redial_max is not None:
+                pause = min(pause * 2, redial_max)
         runner, info = outcome
         start = placed[0]
         up = info.established

@@ -90,17 +90,20 @@ def test_sigterm_during_setup_stops_placing_calls(lab: Lab) -> None:
     assert ctl(lab.lns_sock, "show", "sessions") == []
 
 
-def test_refused_calls_redial_until_up(tmp_path: Path) -> None:
+@pytest.mark.parametrize("backoff", [[], ["--redial-max", "0.8"]], ids=["fixed", "backoff"])
+def test_refused_calls_redial_until_up(tmp_path: Path, backoff: list[str]) -> None:
     """``--redial``: calls the LNS refuses (here: at most 2 negotiating at once, CDN result
     4) are placed again until every one is up; the refusals are counted as redials, not as
-    failures, and the report's setup time counts from each call's first placing."""
+    failures, and the report's setup time counts from each call's first placing. With
+    ``--redial-max`` the pauses grow and the calls still all come up."""
     lns_cfg, lac_cfg, lns_sock, _ = write_configs(tmp_path, "s3cret", users=20)
     text = lns_cfg.read_text()
     lns_cfg.write_text(text.replace("[l2tp]\n", "[l2tp]\nmax_negotiating_sessions = 2\n", 1))
     lns = Daemon([str(BIN / "kl2tp-lns"), "--config", str(lns_cfg)], tmp_path / "lns.log")
     try:
         wait_for(lns_sock.exists, "the LNS control socket")
-        options = ["--processes", "2", "--rate", "0", "--redial", "0.2", "--hold", "0", "--json"]
+        options = ["--processes", "2", "--rate", "0", "--redial", "0.2", *backoff]
+        options += ["--hold", "0", "--json"]
         out = subprocess.run(
             [str(BIN / "kl2tp-lac"), "--config", str(lac_cfg), "--simulate", "12", *options],
             capture_output=True,
@@ -169,3 +172,17 @@ def test_merge_percentiles_over_all_calls_and_a_dead_part() -> None:
     assert merged["cpu_s"] == 3.0 and merged["tunnels"] == 3
     assert merged["counters"] == {"rx": 3}
     assert merged["parts"][2] is None and merged["processes"] == 3
+
+
+@pytest.mark.parametrize(
+    "options", [["--redial-max", "2"], ["--redial", "1", "--redial-max", "0.5"]]
+)
+def test_redial_max_needs_redial_and_no_less(options: list[str], tmp_path: Path) -> None:
+    _, lac_cfg, _, _ = write_configs(tmp_path, "s3cret", users=1)
+    out = subprocess.run(
+        [str(BIN / "kl2tp-lac"), "--config", str(lac_cfg), "--simulate", "1", *options],
+        capture_output=True,
+        text=True,
+        timeout=BOUND,
+    )
+    assert out.returncode == 2 and "--redial-max" in out.stderr

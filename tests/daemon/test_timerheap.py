@@ -69,20 +69,37 @@ async def test_disarmed_targets_do_not_fire_and_the_task_ends_with_the_last(
 async def test_deadlines_within_the_slack_run_in_one_pass_and_an_earlier_one_wakes_the_task(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    heap = TimerHeap(slack=0.1)
+    slack = 0.25
+    heap = TimerHeap(slack=slack)
     async with trio.open_nursery() as nursery:
         a, b, c, d, e = (Target(heap, nursery) for _ in range(5))
-        t0 = trio.current_time()
-        heap.arm(a, t0 + 1, nursery.start_soon)
-        heap.arm(b, t0 + 1.05, nursery.start_soon)
-        heap.arm(c, t0 + 1.2, nursery.start_soon)
-        heap.arm(d, t0 + 5, nursery.start_soon)
-        await trio.sleep(2)  # the task now sleeps until d's 5 + 0.1
-        heap.arm(e, t0 + 3, nursery.start_soon)  # before that: it must wake for e
+        t0 = math.floor(trio.current_time()) + 1.0  # a whole second: on a bucket's edge
+        await trio.sleep_until(t0)
+        due = {a: t0 + 1.05, b: t0 + 1.2, c: t0 + 1.3, d: t0 + 5}
+        for target, when in due.items():
+            heap.arm(target, when, nursery.start_soon)
+        await trio.sleep(2)  # the task now sleeps until d's bucket
+        due[e] = t0 + 3.1
+        heap.arm(e, due[e], nursery.start_soon)  # before that: it must wake for e
         await trio.sleep(4)
-    assert [round(f - t0, 6) for f in a.fired] == [1.1]
-    assert b.fired == a.fired  # b came due within a's slack: the same pass
-    assert [round(f - t0, 6) for f in c.fired] == [1.3]
-    assert [round(f - t0, 6) for f in e.fired] == [3.1]
-    assert [round(f - t0, 6) for f in d.fired] == [5.1]
+    for target, when in due.items():
+        [fired] = target.fired
+        assert when <= fired <= when + slack
+    assert a.fired == b.fired  # within one bucket: one pass
+    assert c.fired[0] > a.fired[0]  # the next bucket
+    assert e.fired[0] < d.fired[0]
     assert heap.fired == 5
+    assert len(heap) == 0
+
+
+async def test_the_task_ends_when_only_stale_entries_are_left(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    heap = TimerHeap(slack=0.25)
+    with trio.fail_after(5):  # mock clock: the stale hour would jump the clock past this
+        async with trio.open_nursery() as nursery:
+            a = Target(heap, nursery)
+            heap.arm(a, trio.current_time() + 3600, nursery.start_soon)
+            heap.arm(a, trio.current_time() + 1, nursery.start_soon)  # moved earlier
+            await trio.sleep(2)
+    assert len(a.fired) == 1

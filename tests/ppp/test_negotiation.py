@@ -3,6 +3,7 @@ failures, keepalive, termination."""
 
 from __future__ import annotations
 
+import logging
 import random
 from ipaddress import IPv4Address
 
@@ -297,6 +298,28 @@ def test_echo_reply_carries_our_magic() -> None:
     (reply,) = [p for p in packets(pair.server.frames_to_send(), Proto.LCP)]
     assert reply[:2] == (Code.ECHOREP, 0x77)
     assert reply[2] == (pair.server.lcp.want_magic or 0).to_bytes(4, "big") + b"\xab\xcd"
+
+
+def test_echo_on_an_opened_link_is_answered_as_the_automaton_would_and_a_bad_one_dropped(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Untraced, a held link's Echo-Request skips the automaton's dispatch; traced, it goes
+    # through it: the same answer either way. A Length that lies is dropped and counted.
+    pair = Pair(lns_config(AuthMethod.PAP), subscriber_config())
+    pair.open()
+    server = pair.server
+    request = b"\xff\x03\xc0\x21" + bytes.fromhex("0905000a 11223344 abcd")
+    server.receive_frame(request, 0)
+    fast = server.frames_to_send()
+    with caplog.at_level(logging.DEBUG, logger="kl2tp.ppp"):
+        assert server.tracing
+        server.receive_frame(request, 0)
+        traced = server.frames_to_send()
+    assert fast == traced and len(fast) == 1
+    server.receive_frame(b"\xff\x03\xc0\x21" + bytes.fromhex("0906003c 11223344"), 0)
+    assert server.frames_to_send() == []
+    assert server.drops == {"bad-packet": 1}
+    assert not events_of(pair.server_events, LinkDown)
 
 
 def test_lcp_timeout_without_a_peer() -> None:
