@@ -810,11 +810,10 @@ class _SessionState:
             if self._early is not None:
                 self._begin_unless_pending(now, heard=False)
                 return
-            link = self.link
-            timer = link.get_timer()
-            if timer is not None and timer <= now:
-                link.handle_timer(now)
-                self._note_phase()
+            # The link runs whatever of its deadlines is due (maybe none: a deadline that
+            # moved later since it was armed); `_poke` arms the next.
+            self.link.handle_timer(now)
+            self._note_phase()
             self._poke()
         except Exception as exc:
             self.owner._crashed(self.rec, exc)

@@ -374,14 +374,23 @@ async def test_a_thousand_calls_over_a_terrible_network(
     pool = d.lns_handler.pool
     assert pool is not None
     async with running(network, d.lns, d.lac, limit=3600):
+        # A call can still fail now and then (10 CHAP exchanges in a row lost at 20 % loss
+        # each way: ~4e-5 per call and side): its subscriber dials again, as a real one does.
         result = await simulate(
-            d.lac, d.lac_settings.lns_peers, n, rate=50.0, hold=1.0, setup_timeout=1800.0
+            d.lac,
+            d.lac_settings.lns_peers,
+            n,
+            rate=50.0,
+            hold=1.0,
+            setup_timeout=1800.0,
+            redial=5.0,
         )
         # The LNS sees the StopCCNs, and every closed tunnel's hold runs out.
         await until(lambda: not (d.lns.tunnels or d.lns.lingering or d.lac.lingering))
 
     summary = result.summary()
     assert (summary["requested"], summary["established"], summary["failed"]) == (n, n, {}), summary
+    assert sum(result.redials.values()) <= n // 100, result.redials
     # All up at once: every subscriber authenticated by CHAP and got its own address.
     assert len(result.setup_ms) == n
     # All cleared, nothing left anywhere.
