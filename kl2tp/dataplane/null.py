@@ -101,6 +101,18 @@ class NullChannel:
             self._recv.close()
 
 
+class _Programmed:
+    """What the null back end 'programmed' for one session."""
+
+    __slots__ = ("channel", "mru", "network", "spec")
+
+    def __init__(self, spec: SessionSpec, channel: NullChannel) -> None:
+        self.spec = spec
+        self.channel = channel
+        self.network: NetworkSpec | None = None
+        self.mru: int | None = None
+
+
 @attrs.define
 class NullDataPlane:
     """Records every call; keeps what is 'programmed' in dicts."""
@@ -115,18 +127,33 @@ class NullDataPlane:
     """Frames queued per session before drops."""
     tunnels: dict[int, TunnelSpec] = attrs.field(factory=dict)
     """Programmed tunnels by local id."""
-    sessions: dict[tuple[int, int], SessionSpec] = attrs.field(factory=dict)
-    """Programmed sessions by (local tunnel id, local session id)."""
-    networks: dict[tuple[int, int], NetworkSpec] = attrs.field(factory=dict)
-    """Interfaces configured, by session key."""
-    mrus: dict[tuple[int, int], int] = attrs.field(factory=dict)
-    """MRU set on each session's unit once LCP opened."""
     calls: collections.deque[tuple[str, tuple[int, ...]]] = attrs.field(
         factory=lambda: collections.deque(maxlen=CALL_LOG)
     )
     """The latest `CALL_LOG` calls in order: (method, ids). Bounded: a daemon running on the
     null data plane for months must not grow with every call it ever made."""
-    _channels: dict[tuple[int, int], NullChannel] = attrs.field(factory=dict)
+    _programmed: dict[tuple[int, int], _Programmed] = attrs.field(factory=dict)
+    """Everything programmed for a session, by (local tunnel id, local session id): one
+    table, not one per kind of record (each key and entry costs ~100 bytes per session)."""
+
+    @property
+    def sessions(self) -> dict[tuple[int, int], SessionSpec]:
+        """Programmed sessions by (local tunnel id, local session id)."""
+        return {key: p.spec for key, p in self._programmed.items()}
+
+    @property
+    def networks(self) -> dict[tuple[int, int], NetworkSpec]:
+        """Interfaces configured, by session key."""
+        return {key: p.network for key, p in self._programmed.items() if p.network is not None}
+
+    @property
+    def mrus(self) -> dict[tuple[int, int], int]:
+        """MRU set on each session's unit once LCP opened."""
+        return {key: p.mru for key, p in self._programmed.items() if p.mru is not None}
+
+    def set_channel(self, key: tuple[int, int], channel: NullChannel) -> None:
+        """Make ``channel`` the session's (a subclass that opens channels of its own)."""
+        self._programmed[key].channel = channel
 
     async def open_tunnel(self, spec: TunnelSpec) -> NullTunnelHandle:
         self.tunnels[spec.local_tunnel_id] = spec
@@ -136,7 +163,7 @@ class NullDataPlane:
     async def close_tunnel(self, local_tunnel_id: int) -> None:
         self.calls.append(("close_tunnel", (local_tunnel_id,)))
         self.tunnels.pop(local_tunnel_id, None)
-        for key in [k for k in self.sessions if k[0] == local_tunnel_id]:
+        for key in [k for k in self._programmed if k[0] == local_tunnel_id]:
             await self.close_session(*key)
 
     # Every call below completes at once: each has a synchronous ``*_now`` form the session
@@ -149,10 +176,9 @@ class NullDataPlane:
     def open_session_now(self, spec: SessionSpec, sink: FrameSink) -> NullChannel:
         """`open_session`, at once."""
         key = (spec.local_tunnel_id, spec.local_session_id)
-        self.sessions[key] = spec
-        self.calls.append(("open_session", key))
         channel = NullChannel(sink, self.channel_depth)
-        self._channels[key] = channel
+        self._programmed[key] = _Programmed(spec, channel)
+        self.calls.append(("open_session", key))
         return channel
 
     async def set_mru(self, local_tunnel_id: int, local_session_id: int, mru: int) -> None:
@@ -160,7 +186,9 @@ class NullDataPlane:
 
     def set_mru_now(self, local_tunnel_id: int, local_session_id: int, mru: int) -> None:
         """`set_mru`, at once."""
-        self.mrus[(local_tunnel_id, local_session_id)] = mru
+        programmed = self._programmed.get((local_tunnel_id, local_session_id))
+        if programmed is not None:
+            programmed.mru = mru
         self.calls.append(("set_mru", (local_tunnel_id, local_session_id, mru)))
 
     async def session_up(
@@ -173,7 +201,9 @@ class NullDataPlane:
     ) -> str | None:
         """`session_up`, at once."""
         key = (local_tunnel_id, local_session_id)
-        self.networks[key] = net
+        programmed = self._programmed.get(key)
+        if programmed is not None:
+            programmed.network = net
         self.calls.append(("session_up", key))
         return None
 
@@ -184,12 +214,9 @@ class NullDataPlane:
         """`close_session`, at once."""
         key = (local_tunnel_id, local_session_id)
         self.calls.append(("close_session", key))
-        self.sessions.pop(key, None)
-        self.networks.pop(key, None)
-        self.mrus.pop(key, None)
-        channel = self._channels.pop(key, None)
-        if channel is not None:
-            channel.close()
+        programmed = self._programmed.pop(key, None)
+        if programmed is not None:
+            programmed.channel.close()
 
     async def tunnel_counters(self, local_tunnel_id: int) -> Counters | None:
         return None
@@ -214,6 +241,6 @@ class NullDataPlane:
         return 0
 
     async def aclose(self) -> None:
-        for key in list(self.sessions):
+        for key in list(self._programmed):
             await self.close_session(*key)
         self.tunnels.clear()
