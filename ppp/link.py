@@ -148,6 +148,7 @@ class Link:
         "_events",
         "_out",
         "address_pending",
+        "authenticated_with",
         "authenticator",
         "authenticator_ok",
         "been_up",
@@ -207,6 +208,8 @@ class Link:
         self.ipcp = Ipcp(self, config.ipcp, fsm) if config.ipcp.enabled else None
         self.ipv6cp = Ipv6cp(self, config.ipv6cp, fsm) if config.ipv6cp.enabled else None
         self.authenticator: PapAuthenticator | ChapAuthenticator | None = None
+        self.authenticated_with: AuthMethod | None = None
+        """The method of an authenticator retired once the network opened (`_ncp_up`)."""
         self.peer: PapPeer | ChapPeer | None = None
         self.authenticator_ok = False
         self.peer_ok = False
@@ -441,6 +444,8 @@ class Link:
         """The method the peer is authenticated with (LNS) or we are (subscriber)."""
         if self.authenticator is not None:
             return self.authenticator.method
+        if self.authenticated_with is not None:
+            return self.authenticated_with
         if self.peer is not None:
             return self.peer.method
         return None
@@ -558,6 +563,7 @@ class Link:
             if ncp is not None and ncp.fsm.state not in _NOT_STARTED:
                 ncp.fsm.down(now)
         self.authenticator = None
+        self.authenticated_with = None
         self.peer = None
         self.authenticator_ok = self.peer_ok = False
         self.address_pending = False
@@ -654,6 +660,17 @@ class Link:
             self._emit(NetworkUp(local, peer, dns))
         elif isinstance(ncp, Ipv6cp):
             self._emit(Ipv6Up(ncp.want_id or 0, ncp.peer_id))
+        self._retire_authenticator()
+
+    def _retire_authenticator(self) -> None:
+        """A network protocol opened, so the peer had our Success: an authenticator with
+        no re-challenge ahead (``chap_rechallenge`` off) has nothing left to do. Only its
+        method is kept (`auth_method`): ~200 bytes less per held session. A peer's retransmitted
+        Response is then ignored (it went on to the network phase: it had the Success)."""
+        authenticator = self.authenticator
+        if authenticator is not None and self.authenticator_ok and authenticator.deadline is None:
+            self.authenticated_with = authenticator.method
+            self.authenticator = None
 
     def _ncp_finished(self, ncp: Ncp, now: float) -> None:
         """An NCP gave up; with no NCP left the link has no purpose."""
