@@ -181,6 +181,9 @@ def stage_of(link: Link) -> Stage | None:
     return None
 
 
+_PHASE_SHOWN = {phase: phase.value.lower() for phase in Phase}
+"""``show session``'s phase: one string per phase shared by every session, not one each."""
+
 _NAME = FAILURE_NAME
 _R = pev.DownReason
 FAILURE_AT_CDN: dict[tuple[Stage, CdnResult], str] = {
@@ -805,7 +808,7 @@ class _SessionState:
             return
         self._phase = phase
         self.stage = stage_of(self.link) or self.stage
-        self._extra(phase=phase.value.lower())
+        self._extra(phase=_PHASE_SHOWN[phase])
 
     def _extra(self, **values: Any) -> None:
         if self.info is not None:
