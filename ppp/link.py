@@ -220,7 +220,7 @@ class Link:
         self.pending_ipcp_request: bytes | None = None
         self.down_reason: DownReason | None = None
         self.down_message = ""
-        self._events: list[PppEvent] = []
+        self._events: list[PppEvent] | None = None
         self._out: list[bytes] = []
 
     # -- driver surface ------------------------------------------------------------------------
@@ -378,9 +378,13 @@ class Link:
 
     def next_event(self) -> PppEvent | None:
         """The oldest pending event, or None."""
-        if self._events:
-            return self._events.pop(0)
-        return None
+        events = self._events
+        if events is None:
+            return None
+        event = events.pop(0)
+        if not events:
+            self._events = None  # a held link keeps no empty list (56 bytes)
+        return event
 
     def auth_result(
         self,
@@ -686,7 +690,10 @@ class Link:
         self.close(now, DownReason.NCP_FAILED, "no network protocols running")
 
     def _emit(self, event: PppEvent) -> None:
-        self._events.append(event)
+        if self._events is None:
+            self._events = [event]
+        else:
+            self._events.append(event)
 
     def _set_reason(self, reason: DownReason, message: str) -> None:
         if self.down_reason is None:
