@@ -570,7 +570,7 @@ class PppSessions(DataPlaneSessions):
         inline = as_inline(rec.channel) if rec.channel is not None else None
         if inline is not None:
             state.inline = inline
-            inline.receiver = state.frame_in
+            inline.receiver = state  # its __call__ is frame_in
 
     # A session over a channel that takes frames inline (the null data plane) runs without a
     # task: its frames come in the tunnel's task, its link's timer is `timers`', AAA and the
@@ -1772,6 +1772,10 @@ class _SessionState:
 
     def _stop_cause(self) -> str:
         return "admin-reset" if self.replaced else (self.end_cause or "nas-request")
+
+    # The session is its inline channel's receiver (``channel_opened``): a bound method
+    # ``state.frame_in`` kept per session would cost 64 bytes each.
+    __call__ = frame_in
 
 
 def _proxy_values(info: Any) -> tuple[ProxyLcp | None, ProxyAuth | None]:
