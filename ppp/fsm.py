@@ -382,6 +382,7 @@ class Fsm:
         self.next_id = 1
         self.req_id = -1
         self.req_data = b""
+        """Our Configure-Request's options while it waits for its answer (``req_id`` >= 0)."""
         self.naks_sent = 0
         self.naks_received = 0
 
@@ -459,6 +460,7 @@ class Fsm:
                 if not self.handler.ack_ci(data):
                     return
                 self.req_id = -1
+                self.req_data = b""  # answered: a held link keeps no copy of its request
             self.event(Event.RCA, now, identifier)
         elif code in (Code.CONFNAK, Code.CONFREJ):
             if state in _NEGOTIATING or state is State.OPENED:
@@ -472,6 +474,7 @@ class Fsm:
                 elif not self.handler.reject_ci(data):
                     return
                 self.req_id = -1
+                self.req_data = b""
             self.event(Event.RCN, now, identifier)
         elif code == Code.TERMREQ:
             self.event(Event.RTR, now, identifier)
