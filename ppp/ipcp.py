@@ -236,4 +236,8 @@ class Ipcp(Ncp):
             dns = tuple(IPv4Address(v) for v in self.want_dns if v)
         else:
             dns = tuple(IPv4Address(v) for v in self.peer_dns)
-        return IPv4Address(self.want_address or 0), IPv4Address(self.peer_address), dns
+        local = self.config.local_address
+        if local is None or int(local) != self.want_address:
+            local = IPv4Address(self.want_address or 0)
+        # The configured address itself when it is ours: one object for every session.
+        return local, IPv4Address(self.peer_address), dns
