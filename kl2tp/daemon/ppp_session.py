@@ -556,13 +556,12 @@ class PppSessions(DataPlaneSessions):
         n = int(info.extra.get("n", 0)) if info is not None else 0
         link = self.prepared.pop(n, None)
         opened = link is not None
-        key = (rec.tunnel.local_tunnel_id, rec.sid)
         policy = self.policy_of(rec.tunnel)
         if link is None:
             link = Link(
                 policy.link if policy is not None else self.link_config(n),
                 rng=self.rng,
-                name=f"Tnl/Cl {key[0]}/{key[1]}",
+                name=rec,  # str(rec): "Tnl/Cl TID/SID", made when a line is written
                 drops=self.drops,
             )
         state = _SessionState(self, rec, link, info, opened=opened, policy=policy)

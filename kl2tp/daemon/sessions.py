@@ -89,6 +89,10 @@ class SessionRecord:
         """The session's frame sink: a PPP frame out as an L2TP data message."""
         self.tunnel.send_data(self.sid, b"\xff\x03" + frame)
 
+    def __str__(self) -> str:
+        """How log lines name the session: ``Tnl/Cl TID/SID``."""
+        return f"Tnl/Cl {self.tunnel.local_tunnel_id}/{self.sid}"
+
     # The record is its own frame sink (`DataPlaneSessions._sink`): a bound method kept
     # per session would cost 64 bytes each (a closure ~200).
     __call__ = send_frame
