@@ -40,9 +40,23 @@ class NullTunnelHandle:
 class NullChannel:
     """PPP frames to and from the tunnel task, in memory. An `InlineChannel`: with a
     ``receiver`` set, frames go to it as they arrive, and the queue a reader task would
-    wait on is never made (it costs ~1.5 KB per session)."""
+    wait on is never made (it costs ~1.5 KB per session).
 
-    __slots__ = ("_closed", "_depth", "_recv", "_send", "_sink", "dropped", "receiver")
+    It is also the back end's whole record of the session (`spec`, `network`, `mru`): one
+    object per session, not one per kind of record."""
+
+    __slots__ = (
+        "_closed",
+        "_depth",
+        "_recv",
+        "_send",
+        "_sink",
+        "dropped",
+        "mru",
+        "network",
+        "receiver",
+        "spec",
+    )
 
     def __init__(self, sink: FrameSink, depth: int) -> None:
         self._sink = sink
@@ -52,6 +66,12 @@ class NullChannel:
         self._closed = False
         self.receiver: Callable[[bytes], None] | None = None
         self.dropped = 0
+        self.spec: SessionSpec | None = None
+        """What the session was opened with (`NullDataPlane.sessions`)."""
+        self.network: NetworkSpec | None = None
+        """Its interface's configuration (`NullDataPlane.networks`)."""
+        self.mru: int | None = None
+        """The MRU set on its unit (`NullDataPlane.mrus`)."""
 
     def _queue(self) -> tuple[trio.MemorySendChannel[bytes], trio.MemoryReceiveChannel[bytes]]:
         if self._send is None or self._recv is None:
@@ -101,18 +121,6 @@ class NullChannel:
             self._recv.close()
 
 
-class _Programmed:
-    """What the null back end 'programmed' for one session."""
-
-    __slots__ = ("channel", "mru", "network", "spec")
-
-    def __init__(self, spec: SessionSpec, channel: NullChannel) -> None:
-        self.spec = spec
-        self.channel = channel
-        self.network: NetworkSpec | None = None
-        self.mru: int | None = None
-
-
 @attrs.define
 class NullDataPlane:
     """Records every call; keeps what is 'programmed' in dicts."""
@@ -132,14 +140,15 @@ class NullDataPlane:
     )
     """The latest `CALL_LOG` calls in order: (method, ids). Bounded: a daemon running on the
     null data plane for months must not grow with every call it ever made."""
-    _programmed: dict[tuple[int, int], _Programmed] = attrs.field(factory=dict)
-    """Everything programmed for a session, by (local tunnel id, local session id): one
-    table, not one per kind of record (each key and entry costs ~100 bytes per session)."""
+    _programmed: dict[tuple[int, int], NullChannel] = attrs.field(factory=dict)
+    """Every programmed session's channel and records, by (local tunnel id, local session
+    id): one table, not one per kind of record (each key and entry costs ~100 bytes per
+    session)."""
 
     @property
     def sessions(self) -> dict[tuple[int, int], SessionSpec]:
         """Programmed sessions by (local tunnel id, local session id)."""
-        return {key: p.spec for key, p in self._programmed.items()}
+        return {key: p.spec for key, p in self._programmed.items() if p.spec is not None}
 
     @property
     def networks(self) -> dict[tuple[int, int], NetworkSpec]:
@@ -153,7 +162,9 @@ class NullDataPlane:
 
     def set_channel(self, key: tuple[int, int], channel: NullChannel) -> None:
         """Make ``channel`` the session's (a subclass that opens channels of its own)."""
-        self._programmed[key].channel = channel
+        old = self._programmed[key]
+        channel.spec, channel.network, channel.mru = old.spec, old.network, old.mru
+        self._programmed[key] = channel
 
     async def open_tunnel(self, spec: TunnelSpec) -> NullTunnelHandle:
         self.tunnels[spec.local_tunnel_id] = spec
@@ -177,7 +188,8 @@ class NullDataPlane:
         """`open_session`, at once."""
         key = (spec.local_tunnel_id, spec.local_session_id)
         channel = NullChannel(sink, self.channel_depth)
-        self._programmed[key] = _Programmed(spec, channel)
+        channel.spec = spec
+        self._programmed[key] = channel
         self.calls.append(("open_session", key))
         return channel
 
@@ -214,9 +226,9 @@ class NullDataPlane:
         """`close_session`, at once."""
         key = (local_tunnel_id, local_session_id)
         self.calls.append(("close_session", key))
-        programmed = self._programmed.pop(key, None)
-        if programmed is not None:
-            programmed.channel.close()
+        channel = self._programmed.pop(key, None)
+        if channel is not None:
+            channel.close()
 
     async def tunnel_counters(self, local_tunnel_id: int) -> Counters | None:
         return None
