@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -21,8 +20,8 @@ import tracemalloc
 from collections.abc import Sequence
 from pathlib import Path
 
-from _util import REPO, machine
-from bench_daemons import free_udp_port, rss_kb, wait_listening
+from _util import machine
+from bench_daemons import free_udp_port, rss_kb
 from bench_scale import Lns, start_lac, wait_setup_done, write_configs
 
 BIN = Path(sys.executable).parent
@@ -33,11 +32,11 @@ tracemalloc.start()
 def _dump(signum, frame):
     gc.collect()
     snap = tracemalloc.take_snapshot()
-    snap.dump(sys.argv[-1] + ".tmp")
-    import os; os.replace(sys.argv[-1] + ".tmp", sys.argv[-1])
+    snap.dump(sys.argv[1] + ".tmp")
+    import os; os.replace(sys.argv[1] + ".tmp", sys.argv[1])
 signal.signal(signal.SIGUSR2, _dump)
 from kl2tp.cli import lns_main
-sys.exit(lns_main(sys.argv[1:-1]))
+sys.exit(lns_main(sys.argv[2:]))
 """
 
 
@@ -46,19 +45,8 @@ class TracedLns(Lns):
 
     def __init__(self, cfg: Path, port: int, sock: Path, log: Path, snapshot: Path) -> None:
         self.snapshot_path = snapshot
-        self.sock = sock
-        self.log = log
-        with log.open("w") as logf:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-c", _TRACED_LNS, "--config", str(cfg), str(snapshot)],
-                stdout=logf,
-                stderr=subprocess.STDOUT,
-                cwd=REPO,
-            )
-        wait_listening(port, self.proc, log)
-        deadline = time.monotonic() + 30
-        while not sock.exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
+        # The snapshot's path goes first: the wrapper takes it off before kl2tp-lns's options.
+        super().__init__(cfg, port, sock, log, [sys.executable, "-c", _TRACED_LNS, str(snapshot)])
 
     def snapshot(self) -> tracemalloc.Snapshot:
         self.snapshot_path.unlink(missing_ok=True)
