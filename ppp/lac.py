@@ -13,6 +13,7 @@ LNS's Success.
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 
 import attrs
 
@@ -175,7 +176,7 @@ class LacNegotiation:
         self.link.receive_frame(frame, now)
         self._events()
 
-    def frames_to_send(self) -> list[bytes]:
+    def frames_to_send(self) -> Sequence[bytes]:
         """PPP frames for the subscriber."""
         frames = self.link.frames_to_send()
         for frame in frames:

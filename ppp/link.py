@@ -34,7 +34,7 @@ import enum
 import logging
 import random
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from ipaddress import IPv4Address
 
 from ppp.auth import (
@@ -223,7 +223,9 @@ class Link:
         self.down_reason: DownReason | None = None
         self.down_message = ""
         self._events: list[PppEvent] | None = None
-        self._out: list[bytes] = []
+        self._out: list[bytes] | None = None
+        """Frames queued for `frames_to_send`; None while there are none (a held link keeps
+        no empty list: 56 bytes)."""
 
     # -- driver surface ------------------------------------------------------------------------
 
@@ -321,11 +323,12 @@ class Link:
             payload = protocol.to_bytes(2, "big") + information[:room]
             self.control_send(Proto.LCP, State.OPENED, Code.PROTREJ, self.lcp.fsm.new_id(), payload)
 
-    def frames_to_send(self) -> list[bytes]:
-        """PPP frames to transmit, oldest first; the list is handed over and cleared."""
+    def frames_to_send(self) -> Sequence[bytes]:
+        """PPP frames to transmit, oldest first; handed over (the link queues anew)."""
         out = self._out
-        if out:
-            self._out = []
+        if out is None:
+            return ()
+        self._out = None
         return out
 
     def get_timer(self) -> float | None:
@@ -477,16 +480,22 @@ class Link:
         packet = encode_packet(code, ident, data)
         if self.tracing:
             self._trace_packet("O", protocol, state, code, ident, data)
-        self._out.append(
+        self._queue(
             encode_frame(protocol, packet, address_control=self.config.send_address_control)
         )
 
     def auth_send(self, protocol: int, code: int, ident: int, data: bytes) -> None:
         """Queue a PAP or CHAP packet (their handlers trace it themselves)."""
         packet = encode_packet(code, ident, data)
-        self._out.append(
+        self._queue(
             encode_frame(protocol, packet, address_control=self.config.send_address_control)
         )
+
+    def _queue(self, frame: bytes) -> None:
+        if self._out is None:
+            self._out = [frame]
+        else:
+            self._out.append(frame)
 
     @property
     def demanded_auth(self) -> tuple[AuthMethod, ...]:
