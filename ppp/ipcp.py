@@ -87,6 +87,7 @@ class Ipcp(Ncp):
 
     __slots__ = (
         "assigned",
+        "assigned_address",
         "config",
         "dns_offer",
         "nak_missing_sent",
@@ -100,6 +101,8 @@ class Ipcp(Ncp):
         super().__init__(services, Proto.IPCP, fsm)
         self.config = config
         self.assigned: int | None = None
+        self.assigned_address: IPv4Address | None = None
+        """`assigned` as the driver gave it: NetworkUp hands the same object back."""
         self.dns_offer: tuple[int, ...] = tuple(int(a) for a in config.dns[:2])
         self.want_address: int | None = None
         self.want_dns: tuple[int | None, int | None] = _NO_DNS
@@ -220,6 +223,11 @@ class Ipcp(Ncp):
             naks.append(encode_option(IpcpOption.ADDRESS, self.assigned.to_bytes(4, "big")))
         return build_reply(data, naks, rejects, reject_if_disagree)
 
+    def assign(self, address: IPv4Address) -> None:
+        """The peer's address, from the driver (AAA or pool)."""
+        self.assigned = int(address)
+        self.assigned_address = address
+
     def needs_address(self) -> bool:
         """The peer's address must come from the driver and has not yet."""
         return self.config.assign_peer_address and self.assigned is None
@@ -239,5 +247,9 @@ class Ipcp(Ncp):
         local = self.config.local_address
         if local is None or int(local) != self.want_address:
             local = IPv4Address(self.want_address or 0)
-        # The configured address itself when it is ours: one object for every session.
-        return local, IPv4Address(self.peer_address), dns
+        # The configured address itself when it is ours (one object for every session), and
+        # the peer's as the driver gave it: no copies kept per session.
+        peer = self.assigned_address
+        if peer is None or int(peer) != self.peer_address:
+            peer = IPv4Address(self.peer_address)
+        return local, peer, dns

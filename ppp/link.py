@@ -416,7 +416,7 @@ class Link:
             return
         if self.ipcp is not None:
             if address is not None:
-                self.ipcp.assigned = int(address)
+                self.ipcp.assign(address)
             if dns:
                 self.ipcp.dns_offer = tuple(int(a) for a in dns[:2])
         outcome = self.authenticator.verdict(now, accepted, message, authenticator_response)
@@ -431,7 +431,7 @@ class Link:
         if address is None:
             self.close(now, DownReason.NO_ADDRESS, "no address for the peer")
             return
-        self.ipcp.assigned = int(address)
+        self.ipcp.assign(address)
         if dns:
             self.ipcp.dns_offer = tuple(int(a) for a in dns[:2])
         self.address_pending = False
