@@ -13,7 +13,6 @@ LNS's Success.
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
 
 import attrs
 
@@ -176,7 +175,7 @@ class LacNegotiation:
         self.link.receive_frame(frame, now)
         self._events()
 
-    def frames_to_send(self) -> Sequence[bytes]:
+    def frames_to_send(self) -> list[bytes]:
         """PPP frames for the subscriber."""
         frames = self.link.frames_to_send()
         for frame in frames:

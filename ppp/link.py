@@ -34,7 +34,7 @@ import enum
 import logging
 import random
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from ipaddress import IPv4Address
 
 from ppp.auth import (
@@ -323,11 +323,12 @@ class Link:
             payload = protocol.to_bytes(2, "big") + information[:room]
             self.control_send(Proto.LCP, State.OPENED, Code.PROTREJ, self.lcp.fsm.new_id(), payload)
 
-    def frames_to_send(self) -> Sequence[bytes]:
-        """PPP frames to transmit, oldest first; handed over (the link queues anew)."""
+    def frames_to_send(self) -> list[bytes]:
+        """PPP frames to transmit, oldest first; the list is handed over (the link queues
+        into a new one)."""
         out = self._out
         if out is None:
-            return ()
+            return []
         self._out = None
         return out
 

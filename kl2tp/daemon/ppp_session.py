@@ -15,7 +15,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -143,7 +143,7 @@ def cause_of_cdn(event: CallClosed) -> str:
     return "admin-reset"
 
 
-async def _send_frames(channel: PppChannel, frames: Sequence[bytes]) -> None:
+async def _send_frames(channel: PppChannel, frames: list[bytes]) -> None:
     """Send ``frames``; none once the channel is closed. The tunnel can go (the peer's
     StopCCN) while PPP still answers the peer's last frame (its Terminate-Request): seen
     against xl2tpd hanging up, where the Terminate-Ack's send raised and took the whole

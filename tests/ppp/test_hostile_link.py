@@ -187,7 +187,7 @@ def test_control_packets_whose_length_lies_are_dropped_and_counted() -> None:
         link.receive_frame(encode_frame(Proto.IPCP, information), 1.0)
         link.receive_frame(encode_frame(Proto.PAP, information), 1.0)
     assert link.drops == {"bad-packet": 9}
-    assert link.frames_to_send() == ()
+    assert link.frames_to_send() == []
     assert link.phase is Phase.NETWORK
     link.receive_frame(b"\xff\x03", 1.0)
     assert link.drops["bad-frame"] == 1

@@ -208,7 +208,7 @@ def test_ipcp_request_is_held_until_the_address_and_answered_once() -> None:
     link.receive_frame(frame(Proto.IPCP, Code.CONFREQ, 7, b"\x03\x06\x00\x00\x00\x00"), 1.0)
     link.receive_frame(frame(Proto.IPCP, Code.CONFREQ, 8, b"\x03\x06\x00\x00\x00\x00"), 2.0)
     assert drain(link) == [AddressRequest("alice", None)]  # one request for both
-    assert link.frames_to_send() == ()
+    assert link.frames_to_send() == []
 
     link.address_result(2.5, PEER, dns=DNS)
     (nak,) = packets(link.frames_to_send(), Proto.IPCP)
@@ -220,7 +220,7 @@ def test_ipcp_request_is_held_until_the_address_and_answered_once() -> None:
 def test_address_result_without_a_held_request_and_with_dns() -> None:
     link = networking_lns(ipcp=IpcpConfig(local_address=LNS_ADDRESS, assign_peer_address=True))
     link.address_result(1.0, PEER, dns=DNS)  # before the peer asked
-    assert link.frames_to_send() == ()
+    assert link.frames_to_send() == []
     dns_request = b"\x03\x06" + PEER.packed + b"\x81\x06" + DNS[0].packed
     link.receive_frame(frame(Proto.IPCP, Code.CONFREQ, 7, dns_request), 2.0)
     assert packets(link.frames_to_send(), Proto.IPCP) == [(Code.CONFACK, 7, dns_request)]
@@ -253,7 +253,7 @@ def test_calls_on_a_dead_link_do_nothing() -> None:
     link.address_result(2.0, PEER)
     link.handle_timer(100.0)
     link.receive_frame(frame(Proto.LCP, Code.ECHOREQ, 1, b"\0\0\0\0"), 3.0)
-    assert drain(link) == [] and link.frames_to_send() == ()
+    assert drain(link) == [] and link.frames_to_send() == []
     assert link.get_timer() is None
     assert link.auth_method is None and link.peer_address is None
 

@@ -336,7 +336,7 @@ def test_lower_layer_down_is_immediate() -> None:
     while (event := pair.server.next_event()) is not None:
         events.append(event)
     assert events[-1] == LinkDown(DownReason.LOWER_LAYER_DOWN, "")
-    assert pair.server.frames_to_send() == ()
+    assert pair.server.frames_to_send() == []
 
 
 def test_unknown_protocol_and_code_are_rejected_and_lcp_extras_tolerated() -> None:

@@ -77,7 +77,7 @@ def test_trace_call_with_proxy_lcp_and_proxy_auth(caplog: pytest.LogCaptureFixtu
     link.open(0.0, proxy_lcp=PROXY_LCP, proxy_auth=PROXY_AUTH)
 
     # forced to Opened: no LCP negotiation, and no new challenge in accept mode
-    assert link.frames_to_send() == ()
+    assert link.frames_to_send() == []
     up, request = drain(link)
     assert up == LinkUp(
         mru=1500,
@@ -114,7 +114,7 @@ def test_trace_call_with_proxy_lcp_and_proxy_auth(caplog: pytest.LogCaptureFixtu
 
     # I CONFREQ id 187: VJ 15 slots + Address 10.10.53.2 -> the address comes from AAA
     link.receive_frame(ipcp_frame(Code.CONFREQ, 187, "0206002d0f00 03060a0a3502"), 0.2)
-    assert link.frames_to_send() == ()
+    assert link.frames_to_send() == []
     assert drain(link) == [AddressRequest("2500-1", SUBSCRIBER)]
     link.address_result(0.3, IPv4Address("255.255.255.255"))  # Framed-IP-Address: peer's pick
     assert link.frames_to_send() == [ipcp_frame(Code.CONFREJ, 187, "0206002d0f00")]
@@ -198,7 +198,7 @@ def test_proxy_pap() -> None:
     proxy_lcp = ProxyLcp(bytes.fromhex("0304c023 0506109d08f2"), LAST_RECEIVED)
     proxy_auth = ProxyAuth(type=3, name="2500-1", response=b"cisco")
     link.open(0.0, proxy_lcp=proxy_lcp, proxy_auth=proxy_auth)
-    assert link.frames_to_send() == ()
+    assert link.frames_to_send() == []
     _, request = drain(link)
     assert isinstance(request, AuthRequest)
     assert request.proxy and request.method is AuthMethod.PAP
