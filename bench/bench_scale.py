@@ -104,12 +104,15 @@ address = "127.0.0.1:{port}"
 class Lns:
     """A kl2tp-lns started from a config, asked through kl2tpctl."""
 
-    def __init__(self, cfg: Path, port: int, sock: Path, log: Path) -> None:
+    def __init__(
+        self, cfg: Path, port: int, sock: Path, log: Path, command: Sequence[str] = ()
+    ) -> None:
+        """``command``: how to start it, ``--config CFG`` excluded (default: kl2tp-lns)."""
         self.sock = sock
         self.log = log
         with log.open("w") as logf:
             self.proc = subprocess.Popen(
-                [str(BIN / "kl2tp-lns"), "--config", str(cfg)],
+                [*(command or [str(BIN / "kl2tp-lns")]), "--config", str(cfg)],
                 stdout=logf,
                 stderr=subprocess.STDOUT,
                 cwd=REPO,

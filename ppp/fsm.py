@@ -14,7 +14,6 @@ clock.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
 from typing import Protocol
 
 import attrs
@@ -332,9 +331,8 @@ class OptionHandler(Protocol):
     def echo_reply(self, data: bytes) -> bytes:
         """Data for the Echo-Reply to an Echo-Request carrying ``data`` (LCP only)."""
 
-
-Send = Callable[[int, int, bytes], None]
-"""How the automaton sends: ``send(code, identifier, data)``."""
+    def send(self, code: int, identifier: int, data: bytes) -> None:
+        """Send a control packet of this protocol."""
 
 
 def build_reply(
@@ -353,9 +351,8 @@ class Fsm:
     """One instance of the automaton: the state, the restart counter and timer, identifiers.
 
     Args:
-        handler: the protocol's option handler.
+        handler: the protocol's option handler; it also sends the packets (`send`).
         config: timer and counters.
-        send: sends a control packet of this protocol.
     """
 
     __slots__ = (
@@ -369,17 +366,15 @@ class Fsm:
         "req_data",
         "req_id",
         "restart_count",
-        "send",
         "state",
     )
 
     # prior: the state before the transition being run, for trace lines (IOS prints the
     # state a packet was sent or received in); equal to state between events.
 
-    def __init__(self, handler: OptionHandler, config: FsmConfig, send: Send) -> None:
+    def __init__(self, handler: OptionHandler, config: FsmConfig) -> None:
         self.handler = handler
         self.config = config
-        self.send = send
         self.state = State.INITIAL
         self.prior = State.INITIAL
         self.restart_count = 0
@@ -387,8 +382,14 @@ class Fsm:
         self.next_id = 1
         self.req_id = -1
         self.req_data = b""
+        """Our Configure-Request's options while it waits for its answer (``req_id`` >= 0)."""
         self.naks_sent = 0
         self.naks_received = 0
+
+    def send(self, code: int, identifier: int, data: bytes) -> None:
+        """Send a control packet through the handler (a bound method kept per automaton
+        would cost 64 bytes on each of a held session's two or three)."""
+        self.handler.send(code, identifier, data)
 
     # -- commands ------------------------------------------------------------------------------
 
@@ -459,6 +460,7 @@ class Fsm:
                 if not self.handler.ack_ci(data):
                     return
                 self.req_id = -1
+                self.req_data = b""  # answered: a held link keeps no copy of its request
             self.event(Event.RCA, now, identifier)
         elif code in (Code.CONFNAK, Code.CONFREJ):
             if state in _NEGOTIATING or state is State.OPENED:
@@ -472,6 +474,7 @@ class Fsm:
                 elif not self.handler.reject_ci(data):
                     return
                 self.req_id = -1
+                self.req_data = b""
             self.event(Event.RCN, now, identifier)
         elif code == Code.TERMREQ:
             self.event(Event.RTR, now, identifier)

@@ -72,6 +72,10 @@ def requested_address(data: bytes) -> IPv4Address | None:
     return None
 
 
+_NO_DNS: tuple[None, None] = (None, None)
+_ASK_DNS: tuple[int, int] = (0, 0)
+
+
 class Ipcp(Ncp):
     """IPCP option handler for one link.
 
@@ -83,6 +87,7 @@ class Ipcp(Ncp):
 
     __slots__ = (
         "assigned",
+        "assigned_address",
         "config",
         "dns_offer",
         "nak_missing_sent",
@@ -96,18 +101,22 @@ class Ipcp(Ncp):
         super().__init__(services, Proto.IPCP, fsm)
         self.config = config
         self.assigned: int | None = None
+        self.assigned_address: IPv4Address | None = None
+        """`assigned` as the driver gave it: NetworkUp hands the same object back."""
         self.dns_offer: tuple[int, ...] = tuple(int(a) for a in config.dns[:2])
         self.want_address: int | None = None
-        self.want_dns: list[int | None] = [None, None]
+        self.want_dns: tuple[int | None, int | None] = _NO_DNS
+        """DNS1 and DNS2 we ask for (None: not asked). Tuples, shared while they hold
+        nothing of a link's own: a held link keeps no list of its own (~130 B)."""
         self.peer_address = 0
-        self.peer_dns: list[int] = []
+        self.peer_dns: tuple[int, ...] = ()
         self.nak_missing_sent = False
 
     def reset(self) -> None:
         """Ask again for what the configuration says."""
         local = self.config.local_address
         self.want_address = int(local) if local is not None else 0
-        self.want_dns = [0, 0] if self.config.request_dns else [None, None]
+        self.want_dns = _ASK_DNS if self.config.request_dns else _NO_DNS
         self.nak_missing_sent = False
 
     def add_ci(self) -> bytes:
@@ -141,7 +150,7 @@ class Ipcp(Ncp):
             elif option_type in (IpcpOption.DNS1, IpcpOption.DNS2):
                 index = 0 if option_type == IpcpOption.DNS1 else 1
                 if self.want_dns[index] is not None:
-                    self.want_dns[index] = None if treat_as_reject else _u32(value)
+                    self._want_dns(index, None if treat_as_reject else _u32(value))
         return True
 
     def reject_ci(self, data: bytes) -> bool:
@@ -154,15 +163,19 @@ class Ipcp(Ncp):
             if option_type == IpcpOption.ADDRESS:
                 self.want_address = None
             elif option_type == IpcpOption.DNS1:
-                self.want_dns[0] = None
+                self._want_dns(0, None)
             elif option_type == IpcpOption.DNS2:
-                self.want_dns[1] = None
+                self._want_dns(1, None)
         return True
+
+    def _want_dns(self, index: int, value: int | None) -> None:
+        first, second = self.want_dns
+        self.want_dns = (value, second) if index == 0 else (first, value)
 
     def request_ci(self, data: bytes, reject_if_disagree: bool) -> tuple[int, bytes]:
         """Judge the peer's IP-Address and DNS requests; reject everything else."""
         self.peer_address = 0
-        self.peer_dns = []
+        self.peer_dns = ()
         try:
             options = decode_options(data)
         except PppDecodeError:
@@ -194,7 +207,7 @@ class Ipcp(Ncp):
                         encode_option(option_type, self.dns_offer[index].to_bytes(4, "big"))
                     )
                 else:
-                    self.peer_dns.append(_u32(value))
+                    self.peer_dns += (_u32(value),)
             else:
                 rejects.append(encode_option(option_type, value))
         if (
@@ -209,6 +222,11 @@ class Ipcp(Ncp):
             self.nak_missing_sent = True
             naks.append(encode_option(IpcpOption.ADDRESS, self.assigned.to_bytes(4, "big")))
         return build_reply(data, naks, rejects, reject_if_disagree)
+
+    def assign(self, address: IPv4Address) -> None:
+        """The peer's address, from the driver (AAA or pool)."""
+        self.assigned = int(address)
+        self.assigned_address = address
 
     def needs_address(self) -> bool:
         """The peer's address must come from the driver and has not yet."""
@@ -226,4 +244,12 @@ class Ipcp(Ncp):
             dns = tuple(IPv4Address(v) for v in self.want_dns if v)
         else:
             dns = tuple(IPv4Address(v) for v in self.peer_dns)
-        return IPv4Address(self.want_address or 0), IPv4Address(self.peer_address), dns
+        local = self.config.local_address
+        if local is None or int(local) != self.want_address:
+            local = IPv4Address(self.want_address or 0)
+        # The configured address itself when it is ours (one object for every session), and
+        # the peer's as the driver gave it: no copies kept per session.
+        peer = self.assigned_address
+        if peer is None or int(peer) != self.peer_address:
+            peer = IPv4Address(self.peer_address)
+        return local, peer, dns

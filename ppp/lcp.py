@@ -124,7 +124,7 @@ class Lcp:
     def __init__(self, services: LcpServices, config: LcpConfig) -> None:
         self.services = services
         self.config = config
-        self.fsm = Fsm(self, config.fsm, self.send)
+        self.fsm = Fsm(self, config.fsm)
         self.loops = 0
         self.echo_deadline: float | None = None
         self.echo_pending = 0

@@ -141,7 +141,9 @@ class Link:
     Args:
         config: shared configuration; it decides the role.
         rng: randomness for magic numbers, challenges and interface ids.
-        name: prefix of this link's debug trace lines (e.g. the interface or session).
+        name: prefix of this link's debug trace lines (e.g. the interface or session): a
+            string, or an object whose ``str()`` is one, made only when a line is written
+            (a string per held session costs ~70 bytes).
         drops: where to count frames dropped as malformed, by reason (the driver may share
             one dict between links); None: a dict of the link's own.
     """
@@ -150,6 +152,7 @@ class Link:
         "_events",
         "_out",
         "address_pending",
+        "authenticated_with",
         "authenticator",
         "authenticator_ok",
         "been_up",
@@ -181,7 +184,7 @@ class Link:
         config: LinkConfig,
         *,
         rng: random.Random,
-        name: str = "",
+        name: object = "",
         drops: dict[str, int] | None = None,
     ) -> None:
         self.config = config
@@ -209,6 +212,8 @@ class Link:
         self.ipcp = Ipcp(self, config.ipcp, fsm) if config.ipcp.enabled else None
         self.ipv6cp = Ipv6cp(self, config.ipv6cp, fsm) if config.ipv6cp.enabled else None
         self.authenticator: PapAuthenticator | ChapAuthenticator | None = None
+        self.authenticated_with: AuthMethod | None = None
+        """The method of an authenticator retired once the network opened (`_ncp_up`)."""
         self.peer: PapPeer | ChapPeer | None = None
         self.authenticator_ok = False
         self.peer_ok = False
@@ -219,8 +224,10 @@ class Link:
         self.pending_ipcp_request: bytes | None = None
         self.down_reason: DownReason | None = None
         self.down_message = ""
-        self._events: list[PppEvent] = []
-        self._out: list[bytes] = []
+        self._events: list[PppEvent] | None = None
+        self._out: list[bytes] | None = None
+        """Frames queued for `frames_to_send`; None while there are none (a held link keeps
+        no empty list: 56 bytes)."""
 
     # -- driver surface ------------------------------------------------------------------------
 
@@ -327,10 +334,12 @@ class Link:
             self.control_send(Proto.LCP, State.OPENED, Code.PROTREJ, self.lcp.fsm.new_id(), payload)
 
     def frames_to_send(self) -> list[bytes]:
-        """PPP frames to transmit, oldest first; the list is handed over and cleared."""
+        """PPP frames to transmit, oldest first; the list is handed over (the link queues
+        into a new one)."""
         out = self._out
-        if out:
-            self._out = []
+        if out is None:
+            return []
+        self._out = None
         return out
 
     def get_timer(self) -> float | None:
@@ -385,9 +394,13 @@ class Link:
 
     def next_event(self) -> PppEvent | None:
         """The oldest pending event, or None."""
-        if self._events:
-            return self._events.pop(0)
-        return None
+        events = self._events
+        if events is None:
+            return None
+        event = events.pop(0)
+        if not events:
+            self._events = None  # a held link keeps no empty list (56 bytes)
+        return event
 
     def auth_result(
         self,
@@ -414,7 +427,7 @@ class Link:
             return
         if self.ipcp is not None:
             if address is not None:
-                self.ipcp.assigned = int(address)
+                self.ipcp.assign(address)
             if dns:
                 self.ipcp.dns_offer = tuple(int(a) for a in dns[:2])
         outcome = self.authenticator.verdict(now, accepted, message, authenticator_response)
@@ -429,7 +442,7 @@ class Link:
         if address is None:
             self.close(now, DownReason.NO_ADDRESS, "no address for the peer")
             return
-        self.ipcp.assigned = int(address)
+        self.ipcp.assign(address)
         if dns:
             self.ipcp.dns_offer = tuple(int(a) for a in dns[:2])
         self.address_pending = False
@@ -451,6 +464,8 @@ class Link:
         """The method the peer is authenticated with (LNS) or we are (subscriber)."""
         if self.authenticator is not None:
             return self.authenticator.method
+        if self.authenticated_with is not None:
+            return self.authenticated_with
         if self.peer is not None:
             return self.peer.method
         return None
@@ -476,16 +491,22 @@ class Link:
         packet = encode_packet(code, ident, data)
         if self.tracing:
             self._trace_packet("O", protocol, state, code, ident, data)
-        self._out.append(
+        self._queue(
             encode_frame(protocol, packet, address_control=self.config.send_address_control)
         )
 
     def auth_send(self, protocol: int, code: int, ident: int, data: bytes) -> None:
         """Queue a PAP or CHAP packet (their handlers trace it themselves)."""
         packet = encode_packet(code, ident, data)
-        self._out.append(
+        self._queue(
             encode_frame(protocol, packet, address_control=self.config.send_address_control)
         )
+
+    def _queue(self, frame: bytes) -> None:
+        if self._out is None:
+            self._out = [frame]
+        else:
+            self._out.append(frame)
 
     @property
     def demanded_auth(self) -> tuple[AuthMethod, ...]:
@@ -568,6 +589,7 @@ class Link:
             if ncp is not None and ncp.fsm.state not in _NOT_STARTED:
                 ncp.fsm.down(now)
         self.authenticator = None
+        self.authenticated_with = None
         self.peer = None
         self.authenticator_ok = self.peer_ok = False
         self.address_pending = False
@@ -664,6 +686,17 @@ class Link:
             self._emit(NetworkUp(local, peer, dns))
         elif isinstance(ncp, Ipv6cp):
             self._emit(Ipv6Up(ncp.want_id or 0, ncp.peer_id))
+        self._retire_authenticator()
+
+    def _retire_authenticator(self) -> None:
+        """A network protocol opened, so the peer had our Success: an authenticator with
+        no re-challenge ahead (``chap_rechallenge`` off) has nothing left to do. Only its
+        method is kept (`auth_method`): ~200 bytes less per held session. A peer's retransmitted
+        Response is then ignored (it went on to the network phase: it had the Success)."""
+        authenticator = self.authenticator
+        if authenticator is not None and self.authenticator_ok and authenticator.deadline is None:
+            self.authenticated_with = authenticator.method
+            self.authenticator = None
 
     def _ncp_finished(self, ncp: Ncp, now: float) -> None:
         """An NCP gave up; with no NCP left the link has no purpose."""
@@ -679,7 +712,10 @@ class Link:
         self.close(now, DownReason.NCP_FAILED, "no network protocols running")
 
     def _emit(self, event: PppEvent) -> None:
-        self._events.append(event)
+        if self._events is None:
+            self._events = [event]
+        else:
+            self._events.append(event)
 
     def _set_reason(self, reason: DownReason, message: str) -> None:
         if self.down_reason is None:

@@ -24,9 +24,10 @@ class Ncp(abc.ABC):
     def __init__(self, services: ControlServices, protocol: int, config: FsmConfig) -> None:
         self.services = services
         self.protocol = protocol
-        self.fsm = Fsm(self, config, self._send)
+        self.fsm = Fsm(self, config)
 
-    def _send(self, code: int, identifier: int, data: bytes) -> None:
+    def send(self, code: int, identifier: int, data: bytes) -> None:
+        """Send a packet of this protocol."""
         self.services.control_send(self.protocol, self.fsm.prior, code, identifier, data)
 
     @abc.abstractmethod

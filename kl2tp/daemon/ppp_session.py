@@ -15,7 +15,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -180,6 +180,9 @@ def stage_of(link: Link) -> Stage | None:
         return Stage.NETWORK if link.auth_method is not None else Stage.UNAUTHENTICATED
     return None
 
+
+_PHASE_SHOWN = {phase: phase.value.lower() for phase in Phase}
+"""``show session``'s phase: one string per phase shared by every session, not one each."""
 
 _NAME = FAILURE_NAME
 _R = pev.DownReason
@@ -435,8 +438,9 @@ class PppSessions(DataPlaneSessions):
         self.hostname = hostname
         self.prepared: dict[int, Link] = {}
         """Subscriber links the LAC already took through LCP and auth (proxy), by call number."""
-        self.running: dict[tuple[int, int], _SessionState] = {}
-        """Every session whose PPP runs, by (tunnel id, session id)."""
+        self.running: Mapping[tuple[int, int], _SessionState] = _Running(self.records)
+        """Every session whose PPP runs, by (tunnel id, session id): a view of `records`
+        (their `upper`), not a table of its own (a key and an entry per held session)."""
         # Worker k of N ([l2tp] workers) numbers its ports k+1, k+1+N, ...: NAS-Port and
         # Acct-Session-Id stay unique across the workers of one LNS.
         self._nas_index, self._nas_step = worker_share()
@@ -552,13 +556,12 @@ class PppSessions(DataPlaneSessions):
         n = int(info.extra.get("n", 0)) if info is not None else 0
         link = self.prepared.pop(n, None)
         opened = link is not None
-        key = (rec.tunnel.local_tunnel_id, rec.sid)
         policy = self.policy_of(rec.tunnel)
         if link is None:
             link = Link(
                 policy.link if policy is not None else self.link_config(n),
                 rng=self.rng,
-                name=f"Tnl/Cl {key[0]}/{key[1]}",
+                name=rec,  # str(rec): "Tnl/Cl TID/SID", made when a line is written
                 drops=self.drops,
             )
         state = _SessionState(self, rec, link, info, opened=opened, policy=policy)
@@ -566,8 +569,7 @@ class PppSessions(DataPlaneSessions):
         inline = as_inline(rec.channel) if rec.channel is not None else None
         if inline is not None:
             state.inline = inline
-            inline.receiver = state.frame_in
-        self.running[key] = state
+            inline.receiver = state  # its __call__ is frame_in
 
     # A session over a channel that takes frames inline (the null data plane) runs without a
     # task: its frames come in the tunnel's task, its link's timer is `timers`', AAA and the
@@ -584,8 +586,7 @@ class PppSessions(DataPlaneSessions):
         return True
 
     def end_inline(self, rec: SessionRecord) -> None:
-        key = (rec.tunnel.local_tunnel_id, rec.sid)
-        state = self.running.pop(key, None)
+        state = _leave(rec)
         if state is None or state.stop():
             self.remove_inline(rec)
         else:
@@ -598,12 +599,11 @@ class PppSessions(DataPlaneSessions):
         self.remove_inline(rec)
 
     async def run_session(self, rec: SessionRecord) -> None:
-        key = (rec.tunnel.local_tunnel_id, rec.sid)
-        state = self.running[key]
+        state = self.running[(rec.tunnel.local_tunnel_id, rec.sid)]
         try:
             await state.run()
         finally:
-            self.running.pop(key, None)
+            _leave(rec)
             with trio.CancelScope(shield=True):
                 await state.cleanup()
 
@@ -611,6 +611,39 @@ class PppSessions(DataPlaneSessions):
         state = rec.upper
         if isinstance(state, _SessionState):
             state.removed()
+
+
+def _leave(rec: SessionRecord) -> _SessionState | None:
+    """The session's PPP no longer runs (`PppSessions.running`); its state, if it ran."""
+    state = rec.upper
+    if not isinstance(state, _SessionState) or not state.running:
+        return None
+    state.running = False
+    return state
+
+
+class _Running(Mapping[tuple[int, int], "_SessionState"]):
+    """`PppSessions.running`: the records whose PPP runs, as their `_SessionState`."""
+
+    __slots__ = ("_records",)
+
+    def __init__(self, records: dict[tuple[int, int], SessionRecord]) -> None:
+        self._records = records
+
+    def __getitem__(self, key: tuple[int, int]) -> _SessionState:
+        state = self._records[key].upper
+        if isinstance(state, _SessionState) and state.running:
+            return state
+        raise KeyError(key)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        for key, rec in list(self._records.items()):
+            state = rec.upper
+            if isinstance(state, _SessionState) and state.running:
+                yield key
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
 
 
 class _SessionState:
@@ -650,6 +683,7 @@ class _SessionState:
         "replaced",
         "reply",
         "routes",
+        "running",
         "stage",
         "up_at",
         "username",
@@ -679,6 +713,8 @@ class _SessionState:
         self.rec = rec
         self.link = link
         self.info = info
+        self.running = True
+        """The session's PPP runs (`PppSessions.running`): until its end is acted on."""
         self.nursery: trio.Nursery | None = None
         """The session's task's nursery; None for a session without a task (`start`)."""
         self.wake: trio.Event | None = None
@@ -771,7 +807,7 @@ class _SessionState:
             return
         self._phase = phase
         self.stage = stage_of(self.link) or self.stage
-        self._extra(phase=phase.value.lower())
+        self._extra(phase=_PHASE_SHOWN[phase])
 
     def _extra(self, **values: Any) -> None:
         if self.info is not None:
@@ -1734,6 +1770,10 @@ class _SessionState:
 
     def _stop_cause(self) -> str:
         return "admin-reset" if self.replaced else (self.end_cause or "nas-request")
+
+    # The session is its inline channel's receiver (``channel_opened``): a bound method
+    # ``state.frame_in`` kept per session would cost 64 bytes each.
+    __call__ = frame_in
 
 
 def _proxy_values(info: Any) -> tuple[ProxyLcp | None, ProxyAuth | None]:

@@ -17,7 +17,7 @@ import re
 import signal
 import socket as stdlib_socket
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -492,7 +492,7 @@ def _peer_matches(addr: Address, value: str) -> bool:
 def _ppp_detail(handler: object, tid: int, sid: int) -> dict[str, Any]:
     """The negotiated PPP options of a running session (empty without PPP)."""
     running = getattr(handler, "running", None)
-    state = running.get((tid, sid)) if isinstance(running, dict) else None
+    state = running.get((tid, sid)) if isinstance(running, Mapping) else None
     if state is None:
         return {}
     link = state.link

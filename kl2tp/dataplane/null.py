@@ -40,9 +40,23 @@ class NullTunnelHandle:
 class NullChannel:
     """PPP frames to and from the tunnel task, in memory. An `InlineChannel`: with a
     ``receiver`` set, frames go to it as they arrive, and the queue a reader task would
-    wait on is never made (it costs ~1.5 KB per session)."""
+    wait on is never made (it costs ~1.5 KB per session).
 
-    __slots__ = ("_closed", "_depth", "_recv", "_send", "_sink", "dropped", "receiver")
+    It is also the back end's whole record of the session (`spec`, `network`, `mru`): one
+    object per session, not one per kind of record."""
+
+    __slots__ = (
+        "_closed",
+        "_depth",
+        "_recv",
+        "_send",
+        "_sink",
+        "dropped",
+        "mru",
+        "network",
+        "receiver",
+        "spec",
+    )
 
     def __init__(self, sink: FrameSink, depth: int) -> None:
         self._sink = sink
@@ -52,6 +66,12 @@ class NullChannel:
         self._closed = False
         self.receiver: Callable[[bytes], None] | None = None
         self.dropped = 0
+        self.spec: SessionSpec | None = None
+        """What the session was opened with (`NullDataPlane.sessions`)."""
+        self.network: NetworkSpec | None = None
+        """Its interface's configuration (`NullDataPlane.networks`)."""
+        self.mru: int | None = None
+        """The MRU set on its unit (`NullDataPlane.mrus`)."""
 
     def _queue(self) -> tuple[trio.MemorySendChannel[bytes], trio.MemoryReceiveChannel[bytes]]:
         if self._send is None or self._recv is None:
@@ -115,18 +135,36 @@ class NullDataPlane:
     """Frames queued per session before drops."""
     tunnels: dict[int, TunnelSpec] = attrs.field(factory=dict)
     """Programmed tunnels by local id."""
-    sessions: dict[tuple[int, int], SessionSpec] = attrs.field(factory=dict)
-    """Programmed sessions by (local tunnel id, local session id)."""
-    networks: dict[tuple[int, int], NetworkSpec] = attrs.field(factory=dict)
-    """Interfaces configured, by session key."""
-    mrus: dict[tuple[int, int], int] = attrs.field(factory=dict)
-    """MRU set on each session's unit once LCP opened."""
     calls: collections.deque[tuple[str, tuple[int, ...]]] = attrs.field(
         factory=lambda: collections.deque(maxlen=CALL_LOG)
     )
     """The latest `CALL_LOG` calls in order: (method, ids). Bounded: a daemon running on the
     null data plane for months must not grow with every call it ever made."""
-    _channels: dict[tuple[int, int], NullChannel] = attrs.field(factory=dict)
+    _programmed: dict[tuple[int, int], NullChannel] = attrs.field(factory=dict)
+    """Every programmed session's channel and records, by (local tunnel id, local session
+    id): one table, not one per kind of record (each key and entry costs ~100 bytes per
+    session)."""
+
+    @property
+    def sessions(self) -> dict[tuple[int, int], SessionSpec]:
+        """Programmed sessions by (local tunnel id, local session id)."""
+        return {key: p.spec for key, p in self._programmed.items() if p.spec is not None}
+
+    @property
+    def networks(self) -> dict[tuple[int, int], NetworkSpec]:
+        """Interfaces configured, by session key."""
+        return {key: p.network for key, p in self._programmed.items() if p.network is not None}
+
+    @property
+    def mrus(self) -> dict[tuple[int, int], int]:
+        """MRU set on each session's unit once LCP opened."""
+        return {key: p.mru for key, p in self._programmed.items() if p.mru is not None}
+
+    def set_channel(self, key: tuple[int, int], channel: NullChannel) -> None:
+        """Make ``channel`` the session's (a subclass that opens channels of its own)."""
+        old = self._programmed[key]
+        channel.spec, channel.network, channel.mru = old.spec, old.network, old.mru
+        self._programmed[key] = channel
 
     async def open_tunnel(self, spec: TunnelSpec) -> NullTunnelHandle:
         self.tunnels[spec.local_tunnel_id] = spec
@@ -136,7 +174,7 @@ class NullDataPlane:
     async def close_tunnel(self, local_tunnel_id: int) -> None:
         self.calls.append(("close_tunnel", (local_tunnel_id,)))
         self.tunnels.pop(local_tunnel_id, None)
-        for key in [k for k in self.sessions if k[0] == local_tunnel_id]:
+        for key in [k for k in self._programmed if k[0] == local_tunnel_id]:
             await self.close_session(*key)
 
     # Every call below completes at once: each has a synchronous ``*_now`` form the session
@@ -149,10 +187,10 @@ class NullDataPlane:
     def open_session_now(self, spec: SessionSpec, sink: FrameSink) -> NullChannel:
         """`open_session`, at once."""
         key = (spec.local_tunnel_id, spec.local_session_id)
-        self.sessions[key] = spec
-        self.calls.append(("open_session", key))
         channel = NullChannel(sink, self.channel_depth)
-        self._channels[key] = channel
+        channel.spec = spec
+        self._programmed[key] = channel
+        self.calls.append(("open_session", key))
         return channel
 
     async def set_mru(self, local_tunnel_id: int, local_session_id: int, mru: int) -> None:
@@ -160,7 +198,9 @@ class NullDataPlane:
 
     def set_mru_now(self, local_tunnel_id: int, local_session_id: int, mru: int) -> None:
         """`set_mru`, at once."""
-        self.mrus[(local_tunnel_id, local_session_id)] = mru
+        programmed = self._programmed.get((local_tunnel_id, local_session_id))
+        if programmed is not None:
+            programmed.mru = mru
         self.calls.append(("set_mru", (local_tunnel_id, local_session_id, mru)))
 
     async def session_up(
@@ -173,7 +213,9 @@ class NullDataPlane:
     ) -> str | None:
         """`session_up`, at once."""
         key = (local_tunnel_id, local_session_id)
-        self.networks[key] = net
+        programmed = self._programmed.get(key)
+        if programmed is not None:
+            programmed.network = net
         self.calls.append(("session_up", key))
         return None
 
@@ -184,10 +226,7 @@ class NullDataPlane:
         """`close_session`, at once."""
         key = (local_tunnel_id, local_session_id)
         self.calls.append(("close_session", key))
-        self.sessions.pop(key, None)
-        self.networks.pop(key, None)
-        self.mrus.pop(key, None)
-        channel = self._channels.pop(key, None)
+        channel = self._programmed.pop(key, None)
         if channel is not None:
             channel.close()
 
@@ -214,6 +253,6 @@ class NullDataPlane:
         return 0
 
     async def aclose(self) -> None:
-        for key in list(self.sessions):
+        for key in list(self._programmed):
             await self.close_session(*key)
         self.tunnels.clear()

@@ -60,7 +60,7 @@ class DeafPlane(NullDataPlane):
     async def open_session(self, spec: SessionSpec, sink: FrameSink) -> NullChannel:
         await super().open_session(spec, sink)
         channel = DeafChannel(sink, self.channel_depth, self.deaf)
-        self._channels[(spec.local_tunnel_id, spec.local_session_id)] = channel
+        self.set_channel((spec.local_tunnel_id, spec.local_session_id), channel)
         return channel
 
 

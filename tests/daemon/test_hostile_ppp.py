@@ -149,7 +149,7 @@ class HostilePlane(NullDataPlane):
     async def open_session(self, spec: SessionSpec, sink: FrameSink) -> NullChannel:
         await super().open_session(spec, sink)
         channel = HostileChannel(sink, self.channel_depth, self.rewrite)
-        self._channels[(spec.local_tunnel_id, spec.local_session_id)] = channel
+        self.set_channel((spec.local_tunnel_id, spec.local_session_id), channel)
         self.hostile.append(channel)
         return channel
 

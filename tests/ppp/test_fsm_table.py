@@ -149,7 +149,7 @@ class Recorder:
 
 def _machine(state: State) -> tuple[Fsm, Recorder]:
     recorder = Recorder()
-    fsm = Fsm(recorder, CONFIG, recorder.send)
+    fsm = Fsm(recorder, CONFIG)
     fsm.state = state
     fsm.restart_count = START_COUNT
     return fsm, recorder

@@ -120,7 +120,7 @@ def test_malformed_ipcp_nak_and_reject_are_discarded() -> None:
     services, handler = ipcp(request_dns=True)
     assert answer(handler, services, Code.CONFNAK, b"\x03\x06\x0a") == []
     assert answer(handler, services, Code.CONFREJ, b"\x03") == []
-    assert handler.want_address == 0 and handler.want_dns == [0, 0]
+    assert handler.want_address == 0 and handler.want_dns == (0, 0)
 
 
 # -- IPCP: the peer's request --------------------------------------------------------------
@@ -182,7 +182,7 @@ def test_dns_requests_naked_to_ours_and_rejected_beyond_what_we_offer() -> None:
     assert (reply.code, reply.data) == (Code.CONFREJ, address(131, 0))
     reply = peer_request(handler, services, address(3, PEER) + address(129, DNS1), ident=9)
     assert reply.code == Code.CONFACK
-    assert handler.peer_dns == [int(DNS1)]
+    assert handler.peer_dns == (int(DNS1),)
 
 
 def test_dns_disagreement_past_max_failure_is_rejected() -> None:

@@ -21,7 +21,7 @@ from ppp.events import (
     LinkUp,
     NetworkUp,
 )
-from ppp.frame import Code, Proto, encode_frame, encode_option, encode_packet
+from ppp.frame import Code, Proto, decode_frame, encode_frame, encode_option, encode_packet
 from ppp.lcp import AUTH_OPTION_VALUES, LcpOption
 from ppp.link import Link, Phase
 
@@ -456,12 +456,38 @@ def test_verdict_that_never_comes_times_out() -> None:
 
 
 def test_links_are_slotted() -> None:
-    pair = Pair(lns_config(AuthMethod.CHAP), subscriber_config())
+    pair = Pair(lns_config(AuthMethod.CHAP, chap_rechallenge=60.0), subscriber_config())
     pair.open()
     link = pair.server
     for obj in (link, link.lcp, link.lcp.fsm, link.ipcp, link.authenticator):
         assert obj is not None
         assert not hasattr(obj, "__dict__"), type(obj).__name__
+
+
+@pytest.mark.parametrize("method", [AuthMethod.CHAP, AuthMethod.PAP])
+def test_authenticator_retired_once_the_network_opens(method: AuthMethod) -> None:
+    """Without re-challenges the authenticator goes once IPCP opens; its method stays shown,
+    and a replayed Response draws no second verdict."""
+    pair = Pair(lns_config(method), subscriber_config())
+    pair.open()
+    link = pair.server
+    assert link.phase is Phase.NETWORK and events_of(pair.server_events, NetworkUp)
+    assert link.authenticator is None
+    assert link.auth_method is method
+    requests = len(events_of(pair.server_events, AuthRequest))
+    proto = Proto.CHAP if method is AuthMethod.CHAP else Proto.PAP
+    [answer] = [f for f in pair.to_server if decode_frame(f)[0] == proto]
+    link.receive_frame(answer, pair.now)
+    pair.pump()
+    assert len(events_of(pair.server_events, AuthRequest)) == requests
+    assert link.phase is Phase.NETWORK
+
+
+def test_authenticator_kept_for_rechallenges() -> None:
+    pair = Pair(lns_config(AuthMethod.CHAP, chap_rechallenge=60.0), subscriber_config())
+    pair.open()
+    assert pair.server.authenticator is not None
+    assert pair.server.auth_method is AuthMethod.CHAP
 
 
 def test_terminate_phase_has_a_hard_deadline() -> None:
