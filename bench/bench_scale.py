@@ -244,6 +244,22 @@ def start_lac(
     return proc, out
 
 
+def start_generator(
+    args: argparse.Namespace, lac_cfg: Path, tmp: Path, hold: float
+) -> tuple[subprocess.Popen[str], Path]:
+    """`start_lac` with the command line's ``--sessions``, ``--tunnels``, ``--processes``
+    and ``--max-outstanding``."""
+    return start_lac(
+        lac_cfg,
+        tmp,
+        args.sessions,
+        tunnels=args.tunnels,
+        processes=args.processes,
+        hold=hold,
+        max_outstanding=args.max_outstanding,
+    )
+
+
 def lac_result(out: Path) -> dict[str, Any]:
     lines = [line for line in out.read_text().splitlines() if line.startswith("{")]
     if not lines:
@@ -330,15 +346,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             rss0, cpu0 = lns.rss_kb(), lns.cpu()
             rcvbuf0 = udp_rcvbuf_errors()
             t0 = time.monotonic()
-            lac, lac_out = start_lac(
-                lac_cfg,
-                tmp,
-                args.sessions,
-                tunnels=args.tunnels,
-                processes=args.processes,
-                hold=args.hold,
-                max_outstanding=args.max_outstanding,
-            )
+            lac, lac_out = start_generator(args, lac_cfg, tmp, args.hold)
             try:
                 up = wait_setup_done(
                     lns,

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from _util import machine
 from bench_daemons import free_udp_port, rss_kb
-from bench_scale import Lns, start_lac, wait_setup_done, write_configs
+from bench_scale import Lns, start_generator, wait_setup_done, write_configs
 
 BIN = Path(sys.executable).parent
 
@@ -81,15 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         time.sleep(2)
         before = lns.snapshot() if isinstance(lns, TracedLns) else None
         rss0 = rss_kb(lns.proc.pid)
-        lac, _ = start_lac(
-            lac_cfg,
-            tmp,
-            args.sessions,
-            tunnels=args.tunnels,
-            processes=args.processes,
-            hold=3600,
-            max_outstanding=args.max_outstanding,
-        )
+        lac, _ = start_generator(args, lac_cfg, tmp, 3600)
         try:
             up = wait_setup_done(lns, lac, args.sessions, every=3.0)
             held = up["sessions"]
@@ -113,7 +105,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             where = f"{Path(frame.filename).name}:{frame.lineno}"
             if "site-packages" in frame.filename:
                 where = f"{Path(frame.filename).parent.name}/{where}"
-            print(f"{s.size_diff / held:10.0f} {s.count_diff / held:12.2f}  {where}")
+            per = max(held, 1)
+            print(f"{s.size_diff / per:10.0f} {s.count_diff / per:12.2f}  {where}")
     return 0
 
 

@@ -386,6 +386,12 @@ class Fsm:
         self.naks_sent = 0
         self.naks_received = 0
 
+    def answer_echo(self, code: int, identifier: int, data: bytes) -> None:
+        """The ``ser`` action (RXR in Opened): an Echo-Request gets its Echo-Reply; an
+        Echo-Reply or Discard-Request nothing. Also the held link's fast path for echoes."""
+        if code == Code.ECHOREQ:
+            self.send(Code.ECHOREP, identifier, self.handler.echo_reply(data))
+
     def send(self, code: int, identifier: int, data: bytes) -> None:
         """Send a control packet through the handler (a bound method kept per automaton
         would cost 64 bytes on each of a held session's two or three)."""
@@ -553,8 +559,7 @@ class Fsm:
             elif action is Action.SCJ:
                 self.send(Code.CODEREJ, self.new_id(), data)
             elif action is Action.SER:
-                if code == Code.ECHOREQ:
-                    self.send(Code.ECHOREP, identifier, self.handler.echo_reply(data))
+                self.answer_echo(code, identifier, data)
             elif action is Action.TLU:
                 self.handler.up(now)
             elif action is Action.TLD:

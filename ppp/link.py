@@ -857,8 +857,8 @@ class Link:
             self.drop("bad-packet")
             return
         lcp = self.lcp
-        if lcp.extended_code(code, ident, data, now) is Event.RXR and code == Code.ECHOREQ:
-            self.control_send(Proto.LCP, State.OPENED, Code.ECHOREP, ident, lcp.echo_reply(data))
+        if lcp.extended_code(code, ident, data, now) is Event.RXR:
+            lcp.fsm.answer_echo(code, ident, data)
 
     def _receive_auth(self, protocol: int, information: bytes, now: float) -> None:
         try:
