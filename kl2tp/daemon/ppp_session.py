@@ -838,7 +838,10 @@ class _SessionState:
         self._poke()
 
     def _arm(self, when: float | None) -> None:
-        self.owner.timers.arm(self, when, self.rec.tunnel.start_soon)
+        # Most calls (after every frame of a held session) leave the deadline as it is
+        # armed: skip the heap's call and the bound method it takes.
+        if when is not None and when < self.armed:
+            self.owner.timers.arm(self, when, self.rec.tunnel.start_soon)
 
     def fire(self, now: float) -> None:
         """`TimerHeap`: the link's timer (or the wait for the first frame) is due."""
