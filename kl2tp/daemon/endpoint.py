@@ -197,6 +197,12 @@ class TunnelRunner:
         self._lot = trio.lowlevel.ParkingLot()
         self._parked = False
         self._dirty = False
+        self._held: object | None = None
+        """An event `step` took from the core and left to the task (it needs an await)."""
+        self._unsent: list[bytes] | None = None
+        """Datagrams `step` could not send without waiting (a full send buffer)."""
+        self._failure: Exception | None = None
+        """What `step` raised: the task raises it, as if it had run the step itself."""
         self.armed = math.inf
         """The core's timer as the endpoint's `TimerHeap` holds it (it wakes the task)."""
         self._socket: Any = None
@@ -342,6 +348,64 @@ class TunnelRunner:
         """The endpoint's `TimerHeap`: the core's timer is due (or was, before it moved)."""
         self.wake()
 
+    def step(self, now: float) -> None:
+        """The tunnel has input (the endpoint's receive loop). While the task is parked, do
+        here what its next turn would do, as far as nothing in it must wait: feed the
+        datagrams to the core, hand data to the sessions, send what that produced. A held
+        session's frame then costs no task switch. Any other event, a full send buffer or a
+        socket of the tunnel's own is left to the task, woken to finish the turn."""
+        if not self._parked or self._socket is not None:
+            self.wake()
+            return
+        # Kicks from what runs below wake nothing: this turn flushes what they queued.
+        self._parked = False
+        try:
+            done = self._step(now)
+        except Exception as exc:  # the task raises it: it costs the tunnel, as in its turn
+            self._failure = exc
+            done = False
+        if done:
+            self._dirty = False
+            self._parked = True
+            self.endpoint.timers.arm(self, self.core.get_timer(), self.endpoint.nursery.start_soon)
+        else:
+            self._lot.unpark()
+
+    def _step(self, now: float) -> bool:
+        """`step`'s turn; False when the task must finish it."""
+        core = self.core
+        entry = self.entry
+        if entry.inbox:
+            self.endpoint.core.feed(entry, now)
+        timer = core.get_timer()
+        if timer is not None and timer <= now:
+            core.handle_timer(now)
+        data_received = self.endpoint.handler.data_received
+        while True:
+            out = core.datagrams_to_send(now)
+            if out and not self._send_now(out):
+                return False
+            event = core.next_event()
+            if event is None:
+                return True
+            if type(event) is not ev.DataReceived:
+                self._held = event
+                return False
+            data_received(self, event)
+
+    def _send_now(self, out: list[bytes]) -> bool:
+        """Send without waiting; False (the rest kept for the task) at a full buffer."""
+        transport = self.endpoint.transport
+        addr = self.entry.peer_addr
+        for i, data in enumerate(out):
+            try:
+                if not transport.try_send(data, addr):
+                    self._unsent = out[i:]
+                    return False
+            except OSError as exc:
+                self._send_failed(exc)
+        return True
+
     # -- the task ----------------------------------------------------------------------------
 
     async def run(self) -> None:
@@ -405,8 +469,18 @@ class TunnelRunner:
         await self._teardown()
 
     async def _flush(self) -> None:
-        """Send what the core wants sent and act on its events."""
+        """Send what the core wants sent and act on its events (first what `step` left)."""
         core = self.core
+        if self._failure is not None:
+            failure, self._failure = self._failure, None
+            raise failure
+        if self._unsent is not None:
+            unsent, self._unsent = self._unsent, None
+            for data in unsent:
+                await self._sendto(data)
+        if self._held is not None:
+            held, self._held = self._held, None
+            await self._handle(held)
         for data in core.datagrams_to_send(trio.current_time()):
             await self._sendto(data)
         while (event := core.next_event()) is not None:
@@ -429,16 +503,19 @@ class TunnelRunner:
             else:
                 await sock.sendto(data, addr)
         except OSError as exc:
-            self.entry.counters["send_errors"] += 1
-            if exc.errno not in (errno.ECONNREFUSED, errno.ENOBUFS, errno.EAGAIN):
-                self.endpoint.core.warn(
-                    "send_failed",
-                    trio.current_time(),
-                    "Tnl %d: send to %s failed: %s",
-                    self.local_tunnel_id,
-                    addr,
-                    exc,
-                )
+            self._send_failed(exc)
+
+    def _send_failed(self, exc: OSError) -> None:
+        self.entry.counters["send_errors"] += 1
+        if exc.errno not in (errno.ECONNREFUSED, errno.ENOBUFS, errno.EAGAIN):
+            self.endpoint.core.warn(
+                "send_failed",
+                trio.current_time(),
+                "Tnl %d: send to %s failed: %s",
+                self.local_tunnel_id,
+                self.entry.peer_addr,
+                exc,
+            )
 
     async def _handle(self, event: object) -> None:
         handler = self.endpoint.handler
@@ -847,14 +924,15 @@ class Endpoint:
             if udp is not None and udp.errors:
                 self.core.counters["drop_socket_error"] += udp.errors
                 udp.errors = 0
-            self._after_input()
+            self._after_input(now)
 
     def dispatch(self, data: bytes, addr: Address) -> None:
         """Route one datagram that arrived elsewhere (a kernel tunnel's own socket)."""
-        self.core.receive_datagram(data, addr, trio.current_time())
-        self._after_input()
+        now = trio.current_time()
+        self.core.receive_datagram(data, addr, now)
+        self._after_input(now)
 
-    def _after_input(self) -> None:
+    def _after_input(self, now: float) -> None:
         """Start tasks for new tunnels, wake those with input, serve the endpoint's own."""
         core = self.core
         while (event := core.next_event()) is not None:
@@ -866,7 +944,7 @@ class Endpoint:
         for tid in core.ready():
             runner = tunnels.get(tid)
             if runner is not None:
-                runner.wake()
+                runner.step(now)
         if core.has_output or core.get_timer() != self._armed:
             self.poke()
 
