@@ -29,6 +29,7 @@ import math
 import random
 import statistics
 import time
+from collections.abc import Callable
 from typing import Any
 
 import _util  # sys.path: kl2tp from the repository or KL2TP_BENCH_SRC
@@ -93,7 +94,8 @@ class MemoryTransport:
     def inject(self, data: bytes, addr: tuple[str, int]) -> None:
         self._send.send_nowait((data, addr))
 
-    async def receive_batch(self) -> list[tuple[bytes, Any]]:
+    async def receive_batch(self, idle: Callable[[], object]) -> list[tuple[bytes, Any]]:
+        idle()
         batch = [await self._receive.receive()]
         while len(batch) < 64:
             try:

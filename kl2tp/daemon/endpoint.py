@@ -68,9 +68,11 @@ class DatagramTransport(Protocol):
     local_addr: Address
     """The bound address."""
 
-    async def receive_batch(self) -> list[tuple[bytes, Any]]:
+    async def receive_batch(self, idle: Callable[[], object]) -> list[tuple[bytes, Any]]:
         """Wait for datagrams; return those available now (at least one), as (data, addr)
-        with ``addr[:2]`` the sender's (host, port). Yields to other tasks between batches."""
+        with ``addr[:2]`` the sender's (host, port). Yields to other tasks between batches.
+        Calls ``idle`` every time before it yields or waits: the endpoint's tunnels then
+        take what the batches so far brought them, all of it in one turn."""
 
     def try_send(self, data: bytes, addr: Address) -> bool:
         """Send without waiting; False when it would block (then use :meth:`send`).
@@ -134,8 +136,9 @@ class UdpTransport:
         bound it in its reuseport group (``[l2tp] workers``)."""
         return cls(trio.socket.from_stdlib_socket(raw), raw)
 
-    async def receive_batch(self) -> list[tuple[bytes, Any]]:
+    async def receive_batch(self, idle: Callable[[], object]) -> list[tuple[bytes, Any]]:
         if self._full:
+            idle()
             await trio.lowlevel.checkpoint()  # the last batch was full: let the tunnels run
         recvfrom = self._recvfrom
         batch: list[tuple[bytes, Any]] = []
@@ -151,6 +154,7 @@ class UdpTransport:
             if batch:
                 self._full = len(batch) >= RECEIVE_BATCH
                 return batch
+            idle()
             await trio.lowlevel.wait_readable(self.raw)
 
     def try_send(self, data: bytes, addr: Address) -> bool:
@@ -349,7 +353,8 @@ class TunnelRunner:
         self.wake()
 
     def step(self, now: float) -> None:
-        """The tunnel has input (the endpoint's receive loop). While the task is parked, do
+        """The tunnel has input (the endpoint's receive loop, about to wait for more: every
+        datagram that came in one go is taken in one turn). While the task is parked, do
         here what its next turn would do, as far as nothing in it must wait: feed the
         datagrams to the core, hand data to the sessions, send what that produced. A held
         session's frame then costs no task switch. Any other event, a full send buffer or a
@@ -916,37 +921,47 @@ class Endpoint:
         transport = self.transport
         receive = self.core.receive_datagram
         udp = transport if isinstance(transport, UdpTransport) else None
+        run_ready = self._run_ready
         while True:
-            batch = await transport.receive_batch()
+            batch = await transport.receive_batch(run_ready)
             now = trio.current_time()
             for data, addr in batch:
                 receive(data, addr if len(addr) == 2 else addr[:2], now)
             if udp is not None and udp.errors:
                 self.core.counters["drop_socket_error"] += udp.errors
                 udp.errors = 0
-            self._after_input(now)
+            self._after_input()
 
     def dispatch(self, data: bytes, addr: Address) -> None:
         """Route one datagram that arrived elsewhere (a kernel tunnel's own socket)."""
-        now = trio.current_time()
-        self.core.receive_datagram(data, addr, now)
-        self._after_input(now)
+        self.core.receive_datagram(data, addr, trio.current_time())
+        self._after_input()
+        self._run_ready()
 
-    def _after_input(self, now: float) -> None:
-        """Start tasks for new tunnels, wake those with input, serve the endpoint's own."""
+    def _after_input(self) -> None:
+        """Start tasks for new tunnels, serve the endpoint's own (the tunnels given input
+        run in `_run_ready`)."""
         core = self.core
         while (event := core.next_event()) is not None:
             if isinstance(event, TunnelOpened):
                 entry = core.tunnels.get(event.tunnel_id)
                 if entry is not None:
                     self._start(entry)
-        tunnels = self.tunnels
-        for tid in core.ready():
-            runner = tunnels.get(tid)
-            if runner is not None:
-                runner.step(now)
         if core.has_output or core.get_timer() != self._armed:
             self.poke()
+
+    def _run_ready(self) -> None:
+        """The tunnels given input since the last call take it (`TunnelRunner.step`): the
+        receive loop calls this when it is about to yield or wait, as their tasks would run
+        then, so a burst still reaches each tunnel in one turn."""
+        ready = self.core.ready()
+        if ready:
+            now = trio.current_time()
+            tunnels = self.tunnels
+            for tid in ready:
+                runner = tunnels.get(tid)
+                if runner is not None:
+                    runner.step(now)
 
     def poke(self) -> None:
         """Wake the endpoint's own task (lingering tunnels' acks and timers)."""

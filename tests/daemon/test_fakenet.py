@@ -150,10 +150,12 @@ class FakeTransport:
         self.inbox.append((data, src))
         self._lot.unpark()
 
-    async def receive_batch(self) -> list[tuple[bytes, Any]]:
+    async def receive_batch(self, idle: Callable[[], object]) -> list[tuple[bytes, Any]]:
         if self.inbox:
+            idle()
             await trio.lowlevel.checkpoint()
         while not self.inbox:
+            idle()
             await self._lot.park()
         batch = list(self.inbox)
         self.inbox.clear()
