@@ -43,6 +43,7 @@ from kl2tp.l2tp.endpoint import (
     TunnelEntry,
     TunnelIdsExhausted,
     TunnelOpened,
+    refusal_text,
 )
 from kl2tp.l2tp.events import CallParams, ConnectInfo
 from kl2tp.l2tp.session import SessionState
@@ -57,6 +58,10 @@ RECEIVE_BATCH = 64
 """Datagrams the receive loop takes from the socket before it lets other tasks run."""
 DEFAULT_LIMITS = Limits()
 """``Endpoint``'s default bounds on peer-created state (the core's defaults)."""
+
+_TASK_EVENTS = (ev.TunnelEstablished, ev.TunnelClosed)
+"""Core events that `TunnelRunner.step` leaves to the tunnel's task: programming the
+tunnel waits for the data plane, and its end is the task's to run."""
 
 
 # --- transports --------------------------------------------------------------------------------
@@ -195,6 +200,7 @@ class TunnelRunner:
         """Sessions admitted and not up yet (``session_up``; the endpoint core counts them)."""
         # Tunnels and sessions by state, per policy, counted by the core from now on.
         self.core.attach(endpoint.stats.tally(entry.policy))
+        self.core.admission = self._admission
         self.closed = trio.Event()
         self.established = trio.Event()
         self.close_event: ev.TunnelClosed | None = None
@@ -356,9 +362,10 @@ class TunnelRunner:
         """The tunnel has input (the endpoint's receive loop, about to wait for more: every
         datagram that came in one go is taken in one turn). While the task is parked, do
         here what its next turn would do, as far as nothing in it must wait: feed the
-        datagrams to the core, hand data to the sessions, send what that produced. A held
-        session's frame then costs no task switch. Any other event, a full send buffer or a
-        socket of the tunnel's own is left to the task, woken to finish the turn."""
+        datagrams to the core, act on its events, send what that produced. A held session's
+        frame, or a call refused at a cap, then costs no task switch. The tunnel's coming up
+        or going down, a full send buffer or a socket of the tunnel's own is left to the
+        task, woken to finish the turn."""
         if not self._parked or self._socket is not None:
             self.wake()
             return
@@ -393,10 +400,13 @@ class TunnelRunner:
             event = core.next_event()
             if event is None:
                 return True
-            if type(event) is not ev.DataReceived:
+            if type(event) is ev.DataReceived:
+                data_received(self, event)
+            elif type(event) in _TASK_EVENTS:
                 self._held = event
                 return False
-            data_received(self, event)
+            else:
+                self._handle_now(event)
 
     def _send_now(self, out: list[bytes]) -> bool:
         """Send without waiting; False (the rest kept for the task) at a full buffer."""
@@ -523,14 +533,21 @@ class TunnelRunner:
             )
 
     async def _handle(self, event: object) -> None:
-        handler = self.endpoint.handler
-        if isinstance(event, ev.DataReceived):
-            handler.data_received(self, event)
-        elif isinstance(event, ev.TunnelEstablished):
+        if isinstance(event, ev.TunnelEstablished):
             self.established_at = trio.current_time()
             self.established.set()
             oplog.tunnel_up(self)
             await self._program_tunnel()
+        else:
+            self._handle_now(event)
+
+    def _handle_now(self, event: object) -> None:
+        """Act on a core event other than `TunnelEstablished` (none of them waits)."""
+        handler = self.endpoint.handler
+        if isinstance(event, ev.DataReceived):
+            handler.data_received(self, event)
+        elif isinstance(event, ev.CallRefused):
+            self._refused_call(event.sid, event.limit, event.message)
         elif isinstance(event, ev.IncomingCall):
             self._incoming_call(event)
         elif isinstance(event, ev.CallAnswered):
@@ -608,16 +625,10 @@ class TunnelRunner:
         ep_core = self.endpoint.core
         refusal = ep_core.try_admit(self.entry)
         if refusal is not None:
-            stats.failure(self.policy, refusal)
-            # Result 4 either way (temporary: the LAC may try another LNS); the text says
-            # whether the LAC's own [[peer]] max_sessions or a daemon-wide limit refused it.
-            why = (
-                "peer session limit reached"
-                if refusal == "peer_max_sessions"
-                else "session limit reached"
-            )
-            # One info line with the peer and ids, rate-limited like every peer-caused line.
-            oplog.refused(self, event.sid, "session", why, limit=refusal)
+            # Admitted by `_admission` a moment ago, refused now (an earlier call in the
+            # same turn took the last place): the session exists, so it is cleared.
+            why = refusal_text(refusal)
+            self._refused_call(event.sid, refusal, why, attempted=True)
             self.core.hangup(
                 event.sid, now, CdnResult.NO_FACILITIES_TEMPORARY, ErrorCode.NO_ERROR, why
             )
@@ -629,6 +640,23 @@ class TunnelRunner:
         self.core.answer_call(
             event.sid, now, None if self.endpoint.lns else self.endpoint.connect_info()
         )
+
+    def _admission(self) -> tuple[str, str] | None:
+        """`Tunnel.admission`: the daemon's caps, asked by the core before a call request
+        creates a session; a refusal is counted here and answered by the core at once."""
+        if self.endpoint.draining:
+            return None  # `_incoming_call` refuses it, and says why
+        limit = self.endpoint.core.counted_refusal(self.entry)
+        return None if limit is None else (limit, refusal_text(limit))
+
+    def _refused_call(self, sid: int, limit: str, why: str, *, attempted: bool = False) -> None:
+        """A call refused at a cap (CDN result 4: temporary, the LAC may try another LNS):
+        counted against the tunnel's policy, and one rate-limited line with the peer and ids."""
+        stats = self.endpoint.stats
+        if not attempted:
+            stats.attempt(self.policy)
+        stats.failure(self.policy, limit)
+        oplog.refused(self, sid, "session", why, limit=limit)
 
     def _log_closed(self, info: SessionInfo, event: ev.CallClosed) -> None:
         emit = functools.partial(

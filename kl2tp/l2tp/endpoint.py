@@ -101,6 +101,12 @@ REFUSAL_COUNTERS = {
 (``kl2tpctl show summary``); every one is answered with CDN result 4."""
 
 
+def refusal_text(limit: str) -> str:
+    """The CDN text of a call refused by ``limit`` (a ``REFUSAL_COUNTERS`` key): whether
+    the LAC's own ``[[peer]]`` ``max_sessions`` or a daemon-wide limit refused it."""
+    return "peer session limit reached" if limit == "peer_max_sessions" else "session limit reached"
+
+
 def add_live_totals(out: dict[str, int], entries: Iterable[TunnelEntry]) -> None:
     """Add the ``ROLLED_UP`` counters of ``entries`` (live tunnels) to ``out``."""
     for entry in entries:
@@ -673,14 +679,19 @@ class EndpointCore:
     def try_admit(self, entry: TunnelEntry) -> str | None:
         """Admit a new session of ``entry`` as :meth:`admit_session` does; None when it is
         admitted, else the cap that refuses it (see :meth:`refusal`), counted."""
+        reason = self.counted_refusal(entry)
+        if reason is None:
+            self._admit(entry)
+        return reason
+
+    def counted_refusal(self, entry: TunnelEntry) -> str | None:
+        """:meth:`refusal`, counted when it refuses (the call is refused, not admitted)."""
         reason = self.refusal(entry)
         if reason is not None:
             self.counters[REFUSAL_COUNTERS[reason]] += 1
             if reason == "peer_max_sessions":
                 self.policy_refusals[(entry.policy, "max_sessions")] += 1
-            return reason
-        self._admit(entry)
-        return None
+        return reason
 
     def _admit(self, entry: TunnelEntry) -> None:
         self.policy_sessions[entry.policy] += 1

@@ -112,6 +112,21 @@ class IncomingCall:
 
 
 @attrs.frozen
+class CallRefused:
+    """The core refused a call request itself (CDN result 4 sent, no session created):
+    ``Tunnel.admission`` named a cap it would exceed."""
+
+    sid: int
+    """The session id the CDN's Assigned Session ID gave (not reserved)."""
+    peer_sid: int
+    """The session id the peer assigned."""
+    limit: str
+    """The cap, as ``admission`` named it."""
+    message: str
+    """The CDN's text."""
+
+
+@attrs.frozen
 class CallAnswered:
     """LAC: the LNS answered our call (ICRP) and waits for its ICCN.
 
@@ -198,6 +213,7 @@ Event = (
     TunnelEstablished
     | TunnelClosed
     | IncomingCall
+    | CallRefused
     | CallAnswered
     | CallEstablished
     | CallClosed

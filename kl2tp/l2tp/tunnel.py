@@ -37,6 +37,7 @@ from kl2tp.l2tp.constants import (
 from kl2tp.l2tp.errors import DecodeError, ProtocolError, UnknownMessageType
 from kl2tp.l2tp.events import (
     CallParams,
+    CallRefused,
     ConnectInfo,
     DataReceived,
     Event,
@@ -359,6 +360,10 @@ class Tunnel:
             ),
         )
         self._events: deque[Event] = deque()
+        self.admission: Callable[[], tuple[str, str] | None] | None = None
+        """The driver's caps, asked before a call request (ICRQ/OCRQ) creates a session:
+        None admits it; (cap, text) refuses it at once with CDN result 4 and ``text``, and
+        `CallRefused` tells the driver. A refused call costs no session (RFC 2661 4.4.2)."""
         self._peer_sids: dict[int, int] = {}
         self._waiting: list[int] = []
         self._early: dict[int, list[bytes]] = {}
@@ -879,10 +884,12 @@ class Tunnel:
         else:
             self._count("rejected_requests")
 
-    def _refuse_request(self, peer_sid: int, rc: ResultCode, now: float) -> None:
-        """Answer an ICRQ/OCRQ with a CDN and create no session."""
-        avps = [Avp(A.ASSIGNED_SESSION_ID, self._allocate_sid() or 1), Avp(A.RESULT_CODE, rc)]
-        self._send(MT.CDN, avps, now, peer_sid)
+    def _refuse_request(self, peer_sid: int, rc: ResultCode, now: float) -> int:
+        """Answer an ICRQ/OCRQ with a CDN and create no session; the Assigned Session ID
+        the CDN gave (not reserved)."""
+        sid = self._allocate_sid() or 1
+        self._send(MT.CDN, [Avp(A.ASSIGNED_SESSION_ID, sid), Avp(A.RESULT_CODE, rc)], now, peer_sid)
+        return sid
 
     # --- the tunnel state machine ---------------------------------------------------------------
 
@@ -1121,6 +1128,12 @@ class Tunnel:
                 self._count("calls_refused_setup_limit")
                 rc = ResultCode(CdnResult.NO_FACILITIES_TEMPORARY, 0, "too many calls in setup")
                 self._refuse_request(peer_sid, rc, now)
+                return
+            if self.admission is not None and (refused := self.admission()) is not None:
+                limit, text = refused
+                rc = ResultCode(CdnResult.NO_FACILITIES_TEMPORARY, 0, text)
+                answered = self._refuse_request(peer_sid, rc, now)
+                self._events.append(CallRefused(answered, peer_sid, limit, text))
                 return
             sid = self._allocate_sid()
             if sid is None:

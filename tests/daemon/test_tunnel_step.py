@@ -139,3 +139,36 @@ async def test_a_failure_in_the_receive_loops_turn_costs_the_tunnel_not_the_daem
         call = other.place_call(_call(2))
         await call.done.wait()
         assert call.established is not None
+
+
+async def test_a_call_refused_at_a_cap_is_answered_in_the_receive_loops_turn(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    network = FakeNetwork()
+    lns, lac = pair(network, max_sessions=1)
+    async with running(network, lns, lac):
+        runner = await lac.dial(LNS_ADDR)
+        info = runner.place_call(_call(1))
+        await info.done.wait()
+        await _settle()
+        # The LAC's core asks for a second call; its ICRQ reaches the LNS by hand.
+        second = runner.core.place_call(trio.current_time(), _call(2))
+        (icrq,) = runner.core.datagrams_to_send(trio.current_time())
+        since = len(network.log)
+        lns.dispatch(icrq, LAC_ADDR)
+        # Refused by the core at the daemon's cap before any session existed: the CDN is
+        # on the wire, counted and told, and no other task has run.
+        (lns_runner,) = lns.tunnels.values()
+        assert len(lns_runner.core.sessions) == 1 and len(lns_runner.sessions) == 1
+        cdns = [
+            data
+            for _, src, dst, data in network.log[since:]
+            if src == LNS_ADDR and dst == LAC_ADDR and peek(data)[0]
+        ]
+        assert len(cdns) == 1 and b"session limit reached" in cdns[0]
+        assert lns.counters["calls_refused_overload"] == 1
+        assert lns.stats.failures == {("default", "max_sessions"): 1}
+        # The LAC hears CDN result 4 and clears its call; the first one is untouched.
+        await _settle()
+        assert second not in runner.core.sessions
+        assert lns.session_count() == 1

@@ -327,6 +327,41 @@ def test_an_icrq_flood_on_one_tunnel_gets_cdn_4_beyond_the_cap() -> None:
     assert lac.sessions[extra].state == "established"
 
 
+def test_a_call_the_driver_refuses_gets_cdn_4_and_creates_no_session() -> None:
+    net = Net()
+    lac = net.dial("198.51.100.1", place_call=False)
+    (entry,) = net.entries()
+    asked: list[int] = []
+    refuse = True
+
+    def admission() -> tuple[str, str] | None:
+        asked.append(len(entry.tunnel.sessions))
+        return ("max_negotiating_sessions", "session limit reached") if refuse else None
+
+    entry.tunnel.admission = admission
+    sids = [lac.place_call(net.now, ev.CallParams(serial=n), defer_connect=True) for n in range(3)]
+    net.run()
+    # Asked once per ICRQ, before any session existed; no session, no IncomingCall.
+    assert asked == [0, 0, 0] and entry.tunnel.sessions == {}
+    assert not any(isinstance(e, ev.IncomingCall) for e in net.lns_events)
+    refused = [e for e in net.lns_events if isinstance(e, ev.CallRefused)]
+    assert [(r.peer_sid, r.limit, r.message) for r in refused] == [
+        (sid, "max_negotiating_sessions", "session limit reached") for sid in sids
+    ]
+    assert all(r.sid for r in refused)
+    # The LAC heard CDN result 4 with the text, for each of its calls, and forgot them.
+    closed = [e for e in net.lac_events if isinstance(e, ev.CallClosed)]
+    assert [(c.sid, c.result, c.message) for c in closed] == [
+        (sid, CdnResult.NO_FACILITIES_TEMPORARY, "session limit reached") for sid in sids
+    ]
+    assert lac.sessions == {}
+    # Admitted again: the next call is set up as usual.
+    refuse = False
+    extra = lac.place_call(net.now, ev.CallParams(serial=9))
+    net.run()
+    assert lac.sessions[extra].state == "established"
+
+
 def test_calls_in_setup_are_capped_over_all_tunnels() -> None:
     net = Net(EndpointConfig(limits=Limits(max_setup_sessions=2)))
     lac = net.dial("198.51.100.1", place_call=False)
