@@ -8,10 +8,14 @@ exactly as if it had run the turn itself.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
 import trio
 import trio.testing
 
-from kl2tp.daemon.endpoint import TunnelRunner
+from kl2tp.daemon.endpoint import Endpoint, TunnelRunner
 from kl2tp.daemon.handle import TunnelHandle
 from kl2tp.daemon.sessions import DataPlaneSessions
 from kl2tp.dataplane.null import NullDataPlane
@@ -42,6 +46,20 @@ async def _settle() -> None:
     await trio.testing.wait_all_tasks_blocked()
 
 
+@asynccontextmanager
+async def one_call(**lns_kwargs: Any) -> AsyncIterator[tuple[FakeNetwork, Endpoint, TunnelRunner]]:
+    """An LNS (``lns_kwargs`` to its `Endpoint`) and a LAC on a fake network, with one call
+    up and every task parked: (network, the LNS, the LAC's tunnel)."""
+    network = FakeNetwork()
+    lns, lac = pair(network, **lns_kwargs)
+    async with running(network, lns, lac):
+        runner = await lac.dial(LNS_ADDR)
+        info = runner.place_call(_call(1))
+        await info.done.wait()
+        await _settle()
+        yield network, lns, runner
+
+
 def _data_from_lac(lac_runner: TunnelRunner, payload: bytes) -> bytes:
     """A data message of the LAC's first session, encoded by its core and not sent."""
     sid = next(iter(lac_runner.core.sessions))
@@ -62,14 +80,8 @@ def _replies(network: FakeNetwork, since: int) -> list[bytes]:
 async def test_a_frame_on_a_parked_tunnel_is_answered_in_the_receive_loops_turn(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    network = FakeNetwork()
     handler = Answering()
-    lns, lac = pair(network, handler=handler)
-    async with running(network, lns, lac):
-        runner = await lac.dial(LNS_ADDR)
-        info = runner.place_call(_call(1))
-        await info.done.wait()
-        await _settle()
+    async with one_call(handler=handler) as (network, lns, runner):
         datagram = _data_from_lac(runner, b"\xc0\x21\x09\x01\x00\x08abcd")
         since = len(network.log)
         lns.dispatch(datagram, LAC_ADDR)
@@ -88,16 +100,10 @@ async def test_a_frame_on_a_parked_tunnel_is_answered_in_the_receive_loops_turn(
 async def test_a_full_send_buffer_leaves_the_answer_to_the_task(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    network = FakeNetwork()
     handler = Answering()
-    lns, lac = pair(network, handler=handler)
-    transport = lns.transport
-    assert isinstance(transport, FakeTransport)
-    async with running(network, lns, lac):
-        runner = await lac.dial(LNS_ADDR)
-        info = runner.place_call(_call(1))
-        await info.done.wait()
-        await _settle()
+    async with one_call(handler=handler) as (network, lns, runner):
+        transport = lns.transport
+        assert isinstance(transport, FakeTransport)
         datagram = _data_from_lac(runner, b"\x80\x21frame")
         transport.blocked = trio.Event()
         since = len(network.log)
@@ -144,13 +150,7 @@ async def test_a_failure_in_the_receive_loops_turn_costs_the_tunnel_not_the_daem
 async def test_a_call_refused_at_a_cap_is_answered_in_the_receive_loops_turn(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    network = FakeNetwork()
-    lns, lac = pair(network, max_sessions=1)
-    async with running(network, lns, lac):
-        runner = await lac.dial(LNS_ADDR)
-        info = runner.place_call(_call(1))
-        await info.done.wait()
-        await _settle()
+    async with one_call(max_sessions=1) as (network, lns, runner):
         # The LAC's core asks for a second call; its ICRQ reaches the LNS by hand.
         second = runner.core.place_call(trio.current_time(), _call(2))
         (icrq,) = runner.core.datagrams_to_send(trio.current_time())
