@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 from pyrad import packet as rp
 
 from kl2tp.aaa.radius.client import RadiusClient, RadiusServer, hide_password
@@ -181,38 +184,52 @@ async def test_password_is_hidden_with_each_servers_own_secret() -> None:
     assert hidden == hide_password(b"\xffpw", b"two", req.authenticator)
 
 
-async def test_more_than_256_outstanding_requests_open_another_socket() -> None:
+Replies = dict[int, rp.Packet | None]
+
+
+@asynccontextmanager
+async def holding_server(
+    **client_kwargs: object,
+) -> AsyncIterator[tuple[FakeServer, Callable[[int], None], Replies]]:
+    """A fake server that answers nothing until the test does, and a client for it:
+    (server, ``send(n)`` that starts Accounting-Request ``n``, the replies by ``n``). The
+    block ends when every request started has its reply."""
     server = FakeServer()
     server.handler = lambda req, raw: None  # hold every request
-    replies: list[rp.Packet | None] = []
+    replies: Replies = {}
     with trio.fail_after(20):
         async with trio.open_nursery() as nursery:
             port = await nursery.start(server.serve)
-            client = client_for(port, timeout=10.0, retries=0)
+            client = client_for(port, timeout=10.0, retries=0, **client_kwargs)
             async with client.running():
 
                 async def one(n: int) -> None:
                     packet = client.create_acct_packet(Acct_Session_Id=str(n))
-                    replies.append(await client.acct(packet))
+                    replies[n] = await client.acct(packet)
 
                 async with trio.open_nursery() as senders:
-                    for n in range(300):
-                        senders.start_soon(one, n)
-                        if n % 50 == 49:  # let the fake server drain its socket buffer
-                            await trio.sleep(0.05)
-                    with trio.move_on_after(5):
-                        await server.wait_received(300)
-                    assert len(server.received) == 300
-                    sockets = {}
-                    for raw, source in zip(server.received, server.sources, strict=True):
-                        sockets.setdefault(source, set()).add(raw[1])
-                    assert len(sockets) == 2
-                    assert sorted(len(ids) for ids in sockets.values()) == [44, 256]
-                    for request, source in zip(server.requests, server.sources, strict=True):
-                        await server.sock.sendto(server.accept(request, b""), source)
+                    yield server, lambda n: senders.start_soon(one, n), replies
             nursery.cancel_scope.cancel()
+
+
+async def test_more_than_256_outstanding_requests_open_another_socket() -> None:
+    async with holding_server(max_outstanding=0) as (server, send, replies):
+        for n in range(300):
+            send(n)
+            if n % 50 == 49:  # let the fake server drain its socket buffer
+                await trio.sleep(0.05)
+        with trio.move_on_after(5):
+            await server.wait_received(300)
+        assert len(server.received) == 300
+        sockets: dict[tuple[str, int], set[int]] = {}
+        for raw, source in zip(server.received, server.sources, strict=True):
+            sockets.setdefault(source, set()).add(raw[1])
+        assert len(sockets) == 2
+        assert sorted(len(ids) for ids in sockets.values()) == [44, 256]
+        for request, source in zip(server.requests, server.sources, strict=True):
+            await server.sock.sendto(server.accept(request, b""), source)
     assert len(replies) == 300
-    assert all(r is not None and r.code == rp.AccountingResponse for r in replies)
+    assert all(r is not None and r.code == rp.AccountingResponse for r in replies.values())
 
 
 def test_against_freeradius(tmp_path: Path) -> None:
@@ -274,7 +291,7 @@ async def test_senders_waiting_for_an_identifier_all_get_one() -> None:
     with trio.fail_after(30):
         async with trio.open_nursery() as nursery:
             port = await nursery.start(server.serve)
-            client = client_for(port, max_sockets=1, timeout=2.0, retries=3)
+            client = client_for(port, max_sockets=1, timeout=2.0, retries=3, max_outstanding=0)
             async with client.running():
 
                 async def one(n: int) -> None:
@@ -288,3 +305,24 @@ async def test_senders_waiting_for_an_identifier_all_get_one() -> None:
                 assert len(client._acct[0].sockets) == 1
             nursery.cancel_scope.cancel()
     assert len(replies) == 400 and all(r is not None for r in replies)
+
+
+async def test_a_burst_is_paced_by_max_outstanding_in_arrival_order() -> None:
+    # 30 requests at once, at most 10 awaiting a reply: the server sees 10, and each reply
+    # lets the next waiter in, first come first served; none waits for a timeout.
+    async with holding_server(max_outstanding=10) as (server, send, replies):
+        for n in range(30):
+            send(n)
+            await trio.testing.wait_all_tasks_blocked()
+        for answered in range(0, 30, 5):
+            await server.wait_received(min(answered + 10, 30))
+            await trio.testing.wait_all_tasks_blocked()
+            # Never more than 10 sent and unanswered.
+            assert len(server.received) - answered == min(10, 30 - answered)
+            pairs = list(zip(server.requests, server.sources, strict=True))
+            for request, source in pairs[answered : answered + 5]:
+                await server.sock.sendto(server.accept(request, b""), source)
+    # In arrival order, and every one answered without a retransmission.
+    sent = [r.get(44)[0] for r in server.requests]  # Acct-Session-Id
+    assert sent == [str(n).encode() for n in range(30)]
+    assert len(replies) == 30 and all(r is not None for r in replies.values())

@@ -6,7 +6,10 @@ packets over trio UDP sockets.
 - **Identifiers**: each server port (auth, acct) has its own sockets, each socket its own
   space of 256 Identifiers; a reply is matched by socket and Identifier. When every
   Identifier of every socket is waiting for a reply, another socket is opened (up to
-  ``max_sockets`` per port), then senders wait for a free one.
+  ``max_sockets`` per port), then senders wait for a free one. At most ``max_outstanding``
+  requests await a reply from one port at once: a burst is paced by the server's answers
+  instead of overflowing its socket buffer (each datagram its kernel drops costs a
+  ``timeout``).
 - **Retransmission**: a request goes to a server ``1 + retries`` times, the same bytes each
   time (RFC 5080 2.2.1: same Identifier, same authenticator), ``timeout`` seconds apart.
 - **Failover**: servers are tried in the configured order; one that never answered is
@@ -119,6 +122,10 @@ class _Port:
         self.sockaddr = (server.address, port)
         self.kind = kind
         self.sockets: list[_Socket] = []
+        self.outstanding = 0
+        """Requests awaiting a reply (`RadiusClient.max_outstanding` at most)."""
+        self.waiting = trio.lowlevel.ParkingLot()
+        """Requests waiting for a place among those, first come first served."""
         self.dead_until = -math.inf
         self.probing = False
         self.requests = 0
@@ -178,6 +185,8 @@ class RadiusClient:
         nas_identifier: NAS-Identifier put in every packet built here ("" for none).
         dead_time: seconds a server that did not answer is skipped.
         max_sockets: sockets (256 Identifiers each) per server port.
+        max_outstanding: requests awaiting a reply from one server port at once (0: as
+            many as it has Identifiers).
         dictionary: the pyrad dictionary; default: the one shipped in the package.
 
     Run it with ``async with client.running():`` (or ``await nursery.start(client.run)``)
@@ -194,6 +203,7 @@ class RadiusClient:
         nas_identifier: str = "",
         dead_time: float = 30.0,
         max_sockets: int = 16,
+        max_outstanding: int = 128,
         dictionary: Dictionary | None = None,
     ) -> None:
         if not servers:
@@ -205,12 +215,13 @@ class RadiusClient:
         self.nas_identifier = nas_identifier
         self.dead_time = dead_time
         self.max_sockets = max_sockets
+        ids = max_sockets * 256
+        self.max_outstanding = min(max_outstanding, ids) if max_outstanding else ids
         self.dictionary = dictionary if dictionary is not None else load_dictionary()
         self.counters = RadiusCounters()
         self._auth = [_Port(s, s.auth_port, "auth") for s in self.servers]
         self._acct = [_Port(s, s.acct_port, "acct") for s in self.servers]
         self._nursery: trio.Nursery | None = None
-        self._id_freed = trio.Event()
         self._fast: dict[str, tuple[Any, Any, bool]] = {}
 
     @classmethod
@@ -223,6 +234,7 @@ class RadiusClient:
             message_authenticator=radius.message_authenticator,
             nas_identifier=radius.nas_identifier,
             dead_time=radius.dead_time,
+            max_outstanding=radius.max_outstanding,
         )
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -391,22 +403,29 @@ class RadiusClient:
             port.timeouts += 1
             return None
         finally:
-            del sock.pending[ident]
-            sock.free.append(ident)
-            self._id_freed.set()
+            self._release(port, sock, ident)
 
     async def _allocate(self, port: _Port) -> tuple[_Socket, int]:
-        while True:
-            for s in port.sockets:
-                if s.free:
-                    return s, s.free.popleft()
-            if len(port.sockets) < self.max_sockets and self._nursery is not None:
-                s = self._open_socket(port)
+        """A place among the port's ``max_outstanding`` (in turn: a released place passes
+        to the first waiter, see `_release`), then a free Identifier (there is always one:
+        ``max_outstanding`` is at most the Identifiers of ``max_sockets`` sockets)."""
+        if port.outstanding >= self.max_outstanding or port.waiting:
+            await port.waiting.park()  # woken with the place of a request that ended
+        else:
+            port.outstanding += 1
+        for s in port.sockets:
+            if s.free:
                 return s, s.free.popleft()
-            # Every waiter shares the one unset event: a release wakes them all.
-            if self._id_freed.is_set():
-                self._id_freed = trio.Event()
-            await self._id_freed.wait()
+        return (s := self._open_socket(port)), s.free.popleft()
+
+    @staticmethod
+    def _release(port: _Port, sock: _Socket, ident: int) -> None:
+        del sock.pending[ident]
+        sock.free.append(ident)
+        if port.waiting:
+            port.waiting.unpark()  # the place goes to the first waiter, counted still
+        else:
+            port.outstanding -= 1
 
     def _open_socket(self, port: _Port) -> _Socket:
         # Synchronous (connecting a UDP socket to an address literal does not block), so that
