@@ -673,9 +673,9 @@ class RadiusConfig:
     dead_time: float = attrs.field(default=30.0, metadata=_meta(_number(0)))
     """Seconds a server that did not answer is skipped."""
     max_outstanding: int = attrs.field(default=128, metadata=_meta(_integer(0, 4096)))
-    """Requests awaiting a reply from one server port at once; more wait their turn (a burst
-    the server's socket buffer cannot hold is dropped by its kernel, and each drop costs a
-    ``timeout``); 0: only the Identifiers limit them (4,096 per port)."""
+    """Requests awaiting a reply from one server port at once; more wait their turn, so a
+    burst is paced by the server's answers; 0: only the Identifiers limit them (4,096 per
+    port)."""
     message_authenticator: bool = attrs.field(default=True, metadata=_meta(_boolean))
     """Require a valid Message-Authenticator in Access-Accept/Reject (BlastRADIUS)."""
     interim_interval: float = attrs.field(default=0.0, metadata=_meta(_number(0)))

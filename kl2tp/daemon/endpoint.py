@@ -386,12 +386,7 @@ class TunnelRunner:
     def _step(self, now: float) -> bool:
         """`step`'s turn; False when the task must finish it."""
         core = self.core
-        entry = self.entry
-        if entry.inbox:
-            self.endpoint.core.feed(entry, now)
-        timer = core.get_timer()
-        if timer is not None and timer <= now:
-            core.handle_timer(now)
+        self._take_input(now)
         data_received = self.endpoint.handler.data_received
         while True:
             out = core.datagrams_to_send(now)
@@ -407,6 +402,17 @@ class TunnelRunner:
                 return False
             else:
                 self._handle_now(event)
+
+    def _take_input(self, now: float) -> None:
+        """Feed the tunnel's inbox to its core and run the core's timer if it is due: the
+        start of every turn, the task's or `step`'s."""
+        entry = self.entry
+        if entry.inbox:
+            self.endpoint.core.feed(entry, now)
+        core = self.core
+        timer = core.get_timer()
+        if timer is not None and timer <= now:
+            core.handle_timer(now)
 
     def _send_now(self, out: list[bytes]) -> bool:
         """Send without waiting; False (the rest kept for the task) at a full buffer."""
@@ -454,9 +460,7 @@ class TunnelRunner:
 
     async def _loop(self) -> None:
         core = self.core
-        entry = self.entry
-        inbox = entry.inbox
-        ep_core = self.endpoint.core
+        inbox = self.entry.inbox
         timers = self.endpoint.timers
         start_soon = self.endpoint.nursery.start_soon
         await self._flush()
@@ -472,14 +476,9 @@ class TunnelRunner:
                 self._parked = True
                 await self._lot.park()
                 self._parked = False
-            now = trio.current_time()
             # The flush below covers every command so far; a later one must kick again.
             self._dirty = False
-            if inbox:
-                ep_core.feed(entry, now)
-            timer = core.get_timer()
-            if timer is not None and timer <= now:
-                core.handle_timer(now)
+            self._take_input(trio.current_time())
             await self._flush()
         await self._teardown()
 

@@ -8,7 +8,8 @@ packets over trio UDP sockets.
   Identifier of every socket is waiting for a reply, another socket is opened (up to
   ``max_sockets`` per port), then senders wait for a free one. At most ``max_outstanding``
   requests await a reply from one port at once: a burst is paced by the server's answers
-  instead of overflowing its socket buffer (each datagram its kernel drops costs a
+  (800 in flight took FreeRADIUS twice as long to answer, docs/PERFORMANCE.md section 19;
+  a burst beyond a server's socket buffer would also be dropped, each drop costing a
   ``timeout``).
 - **Retransmission**: a request goes to a server ``1 + retries`` times, the same bytes each
   time (RFC 5080 2.2.1: same Identifier, same authenticator), ``timeout`` seconds apart.
