@@ -45,6 +45,13 @@ def two_workers(tmp_path: Path, calls: int, lac_extra: str, users: str = "") -> 
         pids = [w["pid"] for w in summary(lns_sock)["workers"]]
         lac = holding_lac(lac_cfg, calls, tmp_path / "lac.log")
         yield lns_sock
+    except BaseException:
+        # What a rare failure under load needs to be understood (pytest shows it).
+        for daemon in (lns, lac):
+            if daemon is not None:
+                print(f"--- {daemon.log.name} (last 60 lines)")
+                print("\n".join(daemon.output().splitlines()[-60:]))
+        raise
     finally:
         if lac is not None:
             lac.kill()
