@@ -137,6 +137,15 @@ def cpu_of(pid: int) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
+def sleeps_of(pid: int) -> int:
+    """Times a live process went to sleep (voluntary context switches): at a paced rate,
+    its wake-ups."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("voluntary_ctxt_switches:"):
+            return int(line.split()[1])
+    return 0
+
+
 def rss_kb(pid: int) -> int:
     """Resident set size of a live process, KiB (0 once it is gone)."""
     try:
@@ -219,6 +228,7 @@ def run_once(
             try:
                 wait_listening(port, lns, lns_log)
                 lns_cpu0 = cpu_of(lns.pid)
+                lns_sleeps0 = sleeps_of(lns.pid)
                 rss0 = rss_kb(lns.pid)
                 sampler = RssSampler(lns.pid)
                 sampler.start()
@@ -257,6 +267,7 @@ def run_once(
                 wall = time.monotonic() - t0
                 ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
                 lns_cpu = cpu_of(lns.pid) - lns_cpu0
+                lns_sleeps = sleeps_of(lns.pid) - lns_sleeps0
                 if spy is not None:
                     spy.send_signal(signal.SIGINT)  # py-spy writes its file and exits
                     spy.wait(timeout=60)
@@ -268,6 +279,7 @@ def run_once(
         summary["wall_s"] = wall
         summary["lac_cpu_s"] = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
         summary["lns_cpu_s"] = lns_cpu
+        summary["lns_wakeups"] = lns_sleeps
         summary["lns_rss_start_kb"] = rss0
         summary["lns_rss_peak_kb"] = sampler.peak
         return summary
@@ -349,6 +361,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 s["lac_cpu_s"],
                 s["lns_cpu_s"],
                 s["lns_cpu_s"] * 1000 / max(s["established"], 1),
+                s["lns_wakeups"] / max(s["established"], 1),
                 s["wall_s"],
                 s["lns_rss_peak_kb"] / 1024,
                 (s["lns_rss_peak_kb"] - s["lns_rss_start_kb"]) / max(s["established"], 1),
@@ -358,7 +371,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         table(
             ("N", "up", "failed", "p50 ms", "p99 ms", "calls/s", "LAC cpu s", "LNS cpu s",
-             "LNS ms/call", "wall s", "LNS RSS MB", "KB/call", "LAC drops"),
+             "LNS ms/call", "LNS wakes/call", "wall s", "LNS RSS MB", "KB/call", "LAC drops"),
             rows,
         )
     )  # fmt: skip

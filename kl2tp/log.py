@@ -295,10 +295,14 @@ def _fields(record: logging.LogRecord) -> Mapping[str, Any]:
 
 
 _NEEDS_QUOTES = re.compile(r'[ ="]')
+_BARE = re.compile(r"[\x21\x23-\x3c\x3e-\x5b\x5d-\x7e]+")
+"""A value written as it is: printable ASCII but the space, quote, equals and backslash."""
 
 
 def _logfmt_value(value: Any, *, escaped: bool = False) -> str:
     if value.__class__ is str:  # the common case first: user names, addresses
+        if _BARE.fullmatch(value) is not None:
+            return value  # one match instead of escaping and looking for quotes
         text = value if escaped else escape(value)
     elif isinstance(value, bool):
         return "true" if value else "false"

@@ -101,10 +101,16 @@ def _emit(
             return
         message += suppressed_note(suppressed)
     if log.isEnabledFor(logging.INFO):
-        log.info(
-            message,
-            extra={"event": event, "fields": fields, "tunnel_id": tid, "session_id": sid},
-        )
+        # The record made here, not by log.info: every line comes from this function, so
+        # the frames need not be walked to say so (a line per session up and down).
+        extra = {"event": event, "fields": fields, "tunnel_id": tid, "session_id": sid}
+        where = _emit.__code__
+        log.handle(
+            log.makeRecord(
+                log.name, logging.INFO, where.co_filename, where.co_firstlineno, message, (),
+                None, where.co_name, extra,
+            )
+        )  # fmt: skip
 
 
 def _peer(tunnel: _Tunnel) -> str:
