@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import gc
 import importlib.metadata
 import json
 import logging
@@ -552,6 +553,7 @@ def _run(
                         reloader.link_config = lns_link_config
             services.cancel_scope.cancel()
 
+    _collect_rarely()
     try:
         trio.run(main)
     except (OSError, BaseExceptionGroup) as exc:
@@ -559,6 +561,16 @@ def _run(
     except Exception as exc:
         return _fail(role, exc)
     return 0
+
+
+def _collect_rarely() -> None:
+    """Before a daemon's loop: what is loaded by now lives as long as the process, so the
+    collector stops walking it (``gc.freeze``); and the young generation is collected
+    every 10,000 allocations instead of 700. Calls leave little cyclic garbage (refcounts
+    free the rest), and a collection's cost is what it walks: 53-77 -> 20-24 ms of
+    collection in a 3,000-call burst (docs/PERFORMANCE.md section 20)."""
+    gc.freeze()
+    gc.set_threshold(10_000, 10, 10)
 
 
 def _coa_server(cfg: cfgmod.Config, handler: Any) -> Any:
@@ -719,6 +731,7 @@ def _simulate(cfg: cfgmod.Config, args: argparse.Namespace) -> int:
             with trio.CancelScope(shield=True):
                 await dataplane.aclose()
 
+    _collect_rarely()
     try:
         trio.run(main)
     except (OSError, BaseExceptionGroup) as exc:
