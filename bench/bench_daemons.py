@@ -13,6 +13,7 @@ Usage: python bench/bench_daemons.py [-n 1000,5000] [--tunnels 1] [--rate 0] [--
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -138,12 +139,15 @@ def cpu_of(pid: int) -> float:
 
 
 def sleeps_of(pid: int) -> int:
-    """Times a live process went to sleep (voluntary context switches): at a paced rate,
-    its wake-ups."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("voluntary_ctxt_switches:"):
-            return int(line.split()[1])
-    return 0
+    """Times a live process's threads went to sleep (voluntary context switches): at a
+    paced rate, its wake-ups. 0 once it is gone."""
+    total = 0
+    for status in Path(f"/proc/{pid}/task").glob("*/status"):
+        with contextlib.suppress(OSError):
+            for line in status.read_text().splitlines():
+                if line.startswith("voluntary_ctxt_switches:"):
+                    total += int(line.split()[1])
+    return total
 
 
 def rss_kb(pid: int) -> int:

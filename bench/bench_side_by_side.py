@@ -52,6 +52,7 @@ from bench_daemons import (
     free_udp_port,
     lac_summary,
     rss_kb,
+    sleeps_of,
     stop,
     wait_listening,
     write_configs,
@@ -233,6 +234,7 @@ def run_once(target: Target, n: int, *, rate: float, tunnels: int, hold: float,
             )
             cpu0, children0 = target.cpu()
             radius0 = cpu_of(target.radius_pid) if target.radius_pid else 0.0
+            sleeps0 = sleeps_of(target.lns_pid)
             rss0 = rss_kb(target.lns_pid)
             sampler = RssSampler(target.lns_pid)
             sampler.start()
@@ -246,6 +248,7 @@ def run_once(target: Target, n: int, *, rate: float, tunnels: int, hold: float,
             ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
             time.sleep(0.5)  # the LNS's last CDN acks
             cpu1, children1 = target.cpu()
+            sleeps1 = sleeps_of(target.lns_pid)
             radius1 = cpu_of(target.radius_pid) if target.radius_pid else 0.0
             sampler.stop.set()
             sampler.join()
@@ -262,6 +265,7 @@ def run_once(target: Target, n: int, *, rate: float, tunnels: int, hold: float,
             "p99": s["setup_ms"]["p99"] or 0.0,
             "lns_ms": (cpu1 - cpu0) * 1000 / max(up, 1),
             "children_ms": (children1 - children0) * 1000 / max(up, 1),
+            "wakes": (sleeps1 - sleeps0) / max(up, 1),
             "radius_ms": (radius1 - radius0) * 1000 / max(up, 1),
             "lac_ms": ((ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime))
             * 1000 / max(up, 1),
@@ -283,14 +287,14 @@ def print_case(title: str, runs: dict[str, list[dict[str, Any]]]) -> None:
         rows.append(
             (name, len(got), f"{med(name, 'up'):.0f}", f"{med(name, 'failed'):.0f}",
              med(name, "cps"), med(name, "p50"), med(name, "p99"), med(name, "lns_ms"),
-             med(name, "children_ms"), med(name, "radius_ms"), med(name, "lac_ms"),
-             med(name, "kb_per_session"))
+             med(name, "wakes"), med(name, "children_ms"), med(name, "radius_ms"),
+             med(name, "lac_ms"), med(name, "kb_per_session"))
         )  # fmt: skip
     print(f"\n## {title} (medians)")
     print(
         table(
             ("LNS", "runs", "up", "failed", "calls/s", "p50 ms", "p99 ms", "LNS ms/call",
-             "children ms", "RADIUS ms", "LAC ms/call", "KB/session"),
+             "LNS wakes/call", "children ms", "RADIUS ms", "LAC ms/call", "KB/session"),
             rows,
         )
     )  # fmt: skip
