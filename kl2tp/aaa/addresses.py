@@ -17,7 +17,7 @@ object); they must be hashable and are compared by equality.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from ipaddress import IPv4Address
 from typing import Generic, Protocol, TypeVar
 
@@ -236,7 +236,8 @@ class AddressBook(Generic[Owner]):
             # A reserved address inside the range: keep it out of circulation for good.
             address = source.allocate()
         if address is None:
-            self._refuse("exhausted")
+            if not source.block_on_its_way:  # else the caller may wait (`wait_for_block`)
+                self._refuse("exhausted")
             return None
         for other in self._overlaps[name]:
             other.claim(address)
@@ -268,6 +269,12 @@ class AddressBook(Generic[Owner]):
         self._record(Holding(owner, address, user, True, first))
         return address
 
+    def wait_for_block(self, pool: str | None, retry: Callable[[], object]) -> bool:
+        """`assign` found pool ``pool`` (None: the default) empty: True when a block is on
+        its way to this worker, ``retry`` then running once it came; False: refused."""
+        source = self.pools.get(self.default if pool is None else pool)
+        return source is not None and source.wait_for_block(retry)
+
     def replace_pool(self, name: str, pool: AddressPool) -> None:
         """Put ``pool`` in the place of pool ``name`` (a reload that grew it): every address
         the book holds inside the new range is taken out of it first, so it hands out none
@@ -285,6 +292,8 @@ class AddressBook(Generic[Owner]):
         self.pools[name] = pool
         pool.ask_if_low()
         self._overlaps = _overlaps(self.pools)
+        if old is not None:
+            old.wake_waiting()  # calls that waited for the old pool's block try the new one
 
     def release(self, owner: Owner) -> IPv4Address | None:
         """Give back what ``owner`` holds; nothing held does nothing.

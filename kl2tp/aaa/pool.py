@@ -22,7 +22,7 @@ workers' hands.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from ipaddress import IPv4Address
 from typing import TYPE_CHECKING, Protocol
 
@@ -41,7 +41,7 @@ BLOCK = 64
 LOW_WATER = BLOCK
 """A leasing pool asks for another block when fewer addresses than this are free: a block
 of headroom, so a burst of calls rarely outruns the lease (a call finding the pool empty while
-the lease is on its way is refused, as when the pool is exhausted)."""
+the lease is on its way waits for it: `AddressPool.wait_for_block`)."""
 
 
 class Lender(Protocol):
@@ -98,6 +98,10 @@ class AddressPool:
         self.lender: Lender | None = None
         self._blocks: dict[int, int] = {}  # held block -> its addresses in use
         self._asking = False
+        self._waiting: list[Callable[[], object]] = []
+        """Who found no free address while a block was on its way (`wait_for_block`)."""
+        self._refusing = False
+        """The supervisor just said it has no block: the waiters it wakes are refused."""
         if self.leasing:
             self._cursor = self._last + 1  # nothing is handed out but from held blocks
             # Reported size: the addresses of the blocks b % N == index, so the workers'
@@ -239,11 +243,18 @@ class AddressPool:
         return [v for v in range(start, end + 1) if v not in self._excluded]
 
     def add_block(self, block: int) -> bool:
-        """The supervisor lent this worker ``block``: its free addresses can be handed out.
+        """The supervisor lent this worker ``block``: its free addresses can be handed out,
+        and whoever waited for it (`wait_for_block`) tries again.
 
         Returns:
             False if the block is outside the range or already held (give it back).
         """
+        try:
+            return self._add_block(block)
+        finally:
+            self.wake_waiting()
+
+    def _add_block(self, block: int) -> bool:
         self._asking = False
         if block in self._blocks or block not in self._block_span():
             return False
@@ -258,8 +269,39 @@ class AddressPool:
         return True
 
     def no_block(self) -> None:
-        """The supervisor has no block left: the next shortage asks again."""
+        """The supervisor has no block left: the next shortage asks again; whoever waited
+        tries again (and is refused, unless an address was released meanwhile)."""
         self._asking = False
+        self._refusing = True
+        try:
+            self.wake_waiting()
+        finally:
+            self._refusing = False
+
+    @property
+    def block_on_its_way(self) -> bool:
+        """A worker's pool has asked for a block and has no answer yet (a call may wait
+        for it); False while the waiters of a lease the supervisor refused try again, so
+        they are refused rather than waiting on the next ask."""
+        return self.leasing and self._asking and not self._refusing
+
+    def wait_for_block(self, retry: Callable[[], object]) -> bool:
+        """The pool had no free address for a call: if a block is on its way, ``retry`` runs
+        once the answer came (`add_block`, `no_block`) and True is returned; False when
+        nothing is on its way (the pool is exhausted). A burst of calls into one worker
+        can use up its blocks faster than the supervisor lends the next: its calls wait for
+        the lease instead of being refused while the shared pool has room."""
+        if not self.block_on_its_way:
+            return False
+        self._waiting.append(retry)
+        return True
+
+    def wake_waiting(self) -> None:
+        """The lease is answered (or the pool replaced): every waiter tries again, in
+        arrival order (one may wait again, for the next block)."""
+        waiting, self._waiting = self._waiting, []
+        for retry in waiting:
+            retry()
 
     def held_blocks(self) -> list[int]:
         """The blocks this pool holds (a reload hands them to the pool replacing it)."""

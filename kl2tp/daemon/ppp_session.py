@@ -1305,16 +1305,23 @@ class _SessionState:
                 log.warning(
                     '%s: Framed-Pool "%s" is no [[pool]] of ours', self.link.name, escape(pool)
                 )
-            address = book.assign(
-                self,
-                requested=requested,
-                user=self.username,
-                pool=None if pool is None else str(pool),
-            )
+            name = None if pool is None else str(pool)
+            address = book.assign(self, requested=requested, user=self.username, pool=name)
+            if address is None and book.wait_for_block(name, lambda: self._block_came(event)):
+                return  # the link holds the peer's IPCP request until `address_result`
         if address is None:
             self._extra(failure="no address")
         self.address = address
         self.link.address_result(now, address)
+
+    def _block_came(self, event: pev.AddressRequest) -> None:
+        """This worker's pool had no free address for the call and now has its next block
+        (or heard that none is left): ask again, as `fire` does from the timer's task."""
+        try:
+            self._assign_address(event)
+            self._poke()
+        except Exception as exc:
+            self.owner._crashed(self.rec, exc)
 
     def _on_link_up(self, event: pev.LinkUp) -> None:
         """LCP is open: the unit accepts frames up to the MRU we negotiated (pppd does too)."""

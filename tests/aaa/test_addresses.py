@@ -220,3 +220,60 @@ def test_a_reload_hands_a_workers_blocks_to_the_grown_pool_and_a_new_pool_asks()
         assert book.assign("s2", pool="extra") in extra
     finally:
         set_worker_share(0, 1)
+
+
+class SlowLender:
+    """The supervisor's side, answering a lease only when told (it is another process)."""
+
+    def __init__(self, leases: BlockLeases) -> None:
+        self.leases = leases
+        self.asked: list[AddressPool] = []
+
+    def want(self, pool: AddressPool) -> None:
+        self.asked.append(pool)
+
+    def give_back(self, block: int) -> None:
+        self.leases.give_back(0, block)
+
+    def answer(self) -> None:
+        pool = self.asked.pop(0)
+        block = self.leases.lease(0, int(pool.range.first), int(pool.range.last))
+        if block is None:
+            pool.no_block()
+        else:
+            assert pool.add_block(block)
+
+
+def test_a_call_waits_for_the_block_on_its_way_and_is_refused_when_none_is_left() -> None:
+    set_worker_share(0, 2)
+    try:
+        pool = AddressPool("10.20.0.0/25")  # two blocks, both for this worker to lease
+    finally:
+        set_worker_share(0, 1)
+    lender = SlowLender(BlockLeases())
+    pool.lender = lender
+    book: AddressBook[str] = AddressBook({"": pool})
+    pool.ask_if_low()
+    lender.answer()  # the worker's first block
+    held = list(iter(lambda: book.assign(f"s{len(book._by_owner)}"), None))
+    assert len(held) >= 63 and pool.block_on_its_way  # a block used up; it asked for the next
+    assert "exhausted" not in book.refused  # not refused: it may wait
+    late: list[IPv4Address | None] = []
+
+    def retry(owner: str) -> None:
+        address = book.assign(owner)
+        if address is None and book.wait_for_block(None, lambda: retry(owner)):
+            return
+        late.append(address)
+
+    retry("late")
+    assert late == []  # waiting
+    lender.answer()  # the block comes: the waiter takes an address from it
+    assert late and late[0] is not None and late[0] not in held
+    while book.assign(f"s{len(book._by_owner)}") is not None:
+        pass
+    retry("later")
+    assert late == [late[0]] and pool.block_on_its_way
+    lender.answer()  # the supervisor has no block left: refused, counted
+    assert late[1:] == [None] and book.refused["exhausted"] == 1
+    assert book.wait_for_block(None, lambda: None) is pool.block_on_its_way

@@ -30,8 +30,9 @@ import pytest
 import trio
 
 from kl2tp.aaa import base as aaa
+from kl2tp.aaa.addresses import AddressBook
 from kl2tp.aaa.local import LocalAuthenticator, LocalUser
-from kl2tp.aaa.pool import AddressPool
+from kl2tp.aaa.pool import AddressPool, BlockLeases, set_worker_share
 from kl2tp.daemon.client import subscriber_call
 from kl2tp.daemon.endpoint import Endpoint
 from kl2tp.daemon.handle import SessionInfo, TunnelHandle
@@ -48,6 +49,7 @@ from ppp.config import AuthMethod, LinkConfig
 from ppp.frame import Code, Proto, decode_options, decode_packet, encode_option, encode_packet
 from ppp.ipcp import IpcpOption
 from ppp.link import Link, Phase
+from tests.aaa.test_addresses import SlowLender
 from tests.daemon.harness import ctl, wait_for
 from tests.daemon.hostile_rows import REPLY_BOUND, HostileLns, RawPeer, Row
 from tests.daemon.inprocess import fsm, lns_link, subscriber_link
@@ -941,3 +943,35 @@ async def test_an_lcp_timeout_is_cleared_with_cdn_11_no_appropriate_framing() ->
         assert deaf.info.closed is not None
         assert deaf.info.closed.result == CdnResult.NO_FRAMING
         assert deaf.info.closed.message == "PPP LCP timeout"
+
+
+async def test_a_call_waits_for_its_workers_next_address_block() -> None:
+    """A worker's pool (``[l2tp] workers``) hands out only the blocks the supervisor lent
+    it: a call that finds it empty while the next block is on its way waits for the block,
+    and is refused only when the supervisor has none left."""
+    set_worker_share(0, 2)
+    try:
+        pool = AddressPool("10.50.0.0/26", exclude=[LOCAL])  # one block, none held yet
+    finally:
+        set_worker_share(0, 1)
+    lender = SlowLender(BlockLeases())
+    pool.lender = lender
+    book: AddressBook[Any] = AddressBook({"": pool})
+    async with lab(addresses=book) as the:
+        first = await the.call(subscriber("user1"), wait=False)
+        await until(lambda: bool(lender.asked))  # it found no address, and asked
+        await trio.sleep(0.2)
+        assert not first.info.done.is_set() and "exhausted" not in book.refused
+        lender.answer()
+        await first.info.done.wait()
+        assert first.up and the.state_of(first).address in pool
+        while book.assign(object()) is not None:  # the rest of the block
+            pass
+        lender.answer()  # the ask that took: no block left
+        assert not lender.asked and not pool.block_on_its_way
+        second = await the.call(subscriber("user2"), wait=False)
+        await until(lambda: bool(lender.asked))  # the call asks again, and waits
+        assert "exhausted" not in book.refused
+        lender.answer()  # still none: the waiting call is refused
+        await second.info.done.wait()
+        assert not second.up and book.refused == {"exhausted": 1}
