@@ -28,11 +28,11 @@ import socket
 import statistics
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 import _util
 import trio
 import trio.lowlevel
+from bench_daemons import sleeps_of
 
 from kl2tp.daemon.endpoint import UdpTransport
 
@@ -122,13 +122,6 @@ RECEIVERS: dict[str, Callable[[socket.socket], int]] = {
 }
 
 
-def sleeps() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("voluntary_ctxt_switches:"):
-            return int(line.split()[1])
-    return 0
-
-
 def run_once(kind: str, count: int, rate: float) -> tuple[float, float, float]:
     """(user us, system us, sleeps) per datagram, measured in a forked receiver."""
     read_end, write_end = os.pipe()
@@ -143,9 +136,9 @@ def run_once(kind: str, count: int, rate: float) -> tuple[float, float, float]:
             time.sleep(0.2)
             send_paced(sock.getsockname()[1], count, rate)
             os._exit(0)
-        before, sleeps0 = resource.getrusage(resource.RUSAGE_SELF), sleeps()
+        before, sleeps0 = resource.getrusage(resource.RUSAGE_SELF), sleeps_of(os.getpid())
         got = RECEIVERS[kind](sock)
-        after, sleeps1 = resource.getrusage(resource.RUSAGE_SELF), sleeps()
+        after, sleeps1 = resource.getrusage(resource.RUSAGE_SELF), sleeps_of(os.getpid())
         os.waitpid(sender, 0)
         n = max(got, 1)
         figures = (
