@@ -481,6 +481,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     p.add_argument("--verbose", action="store_true", help="print the whole result as JSON")
     args = p.parse_args(argv)
+    if args.hold < 2 * args.settle + 5:
+        # The steady window is the hold minus a settle at each end, and the sessions are
+        # counted every few seconds: a shorter hold ends before either sees them all up.
+        p.error(f"--hold must be at least 2 * --settle + 5 s ({2 * args.settle + 5:g} s)")
     print(f"# scale: one kl2tp-lns, null data plane  ({machine()})")
     print(
         f"# {args.sessions:,} sessions, {args.tunnels} tunnels, LNS workers {args.workers}, "
