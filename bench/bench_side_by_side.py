@@ -269,9 +269,10 @@ def run_once(target: Target, n: int, *, rate: float, tunnels: int, hold: float,
             "radius_ms": (radius1 - radius0) * 1000 / max(up, 1),
             # The generator's own figure (from its first call to its end), else the whole
             # process's, start-up included.
-            "lac_ms": s.get("cpu_ms_per_call")
-            or ((ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime))
-            * 1000 / max(up, 1),
+            "lac_ms": s.get("cpu_ms_per_call") or (
+                ((ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime))
+                * 1000 / max(up, 1)
+            ),
             "kb_per_session": (sampler.peak - rss0) / max(up, 1),
             "summary": s,
         }  # fmt: skip
@@ -311,11 +312,12 @@ def print_case(title: str, runs: dict[str, list[dict[str, Any]]]) -> None:
     )  # fmt: skip
     cpus = os.cpu_count() or 1
     for name, got in runs.items():
-        if got and vcpus(got) >= 0.9 * cpus:
+        need = vcpus(got) if got else 0.0
+        if need >= 0.9 * cpus:
             print(
-                f"# {name}: the LNS, its RADIUS server and the generator need "
-                f"{vcpus(got):.1f} of the machine's {cpus} vCPUs at this rate; its latencies "
-                "measure how they share them"
+                f"# {name}: the LNS, its RADIUS server and the generator need {need:.1f} of "
+                f"the machine's {cpus} vCPUs at this rate; its latencies measure how they "
+                "share them"
             )
     if runs.get("l2tpns"):
         c_ref = med("l2tpns", "lns_ms") + med("l2tpns", "radius_ms")

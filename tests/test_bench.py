@@ -63,7 +63,8 @@ def test_daemon_bench_brings_every_call_up() -> None:
     assert row[1:3] == ["100", "0"], row
 
 
-def test_wakeup_bench_counts_every_datagram() -> None:
+def test_wakeup_bench_measures_every_receiver() -> None:
+    """A row for each of the four receivers it compares."""
     out = run("bench_wakeup.py", "-n", "200", "--rate", "5000", "--rounds", "1")
     names = [r[0] for r in (line.split() for line in out.splitlines()) if r]
     for receiver in ("blocking", "epoll", "trio", "kl2tp"):
